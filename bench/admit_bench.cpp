@@ -1,0 +1,215 @@
+// admit's in-process benchmarks, with their yardsticks in the same binary.
+// Reproduce: scripts/bench (Release build, then this binary with repetitions).
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <charconv>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <unistd.h>
+
+#include "admit/limiter.hpp"
+#include "admit/store/memory_store.hpp"
+
+namespace {
+
+using admit::Amounts;
+using admit::Limit;
+using admit::Limiter;
+using admit::MemoryStore;
+using admit::Micros;
+using admit::SystemClock;
+
+// The clock every case reads once per call: the limiter's default clock, through the same
+// virtual interface.
+const admit::Clock& bench_clock() {
+  static const SystemClock clock;
+  return clock;
+}
+
+// ---- Yardsticks: a bare GCRA on one key, T = 1 µs, burst 1e12 (always admits). ----
+
+struct MutexGcra {
+  std::mutex mu;
+  Micros tat = 0;
+  bool try_acquire(Micros now, std::int64_t n) {
+    std::lock_guard g(mu);
+    const Micros base = tat > now ? tat : now;
+    const Micros next = base + n;  // T = 1 µs
+    if (next - now > 1'000'000'000'000) return false;
+    tat = next;
+    return true;
+  }
+};
+
+void BM_Baseline_MutexGcra(benchmark::State& state) {
+  static MutexGcra g;
+  const admit::Clock& clock = bench_clock();
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += g.try_acquire(clock.now(), 1);
+  if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
+}
+BENCHMARK(BM_Baseline_MutexGcra);
+
+struct AtomicGcra {
+  std::atomic<Micros> tat{0};
+  bool try_acquire(Micros now, std::int64_t n) {
+    Micros cur = tat.load(std::memory_order_relaxed);
+    for (;;) {
+      const Micros base = cur > now ? cur : now;
+      const Micros next = base + n;
+      if (next - now > 1'000'000'000'000) return false;
+      if (tat.compare_exchange_weak(cur, next, std::memory_order_acq_rel)) return true;
+    }
+  }
+};
+
+void BM_Baseline_AtomicGcra(benchmark::State& state) {
+  static AtomicGcra g;
+  const admit::Clock& clock = bench_clock();
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += g.try_acquire(clock.now(), 1);
+  if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
+}
+BENCHMARK(BM_Baseline_AtomicGcra);
+
+// ---- admit ----
+
+// Large limits so the cases measure the admit path, not denials.
+void configure(Limiter& l) {
+  l.set_limits("gpt-4o", {Limit::per_minute("rpm", 1'000'000'000'000)});
+  l.set_limits("gpt-4o-4",
+               {Limit::per_minute("rpm", 1'000'000'000'000),
+                Limit::per_minute("tpm", 1'000'000'000'000),
+                Limit::per_hour("rph", 1'000'000'000'000),
+                Limit::daily("rpd", 1'000'000'000'000, "00:00", "America/Los_Angeles")});
+  // RandomKey: one request per day and key keeps every key active for the whole run.
+  l.set_limits("gpt-4o-day", {Limit::per_day("rpd", 1'000'000)});
+}
+
+void BM_TryAcquire_OneKey(benchmark::State& state) {
+  MemoryStore store;
+  Limiter limiter(store, bench_clock());
+  configure(limiter);
+  const Amounts amounts{{"rpm", 1}};
+  std::int64_t admitted = 0;
+  for (auto _ : state) {
+    admit::Lease lease = limiter.try_acquire("user-42", "gpt-4o", amounts);
+    admitted += lease.allowed();
+    lease.commit();
+  }
+  if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
+}
+BENCHMARK(BM_TryAcquire_OneKey);
+
+void BM_TryAcquire_FourLimits(benchmark::State& state) {
+  MemoryStore store;
+  Limiter limiter(store, bench_clock());
+  configure(limiter);
+  const Amounts amounts{{"rpm", 1}, {"tpm", 1200}, {"rph", 1}, {"rpd", 1}};
+  std::int64_t admitted = 0;
+  for (auto _ : state) {
+    admit::Lease lease = limiter.try_acquire("user-42", "gpt-4o-4", amounts);
+    admitted += lease.allowed();
+    lease.commit();
+  }
+  if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
+}
+BENCHMARK(BM_TryAcquire_FourLimits);
+
+std::size_t rss_bytes() {
+  std::ifstream f("/proc/self/statm");
+  std::size_t pages = 0, resident = 0;
+  f >> pages >> resident;
+  return resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+}
+
+// Formats "user-<n>" into buf; returns its view.
+std::string_view user_key(char* buf, std::uint64_t n) {
+  std::memcpy(buf, "user-", 5);
+  auto r = std::to_chars(buf + 5, buf + 32, n);
+  return {buf, static_cast<std::size_t>(r.ptr - buf)};
+}
+
+void BM_TryAcquire_RandomKey(benchmark::State& state) {
+  const auto keys = static_cast<std::uint64_t>(state.range(0));
+  const std::size_t rss0 = rss_bytes();
+  auto store = std::make_unique<MemoryStore>();
+  Limiter limiter(*store, bench_clock());
+  configure(limiter);
+  const Amounts amounts{{"rpd", 1}};
+  char buf[32];
+  for (std::uint64_t i = 0; i < keys; ++i) {
+    (void)limiter.try_acquire(user_key(buf, i), "gpt-4o-day", amounts).allowed();
+  }
+  const std::size_t rss1 = rss_bytes();
+  std::mt19937_64 rng(42);
+  std::int64_t admitted = 0;
+  for (auto _ : state) {
+    admit::Lease lease = limiter.try_acquire(user_key(buf, rng() % keys), "gpt-4o-day", amounts);
+    admitted += lease.allowed();
+    lease.commit();
+  }
+  if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
+  state.counters["bytes_per_key"] =
+      static_cast<double>(rss1 - rss0) / static_cast<double>(keys);
+  state.counters["table_bytes_per_key"] =
+      static_cast<double>(store->memory_bytes()) / static_cast<double>(keys);
+  state.counters["active_keys"] = static_cast<double>(store->size());
+}
+BENCHMARK(BM_TryAcquire_RandomKey)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kNanosecond);
+
+// Shared between the threads of one run.
+struct Shared {
+  std::unique_ptr<MemoryStore> store;
+  std::unique_ptr<Limiter> limiter;
+};
+Shared g_shared;
+
+void setup_shared(const benchmark::State&) {
+  g_shared.store = std::make_unique<MemoryStore>();
+  g_shared.limiter = std::make_unique<Limiter>(*g_shared.store, bench_clock());
+  configure(*g_shared.limiter);
+}
+void teardown_shared(const benchmark::State&) {
+  g_shared.limiter.reset();
+  g_shared.store.reset();
+}
+
+void BM_TryAcquire_TwoThreads_DistinctKeys(benchmark::State& state) {
+  const std::string entity = "user-" + std::to_string(state.thread_index());
+  const Amounts amounts{{"rpm", 1}};
+  std::int64_t admitted = 0;
+  for (auto _ : state) {
+    admit::Lease lease = g_shared.limiter->try_acquire(entity, "gpt-4o", amounts);
+    admitted += lease.allowed();
+    lease.commit();
+  }
+  if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
+}
+BENCHMARK(BM_TryAcquire_TwoThreads_DistinctKeys)
+    ->Threads(2)
+    ->Setup(setup_shared)
+    ->Teardown(teardown_shared)
+    ->UseRealTime();
+
+void BM_TryAcquire_TwoThreads_SameKey(benchmark::State& state) {
+  const Amounts amounts{{"rpm", 1}};
+  std::int64_t admitted = 0;
+  for (auto _ : state) {
+    admit::Lease lease = g_shared.limiter->try_acquire("user-42", "gpt-4o", amounts);
+    admitted += lease.allowed();
+    lease.commit();
+  }
+  if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
+}
+BENCHMARK(BM_TryAcquire_TwoThreads_SameKey)
+    ->Threads(2)
+    ->Setup(setup_shared)
+    ->Teardown(teardown_shared)
+    ->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

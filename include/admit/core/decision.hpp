@@ -1,0 +1,77 @@
+// Decision: the value every admission call returns. A denial is a normal value, not an error.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "admit/core/limit.hpp"
+#include "admit/core/time.hpp"
+
+namespace admit {
+
+/// Stable decision codes; each equals its wire string.
+enum class Code : std::uint8_t {
+  ok,                    ///< allowed
+  rate_exceeded,         ///< a rate limit has too little now; retry_after says when
+  window_exceeded,       ///< a calendar window is used up; retry_after = until it resets
+  concurrency_exceeded,  ///< all slots held; retry_after = until enough leases expire
+  exceeds_capacity,      ///< the amount is larger than a limit's capacity: it can never fit
+  queue_ahead,           ///< other callers wait on this key first (FIFO); try again or wait
+  unknown_limit,         ///< an amount names a limit that no entity in the chain has
+  invalid_argument,      ///< bad input (negative amount, amount beyond the exact range, ...)
+  store_unavailable,     ///< the store failed and the policy is fail-closed
+  timeout,               ///< acquire's deadline passed while waiting
+  cancelled,             ///< acquire's stop token fired while waiting
+};
+std::string_view to_string(Code c);
+
+/// One limit that refused the request.
+struct Violation {
+  std::string entity;         ///< which entity of the chain (the requester or an ancestor)
+  std::string limit;          ///< limit name
+  LimitKind kind = LimitKind::rate;
+  std::int64_t requested = 0;
+  std::int64_t available = 0;
+  Micros retry_after = 0;     ///< for this limit alone
+};
+
+/// Where a resolved limit came from (most specific first).
+enum class ConfigSource : std::uint8_t { entity, entity_default, resource, system };
+std::string_view to_string(ConfigSource s);
+
+/// The state of one limit of one entity after the operation.
+struct LimitStatus {
+  std::string entity;
+  std::string limit;
+  LimitKind kind = LimitKind::rate;
+  ConfigSource source = ConfigSource::resource;
+  std::int64_t capacity = 0;
+  std::int64_t available = 0;  ///< whole units that would fit now
+  Micros reset_after = 0;      ///< until full again (rate), until the window ends (window)
+};
+
+/**
+ * The outcome of try_acquire / acquire / decide / record_usage.
+ * retry_after is exact: with nothing else happening, the same request at now + retry_after
+ * is allowed and 1 µs earlier it is not (0 when allowed or when it can never fit).
+ */
+struct Decision {
+  bool allowed = false;
+  Code code = Code::invalid_argument;
+  std::string reason;
+  Micros retry_after = 0;
+  std::vector<Violation> violations;  ///< empty when allowed
+  std::vector<LimitStatus> stats;     ///< every limit the request touched
+  Micros now = 0;                     ///< the instant the decision was taken at
+
+  explicit operator bool() const { return allowed; }
+  std::chrono::microseconds retry_after_duration() const {
+    return std::chrono::microseconds(retry_after);
+  }
+  /// Seconds to put in a Retry-After header: ceil(retry_after), at least 1 when denied.
+  std::int64_t retry_after_header() const;
+};
+
+}  // namespace admit

@@ -1,0 +1,55 @@
+// Exceptions thrown at API edges. Denials in the hot path are Decision values, not exceptions.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include "admit/core/decision.hpp"
+
+namespace admit {
+
+/// Base of every exception admit throws.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Invalid configuration or argument; names the offending field and value.
+class ValidationError : public Error {
+ public:
+  ValidationError(std::string field, std::string value, const std::string& why);
+  const std::string& field() const { return field_; }
+  const std::string& value() const { return value_; }
+
+ private:
+  std::string field_;
+  std::string value_;
+};
+
+/// acquire() could not get capacity before its deadline, or the request can never fit.
+class RateLimitExceeded : public Error {
+ public:
+  explicit RateLimitExceeded(Decision d);
+  const Decision& decision() const { return decision_; }
+  Micros retry_after() const { return decision_.retry_after; }
+  const std::vector<Violation>& violations() const { return decision_.violations; }
+  /// The violation with the longest retry_after (the one that decides the wait).
+  const Violation* primary_violation() const;
+
+ private:
+  Decision decision_;
+};
+
+/// The store could not be reached and the policy is fail-closed.
+class StoreUnavailable : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A lease operation after the lease ended (committed, rolled back or expired).
+class LeaseError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace admit

@@ -1,0 +1,125 @@
+// Limits: what a key may consume. Three kinds: rate (token bucket / GCRA), window (fixed
+// calendar window in a time zone) and concurrency (slots held by leases). 0 means unlimited.
+// Every factory validates its arguments and throws ValidationError naming the field and value.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "admit/core/time.hpp"
+
+namespace admit {
+
+enum class LimitKind : std::uint8_t { rate, window, concurrency };
+std::string_view to_string(LimitKind k);
+
+/// Calendar unit of a window limit.
+enum class WindowUnit : std::uint8_t { minute, hour, day, week, month };
+std::string_view to_string(WindowUnit u);
+
+/**
+ * A calendar window: [start, end) in a time zone. Days, weeks (starting Monday) and months
+ * start at `reset_at` local time ("HH:MM"); hours and minutes start at the top of the local
+ * hour / minute. DST is honoured: a day that loses an hour is 23 h long.
+ */
+struct WindowSpec {
+  WindowUnit unit = WindowUnit::day;
+  std::string reset_at = "00:00";  ///< local time of day the window starts ("HH:MM")
+  std::string time_zone = "UTC";   ///< IANA name, e.g. "America/Los_Angeles"
+};
+
+/// One window's bounds, µs since the epoch.
+struct WindowBounds {
+  Micros start = 0;
+  Micros end = 0;
+};
+
+/**
+ * Exact integer parameters of a rate limit. The emission interval T (µs per unit) is the
+ * rational refill_period / refill_amount = a + b / r, kept exactly (no floating point).
+ * The tolerance capacity * T is (tol_us + tol_rem / r). Every product the math forms is
+ * below 2^53, so a Lua script computes the very same numbers.
+ */
+struct RateParams {
+  std::int64_t capacity = 0;  ///< burst
+  std::int64_t a = 0;         ///< floor(T)
+  std::int64_t b = 0;         ///< T - a = b / r, 0 <= b < r
+  std::int64_t r = 1;         ///< denominator of T, >= 1
+  std::int64_t tol_us = 0;    ///< floor(capacity * T)
+  std::int64_t tol_rem = 0;   ///< (capacity * T - tol_us) * r
+  std::int64_t max_amount = 0;  ///< largest single amount the math accepts exactly
+};
+
+class WindowCalendar;
+
+/**
+ * A named limit. Immutable value type; cheap to copy. Thread-safe.
+ */
+class Limit {
+ public:
+  /// n per second with burst (0 = n). n == 0 means unlimited.
+  static Limit per_second(std::string name, std::int64_t n, std::int64_t burst = 0);
+  static Limit per_minute(std::string name, std::int64_t n, std::int64_t burst = 0);
+  static Limit per_hour(std::string name, std::int64_t n, std::int64_t burst = 0);
+  static Limit per_day(std::string name, std::int64_t n, std::int64_t burst = 0);
+  /// A token bucket holding `capacity`, refilled by `refill_amount` every `refill_period`
+  /// (continuously, pro rata). capacity == 0 means unlimited.
+  static Limit custom(std::string name, std::int64_t capacity, std::int64_t refill_amount,
+                      std::chrono::microseconds refill_period);
+  /// At most `capacity` per calendar window. capacity == 0 means unlimited.
+  static Limit window(std::string name, std::int64_t capacity, WindowSpec spec);
+  /// At most `capacity` per day, resetting at `reset_at` local time in `time_zone`.
+  static Limit daily(std::string name, std::int64_t capacity, std::string reset_at = "00:00",
+                     std::string time_zone = "UTC");
+  /// At most `slots` leases (or slot amounts) held at once. slots == 0 means unlimited.
+  static Limit concurrency(std::string name, std::int64_t slots);
+
+  const std::string& name() const { return name_; }
+  LimitKind kind() const { return kind_; }
+  bool unlimited() const { return capacity_ == 0; }
+  /// Burst for rate, per-window quota for window, slots for concurrency.
+  std::int64_t capacity() const { return capacity_; }
+  /// Rate limits only: refill amount per refill period.
+  std::int64_t refill_amount() const { return refill_amount_; }
+  Micros refill_period() const { return refill_period_; }
+  const RateParams& rate() const { return rate_; }
+  /// Window limits only.
+  const WindowSpec& window_spec() const;
+  /// Window limits only: the window containing `now`. Thread-safe, cached.
+  WindowBounds window_at(Micros now) const;
+  /// Largest amount one operation may carry on this limit (exactness bound).
+  std::int64_t max_amount() const;
+
+  /// Human-readable description, e.g. "rpm: 100 per 1m (burst 100)".
+  std::string describe() const;
+
+  /// A 64-bit hash of (name, kind), fixed at construction: stores use it to tell the limits
+  /// of one key apart without hashing the name on every call.
+  std::uint64_t name_hash() const { return name_hash_; }
+
+  /// Same name, kind and numbers (time zone included).
+  bool operator==(const Limit& o) const;
+
+ private:
+  Limit() = default;
+  static Limit make_rate(std::string name, std::int64_t capacity, std::int64_t refill_amount,
+                         Micros refill_period);
+
+  std::string name_;
+  LimitKind kind_ = LimitKind::rate;
+  std::int64_t capacity_ = 0;
+  std::int64_t refill_amount_ = 0;
+  Micros refill_period_ = 0;
+  RateParams rate_;
+  std::uint64_t name_hash_ = 0;
+  std::shared_ptr<const WindowCalendar> calendar_;
+};
+
+/// Checks a limit, entity, resource or namespace name: 1-128 bytes, printable ASCII without
+/// spaces. Throws ValidationError naming `field`.
+void validate_name(std::string_view field, std::string_view value);
+
+}  // namespace admit

@@ -1,0 +1,106 @@
+// GCRA in exact integer microseconds. A rate key's state is its theoretical arrival time
+// (TAT) as a pair (µs, remainder / r): the instant the bucket will be full again. The
+// bucket holds capacity - (TAT - now) / T units; an amount n fits when
+// max(TAT, now) + n*T <= now + capacity*T. All functions are pure and noexcept.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "admit/core/limit.hpp"
+#include "admit/core/time.hpp"
+
+namespace admit::rate {
+
+__extension__ typedef __int128 Int128;  // GCC/Clang builtin; only for derived stats
+
+/// A point in time with sub-µs fraction: us + rem / r, 0 <= rem < r.
+struct Tat {
+  Micros us = 0;
+  std::int64_t rem = 0;
+};
+
+inline bool less(const Tat& x, const Tat& y) noexcept {
+  return x.us < y.us || (x.us == y.us && x.rem < y.rem);
+}
+
+/// n * T as a (µs, rem) pair.
+inline Tat span(const RateParams& p, std::int64_t n) noexcept {
+  const std::int64_t nb = n * p.b;
+  return {n * p.a + nb / p.r, nb % p.r};
+}
+
+inline Tat add(const RateParams& p, Tat x, const Tat& d) noexcept {
+  x.us += d.us;
+  x.rem += d.rem;
+  if (x.rem >= p.r) {
+    x.rem -= p.r;
+    ++x.us;
+  }
+  return x;
+}
+
+inline Tat sub(const RateParams& p, Tat x, const Tat& d) noexcept {
+  x.us -= d.us;
+  x.rem -= d.rem;
+  if (x.rem < 0) {
+    x.rem += p.r;
+    --x.us;
+  }
+  return x;
+}
+
+/// max(tat, now)
+inline Tat base(const Tat& tat, Micros now) noexcept {
+  return less(tat, Tat{now, 0}) ? Tat{now, 0} : tat;
+}
+
+/// Result of checking one amount against one rate key.
+struct Check {
+  bool ok = false;
+  bool never = false;       ///< n > capacity: no wait helps
+  Micros retry_after = 0;   ///< exact: the same n fits at now + retry_after, not 1 µs earlier
+};
+
+/// Does `n` fit now? Exact retry_after when it does not.
+inline Check check(const RateParams& p, const Tat& tat, std::int64_t n, Micros now) noexcept {
+  if (n > p.capacity) return {false, true, 0};
+  const Tat next = add(p, base(tat, now), span(p, n));
+  const Tat limit = add(p, Tat{now, 0}, Tat{p.tol_us, p.tol_rem});
+  if (!less(limit, next)) return {true, false, 0};
+  // Denied with n <= capacity implies tat > now. Earliest t with tat + nT <= t + tol:
+  const Tat x = sub(p, next, Tat{p.tol_us, p.tol_rem});
+  return {false, false, x.us + (x.rem > 0 ? 1 : 0) - now};
+}
+
+/// Consumes n unconditionally (the bucket may go into debt).
+inline Tat consume(const RateParams& p, const Tat& tat, std::int64_t n, Micros now) noexcept {
+  return add(p, base(tat, now), span(p, n));
+}
+
+/// Returns n to the bucket; never fills it beyond capacity.
+inline Tat refund(const RateParams& p, const Tat& tat, std::int64_t n, Micros now) noexcept {
+  const Tat t = sub(p, tat, span(p, n));
+  return less(t, Tat{now, 0}) ? Tat{now, 0} : t;
+}
+
+/// Whole units available now (0 when in debt).
+inline std::int64_t available(const RateParams& p, const Tat& tat, Micros now) noexcept {
+  const Tat b = base(tat, now);
+  const Tat limit = add(p, Tat{now, 0}, Tat{p.tol_us, p.tol_rem});
+  if (less(limit, b)) return 0;
+  const Tat d = sub(p, limit, b);
+  if (p.r == 1) return std::min<std::int64_t>(d.us / p.a, p.capacity);  // integer T
+  // floor(d / T) with d and T scaled by r; 128-bit because d.us * r may pass 2^63.
+  const Int128 num = static_cast<Int128>(d.us) * p.r + d.rem;
+  const Int128 den = static_cast<Int128>(p.a) * p.r + p.b;
+  return std::min<std::int64_t>(static_cast<std::int64_t>(num / den), p.capacity);
+}
+
+/// µs until the bucket is full again (0 if full).
+inline Micros reset_after(const Tat& tat, Micros now) noexcept {
+  if (!less(Tat{now, 0}, tat)) return 0;
+  return tat.us - now + (tat.rem > 0 ? 1 : 0);
+}
+
+}  // namespace admit::rate

@@ -1,0 +1,82 @@
+// Lease: what an allowed acquire returns. It holds what was consumed so that the caller can
+// reconcile the estimate with the real usage (adjust), keep it (commit) or give it back
+// (rollback, also on destruction). Concurrency slots are held until the lease ends or its
+// TTL passes (then the store reclaims them even if this object is never destroyed).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/container/small_vector.hpp>
+
+#include "admit/amounts.hpp"
+#include "admit/core/decision.hpp"
+#include "admit/core/limit.hpp"
+
+namespace admit {
+
+class Limiter;
+
+/**
+ * Move-only. A default or denied Lease is inactive; every operation on it is a no-op except
+ * adjust(), which throws LeaseError. Not thread-safe (one owner at a time).
+ */
+class [[nodiscard]] Lease {
+ public:
+  Lease() = default;
+  ~Lease();
+  Lease(Lease&& o) noexcept;
+  Lease& operator=(Lease&& o) noexcept;
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+
+  /// True while the lease holds capacity (allowed, not yet committed or rolled back).
+  bool active() const { return limiter_ != nullptr; }
+  /// True if the acquire that made this lease was allowed.
+  bool allowed() const { return decision_.allowed; }
+  explicit operator bool() const { return decision_.allowed; }
+  const Decision& decision() const { return decision_; }
+  /// Lease id (unique per process); 0 for a denied lease.
+  std::uint64_t id() const { return id_; }
+  /// When its concurrency slots are reclaimed if it is never ended (µs since epoch).
+  Micros expires_at() const { return expires_at_; }
+
+  /**
+   * Reconciles with real usage: a positive delta consumes more (a bucket may go into debt,
+   * so later callers wait), a negative one refunds (never more than this lease consumed on
+   * that limit; window refunds only while the same window lasts). Concurrency limits cannot
+   * be adjusted. Still allowed after the TTL passed (usage is usage).
+   * @return the decision after the adjustment (allowed is always true).
+   * @throws LeaseError if the lease ended; ValidationError for an unknown limit name.
+   */
+  Decision adjust(const Amounts& deltas);
+
+  /// Keeps what was consumed and frees the concurrency slots. Idempotent.
+  void commit();
+  /// Returns what was consumed (rate always, windows only within the same window) and frees
+  /// the slots. After the TTL passed, a rollback only frees what is still held. Idempotent.
+  void rollback();
+
+ private:
+  friend class Limiter;
+  struct Item {
+    Limit limit;
+    std::uint16_t key = 0;
+    std::int64_t consumed = 0;  // net amount this lease holds on the limit
+    Micros window_end = 0;
+  };
+  void end(bool refund);
+
+  Limiter* limiter_ = nullptr;
+  Decision decision_;
+  std::uint64_t id_ = 0;
+  bool holds_slots_ = false;  // any concurrency slot: commit must reach the store
+  Micros expires_at_ = 0;
+  boost::container::small_vector<std::string, 1> entities_;  // requester, then ancestors
+  std::string resource_;
+  boost::container::small_vector<Item, 2> items_;
+};
+
+}  // namespace admit

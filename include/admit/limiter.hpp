@@ -1,0 +1,141 @@
+// Limiter: the API most users need. Resolves limits for (entity, resource) along the entity's
+// ancestors, applies one all-or-nothing operation through a Store, returns Decisions and
+// Leases, waits in FIFO order per key when asked to, and reports stats.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "admit/amounts.hpp"
+#include "admit/core/clock.hpp"
+#include "admit/core/decision.hpp"
+#include "admit/core/error.hpp"
+#include "admit/core/limit.hpp"
+#include "admit/lease.hpp"
+#include "admit/store/store.hpp"
+
+namespace admit {
+
+struct LimiterOptions {
+  std::string ns = "default";             ///< namespace: tenants never see each other's keys
+  Micros lease_ttl = 5 * kMicrosPerMinute;  ///< default lease TTL
+  int max_parent_depth = 8;               ///< ancestors deeper than this are refused
+};
+
+/// Per-call options.
+struct AcquireOptions {
+  Micros lease_ttl = 0;        ///< 0 = LimiterOptions::lease_ttl
+  bool with_stats = false;     ///< fill Decision::stats when allowed (denials always have them)
+  std::stop_token stop;        ///< acquire(): cancels the wait promptly
+};
+
+/// Stats of every limit of one (entity, resource), ancestors included.
+struct ResourceStats {
+  std::string entity;
+  std::string resource;
+  std::vector<LimitStatus> limits;
+};
+
+/**
+ * Thread-safe. The Store and Clock must outlive the Limiter; Leases must not outlive it.
+ */
+class Limiter {
+ public:
+  Limiter(Store& store, const Clock& clock, LimiterOptions options = {});
+  ~Limiter();
+  Limiter(const Limiter&) = delete;
+  Limiter& operator=(const Limiter&) = delete;
+
+  // ---- configuration (thread-safe; visible to the next call) ----
+
+  /// System defaults: used for any resource without more specific limits.
+  void set_default_limits(std::vector<Limit> limits);
+  /// Limits of a resource (e.g. a model), for every entity without an override.
+  void set_limits(std::string resource, std::vector<Limit> limits);
+  /// An entity's own limits for one resource (most specific).
+  void set_entity_limits(std::string entity, std::string resource, std::vector<Limit> limits);
+  /// An entity's own limits for every resource it has no specific limits for.
+  void set_entity_default_limits(std::string entity, std::vector<Limit> limits);
+  /// Makes `parent` an ancestor of `entity`: every acquire of `entity` also consumes from
+  /// `parent` (and its ancestors), all or nothing. An empty parent removes the link.
+  /// @throws ValidationError on a cycle or a chain deeper than max_parent_depth.
+  void set_parent(std::string entity, std::string parent);
+  /// Removes limits set by the calls above (resource-level, entity-level or both).
+  void remove_limits(std::string_view resource);
+  void remove_entity_limits(std::string_view entity, std::string_view resource);
+
+  /// The limits that apply to (entity, resource) itself and where each came from.
+  std::vector<std::pair<Limit, ConfigSource>> resolve(std::string_view entity,
+                                                      std::string_view resource) const;
+  /// Resource names with limits configured, sorted.
+  std::vector<std::string> resources() const;
+
+  // ---- admission ----
+
+  /**
+   * Non-blocking: consumes `amounts` from every limit of the entity and its ancestors, all or
+   * nothing. A limit not named in `amounts` consumes 0, except concurrency limits (1 slot).
+   * @return an active Lease if allowed; otherwise an inactive one whose decision() says why.
+   */
+  Lease try_acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                    const AcquireOptions& options = {});
+
+  /**
+   * Waits until the request fits or `timeout` passes, in FIFO order per (entity, resource)
+   * so a large request is not starved by small ones.
+   * @throws RateLimitExceeded (code timeout, cancelled or exceeds_capacity) if it cannot.
+   */
+  Lease acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                std::chrono::microseconds timeout, const AcquireOptions& options = {});
+
+  /// Dry run: the decision try_acquire would take now, consuming nothing.
+  Decision decide(std::string_view entity, std::string_view resource, const Amounts& amounts);
+
+  /// Counts usage after the fact, unconditionally (buckets may go into debt).
+  Decision record_usage(std::string_view entity, std::string_view resource,
+                        const Amounts& amounts);
+
+  /// Forgets the usage state of (entity, resource): its buckets are full again.
+  void reset(std::string_view entity, std::string_view resource);
+  /// Forgets every usage state of this limiter's namespace.
+  void reset_all();
+
+  // ---- stats ----
+
+  /// Current state of every limit of (entity, resource), ancestors included.
+  ResourceStats stats(std::string_view entity, std::string_view resource);
+  /// stats(entity, r) for every configured resource r, sorted by resource.
+  std::vector<ResourceStats> all_stats(std::string_view entity = "");
+
+  /// Callers blocked in acquire() on (entity, resource).
+  std::size_t waiting(std::string_view entity, std::string_view resource) const;
+
+  const Clock& clock() const { return clock_; }
+  Store& store() { return store_; }
+  const LimiterOptions& options() const { return options_; }
+
+ private:
+  friend class Lease;
+  struct Impl;
+  struct Plan;
+
+  Plan& plan_for(std::string_view entity, std::string_view resource, const Amounts& amounts);
+  Lease attempt(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                const AcquireOptions& options, bool respect_queue);
+  /// Adjusts a lease (deltas != nullptr) or ends it (refunding what it consumed if `refund`).
+  Decision lease_op(Lease& lease, const Amounts* deltas, bool refund);
+
+  Store& store_;
+  const Clock& clock_;
+  LimiterOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace admit

@@ -1,0 +1,50 @@
+// MemoryStore: the embedded default store. Sharded hash tables, one mutex per shard (no
+// global lock). Keys are 128-bit fingerprints from a per-store random secret (XXH3-128), so
+// an active key with one limit costs ~50 bytes; idle keys are evicted, so memory follows
+// the active keys, not every key ever seen.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "admit/store/store.hpp"
+
+namespace admit {
+
+struct MemoryStoreOptions {
+  std::size_t shards = 64;  ///< rounded up to a power of two
+  /// Secret seed for key fingerprints; 0 = random per store (recommended).
+  std::uint64_t seed = 0;
+};
+
+/**
+ * In-process store. Thread-safe. A key's fingerprint is its namespace's 16-bit id plus a
+ * 112-bit XXH3 hash keyed by a secret random seed: keys of different namespaces never share
+ * state, and two keys of one namespace do only on a fingerprint collision (probability about
+ * n^2 / 2^113 for n live keys; ids cannot be aimed at one another without the secret).
+ */
+class MemoryStore final : public Store {
+ public:
+  explicit MemoryStore(MemoryStoreOptions options = {});
+  ~MemoryStore() override;
+  MemoryStore(const MemoryStore&) = delete;
+  MemoryStore& operator=(const MemoryStore&) = delete;
+
+  bool apply(const Op& op, std::span<ItemResult> results) override;
+  KeyHandle prepare(const Namespace& ns, const KeyParts& key) const override;
+  Namespace open_namespace(std::string_view name) override;
+  void reset_namespace(const Namespace& ns) override;
+  std::size_t prune(Micros now) override;
+  std::size_t size() const override;
+  StoreCapabilities capabilities() const override { return {}; }
+  std::string name() const override { return "memory"; }
+
+  /// Bytes held by the tables (slots and control bytes, excluding malloc overhead).
+  std::size_t memory_bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace admit

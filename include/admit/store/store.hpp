@@ -1,0 +1,125 @@
+// Store: applies one multi-key, multi-limit operation atomically and reports per-limit results.
+// The core decides (admit/core/rate.hpp and friends); a store keeps the state and makes each
+// operation all-or-nothing. The Limiter above resolves limits and builds Decisions.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "admit/core/limit.hpp"
+#include "admit/core/time.hpp"
+
+namespace admit {
+
+/// (entity, resource) within an operation's namespace: the unit whose limits live together.
+/// Stores escape or hash the parts so that no crafted id collides with another
+/// (a:b + c != a + b:c), and keys of different namespaces never meet.
+struct KeyParts {
+  std::string_view entity;
+  std::string_view resource;
+};
+
+/// A store's precomputed form of one key (for MemoryStore: its fingerprint and shard), so
+/// that callers who use a key again skip hashing it. Opaque to callers; all zero = none.
+struct KeyHandle {
+  std::uint64_t w[3] = {0, 0, 0};
+  bool empty() const { return w[0] == 0 && w[1] == 0 && w[2] == 0; }
+};
+
+/// A namespace as a store knows it: its name and the store's handle for it.
+struct Namespace {
+  std::string name;
+  std::uint32_t id = 0;
+};
+
+enum class OpKind : std::uint8_t {
+  acquire,  ///< check every item; consume all or none
+  decide,   ///< check every item; change nothing
+  record,   ///< consume every item unconditionally (debt allowed)
+  adjust,   ///< add each delta (positive: more usage, may go into debt; negative: refund)
+  release,  ///< end a lease: refund each amount (if in the same window) and free its slots
+  read,     ///< report state; change nothing
+  reset,    ///< forget the items' state (their buckets are full again)
+};
+
+/// One limit of one key in an operation.
+struct OpItem {
+  std::uint16_t key = 0;       ///< index into Op::keys
+  const Limit* limit = nullptr;
+  std::int64_t amount = 0;     ///< acquire/decide/record: amount; adjust: delta; release: refund
+  Micros window_end = 0;       ///< adjust/release on windows: the window the lease counted in
+};
+
+struct Op {
+  OpKind kind = OpKind::decide;
+  const Namespace* ns = nullptr;  ///< every key of an op is in this namespace
+  Micros now = 0;
+  std::span<const KeyParts> keys;
+  std::span<const OpItem> items;
+  /// Optional: prepare()d handles of `keys`, same order. Empty = the store derives them.
+  std::span<const KeyHandle> handles;
+  std::uint64_t lease_id = 0;  ///< acquire: holder of concurrency slots; release: whose to free
+  Micros lease_expiry = 0;     ///< acquire: when the slots are reclaimed if never released
+  /// Fill available / reset_after for every item. Without it a store may leave them 0 on
+  /// items that are ok (denied items always carry them).
+  bool report = true;
+};
+
+/// What a store reports for each item.
+struct ItemResult {
+  bool ok = true;
+  bool never = false;        ///< amount > capacity
+  std::int64_t available = 0;
+  Micros retry_after = 0;    ///< exact, for this item alone
+  Micros reset_after = 0;    ///< until full (rate) / until the window ends (window)
+  Micros window_end = 0;     ///< window items: the window the amount counted in
+  std::int64_t held = 0;     ///< concurrency items: slots held after the op
+};
+
+/// What a store can do (reported, not configured).
+struct StoreCapabilities {
+  bool durable = false;
+  bool distributed = false;
+  bool server_time = false;  ///< decisions use the store's clock, not the caller's
+};
+
+/**
+ * The storage seam. Implementations must make apply() atomic across all its keys.
+ * Thread-safe.
+ */
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  /**
+   * Applies `op` atomically. For acquire, consumes only if every item is ok.
+   * @param results one entry per op.items, filled in order.
+   * @return true if every item was ok (for acquire: consumed; for others: always true
+   *         except decide, which reports like acquire).
+   * @throws StoreUnavailable if the store cannot be reached.
+   */
+  virtual bool apply(const Op& op, std::span<ItemResult> results) = 0;
+
+  /// Precomputes what the store derives from a key; pass it in Op::handles to skip that work.
+  /// The default returns an empty handle (nothing to precompute). Thread-safe.
+  virtual KeyHandle prepare(const Namespace& ns, const KeyParts& key) const {
+    (void)ns;
+    (void)key;
+    return {};
+  }
+
+  /// Registers (or finds) a namespace. @throws ValidationError on a bad name.
+  virtual Namespace open_namespace(std::string_view name) = 0;
+  /// Clears every key of a namespace. Thread-safe.
+  virtual void reset_namespace(const Namespace& ns) = 0;
+  /// Evicts idle state (full buckets, finished windows, no holders). @return keys evicted.
+  virtual std::size_t prune(Micros now) = 0;
+  /// Keys currently held (rate/window states plus concurrency holders).
+  virtual std::size_t size() const = 0;
+  virtual StoreCapabilities capabilities() const = 0;
+  virtual std::string name() const = 0;
+};
+
+}  // namespace admit

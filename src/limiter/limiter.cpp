@@ -1,0 +1,839 @@
+#include "admit/limiter.hpp"
+
+#include <absl/container/flat_hash_map.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <optional>
+
+#include <boost/container/small_vector.hpp>
+
+namespace admit {
+
+namespace {
+
+template <class T>
+using SmallVec = boost::container::small_vector<T, 4>;
+
+constexpr std::size_t kMaxIdBytes = 256;
+
+// Debian's Abseil has its own string_view type; heterogeneous lookups go through it.
+absl::string_view av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// Immutable configuration; replaced whole (copy on write) by the set_* calls.
+struct Snapshot {
+  struct EntityConf {
+    std::optional<std::vector<Limit>> defaults;
+    absl::flat_hash_map<std::string, std::vector<Limit>> per_resource;
+    std::string parent;
+  };
+  std::vector<Limit> system;
+  absl::flat_hash_map<std::string, std::vector<Limit>> resources;
+  absl::flat_hash_map<std::string, EntityConf> entities;
+};
+
+struct Resolved {
+  const std::vector<Limit>* limits = nullptr;
+  ConfigSource source = ConfigSource::system;
+};
+
+Resolved resolve_in(const Snapshot& s, std::string_view entity, std::string_view resource) {
+  if (!s.entities.empty()) {
+    auto e = s.entities.find(av(entity));
+    if (e != s.entities.end()) {
+      auto r = e->second.per_resource.find(av(resource));
+      if (r != e->second.per_resource.end()) return {&r->second, ConfigSource::entity};
+      if (e->second.defaults) return {&*e->second.defaults, ConfigSource::entity_default};
+    }
+  }
+  auto r = s.resources.find(av(resource));
+  if (r != s.resources.end()) return {&r->second, ConfigSource::resource};
+  if (!s.system.empty()) return {&s.system, ConfigSource::system};
+  return {};
+}
+
+std::string_view parent_of(const Snapshot& s, std::string_view entity) {
+  if (s.entities.empty()) return {};
+  auto e = s.entities.find(av(entity));
+  return e == s.entities.end() ? std::string_view{} : std::string_view(e->second.parent);
+}
+
+void check_unique_names(const std::vector<Limit>& limits) {
+  for (std::size_t i = 0; i < limits.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      if (limits[i].name() == limits[j].name()) {
+        throw ValidationError("limit name", limits[i].name(), "appears twice in one limit set");
+      }
+    }
+  }
+}
+
+std::string format_micros(Micros us) {
+  char buf[64];
+  if (us % kMicrosPerSecond == 0) {
+    std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(us / kMicrosPerSecond));
+  } else {
+    std::snprintf(buf, sizeof buf, "%.6gs", static_cast<double>(us) / 1e6);
+  }
+  return buf;
+}
+
+std::atomic<std::uint64_t> g_next_limiter_uid{1};
+
+// Lease ids: unique per process; each thread takes them in blocks so the hot path does not
+// contend on one counter.
+std::atomic<std::uint64_t> g_next_lease_block{1};
+constexpr std::uint64_t kLeaseBlock = 1024;
+thread_local std::uint64_t t_lease_next = 0;
+thread_local std::uint64_t t_lease_end = 0;
+
+std::uint64_t next_lease_id() {
+  if (t_lease_next == t_lease_end) {
+    t_lease_next = g_next_lease_block.fetch_add(1, std::memory_order_relaxed) * kLeaseBlock;
+    t_lease_end = t_lease_next + kLeaseBlock;
+  }
+  return t_lease_next++;
+}
+
+// Per-thread cache of the current snapshot, so a call reads one atomic (the version) and
+// touches no shared reference count.
+struct TlsSnapshot {
+  std::uint64_t uid = 0;
+  std::uint64_t version = 0;
+  std::shared_ptr<const Snapshot> snap;
+};
+thread_local std::array<TlsSnapshot, 4> t_snapshots;
+thread_local std::size_t t_snapshot_victim = 0;
+
+}  // namespace
+
+// One resolved call: the keys of the chain and one entry per limit.
+struct Limiter::Plan {
+  struct Entry {
+    std::uint16_t key = 0;
+    const Limit* limit = nullptr;
+    std::int64_t amount = 0;
+    ConfigSource source = ConfigSource::system;
+  };
+  SmallVec<KeyParts> keys;
+  SmallVec<KeyHandle> handles;  // the store's prepared keys (plan cache only)
+  SmallVec<Entry> entries;
+  SmallVec<const Limit*> unlimited;  // named limits that are 0 = unlimited (never stored)
+  Code error = Code::ok;
+  std::string error_reason;
+};
+
+struct Limiter::Impl {
+  std::uint64_t uid = g_next_limiter_uid.fetch_add(1);
+  Namespace ns;
+
+  mutable std::mutex cfg_mu;
+  std::shared_ptr<const Snapshot> cfg = std::make_shared<Snapshot>();
+  std::atomic<std::uint64_t> cfg_version{1};
+
+  struct Waiter {
+    std::condition_variable cv;
+    bool notified = false;  // guarded by wait_mu
+  };
+  std::mutex wait_mu;
+  absl::flat_hash_map<std::string, std::deque<Waiter*>> queues;  // FIFO per key
+  std::atomic<std::size_t> waiters{0};
+
+  const Snapshot& current() const {
+    const std::uint64_t v = cfg_version.load(std::memory_order_acquire);
+    for (auto& e : t_snapshots) {
+      if (e.uid == uid && e.version == v) return *e.snap;
+    }
+    TlsSnapshot* slot = nullptr;
+    for (auto& e : t_snapshots) {
+      if (e.uid == uid) slot = &e;
+    }
+    if (slot == nullptr) {
+      slot = &t_snapshots[t_snapshot_victim];
+      t_snapshot_victim = (t_snapshot_victim + 1) % t_snapshots.size();
+    }
+    std::lock_guard g(cfg_mu);
+    *slot = TlsSnapshot{uid, cfg_version.load(std::memory_order_relaxed), cfg};
+    return *slot->snap;
+  }
+
+  template <class F>
+  void update(F&& f) {
+    std::lock_guard g(cfg_mu);
+    auto next = std::make_shared<Snapshot>(*cfg);
+    f(*next);
+    cfg = std::move(next);
+    cfg_version.fetch_add(1, std::memory_order_release);
+  }
+
+  static std::string queue_key(std::string_view entity, std::string_view resource) {
+    std::string k = std::to_string(entity.size());
+    k += ':';
+    k += entity;
+    k += resource;
+    return k;
+  }
+
+  // Wakes the head of every queue: capacity came back somewhere.
+  void notify_all_heads() {
+    if (waiters.load(std::memory_order_acquire) == 0) return;
+    std::lock_guard g(wait_mu);
+    for (auto& [k, q] : queues) {
+      if (!q.empty()) {
+        q.front()->notified = true;
+        q.front()->cv.notify_all();
+      }
+    }
+  }
+};
+
+Limiter::Limiter(Store& store, const Clock& clock, LimiterOptions options)
+    : store_(store), clock_(clock), options_(std::move(options)), impl_(std::make_unique<Impl>()) {
+  if (options_.lease_ttl <= 0) {
+    throw ValidationError("lease_ttl", std::to_string(options_.lease_ttl), "must be > 0");
+  }
+  if (options_.max_parent_depth < 0 || options_.max_parent_depth > 64) {
+    throw ValidationError("max_parent_depth", std::to_string(options_.max_parent_depth),
+                          "must be within 0..64");
+  }
+  impl_->ns = store_.open_namespace(options_.ns);
+}
+
+Limiter::~Limiter() = default;
+
+// ---------------------------------------------------------------- configuration
+
+void Limiter::set_default_limits(std::vector<Limit> limits) {
+  check_unique_names(limits);
+  impl_->update([&](Snapshot& s) { s.system = std::move(limits); });
+}
+
+void Limiter::set_limits(std::string resource, std::vector<Limit> limits) {
+  validate_name("resource", resource);
+  check_unique_names(limits);
+  impl_->update([&](Snapshot& s) { s.resources[std::move(resource)] = std::move(limits); });
+}
+
+void Limiter::set_entity_limits(std::string entity, std::string resource,
+                                std::vector<Limit> limits) {
+  validate_name("entity", entity);
+  validate_name("resource", resource);
+  check_unique_names(limits);
+  impl_->update([&](Snapshot& s) {
+    s.entities[std::move(entity)].per_resource[std::move(resource)] = std::move(limits);
+  });
+}
+
+void Limiter::set_entity_default_limits(std::string entity, std::vector<Limit> limits) {
+  validate_name("entity", entity);
+  check_unique_names(limits);
+  impl_->update([&](Snapshot& s) { s.entities[std::move(entity)].defaults = std::move(limits); });
+}
+
+void Limiter::set_parent(std::string entity, std::string parent) {
+  validate_name("entity", entity);
+  if (!parent.empty()) validate_name("parent", parent);
+  impl_->update([&](Snapshot& s) {
+    // Walk up from the new parent: reaching `entity` is a cycle; count the depth.
+    int depth = 1;
+    for (std::string_view p = parent; !p.empty(); p = parent_of(s, p)) {
+      if (p == entity) throw ValidationError("parent", parent, "would make a cycle with " + entity);
+      if (++depth > options_.max_parent_depth + 1) {
+        throw ValidationError("parent", parent,
+                              "chain deeper than max_parent_depth " +
+                                  std::to_string(options_.max_parent_depth));
+      }
+    }
+    s.entities[entity].parent = parent;
+    // The new link also deepens every chain through `entity` (its descendants): a chain built
+    // leaf-first must be refused here, not silently cut at max_parent_depth by the plan.
+    for (const auto& [name, conf] : s.entities) {
+      int ancestors = 0;
+      for (std::string_view p = conf.parent; !p.empty(); p = parent_of(s, p)) {
+        if (++ancestors > options_.max_parent_depth) {
+          throw ValidationError("parent", parent,
+                                "the chain of " + name + " would be deeper than max_parent_depth " +
+                                    std::to_string(options_.max_parent_depth));
+        }
+      }
+    }
+  });
+}
+
+void Limiter::remove_limits(std::string_view resource) {
+  impl_->update([&](Snapshot& s) { s.resources.erase(std::string(resource)); });
+}
+
+void Limiter::remove_entity_limits(std::string_view entity, std::string_view resource) {
+  impl_->update([&](Snapshot& s) {
+    auto e = s.entities.find(av(entity));
+    if (e != s.entities.end()) e->second.per_resource.erase(std::string(resource));
+  });
+}
+
+std::vector<std::pair<Limit, ConfigSource>> Limiter::resolve(std::string_view entity,
+                                                             std::string_view resource) const {
+  const Resolved r = resolve_in(impl_->current(), entity, resource);
+  std::vector<std::pair<Limit, ConfigSource>> out;
+  if (r.limits != nullptr) {
+    for (const auto& l : *r.limits) out.emplace_back(l, r.source);
+  }
+  return out;
+}
+
+std::vector<std::string> Limiter::resources() const {
+  const Snapshot& s = impl_->current();
+  std::vector<std::string> out;
+  for (const auto& [name, limits] : s.resources) out.push_back(name);
+  for (const auto& [entity, conf] : s.entities) {
+    for (const auto& [name, limits] : conf.per_resource) out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+// ---------------------------------------------------------------- planning
+
+namespace {
+
+// Resolves the chain of keys and every limit that applies (amounts 0).
+void resolve_chain(const Snapshot& snap, std::string_view entity, std::string_view resource,
+                   int max_depth, auto& plan) {
+  plan.keys.clear();
+  plan.handles.clear();
+  plan.entries.clear();
+  plan.unlimited.clear();
+  plan.error = Code::ok;
+  plan.error_reason.clear();
+  if (resource.empty() || resource.size() > kMaxIdBytes || entity.size() > kMaxIdBytes) {
+    plan.error = Code::invalid_argument;
+    plan.error_reason = "entity and resource must be at most 256 bytes; resource non-empty";
+    return;
+  }
+  std::string_view e = entity;
+  for (int depth = 0; depth <= max_depth; ++depth) {
+    const Resolved r = resolve_in(snap, e, resource);
+    const auto key = static_cast<std::uint16_t>(plan.keys.size());
+    plan.keys.push_back(KeyParts{e, resource});
+    if (r.limits != nullptr) {
+      for (const Limit& l : *r.limits) {
+        if (l.unlimited()) {
+          plan.unlimited.push_back(&l);
+        } else {
+          plan.entries.push_back({key, &l, 0, r.source});
+        }
+      }
+    }
+    e = parent_of(snap, e);
+    if (e.empty()) break;
+  }
+}
+
+// Sets each entry's amount from `amounts` (concurrency limits default to 1 slot) and checks
+// them: negative, unknown name, or beyond the exact range is an error in plan.error.
+void apply_amounts(const Amounts& amounts, std::string_view entity, std::string_view resource,
+                   auto& plan) {
+  std::uint64_t matched = 0;  // bit i: amounts[i] named some limit
+  for (auto& en : plan.entries) {
+    const Limit& l = *en.limit;
+    en.amount = l.kind() == LimitKind::concurrency ? 1 : 0;
+    std::size_t i = 0;
+    for (const auto& a : amounts) {
+      if (a.name == l.name()) {
+        en.amount = a.value;
+        if (i < 64) matched |= std::uint64_t{1} << i;
+      }
+      ++i;
+    }
+  }
+  for (const Limit* l : plan.unlimited) {
+    std::size_t i = 0;
+    for (const auto& a : amounts) {
+      if (a.name == l->name() && i < 64) matched |= std::uint64_t{1} << i;
+      ++i;
+    }
+  }
+  std::size_t i = 0;
+  for (const auto& a : amounts) {
+    if (a.value < 0) {
+      plan.error = Code::invalid_argument;
+      plan.error_reason = "amount of '" + a.name + "' is negative";
+      return;
+    }
+    if (i < 64 && (matched & (std::uint64_t{1} << i)) == 0 && a.value != 0) {
+      plan.error = Code::unknown_limit;
+      plan.error_reason = "no limit named '" + a.name + "' applies to " + std::string(entity) +
+                          " on " + std::string(resource);
+      return;
+    }
+    ++i;
+  }
+  for (const auto& en : plan.entries) {
+    if (en.amount > en.limit->max_amount()) {
+      plan.error = Code::invalid_argument;
+      plan.error_reason = "amount " + std::to_string(en.amount) + " of '" + en.limit->name() +
+                          "' is beyond the exact range (" +
+                          std::to_string(en.limit->max_amount()) + ")";
+      return;
+    }
+  }
+}
+
+LimitStatus status_of(const KeyParts& k, const Limit& l, ConfigSource src, const ItemResult& r) {
+  return LimitStatus{std::string(k.entity), l.name(),     l.kind(),     src,
+                     l.capacity(),          r.available,  r.reset_after};
+}
+
+Code code_for(LimitKind k) {
+  switch (k) {
+    case LimitKind::rate: return Code::rate_exceeded;
+    case LimitKind::window: return Code::window_exceeded;
+    case LimitKind::concurrency: return Code::concurrency_exceeded;
+  }
+  return Code::rate_exceeded;
+}
+
+}  // namespace
+
+// Fills `d` from the store's per-item results.
+template <class Plan, class Items, class Results>
+static void fill_decision(Decision& d, const Plan& plan, const Items& items,
+                          const Results& results, bool allowed, bool with_stats,
+                          std::string_view resource) {
+  d.allowed = allowed;
+  d.code = Code::ok;
+  d.retry_after = 0;
+  if (with_stats || !allowed) {
+    d.stats.reserve(items.size());
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const auto& en = plan.entries[items[i].second];
+      d.stats.push_back(status_of(plan.keys[en.key], *en.limit, en.source, results[i]));
+    }
+  }
+  if (allowed) return;
+  bool never = false;
+  const Violation* worst = nullptr;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const ItemResult& r = results[i];
+    if (r.ok) continue;
+    const auto& en = plan.entries[items[i].second];
+    d.violations.push_back(Violation{std::string(plan.keys[en.key].entity), en.limit->name(),
+                                     en.limit->kind(), en.amount, r.available, r.retry_after});
+    never = never || r.never;
+  }
+  for (const auto& v : d.violations) {
+    if (worst == nullptr || v.retry_after > worst->retry_after) worst = &v;
+  }
+  if (never) {
+    d.code = Code::exceeds_capacity;
+    for (std::size_t i = 0, v = 0; i < items.size(); ++i) {
+      if (results[i].ok) continue;
+      if (results[i].never) {
+        const Violation& x = d.violations[v];
+        d.reason = "'" + x.limit + "' of " + x.entity + " on " + std::string(resource) +
+                   " can never fit " + std::to_string(x.requested) + " (capacity " +
+                   std::to_string(plan.entries[items[i].second].limit->capacity()) + ")";
+        break;
+      }
+      ++v;
+    }
+    return;
+  }
+  d.code = code_for(worst->kind);
+  d.retry_after = worst->retry_after;
+  d.reason = "'" + worst->limit + "' of " + worst->entity + " on " + std::string(resource) +
+             ": requested " + std::to_string(worst->requested) + ", available " +
+             std::to_string(worst->available) + ", retry in " + format_micros(d.retry_after);
+}
+
+// ---------------------------------------------------------------- admission
+
+// The plan of (entity, resource) with `amounts` applied. Plans are cached per thread and
+// keyed by the config version, so a caller that uses the same key again resolves nothing
+// and hashes nothing. The reference is valid until this thread's next call.
+Limiter::Plan& Limiter::plan_for(std::string_view entity, std::string_view resource,
+                                 const Amounts& amounts) {
+  struct Cache {
+    std::uint64_t uid = 0;
+    std::uint64_t version = 0;
+    std::string entity;
+    std::string resource;
+    Plan plan;
+  };
+  static thread_local Cache t_cache;
+  Cache& c = t_cache;
+  const std::uint64_t version = impl_->cfg_version.load(std::memory_order_acquire);
+  if (c.uid != impl_->uid || c.version != version || c.entity != entity ||
+      c.resource != resource || c.plan.error != Code::ok) {
+    const Snapshot& snap = impl_->current();
+    c.uid = impl_->uid;
+    c.version = version;
+    c.entity.assign(entity);
+    c.resource.assign(resource);
+    resolve_chain(snap, c.entity, c.resource, options_.max_parent_depth, c.plan);
+    for (const auto& k : c.plan.keys) c.plan.handles.push_back(store_.prepare(impl_->ns, k));
+  }
+  if (c.plan.error == Code::ok) apply_amounts(amounts, entity, resource, c.plan);
+  return c.plan;
+}
+
+namespace {
+// Per-thread scratch for one operation, reused so the hot path allocates nothing.
+struct Scratch {
+  std::vector<OpItem> ops;
+  std::vector<std::pair<std::uint16_t, std::size_t>> map;  // op index -> (key, entry index)
+  std::vector<ItemResult> results;
+  void clear() {
+    ops.clear();
+    map.clear();
+  }
+};
+thread_local Scratch t_scratch;
+}  // namespace
+
+Lease Limiter::attempt(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                       const AcquireOptions& options, bool respect_queue) {
+  Lease lease;
+  Decision& d = lease.decision_;
+  const Micros now = clock_.now();
+  d.now = now;
+  Plan& plan = plan_for(entity, resource, amounts);
+  if (plan.error != Code::ok) {
+    d.code = plan.error;
+    d.reason = plan.error_reason;
+    return lease;
+  }
+  if (respect_queue && impl_->waiters.load(std::memory_order_acquire) > 0) {
+    std::lock_guard g(impl_->wait_mu);
+    auto q = impl_->queues.find(Impl::queue_key(entity, resource));
+    if (q != impl_->queues.end() && !q->second.empty()) {
+      d.code = Code::queue_ahead;
+      d.reason = std::to_string(q->second.size()) + " caller(s) wait on this key first";
+      return lease;
+    }
+  }
+  Scratch& sc = t_scratch;
+  sc.clear();
+  bool slots = false;
+  for (std::size_t i = 0; i < plan.entries.size(); ++i) {
+    const auto& en = plan.entries[i];
+    if (en.amount == 0) continue;
+    sc.ops.push_back(OpItem{en.key, en.limit, en.amount, 0});
+    sc.map.emplace_back(en.key, i);
+    slots = slots || en.limit->kind() == LimitKind::concurrency;
+  }
+  const std::uint64_t id = slots ? next_lease_id() : 0;
+  const Micros ttl = options.lease_ttl > 0 ? options.lease_ttl : options_.lease_ttl;
+  sc.results.resize(sc.ops.size());
+  bool ok = true;
+  if (!sc.ops.empty()) {
+    const Op op{.kind = OpKind::acquire, .ns = &impl_->ns, .now = now, .keys = plan.keys,
+                .items = sc.ops, .handles = plan.handles, .lease_id = id,
+                .lease_expiry = now + ttl, .report = options.with_stats};
+    ok = store_.apply(op, sc.results);
+  }
+  fill_decision(d, plan, sc.map, sc.results, ok, options.with_stats, resource);
+  if (!ok) return lease;
+
+  lease.limiter_ = this;
+  lease.id_ = id;
+  lease.holds_slots_ = slots;
+  lease.expires_at_ = now + ttl;
+  lease.resource_.assign(resource);
+  for (const auto& k : plan.keys) lease.entities_.emplace_back(k.entity);
+  std::size_t r = 0;
+  for (const auto& en : plan.entries) {
+    Micros window_end = 0;
+    if (en.amount != 0) {
+      window_end = sc.results[r].window_end;
+      ++r;
+    } else if (en.limit->kind() == LimitKind::concurrency) {
+      continue;
+    }
+    lease.items_.push_back(Lease::Item{*en.limit, en.key, en.amount, window_end});
+  }
+  return lease;
+}
+
+Lease Limiter::try_acquire(std::string_view entity, std::string_view resource,
+                           const Amounts& amounts, const AcquireOptions& options) {
+  return attempt(entity, resource, amounts, options, /*respect_queue=*/true);
+}
+
+Lease Limiter::acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                       std::chrono::microseconds timeout, const AcquireOptions& options) {
+  Impl& im = *impl_;
+  // Saturated: microseconds::max() ("forever") overflowed now + timeout into the past, so the
+  // call timed out at once. 2^51 µs (~71 years) is forever enough and keeps every clock's
+  // deadline arithmetic (nanosecond conversions included) in range.
+  const Micros deadline = clock_.now() + std::clamp<Micros>(timeout.count(), 0, kMaxExact / 4);
+  const std::string qk = Impl::queue_key(entity, resource);
+  Impl::Waiter self;
+  {
+    std::lock_guard g(im.wait_mu);
+    im.queues[qk].push_back(&self);
+    im.waiters.fetch_add(1, std::memory_order_acq_rel);
+  }
+  auto leave = [&] {
+    std::lock_guard g(im.wait_mu);
+    auto q = im.queues.find(qk);
+    if (q == im.queues.end()) return;
+    auto& dq = q->second;
+    const bool was_head = !dq.empty() && dq.front() == &self;
+    dq.erase(std::find(dq.begin(), dq.end(), &self));
+    im.waiters.fetch_sub(1, std::memory_order_acq_rel);
+    if (dq.empty()) {
+      im.queues.erase(q);
+    } else if (was_head) {
+      dq.front()->notified = true;
+      dq.front()->cv.notify_all();
+    }
+  };
+  std::stop_callback on_stop(options.stop, [&] {
+    std::lock_guard g(im.wait_mu);
+    self.notified = true;
+    self.cv.notify_all();
+  });
+
+  Decision last;
+  for (;;) {
+    bool head;
+    {
+      std::lock_guard g(im.wait_mu);
+      head = im.queues[qk].front() == &self;
+      self.notified = false;
+    }
+    Micros wake_at = deadline;
+    if (head) {
+      Lease lease = attempt(entity, resource, amounts, options, /*respect_queue=*/false);
+      if (lease.allowed()) {
+        leave();
+        return lease;
+      }
+      last = lease.decision();
+      switch (last.code) {
+        case Code::exceeds_capacity:
+        case Code::store_unavailable:
+          leave();
+          throw RateLimitExceeded(std::move(last));
+        case Code::unknown_limit:
+        case Code::invalid_argument:
+          leave();
+          throw ValidationError("amounts", std::string(to_string(last.code)), last.reason);
+        default:
+          break;
+      }
+      if (last.retry_after > 0) wake_at = std::min(deadline, last.now + last.retry_after);
+    }
+    const Micros now = clock_.now();
+    const bool stopped = options.stop.stop_requested();
+    if (now >= deadline || stopped) {
+      leave();
+      last.allowed = false;
+      last.code = stopped ? Code::cancelled : Code::timeout;
+      last.now = now;
+      last.reason = (stopped ? "cancelled while waiting" : "deadline passed while waiting") +
+                    (last.reason.empty() ? std::string() : "; last: " + last.reason);
+      throw RateLimitExceeded(std::move(last));
+    }
+    std::unique_lock lk(im.wait_mu);
+    if (!self.notified) clock_.wait_until(lk, self.cv, wake_at);
+  }
+}
+
+Decision Limiter::decide(std::string_view entity, std::string_view resource,
+                         const Amounts& amounts) {
+  Decision d;
+  d.now = clock_.now();
+  const Plan& plan = plan_for(entity, resource, amounts);
+  if (plan.error != Code::ok) {
+    d.code = plan.error;
+    d.reason = plan.error_reason;
+    return d;
+  }
+  SmallVec<OpItem> ops;
+  SmallVec<std::pair<std::uint16_t, std::size_t>> map;
+  for (std::size_t i = 0; i < plan.entries.size(); ++i) {
+    const auto& en = plan.entries[i];
+    ops.push_back(OpItem{en.key, en.limit, en.amount, 0});
+    map.emplace_back(en.key, i);
+  }
+  SmallVec<ItemResult> results(ops.size());
+  bool ok = true;
+  if (!ops.empty()) {
+    const Op op{.kind = OpKind::decide, .ns = &impl_->ns, .now = d.now, .keys = plan.keys,
+                .items = ops, .handles = plan.handles, .lease_id = 0, .lease_expiry = 0,
+                .report = true};
+    ok = store_.apply(op, results);
+  }
+  fill_decision(d, plan, map, results, ok, /*with_stats=*/true, resource);
+  return d;
+}
+
+Decision Limiter::record_usage(std::string_view entity, std::string_view resource,
+                               const Amounts& amounts) {
+  Decision d;
+  d.now = clock_.now();
+  const Plan& plan = plan_for(entity, resource, amounts);
+  if (plan.error != Code::ok) {
+    d.code = plan.error;
+    d.reason = plan.error_reason;
+    return d;
+  }
+  SmallVec<OpItem> ops;
+  SmallVec<std::pair<std::uint16_t, std::size_t>> map;
+  for (std::size_t i = 0; i < plan.entries.size(); ++i) {
+    const auto& en = plan.entries[i];
+    if (en.limit->kind() == LimitKind::concurrency) continue;  // usage after the fact holds no slot
+    ops.push_back(OpItem{en.key, en.limit, en.amount, 0});
+    map.emplace_back(en.key, i);
+  }
+  SmallVec<ItemResult> results(ops.size());
+  if (!ops.empty()) {
+    const Op op{.kind = OpKind::record, .ns = &impl_->ns, .now = d.now, .keys = plan.keys,
+                .items = ops, .handles = plan.handles, .lease_id = 0, .lease_expiry = 0,
+                .report = true};
+    store_.apply(op, results);
+  }
+  fill_decision(d, plan, map, results, /*allowed=*/true, /*with_stats=*/true, resource);
+  return d;
+}
+
+Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
+  Decision d;
+  d.now = clock_.now();
+  d.allowed = true;
+  d.code = Code::ok;
+  const bool expired = d.now >= lease.expires_at_;
+  SmallVec<KeyParts> keys;
+  for (const auto& e : lease.entities_) keys.push_back(KeyParts{e, lease.resource_});
+  SmallVec<OpItem> ops;
+  SmallVec<std::size_t> which;
+  bool returns_capacity = false;
+  if (deltas != nullptr) {
+    for (const auto& a : *deltas) {
+      bool found = false;
+      for (const auto& it : lease.items_) {
+        if (it.limit.name() != a.name) continue;
+        found = true;
+        if (it.limit.kind() == LimitKind::concurrency) {
+          throw ValidationError("limit", a.name, "a concurrency limit cannot be adjusted");
+        }
+      }
+      if (!found) throw ValidationError("limit", a.name, "not a limit of this lease");
+    }
+    for (std::size_t i = 0; i < lease.items_.size(); ++i) {
+      auto& it = lease.items_[i];
+      std::int64_t delta = deltas->get(it.limit.name());
+      if (delta < 0) delta = std::max(delta, -it.consumed);  // never refund more than consumed
+      if (delta == 0) continue;
+      if (delta > it.limit.max_amount()) {
+        throw ValidationError("amount", std::to_string(delta), "beyond the exact range");
+      }
+      returns_capacity = returns_capacity || delta < 0;
+      ops.push_back(OpItem{it.key, &it.limit, delta, it.window_end});
+      which.push_back(i);
+    }
+  } else {
+    for (std::size_t i = 0; i < lease.items_.size(); ++i) {
+      auto& it = lease.items_[i];
+      const bool slots = it.limit.kind() == LimitKind::concurrency;
+      const bool give_back = refund && !expired && it.consumed > 0 && !slots;
+      if (!slots && !give_back) continue;
+      ops.push_back(OpItem{it.key, &it.limit, give_back ? it.consumed : 0, it.window_end});
+      which.push_back(i);
+      returns_capacity = true;
+    }
+  }
+  if (ops.empty()) return d;
+  SmallVec<ItemResult> results(ops.size());
+  const Op op{.kind = deltas != nullptr ? OpKind::adjust : OpKind::release,
+              .ns = &impl_->ns,
+              .now = d.now,
+              .keys = keys,
+              .items = ops,
+              .handles = {},
+              .lease_id = lease.id_,
+              .lease_expiry = 0,
+              .report = true};
+  store_.apply(op, results);
+  for (std::size_t j = 0; j < ops.size(); ++j) {
+    auto& it = lease.items_[which[j]];
+    if (deltas != nullptr) {
+      if (ops[j].amount > 0 && it.limit.kind() == LimitKind::window &&
+          results[j].window_end != it.window_end) {
+        // Counted in a new window: the old window's usage can never be refunded, so only this
+        // delta is refundable now (a later refund must not take other callers' usage).
+        it.consumed = ops[j].amount;
+      } else {
+        it.consumed += ops[j].amount;
+      }
+      if (ops[j].amount > 0) it.window_end = results[j].window_end;
+    }
+    d.stats.push_back(LimitStatus{lease.entities_[it.key], it.limit.name(), it.limit.kind(),
+                                  ConfigSource::resource, it.limit.capacity(),
+                                  results[j].available, results[j].reset_after});
+  }
+  if (returns_capacity) impl_->notify_all_heads();
+  return d;
+}
+
+void Limiter::reset(std::string_view entity, std::string_view resource) {
+  Plan plan;
+  resolve_chain(impl_->current(), entity, resource, 0, plan);
+  if (plan.error != Code::ok) throw ValidationError("resource", std::string(resource), plan.error_reason);
+  SmallVec<OpItem> ops;
+  for (const auto& en : plan.entries) ops.push_back(OpItem{en.key, en.limit, 0, 0});
+  if (!ops.empty()) {
+    SmallVec<ItemResult> results(ops.size());
+    const Op op{.kind = OpKind::reset, .ns = &impl_->ns, .now = clock_.now(), .keys = plan.keys,
+                .items = ops, .handles = {}, .lease_id = 0, .lease_expiry = 0, .report = true};
+    store_.apply(op, results);
+  }
+  impl_->notify_all_heads();
+}
+
+void Limiter::reset_all() {
+  store_.reset_namespace(impl_->ns);
+  impl_->notify_all_heads();
+}
+
+// ---------------------------------------------------------------- stats
+
+ResourceStats Limiter::stats(std::string_view entity, std::string_view resource) {
+  ResourceStats out{std::string(entity), std::string(resource), {}};
+  Plan plan;
+  resolve_chain(impl_->current(), entity, resource, options_.max_parent_depth, plan);
+  if (plan.error != Code::ok) throw ValidationError("resource", std::string(resource), plan.error_reason);
+  SmallVec<OpItem> ops;
+  for (const auto& en : plan.entries) ops.push_back(OpItem{en.key, en.limit, 0, 0});
+  SmallVec<ItemResult> results(ops.size());
+  if (!ops.empty()) {
+    const Op op{.kind = OpKind::read, .ns = &impl_->ns, .now = clock_.now(), .keys = plan.keys,
+                .items = ops, .handles = {}, .lease_id = 0, .lease_expiry = 0, .report = true};
+    store_.apply(op, results);
+  }
+  for (std::size_t i = 0; i < plan.entries.size(); ++i) {
+    const auto& en = plan.entries[i];
+    out.limits.push_back(status_of(plan.keys[en.key], *en.limit, en.source, results[i]));
+  }
+  return out;
+}
+
+std::vector<ResourceStats> Limiter::all_stats(std::string_view entity) {
+  std::vector<ResourceStats> out;
+  for (const auto& r : resources()) out.push_back(stats(entity, r));
+  return out;
+}
+
+std::size_t Limiter::waiting(std::string_view entity, std::string_view resource) const {
+  std::lock_guard g(impl_->wait_mu);
+  auto q = impl_->queues.find(Impl::queue_key(entity, resource));
+  return q == impl_->queues.end() ? 0 : q->second.size();
+}
+
+}  // namespace admit
