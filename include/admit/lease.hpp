@@ -38,7 +38,7 @@ class [[nodiscard]] Lease {
   bool allowed() const { return decision_.allowed; }
   explicit operator bool() const { return decision_.allowed; }
   const Decision& decision() const { return decision_; }
-  /// Lease id (unique per process); 0 for a denied lease.
+  /// Lease id (unique per process) of a lease that holds concurrency slots; 0 otherwise.
   std::uint64_t id() const { return id_; }
   /// When its concurrency slots are reclaimed if it is never ended (µs since epoch).
   Micros expires_at() const { return expires_at_; }
@@ -63,6 +63,7 @@ class [[nodiscard]] Lease {
   friend class Limiter;
   struct Item {
     Limit limit;
+    ConfigSource source = ConfigSource::resource;
     std::uint16_t key = 0;
     std::int64_t consumed = 0;  // net amount this lease holds on the limit
     Micros window_end = 0;

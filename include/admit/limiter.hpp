@@ -95,7 +95,8 @@ class Limiter {
   Lease acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
                 std::chrono::microseconds timeout, const AcquireOptions& options = {});
 
-  /// Dry run: the decision try_acquire would take now, consuming nothing.
+  /// Dry run: the decision try_acquire would take now, consuming nothing. It looks at the
+  /// limits only, not at callers waiting in acquire() (try_acquire would say queue_ahead).
   Decision decide(std::string_view entity, std::string_view resource, const Amounts& amounts);
 
   /// Counts usage after the fact, unconditionally (buckets may go into debt).

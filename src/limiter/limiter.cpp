@@ -142,10 +142,12 @@ struct Limiter::Impl {
   absl::flat_hash_map<std::string, std::deque<Waiter*>> queues;  // FIFO per key
   std::atomic<std::size_t> waiters{0};
 
-  const Snapshot& current() const {
+  const Snapshot& current() const { return *current_ptr(); }
+  // The owning pointer behind current(), for caches that must keep the snapshot alive.
+  const std::shared_ptr<const Snapshot>& current_ptr() const {
     const std::uint64_t v = cfg_version.load(std::memory_order_acquire);
     for (auto& e : t_snapshots) {
-      if (e.uid == uid && e.version == v) return *e.snap;
+      if (e.uid == uid && e.version == v) return e.snap;
     }
     TlsSnapshot* slot = nullptr;
     for (auto& e : t_snapshots) {
@@ -157,7 +159,7 @@ struct Limiter::Impl {
     }
     std::lock_guard g(cfg_mu);
     *slot = TlsSnapshot{uid, cfg_version.load(std::memory_order_relaxed), cfg};
-    return *slot->snap;
+    return slot->snap;
   }
 
   template <class F>
@@ -462,6 +464,10 @@ Limiter::Plan& Limiter::plan_for(std::string_view entity, std::string_view resou
     std::uint64_t version = 0;
     std::string entity;
     std::string resource;
+    // The snapshot the plan points into (Limit*, parent names). Owned here: the TLS snapshot
+    // slot can be evicted by other limiters' stats()/resolve() while this plan stays cached,
+    // and a concurrent set_* would then free it under a cache hit (use-after-free).
+    std::shared_ptr<const Snapshot> snap;
     Plan plan;
   };
   static thread_local Cache t_cache;
@@ -469,12 +475,12 @@ Limiter::Plan& Limiter::plan_for(std::string_view entity, std::string_view resou
   const std::uint64_t version = impl_->cfg_version.load(std::memory_order_acquire);
   if (c.uid != impl_->uid || c.version != version || c.entity != entity ||
       c.resource != resource || c.plan.error != Code::ok) {
-    const Snapshot& snap = impl_->current();
+    c.snap = impl_->current_ptr();
     c.uid = impl_->uid;
     c.version = version;
     c.entity.assign(entity);
     c.resource.assign(resource);
-    resolve_chain(snap, c.entity, c.resource, options_.max_parent_depth, c.plan);
+    resolve_chain(*c.snap, c.entity, c.resource, options_.max_parent_depth, c.plan);
     for (const auto& k : c.plan.keys) c.plan.handles.push_back(store_.prepare(impl_->ns, k));
   }
   if (c.plan.error == Code::ok) apply_amounts(amounts, entity, resource, c.plan);
@@ -554,7 +560,7 @@ Lease Limiter::attempt(std::string_view entity, std::string_view resource, const
     } else if (en.limit->kind() == LimitKind::concurrency) {
       continue;
     }
-    lease.items_.push_back(Lease::Item{*en.limit, en.key, en.amount, window_end});
+    lease.items_.push_back(Lease::Item{*en.limit, en.source, en.key, en.amount, window_end});
   }
   return lease;
 }
@@ -659,6 +665,9 @@ Decision Limiter::decide(std::string_view entity, std::string_view resource,
   SmallVec<std::pair<std::uint16_t, std::size_t>> map;
   for (std::size_t i = 0; i < plan.entries.size(); ++i) {
     const auto& en = plan.entries[i];
+    // Like attempt(): a limit the request does not touch cannot deny it (checking 0 against
+    // a bucket in debt would).
+    if (en.amount == 0) continue;
     ops.push_back(OpItem{en.key, en.limit, en.amount, 0});
     map.emplace_back(en.key, i);
   }
@@ -775,7 +784,7 @@ Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
       if (ops[j].amount > 0) it.window_end = results[j].window_end;
     }
     d.stats.push_back(LimitStatus{lease.entities_[it.key], it.limit.name(), it.limit.kind(),
-                                  ConfigSource::resource, it.limit.capacity(),
+                                  it.source, it.limit.capacity(),
                                   results[j].available, results[j].reset_after});
   }
   if (returns_capacity) impl_->notify_all_heads();

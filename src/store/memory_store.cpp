@@ -5,8 +5,6 @@
 
 #include <absl/container/flat_hash_map.h>
 
-#include <boost/container/small_vector.hpp>
-
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -23,8 +21,8 @@ namespace {
 
 // A key's identity: 16-bit namespace id in the top bits of `hi`, 112 keyed-hash bits.
 struct Fp {
-  std::uint64_t lo = 0;
-  std::uint64_t hi = 0;
+  std::uint64_t lo;  // no initialisers: arrays of Fp stay uninitialised on the hot path
+  std::uint64_t hi;
   bool operator==(const Fp& o) const { return lo == o.lo && hi == o.hi; }
 };
 struct FpHash {
@@ -43,8 +41,23 @@ struct Hold {
   Micros expiry = 0;
 };
 
-template <class T>
-using SmallVec = boost::container::small_vector<T, 4>;
+// n elements, inline up to N (uninitialised for trivial T), on the heap beyond.
+template <class T, std::size_t N = 8>
+class Buf {
+ public:
+  explicit Buf(std::size_t n) : n_(n) {
+    if (n > N) heap_ = std::make_unique<T[]>(n);
+  }
+  T* begin() { return heap_ ? heap_.get() : inline_; }
+  T* end() { return begin() + n_; }
+  T& operator[](std::size_t i) { return begin()[i]; }
+  void resize_down(std::size_t n) { n_ = n; }
+
+ private:
+  T inline_[N];
+  std::unique_ptr<T[]> heap_;
+  std::size_t n_;
+};
 
 constexpr int kNsShift = 48;
 constexpr std::uint64_t kNsMask = std::uint64_t{0xffff} << kNsShift;
@@ -168,8 +181,8 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
   Impl& im = *impl_;
   const Micros now = op.now;
   const std::size_t nkeys = op.keys.size();
-  SmallVec<Fp> bases(nkeys);
-  SmallVec<std::size_t> shard_ids(nkeys);
+  Buf<Fp> bases(nkeys);
+  Buf<std::size_t> shard_ids(nkeys);
   const bool prepared = op.handles.size() == nkeys;
   for (std::size_t i = 0; i < nkeys; ++i) {
     if (prepared && !op.handles[i].empty()) {
@@ -181,17 +194,18 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
     }
   }
   // Lock every shard involved in index order (no deadlock between multi-key ops).
-  SmallVec<std::size_t> order(shard_ids.begin(), shard_ids.end());
+  Buf<std::size_t> order(nkeys);
+  std::copy(shard_ids.begin(), shard_ids.end(), order.begin());
   if (nkeys > 1) {
     std::sort(order.begin(), order.end());
-    order.erase(std::unique(order.begin(), order.end()), order.end());
+    order.resize_down(static_cast<std::size_t>(std::unique(order.begin(), order.end()) - order.begin()));
   }
   for (const std::size_t s : order) im.shards[s].mu.lock();
   struct Unlock {
     Impl& im;
-    const SmallVec<std::size_t>& order;
+    Buf<std::size_t>& order;
     ~Unlock() {
-      for (auto it = order.rbegin(); it != order.rend(); ++it) im.shards[*it].mu.unlock();
+      for (std::size_t* it = order.end(); it != order.begin();) im.shards[*--it].mu.unlock();
     }
   } unlock{im, order};
 
@@ -208,7 +222,7 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
 
   // Pass 1: locate state and check.
   Slot fresh{};  // stands in for absent state in read-only ops
-  SmallVec<Slot*> slots(op.items.size(), nullptr);
+  Buf<Slot*> slots(op.items.size());
   bool all_ok = true;
   for (std::size_t i = 0; i < op.items.size(); ++i) {
     const OpItem& it = op.items[i];

@@ -15,8 +15,13 @@ inline std::uint64_t test_seed(std::uint64_t fallback = 20261124) {
 }
 
 inline std::string seed_note(std::uint64_t seed) {
-  return "seed " + std::to_string(seed) + " (rerun with ADMIT_TEST_SEED=" + std::to_string(seed) +
-         ")";
+  const std::string s = std::to_string(seed);
+  std::string out = "seed ";
+  out += s;
+  out += " (rerun with ADMIT_TEST_SEED=";
+  out += s;
+  out += ")";
+  return out;
 }
 
 }  // namespace admit::test

@@ -1,0 +1,267 @@
+// AimdController: an AIMD pacer that issues permits spaced 1/rate apart and learns the rate
+// from success/failure feedback, decreasing at most once per congestion event.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+
+#include "admit/core/clock.hpp"
+#include "admit/core/time.hpp"
+
+namespace admit {
+
+/**
+ * Settings of an AimdController. Rates are permits per second. Every value must be finite;
+ * the constructor throws ValidationError (field = the option's name, value = the value as
+ * text) for anything out of range.
+ */
+struct AimdOptions {
+  /// Hard upper bound on the rate. Required, > 0.
+  double max_rate = 0.0;
+  /// Starting rate, > 0. Clamped to [min_rate, max_rate] (the rate never leaves that range).
+  double initial_rate = 1.0;
+  /// Switch-over from slow start (doubling) to congestion avoidance (additive). In
+  /// (0, max_rate]; default max_rate / 2. Starting at or above it skips slow start.
+  std::optional<double> slow_start_threshold;
+  /// Added to the rate per success in congestion avoidance. > 0.
+  double additive_increase = 1.0;
+  /// Factor applied to the rate on a failure. In (0, 1).
+  double multiplicative_decrease = 0.5;
+  /// Floor of the rate, so pacing never stalls. > 0 and <= max_rate.
+  double min_rate = 0.1;
+};
+
+/// A consistent snapshot of an AimdController's control state (see AimdController::state()).
+struct AimdState {
+  double rate = 0.0;                  ///< current rate, permits per second
+  double slow_start_threshold = 0.0;  ///< current slow-start threshold
+  bool in_slow_start = false;         ///< growing by doubling
+  bool in_fast_recovery = false;      ///< after a decrease, until recovery_target is regained
+  double recovery_target = 0.0;       ///< rate before the last decrease (0 if not recovering)
+  std::uint64_t epoch = 0;            ///< number of decreases so far
+};
+
+/**
+ * An AIMD rate controller and pacer (TCP-style slow start, congestion avoidance, fast
+ * recovery), after the Python `aimd-limiter` (AIMDAsyncLimiter), made thread-safe.
+ *
+ * Control loop:
+ *  - slow start: each success doubles the rate, capped at the threshold; reaching the
+ *    threshold switches to congestion avoidance;
+ *  - congestion avoidance: each success adds additive_increase, capped at max_rate;
+ *  - failure (a congestion event): rate = max(rate * multiplicative_decrease, min_rate),
+ *    threshold = the reduced rate, slow start ends for good, fast recovery starts with
+ *    target = the rate before the failure; it ends when a success brings the rate back to
+ *    that target.
+ *
+ * Once per congestion event (the fix over the original): the original halves on *every*
+ * failure, so N requests in flight that all get a 429 from the same overload cut the rate
+ * by 0.5^N, usually straight to min_rate. Here each decrease bumps an epoch counter, every
+ * permit remembers the epoch it was issued in, and a failure reported for a permit issued
+ * before the latest decrease is ignored: the requests it stands for were sent at the old,
+ * already-punished rate. So one burst of concurrent failures costs one decrease, as in TCP
+ * (one cwnd reduction per window) and Netflix concurrency-limits. A failure of a permit
+ * issued after the decrease is new evidence and decreases again. Successes always count.
+ *
+ * Pacing: permits are issued no closer than interval = round(1e6 / rate) µs (at least 1),
+ * using the rate at the moment of issue; after an issue at `now` the next slot is
+ * max(next slot, now) + interval, so there is never a burst. Blocking waiters are served
+ * in FIFO order, and try_acquire() never overtakes a waiter.
+ *
+ * Thread-safe: every member may be called concurrently (one internal mutex). Waits go
+ * through Clock::wait_until, so a ManualClock drives them in tests. The controller must
+ * outlive its permits and must not be destroyed while a thread is inside acquire.
+ */
+class AimdController {
+ public:
+  /**
+   * The right to send one request, and the channel for reporting how it went. Move-only.
+   * The first mark_success()/mark_failure() records the outcome; later marks are ignored.
+   * A Permit destroyed unmarked records nothing (the request neither helps nor hurts the
+   * rate; use AimdController::run() to get success-or-failure marking automatically).
+   * Marks are thread-safe (atomic); the controller must still be alive when marking.
+   */
+  class Permit {
+   public:
+    /// Move-constructs; `other` becomes empty (its marks do nothing). Thread-safe w.r.t.
+    /// other permits; do not move a permit another thread is marking.
+    Permit(Permit&& other) noexcept;
+    /// Move-assigns; the permit overwritten is dropped unmarked (records nothing).
+    Permit& operator=(Permit&& other) noexcept;
+    Permit(const Permit&) = delete;
+    Permit& operator=(const Permit&) = delete;
+    /// Records nothing (see the class comment).
+    ~Permit() = default;
+
+    /**
+     * Records a success (AimdController::record_success) unless already marked.
+     * @return true if this call recorded the outcome. Thread-safe.
+     */
+    bool mark_success();
+    /**
+     * Records a failure with this permit's issue epoch (AimdController::record_failure(
+     * epoch())) unless already marked; a permit issued before the latest decrease does not
+     * decrease again. @return true if this call recorded the outcome. Thread-safe.
+     */
+    bool mark_failure();
+    /// @return true once an outcome has been marked (or the permit was moved from).
+    bool marked() const noexcept;
+    /// @return the controller's epoch (decrease count) when this permit was issued.
+    std::uint64_t epoch() const noexcept { return epoch_; }
+    /// @return the controller's rate (permits/s) when this permit was issued.
+    double rate_at_issue() const noexcept { return rate_at_issue_; }
+    /// @return the clock reading (µs since epoch) at which this permit was issued.
+    Micros issued_at() const noexcept { return issued_at_; }
+
+   private:
+    friend class AimdController;
+    Permit(AimdController* owner, std::uint64_t epoch, double rate, Micros issued_at) noexcept;
+
+    AimdController* owner_;
+    std::uint64_t epoch_;
+    double rate_at_issue_;
+    Micros issued_at_;
+    std::atomic<bool> marked_;
+  };
+
+  /**
+   * @param clock time source for pacing and waits; must outlive the controller.
+   * @param options see AimdOptions.
+   * @throws ValidationError naming the first invalid option.
+   */
+  AimdController(const Clock& clock, AimdOptions options);
+  AimdController(const AimdController&) = delete;
+  AimdController& operator=(const AimdController&) = delete;
+  ~AimdController() = default;
+
+  /**
+   * Blocks until this caller's slot (FIFO behind earlier waiters) and issues a permit.
+   * @return the permit. Thread-safe.
+   */
+  [[nodiscard]] Permit acquire();
+  /**
+   * Like acquire(), but gives up when `stop` is requested (promptly: the request wakes the
+   * waiter). A waiter that gives up leaves the queue without consuming a slot.
+   * @return the permit, or nullopt if stopped first. Thread-safe.
+   */
+  [[nodiscard]] std::optional<Permit> acquire(std::stop_token stop);
+  /**
+   * Like acquire(), but only for a slot at or before `deadline` (clock µs), and stoppable.
+   * Returns nullopt as soon as it is known no slot comes in time (at once if the next slot
+   * is already later than the deadline), or at the deadline, or on stop.
+   * @return the permit, or nullopt on timeout or stop. Thread-safe.
+   */
+  [[nodiscard]] std::optional<Permit> acquire_until(Micros deadline, std::stop_token stop = {});
+  /**
+   * Issues a permit only if the slot is open now and nobody is waiting. Never blocks.
+   * @return the permit, or nullopt. Thread-safe.
+   */
+  [[nodiscard]] std::optional<Permit> try_acquire();
+
+  /**
+   * Acquires a permit (blocking), calls `f()`, marks success if it returns and failure if it
+   * throws, then returns its result or rethrows. Like the original's `async with acquire()`.
+   * @return whatever `f()` returns. Thread-safe.
+   */
+  template <class F>
+  std::invoke_result_t<F&&> run(F&& f);
+
+  /// Records a success: doubles the rate in slow start, else adds additive_increase (see the
+  /// class comment). Thread-safe.
+  void record_success();
+  /**
+   * Records a failure observed now: always decreases (it is treated as a permit of the
+   * current epoch). Use the epoch overload when you know when the request was issued.
+   * @return true (the rate was decreased and the epoch bumped). Thread-safe.
+   */
+  bool record_failure();
+  /**
+   * Records a failure of a request issued in epoch `issued_epoch` (Permit::epoch()). If a
+   * decrease happened since (issued_epoch < epoch()), the failure belongs to a congestion
+   * event already acted on and changes nothing; otherwise it decreases and bumps the epoch.
+   * @return true if the rate was decreased. Thread-safe.
+   */
+  bool record_failure(std::uint64_t issued_epoch);
+
+  /// @return the current rate in permits per second. Thread-safe.
+  double current_rate() const;
+  /// @return the configured hard cap (max_rate). Thread-safe.
+  double max_rate() const noexcept { return max_rate_; }
+  /// @return the configured floor (min_rate). Thread-safe.
+  double min_rate() const noexcept { return min_rate_; }
+  /// @return the current slow-start threshold. Thread-safe.
+  double slow_start_threshold() const;
+  /// @return true while the rate still grows by doubling. Thread-safe.
+  bool in_slow_start() const;
+  /// @return true after a decrease until the pre-decrease rate is regained. Thread-safe.
+  bool in_fast_recovery() const;
+  /// @return the number of decreases so far (the epoch new permits carry). Thread-safe.
+  std::uint64_t epoch() const;
+  /// @return all of the above read at one instant. Thread-safe.
+  AimdState state() const;
+  /// @return the spacing in µs a permit issued now would impose: max(1, round(1e6 / rate)).
+  /// Thread-safe.
+  Micros interval() const;
+  /// @return how many threads are blocked in acquire/acquire_until now. Thread-safe.
+  std::size_t waiters() const;
+
+ private:
+  std::optional<Permit> acquire_impl(Micros deadline, const std::stop_token* stop);
+  Permit issue_locked(Micros now);
+  void abandon_locked(std::uint64_t ticket);
+  void advance_queue_locked();
+  Micros interval_locked() const;
+
+  const Clock& clock_;
+  const double max_rate_;
+  const double min_rate_;
+  const double additive_increase_;
+  const double multiplicative_decrease_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  // Control state, guarded by mu_.
+  double rate_;
+  double threshold_;
+  bool slow_start_;
+  bool fast_recovery_ = false;
+  double recovery_target_ = 0.0;
+  std::uint64_t epoch_ = 0;
+  // Pacing and FIFO queue, guarded by mu_. Tickets in [serving_, next_ticket_) belong to
+  // waiters; serving_ is always a live waiter's ticket or next_ticket_ (queue empty).
+  Micros next_ready_;
+  std::uint64_t next_ticket_ = 0;
+  std::uint64_t serving_ = 0;
+  std::set<std::uint64_t> abandoned_;  // tickets of waiters that gave up behind the head
+  std::size_t waiters_ = 0;
+};
+
+template <class F>
+std::invoke_result_t<F&&> AimdController::run(F&& f) {
+  using R = std::invoke_result_t<F&&>;
+  Permit permit = acquire();
+  try {
+    if constexpr (std::is_void_v<R>) {
+      std::invoke(std::forward<F>(f));
+      permit.mark_success();
+    } else {
+      R result = std::invoke(std::forward<F>(f));
+      permit.mark_success();
+      return std::forward<R>(result);
+    }
+  } catch (...) {
+    permit.mark_failure();
+    throw;
+  }
+}
+
+}  // namespace admit

@@ -1,0 +1,267 @@
+#include "service/api.hpp"
+
+#include <boost/json.hpp>
+
+#include <limits>
+#include <utility>
+
+#include "admit/core/error.hpp"
+#include "admit/limiter.hpp"
+
+namespace admit::service {
+
+namespace json = boost::json;
+
+namespace {
+
+constexpr std::size_t kMaxAmounts = 64;  // the Limiter checks at most 64 names per call
+
+/// A request the API refuses (400): what is wrong and which field.
+struct BadRequest {
+  std::string error;
+  std::string field;
+};
+
+struct Call {
+  std::string entity;
+  std::string resource;
+  Amounts amounts;
+};
+
+Response reply(unsigned status, const json::object& body) {
+  return Response{status, json::serialize(body), -1, {}};
+}
+
+Response error(unsigned status, std::string message, std::string field = {}) {
+  json::object o;
+  o["error"] = std::move(message);
+  if (!field.empty()) o["field"] = std::move(field);
+  return reply(status, o);
+}
+
+std::int64_t to_int(const json::value& v, const std::string& field) {
+  std::int64_t n = 0;
+  if (v.is_int64()) {
+    n = v.get_int64();
+  } else if (v.is_uint64()) {
+    if (v.get_uint64() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+      throw BadRequest{"must be an integer below 2^63", field};
+    }
+    n = static_cast<std::int64_t>(v.get_uint64());
+  } else {
+    throw BadRequest{"must be an integer", field};
+  }
+  if (n < 0) throw BadRequest{"must be >= 0", field};
+  return n;
+}
+
+std::string to_str(const json::value& v, const std::string& field) {
+  const json::string* s = v.if_string();
+  if (s == nullptr) throw BadRequest{"must be a string", field};
+  validate_name(field, *s);  // ValidationError -> 400 naming the field
+  return std::string(*s);
+}
+
+/// Parses {"entity", "resource", "amounts", ["timeout_ms"]}; throws BadRequest.
+Call parse_call(std::string_view body, bool acquire) {
+  boost::system::error_code ec;
+  const json::value v = json::parse(body, ec);
+  if (ec) throw BadRequest{"invalid JSON: " + ec.message(), "body"};
+  const json::object* o = v.if_object();
+  if (o == nullptr) throw BadRequest{"the body must be a JSON object", "body"};
+  Call c;
+  bool has_entity = false;
+  bool has_resource = false;
+  bool has_amounts = false;
+  for (const auto& kv : *o) {
+    const std::string_view key = kv.key();
+    if (key == "entity") {
+      c.entity = to_str(kv.value(), "entity");
+      has_entity = true;
+    } else if (key == "resource") {
+      c.resource = to_str(kv.value(), "resource");
+      has_resource = true;
+    } else if (key == "amounts") {
+      const json::object* a = kv.value().if_object();
+      if (a == nullptr) throw BadRequest{"must be an object of limit name -> integer", "amounts"};
+      if (a->size() > kMaxAmounts) throw BadRequest{"at most 64 amounts", "amounts"};
+      for (const auto& [name, amount] : *a) {
+        c.amounts.add(name, to_int(amount, "amounts." + std::string(name)));
+      }
+      has_amounts = true;
+    } else if (acquire && key == "timeout_ms") {
+      if (to_int(kv.value(), "timeout_ms") != 0) {
+        throw BadRequest{"only 0 (non-blocking) is supported in this version", "timeout_ms"};
+      }
+    } else {
+      throw BadRequest{"unknown field", std::string(key)};
+    }
+  }
+  if (!has_entity) throw BadRequest{"missing field", "entity"};
+  if (!has_resource) throw BadRequest{"missing field", "resource"};
+  if (!has_amounts) throw BadRequest{"missing field", "amounts"};
+  return c;
+}
+
+/// Codes for which trying again later can succeed (and a Retry-After makes sense).
+bool retryable(Code c) {
+  switch (c) {
+    case Code::rate_exceeded:
+    case Code::window_exceeded:
+    case Code::concurrency_exceeded:
+    case Code::queue_ahead:
+    case Code::store_unavailable:
+    case Code::timeout:
+    case Code::cancelled:
+      return true;
+    case Code::ok:
+    case Code::exceeds_capacity:
+    case Code::unknown_limit:
+    case Code::invalid_argument:
+      return false;
+  }
+  return false;
+}
+
+std::string str(std::string_view s) { return std::string(s); }
+
+json::object limit_json(const Limit& l, ConfigSource source) {
+  json::object o;
+  o["name"] = l.name();
+  o["kind"] = str(to_string(l.kind()));
+  o["source"] = str(to_string(source));
+  o["capacity"] = l.capacity();
+  o["unlimited"] = l.unlimited();
+  if (l.kind() == LimitKind::rate && !l.unlimited()) {
+    o["refill_amount"] = l.refill_amount();
+    o["refill_period_us"] = l.refill_period();
+  } else if (l.kind() == LimitKind::window) {
+    o["window"] = str(to_string(l.window_spec().unit));
+    o["reset_at"] = l.window_spec().reset_at;
+    o["time_zone"] = l.window_spec().time_zone;
+  }
+  o["description"] = l.describe();
+  return o;
+}
+
+}  // namespace
+
+std::string decision_json(const Decision& d) {
+  json::object o;
+  o["allowed"] = d.allowed;
+  o["code"] = str(to_string(d.code));
+  o["reason"] = d.reason;
+  o["retry_after_us"] = d.retry_after;
+  o["retry_after_s"] = retryable(d.code) ? d.retry_after_header() : 0;
+  json::array violations;
+  for (const Violation& v : d.violations) {
+    violations.push_back(json::object{{"entity", v.entity},
+                                      {"limit", v.limit},
+                                      {"kind", str(to_string(v.kind))},
+                                      {"requested", v.requested},
+                                      {"available", v.available},
+                                      {"retry_after_us", v.retry_after}});
+  }
+  o["violations"] = std::move(violations);
+  json::array stats;
+  for (const LimitStatus& s : d.stats) {
+    stats.push_back(json::object{{"entity", s.entity},
+                                 {"limit", s.limit},
+                                 {"kind", str(to_string(s.kind))},
+                                 {"source", str(to_string(s.source))},
+                                 {"capacity", s.capacity},
+                                 {"available", s.available},
+                                 {"reset_after_us", s.reset_after}});
+  }
+  o["stats"] = std::move(stats);
+  return json::serialize(o);
+}
+
+Response Api::handle(std::string_view method, std::string_view target,
+                     std::string_view body) noexcept {
+  try {
+    const std::string_view path = target.substr(0, target.find('?'));
+    struct Route {
+      std::string_view path;
+      std::string_view method;
+    };
+    static constexpr Route kRoutes[] = {{"/healthz", "GET"},
+                                        {"/v1/decide", "POST"},
+                                        {"/v1/acquire", "POST"},
+                                        {"/v1/limits", "GET"}};
+    for (const Route& r : kRoutes) {
+      if (r.path != path) continue;
+      if (r.method != method) {
+        Response res = error(405, "method " + str(method) + " not allowed on " + str(path));
+        res.allow = r.method;
+        return res;
+      }
+      if (path == "/healthz") return reply(200, json::object{{"status", "ok"}});
+      if (path == "/v1/decide") return decide(body);
+      if (path == "/v1/acquire") return acquire(body);
+      return limits();
+    }
+    return error(404, "no route " + str(path));
+  } catch (const BadRequest& e) {
+    return error(400, e.error, e.field);
+  } catch (const ValidationError& e) {
+    return error(400, e.what(), e.field());
+  } catch (const std::exception& e) {
+    return error(500, std::string("internal error: ") + e.what());
+  } catch (...) {
+    return error(500, "internal error");
+  }
+}
+
+Response Api::decide(std::string_view body) {
+  const Call c = parse_call(body, /*acquire=*/false);
+  return Response{200, decision_json(limiter_.decide(c.entity, c.resource, c.amounts)), -1, {}};
+}
+
+Response Api::acquire(std::string_view body) {
+  const Call c = parse_call(body, /*acquire=*/true);
+  AcquireOptions options;
+  options.with_stats = true;
+  Lease lease = limiter_.try_acquire(c.entity, c.resource, c.amounts, options);
+  const Decision d = lease.decision();
+  // Keep what was consumed. Concurrency slots are freed here too: at this stage a slot is
+  // held only for the duration of the request (explicit leases come later).
+  if (lease.active()) lease.commit();
+  Response res{200, decision_json(d), -1, {}};
+  if (d.allowed) return res;
+  switch (d.code) {
+    case Code::unknown_limit:
+    case Code::invalid_argument:
+      res.status = 400;
+      break;
+    case Code::exceeds_capacity:
+      res.status = 422;  // can never fit: retrying does not help
+      break;
+    case Code::store_unavailable:
+      res.status = 503;
+      res.retry_after = d.retry_after_header();
+      break;
+    default:
+      res.status = 429;
+      res.retry_after = d.retry_after_header();
+      break;
+  }
+  return res;
+}
+
+Response Api::limits() {
+  json::array resources;
+  for (const std::string& r : limiter_.resources()) {
+    json::array limits;
+    for (const auto& [limit, source] : limiter_.resolve("", r)) {
+      limits.push_back(limit_json(limit, source));
+    }
+    resources.push_back(json::object{{"resource", r}, {"limits", std::move(limits)}});
+  }
+  json::object o;
+  o["namespace"] = limiter_.options().ns;
+  o["resources"] = std::move(resources);
+  return reply(200, o);
+}
+
+}  // namespace admit::service

@@ -1,0 +1,915 @@
+// Limiter behaviour through the public API, driven by a ManualClock (no sleeps). Every
+// expected number below is computed by hand from the limits' emission interval
+// T = refill_period / refill_amount.
+#include "admit/limiter.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "admit/core/clock.hpp"
+#include "admit/core/error.hpp"
+#include "admit/store/memory_store.hpp"
+#include "support/test_support.hpp"
+
+namespace admit {
+namespace {
+
+using namespace std::chrono_literals;
+using test::available;
+using test::BackgroundAcquire;
+using test::kStart;
+using test::take;
+
+constexpr Micros kSec = kMicrosPerSecond;
+constexpr Micros kMs = 1000;
+
+class LimiterTest : public ::testing::Test {
+ protected:
+  ManualClock clock{kStart};
+  MemoryStore store;
+  Limiter limiter{store, clock};
+};
+
+// ------------------------------------------------------------------- basics
+
+// Verifies per_minute without burst admits exactly n at once, then one per T = 60 s / n with
+// an exact retry_after, and that the denial carries a complete violation and stats.
+TEST_F(LimiterTest, PerMinuteAdmitsCapacityThenOnePerInterval) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 60)});  // T = 1 s, burst 60
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_TRUE(take(limiter, "alice", "gpt", {{"rpm", 1}}).allowed) << i;
+  }
+  const Decision d = take(limiter, "alice", "gpt", {{"rpm", 1}});
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.code, Code::rate_exceeded);
+  EXPECT_EQ(d.retry_after, 1 * kSec);
+  EXPECT_EQ(d.now, kStart);
+  EXPECT_FALSE(d.reason.empty());
+  ASSERT_EQ(d.violations.size(), 1u);
+  EXPECT_EQ(d.violations[0].entity, "alice");
+  EXPECT_EQ(d.violations[0].limit, "rpm");
+  EXPECT_EQ(d.violations[0].kind, LimitKind::rate);
+  EXPECT_EQ(d.violations[0].requested, 1);
+  EXPECT_EQ(d.violations[0].available, 0);
+  EXPECT_EQ(d.violations[0].retry_after, 1 * kSec);
+  ASSERT_EQ(d.stats.size(), 1u);
+  EXPECT_EQ(d.stats[0].capacity, 60);
+  EXPECT_EQ(d.stats[0].available, 0);
+  EXPECT_EQ(d.stats[0].reset_after, 60 * kSec);
+  EXPECT_EQ(d.stats[0].source, ConfigSource::resource);
+  // 3 units need 3 intervals.
+  EXPECT_EQ(limiter.decide("alice", "gpt", {{"rpm", 3}}).retry_after, 3 * kSec);
+
+  clock.advance(kSec - 1);
+  const Decision early = take(limiter, "alice", "gpt", {{"rpm", 1}});
+  EXPECT_FALSE(early.allowed);
+  EXPECT_EQ(early.retry_after, 1);
+  clock.advance(1);
+  EXPECT_TRUE(take(limiter, "alice", "gpt", {{"rpm", 1}}).allowed);
+  EXPECT_FALSE(take(limiter, "alice", "gpt", {{"rpm", 1}}).allowed);
+}
+
+// Verifies a burst smaller than the rate: burst admitted at once, then the refill rate.
+TEST_F(LimiterTest, BurstCapsTheBucketAndRateRefillsIt) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 60, 10)});  // T = 1 s, burst 10
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(take(limiter, "a", "gpt", {{"rpm", 1}}).allowed);
+  const Decision d = take(limiter, "a", "gpt", {{"rpm", 1}});
+  EXPECT_EQ(d.code, Code::rate_exceeded);
+  EXPECT_EQ(d.retry_after, kSec);
+  EXPECT_EQ(d.stats.at(0).capacity, 10);
+
+  clock.advance(5 * kSec);  // 5 units back
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 5);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(take(limiter, "a", "gpt", {{"rpm", 1}}).allowed);
+  EXPECT_FALSE(take(limiter, "a", "gpt", {{"rpm", 1}}).allowed);
+
+  clock.advance(3600 * kSec);  // long idle: full, never above burst
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 10);
+  EXPECT_EQ(take(limiter, "a", "gpt", {{"rpm", 11}}).code, Code::exceeds_capacity);
+  EXPECT_TRUE(take(limiter, "a", "gpt", {{"rpm", 10}}).allowed);
+}
+
+// Verifies that when one of several limits is short, nothing is consumed from any of them.
+TEST_F(LimiterTest, MultiLimitIsAllOrNothing) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 10),      // T = 6 s
+                             Limit::per_minute("tpm", 1000)});  // T = 60 ms
+  ASSERT_TRUE(take(limiter, "alice", "gpt", {{"rpm", 1}, {"tpm", 900}}).allowed);
+  EXPECT_EQ(available(limiter, "alice", "gpt", "rpm"), 9);
+  EXPECT_EQ(available(limiter, "alice", "gpt", "tpm"), 100);
+
+  const Decision d = take(limiter, "alice", "gpt", {{"rpm", 1}, {"tpm", 200}});
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.code, Code::rate_exceeded);
+  // 100 more tokens at 60 ms each.
+  EXPECT_EQ(d.retry_after, 6 * kSec);
+  ASSERT_EQ(d.violations.size(), 1u);
+  EXPECT_EQ(d.violations[0].limit, "tpm");
+  EXPECT_EQ(d.violations[0].requested, 200);
+  EXPECT_EQ(d.violations[0].available, 100);
+  EXPECT_EQ(d.stats.size(), 2u);
+  // rpm untouched by the denied call.
+  EXPECT_EQ(available(limiter, "alice", "gpt", "rpm"), 9);
+  EXPECT_EQ(available(limiter, "alice", "gpt", "tpm"), 100);
+
+  // Both short: both named, retry_after is the longer one.
+  for (int i = 0; i < 9; ++i) ASSERT_TRUE(take(limiter, "alice", "gpt", {{"rpm", 1}}).allowed);
+  const Decision both = take(limiter, "alice", "gpt", {{"rpm", 1}, {"tpm", 200}});
+  EXPECT_EQ(both.violations.size(), 2u);
+  EXPECT_EQ(both.retry_after, 6 * kSec);  // rpm: TAT 60 s ahead, needs 6 s; tpm: 6 s
+  clock.advance(6 * kSec - 1);
+  EXPECT_FALSE(limiter.decide("alice", "gpt", {{"rpm", 1}, {"tpm", 200}}).allowed);
+  clock.advance(1);
+  EXPECT_TRUE(take(limiter, "alice", "gpt", {{"rpm", 1}, {"tpm", 200}}).allowed);
+  EXPECT_EQ(available(limiter, "alice", "gpt", "rpm"), 0);
+  EXPECT_EQ(available(limiter, "alice", "gpt", "tpm"), 0);
+}
+
+// ------------------------------------------------------------------- parents
+
+// Verifies a child's acquire consumes from the child and its parent, and that an exhausted
+// parent denies the child with a violation naming the parent entity (child untouched).
+TEST_F(LimiterTest, ParentIsConsumedAndExhaustedParentDeniesChild) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 100)});
+  limiter.set_entity_limits("org", "gpt", {Limit::per_minute("rpm", 5)});  // T = 12 s
+  limiter.set_parent("alice", "org");
+  limiter.set_parent("bob", "org");
+
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(take(limiter, "alice", "gpt", {{"rpm", 1}}).allowed);
+  const ResourceStats st = limiter.stats("alice", "gpt");
+  EXPECT_EQ(st.entity, "alice");
+  EXPECT_EQ(st.resource, "gpt");
+  ASSERT_EQ(st.limits.size(), 2u);
+  EXPECT_EQ(st.limits[0].entity, "alice");
+  EXPECT_EQ(st.limits[0].source, ConfigSource::resource);
+  EXPECT_EQ(st.limits[0].available, 97);
+  EXPECT_EQ(st.limits[1].entity, "org");
+  EXPECT_EQ(st.limits[1].source, ConfigSource::entity);
+  EXPECT_EQ(st.limits[1].available, 2);
+
+  ASSERT_TRUE(take(limiter, "bob", "gpt", {{"rpm", 2}}).allowed);
+  EXPECT_EQ(available(limiter, "bob", "gpt", "rpm"), 98);
+  EXPECT_EQ(available(limiter, "org", "gpt", "rpm"), 0);
+
+  const Decision d = take(limiter, "alice", "gpt", {{"rpm", 1}});
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.code, Code::rate_exceeded);
+  ASSERT_EQ(d.violations.size(), 1u);
+  EXPECT_EQ(d.violations[0].entity, "org");
+  EXPECT_EQ(d.violations[0].limit, "rpm");
+  EXPECT_EQ(d.violations[0].available, 0);
+  EXPECT_EQ(d.retry_after, 12 * kSec);
+  EXPECT_NE(d.reason.find("org"), std::string::npos) << d.reason;
+  EXPECT_EQ(available(limiter, "alice", "gpt", "rpm"), 97);  // child not consumed
+
+  // Unlinking the parent lifts its limit from alice.
+  limiter.set_parent("alice", "");
+  EXPECT_TRUE(take(limiter, "alice", "gpt", {{"rpm", 1}}).allowed);
+  EXPECT_EQ(limiter.stats("alice", "gpt").limits.size(), 1u);
+}
+
+// Verifies the whole ancestor chain is consumed and a grandparent can deny.
+TEST_F(LimiterTest, GrandparentIsConsumedToo) {
+  limiter.set_default_limits({Limit::per_hour("rph", 10)});
+  limiter.set_entity_default_limits("root", {Limit::per_hour("rph", 4)});
+  limiter.set_parent("team", "root");
+  limiter.set_parent("dev", "team");
+  ASSERT_TRUE(take(limiter, "dev", "any", {{"rph", 4}}).allowed);
+  const ResourceStats st = limiter.stats("dev", "any");
+  ASSERT_EQ(st.limits.size(), 3u);
+  EXPECT_EQ(st.limits[0].entity, "dev");
+  EXPECT_EQ(st.limits[1].entity, "team");
+  EXPECT_EQ(st.limits[2].entity, "root");
+  EXPECT_EQ(st.limits[2].source, ConfigSource::entity_default);
+  for (const auto& s : st.limits) EXPECT_EQ(s.available, s.capacity - 4) << s.entity;
+  const Decision d = take(limiter, "dev", "any", {{"rph", 1}});
+  ASSERT_EQ(d.violations.size(), 1u);
+  EXPECT_EQ(d.violations[0].entity, "root");
+  EXPECT_EQ(d.retry_after, 15 * 60 * kSec);  // T = 1 h / 4
+}
+
+// Verifies set_parent refuses cycles (including self-parenting) and leaves the configuration
+// unchanged when it throws.
+TEST_F(LimiterTest, SetParentRejectsCycles) {
+  limiter.set_default_limits({Limit::per_minute("rpm", 10)});
+  limiter.set_parent("a", "b");
+  limiter.set_parent("b", "c");
+  EXPECT_THROW(limiter.set_parent("c", "a"), ValidationError);
+  EXPECT_THROW(limiter.set_parent("c", "b"), ValidationError);
+  EXPECT_THROW(limiter.set_parent("a", "a"), ValidationError);
+  try {
+    limiter.set_parent("c", "a");
+    FAIL() << "expected ValidationError";
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.field(), "parent");
+    EXPECT_EQ(e.value(), "a");
+  }
+  // Unchanged: c has no parent, a's chain is a, b, c.
+  EXPECT_EQ(limiter.stats("c", "r").limits.size(), 1u);
+  EXPECT_EQ(limiter.stats("a", "r").limits.size(), 3u);
+  EXPECT_TRUE(take(limiter, "c", "r", {{"rpm", 1}}).allowed);
+}
+
+// Verifies max_parent_depth is enforced whichever end of the chain the new link is added at
+// (a chain built leaf-first must be refused too, not silently truncated).
+TEST_F(LimiterTest, SetParentEnforcesMaxDepthFromBothEnds) {
+  Limiter l(store, clock, LimiterOptions{.ns = "depth", .max_parent_depth = 2});
+  // Root-first: c -> d, then b -> c, then a -> b would give a three ancestors.
+  l.set_parent("c", "d");
+  l.set_parent("b", "c");
+  EXPECT_THROW(l.set_parent("a", "b"), ValidationError);
+  // Leaf-first: p -> q, q -> r (p has 2 ancestors), then r -> s would give p three.
+  l.set_parent("p", "q");
+  l.set_parent("q", "r");
+  EXPECT_THROW(l.set_parent("r", "s"), ValidationError);
+  // The refused link was not added: p's chain is p, q, r and every member is consumed.
+  l.set_default_limits({Limit::per_minute("rpm", 10)});
+  EXPECT_EQ(l.stats("p", "x").limits.size(), 3u);
+  EXPECT_TRUE(take(l, "p", "x", {{"rpm", 10}}).allowed);
+  EXPECT_EQ(available(l, "r", "x", "rpm"), 0);
+  EXPECT_EQ(available(l, "s", "x", "rpm"), 10);
+}
+
+// ------------------------------------------------------------------- resolution
+
+// Verifies resolution order entity(resource) > entity default > resource > system, with the
+// ConfigSource reported by resolve() and stats(), and that removing limits falls back.
+TEST_F(LimiterTest, ResolutionOrderAndConfigSource) {
+  limiter.set_default_limits({Limit::per_minute("rpm", 1000)});
+  auto check = [&](std::string_view e, std::string_view r, std::int64_t cap, ConfigSource src) {
+    SCOPED_TRACE(std::string(e) + "/" + std::string(r));
+    const auto res = limiter.resolve(e, r);
+    ASSERT_EQ(res.size(), 1u);
+    EXPECT_EQ(res[0].first.capacity(), cap);
+    EXPECT_EQ(res[0].second, src);
+    const ResourceStats st = limiter.stats(e, r);
+    ASSERT_EQ(st.limits.size(), 1u);
+    EXPECT_EQ(st.limits[0].capacity, cap);
+    EXPECT_EQ(st.limits[0].source, src);
+  };
+  check("x", "gpt", 1000, ConfigSource::system);
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 100)});
+  check("x", "gpt", 100, ConfigSource::resource);
+  check("x", "other", 1000, ConfigSource::system);
+  limiter.set_entity_default_limits("x", {Limit::per_minute("rpm", 10)});
+  check("x", "gpt", 10, ConfigSource::entity_default);
+  check("x", "other", 10, ConfigSource::entity_default);
+  check("y", "gpt", 100, ConfigSource::resource);
+  limiter.set_entity_limits("x", "gpt", {Limit::per_minute("rpm", 1)});
+  check("x", "gpt", 1, ConfigSource::entity);
+  check("x", "other", 10, ConfigSource::entity_default);
+  check("y", "gpt", 100, ConfigSource::resource);
+
+  // The resolved limit is the one enforced.
+  EXPECT_TRUE(take(limiter, "x", "gpt", {{"rpm", 1}}).allowed);
+  EXPECT_FALSE(take(limiter, "x", "gpt", {{"rpm", 1}}).allowed);
+
+  limiter.remove_entity_limits("x", "gpt");
+  check("x", "gpt", 10, ConfigSource::entity_default);
+  limiter.remove_limits("gpt");
+  check("y", "gpt", 1000, ConfigSource::system);
+  EXPECT_TRUE(limiter.resolve("y", "gpt").size() == 1);
+}
+
+// Verifies an amount naming no limit of the chain is refused with unknown_limit and a
+// negative amount with invalid_argument, by every entry point, consuming nothing.
+TEST_F(LimiterTest, UnknownLimitAndNegativeAmount) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 10)});
+  const Decision u = take(limiter, "a", "gpt", {{"rpm", 1}, {"tpm", 5}});
+  EXPECT_FALSE(u.allowed);
+  EXPECT_EQ(u.code, Code::unknown_limit);
+  EXPECT_NE(u.reason.find("tpm"), std::string::npos) << u.reason;
+  EXPECT_EQ(limiter.decide("a", "gpt", {{"tpm", 5}}).code, Code::unknown_limit);
+  EXPECT_EQ(limiter.record_usage("a", "gpt", {{"tpm", 5}}).code, Code::unknown_limit);
+
+  const Decision n = take(limiter, "a", "gpt", {{"rpm", -1}});
+  EXPECT_FALSE(n.allowed);
+  EXPECT_EQ(n.code, Code::invalid_argument);
+  EXPECT_EQ(limiter.decide("a", "gpt", {{"rpm", -1}}).code, Code::invalid_argument);
+  EXPECT_EQ(limiter.record_usage("a", "gpt", {{"rpm", -3}}).code, Code::invalid_argument);
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 10);
+}
+
+// Verifies an amount above a limit's capacity is refused at once with exceeds_capacity:
+// try_acquire returns it, acquire throws it without ever sleeping on the clock.
+TEST_F(LimiterTest, ExceedsCapacityIsImmediate) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 60, 10), Limit::daily("rpd", 100),
+                             Limit::concurrency("inflight", 2)});
+  const Decision d = take(limiter, "a", "gpt", {{"rpm", 11}});
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.code, Code::exceeds_capacity);
+  EXPECT_EQ(d.retry_after, 0);
+  ASSERT_EQ(d.violations.size(), 1u);
+  EXPECT_EQ(d.violations[0].limit, "rpm");
+  EXPECT_EQ(d.violations[0].requested, 11);
+  EXPECT_NE(d.reason.find("capacity"), std::string::npos) << d.reason;
+  EXPECT_EQ(take(limiter, "a", "gpt", {{"rpd", 101}}).code, Code::exceeds_capacity);
+  EXPECT_EQ(take(limiter, "a", "gpt", {{"inflight", 3}}).code, Code::exceeds_capacity);
+  // Even when another limit is merely short at the moment.
+  ASSERT_TRUE(take(limiter, "a", "gpt", {{"rpm", 10}, {"rpd", 10}}).allowed);
+  EXPECT_EQ(take(limiter, "a", "gpt", {{"rpm", 1}, {"rpd", 101}}).code, Code::exceeds_capacity);
+
+  BackgroundAcquire w(limiter, "a", "gpt", {{"rpm", 11}}, 1h);
+  ASSERT_TRUE(w.join());
+  EXPECT_EQ(clock.sleepers(), 0u);
+  EXPECT_EQ(clock.now(), kStart);
+  ASSERT_TRUE(w.denial().has_value()) << w.other_error();
+  EXPECT_EQ(w.denial()->code, Code::exceeds_capacity);
+  EXPECT_EQ(limiter.waiting("a", "gpt"), 0u);
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpd"), 90);
+}
+
+// Verifies decide() reports what try_acquire would do without consuming anything, concurrency
+// slots included.
+TEST_F(LimiterTest, DecideConsumesNothing) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 3), Limit::concurrency("inflight", 1)});
+  for (int i = 0; i < 5; ++i) {
+    const Decision d = limiter.decide("a", "gpt", {{"rpm", 3}});
+    ASSERT_TRUE(d.allowed);
+    EXPECT_EQ(d.code, Code::ok);
+    EXPECT_EQ(d.stats.size(), 2u);
+  }
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 3);
+  EXPECT_EQ(available(limiter, "a", "gpt", "inflight"), 1);
+  Lease l = limiter.try_acquire("a", "gpt", {{"rpm", 3}});
+  ASSERT_TRUE(l);
+  const Decision d = limiter.decide("a", "gpt", {{"rpm", 1}});
+  EXPECT_FALSE(d.allowed);
+  ASSERT_EQ(d.violations.size(), 2u);
+  // rpm alone needs T = 20 s; the slot comes back when the lease expires (TTL 5 min), and the
+  // decision waits for the later of the two.
+  EXPECT_EQ(d.violations[0].limit, "rpm");
+  EXPECT_EQ(d.violations[0].retry_after, 20 * kSec);
+  EXPECT_EQ(d.violations[1].limit, "inflight");
+  EXPECT_EQ(d.violations[1].retry_after, limiter.options().lease_ttl);
+  EXPECT_EQ(d.retry_after, limiter.options().lease_ttl);
+  EXPECT_EQ(d.code, Code::concurrency_exceeded);
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 0);
+  EXPECT_EQ(available(limiter, "a", "gpt", "inflight"), 0);
+}
+
+// Verifies decide() agrees with try_acquire when a limit the request does not name is in
+// debt: the untouched limit cannot deny the request.
+TEST_F(LimiterTest, DecideIgnoresLimitsTheRequestDoesNotTouch) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 10), Limit::per_minute("tpm", 10)});
+  (void)limiter.record_usage("a", "gpt", {{"rpm", 30}});  // rpm 20 in debt
+  const Decision d = limiter.decide("a", "gpt", {{"tpm", 1}});
+  EXPECT_TRUE(d.allowed) << d.reason;
+  EXPECT_EQ(d.code, Code::ok);
+  EXPECT_TRUE(limiter.try_acquire("a", "gpt", {{"tpm", 1}}).allowed());
+  const Decision both = limiter.decide("a", "gpt", {{"rpm", 1}, {"tpm", 1}});
+  EXPECT_EQ(both.code, Code::rate_exceeded);
+  EXPECT_EQ(both.retry_after, 126 * kSec);  // 21 units of rpm at 6 s
+}
+
+// ------------------------------------------------------------------- debt
+
+// Verifies record_usage consumes unconditionally (debt), and try_acquire's retry_after then
+// covers the debt exactly.
+TEST_F(LimiterTest, RecordUsageDebtIsCoveredExactlyByRetryAfter) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 60)});  // T = 1 s
+  const Decision r = limiter.record_usage("a", "gpt", {{"rpm", 90}});
+  EXPECT_TRUE(r.allowed);
+  ASSERT_EQ(r.stats.size(), 1u);
+  EXPECT_EQ(r.stats[0].available, 0);
+  EXPECT_EQ(r.stats[0].reset_after, 90 * kSec);
+  // 30 units of debt plus the unit asked for: 31 s.
+  const Decision d = take(limiter, "a", "gpt", {{"rpm", 1}});
+  EXPECT_EQ(d.code, Code::rate_exceeded);
+  EXPECT_EQ(d.retry_after, 31 * kSec);
+  clock.advance(31 * kSec - 1);
+  EXPECT_EQ(take(limiter, "a", "gpt", {{"rpm", 1}}).retry_after, 1);
+  clock.advance(1);
+  EXPECT_TRUE(take(limiter, "a", "gpt", {{"rpm", 1}}).allowed);
+}
+
+// ------------------------------------------------------------------- leases
+
+// Verifies a positive adjust puts the bucket into debt and the next caller waits exactly for
+// it to be repaid.
+TEST_F(LimiterTest, LeaseAdjustPositiveCreatesDebt) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 60),      // T = 1 s
+                             Limit::per_minute("tpm", 6000)});  // T = 10 ms
+  Lease l = limiter.try_acquire("a", "gpt", {{"rpm", 1}, {"tpm", 1000}});
+  ASSERT_TRUE(l);
+  EXPECT_TRUE(l.active());
+  const Decision adj = l.adjust({{"tpm", 6000}});
+  EXPECT_TRUE(adj.allowed);
+  const LimitStatus* tpm = test::find_status(adj.stats, "a", "tpm");
+  ASSERT_NE(tpm, nullptr);
+  EXPECT_EQ(tpm->available, 0);
+  EXPECT_EQ(tpm->reset_after, 70 * kSec);  // 7000 tokens * 10 ms
+  l.commit();
+  EXPECT_FALSE(l.active());
+  // 1000 tokens of debt + 100 asked = 1100 * 10 ms.
+  const Decision d = take(limiter, "a", "gpt", {{"rpm", 1}, {"tpm", 100}});
+  EXPECT_EQ(d.code, Code::rate_exceeded);
+  EXPECT_EQ(d.retry_after, 11 * kSec);
+  clock.advance(11 * kSec - 1);
+  EXPECT_FALSE(limiter.decide("a", "gpt", {{"rpm", 1}, {"tpm", 100}}).allowed);
+  clock.advance(1);
+  EXPECT_TRUE(take(limiter, "a", "gpt", {{"rpm", 1}, {"tpm", 100}}).allowed);
+}
+
+// Verifies a negative adjust refunds at most what the lease consumed, and a refund never
+// fills the bucket above capacity.
+TEST_F(LimiterTest, LeaseAdjustNegativeRefundIsCapped) {
+  limiter.set_limits("gpt", {Limit::per_minute("tpm", 1000)});     // T = 60 ms
+  ASSERT_TRUE(take(limiter, "a", "gpt", {{"tpm", 500}}).allowed);  // someone else's usage
+  Lease l = limiter.try_acquire("a", "gpt", {{"tpm", 100}});
+  ASSERT_TRUE(l);
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 400);
+  const Decision d = l.adjust({{"tpm", -1000}});  // 10x what it consumed
+  EXPECT_EQ(d.stats.at(0).available, 500);
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 500);
+  l.adjust({{"tpm", -1}});  // nothing left to refund
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 500);
+  l.adjust({{"tpm", 50}});
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 450);
+  l.adjust({{"tpm", -1000}});
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 500);
+  l.rollback();  // consumed is 0 now: nothing more comes back
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 500);
+
+  // Never above capacity: refund into a bucket that refilled meanwhile.
+  limiter.reset("a", "gpt");
+  Lease m = limiter.try_acquire("a", "gpt", {{"tpm", 100}});
+  ASSERT_TRUE(m);
+  clock.advance(60 * kSec);  // full again
+  m.adjust({{"tpm", -100}});
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 1000);
+  m.commit();
+  ASSERT_TRUE(take(limiter, "a", "gpt", {{"tpm", 1000}}).allowed);
+  const Decision after = take(limiter, "a", "gpt", {{"tpm", 1}});
+  EXPECT_EQ(after.code, Code::rate_exceeded);
+  EXPECT_EQ(after.retry_after, 60 * kMs);  // exactly empty, not 100 tokens of extra credit
+}
+
+// Verifies a window lease's refund is limited to what it counted in the current window: usage
+// that rolled over into a new window can only refund the new window's part.
+TEST_F(LimiterTest, LeaseWindowRefundOnlyWithinTheSameWindow) {
+  limiter.set_limits("gpt", {Limit::daily("tpd", 100)});
+  Lease l = limiter.try_acquire("a", "gpt", {{"tpd", 5}});
+  ASSERT_TRUE(l);
+  clock.advance(6400 * kSec);  // next UTC day: the 5 stay in yesterday's window
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpd"), 100);
+  ASSERT_TRUE(take(limiter, "a", "gpt", {{"tpd", 10}}).allowed);  // someone else today
+  l.adjust({{"tpd", 1}});                                         // the lease adds 1 today
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpd"), 89);
+  l.adjust({{"tpd", -6}});  // only the 1 counted today can come back
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpd"), 90);
+  l.rollback();
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpd"), 90);
+}
+
+// Verifies an un-ended lease rolls back on destruction, commit keeps the usage, moves transfer
+// ownership without double refunds, and commit/rollback are idempotent.
+TEST_F(LimiterTest, LeaseRollbackOnDestructionCommitKeeps) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 100)});
+  {
+    Lease l = limiter.try_acquire("a", "gpt", {{"rpm", 10}});
+    ASSERT_TRUE(l);
+    EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 90);
+  }
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 100);
+  {
+    Lease l = limiter.try_acquire("a", "gpt", {{"rpm", 10}});
+    l.commit();
+    l.commit();
+    l.rollback();  // no-op after commit
+  }
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 90);
+  {
+    Lease a = limiter.try_acquire("a", "gpt", {{"rpm", 5}});
+    Lease b = std::move(a);
+    EXPECT_FALSE(a.active());  // NOLINT(bugprone-use-after-move): moved-from is inactive
+    EXPECT_TRUE(b.active());
+    EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 85);
+    Lease c = limiter.try_acquire("a", "gpt", {{"rpm", 7}});
+    EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 78);
+    c = std::move(b);  // c's own 7 come back, b's 5 now belong to c
+    EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 85);
+    c.rollback();
+    c.rollback();
+    EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 90);
+  }
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 90);
+}
+
+// Verifies adjust throws LeaseError once the lease ended (commit, rollback) or was denied, and
+// ValidationError for a limit the lease does not have.
+TEST_F(LimiterTest, LeaseAdjustAfterEndThrows) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 2), Limit::concurrency("inflight", 5)});
+  Lease c = limiter.try_acquire("a", "gpt", {{"rpm", 1}});
+  EXPECT_THROW(c.adjust({{"nope", 1}}), ValidationError);
+  EXPECT_THROW(c.adjust({{"inflight", 1}}), ValidationError);
+  c.commit();
+  EXPECT_THROW(c.adjust({{"rpm", 1}}), LeaseError);
+  Lease r = limiter.try_acquire("a", "gpt", {{"rpm", 1}});
+  r.rollback();
+  EXPECT_THROW(r.adjust({{"rpm", -1}}), LeaseError);
+  ASSERT_TRUE(take(limiter, "a", "gpt", {{"rpm", 1}}).allowed);
+  Lease denied = limiter.try_acquire("a", "gpt", {{"rpm", 1}});
+  EXPECT_FALSE(denied);
+  EXPECT_FALSE(denied.active());
+  EXPECT_EQ(denied.id(), 0u);
+  EXPECT_THROW(denied.adjust({{"rpm", 1}}), LeaseError);
+  Lease empty;
+  EXPECT_THROW(empty.adjust({{"rpm", 1}}), LeaseError);
+}
+
+// ------------------------------------------------------------------- concurrency limits
+
+// Verifies concurrency slots are held until commit/rollback, and a full limit reports the
+// time until the earliest lease expiry.
+TEST_F(LimiterTest, ConcurrencySlotsHeldUntilLeaseEnds) {
+  limiter.set_limits("gpt", {Limit::concurrency("inflight", 2)});
+  Lease a = limiter.try_acquire("u", "gpt", {});
+  Lease b = limiter.try_acquire("u", "gpt", {});
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(a.expires_at(), kStart + limiter.options().lease_ttl);
+  EXPECT_NE(a.id(), 0u);  // slot holders are told apart by id
+  EXPECT_NE(a.id(), b.id());
+  EXPECT_EQ(available(limiter, "u", "gpt", "inflight"), 0);
+  const Decision d = take(limiter, "u", "gpt", {});
+  EXPECT_EQ(d.code, Code::concurrency_exceeded);
+  EXPECT_EQ(d.retry_after, limiter.options().lease_ttl);
+  ASSERT_EQ(d.violations.size(), 1u);
+  EXPECT_EQ(d.violations[0].kind, LimitKind::concurrency);
+  EXPECT_EQ(d.violations[0].requested, 1);
+  a.commit();  // commit frees the slot too
+  EXPECT_EQ(available(limiter, "u", "gpt", "inflight"), 1);
+  Lease c = limiter.try_acquire("u", "gpt", {});
+  ASSERT_TRUE(c);
+  EXPECT_FALSE(limiter.try_acquire("u", "gpt", {}));
+  b.rollback();
+  c.rollback();
+  EXPECT_EQ(available(limiter, "u", "gpt", "inflight"), 2);
+  Lease two = limiter.try_acquire("u", "gpt", {{"inflight", 2}});
+  ASSERT_TRUE(two);
+  EXPECT_EQ(available(limiter, "u", "gpt", "inflight"), 0);
+}
+
+// Verifies a lease past its TTL frees its slot even though the Lease object lives on; the
+// retry_after of a full limit is exact (1 µs earlier still denied); ending the expired lease
+// later does not free anybody else's slot.
+TEST_F(LimiterTest, ExpiredLeaseFreesSlotRetryAfterExact) {
+  limiter.set_limits("gpt", {Limit::concurrency("inflight", 2)});
+  AcquireOptions ten_s;
+  ten_s.lease_ttl = 10 * kSec;
+  AcquireOptions twenty_s;
+  twenty_s.lease_ttl = 20 * kSec;
+  Lease a = limiter.try_acquire("u", "gpt", {}, ten_s);  // expires at +10 s
+  clock.advance(3 * kSec);
+  Lease b = limiter.try_acquire("u", "gpt", {}, twenty_s);  // expires at +23 s
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(a.expires_at(), kStart + 10 * kSec);
+  const Decision d = take(limiter, "u", "gpt", {});
+  EXPECT_EQ(d.code, Code::concurrency_exceeded);
+  EXPECT_EQ(d.retry_after, 7 * kSec);
+  clock.advance(7 * kSec - 1);
+  const Decision early = take(limiter, "u", "gpt", {});
+  EXPECT_FALSE(early.allowed);
+  EXPECT_EQ(early.retry_after, 1);
+  clock.advance(1);
+  Lease c = limiter.try_acquire("u", "gpt", {});
+  ASSERT_TRUE(c) << c.decision().reason;
+  EXPECT_EQ(available(limiter, "u", "gpt", "inflight"), 0);
+  a.rollback();  // expired: must not free b's or c's slot
+  EXPECT_EQ(available(limiter, "u", "gpt", "inflight"), 0);
+  EXPECT_FALSE(limiter.try_acquire("u", "gpt", {}));
+  b.commit();
+  EXPECT_EQ(available(limiter, "u", "gpt", "inflight"), 1);
+}
+
+// Verifies a multi-slot request waits for as many expiries as it needs (the second-earliest
+// here), exactly.
+TEST_F(LimiterTest, ConcurrencyRetryAfterCountsSlotsNeeded) {
+  limiter.set_limits("gpt", {Limit::concurrency("inflight", 3)});
+  std::vector<Lease> held;
+  for (Micros ttl : {30 * kSec, 10 * kSec, 20 * kSec}) {
+    AcquireOptions o;
+    o.lease_ttl = ttl;
+    held.push_back(limiter.try_acquire("u", "gpt", {}, o));
+    ASSERT_TRUE(held.back());
+  }
+  EXPECT_EQ(take(limiter, "u", "gpt", {{"inflight", 1}}).retry_after, 10 * kSec);
+  EXPECT_EQ(take(limiter, "u", "gpt", {{"inflight", 2}}).retry_after, 20 * kSec);
+  EXPECT_EQ(take(limiter, "u", "gpt", {{"inflight", 3}}).retry_after, 30 * kSec);
+  clock.advance(20 * kSec - 1);
+  EXPECT_FALSE(limiter.decide("u", "gpt", {{"inflight", 2}}).allowed);
+  clock.advance(1);
+  EXPECT_TRUE(limiter.decide("u", "gpt", {{"inflight", 2}}).allowed);
+  EXPECT_FALSE(limiter.decide("u", "gpt", {{"inflight", 3}}).allowed);
+}
+
+// ------------------------------------------------------------------- windows
+
+// Verifies a daily window exhausts, reports retry_after = time to the window end (exact), and
+// admits again from the window end on.
+TEST_F(LimiterTest, DailyWindowExhaustsUntilWindowEnd) {
+  limiter.set_limits("gpt", {Limit::daily("rpd", 3)});
+  const Micros day_end = (kStart / kMicrosPerDay + 1) * kMicrosPerDay;  // next UTC midnight
+  ASSERT_EQ(day_end - kStart, 6400 * kSec);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(take(limiter, "a", "gpt", {{"rpd", 1}}).allowed);
+  const Decision d = take(limiter, "a", "gpt", {{"rpd", 1}});
+  EXPECT_EQ(d.code, Code::window_exceeded);
+  EXPECT_EQ(d.retry_after, day_end - kStart);
+  ASSERT_EQ(d.violations.size(), 1u);
+  EXPECT_EQ(d.violations[0].kind, LimitKind::window);
+  EXPECT_EQ(d.stats.at(0).reset_after, day_end - kStart);
+  clock.set(day_end - 1);
+  const Decision early = take(limiter, "a", "gpt", {{"rpd", 1}});
+  EXPECT_EQ(early.code, Code::window_exceeded);
+  EXPECT_EQ(early.retry_after, 1);
+  clock.advance(1);
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpd"), 3);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(take(limiter, "a", "gpt", {{"rpd", 1}}).allowed);
+  EXPECT_EQ(take(limiter, "a", "gpt", {{"rpd", 1}}).retry_after, kMicrosPerDay);
+}
+
+// ------------------------------------------------------------------- reset, namespaces, ids
+
+// Verifies reset(entity, resource) refills only that key and reset_all refills the namespace.
+TEST_F(LimiterTest, ResetAndResetAll) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 2)});
+  limiter.set_limits("img", {Limit::per_minute("rpm", 2)});
+  for (const char* e : {"alice", "bob"}) {
+    for (const char* r : {"gpt", "img"}) ASSERT_TRUE(take(limiter, e, r, {{"rpm", 2}}).allowed);
+  }
+  limiter.reset("alice", "gpt");
+  EXPECT_EQ(available(limiter, "alice", "gpt", "rpm"), 2);
+  EXPECT_EQ(available(limiter, "alice", "img", "rpm"), 0);
+  EXPECT_EQ(available(limiter, "bob", "gpt", "rpm"), 0);
+  limiter.reset_all();
+  for (const char* e : {"alice", "bob"}) {
+    for (const char* r : {"gpt", "img"}) EXPECT_EQ(available(limiter, e, r, "rpm"), 2) << e << r;
+  }
+}
+
+// Verifies two Limiters with different namespaces on one MemoryStore never share state (and
+// that the same namespace does, so the test can tell).
+TEST_F(LimiterTest, NamespacesAreIsolated) {
+  Limiter a(store, clock, LimiterOptions{.ns = "tenant-a"});
+  Limiter b(store, clock, LimiterOptions{.ns = "tenant-b"});
+  Limiter a2(store, clock, LimiterOptions{.ns = "tenant-a"});
+  for (Limiter* l : {&a, &b, &a2}) {
+    l->set_limits("gpt", {Limit::per_minute("rpm", 5), Limit::concurrency("inflight", 1)});
+  }
+  ASSERT_TRUE(take(a, "alice", "gpt", {{"rpm", 5}}).allowed);
+  Lease held = a.try_acquire("alice", "gpt", {{"rpm", 0}});
+  ASSERT_TRUE(held);
+  EXPECT_EQ(available(b, "alice", "gpt", "rpm"), 5);
+  EXPECT_EQ(available(b, "alice", "gpt", "inflight"), 1);
+  EXPECT_TRUE(take(b, "alice", "gpt", {{"rpm", 5}}).allowed);
+  EXPECT_EQ(available(a2, "alice", "gpt", "rpm"), 0);  // same namespace: shared
+  EXPECT_EQ(available(a2, "alice", "gpt", "inflight"), 0);
+  b.reset_all();
+  EXPECT_EQ(available(b, "alice", "gpt", "rpm"), 5);
+  EXPECT_EQ(available(a, "alice", "gpt", "rpm"), 0);
+  EXPECT_EQ(available(a, "alice", "gpt", "inflight"), 0);
+  a.reset_all();
+  EXPECT_EQ(available(a, "alice", "gpt", "rpm"), 5);
+  EXPECT_EQ(available(b, "alice", "gpt", "rpm"), 5);
+}
+
+// Verifies crafted ids whose naive concatenations coincide keep separate state: separators
+// inside ids, length shifts between entity and resource, and embedded NUL bytes.
+TEST_F(LimiterTest, CraftedIdsDoNotCollide) {
+  limiter.set_default_limits({Limit::per_minute("rpm", 1)});
+  using namespace std::string_literals;
+  const std::vector<std::pair<std::string, std::string>> keys = {
+      {"a", "b:c"},        {"a:b", "c"},      {"ab", "c"},     {"a", "bc"},
+      {"x\0y"s, "r"},      {"x"s, "y\0r"s},   {"x"s, "\0yr"s}, {"x\0"s, "yr"},
+      {"x\0y\0r"s, "\0"s}, {""s, "x\0y\0r"s}, {"x"s, "y"s},
+  };
+  for (const auto& [e, r] : keys) {
+    SCOPED_TRACE(::testing::PrintToString(e) + " / " + ::testing::PrintToString(r));
+    EXPECT_EQ(available(limiter, e, r, "rpm"), 1);
+    EXPECT_TRUE(take(limiter, e, r, {{"rpm", 1}}).allowed);
+    EXPECT_FALSE(take(limiter, e, r, {{"rpm", 1}}).allowed);
+  }
+  for (const auto& [e, r] : keys) EXPECT_EQ(available(limiter, e, r, "rpm"), 0);
+}
+
+// ------------------------------------------------------------------- stats
+
+// Verifies all_stats lists every configured resource sorted by name with exact values, and
+// stats() of one resource matches.
+TEST_F(LimiterTest, StatsAndAllStatsSortedByResource) {
+  limiter.set_limits("zeta", {Limit::per_minute("rpm", 10)});
+  limiter.set_limits("alpha", {Limit::per_minute("rpm", 20), Limit::per_minute("tpm", 500)});
+  limiter.set_entity_limits("alice", "mid", {Limit::daily("rpd", 7)});
+  ASSERT_TRUE(take(limiter, "alice", "zeta", {{"rpm", 4}}).allowed);
+  ASSERT_TRUE(take(limiter, "alice", "alpha", {{"rpm", 1}, {"tpm", 100}}).allowed);
+  ASSERT_TRUE(take(limiter, "alice", "mid", {{"rpd", 2}}).allowed);
+
+  EXPECT_EQ(limiter.resources(), (std::vector<std::string>{"alpha", "mid", "zeta"}));
+  const auto all = limiter.all_stats("alice");
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].resource, "alpha");
+  EXPECT_EQ(all[1].resource, "mid");
+  EXPECT_EQ(all[2].resource, "zeta");
+  for (const auto& s : all) EXPECT_EQ(s.entity, "alice");
+  ASSERT_EQ(all[0].limits.size(), 2u);
+  EXPECT_EQ(all[0].limits[0].limit, "rpm");
+  EXPECT_EQ(all[0].limits[0].available, 19);
+  EXPECT_EQ(all[0].limits[0].reset_after, 3 * kSec);  // T = 3 s
+  EXPECT_EQ(all[0].limits[1].limit, "tpm");
+  EXPECT_EQ(all[0].limits[1].available, 400);
+  EXPECT_EQ(all[0].limits[1].reset_after, 12 * kSec);  // 100 * 120 ms
+  ASSERT_EQ(all[1].limits.size(), 1u);
+  EXPECT_EQ(all[1].limits[0].kind, LimitKind::window);
+  EXPECT_EQ(all[1].limits[0].available, 5);
+  EXPECT_EQ(all[1].limits[0].reset_after, 6400 * kSec);
+  EXPECT_EQ(all[1].limits[0].source, ConfigSource::entity);
+  ASSERT_EQ(all[2].limits.size(), 1u);
+  EXPECT_EQ(all[2].limits[0].available, 6);
+  EXPECT_EQ(all[2].limits[0].capacity, 10);
+  EXPECT_EQ(all[2].limits[0].reset_after, 24 * kSec);  // 4 * 6 s
+
+  const ResourceStats one = limiter.stats("alice", "alpha");
+  ASSERT_EQ(one.limits.size(), 2u);
+  EXPECT_EQ(one.limits[1].available, 400);
+  // Another entity: untouched buckets; "mid" has no limits for bob.
+  const auto bob = limiter.all_stats("bob");
+  ASSERT_EQ(bob.size(), 3u);
+  EXPECT_EQ(bob[0].limits[0].available, 20);
+  EXPECT_TRUE(bob[1].limits.empty());
+  EXPECT_EQ(bob[2].limits[0].reset_after, 0);
+}
+
+// ------------------------------------------------------------------- waiting
+
+// Verifies acquire() blocks until exactly retry_after has passed: nothing wakes 1 µs early,
+// and the clock advancing by the last µs admits it.
+TEST_F(LimiterTest, AcquireWaitsExactlyRetryAfter) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 60)});  // T = 1 s
+  ASSERT_TRUE(take(limiter, "a", "gpt", {{"rpm", 60}}).allowed);
+  BackgroundAcquire w(limiter, "a", "gpt", {{"rpm", 1}}, 1min);
+  ASSERT_TRUE(test::wait_for_blocked(limiter, clock, "a", "gpt", 1, 1));
+  EXPECT_EQ(clock.next_wakeup(), kStart + kSec);
+  EXPECT_EQ(limiter.try_acquire("a", "gpt", {{"rpm", 1}}).decision().code, Code::queue_ahead);
+  EXPECT_EQ(clock.advance(kSec - 1), 0u);
+  EXPECT_FALSE(w.done());
+  clock.advance(1);  // due now
+  ASSERT_TRUE(w.join());
+  ASSERT_TRUE(w.admitted()) << w.other_error();
+  EXPECT_EQ(w.lease().decision().now, kStart + kSec);
+  w.lease().commit();
+  EXPECT_EQ(limiter.waiting("a", "gpt"), 0u);
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 0);
+  EXPECT_EQ(take(limiter, "a", "gpt", {{"rpm", 1}}).code, Code::rate_exceeded);
+}
+
+// Verifies acquire() with an effectively infinite timeout (microseconds::max()) waits instead
+// of overflowing its deadline.
+TEST_F(LimiterTest, AcquireWithMaximalTimeoutWaits) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 60)});
+  ASSERT_TRUE(take(limiter, "a", "gpt", {{"rpm", 60}}).allowed);
+  BackgroundAcquire w(limiter, "a", "gpt", {{"rpm", 1}}, std::chrono::microseconds::max());
+  ASSERT_TRUE(test::wait_for_wakeup_at(clock, 1, kStart + kSec));
+  clock.advance(kSec);
+  ASSERT_TRUE(w.join());
+  ASSERT_TRUE(w.admitted()) << (w.denial() ? w.denial()->reason : w.other_error());
+}
+
+// Verifies acquire() gives up with code timeout when its deadline comes before the capacity,
+// consuming nothing; a zero timeout fails at once.
+TEST_F(LimiterTest, AcquireTimesOut) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 60)});  // T = 1 s
+  ASSERT_TRUE(take(limiter, "a", "gpt", {{"rpm", 60}}).allowed);
+  {
+    BackgroundAcquire w(limiter, "a", "gpt", {{"rpm", 1}}, 500ms);
+    ASSERT_TRUE(test::wait_for_wakeup_at(clock, 1, kStart + 500 * kMs));
+    clock.advance(500 * kMs);  // due now
+    ASSERT_TRUE(w.join());
+    ASSERT_TRUE(w.denial().has_value()) << w.other_error();
+    EXPECT_EQ(w.denial()->code, Code::timeout);
+    EXPECT_FALSE(w.denial()->allowed);
+    EXPECT_EQ(w.denial()->now, kStart + 500 * kMs);
+    ASSERT_EQ(w.denial()->violations.size(), 1u);  // the last attempt's reasons
+    EXPECT_EQ(w.denial()->violations[0].limit, "rpm");
+  }
+  EXPECT_EQ(limiter.waiting("a", "gpt"), 0u);
+  {
+    BackgroundAcquire w(limiter, "a", "gpt", {{"rpm", 1}}, 0us);
+    ASSERT_TRUE(w.join());
+    ASSERT_TRUE(w.denial().has_value());
+    EXPECT_EQ(w.denial()->code, Code::timeout);
+  }
+  EXPECT_EQ(clock.sleepers(), 0u);
+  clock.advance(500 * kMs);  // at +1 s exactly one unit is back: nothing was consumed
+  EXPECT_TRUE(take(limiter, "a", "gpt", {{"rpm", 1}}).allowed);
+  EXPECT_FALSE(take(limiter, "a", "gpt", {{"rpm", 1}}).allowed);
+}
+
+// Verifies a stop request cancels a blocked acquire() promptly (no clock advance needed) with
+// code cancelled.
+TEST_F(LimiterTest, AcquireCancelledByStopToken) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 1)});
+  ASSERT_TRUE(take(limiter, "a", "gpt", {{"rpm", 1}}).allowed);
+  BackgroundAcquire w(limiter, "a", "gpt", {{"rpm", 1}}, 1h);
+  ASSERT_TRUE(test::wait_for_blocked(limiter, clock, "a", "gpt", 1, 1));
+  w.request_stop();
+  ASSERT_TRUE(w.join());
+  ASSERT_TRUE(w.denial().has_value()) << w.other_error();
+  EXPECT_EQ(w.denial()->code, Code::cancelled);
+  EXPECT_EQ(clock.now(), kStart);
+  EXPECT_EQ(clock.sleepers(), 0u);
+  EXPECT_EQ(limiter.waiting("a", "gpt"), 0u);
+  // Stopped before or right after it starts: cancelled either way, without a clock advance.
+  BackgroundAcquire early(limiter, "a", "gpt", {{"rpm", 1}}, 1h);
+  early.request_stop();
+  ASSERT_TRUE(early.join());
+  ASSERT_TRUE(early.denial().has_value()) << early.other_error();
+  EXPECT_EQ(early.denial()->code, Code::cancelled);
+  EXPECT_EQ(clock.now(), kStart);
+}
+
+// Verifies FIFO: a large waiter at the head is admitted before a small waiter queued after
+// it, even though capacity for the small one comes back first; try_acquire meanwhile gets
+// queue_ahead.
+TEST_F(LimiterTest, FifoLargeHeadWaiterIsNotStarved) {
+  limiter.set_limits("gpt", {Limit::per_second("tps", 10)});  // T = 100 ms, burst 10
+  ASSERT_TRUE(take(limiter, "a", "gpt", {{"tps", 10}}).allowed);
+
+  BackgroundAcquire big(limiter, "a", "gpt", {{"tps", 8}}, 1min);
+  ASSERT_TRUE(test::wait_for_wakeup_at(clock, 1, kStart + 800 * kMs));
+  BackgroundAcquire small(limiter, "a", "gpt", {{"tps", 1}}, 1min);
+  ASSERT_TRUE(test::wait_for_blocked(limiter, clock, "a", "gpt", 2, 2));
+
+  const Decision q = limiter.try_acquire("a", "gpt", {{"tps", 1}}).decision();
+  EXPECT_EQ(q.code, Code::queue_ahead);
+  EXPECT_FALSE(q.allowed);
+  // One unit is back at +100 ms: neither the small waiter nor try_acquire may take it.
+  EXPECT_EQ(clock.advance(100 * kMs), 0u);
+  EXPECT_EQ(limiter.try_acquire("a", "gpt", {{"tps", 1}}).decision().code, Code::queue_ahead);
+  EXPECT_FALSE(small.done());
+  clock.advance(700 * kMs);  // +800 ms: the big one fits
+  ASSERT_TRUE(big.join());
+  ASSERT_TRUE(big.admitted());
+  EXPECT_EQ(big.lease().decision().now, kStart + 800 * kMs);
+  big.lease().commit();
+  // The small one is now at the head and needs one more interval.
+  ASSERT_TRUE(test::wait_for_wakeup_at(clock, 1, kStart + 900 * kMs));
+  EXPECT_EQ(limiter.waiting("a", "gpt"), 1u);
+  EXPECT_FALSE(small.done());
+  clock.advance(100 * kMs);
+  ASSERT_TRUE(small.join());
+  ASSERT_TRUE(small.admitted());
+  small.lease().commit();
+  EXPECT_EQ(limiter.waiting("a", "gpt"), 0u);
+  EXPECT_EQ(limiter.try_acquire("a", "gpt", {{"tps", 1}}).decision().code, Code::rate_exceeded);
+}
+
+// Verifies ending a concurrency lease (rollback or commit) wakes the waiter at once, with no
+// clock advance.
+TEST_F(LimiterTest, EndingConcurrencyLeaseWakesWaiter) {
+  limiter.set_limits("gpt", {Limit::concurrency("inflight", 1)});
+  for (const bool commit : {false, true}) {
+    SCOPED_TRACE(commit ? "commit" : "rollback");
+    Lease holder = limiter.try_acquire("u", "gpt", {});
+    ASSERT_TRUE(holder);
+    BackgroundAcquire w(limiter, "u", "gpt", {}, 1h);
+    ASSERT_TRUE(test::wait_for_wakeup_at(clock, 1, holder.expires_at()));
+    if (commit) {
+      holder.commit();
+    } else {
+      holder.rollback();
+    }
+    ASSERT_TRUE(w.join());
+    ASSERT_TRUE(w.admitted()) << (w.denial() ? w.denial()->reason : w.other_error());
+    EXPECT_EQ(w.lease().decision().now, kStart);
+    EXPECT_EQ(available(limiter, "u", "gpt", "inflight"), 0);
+    w.lease().rollback();
+    EXPECT_EQ(available(limiter, "u", "gpt", "inflight"), 1);
+  }
+  EXPECT_EQ(clock.now(), kStart);
+}
+
+// Verifies a waiter blocked on a full concurrency limit is admitted when the holder's TTL
+// passes (the clock wakes it at the expiry instant).
+TEST_F(LimiterTest, WaiterAdmittedWhenHolderExpires) {
+  limiter.set_limits("gpt", {Limit::concurrency("inflight", 1)});
+  AcquireOptions o;
+  o.lease_ttl = 30 * kSec;
+  Lease holder = limiter.try_acquire("u", "gpt", {}, o);
+  ASSERT_TRUE(holder);
+  BackgroundAcquire w(limiter, "u", "gpt", {}, 1h);
+  ASSERT_TRUE(test::wait_for_wakeup_at(clock, 1, kStart + 30 * kSec));
+  EXPECT_EQ(clock.advance(30 * kSec - 1), 0u);
+  clock.advance(1);  // due now
+  ASSERT_TRUE(w.join());
+  ASSERT_TRUE(w.admitted());
+  EXPECT_EQ(w.lease().decision().now, kStart + 30 * kSec);
+  holder.rollback();  // expired: frees nothing of the waiter's
+  EXPECT_EQ(available(limiter, "u", "gpt", "inflight"), 0);
+}
+
+}  // namespace
+}  // namespace admit

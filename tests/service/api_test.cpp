@@ -1,0 +1,208 @@
+// Tests of admitd's HTTP API without the network (src/service/api.cpp), on a ManualClock so
+// that rate limits are exact.
+#include "service/api.hpp"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+
+#include "admit/core/clock.hpp"
+#include "admit/limiter.hpp"
+#include "admit/store/memory_store.hpp"
+#include "service/config.hpp"
+
+namespace admit::service {
+namespace {
+
+namespace json = boost::json;
+
+class ApiTest : public ::testing::Test {
+ protected:
+  ApiTest() { apply_config(load_config(std::string(ADMIT_SOURCE_DIR) + "/config/sample.yaml"), limiter); }
+
+  json::object call(std::string_view method, std::string_view target, std::string_view body,
+                    unsigned expected_status) {
+    last = api.handle(method, target, body);
+    EXPECT_EQ(last.status, expected_status) << method << " " << target << " " << body << "\n"
+                                            << last.body;
+    boost::system::error_code ec;
+    json::value v = json::parse(last.body, ec);
+    EXPECT_FALSE(ec) << last.body;
+    return v.is_object() ? v.as_object() : json::object{};
+  }
+
+  MemoryStore store;
+  ManualClock clock;
+  Limiter limiter{store, clock};
+  Api api{limiter};
+  Response last;
+};
+
+constexpr std::string_view kOne = R"({"entity":"load","resource":"gpt-4o","amounts":{"rpm":1}})";
+
+TEST_F(ApiTest, Healthz) {
+  EXPECT_EQ(call("GET", "/healthz", "", 200), (json::object{{"status", "ok"}}));
+  EXPECT_EQ(call("GET", "/healthz?probe=1", "", 200), (json::object{{"status", "ok"}}));
+}
+
+TEST_F(ApiTest, RoutesAndMethods) {
+  call("GET", "/", "", 404);
+  call("GET", "/v1/decide/", "", 404);
+  call("GET", "/v1/acquire", "", 405);
+  EXPECT_EQ(last.allow, "POST");
+  call("POST", "/v1/limits", "{}", 405);
+  EXPECT_EQ(last.allow, "GET");
+}
+
+TEST_F(ApiTest, DecideReturnsTheDecision) {
+  const json::object o = call(
+      "POST", "/v1/decide",
+      R"({"entity":"user-1","resource":"gpt-4o","amounts":{"rpm":1,"tpm":1200}})", 200);
+  EXPECT_EQ(o.at("allowed"), true);
+  EXPECT_EQ(o.at("code"), "ok");
+  EXPECT_EQ(o.at("retry_after_us"), 0);
+  EXPECT_EQ(o.at("retry_after_s"), 0);
+  EXPECT_TRUE(o.at("violations").as_array().empty());
+  // Every limit the request names, of user-1 (resource level) and of its parent team-a.
+  const json::array& stats = o.at("stats").as_array();
+  auto find = [&](std::string_view entity, std::string_view limit) -> json::object {
+    for (const json::value& v : stats) {
+      const json::object& s = v.as_object();
+      if (s.at("entity").as_string() == entity && s.at("limit").as_string() == limit) return s;
+    }
+    ADD_FAILURE() << "no stats for " << entity << "/" << limit << " in " << o;
+    return {};
+  };
+  EXPECT_EQ(find("user-1", "rpm").at("available"), 500);
+  EXPECT_EQ(find("user-1", "tpm").at("capacity"), 30000);
+  EXPECT_EQ(find("user-1", "tpm").at("source"), "resource");
+  EXPECT_EQ(find("team-a", "rpm").at("capacity"), 1000);
+  EXPECT_EQ(find("team-a", "tpm").at("source"), "entity");
+  // A dry run consumes nothing.
+  call("POST", "/v1/decide", kOne, 200);
+  EXPECT_EQ(limiter.stats("user-1", "gpt-4o").limits[0].available, 500);
+}
+
+// The sample's gpt-4o allows 500 rpm: 500 acquires pass, the 501st gets 429 + Retry-After.
+TEST_F(ApiTest, AcquireExhaustsRpm500) {
+  for (int i = 0; i < 500; ++i) {
+    const json::object o = call("POST", "/v1/acquire", kOne, 200);
+    ASSERT_EQ(o.at("allowed"), true) << i;
+    ASSERT_EQ(last.retry_after, -1);
+  }
+  const json::object o = call("POST", "/v1/acquire", kOne, 429);
+  EXPECT_EQ(o.at("allowed"), false);
+  EXPECT_EQ(o.at("code"), "rate_exceeded");
+  EXPECT_EQ(o.at("retry_after_us"), 120'000);  // one request per 60 s / 500
+  EXPECT_EQ(o.at("retry_after_s"), 1);
+  EXPECT_EQ(last.retry_after, 1);
+  const json::object& v = o.at("violations").as_array().at(0).as_object();
+  EXPECT_EQ(v.at("limit"), "rpm");
+  EXPECT_EQ(v.at("kind"), "rate");
+  EXPECT_EQ(v.at("requested"), 1);
+  EXPECT_EQ(v.at("available"), 0);
+
+  clock.advance(119'999);
+  call("POST", "/v1/acquire", kOne, 429);
+  clock.advance(1);
+  call("POST", "/v1/acquire", kOne, 200);
+}
+
+TEST_F(ApiTest, AcquireStatuses) {
+  // Can never fit: 422, no Retry-After.
+  json::object o = call("POST", "/v1/acquire",
+                        R"({"entity":"u","resource":"gpt-4o","amounts":{"tpm":30001}})", 422);
+  EXPECT_EQ(o.at("code"), "exceeds_capacity");
+  EXPECT_EQ(o.at("retry_after_s"), 0);
+  EXPECT_EQ(last.retry_after, -1);
+  // Unknown limit: 400 with the decision; decide answers 200.
+  o = call("POST", "/v1/acquire", R"({"entity":"u","resource":"gpt-4o","amounts":{"tokens":1}})",
+           400);
+  EXPECT_EQ(o.at("code"), "unknown_limit");
+  o = call("POST", "/v1/decide", R"({"entity":"u","resource":"gpt-4o","amounts":{"tokens":1}})",
+           200);
+  EXPECT_EQ(o.at("code"), "unknown_limit");
+  EXPECT_EQ(o.at("retry_after_s"), 0);
+  // timeout_ms 0 is try_acquire.
+  call("POST", "/v1/acquire",
+       R"({"entity":"u","resource":"gpt-4o","amounts":{"rpm":1},"timeout_ms":0})", 200);
+}
+
+TEST_F(ApiTest, BadRequestsName400Field) {
+  struct Case {
+    std::string_view body;
+    std::string_view field;
+  };
+  const Case cases[] = {
+      {"", "body"},
+      {"{", "body"},
+      {"[]", "body"},
+      {"null", "body"},
+      {R"({"resource":"m","amounts":{}})", "entity"},
+      {R"({"entity":"u","amounts":{}})", "resource"},
+      {R"({"entity":"u","resource":"m"})", "amounts"},
+      {R"({"entity":1,"resource":"m","amounts":{}})", "entity"},
+      {R"({"entity":"","resource":"m","amounts":{}})", "entity"},
+      {R"({"entity":"u","resource":"a b","amounts":{}})", "resource"},
+      {R"({"entity":"u","resource":"m","amounts":[]})", "amounts"},
+      {R"({"entity":"u","resource":"m","amounts":{"rpm":1.5}})", "amounts.rpm"},
+      {R"({"entity":"u","resource":"m","amounts":{"rpm":-1}})", "amounts.rpm"},
+      {R"({"entity":"u","resource":"m","amounts":{"rpm":18446744073709551615}})", "amounts.rpm"},
+      {R"({"entity":"u","resource":"m","amounts":{"rpm":true}})", "amounts.rpm"},
+      {R"({"entity":"u","resource":"m","amounts":{},"extra":1})", "extra"},
+      {R"({"entity":"u","resource":"m","amounts":{},"timeout_ms":0})", "timeout_ms"},
+  };
+  for (const Case& c : cases) {
+    const json::object o = call("POST", "/v1/decide", c.body, 400);
+    EXPECT_EQ(o.at("field").as_string(), c.field) << c.body;
+    EXPECT_TRUE(o.at("error").is_string());
+  }
+  const json::object o = call(
+      "POST", "/v1/acquire", R"({"entity":"u","resource":"m","amounts":{},"timeout_ms":10})", 400);
+  EXPECT_EQ(o.at("field"), "timeout_ms");
+}
+
+TEST_F(ApiTest, LimitsListsResources) {
+  const json::object o = call("GET", "/v1/limits", "", 200);
+  EXPECT_EQ(o.at("namespace"), "default");
+  const json::array& rs = o.at("resources").as_array();
+  ASSERT_EQ(rs.size(), 2u);
+  EXPECT_EQ(rs[1].as_object().at("resource"), "gpt-4o");
+  const json::array& ls = rs[1].as_object().at("limits").as_array();
+  ASSERT_EQ(ls.size(), 4u);
+  EXPECT_EQ(ls[2].as_object().at("description"),
+            "rpd: 10000 per day (resets 00:00 America/Los_Angeles)");
+  EXPECT_EQ(ls[3].as_object().at("kind"), "concurrency");
+}
+
+// Mutations of a valid body: every answer is 200 or 400 with a JSON body, never a crash.
+TEST_F(ApiTest, SurvivesGarbage) {
+  const std::string base =
+      R"({"entity":"user-1","resource":"gpt-4o","amounts":{"rpm":1,"tpm":1200},"timeout_ms":0})";
+  std::mt19937 rng(12345);
+  for (int i = 0; i < 20000; ++i) {
+    std::string b = base;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const std::size_t pos = rng() % (b.size() + 1);
+      const char c = static_cast<char>(rng() % 256);
+      switch (rng() % 3) {
+        case 0: b.insert(pos, 1, c); break;
+        case 1: if (pos < b.size()) b.erase(pos, 1); break;
+        default: if (pos < b.size()) b[pos] = c; break;
+      }
+    }
+    const Response r = api.handle("POST", i % 2 == 0 ? "/v1/decide" : "/v1/acquire", b);
+    ASSERT_TRUE(r.status == 200 || r.status == 400 || r.status == 429 || r.status == 422)
+        << r.status << " " << b;
+    boost::system::error_code ec;
+    (void)json::parse(r.body, ec);
+    ASSERT_FALSE(ec) << r.body;
+    clock.advance(kMicrosPerSecond);
+  }
+}
+
+}  // namespace
+}  // namespace admit::service

@@ -1,0 +1,240 @@
+// Tests of admitd's YAML config loader (src/service/config.cpp).
+#include "service/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "admit/core/clock.hpp"
+#include "admit/core/error.hpp"
+#include "admit/limiter.hpp"
+#include "admit/store/memory_store.hpp"
+
+namespace admit::service {
+namespace {
+
+const std::string kSample = std::string(ADMIT_SOURCE_DIR) + "/config/sample.yaml";
+
+struct Fixture {
+  explicit Fixture(const Config& c, int max_depth = 8)
+      : limiter(store, clock, options(c.ns, max_depth)) {
+    apply_config(c, limiter);
+  }
+  static LimiterOptions options(const std::string& ns, int max_depth) {
+    LimiterOptions o;
+    o.ns = ns;
+    o.max_parent_depth = max_depth;
+    return o;
+  }
+  MemoryStore store;
+  ManualClock clock;
+  Limiter limiter;
+};
+
+std::vector<Limit> limits_of(const Limiter& l, std::string_view entity, std::string_view resource,
+                             ConfigSource expected_source) {
+  std::vector<Limit> out;
+  for (const auto& [limit, source] : l.resolve(entity, resource)) {
+    EXPECT_EQ(source, expected_source) << limit.describe();
+    out.push_back(limit);
+  }
+  return out;
+}
+
+TEST(ConfigTest, SampleLoadsAndResolves) {
+  const Config c = load_config(kSample);
+  EXPECT_EQ(c.ns, "default");
+  Fixture f(c);
+  const Limiter& l = f.limiter;
+
+  EXPECT_EQ(l.resources(), (std::vector<std::string>{"claude-sonnet-4", "gpt-4o"}));
+  EXPECT_EQ(limits_of(l, "", "gpt-4o", ConfigSource::resource),
+            (std::vector<Limit>{Limit::per_minute("rpm", 500),
+                                Limit::per_minute("tpm", 30000, 30000),
+                                Limit::daily("rpd", 10000, "00:00", "America/Los_Angeles"),
+                                Limit::concurrency("concurrent", 50)}));
+  EXPECT_EQ(limits_of(l, "", "claude-sonnet-4", ConfigSource::resource),
+            (std::vector<Limit>{Limit::per_minute("rpm", 50), Limit::per_minute("tpm", 40000)}));
+  EXPECT_EQ(limits_of(l, "", "some-other-model", ConfigSource::system),
+            (std::vector<Limit>{Limit::per_minute("rpm", 60)}));
+  EXPECT_EQ(limits_of(l, "team-a", "gpt-4o", ConfigSource::entity),
+            (std::vector<Limit>{Limit::per_minute("rpm", 1000), Limit::per_minute("tpm", 100000)}));
+  // user-1 has no limits of its own but consumes from its parent team-a too.
+  const ResourceStats s = f.limiter.stats("user-1", "gpt-4o");
+  ASSERT_EQ(s.limits.size(), 6u);
+  EXPECT_EQ(s.limits[0].entity, "user-1");
+  EXPECT_EQ(s.limits[5].entity, "team-a");
+}
+
+TEST(ConfigTest, AllLimitKinds) {
+  const Config c = parse_config(R"(
+namespace: ns-1
+defaults: []
+resources:
+  m:
+    - {name: a, per: second, limit: 10, burst: 20}
+    - {name: b, per: hour, limit: 0}
+    - {name: c, per: day, limit: 7}
+    - {name: d, period_ms: 1500, capacity: 30, refill: 3}
+    - {name: e, window: month, limit: 100, reset_at: "06:30", time_zone: Europe/Paris}
+    - {name: f, window: minute, limit: 5}
+    - {name: g, concurrency: 2}
+entities:
+  x:
+    parent: y
+    defaults: [{name: a, per: minute, limit: 1}]
+    limits:
+      m: [{name: a, per: minute, limit: 2}]
+  y:
+)",
+                                "t.yaml");
+  EXPECT_EQ(c.ns, "ns-1");
+  ASSERT_EQ(c.resources.size(), 1u);
+  EXPECT_EQ(c.resources[0].second,
+            (std::vector<Limit>{
+                Limit::per_second("a", 10, 20), Limit::per_hour("b", 0), Limit::per_day("c", 7),
+                Limit::custom("d", 30, 3, std::chrono::milliseconds(1500)),
+                Limit::window("e", 100, WindowSpec{WindowUnit::month, "06:30", "Europe/Paris"}),
+                Limit::window("f", 5, WindowSpec{WindowUnit::minute, "00:00", "UTC"}),
+                Limit::concurrency("g", 2)}));
+  Fixture f(c);
+  EXPECT_EQ(limits_of(f.limiter, "x", "m", ConfigSource::entity),
+            (std::vector<Limit>{Limit::per_minute("a", 2)}));
+  EXPECT_EQ(limits_of(f.limiter, "x", "other", ConfigSource::entity_default),
+            (std::vector<Limit>{Limit::per_minute("a", 1)}));
+  EXPECT_EQ(f.limiter.stats("x", "m").limits.back().entity, "y");
+}
+
+struct Bad {
+  const char* yaml;
+  const char* field;  // the YAML path
+  const char* value;
+  const char* why;    // a fragment of the message
+};
+
+void PrintTo(const Bad& b, std::ostream* os) { *os << b.field << " = '" << b.value << "'"; }
+
+class BadConfigTest : public ::testing::TestWithParam<Bad> {};
+
+TEST_P(BadConfigTest, ThrowsNamingPathAndValue) {
+  const Bad& b = GetParam();
+  try {
+    (void)parse_config(b.yaml, "t.yaml");
+    FAIL() << "no error for:\n" << b.yaml;
+  } catch (const ValidationError& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(e.field(), b.field) << what;
+    EXPECT_EQ(e.value(), b.value) << what;
+    EXPECT_NE(what.find(b.field), std::string::npos) << what;
+    EXPECT_NE(what.find(std::string("'") + b.value + "'"), std::string::npos) << what;
+    EXPECT_NE(what.find(b.why), std::string::npos) << what;
+    EXPECT_NE(what.find("(t.yaml"), std::string::npos) << what;
+  }
+}
+
+// clang-format off
+INSTANTIATE_TEST_SUITE_P(Cases, BadConfigTest, ::testing::Values(
+  Bad{"resources:\n  m:\n    - {name: rpm, per: fortnight, limit: 5}\n",
+      "resources.m[0].per", "fortnight", "expected second, minute, hour or day (t.yaml:3:"},
+  Bad{"resources:\n  m:\n    - {name: rpm, per: minute, limit: -5}\n",
+      "resources.m[0].limit", "-5", "non-negative integer"},
+  Bad{"resources:\n  m:\n    - {name: rpm, per: minute, limit: 1.5}\n",
+      "resources.m[0].limit", "1.5", "non-negative integer"},
+  Bad{"resources:\n  m:\n    - {name: rpm, per: minute, limit: 99999999999999999999}\n",
+      "resources.m[0].limit", "99999999999999999999", "out of range"},
+  Bad{"resources:\n  m:\n    - {name: rpm, per: minute, limit: [1]}\n",
+      "resources.m[0].limit", "[...]", "non-negative integer"},
+  Bad{"resources:\n  m:\n    - {name: rpm, per: minute}\n",
+      "resources.m[0].limit", "", "missing (required with 'per')"},
+  Bad{"resources:\n  m:\n    - {per: minute, limit: 5}\n",
+      "resources.m[0].name", "", "missing"},
+  Bad{"resources:\n  m:\n    - {name: r pm, per: minute, limit: 5}\n",
+      "resources.m[0].name", "r pm", "printable ASCII"},
+  Bad{"resources:\n  m:\n    - {name: rpm, limit: 5}\n",
+      "resources.m[0]", "{...}", "needs one of per, period_ms, window or concurrency"},
+  Bad{"resources:\n  m:\n    - {name: rpm, per: minute, limit: 5, concurrency: 3}\n",
+      "resources.m[0].concurrency", "concurrency", "conflicts with 'per'"},
+  Bad{"resources:\n  m:\n    - {name: rpm, per: minute, limit: 5, brust: 3}\n",
+      "resources.m[0].brust", "brust", "unknown key"},
+  Bad{"resources:\n  m:\n    - {name: c, concurrency: 5, burst: 3}\n",
+      "resources.m[0].burst", "burst", "not allowed with 'concurrency'"},
+  Bad{"resources:\n  m:\n    - {name: w, window: year, limit: 5}\n",
+      "resources.m[0].window", "year", "expected minute, hour, day, week or month"},
+  Bad{"resources:\n  m:\n    - {name: w, window: day, limit: 5, time_zone: Mars/Olympus}\n",
+      "resources.m[0].time_zone", "Mars/Olympus", "unknown IANA time zone"},
+  Bad{"resources:\n  m:\n    - {name: w, window: day, limit: 5, reset_at: \"25:00\"}\n",
+      "resources.m[0].reset_at", "25:00", "HH:MM"},
+  Bad{"resources:\n  m:\n    - {name: x, period_ms: 1000, capacity: 10, refill: 0}\n",
+      "resources.m[0].refill", "0", "must be > 0"},
+  Bad{"resources:\n  m:\n    - {name: x, period_ms: 0, capacity: 10, refill: 1}\n",
+      "resources.m[0].period_ms", "0", "must be > 0"},
+  Bad{"resources:\n  m:\n    - {name: x, per: day, limit: 9007199254740991}\n",
+      "resources.m[0].limit", "9007199254740991", "too large to be exact"},
+  Bad{"resources:\n  m:\n    - {name: rpm, per: minute, limit: 5}\n    - {name: rpm, per: hour, limit: 9}\n",
+      "resources.m[1].name", "rpm", "duplicate limit name (also at resources.m[0])"},
+  Bad{"resources:\n  m: {name: rpm, per: minute, limit: 5}\n",
+      "resources.m", "{...}", "expected a list of limits"},
+  Bad{"resources:\n  bad model: []\n",
+      "resources.bad model", "bad model", "printable ASCII"},
+  Bad{"resources: [1, 2]\n",
+      "resources", "[...]", "expected a mapping"},
+  Bad{"limits: {}\n",
+      "limits", "limits", "unknown key"},
+  Bad{"namespace: a b\n",
+      "namespace", "a b", "printable ASCII"},
+  Bad{"defaults:\n  - {name: rpm, per: minute, limit: 5}\ndefaults: []\n",
+      "defaults", "defaults", "duplicate key"},
+  Bad{"entities:\n  a: {parent: b}\n  b: {parent: c}\n  c: {parent: a}\n",
+      "entities.a.parent", "b", "cycle: a -> b -> c -> a"},
+  Bad{"entities:\n  a: {parent: a}\n",
+      "entities.a.parent", "a", "its own parent"},
+  Bad{"entities:\n  a: {limit: {}}\n",
+      "entities.a.limit", "limit", "unknown key (expected parent, defaults or limits)"},
+  Bad{"entities:\n  a:\n    limits:\n      m:\n        - {name: rpm, per: weekly, limit: 1}\n",
+      "entities.a.limits.m[0].per", "weekly", "(t.yaml:5:"},
+  Bad{"resources: [\n",
+      "config", "t.yaml", "YAML syntax error"},
+  Bad{"- just\n- a list\n",
+      "config", "t.yaml", "expected a mapping"},
+  Bad{"",
+      "config", "t.yaml", "expected a mapping"}));
+// clang-format on
+
+TEST(ConfigTest, MissingFile) {
+  try {
+    (void)load_config("/nonexistent/admitd.yaml");
+    FAIL();
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.field(), "config");
+    EXPECT_EQ(e.value(), "/nonexistent/admitd.yaml");
+  }
+}
+
+TEST(ConfigTest, ApplyChecksNamespaceAndDepth) {
+  const Config c = parse_config("namespace: other\n", "t.yaml");
+  MemoryStore store;
+  ManualClock clock;
+  Limiter limiter(store, clock);  // namespace "default"
+  EXPECT_THROW(apply_config(c, limiter), ValidationError);
+
+  // e0 -> e1 -> ... -> e4: four ancestors above e0.
+  std::string yaml = "entities:\n";
+  for (int i = 0; i < 4; ++i) {
+    yaml += "  e" + std::to_string(i) + ": {parent: e" + std::to_string(i + 1) + "}\n";
+  }
+  const Config chain = parse_config(yaml, "t.yaml");
+  EXPECT_NO_THROW(Fixture(chain, 4));
+  try {
+    Fixture f(chain, 3);
+    FAIL();
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.field(), "entities.e0.parent");
+    EXPECT_NE(std::string(e.what()).find("deeper than max_parent_depth 3"), std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace admit::service
