@@ -30,6 +30,15 @@ std::string_view to_string(ConfigSource s) {
 }
 
 std::int64_t Decision::retry_after_header() const {
+  switch (code) {  // retrying cannot help these: no Retry-After
+    case Code::ok:
+    case Code::exceeds_capacity:
+    case Code::unknown_limit:
+    case Code::invalid_argument:
+      return 0;
+    default:
+      break;
+  }
   if (allowed) return 0;
   const std::int64_t s = (retry_after + kMicrosPerSecond - 1) / kMicrosPerSecond;
   return s < 1 ? 1 : s;

@@ -339,7 +339,7 @@ void resolve_chain(const Snapshot& snap, std::string_view entity, std::string_vi
 // them: negative, unknown name, or beyond the exact range is an error in plan.error.
 void apply_amounts(const Amounts& amounts, std::string_view entity, std::string_view resource,
                    auto& plan) {
-  std::uint64_t matched = 0;  // bit i: amounts[i] named some limit
+  SmallVec<char> matched(amounts.size(), 0);  // amounts[i] named some limit
   for (auto& en : plan.entries) {
     const Limit& l = *en.limit;
     en.amount = l.kind() == LimitKind::concurrency ? 1 : 0;
@@ -347,7 +347,7 @@ void apply_amounts(const Amounts& amounts, std::string_view entity, std::string_
     for (const auto& a : amounts) {
       if (a.name == l.name()) {
         en.amount = a.value;
-        if (i < 64) matched |= std::uint64_t{1} << i;
+        matched[i] = 1;
       }
       ++i;
     }
@@ -355,7 +355,7 @@ void apply_amounts(const Amounts& amounts, std::string_view entity, std::string_
   for (const Limit* l : plan.unlimited) {
     std::size_t i = 0;
     for (const auto& a : amounts) {
-      if (a.name == l->name() && i < 64) matched |= std::uint64_t{1} << i;
+      if (a.name == l->name()) matched[i] = 1;
       ++i;
     }
   }
@@ -366,7 +366,7 @@ void apply_amounts(const Amounts& amounts, std::string_view entity, std::string_
       plan.error_reason = "amount of '" + a.name + "' is negative";
       return;
     }
-    if (i < 64 && (matched & (std::uint64_t{1} << i)) == 0 && a.value != 0) {
+    if (matched[i] == 0 && a.value != 0) {
       plan.error = Code::unknown_limit;
       plan.error_reason = "no limit named '" + a.name + "' applies to " + std::string(entity) +
                           " on " + std::string(resource);
@@ -665,9 +665,8 @@ Decision Limiter::decide(std::string_view entity, std::string_view resource,
   SmallVec<std::pair<std::uint16_t, std::size_t>> map;
   for (std::size_t i = 0; i < plan.entries.size(); ++i) {
     const auto& en = plan.entries[i];
-    // Like attempt(): a limit the request does not touch cannot deny it (checking 0 against
-    // a bucket in debt would).
-    if (en.amount == 0) continue;
+    // Every limit is reported; the store checks only positive amounts, so a limit the
+    // request does not touch cannot deny it.
     ops.push_back(OpItem{en.key, en.limit, en.amount, 0});
     map.emplace_back(en.key, i);
   }

@@ -103,26 +103,6 @@ Call parse_call(std::string_view body, bool acquire) {
   return c;
 }
 
-/// Codes for which trying again later can succeed (and a Retry-After makes sense).
-bool retryable(Code c) {
-  switch (c) {
-    case Code::rate_exceeded:
-    case Code::window_exceeded:
-    case Code::concurrency_exceeded:
-    case Code::queue_ahead:
-    case Code::store_unavailable:
-    case Code::timeout:
-    case Code::cancelled:
-      return true;
-    case Code::ok:
-    case Code::exceeds_capacity:
-    case Code::unknown_limit:
-    case Code::invalid_argument:
-      return false;
-  }
-  return false;
-}
-
 std::string str(std::string_view s) { return std::string(s); }
 
 json::object limit_json(const Limit& l, ConfigSource source) {
@@ -152,7 +132,7 @@ std::string decision_json(const Decision& d) {
   o["code"] = str(to_string(d.code));
   o["reason"] = d.reason;
   o["retry_after_us"] = d.retry_after;
-  o["retry_after_s"] = retryable(d.code) ? d.retry_after_header() : 0;
+  o["retry_after_s"] = d.retry_after_header();
   json::array violations;
   for (const Violation& v : d.violations) {
     violations.push_back(json::object{{"entity", v.entity},

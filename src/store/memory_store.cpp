@@ -231,6 +231,8 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
     const Fp fp = Impl::derive(bases[it.key], l);
     ItemResult& res = results[i];
     res = ItemResult{};
+    // Only a positive amount is checked: an item with amount 0 is reported, never denied.
+    const bool checks = (op.kind == OpKind::acquire || op.kind == OpKind::decide) && it.amount > 0;
     if (op.kind == OpKind::reset) {
       sh.states.erase(fp);
       sh.holds.erase(fp);
@@ -241,7 +243,7 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
       std::int64_t held = 0;
       if (found != sh.holds.end()) held = held_after_expiry(found->second, now);
       res.held = held;
-      if (op.kind == OpKind::acquire || op.kind == OpKind::decide) {
+      if (checks) {
         const std::int64_t n = it.amount;
         if (n > l.capacity()) {
           res.ok = false;
@@ -266,7 +268,7 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
     if (l.kind() == LimitKind::rate) {
       const auto& p = l.rate();
       const rate::Tat tat{slot->a, slot->b};
-      if (op.kind == OpKind::acquire || op.kind == OpKind::decide) {
+      if (checks) {
         const rate::Check c = rate::check(p, tat, it.amount, now);
         res.ok = c.ok;
         res.never = c.never;
@@ -283,7 +285,7 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
         end = l.window_at(now).end;
         used = 0;
       }
-      if (op.kind == OpKind::acquire || op.kind == OpKind::decide) {
+      if (checks) {
         if (it.amount > l.capacity()) {
           res.ok = false;
           res.never = true;

@@ -93,10 +93,13 @@ TEST(Decision, CodesAreWireStrings) {
   EXPECT_EQ(to_string(Code::store_unavailable), "store_unavailable");
   Decision d;
   d.allowed = false;
+  d.code = Code::rate_exceeded;
   d.retry_after = 1'000'001;
   EXPECT_EQ(d.retry_after_header(), 2);
   d.retry_after = 0;
   EXPECT_EQ(d.retry_after_header(), 1);
+  d.code = Code::exceeds_capacity;
+  EXPECT_EQ(d.retry_after_header(), 0);
 }
 
 }  // namespace

@@ -31,7 +31,7 @@ struct AimdOptions {
   double initial_rate = 1.0;
   /// Switch-over from slow start (doubling) to congestion avoidance (additive). In
   /// (0, max_rate]; default max_rate / 2. Starting at or above it skips slow start.
-  std::optional<double> slow_start_threshold;
+  std::optional<double> slow_start_threshold = std::nullopt;
   /// Added to the rate per success in congestion avoidance. > 0.
   double additive_increase = 1.0;
   /// Factor applied to the rate on a failure. In (0, 1).
@@ -95,11 +95,14 @@ class AimdController {
     /// Move-constructs; `other` becomes empty (its marks do nothing). Thread-safe w.r.t.
     /// other permits; do not move a permit another thread is marking.
     Permit(Permit&& other) noexcept;
-    /// Move-assigns; the permit overwritten is dropped unmarked (records nothing).
+    /// Move-assigns; the permit overwritten is dropped unmarked (records nothing). Same
+    /// thread-safety as the move constructor.
     Permit& operator=(Permit&& other) noexcept;
+    /// Not copyable: an outcome is recorded once.
     Permit(const Permit&) = delete;
     Permit& operator=(const Permit&) = delete;
-    /// Records nothing (see the class comment).
+    /// Records nothing (see the class comment); unlike the original's context manager, a
+    /// destructor cannot tell success from failure, so it does not guess.
     ~Permit() = default;
 
     /**
@@ -114,12 +117,16 @@ class AimdController {
      */
     bool mark_failure();
     /// @return true once an outcome has been marked (or the permit was moved from).
+    /// Thread-safe.
     bool marked() const noexcept;
     /// @return the controller's epoch (decrease count) when this permit was issued.
+    /// Thread-safe (immutable).
     std::uint64_t epoch() const noexcept { return epoch_; }
-    /// @return the controller's rate (permits/s) when this permit was issued.
+    /// @return the controller's rate (permits/s) when this permit was issued; it set the
+    /// spacing to the next slot. Thread-safe (immutable).
     double rate_at_issue() const noexcept { return rate_at_issue_; }
-    /// @return the clock reading (µs since epoch) at which this permit was issued.
+    /// @return the clock reading (µs since the Unix epoch) at which this permit was issued.
+    /// Thread-safe (immutable).
     Micros issued_at() const noexcept { return issued_at_; }
 
    private:
@@ -133,14 +140,20 @@ class AimdController {
     std::atomic<bool> marked_;
   };
 
+  /// Longest spacing between permits (100 years), reached only with a tiny min_rate; keeps
+  /// every slot and wait deadline far from integer overflow.
+  static constexpr Micros kMaxInterval = 100 * 365 * kMicrosPerDay;
+
   /**
    * @param clock time source for pacing and waits; must outlive the controller.
    * @param options see AimdOptions.
    * @throws ValidationError naming the first invalid option.
    */
   AimdController(const Clock& clock, AimdOptions options);
+  /// Neither copyable nor movable: permits and waiters refer to it.
   AimdController(const AimdController&) = delete;
   AimdController& operator=(const AimdController&) = delete;
+  /// Must not run while a thread is inside acquire or a permit is being marked.
   ~AimdController() = default;
 
   /**
@@ -156,6 +169,7 @@ class AimdController {
   [[nodiscard]] std::optional<Permit> acquire(std::stop_token stop);
   /**
    * Like acquire(), but only for a slot at or before `deadline` (clock µs), and stoppable.
+   * A deadline more than kMaxInterval away waits like acquire(stop).
    * Returns nullopt as soon as it is known no slot comes in time (at once if the next slot
    * is already later than the deadline), or at the deadline, or on stop.
    * @return the permit, or nullopt on timeout or stop. Thread-safe.
@@ -208,14 +222,15 @@ class AimdController {
   std::uint64_t epoch() const;
   /// @return all of the above read at one instant. Thread-safe.
   AimdState state() const;
-  /// @return the spacing in µs a permit issued now would impose: max(1, round(1e6 / rate)).
-  /// Thread-safe.
+  /// @return the spacing in µs a permit issued now would impose:
+  /// clamp(round(1e6 / rate), 1, kMaxInterval). Thread-safe.
   Micros interval() const;
   /// @return how many threads are blocked in acquire/acquire_until now. Thread-safe.
   std::size_t waiters() const;
 
  private:
   std::optional<Permit> acquire_impl(Micros deadline, const std::stop_token* stop);
+  bool record_failure_locked(std::uint64_t issued_epoch);
   Permit issue_locked(Micros now);
   void abandon_locked(std::uint64_t ticket);
   void advance_queue_locked();

@@ -70,7 +70,9 @@ struct Decision {
   std::chrono::microseconds retry_after_duration() const {
     return std::chrono::microseconds(retry_after);
   }
-  /// Seconds to put in a Retry-After header: ceil(retry_after), at least 1 when denied.
+  /// Seconds to put in a Retry-After header: ceil(retry_after), at least 1 when a retry can
+  /// succeed; 0 when allowed or when retrying cannot help (exceeds_capacity, unknown_limit,
+  /// invalid_argument).
   std::int64_t retry_after_header() const;
 };
 

@@ -35,7 +35,7 @@ struct Namespace {
 };
 
 enum class OpKind : std::uint8_t {
-  acquire,  ///< check every item; consume all or none
+  acquire,  ///< check every item with amount > 0; consume all or none
   decide,   ///< check every item; change nothing
   record,   ///< consume every item unconditionally (debt allowed)
   adjust,   ///< add each delta (positive: more usage, may go into debt; negative: refund)
