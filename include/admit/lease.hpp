@@ -19,6 +19,22 @@ namespace admit {
 
 class Limiter;
 
+namespace detail {
+/// What a lease needs to reach its state again: the key chain and a copy of every limit.
+/// Immutable and shared by all leases of one (entity, resource) taken by one thread, so an
+/// acquire copies one pointer instead of strings and limits.
+struct LeaseKey {
+  struct Item {
+    Limit limit;
+    ConfigSource source = ConfigSource::resource;
+    std::uint16_t key = 0;  // index into entities
+  };
+  std::string resource;
+  std::vector<std::string> entities;  // requester, then ancestors
+  std::vector<Item> items;
+};
+}  // namespace detail
+
 /**
  * Move-only. A default or denied Lease is inactive; every operation on it is a no-op except
  * adjust(), which throws LeaseError. Not thread-safe (one owner at a time).
@@ -61,12 +77,10 @@ class [[nodiscard]] Lease {
 
  private:
   friend class Limiter;
-  struct Item {
-    Limit limit;
-    ConfigSource source = ConfigSource::resource;
-    std::uint16_t key = 0;
+
+  struct Held {
     std::int64_t consumed = 0;  // net amount this lease holds on the limit
-    Micros window_end = 0;
+    Micros window_end = 0;      // windows: the window it counted in
   };
   void end(bool refund);
 
@@ -75,9 +89,8 @@ class [[nodiscard]] Lease {
   std::uint64_t id_ = 0;
   bool holds_slots_ = false;  // any concurrency slot: commit must reach the store
   Micros expires_at_ = 0;
-  boost::container::small_vector<std::string, 1> entities_;  // requester, then ancestors
-  std::string resource_;
-  boost::container::small_vector<Item, 2> items_;
+  std::shared_ptr<const detail::LeaseKey> key_;
+  boost::container::small_vector<Held, 2> held_;  // one per key_->items
 };
 
 }  // namespace admit

@@ -13,9 +13,8 @@ Lease::Lease(Lease&& o) noexcept
       id_(o.id_),
       holds_slots_(o.holds_slots_),
       expires_at_(o.expires_at_),
-      entities_(std::move(o.entities_)),
-      resource_(std::move(o.resource_)),
-      items_(std::move(o.items_)) {}
+      key_(std::move(o.key_)),
+      held_(std::move(o.held_)) {}
 
 Lease& Lease::operator=(Lease&& o) noexcept {
   if (this != &o) {
@@ -25,9 +24,8 @@ Lease& Lease::operator=(Lease&& o) noexcept {
     id_ = o.id_;
     holds_slots_ = o.holds_slots_;
     expires_at_ = o.expires_at_;
-    entities_ = std::move(o.entities_);
-    resource_ = std::move(o.resource_);
-    items_ = std::move(o.items_);
+    key_ = std::move(o.key_);
+    held_ = std::move(o.held_);
   }
   return *this;
 }

@@ -122,6 +122,7 @@ struct Limiter::Plan {
   SmallVec<KeyHandle> handles;  // the store's prepared keys (plan cache only)
   SmallVec<Entry> entries;
   SmallVec<const Limit*> unlimited;  // named limits that are 0 = unlimited (never stored)
+  std::shared_ptr<const detail::LeaseKey> lease_key;  // plan cache only: shared by its leases
   Code error = Code::ok;
   std::string error_reason;
 };
@@ -482,6 +483,11 @@ Limiter::Plan& Limiter::plan_for(std::string_view entity, std::string_view resou
     c.resource.assign(resource);
     resolve_chain(*c.snap, c.entity, c.resource, options_.max_parent_depth, c.plan);
     for (const auto& k : c.plan.keys) c.plan.handles.push_back(store_.prepare(impl_->ns, k));
+    auto key = std::make_shared<detail::LeaseKey>();
+    key->resource = c.resource;
+    for (const auto& k : c.plan.keys) key->entities.emplace_back(k.entity);
+    for (const auto& en : c.plan.entries) key->items.push_back({*en.limit, en.source, en.key});
+    c.plan.lease_key = std::move(key);
   }
   if (c.plan.error == Code::ok) apply_amounts(amounts, entity, resource, c.plan);
   return c.plan;
@@ -549,18 +555,13 @@ Lease Limiter::attempt(std::string_view entity, std::string_view resource, const
   lease.id_ = id;
   lease.holds_slots_ = slots;
   lease.expires_at_ = now + ttl;
-  lease.resource_.assign(resource);
-  for (const auto& k : plan.keys) lease.entities_.emplace_back(k.entity);
+  lease.key_ = plan.lease_key;
+  lease.held_.resize(plan.entries.size());
   std::size_t r = 0;
-  for (const auto& en : plan.entries) {
-    Micros window_end = 0;
-    if (en.amount != 0) {
-      window_end = sc.results[r].window_end;
-      ++r;
-    } else if (en.limit->kind() == LimitKind::concurrency) {
-      continue;
-    }
-    lease.items_.push_back(Lease::Item{*en.limit, en.source, en.key, en.amount, window_end});
+  for (std::size_t i = 0; i < plan.entries.size(); ++i) {
+    const auto amount = plan.entries[i].amount;
+    if (amount == 0) continue;
+    lease.held_[i] = Lease::Held{amount, sc.results[r++].window_end};
   }
   return lease;
 }
@@ -717,15 +718,16 @@ Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
   d.allowed = true;
   d.code = Code::ok;
   const bool expired = d.now >= lease.expires_at_;
+  const detail::LeaseKey& lk = *lease.key_;
   SmallVec<KeyParts> keys;
-  for (const auto& e : lease.entities_) keys.push_back(KeyParts{e, lease.resource_});
+  for (const auto& e : lk.entities) keys.push_back(KeyParts{e, lk.resource});
   SmallVec<OpItem> ops;
   SmallVec<std::size_t> which;
   bool returns_capacity = false;
   if (deltas != nullptr) {
     for (const auto& a : *deltas) {
       bool found = false;
-      for (const auto& it : lease.items_) {
+      for (const auto& it : lk.items) {
         if (it.limit.name() != a.name) continue;
         found = true;
         if (it.limit.kind() == LimitKind::concurrency) {
@@ -734,25 +736,29 @@ Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
       }
       if (!found) throw ValidationError("limit", a.name, "not a limit of this lease");
     }
-    for (std::size_t i = 0; i < lease.items_.size(); ++i) {
-      auto& it = lease.items_[i];
+    for (std::size_t i = 0; i < lk.items.size(); ++i) {
+      const auto& it = lk.items[i];
+      const Lease::Held& h = lease.held_[i];
+      if (it.limit.kind() == LimitKind::concurrency) continue;
       std::int64_t delta = deltas->get(it.limit.name());
-      if (delta < 0) delta = std::max(delta, -it.consumed);  // never refund more than consumed
+      if (delta < 0) delta = std::max(delta, -h.consumed);  // never refund more than consumed
       if (delta == 0) continue;
       if (delta > it.limit.max_amount()) {
         throw ValidationError("amount", std::to_string(delta), "beyond the exact range");
       }
       returns_capacity = returns_capacity || delta < 0;
-      ops.push_back(OpItem{it.key, &it.limit, delta, it.window_end});
+      ops.push_back(OpItem{it.key, &it.limit, delta, h.window_end});
       which.push_back(i);
     }
   } else {
-    for (std::size_t i = 0; i < lease.items_.size(); ++i) {
-      auto& it = lease.items_[i];
-      const bool slots = it.limit.kind() == LimitKind::concurrency;
-      const bool give_back = refund && !expired && it.consumed > 0 && !slots;
+    for (std::size_t i = 0; i < lk.items.size(); ++i) {
+      const auto& it = lk.items[i];
+      const Lease::Held& h = lease.held_[i];
+      const bool slots = it.limit.kind() == LimitKind::concurrency && h.consumed > 0;
+      const bool give_back = refund && !expired && h.consumed > 0 &&
+                             it.limit.kind() != LimitKind::concurrency;
       if (!slots && !give_back) continue;
-      ops.push_back(OpItem{it.key, &it.limit, give_back ? it.consumed : 0, it.window_end});
+      ops.push_back(OpItem{it.key, &it.limit, give_back ? h.consumed : 0, h.window_end});
       which.push_back(i);
       returns_capacity = true;
     }
@@ -770,19 +776,20 @@ Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
               .report = true};
   store_.apply(op, results);
   for (std::size_t j = 0; j < ops.size(); ++j) {
-    auto& it = lease.items_[which[j]];
+    const auto& it = lk.items[which[j]];
+    Lease::Held& h = lease.held_[which[j]];
     if (deltas != nullptr) {
       if (ops[j].amount > 0 && it.limit.kind() == LimitKind::window &&
-          results[j].window_end != it.window_end) {
+          results[j].window_end != h.window_end) {
         // Counted in a new window: the old window's usage can never be refunded, so only this
         // delta is refundable now (a later refund must not take other callers' usage).
-        it.consumed = ops[j].amount;
+        h.consumed = ops[j].amount;
       } else {
-        it.consumed += ops[j].amount;
+        h.consumed += ops[j].amount;
       }
-      if (ops[j].amount > 0) it.window_end = results[j].window_end;
+      if (ops[j].amount > 0) h.window_end = results[j].window_end;
     }
-    d.stats.push_back(LimitStatus{lease.entities_[it.key], it.limit.name(), it.limit.kind(),
+    d.stats.push_back(LimitStatus{lk.entities[it.key], it.limit.name(), it.limit.kind(),
                                   it.source, it.limit.capacity(),
                                   results[j].available, results[j].reset_after});
   }
