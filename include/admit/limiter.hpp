@@ -130,6 +130,8 @@ class Limiter {
   Plan& plan_for(std::string_view entity, std::string_view resource, const Amounts& amounts);
   Lease attempt(std::string_view entity, std::string_view resource, const Amounts& amounts,
                 const AcquireOptions& options, bool respect_queue);
+  Decision planned_op(OpKind kind, std::string_view entity, std::string_view resource,
+                      const Amounts& amounts);
   /// Adjusts a lease (deltas != nullptr) or ends it (refunding what it consumed if `refund`).
   Decision lease_op(Lease& lease, const Amounts* deltas, bool refund);
 

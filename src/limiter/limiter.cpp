@@ -654,6 +654,17 @@ Lease Limiter::acquire(std::string_view entity, std::string_view resource, const
 
 Decision Limiter::decide(std::string_view entity, std::string_view resource,
                          const Amounts& amounts) {
+  return planned_op(OpKind::decide, entity, resource, amounts);
+}
+
+Decision Limiter::record_usage(std::string_view entity, std::string_view resource,
+                               const Amounts& amounts) {
+  return planned_op(OpKind::record, entity, resource, amounts);
+}
+
+// decide (check, change nothing) or record (consume unconditionally), reporting every limit.
+Decision Limiter::planned_op(OpKind kind, std::string_view entity, std::string_view resource,
+                             const Amounts& amounts) {
   Decision d;
   d.now = clock_.now();
   const Plan& plan = plan_for(entity, resource, amounts);
@@ -666,49 +677,20 @@ Decision Limiter::decide(std::string_view entity, std::string_view resource,
   SmallVec<std::pair<std::uint16_t, std::size_t>> map;
   for (std::size_t i = 0; i < plan.entries.size(); ++i) {
     const auto& en = plan.entries[i];
-    // Every limit is reported; the store checks only positive amounts, so a limit the
-    // request does not touch cannot deny it.
+    // Usage counted after the fact holds no slot. Every other limit is reported; the store
+    // checks only positive amounts, so a limit the request does not touch cannot deny it.
+    if (kind == OpKind::record && en.limit->kind() == LimitKind::concurrency) continue;
     ops.push_back(OpItem{en.key, en.limit, en.amount, 0});
     map.emplace_back(en.key, i);
   }
   SmallVec<ItemResult> results(ops.size());
   bool ok = true;
   if (!ops.empty()) {
-    const Op op{.kind = OpKind::decide, .ns = &impl_->ns, .now = d.now, .keys = plan.keys,
-                .items = ops, .handles = plan.handles, .lease_id = 0, .lease_expiry = 0,
-                .report = true};
-    ok = store_.apply(op, results);
+    const Op op{.kind = kind, .ns = &impl_->ns, .now = d.now, .keys = plan.keys, .items = ops,
+                .handles = plan.handles, .lease_id = 0, .lease_expiry = 0, .report = true};
+    ok = store_.apply(op, results) || kind == OpKind::record;
   }
   fill_decision(d, plan, map, results, ok, /*with_stats=*/true, resource);
-  return d;
-}
-
-Decision Limiter::record_usage(std::string_view entity, std::string_view resource,
-                               const Amounts& amounts) {
-  Decision d;
-  d.now = clock_.now();
-  const Plan& plan = plan_for(entity, resource, amounts);
-  if (plan.error != Code::ok) {
-    d.code = plan.error;
-    d.reason = plan.error_reason;
-    return d;
-  }
-  SmallVec<OpItem> ops;
-  SmallVec<std::pair<std::uint16_t, std::size_t>> map;
-  for (std::size_t i = 0; i < plan.entries.size(); ++i) {
-    const auto& en = plan.entries[i];
-    if (en.limit->kind() == LimitKind::concurrency) continue;  // usage after the fact holds no slot
-    ops.push_back(OpItem{en.key, en.limit, en.amount, 0});
-    map.emplace_back(en.key, i);
-  }
-  SmallVec<ItemResult> results(ops.size());
-  if (!ops.empty()) {
-    const Op op{.kind = OpKind::record, .ns = &impl_->ns, .now = d.now, .keys = plan.keys,
-                .items = ops, .handles = plan.handles, .lease_id = 0, .lease_expiry = 0,
-                .report = true};
-    store_.apply(op, results);
-  }
-  fill_decision(d, plan, map, results, /*allowed=*/true, /*with_stats=*/true, resource);
   return d;
 }
 
