@@ -13,6 +13,7 @@
 
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
+#include "common/yaml_reader.hpp"
 
 namespace admit {
 
@@ -20,13 +21,9 @@ namespace {
 
 // ---- helpers shared by to_limits() and the parser ----
 
-/// The "why" of a library ValidationError ("invalid F 'V': why" -> "why").
-std::string reason_of(const ValidationError& e) {
-  const std::string prefix = "invalid " + e.field() + " '" + e.value() + "': ";
-  const std::string_view what = e.what();
-  return what.starts_with(prefix) ? std::string(what.substr(prefix.size())) : std::string(what);
-}
+using detail::show;
 
+/// "a, b, c"
 std::string join(const std::vector<std::string>& names) {
   std::string out;
   for (const std::string& n : names) {
@@ -49,7 +46,7 @@ Limit limit_for(std::string_view name, std::int64_t n, std::string_view day_time
     return Limit::per_minute(std::string(name), n);
   } catch (const ValidationError& e) {
     if (e.field() == "time_zone") throw;
-    throw ValidationError(std::string(name), std::to_string(n), reason_of(e));
+    throw ValidationError(std::string(name), std::to_string(n), e.reason());
   }
 }
 
@@ -79,24 +76,19 @@ struct ParsedFile {
   std::vector<ParsedTier> tiers;
 };
 
-std::string show(const YAML::Node& n) {
-  if (n.IsScalar()) return n.Scalar();
-  if (n.IsMap()) return "{...}";
-  if (n.IsSequence()) return "[...]";
-  return "null";
-}
 
 /// Errors: field = YAML path, value = the offending value, message ends with (file:line:col).
-class Parser {
+class Parser : detail::YamlReader {
  public:
-  explicit Parser(std::string file) : file_(std::move(file)) {}
+  explicit Parser(std::string file) : YamlReader(std::move(file), "profile") {}
 
   ParsedFile run(const std::string& text) const {
     YAML::Node root;
     try {
       root = YAML::Load(text);
     } catch (const YAML::Exception& e) {
-      fail_at(e.mark, "profile", file_, "YAML syntax error: " + e.msg);
+      detail::fail_at(detail::where(source_, e.mark), "profile", source_,
+                      "YAML syntax error: " + e.msg);
     }
     if (!root.IsMap()) {
       fail(root, "profile", show(root),
@@ -151,50 +143,6 @@ class Parser {
   }
 
  private:
-  struct Entry {
-    std::string key;
-    YAML::Node key_node;
-    YAML::Node value;
-  };
-
-  [[noreturn]] void fail_at(const YAML::Mark& m, const std::string& path, const std::string& value,
-                            const std::string& why) const {
-    std::string where = file_;
-    if (!m.is_null()) {
-      where += ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
-    }
-    throw ValidationError(path, value, why + " (" + where + ")");
-  }
-
-  [[noreturn]] void fail(const YAML::Node& at, const std::string& path, const std::string& value,
-                         const std::string& why) const {
-    fail_at(at.Mark(), path, value, why);
-  }
-
-  std::vector<Entry> entries(const YAML::Node& map, const std::string& path) const {
-    if (!map.IsMap()) fail(map, path.empty() ? "profile" : path, show(map), "expected a mapping");
-    std::vector<Entry> out;
-    for (const auto& kv : map) {
-      const std::string at = path.empty() ? "" : path + ".";
-      if (!kv.first.IsScalar()) fail(kv.first, path, show(kv.first), "keys must be strings");
-      std::string key = kv.first.Scalar();
-      for (const Entry& e : out) {
-        if (e.key == key) fail(kv.first, at + key, key, "duplicate key");
-      }
-      out.push_back(Entry{std::move(key), kv.first, kv.second});
-    }
-    return out;
-  }
-
-  void check_name(const YAML::Node& at, const std::string& path, std::string_view field,
-                  const std::string& value) const {
-    try {
-      validate_name(field, value);
-    } catch (const ValidationError& e) {
-      fail(at, path, value, reason_of(e));
-    }
-  }
-
   std::string string(const YAML::Node& n, const std::string& path) const {
     if (!n.IsScalar() || n.Scalar().empty()) fail(n, path, show(n), "expected a non-empty string");
     return n.Scalar();
@@ -240,7 +188,7 @@ class Parser {
     try {
       (void)Limit::daily("rpd", 1, "00:00", tz);
     } catch (const ValidationError& e) {
-      fail(n, path, tz, reason_of(e));
+      fail(n, path, tz, e.reason());
     }
     return tz;
   }
@@ -281,7 +229,7 @@ class Parser {
         try {
           (void)limit_for(e.key, v, "UTC");
         } catch (const ValidationError& err) {
-          fail(e.value, fpath, e.value.Scalar(), reason_of(err));
+          fail(e.value, fpath, e.value.Scalar(), err.reason());
         }
       }
       field_of(q, e.key) = v;
@@ -289,7 +237,6 @@ class Parser {
     return q;
   }
 
-  std::string file_;
 };
 
 ParsedFile parse_file(const std::filesystem::path& file) {

@@ -7,7 +7,8 @@ namespace admit {
 ValidationError::ValidationError(std::string field, std::string value, const std::string& why)
     : Error("invalid " + field + " '" + value + "': " + why),
       field_(std::move(field)),
-      value_(std::move(value)) {}
+      value_(std::move(value)),
+      reason_(why) {}
 
 namespace {
 std::string describe(const Decision& d) {

@@ -2,6 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "common/yaml_reader.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -20,40 +22,14 @@ namespace admit::service {
 
 namespace {
 
-// ---- errors: field = YAML path, value = the bad value, message ends with (file:line:col) ----
+using detail::fail_at;
+using detail::join;
+using detail::show;
+using detail::where;
 
-std::string where(const std::string& source, const YAML::Mark& m) {
-  if (m.is_null()) return source;
-  return source + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
-}
-
-[[noreturn]] void fail_at(const std::string& where, const std::string& path,
-                          const std::string& value, const std::string& why) {
-  throw ValidationError(path, value, why + " (" + where + ")");
-}
-
-/// The "why" of a library ValidationError ("invalid F 'V': why" -> "why").
-std::string reason_of(const ValidationError& e) {
-  const std::string prefix = "invalid " + e.field() + " '" + e.value() + "': ";
-  const std::string_view what = e.what();
-  return what.starts_with(prefix) ? std::string(what.substr(prefix.size())) : std::string(what);
-}
-
-std::string join(const std::string& path, const std::string& key) {
-  return path.empty() ? key : path + "." + key;
-}
-
-/// A short rendering of a node for messages.
-std::string show(const YAML::Node& n) {
-  if (n.IsScalar()) return n.Scalar();
-  if (n.IsMap()) return "{...}";
-  if (n.IsSequence()) return "[...]";
-  return "null";
-}
-
-class Parser {
+class Parser : detail::YamlReader {
  public:
-  explicit Parser(std::string source) : source_(std::move(source)) {}
+  explicit Parser(std::string source) : YamlReader(std::move(source), "config") {}
 
   Config run(const std::string& text) {
     YAML::Node root;
@@ -93,40 +69,6 @@ class Parser {
   }
 
  private:
-  struct Entry {
-    std::string key;
-    YAML::Node key_node;
-    YAML::Node value;
-  };
-
-  [[noreturn]] void fail(const YAML::Node& at, const std::string& path, const std::string& value,
-                         const std::string& why) const {
-    fail_at(where(source_, at.Mark()), path, value, why);
-  }
-
-  std::vector<Entry> entries(const YAML::Node& map, const std::string& path) const {
-    if (!map.IsMap()) fail(map, path, show(map), "expected a mapping");
-    std::vector<Entry> out;
-    for (const auto& kv : map) {
-      if (!kv.first.IsScalar()) fail(kv.first, path, show(kv.first), "keys must be strings");
-      std::string key = kv.first.Scalar();
-      for (const Entry& e : out) {
-        if (e.key == key) fail(kv.first, join(path, key), key, "duplicate key");
-      }
-      out.push_back(Entry{std::move(key), kv.first, kv.second});
-    }
-    return out;
-  }
-
-  void check_name(const YAML::Node& at, const std::string& path, std::string_view field,
-                  const std::string& value) const {
-    try {
-      validate_name(field, value);
-    } catch (const ValidationError& e) {
-      fail(at, path, value, reason_of(e));
-    }
-  }
-
   std::string string(const YAML::Node& n, const std::string& path) const {
     if (!n.IsScalar()) fail(n, path, show(n), "expected a string");
     return n.Scalar();
@@ -266,10 +208,10 @@ class Parser {
       if (e.field() == kpath || e.field().starts_with(path + ".")) throw;  // ours already
       const std::string key = yaml_key(e.field(), kind->key, find("burst") != nullptr);
       const Entry* at = key.empty() ? nullptr : find(key);
-      if (at == nullptr) fail(n, path, e.value(), reason_of(e));
+      if (at == nullptr) fail(n, path, e.value(), e.reason());
       // Report the value as written in the file (the library may have converted it).
       fail(at->value, join(path, key), at->value.IsScalar() ? at->value.Scalar() : e.value(),
-           reason_of(e));
+           e.reason());
     }
   }
 
@@ -337,7 +279,6 @@ class Parser {
     }
   }
 
-  std::string source_;
 };
 
 }  // namespace
@@ -392,7 +333,7 @@ void apply_config(const Config& config, Limiter& limiter) {
     try {
       limiter.set_parent(e.name, e.parent);
     } catch (const ValidationError& x) {
-      fail_at(e.parent_where, "entities." + e.name + ".parent", e.parent, reason_of(x));
+      fail_at(e.parent_where, "entities." + e.name + ".parent", e.parent, x.reason());
     }
   }
 }

@@ -20,10 +20,13 @@ class ValidationError : public Error {
   ValidationError(std::string field, std::string value, const std::string& why);
   const std::string& field() const { return field_; }
   const std::string& value() const { return value_; }
+  /// Why the value is invalid, without the "invalid F 'V': " prefix of what().
+  const std::string& reason() const { return reason_; }
 
  private:
   std::string field_;
   std::string value_;
+  std::string reason_;
 };
 
 /// acquire() could not get capacity before its deadline, or the request can never fit.

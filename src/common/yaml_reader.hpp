@@ -1,0 +1,93 @@
+// Internal: reading YAML files whose errors name the YAML path, the bad value and
+// file:line:col (ValidationError). Shared by the service config loader and the provider
+// profiles loader.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "admit/core/error.hpp"
+#include "admit/core/limit.hpp"
+
+namespace admit::detail {
+
+/// "file:line:col" of a mark, or the file alone when the mark is unknown.
+inline std::string where(const std::string& source, const YAML::Mark& m) {
+  if (m.is_null()) return source;
+  return source + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+}
+
+/// Throws ValidationError(path, value, "why (where)").
+[[noreturn]] inline void fail_at(const std::string& where, const std::string& path,
+                                 const std::string& value, const std::string& why) {
+  throw ValidationError(path, value, why + " (" + where + ")");
+}
+
+/// "path.key", or "key" at the root.
+inline std::string join(const std::string& path, const std::string& key) {
+  return path.empty() ? key : path + "." + key;
+}
+
+/// A short rendering of a node for messages.
+inline std::string show(const YAML::Node& n) {
+  if (n.IsScalar()) return n.Scalar();
+  if (n.IsMap()) return "{...}";
+  if (n.IsSequence()) return "[...]";
+  return "null";
+}
+
+/// Base of a file's parser: mapping entries with duplicate-key checks, name checks, and
+/// failures located in the file.
+class YamlReader {
+ public:
+  struct Entry {
+    std::string key;
+    YAML::Node key_node;
+    YAML::Node value;
+  };
+
+  /// @param source the file name for messages; @param root how the top level is named.
+  YamlReader(std::string source, std::string root)
+      : source_(std::move(source)), root_(std::move(root)) {}
+
+  [[noreturn]] void fail(const YAML::Node& at, const std::string& path, const std::string& value,
+                         const std::string& why) const {
+    fail_at(where(source_, at.Mark()), path, value, why);
+  }
+
+  /// The entries of a mapping, in order; a non-mapping, a non-string key or a duplicate
+  /// key fails.
+  std::vector<Entry> entries(const YAML::Node& map, const std::string& path) const {
+    if (!map.IsMap()) fail(map, path.empty() ? root_ : path, show(map), "expected a mapping");
+    std::vector<Entry> out;
+    for (const auto& kv : map) {
+      if (!kv.first.IsScalar()) fail(kv.first, path, show(kv.first), "keys must be strings");
+      std::string key = kv.first.Scalar();
+      for (const Entry& e : out) {
+        if (e.key == key) fail(kv.first, join(path, key), key, "duplicate key");
+      }
+      out.push_back(Entry{std::move(key), kv.first, kv.second});
+    }
+    return out;
+  }
+
+  /// validate_name(field, value), failing at `at` with `path`.
+  void check_name(const YAML::Node& at, const std::string& path, std::string_view field,
+                  const std::string& value) const {
+    try {
+      validate_name(field, value);
+    } catch (const ValidationError& e) {
+      fail(at, path, value, e.reason());
+    }
+  }
+
+ protected:
+  std::string source_;
+  std::string root_;
+};
+
+}  // namespace admit::detail
