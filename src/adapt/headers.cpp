@@ -212,16 +212,24 @@ bool nanos_to_micros(const Nanos& n, Micros& out) noexcept {
 }
 
 // Whole-string decimal in `unit_ns` units to µs.
-Parsed<Micros> decimal_to_micros(std::string_view s, Wide unit_ns) noexcept {
+// The whole of `s` as one plain non-negative decimal in `unit_ns` units, in ns. Empty or
+// "-1" is unknown; a sign, other text or a second number is malformed.
+Parsed<Nanos> plain_decimal_nanos(std::string_view s, Wide unit_ns) noexcept {
   s = trim(s);
-  if (is_unknown_marker(s)) return unknown<Micros>();
-  if (s.front() == '-') return fail<Micros>("negative");
+  if (is_unknown_marker(s)) return unknown<Nanos>();
+  if (s.front() == '-') return fail<Nanos>("negative");
   std::size_t pos = 0;
   DecimalText t;
-  if (!scan_decimal(s, pos, t)) return fail<Micros>("not a number");
-  if (pos != s.size()) return fail<Micros>("not a plain decimal number");
+  if (!scan_decimal(s, pos, t)) return fail<Nanos>("not a number");
+  if (pos != s.size()) return fail<Nanos>("not a plain decimal number");
+  return ok(to_nanos(t, unit_ns));
+}
+
+Parsed<Micros> decimal_to_micros(std::string_view s, Wide unit_ns) noexcept {
+  const Parsed<Nanos> n = plain_decimal_nanos(s, unit_ns);
+  if (!n.ok()) return {std::nullopt, n.error};  // unknown stays unknown
   Micros us = 0;
-  if (!nanos_to_micros(to_nanos(t, unit_ns), us)) return fail<Micros>("out of range");
+  if (!nanos_to_micros(*n.value, us)) return fail<Micros>("out of range");
   return ok(us);
 }
 
@@ -508,15 +516,10 @@ Parsed<Micros> parse_http_date(std::string_view s) noexcept {
 }
 
 Parsed<Micros> parse_epoch_or_delta(std::string_view s, Micros now) noexcept {
-  s = trim(s);
-  if (is_unknown_marker(s)) return unknown<Micros>();
-  if (s.front() == '-') return fail<Micros>("negative");
-  std::size_t pos = 0;
-  DecimalText t;
-  if (!scan_decimal(s, pos, t)) return fail<Micros>("not a number");
-  if (pos != s.size()) return fail<Micros>("not a plain decimal number");
   // The number read as seconds, in ns: n = v * 1e9.
-  const Nanos n = to_nanos(t, kNsPerSecond);
+  const Parsed<Nanos> parsed = plain_decimal_nanos(s, kNsPerSecond);
+  if (!parsed.ok()) return {std::nullopt, parsed.error};  // unknown stays unknown
+  const Nanos n = *parsed.value;
   if (n.overflow) return fail<Micros>("out of range");
   constexpr Wide kMillisThreshold = Wide{100'000'000'000} * kNsPerSecond;  // v > 1e11
   constexpr Wide kSecondsThreshold = Wide{1'000'000'000} * kNsPerSecond;   // v > 1e9
