@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/container/small_vector.hpp>
@@ -17,6 +18,7 @@
 
 namespace admit {
 
+class AimdController;
 class Limiter;
 
 namespace detail {
@@ -28,6 +30,7 @@ struct LeaseKey {
     Limit limit;
     ConfigSource source = ConfigSource::resource;
     std::uint16_t key = 0;  // index into entities
+    std::shared_ptr<AimdController> aimd;  // adaptive limits: the key's controller
   };
   std::string resource;
   std::vector<std::string> entities;  // requester, then ancestors
@@ -58,6 +61,19 @@ class [[nodiscard]] Lease {
   std::uint64_t id() const { return id_; }
   /// When its concurrency slots are reclaimed if it is never ended (µs since epoch).
   Micros expires_at() const { return expires_at_; }
+  /// The requesting entity and the resource of an allowed acquire; empty otherwise.
+  std::string_view entity() const;
+  std::string_view resource() const;
+
+  /**
+   * Tells the adaptive limits of this lease (Limit::adaptive) how the request went: success
+   * lets their rates grow, failure (e.g. a 429) decreases them, once per congestion event
+   * (a failure of a request sent before the latest decrease changes nothing). The first
+   * mark counts, later ones are ignored. Allowed after commit/rollback.
+   * @return true if this call recorded the outcome.
+   */
+  bool mark_success();
+  bool mark_failure();
 
   /**
    * Reconciles with real usage: a positive delta consumes more (a bucket may go into debt,
@@ -80,14 +96,16 @@ class [[nodiscard]] Lease {
 
   struct Held {
     std::int64_t consumed = 0;  // net amount this lease holds on the limit
-    Micros window_end = 0;      // windows: the window it counted in
+    Micros window_end = 0;      // windows: the window it counted in; adaptive: the epoch
   };
   void end(bool refund);
+  bool mark(bool success);
 
   Limiter* limiter_ = nullptr;
   Decision decision_;
   std::uint64_t id_ = 0;
   bool holds_slots_ = false;  // any concurrency slot: commit must reach the store
+  bool marked_ = false;       // mark_success/mark_failure done
   Micros expires_at_ = 0;
   std::shared_ptr<const detail::LeaseKey> key_;
   boost::container::small_vector<Held, 2> held_;  // one per key_->items

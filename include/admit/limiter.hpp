@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stop_token>
 #include <string>
 #include <string_view>
@@ -34,6 +35,14 @@ struct AcquireOptions {
   Micros lease_ttl = 0;        ///< 0 = LimiterOptions::lease_ttl
   bool with_stats = false;     ///< fill Decision::stats when allowed (denials always have them)
   std::stop_token stop;        ///< acquire(): cancels the wait promptly
+};
+
+/// One limit's state as an outside source of truth (a provider's response) reports it; see
+/// Limiter::clamp().
+struct StateClamp {
+  std::string limit;           ///< a limit of the entity's own (not an ancestor's)
+  std::int64_t available = -1; ///< at most this many units are available now; < 0: no bound
+  Micros until = 0;            ///< nothing is available before this instant; 0: no hold
 };
 
 /// Stats of every limit of one (entity, resource), ancestors included.
@@ -71,6 +80,18 @@ class Limiter {
   void remove_limits(std::string_view resource);
   void remove_entity_limits(std::string_view entity, std::string_view resource);
 
+  /**
+   * Limits learned from a provider for (entity, resource) (see Discovery): each replaces the
+   * resolved limit of the same name, or is added; they report ConfigSource::discovered.
+   * They follow later configuration changes (the rest of the set still resolves as
+   * configured). Replaces what was learned before; an empty list forgets it.
+   * Changing limits invalidates cached plans: call it when a learned value changes, not per
+   * response.
+   */
+  void set_discovered_limits(std::string entity, std::string resource, std::vector<Limit> limits);
+  /// What set_discovered_limits() holds for (entity, resource); empty if nothing.
+  std::vector<Limit> discovered_limits(std::string_view entity, std::string_view resource) const;
+
   /// The limits that apply to (entity, resource) itself and where each came from.
   std::vector<std::pair<Limit, ConfigSource>> resolve(std::string_view entity,
                                                       std::string_view resource) const;
@@ -102,6 +123,16 @@ class Limiter {
   /// Counts usage after the fact, unconditionally (buckets may go into debt).
   Decision record_usage(std::string_view entity, std::string_view resource,
                         const Amounts& amounts);
+
+  /**
+   * Lowers the state of (entity, resource)'s own limits to what the provider reports: at most
+   * `available` units now, none before `until`. Never raises a bucket (a provider's report
+   * is older than the requests still on their way to it). Concurrency limits and names that
+   * match no limit are skipped. Wakes no waiter (nothing was freed).
+   * @return the state of every limit clamped, afterwards.
+   */
+  std::vector<LimitStatus> clamp(std::string_view entity, std::string_view resource,
+                                 std::span<const StateClamp> clamps);
 
   /// Forgets the usage state of (entity, resource): its buckets are full again.
   void reset(std::string_view entity, std::string_view resource);

@@ -25,8 +25,9 @@ void require(bool ok, const char* field, double value, const char* why) {
   if (!ok) throw ValidationError(field, text(value), why);
 }
 
-// Validates and returns `o` unchanged; the constructor derives defaults and clamps.
-const AimdOptions& validated(const AimdOptions& o) {
+}  // namespace
+
+void validate(const AimdOptions& o) {
   require(std::isfinite(o.max_rate) && o.max_rate > 0, "max_rate", o.max_rate,
           "must be finite and > 0");
   require(std::isfinite(o.min_rate) && o.min_rate > 0, "min_rate", o.min_rate,
@@ -44,9 +45,14 @@ const AimdOptions& validated(const AimdOptions& o) {
   require(std::isfinite(o.multiplicative_decrease) && o.multiplicative_decrease > 0 &&
               o.multiplicative_decrease < 1,
           "multiplicative_decrease", o.multiplicative_decrease, "must be in (0, 1)");
-  return o;
 }
 
+namespace {
+// Validates and returns `o` unchanged; the constructor derives defaults and clamps.
+const AimdOptions& validated(const AimdOptions& o) {
+  validate(o);
+  return o;
+}
 }  // namespace
 
 // ---- Permit ----

@@ -21,6 +21,7 @@ std::string_view to_string(Code c) {
 
 std::string_view to_string(ConfigSource s) {
   switch (s) {
+    case ConfigSource::discovered: return "discovered";
     case ConfigSource::entity: return "entity";
     case ConfigSource::entity_default: return "entity_default";
     case ConfigSource::resource: return "resource";

@@ -1,5 +1,8 @@
 #include "admit/core/limit.hpp"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <numeric>
 
 #include "admit/core/error.hpp"
@@ -12,6 +15,7 @@ std::string_view to_string(LimitKind k) {
     case LimitKind::rate: return "rate";
     case LimitKind::window: return "window";
     case LimitKind::concurrency: return "concurrency";
+    case LimitKind::adaptive: return "adaptive";
   }
   return "unknown";
 }
@@ -168,6 +172,56 @@ Limit Limit::concurrency(std::string name, std::int64_t slots) {
   return l;
 }
 
+namespace {
+// Largest interval (ns per unit) whose tolerance burst * interval stays exact (see rate.hpp).
+std::int64_t max_interval_ns(std::int64_t burst) { return (kMaxExact / 4) / burst; }
+}  // namespace
+
+Limit Limit::adaptive(std::string name, AimdOptions options, std::int64_t burst) {
+  validate_name("limit name", name);
+  validate(options);
+  if (burst < 1 || burst > 1'000'000) {
+    throw ValidationError("burst", std::to_string(burst), "must be within 1..1000000");
+  }
+  if (1e9 / options.min_rate > static_cast<double>(max_interval_ns(burst))) {
+    throw ValidationError("min_rate", std::to_string(options.min_rate),
+                          "is too slow to be exact with burst " + std::to_string(burst) +
+                              " (at least " + std::to_string(1e9 / static_cast<double>(max_interval_ns(burst))) +
+                              " per second)");
+  }
+  Limit l;
+  l.name_ = std::move(name);
+  l.kind_ = LimitKind::adaptive;
+  l.capacity_ = burst;
+  l.name_hash_ = hash_name(l.kind_, l.name_);
+  l.aimd_ = std::make_shared<const AimdOptions>(options);
+  l.rate_ = l.rate_at(options.initial_rate);
+  return l;
+}
+
+const AimdOptions& Limit::aimd_options() const {
+  static const AimdOptions kNone{};
+  return aimd_ ? *aimd_ : kNone;
+}
+
+RateParams Limit::rate_at(double per_second) const {
+  RateParams p;
+  if (!aimd_) return rate_;
+  const double r = std::clamp(per_second, aimd_->min_rate, aimd_->max_rate);
+  // adaptive() checked that the slowest interval keeps burst * interval exact.
+  const std::int64_t interval_ns =
+      std::clamp<std::int64_t>(std::llround(1e9 / r), 1, max_interval_ns(capacity_));
+  p.capacity = capacity_;
+  p.r = 1000;
+  p.a = interval_ns / 1000;
+  p.b = interval_ns % 1000;
+  const std::int64_t tol = capacity_ * interval_ns;
+  p.tol_us = tol / 1000;
+  p.tol_rem = tol % 1000;
+  p.max_amount = capacity_;
+  return p;
+}
+
 const WindowSpec& Limit::window_spec() const {
   static const WindowSpec kNone{};
   return calendar_ ? calendar_->spec() : kNone;
@@ -178,6 +232,7 @@ WindowBounds Limit::window_at(Micros now) const {
 }
 
 std::int64_t Limit::max_amount() const {
+  if (kind_ == LimitKind::adaptive) return capacity_;
   return kind_ == LimitKind::rate && capacity_ > 0 ? rate_.max_amount : kMaxExact;
 }
 
@@ -211,6 +266,13 @@ std::string Limit::describe() const {
     }
     case LimitKind::concurrency:
       return s + std::to_string(capacity_) + " concurrent";
+    case LimitKind::adaptive: {
+      char buf[128];
+      std::snprintf(buf, sizeof buf, "adaptive %g..%g per 1s (AIMD, burst %lld)",
+                    aimd_options().min_rate, aimd_options().max_rate,
+                    static_cast<long long>(capacity_));
+      return s + buf;
+    }
   }
   return s;
 }
@@ -219,6 +281,14 @@ bool Limit::operator==(const Limit& o) const {
   if (name_ != o.name_ || kind_ != o.kind_ || capacity_ != o.capacity_ ||
       refill_amount_ != o.refill_amount_ || refill_period_ != o.refill_period_) {
     return false;
+  }
+  if (kind_ == LimitKind::adaptive) {
+    const AimdOptions& a = aimd_options();
+    const AimdOptions& b = o.aimd_options();
+    return a.max_rate == b.max_rate && a.initial_rate == b.initial_rate &&
+           a.slow_start_threshold == b.slow_start_threshold &&
+           a.additive_increase == b.additive_increase &&
+           a.multiplicative_decrease == b.multiplicative_decrease && a.min_rate == b.min_rate;
   }
   if (kind_ != LimitKind::window) return true;
   const auto& a = window_spec();

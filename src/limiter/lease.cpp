@@ -1,5 +1,6 @@
 #include "admit/lease.hpp"
 
+#include "admit/adapt/aimd.hpp"
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
 
@@ -12,6 +13,7 @@ Lease::Lease(Lease&& o) noexcept
       decision_(std::move(o.decision_)),
       id_(o.id_),
       holds_slots_(o.holds_slots_),
+      marked_(o.marked_),
       expires_at_(o.expires_at_),
       key_(std::move(o.key_)),
       held_(std::move(o.held_)) {}
@@ -23,6 +25,7 @@ Lease& Lease::operator=(Lease&& o) noexcept {
     decision_ = std::move(o.decision_);
     id_ = o.id_;
     holds_slots_ = o.holds_slots_;
+    marked_ = o.marked_;
     expires_at_ = o.expires_at_;
     key_ = std::move(o.key_);
     held_ = std::move(o.held_);
@@ -33,6 +36,33 @@ Lease& Lease::operator=(Lease&& o) noexcept {
 Decision Lease::adjust(const Amounts& deltas) {
   if (limiter_ == nullptr) throw LeaseError("adjust on a lease that has ended or was denied");
   return limiter_->lease_op(*this, &deltas, false);
+}
+
+std::string_view Lease::entity() const {
+  return key_ && !key_->entities.empty() ? std::string_view(key_->entities.front())
+                                         : std::string_view{};
+}
+
+std::string_view Lease::resource() const {
+  return key_ ? std::string_view(key_->resource) : std::string_view{};
+}
+
+bool Lease::mark_success() { return mark(true); }
+bool Lease::mark_failure() { return mark(false); }
+
+bool Lease::mark(bool success) {
+  if (marked_ || !key_ || !decision_.allowed) return false;
+  marked_ = true;
+  for (std::size_t i = 0; i < key_->items.size(); ++i) {
+    const auto& it = key_->items[i];
+    if (!it.aimd || held_[i].consumed == 0) continue;
+    if (success) {
+      it.aimd->record_success();
+    } else {
+      it.aimd->record_failure(static_cast<std::uint64_t>(held_[i].window_end));
+    }
+  }
+  return true;
 }
 
 void Lease::commit() { end(/*refund=*/false); }

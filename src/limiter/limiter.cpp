@@ -1,5 +1,7 @@
 #include "admit/limiter.hpp"
 
+#include "admit/adapt/aimd.hpp"
+
 #include <absl/container/flat_hash_map.h>
 
 #include <algorithm>
@@ -23,6 +25,15 @@ constexpr std::size_t kMaxIdBytes = 256;
 // Debian's Abseil has its own string_view type; heterogeneous lookups go through it.
 absl::string_view av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
+// (entity, resource) as one map key: length-prefixed, so no two pairs share a key.
+std::string pair_key(std::string_view entity, std::string_view resource) {
+  std::string k = std::to_string(entity.size());
+  k += ':';
+  k += entity;
+  k += resource;
+  return k;
+}
+
 // Immutable configuration; replaced whole (copy on write) by the set_* calls.
 struct Snapshot {
   struct EntityConf {
@@ -30,17 +41,32 @@ struct Snapshot {
     absl::flat_hash_map<std::string, std::vector<Limit>> per_resource;
     std::string parent;
   };
+  // Limits learned for one (entity, resource), and the configured set with them merged in
+  // (kept current by Impl::update, so resolution stays one lookup).
+  struct Discovered {
+    std::string entity;
+    std::string resource;
+    std::vector<Limit> learned;
+    std::vector<Limit> merged;
+    std::vector<ConfigSource> sources;  // one per merged limit
+  };
   std::vector<Limit> system;
   absl::flat_hash_map<std::string, std::vector<Limit>> resources;
   absl::flat_hash_map<std::string, EntityConf> entities;
+  absl::flat_hash_map<std::string, Discovered> discovered;  // by pair_key
 };
 
 struct Resolved {
   const std::vector<Limit>* limits = nullptr;
   ConfigSource source = ConfigSource::system;
+  const std::vector<ConfigSource>* sources = nullptr;  // per limit, when they differ
+
+  ConfigSource source_of(std::size_t i) const { return sources ? (*sources)[i] : source; }
 };
 
-Resolved resolve_in(const Snapshot& s, std::string_view entity, std::string_view resource) {
+// Configured limits only (no discovered ones): entity > entity default > resource > system.
+Resolved resolve_configured(const Snapshot& s, std::string_view entity,
+                            std::string_view resource) {
   if (!s.entities.empty()) {
     auto e = s.entities.find(av(entity));
     if (e != s.entities.end()) {
@@ -53,6 +79,47 @@ Resolved resolve_in(const Snapshot& s, std::string_view entity, std::string_view
   if (r != s.resources.end()) return {&r->second, ConfigSource::resource};
   if (!s.system.empty()) return {&s.system, ConfigSource::system};
   return {};
+}
+
+Resolved resolve_in(const Snapshot& s, std::string_view entity, std::string_view resource) {
+  if (!s.discovered.empty()) {
+    auto d = s.discovered.find(pair_key(entity, resource));
+    if (d != s.discovered.end()) {
+      return {&d->second.merged, ConfigSource::discovered, &d->second.sources};
+    }
+  }
+  return resolve_configured(s, entity, resource);
+}
+
+// Recomputes every discovered entry's merged set: the configured limits, each replaced by the
+// learned limit of the same name, then the learned limits no configured one names.
+void remerge(Snapshot& s) {
+  for (auto& [key, d] : s.discovered) {
+    d.merged.clear();
+    d.sources.clear();
+    const Resolved base = resolve_configured(s, d.entity, d.resource);
+    std::vector<char> used(d.learned.size(), 0);
+    if (base.limits != nullptr) {
+      for (const Limit& l : *base.limits) {
+        auto it = std::find_if(d.learned.begin(), d.learned.end(),
+                               [&](const Limit& x) { return x.name() == l.name(); });
+        if (it == d.learned.end()) {
+          d.merged.push_back(l);
+          d.sources.push_back(base.source);
+        } else {
+          used[static_cast<std::size_t>(it - d.learned.begin())] = 1;
+          d.merged.push_back(*it);
+          d.sources.push_back(ConfigSource::discovered);
+        }
+      }
+    }
+    for (std::size_t i = 0; i < d.learned.size(); ++i) {
+      if (used[i] == 0) {
+        d.merged.push_back(d.learned[i]);
+        d.sources.push_back(ConfigSource::discovered);
+      }
+    }
+  }
 }
 
 std::string_view parent_of(const Snapshot& s, std::string_view entity) {
@@ -117,6 +184,7 @@ struct Limiter::Plan {
     const Limit* limit = nullptr;
     std::int64_t amount = 0;
     ConfigSource source = ConfigSource::system;
+    AimdController* aimd = nullptr;  // adaptive limits (plan cache: owned by lease_key)
   };
   SmallVec<KeyParts> keys;
   SmallVec<KeyHandle> handles;  // the store's prepared keys (plan cache only)
@@ -134,6 +202,31 @@ struct Limiter::Impl {
   mutable std::mutex cfg_mu;
   std::shared_ptr<const Snapshot> cfg = std::make_shared<Snapshot>();
   std::atomic<std::uint64_t> cfg_version{1};
+
+  // Adaptive limits: one AIMD controller per (entity, resource, limit), made on first use and
+  // replaced when the limit's settings change.
+  struct Adaptive {
+    Limit limit;
+    std::shared_ptr<AimdController> ctl;
+  };
+  mutable std::mutex aimd_mu;
+  absl::flat_hash_map<std::string, Adaptive> controllers;
+
+  // The controller of limit `l` of (entity, resource); nullptr if none yet and !create.
+  std::shared_ptr<AimdController> controller(const Clock& clock, const Limit& l,
+                                             std::string_view entity, std::string_view resource,
+                                             bool create) {
+    std::string k = pair_key(entity, resource);
+    k += '\0';
+    k += l.name();
+    std::lock_guard g(aimd_mu);
+    auto it = controllers.find(k);
+    if (it != controllers.end() && it->second.limit == l) return it->second.ctl;
+    if (!create) return nullptr;
+    auto ctl = std::make_shared<AimdController>(clock, l.aimd_options());
+    controllers.insert_or_assign(std::move(k), Adaptive{l, ctl});
+    return ctl;
+  }
 
   struct Waiter {
     std::condition_variable cv;
@@ -168,16 +261,13 @@ struct Limiter::Impl {
     std::lock_guard g(cfg_mu);
     auto next = std::make_shared<Snapshot>(*cfg);
     f(*next);
+    if (!next->discovered.empty()) remerge(*next);
     cfg = std::move(next);
     cfg_version.fetch_add(1, std::memory_order_release);
   }
 
   static std::string queue_key(std::string_view entity, std::string_view resource) {
-    std::string k = std::to_string(entity.size());
-    k += ':';
-    k += entity;
-    k += resource;
-    return k;
+    return pair_key(entity, resource);
   }
 
   // Wakes the head of every queue: capacity came back somewhere.
@@ -277,12 +367,38 @@ void Limiter::remove_entity_limits(std::string_view entity, std::string_view res
   });
 }
 
+void Limiter::set_discovered_limits(std::string entity, std::string resource,
+                                    std::vector<Limit> limits) {
+  validate_name("entity", entity);
+  validate_name("resource", resource);
+  check_unique_names(limits);
+  impl_->update([&](Snapshot& s) {
+    if (limits.empty()) {
+      s.discovered.erase(pair_key(entity, resource));
+      return;
+    }
+    auto& d = s.discovered[pair_key(entity, resource)];
+    d.entity = std::move(entity);
+    d.resource = std::move(resource);
+    d.learned = std::move(limits);
+  });
+}
+
+std::vector<Limit> Limiter::discovered_limits(std::string_view entity,
+                                              std::string_view resource) const {
+  const Snapshot& s = impl_->current();
+  auto d = s.discovered.find(pair_key(entity, resource));
+  return d == s.discovered.end() ? std::vector<Limit>{} : d->second.learned;
+}
+
 std::vector<std::pair<Limit, ConfigSource>> Limiter::resolve(std::string_view entity,
                                                              std::string_view resource) const {
   const Resolved r = resolve_in(impl_->current(), entity, resource);
   std::vector<std::pair<Limit, ConfigSource>> out;
   if (r.limits != nullptr) {
-    for (const auto& l : *r.limits) out.emplace_back(l, r.source);
+    for (std::size_t i = 0; i < r.limits->size(); ++i) {
+      out.emplace_back((*r.limits)[i], r.source_of(i));
+    }
   }
   return out;
 }
@@ -323,11 +439,12 @@ void resolve_chain(const Snapshot& snap, std::string_view entity, std::string_vi
     const auto key = static_cast<std::uint16_t>(plan.keys.size());
     plan.keys.push_back(KeyParts{e, resource});
     if (r.limits != nullptr) {
-      for (const Limit& l : *r.limits) {
+      for (std::size_t i = 0; i < r.limits->size(); ++i) {
+        const Limit& l = (*r.limits)[i];
         if (l.unlimited()) {
           plan.unlimited.push_back(&l);
         } else {
-          plan.entries.push_back({key, &l, 0, r.source});
+          plan.entries.push_back({key, &l, 0, r.source_of(i), nullptr});
         }
       }
     }
@@ -336,14 +453,14 @@ void resolve_chain(const Snapshot& snap, std::string_view entity, std::string_vi
   }
 }
 
-// Sets each entry's amount from `amounts` (concurrency limits default to 1 slot) and checks
+// Sets each entry's amount from `amounts` (concurrency and adaptive limits default to 1) and checks
 // them: negative, unknown name, or beyond the exact range is an error in plan.error.
 void apply_amounts(const Amounts& amounts, std::string_view entity, std::string_view resource,
                    auto& plan) {
   SmallVec<char> matched(amounts.size(), 0);  // amounts[i] named some limit
   for (auto& en : plan.entries) {
     const Limit& l = *en.limit;
-    en.amount = l.kind() == LimitKind::concurrency ? 1 : 0;
+    en.amount = l.kind() == LimitKind::concurrency || l.kind() == LimitKind::adaptive ? 1 : 0;
     std::size_t i = 0;
     for (const auto& a : amounts) {
       if (a.name == l.name()) {
@@ -386,9 +503,20 @@ void apply_amounts(const Amounts& amounts, std::string_view entity, std::string_
   }
 }
 
-LimitStatus status_of(const KeyParts& k, const Limit& l, ConfigSource src, const ItemResult& r) {
-  return LimitStatus{std::string(k.entity), l.name(),     l.kind(),     src,
-                     l.capacity(),          r.available,  r.reset_after};
+LimitStatus status_of(const KeyParts& k, const Limit& l, ConfigSource src, const ItemResult& r,
+                      double rate = 0) {
+  return LimitStatus{std::string(k.entity), l.name(),    l.kind(),      src, l.capacity(),
+                     r.available,           r.reset_after, rate};
+}
+
+// An adaptive limit's parameters at its controller's rate now (the initial rate without one).
+RateParams adaptive_params(const Limit& l, const AimdController* ctl, double* rate_out) {
+  const double rate = ctl != nullptr ? ctl->current_rate()
+                                     : std::clamp(l.aimd_options().initial_rate,
+                                                  l.aimd_options().min_rate,
+                                                  l.aimd_options().max_rate);
+  if (rate_out != nullptr) *rate_out = rate;
+  return l.rate_at(rate);
 }
 
 Code code_for(LimitKind k) {
@@ -396,6 +524,7 @@ Code code_for(LimitKind k) {
     case LimitKind::rate: return Code::rate_exceeded;
     case LimitKind::window: return Code::window_exceeded;
     case LimitKind::concurrency: return Code::concurrency_exceeded;
+    case LimitKind::adaptive: return Code::rate_exceeded;
   }
   return Code::rate_exceeded;
 }
@@ -486,7 +615,14 @@ Limiter::Plan& Limiter::plan_for(std::string_view entity, std::string_view resou
     auto key = std::make_shared<detail::LeaseKey>();
     key->resource = c.resource;
     for (const auto& k : c.plan.keys) key->entities.emplace_back(k.entity);
-    for (const auto& en : c.plan.entries) key->items.push_back({*en.limit, en.source, en.key});
+    for (auto& en : c.plan.entries) {
+      std::shared_ptr<AimdController> ctl;
+      if (en.limit->kind() == LimitKind::adaptive) {
+        ctl = impl_->controller(clock_, *en.limit, c.plan.keys[en.key].entity, c.resource, true);
+        en.aimd = ctl.get();
+      }
+      key->items.push_back({*en.limit, en.source, en.key, std::move(ctl)});
+    }
     c.plan.lease_key = std::move(key);
   }
   if (c.plan.error == Code::ok) apply_amounts(amounts, entity, resource, c.plan);
@@ -499,9 +635,12 @@ struct Scratch {
   std::vector<OpItem> ops;
   std::vector<std::pair<std::uint16_t, std::size_t>> map;  // op index -> (key, entry index)
   std::vector<ItemResult> results;
+  std::vector<RateParams> rates;  // adaptive items' parameters (reserved: pointers stay valid)
+  std::vector<std::uint64_t> epochs;  // per entry: adaptive controllers' epoch at the op
   void clear() {
     ops.clear();
     map.clear();
+    rates.clear();
   }
 };
 thread_local Scratch t_scratch;
@@ -530,11 +669,18 @@ Lease Limiter::attempt(std::string_view entity, std::string_view resource, const
   }
   Scratch& sc = t_scratch;
   sc.clear();
+  sc.rates.reserve(plan.entries.size());
+  sc.epochs.resize(plan.entries.size());
   bool slots = false;
   for (std::size_t i = 0; i < plan.entries.size(); ++i) {
     const auto& en = plan.entries[i];
     if (en.amount == 0) continue;
-    sc.ops.push_back(OpItem{en.key, en.limit, en.amount, 0});
+    OpItem& it = sc.ops.emplace_back(OpItem{en.key, en.limit, en.amount, 0});
+    if (en.aimd != nullptr) {
+      const AimdState st = en.aimd->state();  // rate and epoch of one instant
+      sc.epochs[i] = st.epoch;
+      it.rate = &sc.rates.emplace_back(en.limit->rate_at(st.rate));
+    }
     sc.map.emplace_back(en.key, i);
     slots = slots || en.limit->kind() == LimitKind::concurrency;
   }
@@ -561,7 +707,10 @@ Lease Limiter::attempt(std::string_view entity, std::string_view resource, const
   for (std::size_t i = 0; i < plan.entries.size(); ++i) {
     const auto amount = plan.entries[i].amount;
     if (amount == 0) continue;
-    lease.held_[i] = Lease::Held{amount, sc.results[r++].window_end};
+    const Micros tag =
+        plan.entries[i].aimd != nullptr ? static_cast<Micros>(sc.epochs[i]) : sc.results[r].window_end;
+    lease.held_[i] = Lease::Held{amount, tag};
+    ++r;
   }
   return lease;
 }
@@ -675,12 +824,15 @@ Decision Limiter::planned_op(OpKind kind, std::string_view entity, std::string_v
   }
   SmallVec<OpItem> ops;
   SmallVec<std::pair<std::uint16_t, std::size_t>> map;
+  SmallVec<RateParams> rates;
+  rates.reserve(plan.entries.size());
   for (std::size_t i = 0; i < plan.entries.size(); ++i) {
     const auto& en = plan.entries[i];
     // Usage counted after the fact holds no slot. Every other limit is reported; the store
     // checks only positive amounts, so a limit the request does not touch cannot deny it.
     if (kind == OpKind::record && en.limit->kind() == LimitKind::concurrency) continue;
-    ops.push_back(OpItem{en.key, en.limit, en.amount, 0});
+    OpItem& it = ops.emplace_back(OpItem{en.key, en.limit, en.amount, 0});
+    if (en.aimd != nullptr) it.rate = &rates.emplace_back(adaptive_params(*en.limit, en.aimd, nullptr));
     map.emplace_back(en.key, i);
   }
   SmallVec<ItemResult> results(ops.size());
@@ -705,6 +857,8 @@ Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
   for (const auto& e : lk.entities) keys.push_back(KeyParts{e, lk.resource});
   SmallVec<OpItem> ops;
   SmallVec<std::size_t> which;
+  SmallVec<RateParams> rates;
+  rates.reserve(lk.items.size());
   bool returns_capacity = false;
   if (deltas != nullptr) {
     for (const auto& a : *deltas) {
@@ -731,6 +885,7 @@ Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
       returns_capacity = returns_capacity || delta < 0;
       ops.push_back(OpItem{it.key, &it.limit, delta, h.window_end});
       which.push_back(i);
+      if (it.aimd) ops.back().rate = &rates.emplace_back(adaptive_params(it.limit, it.aimd.get(), nullptr));
     }
   } else {
     for (std::size_t i = 0; i < lk.items.size(); ++i) {
@@ -742,6 +897,7 @@ Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
       if (!slots && !give_back) continue;
       ops.push_back(OpItem{it.key, &it.limit, give_back ? h.consumed : 0, h.window_end});
       which.push_back(i);
+      if (it.aimd) ops.back().rate = &rates.emplace_back(adaptive_params(it.limit, it.aimd.get(), nullptr));
       returns_capacity = true;
     }
   }
@@ -769,7 +925,9 @@ Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
       } else {
         h.consumed += ops[j].amount;
       }
-      if (ops[j].amount > 0) h.window_end = results[j].window_end;
+      if (ops[j].amount > 0 && it.limit.kind() == LimitKind::window) {
+        h.window_end = results[j].window_end;
+      }
     }
     d.stats.push_back(LimitStatus{lk.entities[it.key], it.limit.name(), it.limit.kind(),
                                   it.source, it.limit.capacity(),
@@ -807,7 +965,18 @@ ResourceStats Limiter::stats(std::string_view entity, std::string_view resource)
   resolve_chain(impl_->current(), entity, resource, options_.max_parent_depth, plan);
   if (plan.error != Code::ok) throw ValidationError("resource", std::string(resource), plan.error_reason);
   SmallVec<OpItem> ops;
-  for (const auto& en : plan.entries) ops.push_back(OpItem{en.key, en.limit, 0, 0});
+  SmallVec<RateParams> rates;
+  SmallVec<double> adaptive_rates(plan.entries.size(), 0.0);
+  rates.reserve(plan.entries.size());
+  for (std::size_t i = 0; i < plan.entries.size(); ++i) {
+    const auto& en = plan.entries[i];
+    OpItem& it = ops.emplace_back(OpItem{en.key, en.limit, 0, 0});
+    if (en.limit->kind() == LimitKind::adaptive) {
+      const auto ctl = impl_->controller(clock_, *en.limit, plan.keys[en.key].entity, resource,
+                                         /*create=*/false);
+      it.rate = &rates.emplace_back(adaptive_params(*en.limit, ctl.get(), &adaptive_rates[i]));
+    }
+  }
   SmallVec<ItemResult> results(ops.size());
   if (!ops.empty()) {
     const Op op{.kind = OpKind::read, .ns = &impl_->ns, .now = clock_.now(), .keys = plan.keys,
@@ -816,7 +985,47 @@ ResourceStats Limiter::stats(std::string_view entity, std::string_view resource)
   }
   for (std::size_t i = 0; i < plan.entries.size(); ++i) {
     const auto& en = plan.entries[i];
-    out.limits.push_back(status_of(plan.keys[en.key], *en.limit, en.source, results[i]));
+    out.limits.push_back(
+        status_of(plan.keys[en.key], *en.limit, en.source, results[i], adaptive_rates[i]));
+  }
+  return out;
+}
+
+std::vector<LimitStatus> Limiter::clamp(std::string_view entity, std::string_view resource,
+                                        std::span<const StateClamp> clamps) {
+  Plan plan;
+  resolve_chain(impl_->current(), entity, resource, 0, plan);  // the entity's own key only
+  if (plan.error != Code::ok) throw ValidationError("resource", std::string(resource), plan.error_reason);
+  SmallVec<OpItem> ops;
+  SmallVec<std::size_t> which;
+  SmallVec<RateParams> rates;
+  rates.reserve(plan.entries.size());
+  for (std::size_t i = 0; i < plan.entries.size(); ++i) {
+    const auto& en = plan.entries[i];
+    if (en.limit->kind() == LimitKind::concurrency) continue;
+    for (const StateClamp& c : clamps) {
+      if (c.limit != en.limit->name()) continue;
+      if (c.available < 0 && c.until == 0) continue;
+      OpItem& it = ops.emplace_back(
+          OpItem{en.key, en.limit, c.available < 0 ? en.limit->capacity() : c.available, 0});
+      it.until = c.until;
+      if (en.limit->kind() == LimitKind::adaptive) {
+        const auto ctl = impl_->controller(clock_, *en.limit, entity, resource, false);
+        it.rate = &rates.emplace_back(adaptive_params(*en.limit, ctl.get(), nullptr));
+      }
+      which.push_back(i);
+      break;
+    }
+  }
+  std::vector<LimitStatus> out;
+  if (ops.empty()) return out;
+  SmallVec<ItemResult> results(ops.size());
+  const Op op{.kind = OpKind::clamp, .ns = &impl_->ns, .now = clock_.now(), .keys = plan.keys,
+              .items = ops, .handles = {}, .lease_id = 0, .lease_expiry = 0, .report = true};
+  store_.apply(op, results);
+  for (std::size_t j = 0; j < ops.size(); ++j) {
+    const auto& en = plan.entries[which[j]];
+    out.push_back(status_of(plan.keys[en.key], *en.limit, en.source, results[j]));
   }
   return out;
 }

@@ -210,7 +210,8 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
   } unlock{im, order};
 
   const bool consumes = op.kind == OpKind::acquire || op.kind == OpKind::record ||
-                        op.kind == OpKind::adjust || op.kind == OpKind::release;
+                        op.kind == OpKind::adjust || op.kind == OpKind::release ||
+                        op.kind == OpKind::clamp;
   if (consumes) {
     for (const std::size_t s : order) {
       Shard& sh = im.shards[s];
@@ -265,9 +266,9 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
       slot = found == sh.states.end() ? &fresh : &found->second;
     }
     slots[i] = slot;
-    if (l.kind() == LimitKind::rate) {
-      const auto& p = l.rate();
-      const rate::Tat tat{slot->a, slot->b};
+    if (l.kind() == LimitKind::rate || l.kind() == LimitKind::adaptive) {
+      const auto& p = it.rate != nullptr ? *it.rate : l.rate();
+      const rate::Tat tat = rate::normalize(p, {slot->a, slot->b});
       if (checks) {
         const rate::Check c = rate::check(p, tat, it.amount, now);
         res.ok = c.ok;
@@ -330,10 +331,12 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
     Slot& slot = *slots[i];
     std::int64_t delta = it.amount;
     if (op.kind == OpKind::release) delta = -delta;
-    if (l.kind() == LimitKind::rate) {
-      const auto& p = l.rate();
-      rate::Tat tat{slot.a, slot.b};
-      if (delta > 0) {
+    if (l.kind() == LimitKind::rate || l.kind() == LimitKind::adaptive) {
+      const auto& p = it.rate != nullptr ? *it.rate : l.rate();
+      rate::Tat tat = rate::normalize(p, {slot.a, slot.b});
+      if (op.kind == OpKind::clamp) {
+        tat = rate::clamp(p, tat, std::max<std::int64_t>(it.amount, 0), it.until, now);
+      } else if (delta > 0) {
         tat = rate::consume(p, tat, delta, now);
       } else if (delta < 0) {
         tat = rate::refund(p, tat, -delta, now);
@@ -346,7 +349,11 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
     } else {
       if (slot.a <= now) slot = Slot{res.window_end, 0};
       const bool same_window = it.window_end == 0 || it.window_end == slot.a;
-      if (delta > 0) {
+      if (op.kind == OpKind::clamp) {
+        const std::int64_t floor_used =
+            it.until > now ? l.capacity() : l.capacity() - std::max<std::int64_t>(it.amount, 0);
+        slot.b = std::max(slot.b, floor_used);
+      } else if (delta > 0) {
         slot.b += delta;
       } else if (delta < 0 && same_window) {
         slot.b = std::max<std::int64_t>(0, slot.b + delta);

@@ -37,8 +37,9 @@ struct Violation {
   Micros retry_after = 0;     ///< for this limit alone
 };
 
-/// Where a resolved limit came from (most specific first).
-enum class ConfigSource : std::uint8_t { entity, entity_default, resource, system };
+/// Where a resolved limit came from (most specific first). `discovered`: learned from the
+/// provider's responses (Discovery), replacing the configured limit of the same name.
+enum class ConfigSource : std::uint8_t { discovered, entity, entity_default, resource, system };
 std::string_view to_string(ConfigSource s);
 
 /// The state of one limit of one entity after the operation.
@@ -50,6 +51,7 @@ struct LimitStatus {
   std::int64_t capacity = 0;
   std::int64_t available = 0;  ///< whole units that would fit now
   Micros reset_after = 0;      ///< until full again (rate), until the window ends (window)
+  double rate = 0;             ///< adaptive limits: the AIMD controller's rate (per second)
 };
 
 /**

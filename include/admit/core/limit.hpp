@@ -1,5 +1,6 @@
-// Limits: what a key may consume. Three kinds: rate (token bucket / GCRA), window (fixed
-// calendar window in a time zone) and concurrency (slots held by leases). 0 means unlimited.
+// Limits: what a key may consume. Four kinds: rate (token bucket / GCRA), window (fixed
+// calendar window in a time zone), concurrency (slots held by leases) and adaptive (a GCRA
+// whose rate an AIMD controller sets at run time). 0 means unlimited.
 // Every factory validates its arguments and throws ValidationError naming the field and value.
 #pragma once
 
@@ -9,11 +10,12 @@
 #include <string>
 #include <string_view>
 
+#include "admit/adapt/aimd_options.hpp"
 #include "admit/core/time.hpp"
 
 namespace admit {
 
-enum class LimitKind : std::uint8_t { rate, window, concurrency };
+enum class LimitKind : std::uint8_t { rate, window, concurrency, adaptive };
 std::string_view to_string(LimitKind k);
 
 /// Calendar unit of a window limit.
@@ -76,6 +78,17 @@ class Limit {
                      std::string time_zone = "UTC");
   /// At most `slots` leases (or slot amounts) held at once. slots == 0 means unlimited.
   static Limit concurrency(std::string name, std::int64_t slots);
+  /**
+   * A rate limit whose rate (units per second) an AIMD controller sets at run time: it starts
+   * at options.initial_rate, grows while requests succeed and drops on failures (Lease::
+   * mark_success / mark_failure, or a provider's 429 seen by Discovery). `burst` units may go
+   * at once; burst 1 paces requests evenly. Each (entity, resource) key has its own
+   * controller, in the process that acquires (a fleet's processes adapt independently).
+   * Acquires take 1 unit of it unless the amounts name it. The rate is applied with a
+   * resolution of 1 ns per unit.
+   * @throws ValidationError for bad options (see AimdOptions) or a burst outside 1..1000000.
+   */
+  static Limit adaptive(std::string name, AimdOptions options, std::int64_t burst = 1);
 
   const std::string& name() const { return name_; }
   LimitKind kind() const { return kind_; }
@@ -92,6 +105,13 @@ class Limit {
   WindowBounds window_at(Micros now) const;
   /// Largest amount one operation may carry on this limit (exactness bound).
   std::int64_t max_amount() const;
+  /// Adaptive limits only: the controller settings.
+  const AimdOptions& aimd_options() const;
+  /// Adaptive limits only: the GCRA parameters at `per_second` units per second (clamped to
+  /// [min_rate, max_rate]); the interval is rounded to the nanosecond and kept as
+  /// a + b / 1000 µs, the same denominator at every rate, so a stored state stays exact when
+  /// the rate changes. rate() is rate_at(initial rate).
+  RateParams rate_at(double per_second) const;
 
   /// Human-readable description, e.g. "rpm: 100 per 1m (burst 100)".
   std::string describe() const;
@@ -116,6 +136,7 @@ class Limit {
   RateParams rate_;
   std::uint64_t name_hash_ = 0;
   std::shared_ptr<const WindowCalendar> calendar_;
+  std::shared_ptr<const AimdOptions> aimd_;
 };
 
 /// Checks a limit, entity, resource or namespace name: 1-128 bytes, printable ASCII without

@@ -84,6 +84,33 @@ inline Tat refund(const RateParams& p, const Tat& tat, std::int64_t n, Micros no
   return less(t, Tat{now, 0}) ? Tat{now, 0} : t;
 }
 
+/**
+ * Lowers the bucket so that at most `n` units are available at `now` and none before `until`
+ * (the next unit then comes exactly at `until`); never raises it. 0 <= n.
+ */
+inline Tat clamp(const RateParams& p, const Tat& tat, std::int64_t n, Micros until,
+                 Micros now) noexcept {
+  Tat t = tat;
+  const Tat tol{p.tol_us, p.tol_rem};
+  if (n < p.capacity) {  // available <= n  <=>  TAT >= now + tol - n*T
+    const Tat floor_n = sub(p, add(p, Tat{now, 0}, tol), span(p, n));
+    if (less(t, floor_n)) t = floor_n;
+  }
+  if (until > now) {  // nothing before until  <=>  TAT >= until + tol - T
+    const Tat floor_u = sub(p, add(p, Tat{until, 0}, tol), span(p, 1));
+    if (less(t, floor_u)) t = floor_u;
+  }
+  return t;
+}
+
+/// A stored state written under other parameters (the limit was reconfigured, or an adaptive
+/// limit changed its rate) may carry a remainder of another denominator: keep it in range.
+/// The error is below 1 µs.
+inline Tat normalize(const RateParams& p, Tat t) noexcept {
+  if (t.rem >= p.r) t.rem = p.r - 1;
+  return t;
+}
+
 /// Whole units available now (0 when in debt).
 inline std::int64_t available(const RateParams& p, const Tat& tat, Micros now) noexcept {
   const Tat b = base(tat, now);

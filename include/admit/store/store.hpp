@@ -42,14 +42,22 @@ enum class OpKind : std::uint8_t {
   release,  ///< end a lease: refund each amount (if in the same window) and free its slots
   read,     ///< report state; change nothing
   reset,    ///< forget the items' state (their buckets are full again)
+  /// lower each item's state to what an outside source of truth (a provider) reports: at
+  /// most `amount` units available now, none before `until`; never raises it
+  clamp,
 };
 
 /// One limit of one key in an operation.
 struct OpItem {
   std::uint16_t key = 0;       ///< index into Op::keys
   const Limit* limit = nullptr;
-  std::int64_t amount = 0;     ///< acquire/decide/record: amount; adjust: delta; release: refund
+  /// acquire/decide/record: amount; adjust: delta; release: refund; clamp: most available
+  std::int64_t amount = 0;
   Micros window_end = 0;       ///< adjust/release on windows: the window the lease counted in
+  /// Adaptive limits: the parameters at the controller's current rate (Limit::rate_at);
+  /// nullptr = limit->rate(). Stores use it in place of the limit's own for this op.
+  const RateParams* rate = nullptr;
+  Micros until = 0;            ///< clamp: nothing is available before this instant (0: none)
 };
 
 struct Op {
