@@ -57,7 +57,8 @@ class [[nodiscard]] Lease {
   bool allowed() const { return decision_.allowed; }
   explicit operator bool() const { return decision_.allowed; }
   const Decision& decision() const { return decision_; }
-  /// Lease id (unique per process) of a lease that holds concurrency slots; 0 otherwise.
+  /// Lease id of a lease that holds concurrency slots (random-based: distinct across the
+  /// processes sharing a store); 0 otherwise.
   std::uint64_t id() const { return id_; }
   /// When its concurrency slots are reclaimed if it is never ended (µs since epoch).
   Micros expires_at() const { return expires_at_; }

@@ -10,6 +10,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <random>
 
 #include <boost/container/small_vector.hpp>
 
@@ -150,9 +151,16 @@ std::string format_micros(Micros us) {
 
 std::atomic<std::uint64_t> g_next_limiter_uid{1};
 
-// Lease ids: unique per process; each thread takes them in blocks so the hot path does not
-// contend on one counter.
-std::atomic<std::uint64_t> g_next_lease_block{1};
+// Lease ids: each thread takes them in blocks so the hot path does not contend on one
+// counter. The blocks start at a random point of the 64-bit space, so processes sharing a
+// store (SQLite, Redis) hold distinct ids: two processes' ranges overlap with probability
+// about (their leases) / 2^54.
+std::uint64_t random_lease_block() {
+  std::random_device rd;
+  const std::uint64_t r = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  return (r >> 10) | 1;  // block * 1024 stays below 2^64; never 0
+}
+std::atomic<std::uint64_t> g_next_lease_block{random_lease_block()};
 constexpr std::uint64_t kLeaseBlock = 1024;
 thread_local std::uint64_t t_lease_next = 0;
 thread_local std::uint64_t t_lease_end = 0;
