@@ -9,14 +9,6 @@ namespace admit {
 
 namespace {
 
-std::string pair_key(std::string_view entity, std::string_view resource) {
-  std::string k = std::to_string(entity.size());
-  k += ':';
-  k += entity;
-  k += resource;
-  return k;
-}
-
 // "rpm", "tpd", "itpm", ...: prefix + "p" + the window's unit (per minute when unknown).
 std::string default_name(std::string_view prefix, Micros window) {
   std::string name(prefix);
@@ -73,7 +65,7 @@ ObserveResult Discovery::observe(std::string_view entity, std::string_view resou
   std::vector<StateClamp> clamps;
   {
     std::lock_guard g(mu_);
-    auto& known = learned_[pair_key(entity, resource)];
+    auto& known = learned_[{std::string(entity), std::string(resource)}];
     for (const Slot& s : slots) {
       const LimitObservation& o = s.o;
       if (!o.has_data()) continue;
@@ -148,7 +140,7 @@ std::vector<DiscoveredLimit> Discovery::discovered(std::string_view entity,
                                                    std::string_view resource) const {
   std::lock_guard g(mu_);
   std::vector<DiscoveredLimit> out;
-  auto it = learned_.find(pair_key(entity, resource));
+  auto it = learned_.find(std::pair{std::string(entity), std::string(resource)});
   if (it == learned_.end()) return out;
   for (const auto& [name, dl] : it->second) out.push_back(dl);
   return out;

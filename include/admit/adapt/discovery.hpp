@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "admit/adapt/headers.hpp"
@@ -103,8 +104,8 @@ class Discovery {
   Provider provider_;
   DiscoveryOptions options_;
   mutable std::mutex mu_;
-  // pair key -> limit name -> what was learned
-  std::map<std::string, std::map<std::string, DiscoveredLimit>, std::less<>> learned_;
+  // (entity, resource) -> limit name -> what was learned
+  std::map<std::pair<std::string, std::string>, std::map<std::string, DiscoveredLimit>> learned_;
 };
 
 }  // namespace admit
