@@ -198,6 +198,7 @@ struct Limiter::Plan {
   SmallVec<KeyHandle> handles;  // the store's prepared keys (plan cache only)
   SmallVec<Entry> entries;
   SmallVec<const Limit*> unlimited;  // named limits that are 0 = unlimited (never stored)
+  bool adaptive = false;             // some entry has an AIMD controller (plan cache only)
   std::shared_ptr<const detail::LeaseKey> lease_key;  // plan cache only: shared by its leases
   Code error = Code::ok;
   std::string error_reason;
@@ -434,6 +435,7 @@ void resolve_chain(const Snapshot& snap, std::string_view entity, std::string_vi
   plan.handles.clear();
   plan.entries.clear();
   plan.unlimited.clear();
+  plan.adaptive = false;
   plan.error = Code::ok;
   plan.error_reason.clear();
   if (resource.empty() || resource.size() > kMaxIdBytes || entity.size() > kMaxIdBytes) {
@@ -628,6 +630,7 @@ Limiter::Plan& Limiter::plan_for(std::string_view entity, std::string_view resou
       if (en.limit->kind() == LimitKind::adaptive) {
         ctl = impl_->controller(clock_, *en.limit, c.plan.keys[en.key].entity, c.resource, true);
         en.aimd = ctl.get();
+        c.plan.adaptive = true;
       }
       key->items.push_back({*en.limit, en.source, en.key, std::move(ctl)});
     }
@@ -677,8 +680,10 @@ Lease Limiter::attempt(std::string_view entity, std::string_view resource, const
   }
   Scratch& sc = t_scratch;
   sc.clear();
-  sc.rates.reserve(plan.entries.size());
-  sc.epochs.resize(plan.entries.size());
+  if (plan.adaptive) {
+    sc.rates.reserve(plan.entries.size());
+    sc.epochs.resize(plan.entries.size());
+  }
   bool slots = false;
   for (std::size_t i = 0; i < plan.entries.size(); ++i) {
     const auto& en = plan.entries[i];
@@ -715,10 +720,10 @@ Lease Limiter::attempt(std::string_view entity, std::string_view resource, const
   for (std::size_t i = 0; i < plan.entries.size(); ++i) {
     const auto amount = plan.entries[i].amount;
     if (amount == 0) continue;
-    const Micros tag =
-        plan.entries[i].aimd != nullptr ? static_cast<Micros>(sc.epochs[i]) : sc.results[r].window_end;
-    lease.held_[i] = Lease::Held{amount, tag};
-    ++r;
+    lease.held_[i] = Lease::Held{amount, sc.results[r++].window_end};
+    if (plan.adaptive && plan.entries[i].aimd != nullptr) {
+      lease.held_[i].window_end = static_cast<Micros>(sc.epochs[i]);
+    }
   }
   return lease;
 }
