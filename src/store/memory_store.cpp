@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "admit/core/error.hpp"
-#include "admit/core/rate.hpp"
+#include "kernel.hpp"
 
 namespace admit {
 
@@ -29,17 +29,9 @@ struct FpHash {
   std::size_t operator()(const Fp& f) const { return f.lo; }  // already uniformly random
 };
 
-// Rate: (tat.us, tat.rem). Window: (window end, used).
-struct Slot {
-  std::int64_t a = 0;
-  std::int64_t b = 0;
-};
-
-struct Hold {
-  std::uint64_t lease = 0;
-  std::int64_t amount = 0;
-  Micros expiry = 0;
-};
+using detail::Hold;
+using detail::Holds;
+using detail::Slot;
 
 // n elements, inline up to N (uninitialised for trivial T), on the heap beyond.
 template <class T, std::size_t N = 8>
@@ -63,43 +55,23 @@ constexpr int kNsShift = 48;
 constexpr std::uint64_t kNsMask = std::uint64_t{0xffff} << kNsShift;
 constexpr std::size_t kMinPruneAt = 4096;
 
-// Idle: a full bucket or a finished window is indistinguishable from no state at all.
-bool idle(const Slot& s, Micros now) { return s.a < now; }
-
 struct alignas(64) Shard {
   std::mutex mu;
   absl::flat_hash_map<Fp, Slot, FpHash> states;
-  absl::flat_hash_map<Fp, std::vector<Hold>, FpHash> holds;
+  absl::flat_hash_map<Fp, Holds, FpHash> holds;
   std::size_t prune_at = kMinPruneAt;
 
   std::size_t prune_locked(Micros now) {
-    std::size_t n = absl::erase_if(states, [now](const auto& kv) { return idle(kv.second, now); });
+    std::size_t n =
+        absl::erase_if(states, [now](const auto& kv) { return detail::idle(kv.second, now); });
     n += absl::erase_if(holds, [now](auto& kv) {
-      std::erase_if(kv.second, [now](const Hold& h) { return h.expiry <= now; });
+      std::erase_if(kv.second, [now](const Hold& h) { return detail::expired(h, now); });
       return kv.second.empty();
     });
     prune_at = std::max(kMinPruneAt, 2 * states.size());
     return n;
   }
 };
-
-std::int64_t held_after_expiry(std::vector<Hold>& v, Micros now) {
-  std::erase_if(v, [now](const Hold& h) { return h.expiry <= now; });
-  std::int64_t held = 0;
-  for (const auto& h : v) held += h.amount;
-  return held;
-}
-
-// Earliest wait after which enough holders have expired for `n` more slots.
-Micros concurrency_retry(std::vector<Hold> v, std::int64_t held, std::int64_t n,
-                         std::int64_t slots, Micros now) {
-  std::sort(v.begin(), v.end(), [](const Hold& x, const Hold& y) { return x.expiry < y.expiry; });
-  for (const auto& h : v) {
-    held -= h.amount;
-    if (held + n <= slots) return h.expiry - now;
-  }
-  return 0;
-}
 
 }  // namespace
 
@@ -209,10 +181,7 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
     }
   } unlock{im, order};
 
-  const bool consumes = op.kind == OpKind::acquire || op.kind == OpKind::record ||
-                        op.kind == OpKind::adjust || op.kind == OpKind::release ||
-                        op.kind == OpKind::clamp;
-  if (consumes) {
+  if (detail::consumes(op.kind)) {
     for (const std::size_t s : order) {
       Shard& sh = im.shards[s];
       if (sh.states.size() >= sh.prune_at) sh.prune_locked(now);
@@ -221,148 +190,50 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
     }
   }
 
-  // Pass 1: locate state and check.
-  Slot fresh{};  // stands in for absent state in read-only ops
-  Buf<Slot*> slots(op.items.size());
-  bool all_ok = true;
-  for (std::size_t i = 0; i < op.items.size(); ++i) {
-    const OpItem& it = op.items[i];
-    const Limit& l = *it.limit;
-    Shard& sh = im.shards[shard_ids[it.key]];
-    const Fp fp = Impl::derive(bases[it.key], l);
-    ItemResult& res = results[i];
-    res = ItemResult{};
-    // Only a positive amount is checked: an item with amount 0 is reported, never denied.
-    const bool checks = (op.kind == OpKind::acquire || op.kind == OpKind::decide) && it.amount > 0;
-    if (op.kind == OpKind::reset) {
-      sh.states.erase(fp);
-      sh.holds.erase(fp);
-      continue;
-    }
-    if (l.kind() == LimitKind::concurrency) {
-      auto found = sh.holds.find(fp);
-      std::int64_t held = 0;
-      if (found != sh.holds.end()) held = held_after_expiry(found->second, now);
-      res.held = held;
-      if (checks) {
-        const std::int64_t n = it.amount;
-        if (n > l.capacity()) {
-          res.ok = false;
-          res.never = true;
-        } else if (held + n > l.capacity()) {
-          res.ok = false;
-          res.retry_after = concurrency_retry(found->second, held, n, l.capacity(), now);
-        }
-      }
-      res.available = std::max<std::int64_t>(0, l.capacity() - held);
-      all_ok = all_ok && res.ok;
-      continue;
-    }
-    Slot* slot;
-    if (consumes) {
-      slot = &sh.states.try_emplace(fp).first->second;
-    } else {
-      auto found = sh.states.find(fp);
-      slot = found == sh.states.end() ? &fresh : &found->second;
-    }
-    slots[i] = slot;
-    if (l.kind() == LimitKind::rate || l.kind() == LimitKind::adaptive) {
-      const auto& p = it.rate != nullptr ? *it.rate : l.rate();
-      const rate::Tat tat = rate::normalize(p, {slot->a, slot->b});
-      if (checks) {
-        const rate::Check c = rate::check(p, tat, it.amount, now);
-        res.ok = c.ok;
-        res.never = c.never;
-        res.retry_after = c.retry_after;
-      }
-      if (op.report || !res.ok) {
-        res.available = rate::available(p, tat, now);
-        res.reset_after = rate::reset_after(tat, now);
-      }
-    } else {  // window
-      Micros end = slot->a;
-      std::int64_t used = slot->b;
-      if (end <= now) {
-        end = l.window_at(now).end;
-        used = 0;
-      }
-      if (checks) {
-        if (it.amount > l.capacity()) {
-          res.ok = false;
-          res.never = true;
-        } else if (used + it.amount > l.capacity()) {
-          res.ok = false;
-          res.retry_after = end - now;
-        }
-      }
-      res.window_end = end;
-      res.available = std::max<std::int64_t>(0, l.capacity() - used);
-      res.reset_after = end - now;
-    }
-    all_ok = all_ok && res.ok;
-  }
-  if (op.kind == OpKind::decide || op.kind == OpKind::read || op.kind == OpKind::reset) {
-    return all_ok;
-  }
-  if (op.kind == OpKind::acquire && !all_ok) return false;
+  // The kernel checks and changes; this store only locates state in the locked shards.
+  struct Access {
+    Shard* shards;
+    const Op& op;
+    Buf<Fp>& bases;
+    Buf<std::size_t>& shard_ids;
+    Buf<Slot*> slots;  // pass 1's slots, for pass 2 (no rehash in between: reserved above)
 
-  // Pass 2: apply.
-  for (std::size_t i = 0; i < op.items.size(); ++i) {
-    const OpItem& it = op.items[i];
-    const Limit& l = *it.limit;
-    ItemResult& res = results[i];
-    if (l.kind() == LimitKind::concurrency) {
-      Shard& sh = im.shards[shard_ids[it.key]];
-      const Fp fp = Impl::derive(bases[it.key], l);
-      if (op.kind == OpKind::acquire && it.amount > 0) {
-        sh.holds[fp].push_back(Hold{op.lease_id, it.amount, op.lease_expiry});
-        res.held += it.amount;
-      } else if (op.kind == OpKind::release) {
-        auto found = sh.holds.find(fp);
-        if (found != sh.holds.end()) {
-          std::erase_if(found->second, [&](const Hold& h) { return h.lease == op.lease_id; });
-          res.held = held_after_expiry(found->second, now);
-          if (found->second.empty()) sh.holds.erase(found);
-        }
-      }
-      res.available = std::max<std::int64_t>(0, l.capacity() - res.held);
-      continue;
+    Shard& shard(std::size_t i) const { return shards[shard_ids[op.items[i].key]]; }
+    Fp fp(std::size_t i) const {
+      const OpItem& it = op.items[i];
+      return Impl::derive(bases[it.key], *it.limit);
     }
-    Slot& slot = *slots[i];
-    std::int64_t delta = it.amount;
-    if (op.kind == OpKind::release) delta = -delta;
-    if (l.kind() == LimitKind::rate || l.kind() == LimitKind::adaptive) {
-      const auto& p = it.rate != nullptr ? *it.rate : l.rate();
-      rate::Tat tat = rate::normalize(p, {slot.a, slot.b});
-      if (op.kind == OpKind::clamp) {
-        tat = rate::clamp(p, tat, std::max<std::int64_t>(it.amount, 0), it.until, now);
-      } else if (delta > 0) {
-        tat = rate::consume(p, tat, delta, now);
-      } else if (delta < 0) {
-        tat = rate::refund(p, tat, -delta, now);
-      }
-      slot = Slot{tat.us, tat.rem};
-      if (op.report) {
-        res.available = rate::available(p, tat, now);
-        res.reset_after = rate::reset_after(tat, now);
-      }
-    } else {
-      if (slot.a <= now) slot = Slot{res.window_end, 0};
-      const bool same_window = it.window_end == 0 || it.window_end == slot.a;
-      if (op.kind == OpKind::clamp) {
-        const std::int64_t floor_used =
-            it.until > now ? l.capacity() : l.capacity() - std::max<std::int64_t>(it.amount, 0);
-        slot.b = std::max(slot.b, floor_used);
-      } else if (delta > 0) {
-        slot.b += delta;
-      } else if (delta < 0 && same_window) {
-        slot.b = std::max<std::int64_t>(0, slot.b + delta);
-      }
-      res.window_end = slot.a;
-      res.available = std::max<std::int64_t>(0, l.capacity() - slot.b);
+    void forget(std::size_t i) {
+      Shard& sh = shard(i);
+      const Fp f = fp(i);
+      sh.states.erase(f);
+      sh.holds.erase(f);
     }
-  }
-  return all_ok;
+    Slot* state(std::size_t i, bool create) {
+      Shard& sh = shard(i);
+      Slot* s;
+      if (create) {
+        s = &sh.states.try_emplace(fp(i)).first->second;
+      } else {
+        auto found = sh.states.find(fp(i));
+        s = found == sh.states.end() ? nullptr : &found->second;
+      }
+      slots[i] = s;
+      return s;
+    }
+    Slot& state_again(std::size_t i) { return *slots[i]; }
+    void state_changed(std::size_t) {}
+    Holds* holds(std::size_t i, bool create) {
+      Shard& sh = shard(i);
+      if (create) return &sh.holds[fp(i)];
+      auto found = sh.holds.find(fp(i));
+      return found == sh.holds.end() ? nullptr : &found->second;
+    }
+    void holds_changed(std::size_t i, Holds* h) {
+      if (h != nullptr && h->empty()) shard(i).holds.erase(fp(i));
+    }
+  } acc{im.shards.get(), op, bases, shard_ids, Buf<Slot*>(op.items.size())};
+  return detail::run(op, results, acc);
 }
 
 void MemoryStore::reset_namespace(const Namespace& ns) {

@@ -3,6 +3,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "admit/core/decision.hpp"
 
@@ -47,6 +48,26 @@ class RateLimitExceeded : public Error {
 class StoreUnavailable : public Error {
  public:
   using Error::Error;
+};
+
+/// A store file written by a newer version of admit (its schema version is above the one this
+/// build supports); it is left untouched.
+class IncompatibleSchema : public Error {
+ public:
+  IncompatibleSchema(std::string path, int version, int supported)
+      : Error("store file '" + path + "' has schema version " + std::to_string(version) +
+              "; this build supports version " + std::to_string(supported) + " and older"),
+        path_(std::move(path)),
+        version_(version),
+        supported_(supported) {}
+  const std::string& path() const { return path_; }
+  int version() const { return version_; }
+  int supported() const { return supported_; }
+
+ private:
+  std::string path_;
+  int version_ = 0;
+  int supported_ = 0;
 };
 
 /// A lease operation after the lease ended (committed, rolled back or expired).

@@ -1,0 +1,93 @@
+// SqliteStore: the embedded durable store. One SQLite file (WAL) holds every key's state under
+// its real strings (namespace, entity, resource, limit), so state can be listed and migrated.
+// Two durability modes: per_op (one fsync'd transaction per operation: an acknowledged
+// operation survives a process kill and a power loss; several processes may share the file)
+// and write_behind (state cached in memory, flushed in one transaction every interval; a crash
+// loses at most about one interval's operations; one process only). See docs/stores.md.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "admit/store/store.hpp"
+
+namespace admit {
+
+enum class Durability : std::uint8_t {
+  /// Every apply() is one BEGIN IMMEDIATE ... COMMIT transaction with synchronous=FULL: an
+  /// operation that returned is on disk. Any number of processes may share the file.
+  per_op,
+  /**
+   * State lives in memory (the rows this process touched, loaded from the file on first use)
+   * and is written in one transaction every write_behind_interval. A crash (process kill or
+   * power loss) loses at most the operations acknowledged after the last completed flush:
+   * those of one interval plus the duration of one flush. The file is locked exclusively for
+   * as long as the store is open: one process only.
+   */
+  write_behind,
+};
+
+struct SqliteStoreOptions {
+  std::string path;  ///< the database file; created (with its schema) if missing
+  Durability durability = Durability::per_op;
+  /// write_behind only: time between two flushes (> 0).
+  Micros write_behind_interval = 100 * 1000;
+  /// How long an operation waits for another process's transaction before it fails with
+  /// StoreUnavailable ("database is locked").
+  std::chrono::milliseconds busy_timeout{5000};
+};
+
+/**
+ * The durable embedded store. Thread-safe: one SQLite connection guarded by one mutex (the
+ * operations of one process are serialised; SQLite allows one writer at a time anyway).
+ * Processes sharing a file (per_op) are serialised by SQLite's locks: BEGIN IMMEDIATE, with
+ * busy_timeout, so no update is lost.
+ *
+ * Every SQLite failure (cannot open, disk full, corrupt file, locked beyond busy_timeout)
+ * throws StoreUnavailable naming the file and SQLite's message; the operation then changed
+ * nothing. A file with a newer schema throws IncompatibleSchema and is left untouched.
+ */
+class SqliteStore final : public Store {
+ public:
+  /// Schema version this build writes (PRAGMA user_version); older files are migrated.
+  static constexpr int kSchemaVersion = 1;
+
+  /**
+   * Opens or creates the file and migrates its schema.
+   * @throws ValidationError for bad options; IncompatibleSchema for a newer file;
+   *         StoreUnavailable if SQLite cannot open, read or lock it (write_behind: another
+   *         process has it open).
+   */
+  explicit SqliteStore(SqliteStoreOptions options);
+  /// write_behind: flushes what is pending (a failure there is not reported).
+  ~SqliteStore() override;
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  bool apply(const Op& op, std::span<ItemResult> results) override;
+  Namespace open_namespace(std::string_view name) override;
+  void reset_namespace(const Namespace& ns) override;
+  /// Deletes idle rows: rate/window state with a < now (full buckets, finished windows) and
+  /// expired holds. A full scan of the table. write_behind: flushes first.
+  std::size_t prune(Micros now) override;
+  /// State rows plus keys with holders. write_behind: flushes first.
+  std::size_t size() const override;
+  StoreCapabilities capabilities() const override;
+  std::string name() const override { return "sqlite"; }
+
+  /// write_behind: writes every pending change now, in one transaction. per_op: nothing to do.
+  /// @throws StoreUnavailable if the write fails (the changes stay pending).
+  void flush();
+  /// apply() calls of this object whose effects are on disk (per_op: every one that returned;
+  /// write_behind: those before the last completed flush). Thread-safe.
+  std::uint64_t durable_ops() const;
+  const SqliteStoreOptions& options() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace admit

@@ -1,0 +1,734 @@
+// One conformance suite for every store: the same cases, driven through the public Limiter
+// (with a ManualClock) and through Store::apply directly, run against each store factory in
+// kFactories. A store joins the suite with one line there; a factory that cannot make its store
+// here (e.g. no Redis server) skips with the reason. The last cases replay random operation
+// sequences against a MemoryStore and expect identical results.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <random>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/temp_dir.hpp"
+#include "admit/core/clock.hpp"
+#include "admit/core/error.hpp"
+#include "admit/core/limit.hpp"
+#include "admit/limiter.hpp"
+#include "admit/store/memory_store.hpp"
+#include "admit/store/sqlite_store.hpp"
+#include "support/test_support.hpp"
+
+namespace admit {
+namespace {
+
+using namespace std::chrono_literals;
+using test::available;
+using test::cat;
+using test::kStart;
+using test::take;
+
+constexpr Micros kSec = kMicrosPerSecond;
+constexpr Micros kMs = 1000;
+/// kStart's UTC day ends 6,400 s later.
+constexpr Micros kUtcDayEnd = (kStart / kMicrosPerDay + 1) * kMicrosPerDay;
+
+/// A fresh directory under $TMPDIR (or /tmp), removed with everything in it.
+using test::TempDir;
+
+/// Makes a fresh, empty store whose files (if any) live under `dir`; returns nullptr and
+/// sets `why` when the store cannot be made here (the cases then skip).
+using MakeStore = std::function<std::unique_ptr<Store>(const std::string& dir, std::string& why)>;
+
+struct StoreFactory {
+  std::string name;
+  MakeStore make;
+  /// A new store made over the same directory sees the state of the previous one.
+  bool persistent = false;
+};
+
+void PrintTo(const StoreFactory& f, std::ostream* os) { *os << f.name; }
+
+std::unique_ptr<Store> make_sqlite(const std::string& dir, Durability durability) {
+  SqliteStoreOptions o;
+  o.path = dir + "/conformance.db";
+  o.durability = durability;
+  o.write_behind_interval = 5 * kMs;  // the flusher runs often, between the cases' operations
+  return std::make_unique<SqliteStore>(o);
+}
+
+// Every store the suite runs on. Add a store here (RedisStore: return nullptr with the reason
+// when no server answers, unless ADMIT_REQUIRE_REDIS=1).
+const StoreFactory kFactories[] = {
+    {"memory",
+     [](const std::string&, std::string&) -> std::unique_ptr<Store> {
+       return std::make_unique<MemoryStore>();
+     }},
+    {"sqlite",
+     [](const std::string& dir, std::string&) { return make_sqlite(dir, Durability::per_op); },
+     true},
+    {"sqlite_write_behind",
+     [](const std::string& dir, std::string&) {
+       return make_sqlite(dir, Durability::write_behind);
+     },
+     true},
+};
+
+/// An Op by member assignment (robust to fields added later).
+Op make_op(OpKind kind, const Namespace& ns, Micros now, std::span<const KeyParts> keys,
+           std::span<const OpItem> items, std::uint64_t lease = 0, Micros expiry = 0) {
+  Op op;
+  op.kind = kind;
+  op.ns = &ns;
+  op.now = now;
+  op.keys = keys;
+  op.items = items;
+  op.lease_id = lease;
+  op.lease_expiry = expiry;
+  return op;
+}
+
+struct Applied {
+  bool ok = false;
+  std::vector<ItemResult> items;
+};
+
+class StoreConformance : public ::testing::TestWithParam<StoreFactory> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    store_ = GetParam().make(dir_.path(), why);
+    if (store_ == nullptr) GTEST_SKIP() << GetParam().name << " store unavailable: " << why;
+    ns_ = store_->open_namespace("conformance");
+  }
+
+  Store& store() { return *store_; }
+  std::unique_ptr<Limiter> make_limiter(LimiterOptions options = {}) {
+    return std::make_unique<Limiter>(*store_, clock_, std::move(options));
+  }
+
+  Applied apply(OpKind kind, Micros now, const std::vector<KeyParts>& keys,
+                const std::vector<OpItem>& items, std::uint64_t lease = 0, Micros expiry = 0,
+                const Namespace* in = nullptr) {
+    Applied a;
+    a.items.resize(items.size());
+    const Op op = make_op(kind, in != nullptr ? *in : ns_, now, keys, items, lease, expiry);
+    a.ok = store_->apply(op, a.items);
+    return a;
+  }
+  Applied one(OpKind kind, Micros now, const KeyParts& key, const Limit& l, std::int64_t amount,
+              std::uint64_t lease = 0, Micros expiry = 0, const Namespace* in = nullptr) {
+    return apply(kind, now, {key}, {OpItem{0, &l, amount, 0}}, lease, expiry, in);
+  }
+  std::int64_t avail(Micros now, const KeyParts& key, const Limit& l,
+                     const Namespace* in = nullptr) {
+    return one(OpKind::read, now, key, l, 0, 0, 0, in).items.at(0).available;
+  }
+
+  TempDir dir_;  // first: removed after the store is closed
+  std::unique_ptr<Store> store_;
+  Namespace ns_;
+  ManualClock clock_{kStart};
+  const Limit rpm_ = Limit::per_minute("rpm", 10);  // T = 6 s
+  const Limit rpd_ = Limit::daily("rpd", 5);
+  const Limit slots_ = Limit::concurrency("inflight", 2);
+};
+
+// ------------------------------------------------------------------------ rate limits
+
+// Verifies a rate limit admits its burst, denies the next request with the exact retry_after
+// (also for a rational interval, 60/7 s), and refills at its rate.
+TEST_P(StoreConformance, RateBurstExactRetryAfterAndRefill) {
+  auto lim = make_limiter();
+  lim->set_limits("m", {Limit::per_minute("rpm", 10)});
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(take(*lim, "u", "m", {{"rpm", 1}}).allowed) << i;
+  Decision d = take(*lim, "u", "m", {{"rpm", 1}});
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.code, Code::rate_exceeded);
+  EXPECT_EQ(d.retry_after, 6 * kSec);
+  clock_.advance(6 * kSec - 1);
+  d = take(*lim, "u", "m", {{"rpm", 1}});
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.retry_after, 1);
+  clock_.advance(1);
+  EXPECT_TRUE(take(*lim, "u", "m", {{"rpm", 1}}).allowed);
+
+  // 7 per minute: T = 8,571,428.571... µs, so the wait is 8,571,429 µs.
+  lim->set_limits("odd", {Limit::custom("odd", 7, 7, 60s)});
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(take(*lim, "u", "odd", {{"odd", 1}}).allowed) << i;
+  d = take(*lim, "u", "odd", {{"odd", 1}});
+  EXPECT_EQ(d.retry_after, 8'571'429);
+  clock_.advance(8'571'428);
+  d = take(*lim, "u", "odd", {{"odd", 1}});
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.retry_after, 1);
+  clock_.advance(1);
+  EXPECT_TRUE(take(*lim, "u", "odd", {{"odd", 1}}).allowed);
+
+  // Burst 20 at 10 per second: 20 at once, then one per 100 ms; full again after 2 s.
+  lim->set_limits("b", {Limit::per_second("rps", 10, 20)});
+  EXPECT_TRUE(take(*lim, "u", "b", {{"rps", 20}}).allowed);
+  d = take(*lim, "u", "b", {{"rps", 1}});
+  EXPECT_EQ(d.retry_after, 100 * kMs);
+  EXPECT_EQ(take(*lim, "u", "b", {{"rps", 21}}).code, Code::exceeds_capacity);
+  clock_.advance(kSec);
+  EXPECT_EQ(available(*lim, "u", "b", "rps"), 10);
+  clock_.advance(kSec);
+  EXPECT_EQ(available(*lim, "u", "b", "rps"), 20);
+}
+
+// ------------------------------------------------------------------------ windows
+
+// Verifies a daily window in a time zone ends at local midnight: kStart is 14:13:20 PST, so the
+// window ends at 08:00 UTC, 35,200 s later, exactly.
+TEST_P(StoreConformance, CalendarDayWindowEndsAtLocalMidnight) {
+  auto lim = make_limiter();
+  lim->set_limits("m", {Limit::daily("rpd", 5, "00:00", "America/Los_Angeles")});
+  EXPECT_TRUE(take(*lim, "u", "m", {{"rpd", 5}}).allowed);
+  Decision d = take(*lim, "u", "m", {{"rpd", 1}});
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.code, Code::window_exceeded);
+  EXPECT_EQ(d.retry_after, 35'200 * kSec);
+  clock_.advance(35'200 * kSec - 1);
+  EXPECT_EQ(take(*lim, "u", "m", {{"rpd", 1}}).retry_after, 1);
+  clock_.advance(1);
+  EXPECT_TRUE(take(*lim, "u", "m", {{"rpd", 1}}).allowed);
+  EXPECT_EQ(available(*lim, "u", "m", "rpd"), 4);
+}
+
+// Verifies lease adjustments of a window: refunds count within the lease's window only, and
+// usage added after the window changed counts in the new window (and only it is refundable).
+TEST_P(StoreConformance, WindowAdjustWithinAndAcrossWindows) {
+  auto lim = make_limiter();
+  lim->set_limits("m", {Limit::daily("rpd", 10)});
+  AcquireOptions long_ttl;  // the lease outlives the window (an expired lease refunds nothing)
+  long_ttl.lease_ttl = 3 * kMicrosPerHour;
+  Lease l = lim->try_acquire("u", "m", {{"rpd", 3}}, long_ttl);
+  ASSERT_TRUE(l.allowed());
+  (void)l.adjust({{"rpd", -2}});
+  EXPECT_EQ(available(*lim, "u", "m", "rpd"), 9);
+  (void)l.adjust({{"rpd", 4}});
+  EXPECT_EQ(available(*lim, "u", "m", "rpd"), 5);
+  clock_.set(kUtcDayEnd);  // a new window
+  EXPECT_EQ(available(*lim, "u", "m", "rpd"), 10);
+  (void)l.adjust({{"rpd", -1}});  // the old window's usage is not refunded into the new one
+  EXPECT_EQ(available(*lim, "u", "m", "rpd"), 10);
+  (void)l.adjust({{"rpd", 2}});  // counts in the new window
+  EXPECT_EQ(available(*lim, "u", "m", "rpd"), 8);
+  l.rollback();  // refunds what it holds in this window: 2
+  EXPECT_EQ(available(*lim, "u", "m", "rpd"), 10);
+}
+
+// ------------------------------------------------------------------------ concurrency, leases
+
+// Verifies concurrency slots: held until the lease ends, the retry_after of a full limit is the
+// earliest expiry, and an expired lease's slot is reclaimed without the lease ever ending.
+TEST_P(StoreConformance, ConcurrencySlotsReleaseAndExpiry) {
+  auto lim = make_limiter();
+  lim->set_limits("m", {Limit::concurrency("inflight", 2)});
+  AcquireOptions ttl;
+  ttl.lease_ttl = 10 * kSec;
+  Lease a = lim->try_acquire("u", "m", {}, ttl);
+  ASSERT_TRUE(a.allowed());
+  clock_.advance(kSec);
+  Lease b = lim->try_acquire("u", "m", {}, ttl);
+  ASSERT_TRUE(b.allowed());
+  Lease c = lim->try_acquire("u", "m", {}, ttl);
+  EXPECT_FALSE(c.allowed());
+  EXPECT_EQ(c.decision().code, Code::concurrency_exceeded);
+  EXPECT_EQ(c.decision().retry_after, 9 * kSec);  // a expires at +10 s
+  a.commit();
+  EXPECT_EQ(available(*lim, "u", "m", "inflight"), 1);
+  Lease d = lim->try_acquire("u", "m", {}, ttl);  // expires at +11 s
+  ASSERT_TRUE(d.allowed());
+  EXPECT_EQ(lim->try_acquire("u", "m", {}, ttl).decision().retry_after, 10 * kSec);
+
+  clock_.advance(10 * kSec - 1);
+  EXPECT_EQ(available(*lim, "u", "m", "inflight"), 0);
+  clock_.advance(1);  // b and d expired: both slots are back though neither lease ended
+  EXPECT_EQ(available(*lim, "u", "m", "inflight"), 2);
+  Lease e = lim->try_acquire("u", "m", {}, ttl);
+  ASSERT_TRUE(e.allowed());
+  b.rollback();  // after its TTL: frees only what it still holds (nothing)
+  EXPECT_EQ(available(*lim, "u", "m", "inflight"), 1);
+}
+
+// Verifies lease adjust (refund capped at what was consumed; debt allowed with an exact
+// retry_after), rollback (explicit and on destruction) and commit.
+TEST_P(StoreConformance, LeaseAdjustCommitRollback) {
+  auto lim = make_limiter();
+  lim->set_limits("m", {Limit::per_minute("tpm", 1000)});  // T = 60 ms
+  Lease l = lim->try_acquire("u", "m", {{"tpm", 600}});
+  ASSERT_TRUE(l.allowed());
+  EXPECT_EQ(available(*lim, "u", "m", "tpm"), 400);
+  (void)l.adjust({{"tpm", -200}});
+  EXPECT_EQ(available(*lim, "u", "m", "tpm"), 600);
+  (void)l.adjust({{"tpm", 900}});  // 1,300 consumed: 78 s of debt
+  EXPECT_EQ(available(*lim, "u", "m", "tpm"), 0);
+  EXPECT_EQ(lim->decide("u", "m", {{"tpm", 1}}).retry_after, 18'060 * kMs);
+  l.rollback();
+  EXPECT_EQ(available(*lim, "u", "m", "tpm"), 1000);
+  EXPECT_THROW((void)l.adjust({{"tpm", 1}}), LeaseError);
+}
+
+// Verifies commit keeps what a lease consumed and destruction rolls it back.
+TEST_P(StoreConformance, LeaseCommitKeepsDestructionRollsBack) {
+  auto lim = make_limiter();
+  lim->set_limits("m", {Limit::per_minute("tpm", 1000)});
+  {
+    Lease k = lim->try_acquire("u", "m", {{"tpm", 100}});
+    ASSERT_TRUE(k.allowed());
+    k.commit();
+  }
+  EXPECT_EQ(available(*lim, "u", "m", "tpm"), 900);
+  {
+    Lease r = lim->try_acquire("u", "m", {{"tpm", 50}});
+    ASSERT_TRUE(r.allowed());
+    EXPECT_EQ(available(*lim, "u", "m", "tpm"), 850);
+  }
+  EXPECT_EQ(available(*lim, "u", "m", "tpm"), 900);
+}
+
+// ------------------------------------------------------------------------ parents
+
+// Verifies an acquire consumes from the entity and its parent all or nothing: an exhausted
+// parent denies the child and nothing is taken from the child.
+TEST_P(StoreConformance, ParentsAreAllOrNothing) {
+  auto lim = make_limiter();
+  lim->set_limits("m", {Limit::per_minute("tpm", 80)});
+  lim->set_entity_limits("team", "m", {Limit::per_minute("tpm", 100)});
+  lim->set_parent("u1", "team");
+  lim->set_parent("u2", "team");
+  EXPECT_TRUE(take(*lim, "u1", "m", {{"tpm", 80}}).allowed);
+  EXPECT_EQ(available(*lim, "u1", "m", "tpm", "team"), 20);
+  const Decision d = take(*lim, "u2", "m", {{"tpm", 30}});
+  EXPECT_FALSE(d.allowed);
+  ASSERT_EQ(d.violations.size(), 1u);
+  EXPECT_EQ(d.violations[0].entity, "team");
+  EXPECT_EQ(available(*lim, "u2", "m", "tpm"), 80);  // nothing taken from the child
+  EXPECT_EQ(available(*lim, "u2", "m", "tpm", "team"), 20);
+  EXPECT_TRUE(take(*lim, "u2", "m", {{"tpm", 20}}).allowed);
+  EXPECT_EQ(available(*lim, "u2", "m", "tpm"), 60);
+  EXPECT_EQ(available(*lim, "u2", "m", "tpm", "team"), 0);
+}
+
+// ------------------------------------------------------------------------ adaptation
+
+// Verifies an adaptive limit is applied at the controller's rate (OpItem::rate): it paces at
+// 4/s, combines with a fixed limit all or nothing, follows a rate increase, and refunds on
+// rollback.
+TEST_P(StoreConformance, AdaptiveLimitPacesAtTheControllersRate) {
+  auto lim = make_limiter();
+  lim->set_limits(
+      "m",
+      {Limit::per_minute("rpm", 100),
+       Limit::adaptive(
+           "aimd", AimdOptions{.max_rate = 100, .initial_rate = 4, .slow_start_threshold = 4})});
+  Lease a = lim->try_acquire("acct", "m", {{"rpm", 1}});
+  ASSERT_TRUE(a.allowed());
+  Lease b = lim->try_acquire("acct", "m", {{"rpm", 1}});
+  ASSERT_FALSE(b.allowed());
+  EXPECT_EQ(b.decision().retry_after, 250 * kMs);
+  ASSERT_EQ(b.decision().violations.size(), 1u);
+  EXPECT_EQ(b.decision().violations[0].kind, LimitKind::adaptive);
+  EXPECT_EQ(available(*lim, "acct", "m", "rpm"), 99);
+  EXPECT_TRUE(a.mark_success());  // 4 -> 5 per second
+  clock_.advance(250 * kMs);
+  Lease c = lim->try_acquire("acct", "m", {{"rpm", 1}});
+  ASSERT_TRUE(c.allowed());
+  clock_.advance(200 * kMs - 1);
+  EXPECT_FALSE(lim->try_acquire("acct", "m", {{"rpm", 1}}).allowed());
+  clock_.advance(1);
+  {
+    Lease d = lim->try_acquire("acct", "m", {{"rpm", 1}});
+    ASSERT_TRUE(d.allowed());
+  }  // rolled back: its slot is free again
+  EXPECT_TRUE(lim->try_acquire("acct", "m", {{"rpm", 1}}).allowed());
+}
+
+// Verifies Limiter::clamp lowers rate and window state to what a provider reports, never
+// raises it, skips concurrency limits, and holds a bucket until the instant given.
+TEST_P(StoreConformance, ClampLowersNeverRaisesAndHolds) {
+  auto lim = make_limiter();
+  lim->set_limits("m", {Limit::per_minute("rpm", 60), Limit::daily("rpd", 1000),
+                        Limit::concurrency("slots", 2)});
+  const std::vector<StateClamp> first{{"rpm", 10, 0}, {"rpd", 500, 0}, {"slots", 0, 0}};
+  const auto out = lim->clamp("acct", "m", first);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(available(*lim, "acct", "m", "rpm"), 10);
+  EXPECT_EQ(available(*lim, "acct", "m", "rpd"), 500);
+  EXPECT_EQ(available(*lim, "acct", "m", "slots"), 2);
+  const std::vector<StateClamp> higher{{"rpm", 30, 0}, {"rpd", 800, 0}};
+  (void)lim->clamp("acct", "m", higher);
+  EXPECT_EQ(available(*lim, "acct", "m", "rpm"), 10);
+  EXPECT_EQ(available(*lim, "acct", "m", "rpd"), 500);
+  const std::vector<StateClamp> hold{{"rpm", -1, kStart + 3 * kSec}};
+  (void)lim->clamp("acct", "m", hold);
+  const Decision d = take(*lim, "acct", "m", {{"rpm", 1}});
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.retry_after, 3 * kSec);
+  clock_.advance(3 * kSec);
+  EXPECT_TRUE(take(*lim, "acct", "m", {{"rpm", 1}}).allowed);
+}
+
+// ------------------------------------------------------------------------ decide, record, reset
+
+// Verifies decide consumes nothing, record_usage consumes unconditionally (into debt, covered
+// exactly by retry_after), stats read the state, and reset forgets it.
+TEST_P(StoreConformance, DecideRecordReadReset) {
+  auto lim = make_limiter();
+  lim->set_limits("m", {Limit::per_minute("rpm", 10)});
+  EXPECT_TRUE(lim->decide("u", "m", {{"rpm", 10}}).allowed);
+  EXPECT_EQ(lim->decide("u", "m", {{"rpm", 11}}).code, Code::exceeds_capacity);
+  EXPECT_EQ(available(*lim, "u", "m", "rpm"), 10);
+  EXPECT_TRUE(lim->record_usage("u", "m", {{"rpm", 15}}).allowed);
+  const Decision d = lim->decide("u", "m", {{"rpm", 1}});
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.retry_after, 36 * kSec);  // 90 s of usage, 60 s of tolerance, +6 s for 1 unit
+  const ResourceStats st = lim->stats("u", "m");
+  ASSERT_EQ(st.limits.size(), 1u);
+  EXPECT_EQ(st.limits[0].available, 0);
+  EXPECT_EQ(st.limits[0].reset_after, 90 * kSec);
+  lim->reset("u", "m");
+  EXPECT_EQ(available(*lim, "u", "m", "rpm"), 10);
+}
+
+// Verifies decide and read create no state for fresh keys, and reset leaves none.
+TEST_P(StoreConformance, DecideAndReadCreateNoState) {
+  const KeyParts k{"e", "r"};
+  const Applied d = one(OpKind::decide, kStart, k, rpm_, 10);
+  EXPECT_TRUE(d.ok);
+  EXPECT_EQ(d.items[0].available, 10);
+  EXPECT_TRUE(one(OpKind::decide, kStart, k, rpm_, 11).items[0].never);
+  EXPECT_EQ(avail(kStart, k, slots_), 2);
+  EXPECT_EQ(store().size(), 0u);
+  ASSERT_TRUE(one(OpKind::acquire, kStart, k, rpm_, 7).ok);
+  const Applied no = one(OpKind::decide, kStart, k, rpm_, 4);
+  EXPECT_FALSE(no.ok);
+  EXPECT_EQ(no.items[0].retry_after, 6 * kSec);
+  EXPECT_EQ(avail(kStart, k, rpm_), 3);
+  EXPECT_EQ(store().size(), 1u);
+  (void)one(OpKind::reset, kStart, k, rpm_, 0);
+  EXPECT_EQ(avail(kStart, k, rpm_), 10);
+  EXPECT_EQ(store().size(), 0u);
+}
+
+// ------------------------------------------------------------------------ atomicity
+
+// Verifies a store-level acquire over several keys and kinds is all or nothing.
+TEST_P(StoreConformance, AcquireIsAllOrNothingAcrossKeysAndKinds) {
+  for (int i = 0; i < 4; ++i) {
+    SCOPED_TRACE(i);
+    const std::string a = cat("a", i);
+    const std::string b = cat("b", i);
+    const KeyParts ka{a, "r"};
+    const KeyParts kb{b, "r"};
+    ASSERT_TRUE(one(OpKind::acquire, kStart, ka, rpm_, 10).ok);
+    const Applied denied =
+        apply(OpKind::acquire, kStart, {ka, kb}, {OpItem{0, &rpm_, 1, 0}, OpItem{1, &rpm_, 5, 0}});
+    EXPECT_FALSE(denied.ok);
+    EXPECT_FALSE(denied.items[0].ok);
+    EXPECT_EQ(denied.items[0].retry_after, 6 * kSec);
+    EXPECT_TRUE(denied.items[1].ok);
+    EXPECT_EQ(avail(kStart, kb, rpm_), 10);
+
+    ASSERT_TRUE(one(OpKind::acquire, kStart, ka, slots_, 2, 100, kStart + kSec).ok);
+    const Applied mixed =
+        apply(OpKind::acquire, kStart, {ka, kb}, {OpItem{1, &rpm_, 4, 0}, OpItem{0, &slots_, 1, 0}},
+              101, kStart + kSec);
+    EXPECT_FALSE(mixed.ok);
+    EXPECT_FALSE(mixed.items[1].ok);
+    EXPECT_EQ(mixed.items[1].retry_after, kSec);
+    EXPECT_EQ(mixed.items[1].held, 2);
+    EXPECT_EQ(avail(kStart, kb, rpm_), 10);
+
+    const std::string c = cat("c", i);
+    const KeyParts kc{c, "r"};
+    const Applied both =
+        apply(OpKind::acquire, kStart, {kb, kc},
+              {OpItem{0, &rpm_, 5, 0}, OpItem{1, &rpm_, 3, 0}, OpItem{1, &rpd_, 5, 0}});
+    EXPECT_TRUE(both.ok);
+    EXPECT_EQ(avail(kStart, kb, rpm_), 5);
+    EXPECT_EQ(avail(kStart, kc, rpm_), 7);
+    EXPECT_EQ(avail(kStart, kc, rpd_), 0);
+  }
+}
+
+// Verifies concurrency holds at store level: a release frees only its own lease's slots, and
+// expiry frees them at exactly the expiry instant.
+TEST_P(StoreConformance, HoldsReleaseOwnLeaseAndExpireExactly) {
+  const KeyParts k{"e", "r"};
+  ASSERT_TRUE(one(OpKind::acquire, kStart, k, slots_, 1, 1, kStart + 10 * kSec).ok);
+  ASSERT_TRUE(one(OpKind::acquire, kStart, k, slots_, 1, ~std::uint64_t{0}, kStart + 20 * kSec).ok);
+  const Applied full = one(OpKind::acquire, kStart, k, slots_, 1, 3, kStart + kSec);
+  EXPECT_FALSE(full.ok);
+  EXPECT_EQ(full.items[0].retry_after, 10 * kSec);
+  EXPECT_EQ(full.items[0].held, 2);
+  (void)one(OpKind::release, kStart, k, slots_, 0, 99);  // not a holder
+  EXPECT_EQ(avail(kStart, k, slots_), 0);
+  const Applied rel = one(OpKind::release, kStart, k, slots_, 0, ~std::uint64_t{0});
+  EXPECT_EQ(rel.items[0].held, 1);
+  EXPECT_EQ(avail(kStart + 10 * kSec - 1, k, slots_), 1);
+  EXPECT_EQ(avail(kStart + 10 * kSec, k, slots_), 2);
+  (void)one(OpKind::release, kStart + 10 * kSec, k, slots_, 0, 1);
+  EXPECT_EQ(store().size(), 0u);
+}
+
+// ------------------------------------------------------------------------ keys and namespaces
+
+// Verifies two Limiters with different namespaces on one store never share state, and
+// reset_all clears only its own namespace.
+TEST_P(StoreConformance, NamespacesAreIsolated) {
+  LimiterOptions oa;
+  oa.ns = "tenant-a";
+  LimiterOptions ob;
+  ob.ns = "tenant-b";
+  auto a = make_limiter(oa);
+  auto b = make_limiter(ob);
+  for (auto* l : {a.get(), b.get()}) {
+    l->set_limits("m", {Limit::per_minute("rpm", 10), Limit::concurrency("inflight", 1)});
+  }
+  EXPECT_TRUE(take(*a, "u", "m", {{"rpm", 10}}).allowed);
+  EXPECT_EQ(available(*b, "u", "m", "rpm"), 10);
+  Lease held = b->try_acquire("u", "m", {{"rpm", 3}});
+  ASSERT_TRUE(held.allowed());
+  EXPECT_EQ(available(*a, "u", "m", "inflight"), 1);
+  a->reset_all();
+  EXPECT_EQ(available(*a, "u", "m", "rpm"), 10);
+  EXPECT_EQ(available(*b, "u", "m", "rpm"), 7);
+  EXPECT_EQ(available(*b, "u", "m", "inflight"), 0);
+  held.commit();
+
+  // Store level: reset_namespace clears one namespace (state and holders).
+  const Namespace other = store().open_namespace("other");
+  EXPECT_NE(other.id, ns_.id);
+  EXPECT_EQ(store().open_namespace("conformance").id, ns_.id);
+  EXPECT_THROW(store().open_namespace("has space"), ValidationError);
+  const KeyParts k{"e", "r"};
+  ASSERT_TRUE(one(OpKind::acquire, kStart, k, rpm_, 10).ok);
+  ASSERT_TRUE(one(OpKind::acquire, kStart, k, rpm_, 4, 0, 0, &other).ok);
+  ASSERT_TRUE(one(OpKind::acquire, kStart, k, slots_, 1, 7, kStart + kSec, &other).ok);
+  store().reset_namespace(ns_);
+  EXPECT_EQ(avail(kStart, k, rpm_), 10);
+  EXPECT_EQ(avail(kStart, k, rpm_, &other), 6);
+  EXPECT_EQ(avail(kStart, k, slots_, &other), 1);
+}
+
+// Verifies crafted ids never share state: entity "a:b" + resource "c" against entity "a" +
+// resource "b:c", through the Limiter and, with NUL bytes, through the store.
+TEST_P(StoreConformance, CraftedKeysDoNotCollide) {
+  auto lim = make_limiter();
+  lim->set_default_limits({Limit::per_minute("rpm", 10)});
+  EXPECT_TRUE(take(*lim, "a:b", "c", {{"rpm", 10}}).allowed);
+  EXPECT_EQ(available(*lim, "a", "b:c", "rpm"), 10);
+  EXPECT_TRUE(take(*lim, "a", "b:c", {{"rpm", 4}}).allowed);
+  EXPECT_EQ(available(*lim, "a:b", "c", "rpm"), 0);
+  EXPECT_EQ(available(*lim, "a", "b:c", "rpm"), 6);
+
+  using namespace std::string_literals;
+  const std::vector<std::pair<std::string, std::string>> parts = {
+      {"x", "b:c"}, {"x:b", "c"}, {"xb", "c"}, {"x", "bc"}, {"x\0y"s, "r"}, {"x", "y\0r"s}};
+  const std::size_t before = store().size();
+  for (const auto& [e, r] : parts) {
+    ASSERT_TRUE(one(OpKind::acquire, kStart, KeyParts{e, r}, rpm_, 10).ok);
+  }
+  EXPECT_EQ(store().size(), before + parts.size());
+  for (const auto& [e, r] : parts) EXPECT_EQ(avail(kStart, KeyParts{e, r}, rpm_), 0);
+}
+
+// ------------------------------------------------------------------------ prune and size
+
+// Verifies prune evicts idle state — full buckets, finished windows, keys whose holders all
+// expired — keeps busy state, and size() follows.
+TEST_P(StoreConformance, PruneEvictsIdleKeysKeepsBusyOnes) {
+  const KeyParts used{"used", "r"};
+  const KeyParts debt{"debt", "r"};
+  const KeyParts window{"window", "r"};
+  const KeyParts holder{"holder", "r"};
+  const KeyParts brief{"brief", "r"};
+  ASSERT_TRUE(one(OpKind::acquire, kStart, used, rpm_, 1).ok);
+  (void)one(OpKind::record, kStart, debt, rpm_, 30);
+  ASSERT_TRUE(one(OpKind::acquire, kStart, window, rpd_, 1).ok);
+  ASSERT_TRUE(one(OpKind::acquire, kStart, holder, slots_, 1, 7, kStart + 3600 * kSec).ok);
+  ASSERT_TRUE(one(OpKind::acquire, kStart, brief, slots_, 1, 8, kStart + 10 * kSec).ok);
+  EXPECT_EQ(store().size(), 5u);
+  EXPECT_EQ(store().prune(kStart + kSec), 0u);
+  EXPECT_EQ(store().prune(kStart + 6 * kSec + 1), 1u);
+  EXPECT_EQ(store().size(), 4u);
+  EXPECT_EQ(avail(kStart + 6 * kSec + 1, used, rpm_), 10);
+  EXPECT_EQ(store().prune(kStart + 10 * kSec), 1u);
+  EXPECT_EQ(store().prune(kStart + 61 * kSec), 0u);
+  EXPECT_EQ(avail(kStart + 61 * kSec, debt, rpm_), 0);
+  EXPECT_EQ(store().prune(kStart + 180 * kSec + 1), 1u);
+  EXPECT_EQ(store().prune(kStart + 3600 * kSec), 1u);
+  EXPECT_EQ(store().size(), 1u);
+  EXPECT_EQ(avail(kUtcDayEnd - 1, window, rpd_), 4);
+  EXPECT_EQ(store().prune(kUtcDayEnd - 1), 0u);
+  EXPECT_EQ(store().prune(kUtcDayEnd + 1), 1u);
+  EXPECT_EQ(store().size(), 0u);
+  EXPECT_EQ(avail(kUtcDayEnd + 1, window, rpd_), 5);
+}
+
+// Verifies size() returns to zero once activity stops and prune runs.
+TEST_P(StoreConformance, SizeReturnsToZeroAfterActivityStops) {
+  constexpr int kKeys = 300;
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string e = cat("user-", i);
+    const Limit& l = (i % 3 == 0) ? rpm_ : (i % 3 == 1) ? rpd_ : slots_;
+    ASSERT_TRUE(one(OpKind::acquire, kStart, KeyParts{e, "r"}, l, 1,
+                    static_cast<std::uint64_t>(i + 1), kStart + 60 * kSec)
+                    .ok);
+  }
+  EXPECT_EQ(store().size(), static_cast<std::size_t>(kKeys));
+  EXPECT_EQ(store().prune(kUtcDayEnd + 1), static_cast<std::size_t>(kKeys));
+  EXPECT_EQ(store().size(), 0u);
+}
+
+// ------------------------------------------------------------------------ threads
+
+// Verifies threads acquiring on one limit through one Limiter are admitted exactly as often as
+// the limit allows (no lost update, no double grant).
+TEST_P(StoreConformance, ThreadsAreAdmittedExactlyTheCapacity) {
+  auto lim = make_limiter();
+  lim->set_limits("m", {Limit::per_day("rpd", 150)});  // no refill worth a unit at a fixed time
+  constexpr int kThreads = 4;
+  constexpr int kEach = 60;
+  std::atomic<int> admitted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kEach; ++i) {
+        if (take(*lim, "u", "m", {{"rpd", 1}}).allowed) admitted.fetch_add(1);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(admitted.load(), 150);
+  EXPECT_EQ(available(*lim, "u", "m", "rpd"), 0);
+}
+
+// ------------------------------------------------------------------------ against MemoryStore
+
+// Verifies random operation sequences — every op kind, rate / window / concurrency / adaptive
+// limits, several keys per op, time moving forward — give exactly the results of a MemoryStore,
+// and that after prune both hold the same number of keys. A persistent store is closed and
+// made anew every 25 operations: its state must survive that too.
+TEST_P(StoreConformance, RandomOperationsMatchMemoryStore) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
+  std::mt19937_64 rng(seed);
+  MemoryStore oracle;
+  const Namespace ons = oracle.open_namespace("conformance");
+  const Limit adaptive = Limit::adaptive("aimd", AimdOptions{.max_rate = 20, .initial_rate = 5});
+  const std::vector<RateParams> adaptive_rates = {adaptive.rate_at(5), adaptive.rate_at(2.5),
+                                                  adaptive.rate_at(11)};
+  const std::vector<Limit> limits = {
+      Limit::per_minute("rpm", 10),
+      Limit::custom("odd", 7, 7, 60s),
+      Limit::per_second("rps", 5, 8),
+      Limit::daily("rpd", 20),
+      Limit::window("rph", 6, WindowSpec{WindowUnit::hour, "00:00", "UTC"}),
+      Limit::concurrency("inflight", 3),
+      adaptive};
+  const std::vector<std::string> entities = {"e0", "e1", "e2"};
+  const std::vector<std::string> resources = {"r0", "r:1"};
+  const OpKind kinds[] = {OpKind::acquire, OpKind::acquire, OpKind::acquire, OpKind::decide,
+                          OpKind::record,  OpKind::adjust,  OpKind::release, OpKind::read,
+                          OpKind::reset,   OpKind::clamp};
+  std::vector<std::uint64_t> leases;  // acquired with concurrency items, not yet released
+  std::vector<Micros> window_ends = {0};
+  Micros now = kStart;
+  const bool slow = GetParam().name == "sqlite";  // one fsync per op
+  const int kOps = slow ? 600 : 2000;
+  auto pick = [&](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
+  for (int step = 0; step < kOps; ++step) {
+    SCOPED_TRACE(cat("step ", step));
+    if (pick(4) == 0) now += static_cast<Micros>(rng() % (90 * kSec));
+    const OpKind kind = kinds[pick(std::size(kinds))];
+    std::vector<KeyParts> keys;
+    const std::size_t nkeys = 1 + pick(2);
+    for (std::size_t k = 0; k < nkeys; ++k) {
+      keys.push_back(KeyParts{entities[pick(entities.size())], resources[pick(resources.size())]});
+    }
+    std::vector<OpItem> items;
+    const std::size_t nitems = 1 + pick(3);
+    for (std::size_t i = 0; i < nitems; ++i) {
+      OpItem it;
+      it.key = static_cast<std::uint16_t>(pick(nkeys));
+      it.limit = &limits[pick(limits.size())];
+      it.amount = static_cast<std::int64_t>(rng() % 6);
+      if (kind == OpKind::adjust) it.amount -= 3;
+      if (kind == OpKind::clamp)
+        it.until = pick(3) == 0 ? now + static_cast<Micros>(rng() % (5 * kSec)) : 0;
+      if (kind == OpKind::adjust || kind == OpKind::release) {
+        it.window_end = window_ends[pick(window_ends.size())];
+      }
+      if (it.limit->kind() == LimitKind::adaptive)
+        it.rate = &adaptive_rates[pick(adaptive_rates.size())];
+      items.push_back(it);
+    }
+    std::uint64_t lease = 0;
+    Micros expiry = 0;
+    if (kind == OpKind::acquire) {
+      lease = rng();
+      // Short leases expire between operations, long ones outlive a reopen.
+      expiry = now + static_cast<Micros>(rng() % ((pick(2) == 0 ? 120 : 1800) * kSec));
+    } else if (kind == OpKind::release && !leases.empty()) {
+      const std::size_t j = pick(leases.size());
+      lease = leases[j];
+      leases.erase(leases.begin() + static_cast<std::ptrdiff_t>(j));
+    }
+    Op op = make_op(kind, ns_, now, keys, items, lease, expiry);
+    op.report = pick(4) != 0;
+    std::vector<ItemResult> got(items.size());
+    std::vector<ItemResult> want(items.size());
+    const bool ok = store().apply(op, got);
+    op.ns = &ons;
+    const bool want_ok = oracle.apply(op, want);
+    ASSERT_EQ(ok, want_ok);
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      SCOPED_TRACE(cat("item ", i, " (", items[i].limit->name(), ")"));
+      EXPECT_EQ(got[i].ok, want[i].ok);
+      EXPECT_EQ(got[i].never, want[i].never);
+      EXPECT_EQ(got[i].available, want[i].available);
+      EXPECT_EQ(got[i].retry_after, want[i].retry_after);
+      EXPECT_EQ(got[i].reset_after, want[i].reset_after);
+      EXPECT_EQ(got[i].window_end, want[i].window_end);
+      EXPECT_EQ(got[i].held, want[i].held);
+      if (got[i].window_end != 0 && window_ends.size() < 16)
+        window_ends.push_back(got[i].window_end);
+    }
+    if (::testing::Test::HasFailure()) return;
+    if (kind == OpKind::acquire && ok) leases.push_back(lease);
+    if (step % 150 == 149) {
+      (void)store().prune(now);
+      (void)oracle.prune(now);
+      ASSERT_EQ(store().size(), oracle.size());
+    }
+    if (GetParam().persistent && step % 25 == 24) {
+      store_.reset();
+      std::string why;
+      store_ = GetParam().make(dir_.path(), why);
+      ASSERT_NE(store_, nullptr) << why;
+      ASSERT_EQ(store_->open_namespace("conformance").id, ns_.id);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, StoreConformance, ::testing::ValuesIn(kFactories),
+                         [](const ::testing::TestParamInfo<StoreFactory>& param) {
+                           return param.param.name;
+                         });
+
+}  // namespace
+}  // namespace admit

@@ -1,0 +1,661 @@
+// SqliteStore beyond the conformance suite: its file (schema version, migration, listable rows),
+// errors, several processes on one file, and what survives a SIGKILL in each durability mode.
+// Processes are synchronised with pipes and waitpid only (no sleeps); files live in a fresh
+// mkdtemp directory removed at the end.
+#include "support/temp_dir.hpp"
+#include "admit/store/sqlite_store.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "admit/core/clock.hpp"
+#include "admit/core/error.hpp"
+#include "admit/limiter.hpp"
+#include "support/test_support.hpp"
+
+namespace admit {
+namespace {
+
+using test::available;
+using test::cat;
+using test::kStart;
+using test::take;
+
+constexpr Micros kSec = kMicrosPerSecond;
+
+/// A fresh directory under $TMPDIR (or /tmp), removed with everything in it.
+using test::TempDir;
+
+SqliteStoreOptions opts(const std::string& path, Durability d = Durability::per_op) {
+  SqliteStoreOptions o;
+  o.path = path;
+  o.durability = d;
+  return o;
+}
+
+// ---- raw SQLite, to look at the file as another tool would ----
+
+struct RawDb {
+  explicit RawDb(const std::string& path) {
+    if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) ADD_FAILURE() << sqlite3_errmsg(db);
+  }
+  ~RawDb() { sqlite3_close(db); }
+  RawDb(const RawDb&) = delete;
+  RawDb& operator=(const RawDb&) = delete;
+  void exec(const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      ADD_FAILURE() << sql << ": " << (err != nullptr ? err : "?");
+    }
+    sqlite3_free(err);
+  }
+  /// Every row of `sql`, columns joined by '|'.
+  std::vector<std::string> rows(const std::string& sql) {
+    std::vector<std::string> out;
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) {
+      ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db);
+      return out;
+    }
+    while (sqlite3_step(s) == SQLITE_ROW) {
+      std::string row;
+      for (int i = 0; i < sqlite3_column_count(s); ++i) {
+        if (i > 0) row += '|';
+        const auto* t = sqlite3_column_text(s, i);
+        row += t != nullptr ? reinterpret_cast<const char*>(t) : "NULL";
+      }
+      out.push_back(row);
+    }
+    sqlite3_finalize(s);
+    return out;
+  }
+  sqlite3* db = nullptr;
+};
+
+// ---- processes and pipes ----
+
+/// Runs `body` in a forked child, which exits with its return value (97 on an exception)
+/// without returning into the test framework.
+pid_t spawn(const std::function<int()>& body) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    int rc = 97;
+    try {
+      rc = body();
+    } catch (const std::exception& e) {
+      const std::string msg = std::string("child: ") + e.what() + "\n";
+      (void)!write(2, msg.data(), msg.size());
+    }
+    _exit(rc);
+  }
+  return pid;
+}
+
+int wait_status(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
+
+bool write_all(int fd, const void* p, std::size_t n) {
+  const char* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = write(fd, c, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    c += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+/// false at end of file (or error) before n bytes.
+bool read_all(int fd, void* p, std::size_t n) {
+  char* c = static_cast<char*>(p);
+  while (n > 0) {
+    const ssize_t r = read(fd, c, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    c += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+struct Pipe {
+  Pipe() {
+    if (pipe(fd) != 0) ADD_FAILURE() << "pipe: " << std::strerror(errno);
+  }
+  ~Pipe() {
+    close_read();
+    close_write();
+  }
+  Pipe(const Pipe&) = delete;
+  Pipe& operator=(const Pipe&) = delete;
+  void close_read() {
+    if (fd[0] >= 0) close(fd[0]);
+    fd[0] = -1;
+  }
+  void close_write() {
+    if (fd[1] >= 0) close(fd[1]);
+    fd[1] = -1;
+  }
+  int fd[2] = {-1, -1};
+};
+
+/// A Limiter over `store` at the fixed instant kStart with one large daily bucket "rpd": every
+/// acquire of 1 takes exactly one unit and nothing refills worth a unit.
+struct Counter {
+  static constexpr std::int64_t kCap = 1'000'000'000;
+  explicit Counter(Store& store) : limiter(store, clock) {
+    limiter.set_limits("m", {Limit::per_day("rpd", kCap)});
+  }
+  bool acquire() {
+    Lease l = limiter.try_acquire("u", "m", {{"rpd", 1}});
+    const bool ok = l.allowed();
+    l.commit();
+    return ok;
+  }
+  std::int64_t consumed() { return kCap - available(limiter, "u", "m", "rpd"); }
+  ManualClock clock{kStart};
+  Limiter limiter;
+};
+
+std::int64_t consumed_in(const std::string& path) {
+  SqliteStore store(opts(path));
+  Counter c(store);
+  return c.consumed();
+}
+
+// ------------------------------------------------------------------------ the file
+
+// Verifies a new file gets schema version 1, and a file from a newer version is refused with
+// IncompatibleSchema naming the file and both versions, and left untouched.
+TEST(SqliteStoreFile, SchemaVersionIsCheckedNewerIsRefused) {
+  TempDir dir;
+  const std::string path = dir.file("state.db");
+  { SqliteStore store(opts(path)); }
+  {
+    RawDb raw(path);
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"1"});
+    raw.exec("PRAGMA user_version = 2");
+  }
+  try {
+    SqliteStore store(opts(path));
+    ADD_FAILURE() << "opened a version 2 file";
+  } catch (const IncompatibleSchema& e) {
+    EXPECT_EQ(e.path(), path);
+    EXPECT_EQ(e.version(), 2);
+    EXPECT_EQ(e.supported(), SqliteStore::kSchemaVersion);
+    const std::string what = e.what();
+    EXPECT_NE(what.find(path), std::string::npos) << what;
+    EXPECT_NE(what.find("version 2"), std::string::npos) << what;
+    EXPECT_NE(what.find("version 1"), std::string::npos) << what;
+  }
+  EXPECT_THROW(SqliteStore(opts(path, Durability::write_behind)), IncompatibleSchema);
+  RawDb raw(path);
+  EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"2"});
+}
+
+// Verifies an empty file (version 0) is migrated in place, and state survives close and
+// reopen in both durability modes.
+TEST(SqliteStoreFile, EmptyFileIsMigratedAndReopenKeepsState) {
+  TempDir dir;
+  for (const Durability d : {Durability::per_op, Durability::write_behind}) {
+    SCOPED_TRACE(d == Durability::per_op ? "per_op" : "write_behind");
+    const std::string path = dir.file(d == Durability::per_op ? "a.db" : "b.db");
+    { std::ofstream(path).flush(); }  // a 0-byte file: SQLite's empty database
+    ASSERT_TRUE(std::filesystem::exists(path));
+    {
+      SqliteStore store(opts(path, d));
+      Counter c(store);
+      for (int i = 0; i < 5; ++i) ASSERT_TRUE(c.acquire());
+    }
+    {
+      SqliteStore store(opts(path, d));
+      Counter c(store);
+      EXPECT_EQ(c.consumed(), 5);
+      ASSERT_TRUE(c.acquire());
+    }
+    EXPECT_EQ(consumed_in(path), 6);
+    RawDb raw(path);
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"1"});
+  }
+}
+
+// Verifies the file stores the real strings of every key (listable), the lease id of a hold
+// bit-cast to a signed INTEGER, and that a second store on the file sees the state at once.
+TEST(SqliteStoreFile, RowsHoldTheRealKeyStrings) {
+  TempDir dir;
+  const std::string path = dir.file("state.db");
+  SqliteStore store(opts(path));
+  ManualClock clock(kStart);
+  LimiterOptions lo;
+  lo.ns = "tenant";
+  Limiter limiter(store, clock, lo);
+  limiter.set_limits("gpt-4o", {Limit::per_minute("rpm", 10), Limit::daily("rpd", 100),
+                                Limit::concurrency("inflight", 2)});
+  Lease lease = limiter.try_acquire("user:1", "gpt-4o", {{"rpm", 3}, {"rpd", 4}});
+  ASSERT_TRUE(lease.allowed());
+  RawDb raw(path);
+  EXPECT_EQ(raw.rows("SELECT n.name, s.entity, s.resource, s.limit_name, s.limit_kind "
+                     "FROM state s JOIN namespaces n ON n.id = s.ns ORDER BY s.limit_name"),
+            (std::vector<std::string>{"tenant|user:1|gpt-4o|rpd|window",
+                                      "tenant|user:1|gpt-4o|rpm|rate"}));
+  EXPECT_EQ(raw.rows("SELECT entity, resource, limit_name, lease, amount FROM holds"),
+            std::vector<std::string>{
+                cat("user:1|gpt-4o|inflight|", std::bit_cast<std::int64_t>(lease.id()), "|1")});
+  SqliteStore second(opts(path));
+  Limiter other(second, clock, lo);
+  other.set_limits("gpt-4o", {Limit::per_minute("rpm", 10), Limit::daily("rpd", 100),
+                              Limit::concurrency("inflight", 2)});
+  EXPECT_EQ(available(other, "user:1", "gpt-4o", "rpm"), 7);
+  EXPECT_EQ(available(other, "user:1", "gpt-4o", "inflight"), 1);
+  lease.commit();
+  EXPECT_EQ(available(other, "user:1", "gpt-4o", "inflight"), 2);
+}
+
+// Verifies capabilities and name per durability mode.
+TEST(SqliteStoreFile, Capabilities) {
+  TempDir dir;
+  SqliteStore a(opts(dir.file("a.db")));
+  EXPECT_EQ(a.name(), "sqlite");
+  EXPECT_TRUE(a.capabilities().durable);
+  EXPECT_FALSE(a.capabilities().distributed);
+  EXPECT_FALSE(a.capabilities().server_time);
+  SqliteStore b(opts(dir.file("b.db"), Durability::write_behind));
+  EXPECT_FALSE(b.capabilities().durable);
+  EXPECT_EQ(a.durable_ops(), 0u);
+}
+
+// ------------------------------------------------------------------------ errors
+
+// Verifies bad options throw ValidationError, and a file SQLite cannot open or read throws
+// StoreUnavailable naming the file (never a crash).
+TEST(SqliteStoreErrors, BadOptionsAndUnreadableFiles) {
+  TempDir dir;
+  EXPECT_THROW(SqliteStore(opts("")), ValidationError);
+  SqliteStoreOptions o = opts(dir.file("x.db"), Durability::write_behind);
+  o.write_behind_interval = 0;
+  EXPECT_THROW(SqliteStore{o}, ValidationError);
+  o = opts(dir.file("x.db"));
+  o.busy_timeout = std::chrono::milliseconds(-1);
+  EXPECT_THROW(SqliteStore{o}, ValidationError);
+
+  const std::string missing = dir.file("no/such/dir/state.db");
+  try {
+    SqliteStore store(opts(missing));
+    ADD_FAILURE() << "opened " << missing;
+  } catch (const StoreUnavailable& e) {
+    EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
+  }
+
+  const std::string garbage = dir.file("garbage.db");
+  {
+    std::ofstream f(garbage, std::ios::binary);
+    for (int i = 0; i < 8192; ++i) f.put(static_cast<char>('x' + i % 3));
+  }
+  try {
+    SqliteStore store(opts(garbage));
+    ADD_FAILURE() << "opened " << garbage;
+  } catch (const StoreUnavailable& e) {
+    EXPECT_NE(std::string(e.what()).find(garbage), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not a database"), std::string::npos) << e.what();
+  }
+}
+
+// Verifies a write_behind store locks its file exclusively: no other store (either mode) can
+// open it while it is open, and it can once it closed.
+TEST(SqliteStoreErrors, WriteBehindLocksTheFileExclusively) {
+  TempDir dir;
+  const std::string path = dir.file("state.db");
+  SqliteStoreOptions quick = opts(path);
+  quick.busy_timeout = std::chrono::milliseconds(0);
+  {
+    SqliteStore owner(opts(path, Durability::write_behind));
+    EXPECT_THROW(SqliteStore{quick}, StoreUnavailable);
+    SqliteStoreOptions wb = quick;
+    wb.durability = Durability::write_behind;
+    EXPECT_THROW(SqliteStore{wb}, StoreUnavailable);
+  }
+  {
+    SqliteStore user(quick);  // per_op: free again
+    SqliteStoreOptions wb = quick;
+    wb.durability = Durability::write_behind;
+    EXPECT_THROW(SqliteStore{wb}, StoreUnavailable);  // and not while a per_op store is open
+  }
+  SqliteStore owner(opts(path, Durability::write_behind));
+}
+
+// Verifies a full disk (the file size limit, RLIMIT_FSIZE, in a child) makes an acquire throw
+// StoreUnavailable naming the file, and that every acquire acknowledged before it is on disk
+// while the failed one changed nothing.
+TEST(SqliteStoreErrors, DiskFullThrowsAndKeepsAcknowledgedOps) {
+  TempDir dir;
+  const std::string path = dir.file("full.db");
+  { SqliteStore create(opts(path)); }
+  Pipe p;
+  const pid_t pid = spawn([&] {
+    p.close_read();
+    signal(SIGXFSZ, SIG_IGN);  // writes past the limit fail with EFBIG instead of killing
+    SqliteStore store(opts(path));
+    ManualClock clock(kStart);
+    Limiter limiter(store, clock);
+    limiter.set_limits("m", {Limit::per_minute("rpm", 10)});
+    const rlimit lim{256 * 1024, 256 * 1024};
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return 2;
+    const std::string pad(200, 'p');  // long keys: the file grows quickly
+    for (std::uint64_t n = 0; n < 100'000; ++n) {
+      try {
+        if (!take(limiter, cat("user-", n, pad), "m", {{"rpm", 1}}).allowed) return 3;
+      } catch (const StoreUnavailable& e) {
+        const std::string msg = e.what();
+        const std::uint64_t len = msg.size();
+        return write_all(p.fd[1], &n, 8) && write_all(p.fd[1], &len, 8) &&
+                       write_all(p.fd[1], msg.data(), msg.size())
+                   ? 0
+                   : 4;
+      }
+    }
+    return 5;  // never full
+  });
+  p.close_write();
+  std::uint64_t acked = 0;
+  std::uint64_t len = 0;
+  const bool got = read_all(p.fd[0], &acked, 8) && read_all(p.fd[0], &len, 8);
+  std::string msg(got ? len : 0, '\0');
+  const bool got_msg = got && read_all(p.fd[0], msg.data(), msg.size());
+  const int status = wait_status(pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  ASSERT_TRUE(got_msg);
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_GT(acked, 10u) << msg;
+
+  SqliteStore store(opts(path));
+  ManualClock clock(kStart);
+  Limiter limiter(store, clock);
+  limiter.set_limits("m", {Limit::per_minute("rpm", 10)});
+  const std::string pad(200, 'p');
+  for (std::uint64_t n = 0; n < acked; ++n) {
+    ASSERT_EQ(available(limiter, cat("user-", n, pad), "m", "rpm"), 9) << n;
+  }
+  EXPECT_EQ(available(limiter, cat("user-", acked, pad), "m", "rpm"), 10);
+}
+
+// Verifies a write_behind store whose flush fails (file size limit in a child) stops
+// acknowledging: apply() throws StoreUnavailable until a flush succeeds again, and then every
+// acknowledged acquire reaches the file.
+TEST(SqliteStoreErrors, WriteBehindFlushFailureStopsAcknowledging) {
+  TempDir dir;
+  const std::string path = dir.file("wb-full.db");
+  { SqliteStore create(opts(path)); }
+  Pipe p;
+  const pid_t pid = spawn([&] {
+    p.close_read();
+    signal(SIGXFSZ, SIG_IGN);
+    SqliteStoreOptions o = opts(path, Durability::write_behind);
+    o.write_behind_interval = 3600 * kSec;  // flushes only when asked
+    SqliteStore store(o);
+    ManualClock clock(kStart);
+    Limiter limiter(store, clock);
+    limiter.set_limits("m", {Limit::per_minute("rpm", 10)});
+    rlimit lim{};
+    if (getrlimit(RLIMIT_FSIZE, &lim) != 0) return 2;
+    const rlim_t unlimited = lim.rlim_cur;
+    lim.rlim_cur = 256 * 1024;
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return 2;
+    const std::string pad(200, 'p');
+    std::uint64_t acked = 0;
+    bool failed = false;
+    for (std::uint64_t n = 0; n < 100'000 && !failed; ++n) {
+      if (!take(limiter, cat("user-", n, pad), "m", {{"rpm", 1}}).allowed) return 3;
+      ++acked;
+      if (n % 5 == 4) {
+        try {
+          store.flush();
+        } catch (const StoreUnavailable&) {
+          failed = true;
+        }
+      }
+    }
+    if (!failed) return 5;
+    try {  // no more acknowledgements while the changes cannot be written
+      (void)take(limiter, "after-failure", "m", {{"rpm", 1}});
+      return 6;
+    } catch (const StoreUnavailable&) {
+    }
+    lim.rlim_cur = unlimited;
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return 2;
+    store.flush();  // succeeds: the pending changes reach the file
+    if (!take(limiter, "after-recovery", "m", {{"rpm", 1}}).allowed) return 7;
+    ++acked;
+    store.flush();
+    return write_all(p.fd[1], &acked, 8) ? 0 : 4;
+  });
+  p.close_write();
+  std::uint64_t acked = 0;
+  const bool got = read_all(p.fd[0], &acked, 8);
+  const int status = wait_status(pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  ASSERT_TRUE(got);
+  SqliteStore store(opts(path));
+  ManualClock clock(kStart);
+  Limiter limiter(store, clock);
+  limiter.set_limits("m", {Limit::per_minute("rpm", 10)});
+  const std::string pad(200, 'p');
+  for (std::uint64_t n = 0; n + 1 < acked; ++n) {
+    ASSERT_EQ(available(limiter, cat("user-", n, pad), "m", "rpm"), 9) << n;
+  }
+  EXPECT_EQ(available(limiter, "after-failure", "m", "rpm"), 10);
+  EXPECT_EQ(available(limiter, "after-recovery", "m", "rpm"), 9);
+}
+
+// Verifies the file does not grow with every key ever seen: once a store inserted as many rows
+// as the file had live ones (at least 4096), it prunes idle rows by itself.
+TEST(SqliteStoreFile, IdleRowsArePrunedAutomatically) {
+  TempDir dir;
+  for (const Durability d : {Durability::per_op, Durability::write_behind}) {
+    SCOPED_TRACE(d == Durability::per_op ? "per_op" : "write_behind");
+    SqliteStore store(opts(dir.file(d == Durability::per_op ? "a.db" : "b.db"), d));
+    const Namespace ns = store.open_namespace("churn");
+    const Limit rps = Limit::per_second("rps", 1);  // a key is idle 1 s after its use
+    constexpr int kPerRound = 2100;
+    constexpr int kBatch = 100;  // keys per operation: one transaction each
+    Micros now = kStart;
+    for (int round = 0; round < 2; ++round) {
+      for (int first = 0; first < kPerRound; first += kBatch) {
+        std::vector<std::string> names;
+        for (int i = first; i < first + kBatch; ++i) names.push_back(cat("r", round, "-k", i));
+        std::vector<KeyParts> keys;
+        std::vector<OpItem> items;
+        for (std::size_t i = 0; i < names.size(); ++i) {
+          keys.push_back(KeyParts{names[i], "res"});
+          items.push_back(OpItem{static_cast<std::uint16_t>(i), &rps, 1, 0});
+        }
+        std::vector<ItemResult> res(items.size());
+        Op op;
+        op.kind = OpKind::acquire;
+        op.ns = &ns;
+        op.now = now;
+        op.keys = keys;
+        op.items = items;
+        ASSERT_TRUE(store.apply(op, res));
+      }
+      now += 2 * kSec;
+    }
+    // 4,200 keys were written; the prune at the 4,096th insert dropped the 2,100 of round 0.
+    EXPECT_EQ(store.size(), static_cast<std::size_t>(kPerRound));
+    EXPECT_EQ(store.prune(now), static_cast<std::size_t>(kPerRound));
+    EXPECT_EQ(store.size(), 0u);
+  }
+}
+
+// ------------------------------------------------------------------------ processes
+
+// Verifies two processes acquiring on one limit of one file are admitted exactly the limit's
+// capacity in total: no lost update, no double grant.
+TEST(SqliteStoreProcesses, TwoProcessesAdmitExactlyTheCapacity) {
+  TempDir dir;
+  const std::string path = dir.file("shared.db");
+  constexpr int kCapacity = 120;
+  constexpr int kEach = 100;
+  { SqliteStore create(opts(path)); }
+  Pipe go;
+  Pipe results;
+  std::vector<pid_t> pids;
+  for (int c = 0; c < 2; ++c) {
+    pids.push_back(spawn([&] {
+      go.close_write();
+      results.close_read();
+      SqliteStore store(opts(path));
+      ManualClock clock(kStart);
+      Limiter limiter(store, clock);
+      limiter.set_limits("m", {Limit::per_day("rpd", kCapacity)});
+      char start = 0;
+      (void)read_all(go.fd[0], &start, 1);  // returns at EOF: the parent closed it
+      std::uint64_t admitted = 0;
+      for (int i = 0; i < kEach; ++i) admitted += take(limiter, "u", "m", {{"rpd", 1}}).allowed;
+      return write_all(results.fd[1], &admitted, 8) ? 0 : 4;
+    }));
+  }
+  go.close_write();  // both start together
+  results.close_write();
+  std::uint64_t total = 0;
+  for (int c = 0; c < 2; ++c) {
+    std::uint64_t n = 0;
+    ASSERT_TRUE(read_all(results.fd[0], &n, 8));
+    EXPECT_GT(n, 0u);
+    total += n;
+  }
+  for (const pid_t pid : pids) {
+    const int status = wait_status(pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
+  EXPECT_EQ(total, static_cast<std::uint64_t>(kCapacity));
+  SqliteStore store(opts(path));
+  ManualClock clock(kStart);
+  Limiter limiter(store, clock);
+  limiter.set_limits("m", {Limit::per_day("rpd", kCapacity)});
+  EXPECT_EQ(available(limiter, "u", "m", "rpd"), 0);
+}
+
+/// What a killed child acknowledged: its last report before it died.
+struct Acked {
+  std::uint64_t ops = 0;      // acquires acknowledged
+  std::uint64_t durable = 0;  // of which the store said were on disk
+};
+
+/**
+ * Forks a child that acquires in a loop on `path` and reports (ops, durable) on a pipe after
+ * every acknowledged acquire (`each` decides when to report and what is durable), kills it
+ * with SIGKILL once the reports satisfy `enough`, and returns its last report.
+ */
+Acked run_and_kill(const std::string& path, SqliteStoreOptions o,
+                   const std::function<bool(SqliteStore&, std::uint64_t)>& report_now,
+                   const std::function<bool(const Acked&)>& enough) {
+  Pipe p;
+  const pid_t pid = spawn([&] {
+    p.close_read();
+    SqliteStore store(o);
+    Counter c(store);
+    for (std::uint64_t n = 1;; ++n) {
+      if (!c.acquire()) return 3;
+      if (!report_now(store, n)) continue;
+      const std::uint64_t msg[2] = {n, store.durable_ops()};
+      if (!write_all(p.fd[1], msg, sizeof msg)) return 4;
+    }
+  });
+  p.close_write();
+  Acked last;
+  std::uint64_t msg[2];
+  while (!enough(last) && read_all(p.fd[0], msg, sizeof msg)) last = Acked{msg[0], msg[1]};
+  kill(pid, SIGKILL);
+  while (read_all(p.fd[0], msg, sizeof msg)) last = Acked{msg[0], msg[1]};  // sent before death
+  const int status = wait_status(pid);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "child status " << status;
+  (void)path;
+  return last;
+}
+
+// Verifies per_op durability: a child acquiring in a loop is SIGKILLed mid-load (three times
+// on one file); after each kill every acknowledged acquire is in the file, plus at most the
+// one that committed but was not reported yet.
+TEST(SqliteStoreCrash, PerOpKeepsEveryAcknowledgedAcquireAfterSigkill) {
+  TempDir dir;
+  const std::string path = dir.file("kill.db");
+  { SqliteStore create(opts(path)); }
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(cat("round ", round));
+    const std::int64_t before = consumed_in(path);
+    const Acked a = run_and_kill(
+        path, opts(path), [](SqliteStore&, std::uint64_t) { return true; },
+        [](const Acked& x) { return x.ops >= 30; });
+    ASSERT_GE(a.ops, 30u);
+    EXPECT_EQ(a.durable, a.ops);  // per_op: durable when acknowledged
+    const std::int64_t consumed = consumed_in(path) - before;
+    EXPECT_GE(consumed, static_cast<std::int64_t>(a.ops));
+    EXPECT_LE(consumed, static_cast<std::int64_t>(a.ops) + 1);
+  }
+}
+
+// Verifies write_behind's bound with flushes the child forces: it reports after every 7th
+// acquire, once flush() returned; after SIGKILL the file holds every reported acquire and at
+// most the 7 of one flush more (the flush after the last report may have committed).
+TEST(SqliteStoreCrash, WriteBehindLosesAtMostTheUnflushedOpsAfterSigkill) {
+  TempDir dir;
+  const std::string path = dir.file("wb.db");
+  constexpr std::uint64_t kEvery = 7;
+  SqliteStoreOptions o = opts(path, Durability::write_behind);
+  o.write_behind_interval = 3600 * kSec;  // only the forced flushes
+  const std::int64_t before = consumed_in(path);
+  const Acked a = run_and_kill(
+      path, o,
+      [](SqliteStore& s, std::uint64_t n) {
+        if (n % kEvery != 0) return false;
+        s.flush();
+        return true;
+      },
+      [](const Acked& x) { return x.ops >= 20 * kEvery; });
+  ASSERT_GE(a.ops, 20 * kEvery);
+  EXPECT_EQ(a.durable, a.ops);
+  const std::int64_t consumed = consumed_in(path) - before;
+  EXPECT_GE(consumed, static_cast<std::int64_t>(a.ops));
+  EXPECT_LE(consumed, static_cast<std::int64_t>(a.ops + kEvery));
+}
+
+// Verifies write_behind's interval flusher: the child reports (acquires, durable_ops()) after
+// each acquire with a 2 ms interval; once the flusher made 50 acquires durable it is SIGKILLed;
+// the file then holds at least every acquire durable_ops() had reported.
+TEST(SqliteStoreCrash, WriteBehindIntervalFlushesSurviveSigkill) {
+  TempDir dir;
+  const std::string path = dir.file("wb-interval.db");
+  SqliteStoreOptions o = opts(path, Durability::write_behind);
+  o.write_behind_interval = 2000;
+  const std::int64_t before = consumed_in(path);
+  const Acked a = run_and_kill(
+      path, o, [](SqliteStore&, std::uint64_t) { return true; },
+      [](const Acked& x) { return x.durable >= 50; });
+  ASSERT_GE(a.durable, 50u);
+  const std::int64_t consumed = consumed_in(path) - before;
+  EXPECT_GE(consumed, static_cast<std::int64_t>(a.durable));
+  EXPECT_LE(consumed, static_cast<std::int64_t>(a.ops) + 1);
+}
+
+}  // namespace
+}  // namespace admit
