@@ -1,76 +1,37 @@
 // admitd: admission control over HTTP. Loads a YAML config into a Limiter backed by the
 // in-memory store and serves /healthz, /v1/decide, /v1/acquire and /v1/limits.
+// Prints "listening on http://HOST:PORT" as the first line on stdout; logs on stderr.
 // Exit codes: 0 after a clean shutdown, 1 if the address cannot be listened on, 2 on bad
 // flags or config.
 #include <CLI/CLI.hpp>
 
-#include <charconv>
-#include <csignal>
-#include <cstdint>
 #include <cstdio>
-#include <exception>
 #include <filesystem>
+#include <stdexcept>
 #include <string>
 
 #include "admit/core/clock.hpp"
-#include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
 #include "admit/store/memory_store.hpp"
+#include "common/http/server.hpp"
+#include "common/http/startup.hpp"
 #include "service/api.hpp"
 #include "service/config.hpp"
-#include "service/server.hpp"
+#include "service/http_handler.hpp"
 
 namespace {
 
 constexpr const char* kDefaultConfig = "config/sample.yaml";
 
-/// Splits "HOST:PORT" ("[::1]:8787" for IPv6); false if malformed.
-bool split_listen(const std::string& s, std::string& host, std::uint16_t& port) {
-  const auto colon = s.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
-  host = s.substr(0, colon);
-  if (host.find(':') != std::string::npos && (host.front() != '[' || host.back() != ']')) {
-    return false;  // a bare IPv6 address needs brackets
-  }
-  const char* first = s.data() + colon + 1;
-  const char* last = s.data() + s.size();
-  const auto [p, ec] = std::from_chars(first, last, port);
-  return ec == std::errc() && p == last;
-}
-
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host.starts_with("127.") || host == "[::1]";
-}
-
-/// Holds SIGINT / SIGTERM pending from startup until the server's handlers are installed, so
-/// that a stop request during startup is neither lost (a background job inherits SIGINT
-/// ignored) nor fatal halfway through; it is then handled as a clean shutdown.
-class DeferStopSignals {
- public:
-  DeferStopSignals() {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
-  }
-  ~DeferStopSignals() { release(); }
-  void release() { pthread_sigmask(SIG_UNBLOCK, &set_, nullptr); }
-  DeferStopSignals(const DeferStopSignals&) = delete;
-  DeferStopSignals& operator=(const DeferStopSignals&) = delete;
-
- private:
-  sigset_t set_{};
-};
-
-int fail(const std::string& message, int code) {
-  std::fprintf(stderr, "admitd: %s\n", message.c_str());
-  return code;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  DeferStopSignals defer_signals;
+  namespace http = admit::http;
+  http::Startup startup("admitd");  // holds SIGINT / SIGTERM until the server handles them
   CLI::App app{"admitd: admission control / rate limiting for LLM API traffic (HTTP/1.1)"};
   std::string config_path;
   std::string listen = "127.0.0.1:8787";
@@ -84,27 +45,30 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--threads", threads, "io threads")->check(CLI::Range(1, 256))->capture_default_str();
   app.add_flag("-v,--verbose", verbose, "log one JSON line per request to stderr");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);  // prints help, or the error and a hint
-    return code == 0 ? 0 : 2;
-  }
+  if (const auto rc = startup.parse(app, argc, argv)) return *rc;
 
   if (config_opt->count() == 0) {
     if (!std::filesystem::exists(kDefaultConfig)) {
-      return fail("--config is required (no config/sample.yaml in the current directory)", 2);
+      return startup.fail("--config is required (no config/sample.yaml in the current directory)",
+                          http::kExitUsage);
     }
     config_path = kDefaultConfig;
   }
-  admit::service::ServerOptions options;
-  if (!split_listen(listen, options.host, options.port)) {
-    return fail("invalid --listen '" + listen + "': expected HOST:PORT, e.g. 127.0.0.1:8787", 2);
+  http::ServerOptions options;  // the defaults: 64 KiB bodies, 30 s idle, 5 s to stop
+  options.name = "admitd";
+  if (!http::split_listen(listen, options.host, options.port)) {
+    return startup.fail("invalid --listen '" + listen + "': expected HOST:PORT, e.g. 127.0.0.1:8787",
+                        http::kExitUsage);
+  }
+  try {
+    http::check_host(options.host);
+  } catch (const std::invalid_argument& e) {
+    return startup.fail(std::string("invalid --listen: ") + e.what(), http::kExitUsage);
   }
   options.threads = threads;
-  options.verbose = verbose;
+  options.access_log = verbose;
 
-  try {
+  return startup.run([&] {
     const admit::service::Config config = admit::service::load_config(config_path);
     admit::MemoryStore store;
     admit::SystemClock clock;
@@ -114,8 +78,9 @@ int main(int argc, char** argv) {
     admit::service::apply_config(config, limiter);
 
     admit::service::Api api(limiter);
-    admit::service::Server server(api, options);  // installs the SIGINT / SIGTERM handlers
-    defer_signals.release();
+    admit::service::HttpHandler handler(api);
+    http::Server server(handler, options);  // installs the SIGINT / SIGTERM handlers
+    startup.listening(server);
     if (!is_loopback(options.host)) {
       std::fprintf(stderr,
                    "admitd: warning: listening on non-loopback %s; there is no authentication\n",
@@ -126,14 +91,6 @@ int main(int argc, char** argv) {
                  config_path.c_str(), config.ns.c_str(), threads);
     server.run();
     std::fprintf(stderr, "admitd: stopped\n");
-    return 0;
-  } catch (const admit::ValidationError& e) {
-    return fail(e.what(), 2);
-  } catch (const std::invalid_argument& e) {
-    return fail(std::string("invalid --listen: ") + e.what(), 2);
-  } catch (const admit::service::ListenError& e) {
-    return fail(e.what(), 1);
-  } catch (const std::exception& e) {
-    return fail(std::string("fatal: ") + e.what(), 1);
-  }
+    return http::kExitOk;
+  });
 }

@@ -4,49 +4,21 @@
 // Exit codes: 0 after SIGINT / SIGTERM, 1 if the address cannot be listened on, 2 on bad flags.
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
-#include <csignal>
 #include <cstdint>
-#include <cstdio>
-#include <exception>
 #include <string>
 
 #include "admit/core/clock.hpp"
 #include "admit/sim/provider.hpp"
+#include "common/http/server.hpp"
+#include "common/http/startup.hpp"
 #include "src/app.hpp"
-#include "src/server.hpp"
-
-namespace {
-
-/// Holds SIGINT / SIGTERM pending until the server's handlers are installed, so a stop request
-/// during startup becomes a clean shutdown instead of being lost or fatal halfway.
-class DeferStopSignals {
- public:
-  DeferStopSignals() {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
-  }
-  ~DeferStopSignals() { release(); }
-  void release() { pthread_sigmask(SIG_UNBLOCK, &set_, nullptr); }
-  DeferStopSignals(const DeferStopSignals&) = delete;
-  DeferStopSignals& operator=(const DeferStopSignals&) = delete;
-
- private:
-  sigset_t set_{};
-};
-
-int fail(const std::string& message, int code) {
-  std::fprintf(stderr, "admit-provider-sim: %s\n", message.c_str());
-  return code;
-}
-
-}  // namespace
+#include "src/http_handler.hpp"
 
 int main(int argc, char** argv) {
-  DeferStopSignals defer_signals;
+  namespace http = admit::http;
+  http::Startup startup("admit-provider-sim");  // holds SIGINT / SIGTERM until the server does
   CLI::App cli{"admit-provider-sim: an OpenAI-compatible LLM API with hidden rate limits"};
-  admit::sim::ServerOptions server_options;
+  http::ServerOptions server_options = admit::sim::server_options();
   admit::sim::AppOptions app_options;
   admit::sim::SimLimits limits;
   std::string dialect = "openai";
@@ -75,27 +47,16 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   cli.add_flag("-v,--verbose", app_options.verbose, "log one JSON line per request to stderr");
-  try {
-    cli.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = cli.exit(e);  // prints help, or the error and a hint
-    return code == 0 ? 0 : 2;
-  }
+  if (const auto rc = startup.parse(cli, argc, argv)) return *rc;
   app_options.latency = latency_ms * 1'000;
 
-  try {
+  return startup.run([&] {
     admit::sim::ProviderModel model(limits, *admit::sim::dialect_from_string(dialect));
     admit::sim::App app(model, app_options);
     admit::SystemClock clock;
-    admit::sim::Server server(app, clock, server_options);  // installs the signal handlers
-    defer_signals.release();
-
-    const std::string& h = server_options.host;
-    const std::string host =
-        h.find(':') != std::string::npos && h.front() != '[' ? "[" + h + "]" : h;
-    const std::string url = "http://" + host + ":" + std::to_string(server.port());
-    std::printf("listening on %s\n", url.c_str());
-    std::fflush(stdout);
+    admit::sim::HttpHandler handler(app, clock);
+    http::Server server(handler, server_options);  // installs the signal handlers
+    const std::string url = startup.listening(server);
     // Boost.JSON writes doubles as "5E1": an integral speed is logged as an integer.
     const double tps = app_options.tokens_per_second;
     const boost::json::value tps_json = tps == static_cast<double>(static_cast<std::int64_t>(tps))
@@ -113,12 +74,6 @@ int main(int argc, char** argv) {
                           {"admin_token", !app_options.admin_token.empty()}});
     server.run();
     admit::sim::log_json({{"msg", "stopped"}});
-    return 0;
-  } catch (const admit::sim::ListenError& e) {
-    return fail(e.what(), 1);
-  } catch (const std::invalid_argument& e) {
-    return fail(e.what(), 2);
-  } catch (const std::exception& e) {
-    return fail(std::string("fatal: ") + e.what(), 1);
-  }
+    return http::kExitOk;
+  });
 }
