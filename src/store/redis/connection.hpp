@@ -1,0 +1,92 @@
+// One node's connection: a socket that is (re)opened on demand, a FIFO of requests waiting to
+// be written, a FIFO of requests written and awaiting their replies. I/O thread only.
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core.hpp"
+#include "resp.hpp"
+
+namespace admit::redis::detail {
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Core& core, Endpoint endpoint);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  const Endpoint& endpoint() const { return endpoint_; }
+  const std::string& name() const { return name_; }
+  bool ready() const { return state_ == State::ready; }
+
+  /// Queues a request: connects first if needed, or fails it at once during backoff.
+  void enqueue(RequestPtr req);
+  /// NOSCRIPT for `req`: loads its script on this node (one SCRIPT LOAD for all requests
+  /// that need it meanwhile), then sends `req` again.
+  void reload_script(RequestPtr req);
+  /// Fails requests whose deadline passed (a written one breaks the connection: the replies
+  /// that follow would be out of step) and returns the earliest deadline still pending.
+  Clock::time_point sweep(Clock::time_point now);
+  /// Fails everything with Errc::shutdown and closes for good.
+  void shutdown();
+
+ private:
+  enum class State { idle, connecting, handshaking, ready, closed };
+  enum class Kind { request, discard, handshake };
+  struct InFlight {
+    RequestPtr req;  // null for discard and handshake entries
+    Kind kind = Kind::request;
+    Errc handshake_error = Errc::auth_failed;
+  };
+
+  void start_connect();
+  void on_connected(std::uint64_t gen, const boost::system::error_code& ec);
+  void on_ready();
+  void start_read();
+  void on_read(std::uint64_t gen, const boost::system::error_code& ec, std::size_t n);
+  void dispatch(InFlight entry, Reply reply);
+  void schedule_flush();
+  void flush();
+  void on_written(std::uint64_t gen, const boost::system::error_code& ec);
+  /// A connection attempt failed (connect, AUTH, SELECT): back off, fail what waits.
+  void connect_failed(Errc e, const std::string& why);
+  /// An established connection broke: fail what was sent, keep what was not.
+  void lost(Errc e, const std::string& why, Clock::time_point now);
+  void close_socket();
+  void on_script_loaded(const std::string& sha, std::error_code ec, const Reply& reply);
+
+  Core& core_;
+  const Endpoint endpoint_;
+  const std::string name_;
+  boost::asio::ip::tcp::socket socket_;
+  boost::asio::ip::tcp::resolver resolver_;
+  boost::asio::steady_timer connect_timer_;
+  State state_ = State::idle;
+  std::uint64_t gen_ = 0;  // bumped per attempt and on close: stale handlers compare it
+  bool was_connected_ = false;
+
+  std::deque<RequestPtr> waiting_;
+  std::deque<InFlight> in_flight_;
+  int handshake_left_ = 0;
+  std::string write_buf_;
+  bool writing_ = false;
+  bool flush_posted_ = false;
+  std::vector<char> read_buf_;
+  ReplyReader reader_;
+
+  int failures_ = 0;  // consecutive failed attempts
+  Clock::time_point retry_at_{};
+  Errc last_errc_ = Errc::connection_failed;
+  std::string last_error_;
+
+  std::unordered_map<std::string, std::vector<RequestPtr>> script_waiters_;  // by SHA1
+};
+
+}  // namespace admit::redis::detail

@@ -1,0 +1,273 @@
+// The value types of redis_client.hpp: replies, errors, endpoints and URLs, key slots, scripts.
+#include <array>
+#include <boost/url/parse.hpp>
+#include <boost/url/url_view.hpp>
+#include <boost/uuid/detail/sha1.hpp>
+#include <charconv>
+#include <cstdio>
+
+#include "admit/core/error.hpp"
+#include "admit/store/redis_client.hpp"
+#include "core.hpp"
+
+namespace admit::redis {
+
+// ---- Reply ----
+
+std::string_view Reply::error_code() const {
+  if (type != Type::error) return {};
+  const std::string_view s = str;
+  return s.substr(0, s.find(' '));
+}
+
+Reply Reply::error(std::string message) {
+  Reply r;
+  r.type = Type::error;
+  r.str = std::move(message);
+  return r;
+}
+
+std::string_view to_string(Reply::Type type) {
+  switch (type) {
+    case Reply::Type::nil: return "nil";
+    case Reply::Type::string: return "string";
+    case Reply::Type::status: return "status";
+    case Reply::Type::error: return "error";
+    case Reply::Type::integer: return "integer";
+    case Reply::Type::array: return "array";
+  }
+  return "unknown";
+}
+
+namespace {
+
+void render(const Reply& r, std::string& out) {
+  switch (r.type) {
+    case Reply::Type::nil: out += "nil"; return;
+    case Reply::Type::string:
+      out += '"';
+      for (char c : r.str) {
+        if (c == '"' || c == '\\') {
+          out += '\\';
+          out += c;
+        } else if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+          out += buf;
+        } else {
+          out += c;
+        }
+      }
+      out += '"';
+      return;
+    case Reply::Type::status: out += r.str; return;
+    case Reply::Type::error: out += "(error) " + r.str; return;
+    case Reply::Type::integer: out += "(integer) " + std::to_string(r.integer); return;
+    case Reply::Type::array:
+      out += '[';
+      for (std::size_t i = 0; i < r.elements.size(); ++i) {
+        if (i > 0) out += ", ";
+        render(r.elements[i], out);
+      }
+      out += ']';
+      return;
+  }
+}
+
+}  // namespace
+
+std::string to_string(const Reply& reply) {
+  std::string out;
+  render(reply, out);
+  return out;
+}
+
+// ---- errors ----
+
+namespace {
+
+class Category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "admit.redis"; }
+  std::string message(int ev) const override {
+    switch (static_cast<Errc>(ev)) {
+      case Errc::timeout: return "redis request timed out";
+      case Errc::connection_failed: return "could not connect to redis";
+      case Errc::connection_lost: return "redis connection lost";
+      case Errc::auth_failed: return "redis authentication failed";
+      case Errc::protocol_error: return "redis protocol error";
+      case Errc::too_many_redirects: return "too many redis cluster redirects";
+      case Errc::cluster_unavailable: return "redis cluster slot map unavailable";
+      case Errc::overloaded: return "too many redis requests pending";
+      case Errc::shutdown: return "redis client shut down";
+    }
+    return "unknown redis client error";
+  }
+};
+
+}  // namespace
+
+const std::error_category& error_category() noexcept {
+  static const Category category;
+  return category;
+}
+
+std::error_code make_error_code(Errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+// ---- endpoints and URLs ----
+
+std::string Endpoint::to_string() const {
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+namespace {
+
+bool parse_port(std::string_view s, std::uint16_t& port) {
+  unsigned v = 0;
+  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || p != s.data() + s.size() || v == 0 || v > 65535) return false;
+  port = static_cast<std::uint16_t>(v);
+  return true;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+ClientOptions parse_url(std::string_view url) {
+  const std::string value(url);
+  const auto parsed = boost::urls::parse_uri(url);
+  if (!parsed) throw ValidationError("url", value, "not a URL (" + parsed.error().message() + ")");
+  const boost::urls::url_view& u = *parsed;
+  if (u.scheme() != "redis") {
+    throw ValidationError("url", value, "the scheme must be redis:// (TLS is not supported)");
+  }
+  if (u.has_query() || u.has_fragment()) {
+    throw ValidationError("url", value, "query and fragment are not supported");
+  }
+  ClientOptions o;
+  Endpoint ep;
+  ep.host = u.host_address();
+  if (ep.host.empty()) throw ValidationError("url", value, "the host is missing");
+  if (u.has_port() && !parse_port(u.port(), ep.port)) {
+    throw ValidationError("url", value, "the port must be 1..65535");
+  }
+  o.seeds.push_back(std::move(ep));
+  if (u.has_userinfo()) {
+    o.username = u.user();
+    if (u.has_password()) o.password = u.password();
+    if (!o.username.empty() && o.password.empty()) {
+      // "redis://secret@host" is how some tools write a password without a user.
+      o.password = std::exchange(o.username, {});
+    }
+  }
+  std::string_view path = u.encoded_path();
+  if (!path.empty() && path != "/") {
+    path.remove_prefix(1);
+    int db = 0;
+    const auto [p, ec] = std::from_chars(path.data(), path.data() + path.size(), db);
+    if (ec != std::errc{} || p != path.data() + path.size() || db < 0) {
+      throw ValidationError("url", value, "the path must be a database number (/0, /1, ...)");
+    }
+    o.db = db;
+  }
+  return o;
+}
+
+std::vector<Endpoint> parse_endpoints(std::string_view list) {
+  const std::string value(list);
+  std::vector<Endpoint> out;
+  for (std::size_t pos = 0;;) {
+    const auto comma = list.find(',', pos);
+    const std::string_view item =
+        trim(list.substr(pos, comma == std::string_view::npos ? comma : comma - pos));
+    Endpoint ep;
+    std::string_view host;
+    std::string_view port;
+    if (!item.empty() && item.front() == '[') {
+      const auto close = item.find(']');
+      if (close == std::string_view::npos || close + 1 >= item.size() || item[close + 1] != ':') {
+        throw ValidationError("endpoints", value, "expected [ipv6]:port");
+      }
+      host = item.substr(1, close - 1);
+      port = item.substr(close + 2);
+    } else {
+      const auto colon = item.rfind(':');
+      if (colon == std::string_view::npos) {
+        throw ValidationError("endpoints", value, "expected host:port[,host:port...]");
+      }
+      host = item.substr(0, colon);
+      port = item.substr(colon + 1);
+    }
+    if (host.empty()) throw ValidationError("endpoints", value, "a host is empty");
+    if (!parse_port(port, ep.port)) {
+      throw ValidationError("endpoints", value, "a port is not in 1..65535");
+    }
+    ep.host = std::string(host);
+    out.push_back(std::move(ep));
+    if (comma == std::string_view::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+// ---- key slots ----
+
+namespace {
+
+constexpr std::array<std::uint16_t, 256> kCrc16Table = [] {
+  std::array<std::uint16_t, 256> t{};
+  for (unsigned i = 0; i < 256; ++i) {
+    unsigned crc = i << 8;
+    for (int b = 0; b < 8; ++b) crc = (crc & 0x8000U) != 0 ? (crc << 1) ^ 0x1021U : crc << 1;
+    t[i] = static_cast<std::uint16_t>(crc & 0xffffU);
+  }
+  return t;
+}();
+
+std::uint16_t crc16(std::string_view s) noexcept {
+  unsigned crc = 0;
+  for (char c : s) {
+    crc = ((crc << 8) & 0xff00U) ^ kCrc16Table[((crc >> 8) ^ static_cast<unsigned char>(c)) & 0xffU];
+  }
+  return static_cast<std::uint16_t>(crc);
+}
+
+}  // namespace
+
+std::uint16_t key_slot(std::string_view key) noexcept {
+  const auto open = key.find('{');
+  if (open != std::string_view::npos) {
+    const auto close = key.find('}', open + 1);
+    if (close != std::string_view::npos && close > open + 1) {
+      key = key.substr(open + 1, close - open - 1);
+    }
+  }
+  return static_cast<std::uint16_t>(crc16(key) & 16383U);
+}
+
+// ---- scripts ----
+
+Script::Script(std::string source) {
+  boost::uuids::detail::sha1 sha;
+  sha.process_bytes(source.data(), source.size());
+  boost::uuids::detail::sha1::digest_type digest;
+  sha.get_digest(digest);
+  char hex[41];
+  for (int i = 0; i < 5; ++i) {
+    std::snprintf(hex + 8 * i, 9, "%08x", digest[i]);
+  }
+  data_ = std::make_shared<const Data>(Data{std::move(source), std::string(hex, 40)});
+}
+
+const std::string& Script::source() const { return data_->source; }
+const std::string& Script::sha1() const { return data_->sha1; }
+
+}  // namespace admit::redis
