@@ -34,6 +34,7 @@ _redis_launch() {
   shift 2
   local attempt port dir pid a
   mkdir -p "$parent"
+  parent=$(cd "$parent" && pwd)  # absolute: redis-server opens --logfile after chdir to --dir
   for ((attempt = 0; attempt < 5; attempt++)); do
     port=$(_redis_free_port)
     dir=$(mktemp -d "$parent/redis-$port.XXXXXX")
