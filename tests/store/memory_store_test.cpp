@@ -1,5 +1,6 @@
-// MemoryStore through the Store interface (Op / OpItem), below the Limiter: atomicity across
-// keys and shards, idle-key eviction, namespaces and memory per key.
+// What only MemoryStore has, through the Store interface: prepared key handles, bounded table
+// growth with idle keys, and memory per active key. The semantics every store shares
+// (atomicity, holds, namespaces, key escaping, prune, size) are in conformance_test.cpp.
 #include "admit/store/memory_store.hpp"
 
 #include <gtest/gtest.h>
@@ -69,69 +70,6 @@ class StoreTest : public ::testing::Test {
   }
 };
 
-// Verifies an acquire over two keys in different shards is all-or-nothing: when one key is
-// short nothing is consumed on the other, when both fit both are consumed. (32 key pairs with
-// 64 shards: that none is split across shards has probability 64^-32.)
-TEST_F(StoreTest, AcquireIsAllOrNothingAcrossKeysAndShards) {
-  for (int i = 0; i < 32; ++i) {
-    SCOPED_TRACE(i);
-    const std::string a = cat("a", i);
-    const std::string b = cat("b", i);
-    const KeyParts ka{a, "r"};
-    const KeyParts kb{b, "r"};
-    ASSERT_TRUE(one(OpKind::acquire, kStart, ka, rpm, 10).ok);
-    const Applied denied =
-        apply(OpKind::acquire, kStart, {ka, kb}, {OpItem{0, &rpm, 1, 0}, OpItem{1, &rpm, 5, 0}});
-    EXPECT_FALSE(denied.ok);
-    EXPECT_FALSE(denied.items[0].ok);
-    EXPECT_EQ(denied.items[0].retry_after, 6 * kSec);
-    EXPECT_TRUE(denied.items[1].ok);
-    EXPECT_EQ(available(kStart, kb, rpm), 10);  // b untouched
-
-    // Mixed kinds: rate fits on b, the concurrency slot of a does not.
-    ASSERT_TRUE(one(OpKind::acquire, kStart, ka, slots, 2, 100, kStart + kSec).ok);
-    const Applied mixed =
-        apply(OpKind::acquire, kStart, {ka, kb}, {OpItem{1, &rpm, 4, 0}, OpItem{0, &slots, 1, 0}},
-              101, kStart + kSec);
-    EXPECT_FALSE(mixed.ok);
-    EXPECT_TRUE(mixed.items[0].ok);
-    EXPECT_FALSE(mixed.items[1].ok);
-    EXPECT_EQ(mixed.items[1].retry_after, kSec);
-    EXPECT_EQ(available(kStart, kb, rpm), 10);
-
-    const std::string c = cat("c", i);
-    const KeyParts kc{c, "r"};
-    const Applied both =
-        apply(OpKind::acquire, kStart, {kb, kc},
-              {OpItem{0, &rpm, 5, 0}, OpItem{1, &rpm, 3, 0}, OpItem{1, &rpd, 5, 0}});
-    EXPECT_TRUE(both.ok);
-    EXPECT_EQ(available(kStart, kb, rpm), 5);
-    EXPECT_EQ(available(kStart, kc, rpm), 7);
-    EXPECT_EQ(available(kStart, kc, rpd), 0);
-  }
-}
-
-// Verifies decide and read report without changing or creating state, and reset forgets it.
-TEST_F(StoreTest, DecideAndReadChangeNothingResetForgets) {
-  const KeyParts k{"e", "r"};
-  const Applied d = one(OpKind::decide, kStart, k, rpm, 10);
-  EXPECT_TRUE(d.ok);
-  EXPECT_EQ(d.items[0].available, 10);
-  EXPECT_EQ(one(OpKind::decide, kStart, k, rpm, 11).items[0].never, true);
-  EXPECT_EQ(store.size(), 0u);  // nothing stored for fresh keys
-  EXPECT_EQ(available(kStart, k, rpm), 10);
-  EXPECT_EQ(store.size(), 0u);
-
-  ASSERT_TRUE(one(OpKind::acquire, kStart, k, rpm, 7).ok);
-  const Applied no = one(OpKind::decide, kStart, k, rpm, 4);
-  EXPECT_FALSE(no.ok);
-  EXPECT_EQ(no.items[0].retry_after, 6 * kSec);
-  EXPECT_EQ(available(kStart, k, rpm), 3);
-  one(OpKind::reset, kStart, k, rpm, 0);
-  EXPECT_EQ(available(kStart, k, rpm), 10);
-  EXPECT_EQ(store.size(), 0u);
-}
-
 // Verifies a prepared KeyHandle addresses the same state as the raw key parts.
 TEST_F(StoreTest, PreparedHandlesAddressTheSameState) {
   const std::vector<KeyParts> keys = {{"child", "r"}, {"parent", "r"}};
@@ -144,81 +82,6 @@ TEST_F(StoreTest, PreparedHandlesAddressTheSameState) {
   ASSERT_TRUE(store.apply(op, res));
   EXPECT_EQ(available(kStart, keys[0], rpm), 7);
   EXPECT_EQ(available(kStart, keys[1], rpm), 6);
-}
-
-// Verifies concurrency holds: a release frees only its own lease's slots, expiry frees them
-// at exactly the expiry instant, and the retry_after of a full limit is that instant.
-TEST_F(StoreTest, ConcurrencyHoldsReleaseAndExpire) {
-  const KeyParts k{"e", "r"};
-  ASSERT_TRUE(one(OpKind::acquire, kStart, k, slots, 1, 1, kStart + 10 * kSec).ok);
-  ASSERT_TRUE(one(OpKind::acquire, kStart, k, slots, 1, 2, kStart + 20 * kSec).ok);
-  const Applied full = one(OpKind::acquire, kStart, k, slots, 1, 3, kStart + kSec);
-  EXPECT_FALSE(full.ok);
-  EXPECT_EQ(full.items[0].retry_after, 10 * kSec);
-  EXPECT_EQ(full.items[0].held, 2);
-  one(OpKind::release, kStart, k, slots, 0, 99);  // not a holder: nothing freed
-  EXPECT_EQ(available(kStart, k, slots), 0);
-  const Applied rel = one(OpKind::release, kStart, k, slots, 0, 2);
-  EXPECT_EQ(rel.items[0].held, 1);
-  EXPECT_EQ(available(kStart, k, slots), 1);
-  EXPECT_EQ(available(kStart + 10 * kSec - 1, k, slots), 1);
-  EXPECT_EQ(available(kStart + 10 * kSec, k, slots), 2);
-  one(OpKind::release, kStart + 10 * kSec, k, slots, 0, 1);  // already expired: harmless
-  EXPECT_EQ(store.size(), 0u);                               // last holder gone
-}
-
-// Verifies prune evicts idle state — full buckets, finished windows, keys without holders —
-// and keeps partially used buckets, buckets in debt, running windows and live holders.
-TEST_F(StoreTest, PruneEvictsIdleKeysKeepsBusyOnes) {
-  const KeyParts used{"used", "r"};      // rpm: 1 unit, full again at +6 s
-  const KeyParts debt{"debt", "r"};      // rpm: 30 units, full again at +180 s
-  const KeyParts window{"window", "r"};  // rpd: window ends at the next UTC midnight
-  const KeyParts holder{"holder", "r"};  // inflight: lease expires at +1 h
-  const KeyParts brief{"brief", "r"};    // inflight: lease expires at +10 s
-  const Micros day_end = (kStart / kMicrosPerDay + 1) * kMicrosPerDay;
-  ASSERT_TRUE(one(OpKind::acquire, kStart, used, rpm, 1).ok);
-  one(OpKind::record, kStart, debt, rpm, 30);
-  ASSERT_TRUE(one(OpKind::acquire, kStart, window, rpd, 1).ok);
-  ASSERT_TRUE(one(OpKind::acquire, kStart, holder, slots, 1, 7, kStart + 3600 * kSec).ok);
-  ASSERT_TRUE(one(OpKind::acquire, kStart, brief, slots, 1, 8, kStart + 10 * kSec).ok);
-  EXPECT_EQ(store.size(), 5u);
-
-  EXPECT_EQ(store.prune(kStart + kSec), 0u);  // everything busy
-  EXPECT_EQ(store.size(), 5u);
-  EXPECT_EQ(store.prune(kStart + 6 * kSec + 1), 1u);  // "used" is full again
-  EXPECT_EQ(store.size(), 4u);
-  EXPECT_EQ(available(kStart + 6 * kSec + 1, used, rpm), 10);
-  EXPECT_EQ(store.prune(kStart + 10 * kSec), 1u);  // "brief"'s lease expired
-  EXPECT_EQ(store.size(), 3u);
-  EXPECT_EQ(store.prune(kStart + 61 * kSec), 0u);  // "debt" still owes 120 s
-  EXPECT_EQ(available(kStart + 61 * kSec, debt, rpm), 0);
-  EXPECT_EQ(store.prune(kStart + 180 * kSec + 1), 1u);
-  EXPECT_EQ(store.size(), 2u);
-  EXPECT_EQ(store.prune(kStart + 3600 * kSec), 1u);  // "holder"'s lease expired
-  EXPECT_EQ(store.size(), 1u);
-  EXPECT_EQ(available(day_end - 1, window, rpd), 4);
-  EXPECT_EQ(store.prune(day_end - 1), 0u);  // window still running
-  EXPECT_EQ(store.prune(day_end + 1), 1u);
-  EXPECT_EQ(store.size(), 0u);
-  EXPECT_EQ(available(day_end + 1, window, rpd), 5);
-}
-
-// Verifies size() returns to zero once activity stops and prune runs: thousands of keys of
-// every kind, all idle an hour later.
-TEST_F(StoreTest, SizeReturnsToZeroAfterActivityStops) {
-  constexpr int kKeys = 20'000;
-  for (int i = 0; i < kKeys; ++i) {
-    const std::string e = cat("user-", i);
-    const KeyParts k{e, "r"};
-    const Limit& l = (i % 3 == 0) ? rpm : (i % 3 == 1) ? rpd : slots;
-    ASSERT_TRUE(
-        one(OpKind::acquire, kStart, k, l, 1, static_cast<std::uint64_t>(i + 1), kStart + 60 * kSec)
-            .ok);
-  }
-  EXPECT_EQ(store.size(), static_cast<std::size_t>(kKeys));
-  const Micros later = (kStart / kMicrosPerDay + 1) * kMicrosPerDay + 1;  // past every window
-  EXPECT_EQ(store.prune(later), static_cast<std::size_t>(kKeys));
-  EXPECT_EQ(store.size(), 0u);
 }
 
 // Verifies table growth is bounded when fresh keys keep arriving and going idle: without any
@@ -255,44 +118,6 @@ TEST_F(StoreTest, FreshIdleKeysDoNotGrowTheTablesWithoutBound) {
   const std::size_t live = small.size();
   EXPECT_EQ(small.prune(now), live);  // every key is idle 2 s after the last round
   EXPECT_EQ(small.size(), 0u);
-}
-
-// Verifies reset_namespace clears one namespace only (rate state and holders), that the same
-// key in two namespaces is two states, and that open_namespace is idempotent and validates.
-TEST_F(StoreTest, NamespacesAreSeparateAndResetIndependently) {
-  const Namespace other = store.open_namespace("other");
-  EXPECT_NE(other.id, ns.id);
-  EXPECT_EQ(store.open_namespace("t").id, ns.id);
-  EXPECT_EQ(store.open_namespace("other").id, other.id);
-  EXPECT_THROW(store.open_namespace(""), ValidationError);
-  EXPECT_THROW(store.open_namespace("has space"), ValidationError);
-
-  const KeyParts k{"e", "r"};
-  ASSERT_TRUE(one(OpKind::acquire, kStart, k, rpm, 10).ok);
-  EXPECT_EQ(available(kStart, k, rpm, &other), 10);
-  ASSERT_TRUE(one(OpKind::acquire, kStart, k, rpm, 4, 0, 0, &other).ok);
-  ASSERT_TRUE(one(OpKind::acquire, kStart, k, slots, 2, 1, kStart + 60 * kSec).ok);
-  ASSERT_TRUE(one(OpKind::acquire, kStart, k, slots, 1, 2, kStart + 60 * kSec, &other).ok);
-  EXPECT_EQ(store.size(), 4u);
-
-  store.reset_namespace(ns);
-  EXPECT_EQ(available(kStart, k, rpm), 10);
-  EXPECT_EQ(available(kStart, k, slots), 2);
-  EXPECT_EQ(available(kStart, k, rpm, &other), 6);
-  EXPECT_EQ(available(kStart, k, slots, &other), 1);
-  EXPECT_EQ(store.size(), 2u);
-}
-
-// Verifies crafted key parts whose naive concatenations coincide are distinct states.
-TEST_F(StoreTest, CraftedKeyPartsDoNotCollide) {
-  using namespace std::string_literals;
-  const std::vector<std::pair<std::string, std::string>> parts = {
-      {"a", "b:c"}, {"a:b", "c"}, {"ab", "c"}, {"a", "bc"}, {"x\0y"s, "r"}, {"x", "y\0r"s}};
-  for (const auto& [e, r] : parts) {
-    ASSERT_TRUE(one(OpKind::acquire, kStart, KeyParts{e, r}, rpm, 10).ok);
-  }
-  EXPECT_EQ(store.size(), parts.size());
-  for (const auto& [e, r] : parts) EXPECT_EQ(available(kStart, KeyParts{e, r}, rpm), 0);
 }
 
 // Verifies the memory bound: with 1,000,000 active keys of one limit each, memory_bytes() is
