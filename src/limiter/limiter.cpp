@@ -242,7 +242,7 @@ struct Limiter::Impl {
     bool notified = false;  // guarded by wait_mu
   };
   std::mutex wait_mu;
-  absl::flat_hash_map<std::string, std::deque<Waiter*>> queues;  // FIFO per key
+  absl::flat_hash_map<std::string, std::deque<Waiter*>> queues;  // FIFO per pair_key
   std::atomic<std::size_t> waiters{0};
 
   const Snapshot& current() const { return *current_ptr(); }
@@ -273,10 +273,6 @@ struct Limiter::Impl {
     if (!next->discovered.empty()) remerge(*next);
     cfg = std::move(next);
     cfg_version.fetch_add(1, std::memory_order_release);
-  }
-
-  static std::string queue_key(std::string_view entity, std::string_view resource) {
-    return pair_key(entity, resource);
   }
 
   // Wakes the head of every queue: capacity came back somewhere.
@@ -671,7 +667,7 @@ Lease Limiter::attempt(std::string_view entity, std::string_view resource, const
   }
   if (respect_queue && impl_->waiters.load(std::memory_order_acquire) > 0) {
     std::lock_guard g(impl_->wait_mu);
-    auto q = impl_->queues.find(Impl::queue_key(entity, resource));
+    auto q = impl_->queues.find(pair_key(entity, resource));
     if (q != impl_->queues.end() && !q->second.empty()) {
       d.code = Code::queue_ahead;
       d.reason = std::to_string(q->second.size()) + " caller(s) wait on this key first";
@@ -740,7 +736,7 @@ Lease Limiter::acquire(std::string_view entity, std::string_view resource, const
   // call timed out at once. 2^51 µs (~71 years) is forever enough and keeps every clock's
   // deadline arithmetic (nanosecond conversions included) in range.
   const Micros deadline = clock_.now() + std::clamp<Micros>(timeout.count(), 0, kMaxExact / 4);
-  const std::string qk = Impl::queue_key(entity, resource);
+  const std::string qk = pair_key(entity, resource);
   Impl::Waiter self;
   {
     std::lock_guard g(im.wait_mu);
@@ -1051,7 +1047,7 @@ std::vector<ResourceStats> Limiter::all_stats(std::string_view entity) {
 
 std::size_t Limiter::waiting(std::string_view entity, std::string_view resource) const {
   std::lock_guard g(impl_->wait_mu);
-  auto q = impl_->queues.find(Impl::queue_key(entity, resource));
+  auto q = impl_->queues.find(pair_key(entity, resource));
   return q == impl_->queues.end() ? 0 : q->second.size();
 }
 
