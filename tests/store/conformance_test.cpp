@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/store_ops.hpp"
 #include "support/temp_dir.hpp"
 #include "admit/core/clock.hpp"
 #include "admit/core/error.hpp"
@@ -84,24 +85,8 @@ const StoreFactory kFactories[] = {
      true},
 };
 
-/// An Op by member assignment (robust to fields added later).
-Op make_op(OpKind kind, const Namespace& ns, Micros now, std::span<const KeyParts> keys,
-           std::span<const OpItem> items, std::uint64_t lease = 0, Micros expiry = 0) {
-  Op op;
-  op.kind = kind;
-  op.ns = &ns;
-  op.now = now;
-  op.keys = keys;
-  op.items = items;
-  op.lease_id = lease;
-  op.lease_expiry = expiry;
-  return op;
-}
-
-struct Applied {
-  bool ok = false;
-  std::vector<ItemResult> items;
-};
+using test::Applied;
+using test::make_op;
 
 class StoreConformance : public ::testing::TestWithParam<StoreFactory> {
  protected:
@@ -120,11 +105,8 @@ class StoreConformance : public ::testing::TestWithParam<StoreFactory> {
   Applied apply(OpKind kind, Micros now, const std::vector<KeyParts>& keys,
                 const std::vector<OpItem>& items, std::uint64_t lease = 0, Micros expiry = 0,
                 const Namespace* in = nullptr) {
-    Applied a;
-    a.items.resize(items.size());
-    const Op op = make_op(kind, in != nullptr ? *in : ns_, now, keys, items, lease, expiry);
-    a.ok = store_->apply(op, a.items);
-    return a;
+    return test::apply_op(*store_, in != nullptr ? *in : ns_, kind, now, keys, items, lease,
+                          expiry);
   }
   Applied one(OpKind kind, Micros now, const KeyParts& key, const Limit& l, std::int64_t amount,
               std::uint64_t lease = 0, Micros expiry = 0, const Namespace* in = nullptr) {

@@ -13,6 +13,7 @@
 
 #include "admit/core/error.hpp"
 #include "admit/core/limit.hpp"
+#include "support/store_ops.hpp"
 #include "support/test_support.hpp"
 
 namespace admit {
@@ -23,24 +24,8 @@ using test::kStart;
 
 constexpr Micros kSec = kMicrosPerSecond;
 
-/// An Op by member assignment (robust to fields added later; no -Wmissing-field-initializers).
-Op make_op(OpKind kind, const Namespace& ns, Micros now, std::span<const KeyParts> keys,
-           std::span<const OpItem> items, std::uint64_t lease = 0, Micros expiry = 0) {
-  Op op;
-  op.kind = kind;
-  op.ns = &ns;
-  op.now = now;
-  op.keys = keys;
-  op.items = items;
-  op.lease_id = lease;
-  op.lease_expiry = expiry;
-  return op;
-}
-
-struct Applied {
-  bool ok = false;
-  std::vector<ItemResult> items;
-};
+using test::Applied;
+using test::make_op;
 
 class StoreTest : public ::testing::Test {
  protected:
@@ -53,11 +38,7 @@ class StoreTest : public ::testing::Test {
   Applied apply(OpKind kind, Micros now, const std::vector<KeyParts>& keys,
                 const std::vector<OpItem>& items, std::uint64_t lease = 0, Micros expiry = 0,
                 const Namespace* in = nullptr) {
-    Applied a;
-    a.items.resize(items.size());
-    const Op op = make_op(kind, in != nullptr ? *in : ns, now, keys, items, lease, expiry);
-    a.ok = store.apply(op, a.items);
-    return a;
+    return test::apply_op(store, in != nullptr ? *in : ns, kind, now, keys, items, lease, expiry);
   }
   /// One item on one key.
   Applied one(OpKind kind, Micros now, const KeyParts& key, const Limit& l, std::int64_t amount,
