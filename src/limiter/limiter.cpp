@@ -516,7 +516,8 @@ LimitStatus status_of(const KeyParts& k, const Limit& l, ConfigSource src, const
 }
 
 // An adaptive limit's parameters at its controller's rate now (the initial rate without one).
-RateParams adaptive_params(const Limit& l, const AimdController* ctl, double* rate_out) {
+RateParams adaptive_params(const Limit& l, const AimdController* ctl,
+                           double* rate_out = nullptr) {
   const double rate = ctl != nullptr ? ctl->current_rate()
                                      : std::clamp(l.aimd_options().initial_rate,
                                                   l.aimd_options().min_rate,
@@ -841,7 +842,7 @@ Decision Limiter::planned_op(OpKind kind, std::string_view entity, std::string_v
     // checks only positive amounts, so a limit the request does not touch cannot deny it.
     if (kind == OpKind::record && en.limit->kind() == LimitKind::concurrency) continue;
     OpItem& it = ops.emplace_back(OpItem{en.key, en.limit, en.amount, 0});
-    if (en.aimd != nullptr) it.rate = &rates.emplace_back(adaptive_params(*en.limit, en.aimd, nullptr));
+    if (en.aimd != nullptr) it.rate = &rates.emplace_back(adaptive_params(*en.limit, en.aimd));
     map.emplace_back(en.key, i);
   }
   SmallVec<ItemResult> results(ops.size());
@@ -894,7 +895,7 @@ Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
       returns_capacity = returns_capacity || delta < 0;
       ops.push_back(OpItem{it.key, &it.limit, delta, h.window_end});
       which.push_back(i);
-      if (it.aimd) ops.back().rate = &rates.emplace_back(adaptive_params(it.limit, it.aimd.get(), nullptr));
+      if (it.aimd) ops.back().rate = &rates.emplace_back(adaptive_params(it.limit, it.aimd.get()));
     }
   } else {
     for (std::size_t i = 0; i < lk.items.size(); ++i) {
@@ -906,7 +907,7 @@ Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
       if (!slots && !give_back) continue;
       ops.push_back(OpItem{it.key, &it.limit, give_back ? h.consumed : 0, h.window_end});
       which.push_back(i);
-      if (it.aimd) ops.back().rate = &rates.emplace_back(adaptive_params(it.limit, it.aimd.get(), nullptr));
+      if (it.aimd) ops.back().rate = &rates.emplace_back(adaptive_params(it.limit, it.aimd.get()));
       returns_capacity = true;
     }
   }
@@ -1020,7 +1021,7 @@ std::vector<LimitStatus> Limiter::clamp(std::string_view entity, std::string_vie
       it.until = c.until;
       if (en.limit->kind() == LimitKind::adaptive) {
         const auto ctl = impl_->controller(clock_, *en.limit, entity, resource, false);
-        it.rate = &rates.emplace_back(adaptive_params(*en.limit, ctl.get(), nullptr));
+        it.rate = &rates.emplace_back(adaptive_params(*en.limit, ctl.get()));
       }
       which.push_back(i);
       break;
