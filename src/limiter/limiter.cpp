@@ -459,6 +459,18 @@ void resolve_chain(const Snapshot& snap, std::string_view entity, std::string_vi
   }
 }
 
+// The placement group of the chain of `entity` (Op::group): its root, as far as a chain of
+// `max_depth` parents reaches (the last key resolve_chain would make).
+std::string_view chain_root(const Snapshot& snap, std::string_view entity, int max_depth) {
+  std::string_view e = entity;
+  for (int depth = 0; depth < max_depth; ++depth) {
+    const std::string_view p = parent_of(snap, e);
+    if (p.empty()) break;
+    e = p;
+  }
+  return e;
+}
+
 // Sets each entry's amount from `amounts` (concurrency and adaptive limits default to 1) and checks
 // them: negative, unknown name, or beyond the exact range is an error in plan.error.
 void apply_amounts(const Amounts& amounts, std::string_view entity, std::string_view resource,
@@ -699,7 +711,8 @@ Lease Limiter::attempt(std::string_view entity, std::string_view resource, const
   sc.results.resize(sc.ops.size());
   bool ok = true;
   if (!sc.ops.empty()) {
-    const Op op{.kind = OpKind::acquire, .ns = &impl_->ns, .now = now, .keys = plan.keys,
+    const Op op{.kind = OpKind::acquire, .ns = &impl_->ns, .group = plan.keys.back().entity,
+                .now = now, .keys = plan.keys,
                 .items = sc.ops, .handles = plan.handles, .lease_id = id,
                 .lease_expiry = now + ttl, .report = options.with_stats};
     ok = store_.apply(op, sc.results);
@@ -848,7 +861,8 @@ Decision Limiter::planned_op(OpKind kind, std::string_view entity, std::string_v
   SmallVec<ItemResult> results(ops.size());
   bool ok = true;
   if (!ops.empty()) {
-    const Op op{.kind = kind, .ns = &impl_->ns, .now = d.now, .keys = plan.keys, .items = ops,
+    const Op op{.kind = kind, .ns = &impl_->ns, .group = plan.keys.back().entity, .now = d.now,
+                .keys = plan.keys, .items = ops,
                 .handles = plan.handles, .lease_id = 0, .lease_expiry = 0, .report = true};
     ok = store_.apply(op, results) || kind == OpKind::record;
   }
@@ -915,6 +929,7 @@ Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
   SmallVec<ItemResult> results(ops.size());
   const Op op{.kind = deltas != nullptr ? OpKind::adjust : OpKind::release,
               .ns = &impl_->ns,
+              .group = lk.entities.back(),
               .now = d.now,
               .keys = keys,
               .items = ops,
@@ -955,7 +970,9 @@ void Limiter::reset(std::string_view entity, std::string_view resource) {
   for (const auto& en : plan.entries) ops.push_back(OpItem{en.key, en.limit, 0, 0});
   if (!ops.empty()) {
     SmallVec<ItemResult> results(ops.size());
-    const Op op{.kind = OpKind::reset, .ns = &impl_->ns, .now = clock_.now(), .keys = plan.keys,
+    const Op op{.kind = OpKind::reset, .ns = &impl_->ns,
+                .group = chain_root(impl_->current(), entity, options_.max_parent_depth),
+                .now = clock_.now(), .keys = plan.keys,
                 .items = ops, .handles = {}, .lease_id = 0, .lease_expiry = 0, .report = true};
     store_.apply(op, results);
   }
@@ -989,7 +1006,8 @@ ResourceStats Limiter::stats(std::string_view entity, std::string_view resource)
   }
   SmallVec<ItemResult> results(ops.size());
   if (!ops.empty()) {
-    const Op op{.kind = OpKind::read, .ns = &impl_->ns, .now = clock_.now(), .keys = plan.keys,
+    const Op op{.kind = OpKind::read, .ns = &impl_->ns, .group = plan.keys.back().entity,
+                .now = clock_.now(), .keys = plan.keys,
                 .items = ops, .handles = {}, .lease_id = 0, .lease_expiry = 0, .report = true};
     store_.apply(op, results);
   }
@@ -1030,7 +1048,9 @@ std::vector<LimitStatus> Limiter::clamp(std::string_view entity, std::string_vie
   std::vector<LimitStatus> out;
   if (ops.empty()) return out;
   SmallVec<ItemResult> results(ops.size());
-  const Op op{.kind = OpKind::clamp, .ns = &impl_->ns, .now = clock_.now(), .keys = plan.keys,
+  const Op op{.kind = OpKind::clamp, .ns = &impl_->ns,
+              .group = chain_root(impl_->current(), entity, options_.max_parent_depth),
+              .now = clock_.now(), .keys = plan.keys,
               .items = ops, .handles = {}, .lease_id = 0, .lease_expiry = 0, .report = true};
   store_.apply(op, results);
   for (std::size_t j = 0; j < ops.size(); ++j) {

@@ -1,77 +1,54 @@
-// Differential test: the Redis script (src/store/redis/admit.lua) against the C++ store kernel
-// (MemoryStore). Identical random operation sequences — every op kind, rate limits with
-// integer and fractional intervals, adaptive parameters, calendar windows, concurrency
-// holds — must give identical results, to the microsecond. The script takes the time from
-// ARGV (test mode) so both sides decide at the same instant.
+// Differential test: the Redis script (src/store/redis/admit.lua, run by RedisStore) against
+// the C++ store kernel (MemoryStore). Identical random operation sequences — every op kind,
+// rate limits with integer and fractional intervals, adaptive parameters, calendar windows in
+// zones with daylight saving, concurrency holds — must give identical results, to the
+// microsecond. RedisStore passes the op's time to the script (server_time = false) so both
+// sides decide at the same instant.
 // Needs a real redis-server: ADMIT_TEST_REDIS_URL (scripts/test starts one); skipped without
 // it unless ADMIT_REQUIRE_REDIS=1.
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <cstdlib>
-#include <fstream>
 #include <optional>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "admit/core/limit.hpp"
 #include "admit/store/memory_store.hpp"
-#include "admit/store/redis_client.hpp"
+#include "admit/store/redis_store.hpp"
+#include "support/redis_env.hpp"
 #include "support/seed.hpp"
 
 namespace admit {
 namespace {
 
-// Redis expires keys by its own clock (PXAT), so the test's time starts a day ahead of it.
-Micros start_time() {
-  const auto t = std::chrono::system_clock::now().time_since_epoch();
-  return std::chrono::duration_cast<std::chrono::microseconds>(t).count() + kMicrosPerDay;
-}
-
-std::optional<std::string> env(const char* name) {
-  const char* v = std::getenv(name);  // NOLINT(concurrency-mt-unsafe): read before threads
-  if (v == nullptr || *v == '\0') return std::nullopt;
-  return std::string(v);
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string num(std::int64_t v) { return std::to_string(v); }
-
-int kind_code(LimitKind k) {
-  switch (k) {
-    case LimitKind::rate: return 0;
-    case LimitKind::window: return 1;
-    case LimitKind::concurrency: return 2;
-    case LimitKind::adaptive: return 3;
-  }
-  return 0;
-}
+// A fixed, recent instant: the windows' zones have had the same rules since.
+constexpr Micros kStart = 1'780'000'000'000'000;  // 2026-05-28
 
 class LuaDifferential : public ::testing::Test {
  protected:
   void SetUp() override {
-    const auto url = env("ADMIT_TEST_REDIS_URL");
-    if (!url) {
-      if (env("ADMIT_REQUIRE_REDIS").value_or("") == "1") {
-        FAIL() << "ADMIT_TEST_REDIS_URL is not set and ADMIT_REQUIRE_REDIS=1";
-      }
-      GTEST_SKIP() << "ADMIT_TEST_REDIS_URL is not set (scripts/test starts a redis-server)";
+    std::string why;
+    auto client = test::redis_options(false, why);
+    if (!client) {
+      if (test::redis_required()) FAIL() << why << " and ADMIT_REQUIRE_REDIS=1";
+      GTEST_SKIP() << why;
     }
-    client_.emplace(redis::parse_url(*url));
-    script_.emplace(read_file(ADMIT_LUA_SCRIPT));
-    ASSERT_FALSE(script_->source().empty()) << ADMIT_LUA_SCRIPT;
+    RedisStoreOptions o;
+    o.client = *client;
+    o.prefix = "admit-diff/" + std::to_string(::getpid());
+    o.server_time = false;
+    o.deny_cache = false;
+    store_.emplace(o);
+  }
+  void TearDown() override {
+    if (store_) store_->reset_namespace(store_->open_namespace("diff"));
   }
 
-  std::optional<redis::Client> client_;
-  std::optional<redis::Script> script_;
+  std::optional<RedisStore> store_;
 };
 
 // Verifies that random sequences of every op kind give the same per-item results through
@@ -100,11 +77,10 @@ TEST_F(LuaDifferential, RandomOperationsAgree) {
 
   MemoryStore store(MemoryStoreOptions{.seed = seed});
   const Namespace ns = store.open_namespace("diff");
-  const std::string run = "admit-diff:" + std::to_string(seed) + ":" +
-                          std::to_string(std::random_device{}()) + ":";
+  const Namespace rns = store_->open_namespace("diff");
   const std::vector<KeyParts> keys = {{"e0", "model"}, {"e1", "model"}};
 
-  Micros now = start_time();
+  Micros now = kStart;
   std::vector<std::uint64_t> leases;
   std::uint64_t next_lease = 1;
   int compared = 0;
@@ -126,7 +102,6 @@ TEST_F(LuaDifferential, RandomOperationsAgree) {
     std::vector<OpItem> items;
     std::vector<RateParams> params;
     params.reserve(16);
-    std::vector<std::string> redis_keys;
     for (std::uint16_t k = 0; k < keys.size(); ++k) {
       bool frac = false;  // one of the two "frac" variants per key and op
       for (std::size_t li = 0; li < limits.size(); ++li) {
@@ -150,7 +125,6 @@ TEST_F(LuaDifferential, RandomOperationsAgree) {
           it.rate = &params.back();
         }
         items.push_back(it);
-        redis_keys.push_back(run + num(k) + ":" + l.name());
       }
     }
     if (items.empty()) continue;
@@ -164,53 +138,36 @@ TEST_F(LuaDifferential, RandomOperationsAgree) {
     const Micros ttl = pick(1, 30'000'000);
     const bool report = pick(0, 1) == 1;
 
-    const Op op{.kind = kind, .ns = &ns, .now = now, .keys = keys, .items = items, .handles = {},
+    const Op op{.kind = kind, .ns = &ns, .group = {}, .now = now, .keys = keys, .items = items,
+                .handles = {},
                 .lease_id = lease, .lease_expiry = now + ttl, .report = report};
     std::vector<ItemResult> expect(items.size());
     const bool expect_ok = store.apply(op, expect);
 
-    std::vector<std::string> argv = {num(static_cast<int>(kind)), num(now), std::to_string(lease),
-                                     num(ttl), report ? "1" : "0"};
-    for (const OpItem& it : items) {
-      const Limit& l = *it.limit;
-      const RateParams& p = it.rate != nullptr ? *it.rate : l.rate();
-      const bool window = l.kind() == LimitKind::window;
-      const WindowBounds w = window ? l.window_at(now) : WindowBounds{};
-      const Micros next_end = window ? l.window_at(w.end).end : 0;
-      for (const std::int64_t v :
-           {static_cast<std::int64_t>(kind_code(l.kind())), it.amount, l.capacity(), p.a, p.b,
-            p.r, p.tol_us, p.tol_rem, it.window_end, it.until, w.start, w.end, next_end}) {
-        argv.push_back(num(v));
-      }
-    }
-    const redis::Reply reply = client_->evalsha(*script_, redis_keys, argv);
-    ASSERT_TRUE(reply.is_array()) << "step " << step << ": " << redis::to_string(reply);
-    ASSERT_EQ(reply.elements.size(), 2 + 7 * items.size());
-    EXPECT_EQ(reply.elements[0].integer, expect_ok ? 1 : 0) << "step " << step;
-    EXPECT_EQ(reply.elements[1].integer, now);
+    Op rop = op;
+    rop.ns = &rns;
+    std::vector<ItemResult> got(items.size());
+    const bool got_ok = store_->apply(rop, got);
+    EXPECT_EQ(got_ok, expect_ok) << "step " << step;
     for (std::size_t i = 0; i < items.size(); ++i) {
       const ItemResult& e = expect[i];
-      const auto* r = &reply.elements[2 + 7 * i];
+      const ItemResult& r = got[i];
       const std::string where = "step " + std::to_string(step) + " op " +
                                 std::to_string(static_cast<int>(kind)) + " item " +
                                 items[i].limit->name() + " key " + std::to_string(items[i].key) +
                                 " amount " + std::to_string(items[i].amount);
-      EXPECT_EQ(r[0].integer, e.ok ? 1 : 0) << where;
-      EXPECT_EQ(r[1].integer, e.never ? 1 : 0) << where;
-      EXPECT_EQ(r[2].integer, e.available) << where;
-      EXPECT_EQ(r[3].integer, e.retry_after) << where;
-      EXPECT_EQ(r[4].integer, e.reset_after) << where;
-      EXPECT_EQ(r[5].integer, e.window_end) << where;
-      EXPECT_EQ(r[6].integer, e.held) << where;
+      EXPECT_EQ(r.ok, e.ok) << where;
+      EXPECT_EQ(r.never, e.never) << where;
+      EXPECT_EQ(r.available, e.available) << where;
+      EXPECT_EQ(r.retry_after, e.retry_after) << where;
+      EXPECT_EQ(r.reset_after, e.reset_after) << where;
+      EXPECT_EQ(r.window_end, e.window_end) << where;
+      EXPECT_EQ(r.held, e.held) << where;
     }
     if (HasFailure()) return;  // the first divergence is the useful one
     ++compared;
   }
   EXPECT_GT(compared, 2000);
-  // Leave nothing behind on the shared server.
-  for (std::uint16_t k = 0; k < keys.size(); ++k) {
-    for (const Limit& l : limits) (void)client_->command({"DEL", run + num(k) + ":" + l.name()});
-  }
 }
 
 }  // namespace

@@ -203,6 +203,12 @@ class Client {
                      const std::vector<std::string>& argv, Callback cb);
 
   /**
+   * Sends a command to one node, whatever the keys: for commands about that node (SCAN,
+   * DBSIZE, INFO). Standalone: the server. No redirect is followed.
+   */
+  void async_command_on(const Endpoint& node, const std::vector<std::string>& args, Callback cb);
+
+  /**
    * Synchronous forms: wait for the reply and return it (error replies included).
    * @throws StoreUnavailable (admit/core/error.hpp) when the request failed (any Errc); the
    *         message is the failure's text.
@@ -210,6 +216,7 @@ class Client {
    */
   Reply command(const std::vector<std::string>& args);
   Reply command_for_key(std::string_view key, const std::vector<std::string>& args);
+  Reply command_on(const Endpoint& node, const std::vector<std::string>& args);
   Reply evalsha(const Script& script, const std::vector<std::string>& keys,
                 const std::vector<std::string>& argv);
 

@@ -63,6 +63,13 @@ struct OpItem {
 struct Op {
   OpKind kind = OpKind::decide;
   const Namespace* ns = nullptr;  ///< every key of an op is in this namespace
+  /// Placement group of every key of the op: a distributed store keeps the keys of one group
+  /// together (RedisStore: one Redis Cluster hash slot), so an op over them stays atomic. It
+  /// is part of each key's identity there: a key must always be named with the same group.
+  /// The Limiter passes the root of the entity's parent chain (the chain's last entity), so
+  /// the keys of one organisation share a slot and different organisations spread.
+  /// MemoryStore and SqliteStore ignore it.
+  std::string_view group;
   Micros now = 0;
   std::span<const KeyParts> keys;
   std::span<const OpItem> items;

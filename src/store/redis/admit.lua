@@ -3,34 +3,38 @@
 -- step: every value stays an integer below 2^53, which a Lua double holds exactly; the
 -- quotients are corrected so a rounded division can never be off by one.
 --
--- KEYS[i]  the state of item i: a string "a b" (rate/adaptive: TAT µs and remainder;
---          window: window end and used), or, for concurrency, a hash lease id -> "amount expiry".
---          Items must be distinct (the Limiter never sends one key and limit twice).
+-- KEYS[k]  one hash per (namespace, group, resource, entity) of the op, all limits together:
+--          field "s<limit>" = "a b" (rate/adaptive: TAT µs and remainder; window: window end
+--          and used); field "c<limit>" = "last lease amount expiry lease amount expiry ..."
+--          (concurrency holders; last = the latest expiry). The first number of a field is
+--          the instant it becomes idle (the same as no state). Items must be distinct.
 -- ARGV     1 op kind (OpKind: 0 acquire, 1 decide, 2 record, 3 adjust, 4 release, 5 read,
---            6 reset, 7 clamp)
---          2 now in µs; 0 = the server's clock (TIME). Tests pass a time; stores pass 0.
+--            6 reset, 7 clamp; 8 prune: drop the idle fields of every key, no items)
+--          2 now in µs; 0 = the server's clock (TIME), and keys then expire by themselves
+--            when idle (PEXPIREAT). Tests pass a time (keys never expire then: prune).
 --          3 lease id (decimal string), 4 lease TTL µs, 5 report (1/0)
---          then 13 values per item: kind (0 rate, 1 window, 2 concurrency, 3 adaptive), amount,
---            capacity, a, b, r, tol_us, tol_rem (RateParams), window_end (adjust/release: the
---            lease's window), until (clamp), w_start, w_end, w_next_end (windows: the window
---            around the caller's clock minus a margin, and the end of the one after it)
+--          then 15 values per item: key index (1-based), limit name, kind (0 rate, 1 window,
+--            2 concurrency, 3 adaptive), amount, capacity, a, b, r, tol_us, tol_rem
+--            (RateParams), window_end (adjust/release: the lease's window), until (clamp),
+--            w_start, w_end, w_next_end (windows: the window around the caller's estimate of
+--            the server's clock, and the end of the one after it)
 -- Returns  {all_ok, now, then 7 per item: ok, never, available, retry_after, reset_after,
---          window_end, held}; an error "ADMIT_CLOCK now outside the windows given" when the
---          server's time is outside [w_start, w_next_end) of a window item.
+--          window_end, held}; prune: {fields removed, now}. An error "ADMIT_CLOCK <now>" when
+--          the server's time is outside [w_start, w_next_end) of a window item.
 local floor = math.floor
 
 local op = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
-if now == 0 then
+local server_time = now == 0
+if server_time then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local lease = ARGV[3]
 local lease_expiry = now + tonumber(ARGV[4])
 local report = ARGV[5] == '1'
-local n = #KEYS
 
-local ACQUIRE, DECIDE, RECORD, ADJUST, RELEASE, READ, RESET, CLAMP = 0, 1, 2, 3, 4, 5, 6, 7
+local ACQUIRE, DECIDE, RECORD, ADJUST, RELEASE, READ, RESET, CLAMP, PRUNE = 0, 1, 2, 3, 4, 5, 6, 7, 8
 local RATE, WINDOW, CONCURRENCY, ADAPTIVE = 0, 1, 2, 3
 local changes = op == ACQUIRE or op == RECORD or op == ADJUST or op == RELEASE or op == CLAMP
 
@@ -112,21 +116,90 @@ local function reset_after(tu, tr)
   return tu - now + (tr > 0 and 1 or 0)
 end
 
+-- The hashes, read once per key name (HGETALL), changed in memory, written back at the end.
+-- Keyed by name: an op may name one key twice, and items may repeat a (key, limit): each
+-- then sees the changes of the ones before it, as in the C++ kernel.
+local hashes, dirty = {}, {}
+local function hash(k)
+  local key = KEYS[k]
+  local h = hashes[key]
+  if h == nil then
+    h = {}
+    local flat = redis.call('HGETALL', key)
+    for j = 1, #flat, 2 do h[flat[j]] = flat[j + 1] end
+    hashes[key] = h
+  end
+  return h
+end
+
+local function mark(it, field)
+  local key = KEYS[it.k]
+  dirty[key] = dirty[key] or {}
+  dirty[key][field] = true
+end
+
+local function first_number(v)
+  local sp = string.find(v, ' ', 1, true)
+  return tonumber(sp and string.sub(v, 1, sp - 1) or v)
+end
+
+-- Writes back a changed hash: changed fields set, idle fields (of any limit) removed, the
+-- key expiring with its last live field. @return fields removed.
+local function write_back(key)
+  local h = hashes[key]
+  local set, del, last = {}, {}, 0
+  for f in pairs(dirty[key] or {}) do
+    if h[f] == nil then del[#del + 1] = f end
+  end
+  for f, v in pairs(h) do
+    local idle_at = first_number(v)
+    local live
+    if string.sub(f, 1, 1) == 'c' then live = idle_at > now else live = idle_at >= now end
+    if live then
+      if dirty[key] and dirty[key][f] then
+        set[#set + 1] = f
+        set[#set + 1] = v
+      end
+      if idle_at > last then last = idle_at end
+    else
+      del[#del + 1] = f
+    end
+  end
+  if #set > 0 then redis.call('HSET', key, unpack(set)) end
+  if #del > 0 then redis.call('HDEL', key, unpack(del)) end
+  if last > 0 and server_time then redis.call('PEXPIREAT', key, floor(last / 1000) + 1) end
+  return #del
+end
+
+if op == PRUNE then
+  local removed = 0
+  for k = 1, #KEYS do
+    hash(k)
+    removed = removed + write_back(KEYS[k])
+  end
+  return {removed, now}
+end
+
 -- Items.
 local items = {}
 local a = 6
+local n = (#ARGV - 5) / 15
 for i = 1, n do
+  local kind = tonumber(ARGV[a + 2])
   local it = {
-    kind = tonumber(ARGV[a]), amount = tonumber(ARGV[a + 1]),
-    p = {capacity = tonumber(ARGV[a + 2]), a = tonumber(ARGV[a + 3]), b = tonumber(ARGV[a + 4]),
-         r = tonumber(ARGV[a + 5]), tol_us = tonumber(ARGV[a + 6]), tol_rem = tonumber(ARGV[a + 7])},
-    window_end = tonumber(ARGV[a + 8]), ['until'] = tonumber(ARGV[a + 9]),
-    w_start = tonumber(ARGV[a + 10]), w_end = tonumber(ARGV[a + 11]),
-    w_next_end = tonumber(ARGV[a + 12]),
+    k = tonumber(ARGV[a]), name = ARGV[a + 1],
+    field = (kind == CONCURRENCY and 'c' or 's') .. ARGV[a + 1],
+    kind = kind, amount = tonumber(ARGV[a + 3]),
+    p = {capacity = tonumber(ARGV[a + 4]), a = tonumber(ARGV[a + 5]), b = tonumber(ARGV[a + 6]),
+         r = tonumber(ARGV[a + 7]), tol_us = tonumber(ARGV[a + 8]),
+         tol_rem = tonumber(ARGV[a + 9])},
+    window_end = tonumber(ARGV[a + 10]), ['until'] = tonumber(ARGV[a + 11]),
+    w_start = tonumber(ARGV[a + 12]), w_end = tonumber(ARGV[a + 13]),
+    w_next_end = tonumber(ARGV[a + 14]),
   }
   it.capacity = it.p.capacity
   items[i] = it
-  a = a + 13
+  a = a + 15
 end
 
 local function checks(it) return (op == ACQUIRE or op == DECIDE) and it.amount > 0 end
@@ -141,31 +214,63 @@ local function window_end_now(it)
   return it.w_next_end
 end
 
-local function read_slot(key)
-  local v = redis.call('GET', key)
-  if not v then return 0, 0, false end
+local function read_slot(it)  -- a, b (0, 0: no state)
+  local v = hash(it.k)[it.field]
+  if not v then return 0, 0 end
   local sp = string.find(v, ' ', 1, true)
-  return tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1)), true
+  return tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))
 end
 
-local function read_holds(key)  -- live holds: {lease = {amount, expiry}}, held
-  local flat = redis.call('HGETALL', key)
+local function read_holds(it)  -- live holds: {lease = {amount, expiry}}, held
+  local v = hash(it.k)[it.field]
   local holds, held = {}, 0
-  for j = 1, #flat, 2 do
-    local v = flat[j + 1]
-    local sp = string.find(v, ' ', 1, true)
-    local amount, expiry = tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))
-    if expiry > now then
-      holds[flat[j]] = {amount, expiry}
-      held = held + amount
+  if not v then return holds, held end
+  local lease_id, amount
+  local j = 0
+  for w in string.gmatch(v, '%S+') do
+    if j > 0 then
+      local m = j % 3
+      if m == 1 then
+        lease_id = w
+      elseif m == 2 then
+        amount = tonumber(w)
+      else
+        local expiry = tonumber(w)
+        if expiry > now then
+          holds[lease_id] = {amount, expiry}
+          held = held + amount
+        end
+      end
     end
+    j = j + 1
   end
   return holds, held
 end
 
+local function write_holds(it, holds)
+  local parts, last = {}, 0
+  for id, h in pairs(holds) do
+    if h[2] > now then
+      parts[#parts + 1] = id .. ' ' .. string.format('%d %d', h[1], h[2])
+      if h[2] > last then last = h[2] end
+    end
+  end
+  local h = hash(it.k)
+  if #parts == 0 then
+    h[it.field] = nil
+  else
+    h[it.field] = string.format('%d ', last) .. table.concat(parts, ' ')
+  end
+  mark(it, it.field)
+end
+
+local function write_slot(it, sa, sb)
+  hash(it.k)[it.field] = string.format('%d %d', sa, sb)
+  mark(it, it.field)
+end
+
 local results = {}
 local all_ok = true
-local state = {}  -- per item: slot (sa, sb) or holds
 
 -- Pass 1: locate, check, report.
 for i = 1, n do
@@ -173,11 +278,13 @@ for i = 1, n do
   local r = {ok = true, never = false, available = 0, retry_after = 0, reset_after = 0,
              window_end = 0, held = 0}
   results[i] = r
-  if op == RESET then
-    redis.call('DEL', KEYS[i])
+  if op == RESET then  -- forget the limit's state, whatever its kind
+    local h = hash(it.k)
+    h['s' .. it.name], h['c' .. it.name] = nil, nil
+    mark(it, 's' .. it.name)
+    mark(it, 'c' .. it.name)
   elseif it.kind == CONCURRENCY then
-    local holds, held = read_holds(KEYS[i])
-    state[i] = holds
+    local holds, held = read_holds(it)
     r.held = held
     if checks(it) then
       if it.amount > it.capacity then
@@ -199,7 +306,7 @@ for i = 1, n do
     end
     r.available = math.max(0, it.capacity - held)
   else
-    local sa, sb = read_slot(KEYS[i])
+    local sa, sb = read_slot(it)
     if it.kind == RATE or it.kind == ADAPTIVE then
       local p = it.p
       if sb >= p.r then sb = p.r - 1 end  -- rate::normalize
@@ -228,7 +335,6 @@ for i = 1, n do
       r.available = math.max(0, it.capacity - used)
       r.reset_after = wend - now
     end
-    state[i] = {sa, sb}
   end
   all_ok = all_ok and r.ok
 end
@@ -248,56 +354,37 @@ local function reply()
   return out
 end
 
-if not changes or (op == ACQUIRE and not all_ok) then return reply() end
-
--- Pass 2: apply. Each key expires when its state becomes idle (a full bucket, a finished
--- window, no live holder), so Redis prunes by itself.
-local function store_slot(key, sa, sb)
-  if sa < now then  -- idle: the same as no state
-    redis.call('DEL', key)
-    return
-  end
-  redis.call('SET', key, string.format('%d %d', sa, sb), 'PXAT', floor(sa / 1000) + 1)
+local function finish()
+  for key in pairs(dirty) do write_back(key) end
+  return reply()
 end
 
+if op == RESET then return finish() end
+if not changes or (op == ACQUIRE and not all_ok) then return reply() end
+
+-- Pass 2: apply. Each hash expires when its last field becomes idle (a full bucket, a
+-- finished window, no live holder), so Redis prunes by itself.
 for i = 1, n do
   local it = items[i]
   local r = results[i]
-  local key = KEYS[i]
   if it.kind == CONCURRENCY then
-    local holds = state[i]
+    local holds = read_holds(it)  -- with what earlier items of this op changed
     local touched = false
     if op == ACQUIRE and it.amount > 0 then
-      redis.call('HSET', key, lease, string.format('%d %d', it.amount, lease_expiry))
-      holds[lease] = {it.amount, lease_expiry}
+      local had = holds[lease]
+      holds[lease] = {it.amount + (had and had[1] or 0), lease_expiry}
       r.held = r.held + it.amount
       touched = true
     elseif op == RELEASE then
-      redis.call('HDEL', key, lease)
       holds[lease] = nil
       touched = true
       r.held = 0
       for _, h in pairs(holds) do r.held = r.held + h[1] end
     end
-    if touched then
-      -- drop expired holders; expire the hash with its last holder
-      local flat = redis.call('HGETALL', key)
-      local last = 0
-      for j = 1, #flat, 2 do
-        local v = flat[j + 1]
-        local sp = string.find(v, ' ', 1, true)
-        local expiry = tonumber(string.sub(v, sp + 1))
-        if expiry <= now then
-          redis.call('HDEL', key, flat[j])
-        elseif expiry > last then
-          last = expiry
-        end
-      end
-      if last > 0 then redis.call('PEXPIREAT', key, floor(last / 1000) + 1) end
-    end
+    if touched then write_holds(it, holds) end  -- expired holders dropped
     r.available = math.max(0, it.capacity - r.held)
   else
-    local sa, sb = state[i][1], state[i][2]
+    local sa, sb = read_slot(it)  -- with what earlier items of this op changed
     local delta = it.amount
     if op == RELEASE then delta = -delta end
     if it.kind == RATE or it.kind == ADAPTIVE then
@@ -326,7 +413,7 @@ for i = 1, n do
         sa, sb = sub(p, sa, sb, su, sr)
         if less(sa, sb, now, 0) then sa, sb = now, 0 end
       end
-      store_slot(key, sa, sb)
+      write_slot(it, sa, sb)
       if report then
         r.available = available(p, sa, sb)
         r.reset_after = reset_after(sa, sb)
@@ -347,10 +434,10 @@ for i = 1, n do
       elseif delta < 0 and same_window then
         sb = math.max(0, sb + delta)
       end
-      store_slot(key, sa, sb)
+      write_slot(it, sa, sb)
       r.window_end = sa
       r.available = math.max(0, it.capacity - sb)
     end
   end
 end
-return reply()
+return finish()

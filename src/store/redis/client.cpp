@@ -124,6 +124,10 @@ void Core::route(RequestPtr req) {
     standalone_->enqueue(std::move(req));
     return;
   }
+  if (req->node) {
+    node(*req->node)->enqueue(std::move(req));
+    return;
+  }
   if (slots_.empty()) {
     watch_deadline(req->deadline);
     awaiting_map_.push_back(std::move(req));
@@ -436,7 +440,8 @@ ClientOptions validated(ClientOptions o) {
 }
 
 void start(detail::Core& core, std::span<const std::string_view> args, int slot,
-           std::shared_ptr<const Script::Data> script, Callback cb) {
+           std::shared_ptr<const Script::Data> script, Callback cb,
+           std::optional<Endpoint> node = std::nullopt) {
   // Redis ignores an empty command without a reply: the replies would be out of step.
   if (args.empty()) throw ValidationError("args", "", "a command needs at least its name");
   auto req = std::make_unique<Request>();
@@ -453,6 +458,7 @@ void start(detail::Core& core, std::span<const std::string_view> args, int slot,
   req->cb = std::move(cb);
   req->slot = slot;
   req->script = std::move(script);
+  req->node = std::move(node);
   req->deadline = detail::Clock::now() + core.options().command_timeout;
   core.submit(std::move(req));
 }
@@ -507,6 +513,15 @@ void Client::async_evalsha(const Script& script, const std::vector<std::string>&
   args.insert(args.end(), argv.begin(), argv.end());
   const int slot = core_->options().cluster && !keys.empty() ? key_slot(keys.front()) : -1;
   start(*core_, args, slot, script.data(), std::move(cb));
+}
+
+void Client::async_command_on(const Endpoint& node, const std::vector<std::string>& args,
+                              Callback cb) {
+  start(*core_, views(args), -1, nullptr, std::move(cb), node);
+}
+
+Reply Client::command_on(const Endpoint& node, const std::vector<std::string>& args) {
+  return wait_for(*core_, [&](Callback cb) { async_command_on(node, args, std::move(cb)); });
 }
 
 Reply Client::command(const std::vector<std::string>& args) {

@@ -11,6 +11,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -42,6 +43,7 @@ struct Request {
   bool internal = false;                          ///< the client's own (CLUSTER SLOTS, ...)
   bool script_reloaded = false;                   ///< NOSCRIPT already handled once
   std::shared_ptr<const Script::Data> script;     ///< for EVALSHA: what to load on NOSCRIPT
+  std::optional<Endpoint> node;                   ///< cluster: this node, not the slot's
 };
 using RequestPtr = std::unique_ptr<Request>;
 

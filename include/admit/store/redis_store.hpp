@@ -1,0 +1,91 @@
+// RedisStore: the distributed store. Every operation is one Lua script run (EVALSHA) on a real
+// Redis, standalone or Cluster, so a fleet of processes shares exact limits. Decisions use the
+// Redis server's clock; the state of one (namespace, entity, resource) is one Redis hash, and
+// all keys of one operation share a hash slot (Op::group). See docs/stores.md.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "admit/store/redis_client.hpp"
+#include "admit/store/store.hpp"
+
+namespace admit {
+
+struct RedisStoreOptions {
+  /// The server or cluster, timeouts, AUTH (redis::parse_url fills the common fields).
+  redis::ClientOptions client;
+  /// First part of every key: "<prefix>:{<namespace>:<group>}:<resource>:<entity>". Several
+  /// independent deployments may share one Redis under different prefixes. Non-empty, no '{',
+  /// '}' or glob characters.
+  std::string prefix = "admit";
+  /// Decide at the Redis server's clock (TIME, inside the script): every process of a fleet
+  /// then shares one clock and idle keys expire by themselves. false: at Op::now, the
+  /// caller's clock (tests with a ManualClock; keys then never expire: call prune()).
+  bool server_time = true;
+  /**
+   * Local over-limit cache: when the server denies an acquire because a limit cannot give
+   * `n` units before T, later acquires (or decides) of >= n units on that limit are denied
+   * here until T without a round trip. Never admits more than the server would: a denial
+   * stays true until T unless capacity is returned (a release or refund from this process
+   * drops the entry; one from another process only makes this process wait a little longer
+   * than it had to). Concurrency limits are never cached.
+   */
+  bool deny_cache = true;
+  std::size_t deny_cache_entries = 1 << 16;  ///< cleared when full
+};
+
+/// Counters since construction (relaxed; each read atomically).
+struct RedisStoreStats {
+  std::uint64_t scripts = 0;        ///< script runs (EVALSHA round trips)
+  std::uint64_t local_denials = 0;  ///< acquires/decides answered by the deny cache
+  std::uint64_t clock_retries = 0;  ///< runs repeated because the clock estimate was off
+};
+
+/**
+ * The store on Redis. Thread-safe; any number of threads share one pipelined connection per
+ * node, so many operations are in flight at once. A failed request (timeout, connection
+ * lost, cluster unavailable) throws StoreUnavailable; the client reconnects by itself on a
+ * later operation.
+ *
+ * Leases survive their owner: a concurrency hold records its expiry in Redis, so when a
+ * process dies holding slots, every other process sees them freed after the lease TTL.
+ */
+class RedisStore final : public Store {
+ public:
+  /// @throws ValidationError for bad options (nothing connects before the first operation).
+  explicit RedisStore(RedisStoreOptions options);
+  ~RedisStore() override;
+  RedisStore(const RedisStore&) = delete;
+  RedisStore& operator=(const RedisStore&) = delete;
+
+  bool apply(const Op& op, std::span<ItemResult> results) override;
+  Namespace open_namespace(std::string_view name) override;
+  /// Deletes every key of the namespace (SCAN on every master, then UNLINK).
+  void reset_namespace(const Namespace& ns) override;
+  /// Removes idle fields from every key under the prefix (a SCAN of every master). With
+  /// server_time Redis expires idle keys by itself; this only tidies partly idle hashes.
+  std::size_t prune(Micros now) override;
+  /// Limit states plus keys with holders under the prefix (fields of its hashes; a SCAN).
+  std::size_t size() const override;
+  StoreCapabilities capabilities() const override;
+  std::string name() const override { return "redis"; }
+
+  RedisStoreStats stats() const;
+  const RedisStoreOptions& options() const;
+  /// The underlying client (its stats, or commands of your own on the same connections).
+  redis::Client& client();
+
+  /// The Redis key of a (namespace, group, entity, resource): "<prefix>:{<ns>:<group>}:
+  /// <resource>:<entity>", each part percent-encoded (every byte but [A-Za-z0-9._~@/+=-]),
+  /// so crafted ids cannot collide and the hash tag is exactly the namespace and group.
+  std::string key_of(std::string_view ns, std::string_view group, const KeyParts& key) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace admit

@@ -1,0 +1,450 @@
+#include "admit/store/redis_store.hpp"
+
+#include <absl/container/flat_hash_map.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <charconv>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "admit/core/error.hpp"
+#include "admit_lua.hpp"
+
+namespace admit {
+
+namespace {
+
+constexpr int kOpPrune = 8;          // the script's own op: drop idle fields (not an OpKind)
+constexpr Micros kWindowMargin = kMicrosPerSecond;  // clock estimate slack for window bounds
+constexpr int kClockRetries = 2;
+constexpr std::size_t kScanCount = 1000;
+
+int kind_code(LimitKind k) {
+  switch (k) {
+    case LimitKind::rate: return 0;
+    case LimitKind::window: return 1;
+    case LimitKind::concurrency: return 2;
+    case LimitKind::adaptive: return 3;
+  }
+  return 0;
+}
+
+bool safe_byte(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '.' || c == '_' || c == '~' || c == '@' || c == '/' || c == '+' || c == '=' ||
+         c == '-';
+}
+
+// Percent-encodes every byte outside [A-Za-z0-9._~@/+=-]: the result has no ':', '{', '}'
+// or glob character, so parts joined by ':' stay apart and SCAN patterns match literally.
+void encode_part(std::string& out, std::string_view part) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  for (const char ch : part) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (safe_byte(c)) {
+      out += ch;
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+}
+
+void append_num(std::vector<std::string>& v, std::int64_t x) {
+  std::array<char, 24> buf;
+  const auto r = std::to_chars(buf.data(), buf.data() + buf.size(), x);
+  v.emplace_back(buf.data(), r.ptr);
+}
+
+const RateParams& params_of(const OpItem& it) {
+  return it.rate != nullptr ? *it.rate : it.limit->rate();
+}
+
+// The server's clock in an "ADMIT_CLOCK now <µs> ..." error, or -1.
+Micros clock_error_now(const std::string& msg) {
+  constexpr std::string_view kTag = "ADMIT_CLOCK now ";
+  const auto at = msg.find(kTag);
+  if (at == std::string::npos) return -1;
+  Micros v = -1;
+  const char* b = msg.data() + at + kTag.size();
+  std::from_chars(b, msg.data() + msg.size(), v);
+  return v;
+}
+
+// One denial cached: acquiring >= min_amount of this limit fails until `until` (caller clock).
+struct Denial {
+  std::int64_t min_amount = 0;
+  Micros until = 0;
+  std::int64_t available = 0;
+  Micros reset_at = 0;
+  RateParams params;  // the limit as it was: another configuration does not match
+  std::int64_t capacity = 0;
+};
+
+bool same_limit(const Denial& d, const OpItem& it) {
+  const RateParams& p = params_of(it);
+  return d.capacity == it.limit->capacity() && d.params.a == p.a && d.params.b == p.b &&
+         d.params.r == p.r && d.params.tol_us == p.tol_us && d.params.tol_rem == p.tol_rem;
+}
+
+// The local over-limit cache (RedisStoreOptions::deny_cache), sharded by key.
+class DenyCache {
+ public:
+  explicit DenyCache(std::size_t max_entries) : max_per_shard_(std::max<std::size_t>(max_entries / kShards, 1)) {}
+
+  bool empty() const { return size_.load(std::memory_order_relaxed) == 0; }
+
+  std::optional<Denial> find(const std::string& key) {
+    Shard& s = shard(key);
+    std::lock_guard g(s.mu);
+    const auto it = s.map.find(key);
+    if (it == s.map.end()) return std::nullopt;
+    return it->second;
+  }
+  void put(const std::string& key, const Denial& d) {
+    Shard& s = shard(key);
+    std::lock_guard g(s.mu);
+    if (s.map.size() >= max_per_shard_) {
+      size_.fetch_sub(s.map.size(), std::memory_order_relaxed);
+      s.map.clear();
+    }
+    if (s.map.insert_or_assign(key, d).second) size_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void erase(const std::string& key) {
+    Shard& s = shard(key);
+    std::lock_guard g(s.mu);
+    if (s.map.erase(key) > 0) size_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  void clear() {
+    for (Shard& s : shards_) {
+      std::lock_guard g(s.mu);
+      size_.fetch_sub(s.map.size(), std::memory_order_relaxed);
+      s.map.clear();
+    }
+  }
+
+ private:
+  static constexpr std::size_t kShards = 16;
+  struct Shard {
+    std::mutex mu;
+    absl::flat_hash_map<std::string, Denial> map;
+  };
+  Shard& shard(const std::string& key) {
+    return shards_[absl::Hash<std::string>{}(key) % kShards];
+  }
+  std::array<Shard, kShards> shards_;
+  std::size_t max_per_shard_;
+  std::atomic<std::size_t> size_{0};
+};
+
+RedisStoreOptions validated(RedisStoreOptions o) {
+  if (o.prefix.empty()) throw ValidationError("prefix", o.prefix, "must not be empty");
+  for (const char c : o.prefix) {
+    if (c == '{' || c == '}' || c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') {
+      throw ValidationError("prefix", o.prefix, "must not contain '{', '}' or glob characters");
+    }
+  }
+  return o;
+}
+
+}  // namespace
+
+struct RedisStore::Impl {
+  RedisStoreOptions o;
+  redis::Client client;
+  redis::Script script{redis::detail::kAdmitLua};
+  std::atomic<Micros> offset{0};  // server clock minus caller clock, as last seen
+  std::atomic<std::uint64_t> scripts{0}, local_denials{0}, clock_retries{0};
+  DenyCache denials;
+  std::mutex ns_mu;
+  std::vector<std::string> namespaces;  // index = id - 1
+
+  explicit Impl(RedisStoreOptions opts)
+      : o(validated(std::move(opts))), client(o.client), denials(o.deny_cache_entries) {}
+
+  static std::string cache_key(const std::string& redis_key, const Limit& l) {
+    std::string k = redis_key;
+    k += '\0';
+    k += l.name();
+    return k;
+  }
+
+  // Answers an acquire/decide from the deny cache when one of its items is known denied.
+  bool answer_locally(const Op& op, const std::vector<std::string>& keys,
+                      std::span<ItemResult> results) {
+    bool denied = false;
+    for (std::size_t i = 0; i < op.items.size(); ++i) {
+      const OpItem& it = op.items[i];
+      results[i] = ItemResult{};
+      if (it.amount <= 0 || it.limit->kind() == LimitKind::concurrency) continue;
+      const auto d = denials.find(cache_key(keys[it.key], *it.limit));
+      if (!d || d->until <= op.now || it.amount < d->min_amount || !same_limit(*d, it)) continue;
+      ItemResult& r = results[i];
+      r.ok = false;
+      r.retry_after = d->until - op.now;
+      r.available = d->available;
+      r.reset_after = std::max<Micros>(0, d->reset_at - op.now);
+      denied = true;
+    }
+    if (denied) local_denials.fetch_add(1, std::memory_order_relaxed);
+    return denied;
+  }
+
+  void remember_denials(const Op& op, const std::vector<std::string>& keys,
+                        std::span<const ItemResult> results) {
+    for (std::size_t i = 0; i < op.items.size(); ++i) {
+      const OpItem& it = op.items[i];
+      const ItemResult& r = results[i];
+      if (r.ok || r.never || r.retry_after <= 0 || it.limit->kind() == LimitKind::concurrency) {
+        continue;
+      }
+      denials.put(cache_key(keys[it.key], *it.limit),
+                  Denial{it.amount, op.now + r.retry_after, r.available, op.now + r.reset_after,
+                         params_of(it), it.limit->capacity()});
+    }
+  }
+
+  void forget_denials(const Op& op, const std::vector<std::string>& keys) {
+    for (const OpItem& it : op.items) denials.erase(cache_key(keys[it.key], *it.limit));
+  }
+
+  // Every master: the cluster's (from CLUSTER SLOTS) or the standalone server.
+  std::vector<redis::Endpoint> masters() {
+    if (!o.client.cluster) return {o.client.seeds.at(0)};
+    const redis::Reply r = client.command({"CLUSTER", "SLOTS"});
+    if (!r.is_array()) throw StoreUnavailable("CLUSTER SLOTS: " + redis::to_string(r));
+    std::vector<redis::Endpoint> out;
+    for (const auto& range : r.elements) {
+      if (!range.is_array() || range.elements.size() < 3 || !range.elements[2].is_array() ||
+          range.elements[2].elements.size() < 2) {
+        continue;
+      }
+      const auto& node = range.elements[2].elements;
+      redis::Endpoint ep{node[0].str, static_cast<std::uint16_t>(node[1].integer)};
+      if (ep.host.empty()) ep.host = o.client.seeds.at(0).host;
+      if (std::find(out.begin(), out.end(), ep) == out.end()) out.push_back(ep);
+    }
+    return out;
+  }
+
+  // Every key matching `pattern` on every master.
+  std::vector<std::string> scan(const std::string& pattern) {
+    std::vector<std::string> keys;
+    for (const auto& ep : masters()) {
+      std::string cursor = "0";
+      do {
+        const redis::Reply r = client.command_on(
+            ep, {"SCAN", cursor, "MATCH", pattern, "COUNT", std::to_string(kScanCount)});
+        if (!r.is_array() || r.elements.size() != 2 || !r.elements[1].is_array()) {
+          throw StoreUnavailable("SCAN on " + ep.to_string() + ": " + redis::to_string(r));
+        }
+        cursor = r.elements[0].str;
+        for (const auto& k : r.elements[1].elements) keys.push_back(k.str);
+      } while (cursor != "0");
+    }
+    return keys;
+  }
+
+  // Runs one command per key (routed by key), all in flight at once; returns the replies.
+  std::vector<redis::Reply> for_each_key(const std::vector<std::string>& keys,
+                                         const std::function<std::vector<std::string>(
+                                             const std::string&)>& command) {
+    std::vector<redis::Reply> replies(keys.size());
+    if (keys.empty()) return replies;
+    struct State {
+      std::mutex mu;
+      std::size_t left;
+      std::string error;
+      std::promise<void> done;
+    };
+    auto st = std::make_shared<State>();
+    st->left = keys.size();
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      client.async_command_for_key(
+          keys[i], command(keys[i]), [st, &replies, i](std::error_code ec, redis::Reply r) {
+            std::lock_guard g(st->mu);
+            if (ec && st->error.empty()) st->error = r.str;
+            replies[i] = std::move(r);
+            if (--st->left == 0) st->done.set_value();
+          });
+    }
+    st->done.get_future().wait();
+    if (!st->error.empty()) throw StoreUnavailable(st->error);
+    return replies;
+  }
+
+  std::string pattern_all() const { return o.prefix + ":*"; }
+};
+
+RedisStore::RedisStore(RedisStoreOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+RedisStore::~RedisStore() = default;
+
+std::string RedisStore::key_of(std::string_view ns, std::string_view group,
+                               const KeyParts& key) const {
+  std::string k;
+  k.reserve(impl_->o.prefix.size() + ns.size() + group.size() + key.entity.size() +
+            key.resource.size() + 8);
+  k += impl_->o.prefix;
+  k += ":{";
+  encode_part(k, ns);
+  k += ':';
+  encode_part(k, group);
+  k += "}:";
+  encode_part(k, key.resource);
+  k += ':';
+  encode_part(k, key.entity);
+  return k;
+}
+
+bool RedisStore::apply(const Op& op, std::span<ItemResult> results) {
+  Impl& im = *impl_;
+  if (op.items.empty()) return true;
+  std::vector<std::string> keys;
+  keys.reserve(op.keys.size());
+  for (const KeyParts& k : op.keys) keys.push_back(key_of(op.ns->name, op.group, k));
+
+  const bool checks = op.kind == OpKind::acquire || op.kind == OpKind::decide;
+  if (im.o.deny_cache && checks && !im.denials.empty() && im.answer_locally(op, keys, results)) {
+    return false;
+  }
+  if (op.kind == OpKind::release || op.kind == OpKind::adjust || op.kind == OpKind::reset) {
+    if (!im.denials.empty()) im.forget_denials(op, keys);  // capacity may come back
+  }
+
+  const Micros caller_now = op.now;
+  Micros offset = im.o.server_time ? im.offset.load(std::memory_order_relaxed) : 0;
+  for (int attempt = 0;; ++attempt) {
+    // Window items carry the window around the estimated server time (minus a margin) and
+    // the end of the next one; the script checks its clock against them.
+    const Micros est = caller_now + offset - (im.o.server_time ? kWindowMargin : 0);
+    std::vector<std::string> argv;
+    argv.reserve(5 + 15 * op.items.size());
+    append_num(argv, static_cast<int>(op.kind));
+    append_num(argv, im.o.server_time ? 0 : caller_now);
+    argv.push_back(std::to_string(op.lease_id));
+    append_num(argv, std::max<Micros>(0, op.lease_expiry - op.now));
+    argv.emplace_back(op.report ? "1" : "0");
+    for (const OpItem& it : op.items) {
+      const Limit& l = *it.limit;
+      const RateParams& p = params_of(it);
+      WindowBounds w{};
+      Micros next_end = 0;
+      if (l.kind() == LimitKind::window) {
+        w = l.window_at(est);
+        next_end = l.window_at(w.end).end;
+      }
+      append_num(argv, it.key + 1);
+      argv.push_back(l.name());
+      for (const std::int64_t v :
+           {static_cast<std::int64_t>(kind_code(l.kind())), it.amount, l.capacity(), p.a, p.b,
+            p.r, p.tol_us, p.tol_rem, it.window_end, it.until, w.start, w.end, next_end}) {
+        append_num(argv, v);
+      }
+    }
+    im.scripts.fetch_add(1, std::memory_order_relaxed);
+    const redis::Reply reply = im.client.evalsha(im.script, keys, argv);
+    if (reply.is_error()) {
+      const Micros server_now = clock_error_now(reply.str);
+      if (server_now >= 0 && im.o.server_time && attempt < kClockRetries) {
+        im.clock_retries.fetch_add(1, std::memory_order_relaxed);
+        offset = server_now - caller_now;
+        im.offset.store(offset, std::memory_order_relaxed);
+        continue;
+      }
+      throw StoreUnavailable("redis script: " + reply.str);
+    }
+    const std::size_t n = op.items.size();
+    if (!reply.is_array() || reply.elements.size() != 2 + 7 * n) {
+      throw StoreUnavailable("redis script: unexpected reply " + redis::to_string(reply));
+    }
+    if (im.o.server_time) {
+      im.offset.store(reply.elements[1].integer - caller_now, std::memory_order_relaxed);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const redis::Reply* e = &reply.elements[2 + 7 * i];
+      ItemResult& r = results[i];
+      r.ok = e[0].integer != 0;
+      r.never = e[1].integer != 0;
+      r.available = e[2].integer;
+      r.retry_after = e[3].integer;
+      r.reset_after = e[4].integer;
+      r.window_end = e[5].integer;
+      r.held = e[6].integer;
+    }
+    const bool ok = reply.elements[0].integer != 0;
+    if (im.o.deny_cache && checks && !ok) im.remember_denials(op, keys, results);
+    return ok;
+  }
+}
+
+Namespace RedisStore::open_namespace(std::string_view name) {
+  validate_name("namespace", name);
+  // Ids only tell this process's namespaces apart; the keys carry the name.
+  std::lock_guard g(impl_->ns_mu);
+  auto& v = impl_->namespaces;
+  auto it = std::find(v.begin(), v.end(), name);
+  if (it == v.end()) it = v.insert(v.end(), std::string(name));
+  return Namespace{std::string(name), static_cast<std::uint32_t>(it - v.begin() + 1)};
+}
+
+void RedisStore::reset_namespace(const Namespace& ns) {
+  std::string pattern = impl_->o.prefix + ":{";
+  encode_part(pattern, ns.name);
+  pattern += ":*";
+  const auto keys = impl_->scan(pattern);
+  impl_->for_each_key(keys, [](const std::string& k) {
+    return std::vector<std::string>{"UNLINK", k};
+  });
+  impl_->denials.clear();
+}
+
+std::size_t RedisStore::prune(Micros now) {
+  Impl& im = *impl_;
+  const std::string when = std::to_string(im.o.server_time ? 0 : now);
+  const auto keys = im.scan(im.pattern_all());
+  std::size_t removed = 0;
+  for (const std::string& k : keys) {
+    const redis::Reply r =
+        im.client.evalsha(im.script, {k}, {std::to_string(kOpPrune), when, "0", "0", "0"});
+    if (!r.is_array() || r.elements.empty()) {
+      throw StoreUnavailable("redis prune: " + redis::to_string(r));
+    }
+    removed += static_cast<std::size_t>(r.elements[0].integer);
+  }
+  return removed;
+}
+
+std::size_t RedisStore::size() const {
+  Impl& im = *impl_;
+  const auto keys = im.scan(im.pattern_all());
+  std::size_t n = 0;
+  for (const auto& r : im.for_each_key(
+           keys, [](const std::string& k) { return std::vector<std::string>{"HLEN", k}; })) {
+    n += static_cast<std::size_t>(std::max<std::int64_t>(0, r.integer));
+  }
+  return n;
+}
+
+StoreCapabilities RedisStore::capabilities() const {
+  return StoreCapabilities{.durable = false, .distributed = true,
+                           .server_time = impl_->o.server_time};
+}
+
+RedisStoreStats RedisStore::stats() const {
+  return RedisStoreStats{impl_->scripts.load(std::memory_order_relaxed),
+                         impl_->local_denials.load(std::memory_order_relaxed),
+                         impl_->clock_retries.load(std::memory_order_relaxed)};
+}
+
+const RedisStoreOptions& RedisStore::options() const { return impl_->o; }
+redis::Client& RedisStore::client() { return impl_->client; }
+
+}  // namespace admit
