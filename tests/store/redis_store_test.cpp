@@ -1,0 +1,320 @@
+// RedisStore beyond the conformance suite: key layout and escaping, cluster placement, the
+// server's clock, the local over-limit cache, leases reclaimed after their holder process is
+// killed, and fleet exactness (4 processes x 2 threads on one limit). Real redis-servers from
+// scripts/test (ADMIT_TEST_REDIS_URL, ADMIT_TEST_REDIS_CLUSTER); other processes are
+// tests/store/redis_worker.cpp.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "admit/core/clock.hpp"
+#include "admit/limiter.hpp"
+#include "admit/store/redis_store.hpp"
+#include "support/redis_env.hpp"
+#include "support/test_support.hpp"
+
+extern char** environ;
+
+namespace admit {
+namespace {
+
+using test::cat;
+using test::kStart;
+constexpr Micros kSec = kMicrosPerSecond;
+
+/// A worker process (tests/store/redis_worker.cpp) whose stdout the test reads; killed with
+/// SIGKILL when the guard goes out of scope, unless it already ended.
+class Worker {
+ public:
+  explicit Worker(const std::vector<std::string>& args) {
+    int fds[2];
+    if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
+    std::vector<std::string> all = {ADMIT_REDIS_WORKER};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    const int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    if (rc != 0) {
+      close(fds[0]);
+      throw std::runtime_error(cat("posix_spawn ", ADMIT_REDIS_WORKER, " failed: ", rc));
+    }
+    out_ = fdopen(fds[0], "r");
+  }
+  ~Worker() {
+    kill_now();
+    if (out_ != nullptr) fclose(out_);
+  }
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  /// The next line the worker printed ("" at end of output).
+  std::string line() {
+    char buf[256];
+    if (fgets(buf, sizeof buf, out_) == nullptr) return "";
+    std::string s(buf);
+    if (!s.empty() && s.back() == '\n') s.pop_back();
+    return s;
+  }
+  void kill_now() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  /// Waits for the worker to exit; @return its exit status.
+  int wait() {
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  FILE* out_ = nullptr;
+};
+
+/// Unique per test and process: parallel ctest processes share the servers.
+std::string unique_prefix() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  return cat("admit-test/", info->name(), "/", ::getpid());
+}
+
+class RedisStoreTest : public ::testing::TestWithParam<bool> {  // param: cluster
+ protected:
+  void SetUp() override {
+    std::string why;
+    auto c = test::redis_options(GetParam(), why);
+    if (!c) {
+      if (test::redis_required()) FAIL() << why << " and ADMIT_REQUIRE_REDIS=1";
+      GTEST_SKIP() << why;
+    }
+    client_ = *c;
+    server_ = GetParam() ? *test::env("ADMIT_TEST_REDIS_CLUSTER")
+                         : *test::env("ADMIT_TEST_REDIS_URL");
+    prefix_ = unique_prefix();
+  }
+  void TearDown() override {
+    for (auto& s : stores_) s->reset_namespace(s->open_namespace("workers"));
+    for (auto& s : stores_) s->reset_namespace(s->open_namespace("t"));
+  }
+
+  RedisStore& make(bool server_time, bool deny_cache = true) {
+    RedisStoreOptions o;
+    o.client = client_;
+    o.prefix = prefix_;
+    o.server_time = server_time;
+    o.deny_cache = deny_cache;
+    return *stores_.emplace_back(std::make_unique<RedisStore>(o));
+  }
+
+  redis::ClientOptions client_;
+  std::string server_;
+  std::string prefix_;
+  std::vector<std::unique_ptr<RedisStore>> stores_;
+};
+
+// Verifies the key layout: parts percent-encoded (crafted ids cannot collide or break out of
+// the hash tag), the tag exactly "{namespace:group}".
+TEST_P(RedisStoreTest, KeysAreEscapedAndTaggedByNamespaceAndGroup) {
+  RedisStore& s = make(false);
+  EXPECT_EQ(s.key_of("ns", "org", KeyParts{"user-1", "gpt-4o"}),
+            prefix_ + ":{ns:org}:gpt-4o:user-1");
+  EXPECT_EQ(s.key_of("n:s", "o}{g", KeyParts{"a b", "r*?"}),
+            prefix_ + ":{n%3As:o%7D%7Bg}:r%2A%3F:a%20b");
+  EXPECT_NE(s.key_of("a", "g", KeyParts{"b:c", "r"}), s.key_of("a:b", "g", KeyParts{"c", "r"}));
+  EXPECT_NE(s.key_of("a", "g", KeyParts{"x", "r:y"}), s.key_of("a", "g", KeyParts{"y", "r:x"}));
+  // Same group: same slot, whatever the entity and resource; groups spread over slots.
+  const auto slot = redis::key_slot(s.key_of("ns", "org", KeyParts{"u1", "m1"}));
+  EXPECT_EQ(redis::key_slot(s.key_of("ns", "org", KeyParts{"u2", "m2"})), slot);
+  std::set<std::uint16_t> slots;
+  for (int i = 0; i < 64; ++i) {
+    slots.insert(redis::key_slot(s.key_of("ns", cat("org-", i), KeyParts{"u", "m"})));
+  }
+  EXPECT_GT(slots.size(), 50u);
+}
+
+// Verifies a Limiter over RedisStore keeps a parent chain atomic across entities (one slot per
+// organisation, on the cluster too) and that organisations are independent.
+TEST_P(RedisStoreTest, ParentChainsAcrossOrganisationsThroughTheLimiter) {
+  RedisStore& s = make(true);
+  SystemClock clock;
+  Limiter lim(s, clock, LimiterOptions{.ns = "t"});
+  lim.set_limits("m", {Limit::per_day("rpd", 3)});
+  for (int org = 0; org < 8; ++org) {
+    lim.set_parent(cat("user-a-", org), cat("org-", org));
+    lim.set_parent(cat("user-b-", org), cat("org-", org));
+  }
+  for (int org = 0; org < 8; ++org) {
+    const std::string a = cat("user-a-", org);
+    const std::string b = cat("user-b-", org);
+    EXPECT_TRUE(test::take(lim, a, "m", {{"rpd", 1}}).allowed);
+    EXPECT_TRUE(test::take(lim, b, "m", {{"rpd", 2}}).allowed);
+    const Decision d = test::take(lim, a, "m", {{"rpd", 1}});  // the org has none left
+    EXPECT_FALSE(d.allowed);
+    EXPECT_EQ(test::available(lim, a, "m", "rpd"), 2);
+    EXPECT_EQ(test::available(lim, a, "m", "rpd", cat("org-", org)), 0);
+  }
+}
+
+// Verifies decisions use the server's clock: a caller whose clock is years off still gets exact
+// windows (the store corrects its estimate once and retries) and keys that expire when idle.
+TEST_P(RedisStoreTest, ServerTimeIgnoresTheCallersClock) {
+  RedisStore& s = make(true);
+  ManualClock far_past(kStart - 400 * kMicrosPerDay);  // ~2022
+  Limiter lim(s, far_past, LimiterOptions{.ns = "t"});
+  lim.set_limits("m", {Limit::per_minute("rpm", 2), Limit::daily("rpd", 5)});
+  EXPECT_TRUE(test::take(lim, "u", "m", {{"rpm", 1}, {"rpd", 1}}).allowed);
+  EXPECT_TRUE(test::take(lim, "u", "m", {{"rpm", 1}, {"rpd", 1}}).allowed);
+  const Decision d = test::take(lim, "u", "m", {{"rpm", 1}, {"rpd", 1}});
+  EXPECT_FALSE(d.allowed);
+  EXPECT_GT(d.retry_after, 0);
+  EXPECT_LE(d.retry_after, 30 * kSec);  // rpm: 30 s per unit, by the server's clock
+  EXPECT_GE(s.stats().clock_retries, 1u);       // the window bounds were re-aimed once
+  EXPECT_EQ(test::available(lim, "u", "m", "rpd"), 3);
+  // The hash expires by itself (PEXPIREAT at its latest idle instant).
+  const std::string key = s.key_of("t", "u", KeyParts{"u", "m"});
+  const redis::Reply ttl = s.client().command_for_key(key, {"PTTL", key});
+  ASSERT_TRUE(ttl.is_integer()) << redis::to_string(ttl);
+  EXPECT_GT(ttl.integer, 0);
+  EXPECT_LE(ttl.integer, 2 * kMicrosPerDay / 1000);
+  EXPECT_TRUE(s.capabilities().server_time);
+  EXPECT_TRUE(s.capabilities().distributed);
+}
+
+// Verifies the deny cache answers a known denial locally, never admits more than the server,
+// lets smaller amounts through to the server, and forgets an entry when capacity returns.
+TEST_P(RedisStoreTest, DenyCacheAnswersKnownDenialsLocally) {
+  RedisStore& s = make(false);
+  ManualClock clock(kStart);
+  Limiter lim(s, clock, LimiterOptions{.ns = "t"});
+  lim.set_limits("m", {Limit::per_minute("tpm", 100)});
+  EXPECT_TRUE(test::take(lim, "u", "m", {{"tpm", 95}}).allowed);
+  const Decision d1 = test::take(lim, "u", "m", {{"tpm", 10}});
+  ASSERT_FALSE(d1.allowed);
+  const auto scripts = s.stats().scripts;
+  const Decision d2 = test::take(lim, "u", "m", {{"tpm", 10}});  // the same: answered here
+  EXPECT_FALSE(d2.allowed);
+  EXPECT_EQ(d2.retry_after, d1.retry_after);
+  EXPECT_EQ(s.stats().scripts, scripts);
+  EXPECT_EQ(s.stats().local_denials, 1u);
+  EXPECT_FALSE(test::take(lim, "u", "m", {{"tpm", 50}}).allowed);  // more: denied here too
+  EXPECT_EQ(s.stats().local_denials, 2u);
+  EXPECT_TRUE(test::take(lim, "u", "m", {{"tpm", 5}}).allowed);  // less: the server decides
+  EXPECT_EQ(s.stats().scripts, scripts + 1);
+  // Half-way to the retry time the cache still answers; at it, the server does again.
+  clock.advance(d1.retry_after / 2);
+  EXPECT_FALSE(test::take(lim, "u", "m", {{"tpm", 10}}).allowed);
+  EXPECT_EQ(s.stats().scripts, scripts + 1);
+  clock.advance(d1.retry_after * 3 / 2);  // the 5 taken meanwhile pushed it back by as much
+  EXPECT_TRUE(test::take(lim, "u", "m", {{"tpm", 10}}).allowed);
+  EXPECT_EQ(s.stats().scripts, scripts + 2);
+  // A refund from this process drops the entry.
+  clock.advance(60 * kSec);  // a full bucket again
+  Lease big = lim.try_acquire("u", "m", {{"tpm", 80}});
+  ASSERT_TRUE(big.allowed());
+  ASSERT_FALSE(test::take(lim, "u", "m", {{"tpm", 30}}).allowed);  // cached
+  big.rollback();
+  const auto before = s.stats().local_denials;
+  EXPECT_TRUE(test::take(lim, "u", "m", {{"tpm", 30}}).allowed);  // the server, not the cache
+  EXPECT_EQ(s.stats().local_denials, before);
+}
+
+// Verifies leases survive their owner: a process that holds concurrency slots is killed; other
+// processes see the slots held until the lease TTL and free after it (the caller's time here,
+// so the instant is exact).
+TEST_P(RedisStoreTest, LeasesOfAKilledProcessAreReclaimedAfterTheirTtl) {
+  RedisStore& s = make(false);
+  Worker w({"hold", server_, prefix_, std::to_string(kStart), std::to_string(30 * kSec), "5"});
+  ASSERT_EQ(w.line(), "held 5");
+  w.kill_now();
+  ManualClock clock(kStart + 1);
+  Limiter lim(s, clock, LimiterOptions{.ns = "workers"});
+  lim.set_limits("m", {Limit::concurrency("slots", 8)});
+  EXPECT_EQ(test::available(lim, "holder", "m", "slots"), 3);
+  Lease l = lim.try_acquire("holder", "m", {{"slots", 4}});
+  EXPECT_FALSE(l.allowed());
+  EXPECT_EQ(l.decision().retry_after, 30 * kSec - 1);  // when the dead leases expire
+  clock.set(kStart + 30 * kSec);
+  EXPECT_EQ(test::available(lim, "holder", "m", "slots"), 8);
+  EXPECT_TRUE(lim.try_acquire("holder", "m", {{"slots", 8}}).allowed());
+}
+
+// The same by the server's clock: a short TTL, then the slots come back by themselves.
+TEST_P(RedisStoreTest, LeasesOfAKilledProcessAreReclaimedByServerTime) {
+  RedisStore& s = make(true);
+  Worker w({"hold", server_, prefix_, "0", std::to_string(300 * 1000), "8"});
+  ASSERT_EQ(w.line(), "held 8");
+  w.kill_now();
+  SystemClock clock;
+  Limiter lim(s, clock, LimiterOptions{.ns = "workers"});
+  lim.set_limits("m", {Limit::concurrency("slots", 8)});
+  bool reclaimed = false;
+  for (int i = 0; i < 2000 && !reclaimed; ++i) {  // bounded: up to ~20 s on a stalled machine
+    reclaimed = test::available(lim, "holder", "m", "slots") == 8;
+    if (!reclaimed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(reclaimed);
+}
+
+// Fleet exactness: 4 processes x 2 threads acquire on one shared rate limit through Redis for
+// a bounded time. Admitted <= burst + rate * t (exact GCRA over the server's clock), and >= 99%
+// of it (demand far exceeds the limit).
+TEST_P(RedisStoreTest, FleetOfProcessesAdmitsExactlyTheLimit) {
+  RedisStore& s = make(true);
+  constexpr Micros kRate = 200;  // per second
+  constexpr Micros kBurst = 40;
+  const redis::Reply t = s.client().command({"TIME"});
+  const Micros server_now = std::stoll(t.elements.at(0).str) * kSec + std::stoll(t.elements.at(1).str);
+  const Micros start = server_now + 500 * 1000;  // every worker connected by then
+  const Micros end = start + 2 * kSec;
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (int i = 0; i < 4; ++i) {
+    workers.push_back(std::make_unique<Worker>(std::vector<std::string>{
+        "fleet", server_, prefix_, "2", std::to_string(start), std::to_string(end),
+        std::to_string(kRate), std::to_string(kBurst)}));
+  }
+  long long admitted = 0;
+  long long attempts = 0;
+  Micros last = 0;
+  for (auto& w : workers) {
+    const std::string line = w->line();
+    long long a = 0, n = 0, l = 0;
+    ASSERT_EQ(std::sscanf(line.c_str(), "admitted %lld attempts %lld last %lld", &a, &n, &l), 3)
+        << line;
+    EXPECT_EQ(w->wait(), 0);
+    admitted += a;
+    attempts += n;
+    last = std::max<Micros>(last, l);
+  }
+  // Nothing is admitted before `start`; everything was attempted before `last`.
+  const double most = static_cast<double>(kBurst) +
+                      static_cast<double>(kRate) * static_cast<double>(last - start) / 1e6;
+  const double least = static_cast<double>(kBurst) +
+                       static_cast<double>(kRate) * static_cast<double>(end - start) / 1e6;
+  std::printf("fleet: admitted %lld of %lld attempts; bounds [%.1f, %.1f]\n", admitted, attempts,
+              0.99 * least, most);
+  EXPECT_GT(attempts, 2 * admitted) << "demand must exceed the limit";
+  EXPECT_LE(static_cast<double>(admitted), most);
+  EXPECT_GE(static_cast<double>(admitted), 0.99 * least);
+}
+
+INSTANTIATE_TEST_SUITE_P(Servers, RedisStoreTest, ::testing::Values(false, true),
+                         [](const auto& p) { return p.param ? "cluster" : "standalone"; });
+
+}  // namespace
+}  // namespace admit
