@@ -103,7 +103,9 @@ class Limiter {
   /**
    * Non-blocking: consumes `amounts` from every limit of the entity and its ancestors, all or
    * nothing. A limit not named in `amounts` consumes 0, except concurrency limits (1 slot).
-   * @return an active Lease if allowed; otherwise an inactive one whose decision() says why.
+   * @return an active Lease if allowed; otherwise an inactive one whose decision() says why
+   *         (code store_unavailable when the store could not be reached: fail closed; wrap
+   *         the store in a GuardedStore for fail_open or local_fallback).
    */
   Lease try_acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
                     const AcquireOptions& options = {});
@@ -111,13 +113,16 @@ class Limiter {
   /**
    * Waits until the request fits or `timeout` passes, in FIFO order per (entity, resource)
    * so a large request is not starved by small ones.
-   * @throws RateLimitExceeded (code timeout, cancelled or exceeds_capacity) if it cannot.
+   * @throws RateLimitExceeded (code timeout, cancelled, exceeds_capacity or
+   *         store_unavailable) if it cannot.
    */
   Lease acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
                 std::chrono::microseconds timeout, const AcquireOptions& options = {});
 
   /// Dry run: the decision try_acquire would take now, consuming nothing. It looks at the
   /// limits only, not at callers waiting in acquire() (try_acquire would say queue_ahead).
+  /// decide, record_usage and a lease's adjust/commit/rollback report an unreachable store
+  /// as code store_unavailable; clamp, reset, stats throw StoreUnavailable.
   Decision decide(std::string_view entity, std::string_view resource, const Amounts& amounts);
 
   /// Counts usage after the fact, unconditionally (buckets may go into debt).

@@ -664,6 +664,14 @@ struct Scratch {
   }
 };
 thread_local Scratch t_scratch;
+
+// A decision the store could not make: code store_unavailable, the store's reason.
+void unavailable(Decision& d, const StoreUnavailable& e) {
+  d.allowed = false;
+  d.code = Code::store_unavailable;
+  d.reason = e.what();
+  d.stats.clear();
+}
 }  // namespace
 
 Lease Limiter::attempt(std::string_view entity, std::string_view resource, const Amounts& amounts,
@@ -715,7 +723,12 @@ Lease Limiter::attempt(std::string_view entity, std::string_view resource, const
                 .now = now, .keys = plan.keys,
                 .items = sc.ops, .handles = plan.handles, .lease_id = id,
                 .lease_expiry = now + ttl, .report = options.with_stats};
-    ok = store_.apply(op, sc.results);
+    try {
+      ok = store_.apply(op, sc.results);
+    } catch (const StoreUnavailable& e) {  // the store's policy was to fail closed
+      unavailable(d, e);
+      return lease;
+    }
   }
   fill_decision(d, plan, sc.map, sc.results, ok, options.with_stats, resource);
   if (!ok) return lease;
@@ -864,7 +877,12 @@ Decision Limiter::planned_op(OpKind kind, std::string_view entity, std::string_v
     const Op op{.kind = kind, .ns = &impl_->ns, .group = plan.keys.back().entity, .now = d.now,
                 .keys = plan.keys, .items = ops,
                 .handles = plan.handles, .lease_id = 0, .lease_expiry = 0, .report = true};
-    ok = store_.apply(op, results) || kind == OpKind::record;
+    try {
+      ok = store_.apply(op, results) || kind == OpKind::record;
+    } catch (const StoreUnavailable& e) {
+      unavailable(d, e);
+      return d;
+    }
   }
   fill_decision(d, plan, map, results, ok, /*with_stats=*/true, resource);
   return d;
@@ -937,7 +955,12 @@ Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
               .lease_id = lease.id_,
               .lease_expiry = 0,
               .report = true};
-  store_.apply(op, results);
+  try {
+    store_.apply(op, results);
+  } catch (const StoreUnavailable& e) {  // the lease's usage stays; slots go at their TTL
+    unavailable(d, e);
+    return d;
+  }
   for (std::size_t j = 0; j < ops.size(); ++j) {
     const auto& it = lk.items[which[j]];
     Lease::Held& h = lease.held_[which[j]];

@@ -913,3 +913,58 @@ TEST_F(LimiterTest, WaiterAdmittedWhenHolderExpires) {
 
 }  // namespace
 }  // namespace admit
+
+namespace admit {
+namespace {
+
+/// A MemoryStore that can be switched off: apply() then throws StoreUnavailable.
+class SwitchableStore final : public Store {
+ public:
+  bool down = false;
+  bool apply(const Op& op, std::span<ItemResult> results) override {
+    if (down) throw StoreUnavailable("test store is down");
+    return inner_.apply(op, results);
+  }
+  Namespace open_namespace(std::string_view name) override { return inner_.open_namespace(name); }
+  void reset_namespace(const Namespace& ns) override { inner_.reset_namespace(ns); }
+  std::size_t prune(Micros now) override { return inner_.prune(now); }
+  std::size_t size() const override { return inner_.size(); }
+  StoreCapabilities capabilities() const override { return {}; }
+  std::string name() const override { return "switchable"; }
+
+ private:
+  MemoryStore inner_;
+};
+
+// Verifies an unreachable store gives decisions with code store_unavailable (fail closed), a
+// waiting acquire throws with that code, and ending a lease while the store is down neither
+// throws nor crashes.
+TEST(LimiterStoreUnavailable, FailsClosedWithACode) {
+  SwitchableStore store;
+  ManualClock clock(kStart);
+  Limiter lim(store, clock);
+  lim.set_limits("m", {Limit::per_minute("rpm", 10), Limit::concurrency("slots", 2)});
+  Lease held = lim.try_acquire("u", "m", {{"rpm", 1}});
+  ASSERT_TRUE(held.allowed());
+  store.down = true;
+  const Lease l = lim.try_acquire("u", "m", {{"rpm", 1}});
+  EXPECT_FALSE(l.allowed());
+  EXPECT_EQ(l.decision().code, Code::store_unavailable);
+  EXPECT_EQ(l.decision().reason, "test store is down");
+  EXPECT_EQ(lim.decide("u", "m", {{"rpm", 1}}).code, Code::store_unavailable);
+  EXPECT_EQ(lim.record_usage("u", "m", {{"rpm", 1}}).code, Code::store_unavailable);
+  try {
+    (void)lim.acquire("u", "m", {{"rpm", 1}}, std::chrono::seconds(1));
+    ADD_FAILURE() << "acquire should throw";
+  } catch (const RateLimitExceeded& e) {
+    EXPECT_EQ(e.decision().code, Code::store_unavailable);
+  }
+  EXPECT_EQ(held.adjust({{"rpm", 2}}).code, Code::store_unavailable);
+  held.rollback();  // nothing to refund into: no throw
+  EXPECT_THROW((void)lim.stats("u", "m"), StoreUnavailable);
+  store.down = false;
+  EXPECT_TRUE(lim.try_acquire("u", "m", {{"rpm", 1}}).allowed());
+}
+
+}  // namespace
+}  // namespace admit
