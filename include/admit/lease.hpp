@@ -81,7 +81,8 @@ class [[nodiscard]] Lease {
    * so later callers wait), a negative one refunds (never more than this lease consumed on
    * that limit; window refunds only while the same window lasts). Concurrency limits cannot
    * be adjusted. Still allowed after the TTL passed (usage is usage).
-   * @return the decision after the adjustment (allowed is always true).
+   * @return the decision after the adjustment: allowed, or code store_unavailable (not
+   *         allowed, nothing adjusted) when the store could not be reached.
    * @throws LeaseError if the lease ended; ValidationError for an unknown limit name.
    */
   Decision adjust(const Amounts& deltas);

@@ -801,7 +801,13 @@ Lease Limiter::acquire(std::string_view entity, std::string_view resource, const
     }
     Micros wake_at = deadline;
     if (head) {
-      Lease lease = attempt(entity, resource, amounts, options, /*respect_queue=*/false);
+      Lease lease;
+      try {
+        lease = attempt(entity, resource, amounts, options, /*respect_queue=*/false);
+      } catch (...) {  // never leave this frame's waiter in the queue
+        leave();
+        throw;
+      }
       if (lease.allowed()) {
         leave();
         return lease;

@@ -1,0 +1,276 @@
+#include "admit/store/guarded_store.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "admit/core/error.hpp"
+
+namespace admit {
+
+std::string_view to_string(UnavailablePolicy p) {
+  switch (p) {
+    case UnavailablePolicy::fail_closed: return "fail_closed";
+    case UnavailablePolicy::fail_open: return "fail_open";
+    case UnavailablePolicy::local_fallback: return "local_fallback";
+  }
+  return "unknown";
+}
+
+namespace {
+
+__extension__ typedef __int128 Int128;
+
+constexpr std::size_t kMaxCachedLimits = 4096;  // the cache is cleared when it grows past this
+
+bool is_rate(LimitKind k) { return k == LimitKind::rate || k == LimitKind::adaptive; }
+
+const RateParams& params_of(const OpItem& it) {
+  return it.rate != nullptr ? *it.rate : it.limit->rate();
+}
+
+// A limit's capacity divided by the fleet: rounded down, at least 1 (0 = unlimited stays 0).
+std::int64_t share(std::int64_t capacity, std::int64_t fleet) {
+  if (capacity <= 0) return capacity;
+  return std::max<std::int64_t>(1, capacity / fleet);
+}
+
+// GCRA parameters for 1/fleet of the rate: capacity divided (share()), the interval per unit
+// T = a + b/r multiplied by `fleet` exactly (same denominator r). Kept within the exactness
+// bounds of Limit::make_rate (rate.hpp): a slower interval or a smaller capacity, never more.
+RateParams scale(const RateParams& p, std::int64_t fleet) {
+  if (p.capacity <= 0 || fleet == 1) return p;
+  RateParams s;
+  s.r = p.r;
+  const Int128 scaled_b = static_cast<Int128>(p.b) * fleet;
+  Int128 a = static_cast<Int128>(p.a) * fleet + scaled_b / p.r;
+  Int128 b = scaled_b % p.r;
+  constexpr std::int64_t kMaxA = kMaxExact / 4;
+  if (a > kMaxA) {  // slower than ~71 years per unit: saturate (admits less, never more)
+    a = kMaxA;
+    b = 0;
+  }
+  s.a = static_cast<std::int64_t>(a);
+  s.b = static_cast<std::int64_t>(b);
+  s.max_amount = std::min(kMaxExact / std::max<std::int64_t>(s.b, 1),
+                          kMaxA / std::max<std::int64_t>(s.a, 1));
+  s.capacity = std::min(share(p.capacity, fleet), s.max_amount);
+  const std::int64_t cb = s.capacity * s.b;
+  s.tol_us = s.capacity * s.a + cb / s.r;
+  s.tol_rem = cb % s.r;
+  return s;
+}
+
+// Window and concurrency limits: the same limit (name, kind, calendar) with its capacity
+// divided. Same name and kind, so the same state in the fallback store.
+Limit scaled_limit(const Limit& l, std::int64_t fleet) {
+  const std::int64_t cap = share(l.capacity(), fleet);
+  if (l.kind() == LimitKind::window) return Limit::window(l.name(), cap, l.window_spec());
+  return Limit::concurrency(l.name(), cap);
+}
+
+GuardedStoreOptions validated(GuardedStoreOptions o) {
+  if (o.fleet_size < 1) {
+    throw ValidationError("fleet_size", std::to_string(o.fleet_size), "must be >= 1");
+  }
+  return o;
+}
+
+}  // namespace
+
+struct GuardedStore::Impl {
+  std::unique_ptr<Store> owned;
+  Store& primary;
+  GuardedStoreOptions o;
+  MemoryStore fallback;
+  std::atomic<bool> degraded{false};
+  std::atomic<std::uint64_t> primary_failures{0}, fail_open_allowed{0}, fallback_ops{0},
+      recoveries{0};
+
+  // The fallback's namespaces, by name (its ids differ from the primary's).
+  std::mutex ns_mu;
+  std::unordered_map<std::string, Namespace> namespaces;
+
+  // Scaled window / concurrency limits, keyed by the limit's value (not its address: a
+  // reconfigured Limiter may put a different limit at the address of a freed one). Entries
+  // are shared: a clear() while another thread uses one does not free it.
+  struct Cached {
+    Limit original;
+    std::shared_ptr<const Limit> scaled;
+  };
+  std::mutex cache_mu;
+  std::unordered_map<std::uint64_t, std::vector<Cached>> cache;  // by Limit::name_hash()
+  std::size_t cached = 0;
+
+  Impl(std::unique_ptr<Store> own, Store& p, GuardedStoreOptions opts)
+      : owned(std::move(own)), primary(p), o(validated(opts)) {}
+
+  // An operation that started at failure epoch `epoch` succeeded on the primary.
+  void recovered(std::uint64_t epoch) {
+    if (primary_failures.load(std::memory_order_acquire) != epoch) return;  // failed since
+    bool was = true;
+    if (degraded.compare_exchange_strong(was, false, std::memory_order_acq_rel)) {
+      recoveries.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  Namespace fallback_ns(const std::string& name) {
+    std::lock_guard g(ns_mu);
+    auto it = namespaces.find(name);
+    if (it == namespaces.end()) it = namespaces.emplace(name, fallback.open_namespace(name)).first;
+    return it->second;
+  }
+
+  std::shared_ptr<const Limit> scaled(const Limit& l) {
+    std::lock_guard g(cache_mu);
+    auto& bucket = cache[l.name_hash()];
+    for (const Cached& c : bucket) {
+      if (c.original == l) return c.scaled;
+    }
+    auto s = std::make_shared<const Limit>(scaled_limit(l, o.fleet_size));
+    if (cached >= kMaxCachedLimits) {
+      cache.clear();
+      cached = 0;
+      cache[l.name_hash()].push_back(Cached{l, s});
+    } else {
+      bucket.push_back(Cached{l, s});
+    }
+    ++cached;
+    return s;
+  }
+
+  bool apply_fallback(const Op& op, std::span<ItemResult> results) {
+    fallback_ops.fetch_add(1, std::memory_order_relaxed);
+    const Namespace ns = fallback_ns(op.ns->name);
+    const std::int64_t fleet = o.fleet_size;
+    std::vector<OpItem> items(op.items.begin(), op.items.end());
+    std::vector<RateParams> rates;
+    rates.reserve(items.size());  // pointers into it stay valid
+    std::vector<std::shared_ptr<const Limit>> keep;  // scaled limits alive for this op
+    for (OpItem& it : items) {
+      const Limit& l = *it.limit;
+      if (l.unlimited()) continue;
+      if (is_rate(l.kind())) {
+        if (fleet > 1) it.rate = &rates.emplace_back(scale(params_of(it), fleet));
+      } else if (fleet > 1) {
+        it.limit = keep.emplace_back(scaled(l)).get();
+      }
+    }
+    Op f = op;
+    f.ns = &ns;
+    f.items = items;
+    f.handles = {};  // the primary's handles; the fallback derives its own
+    return fallback.apply(f, results);
+  }
+
+  // Every item ok with its limit full: what a store with no state would report (without
+  // changing anything).
+  bool apply_open(const Op& op, std::span<ItemResult> results) {
+    if (op.kind == OpKind::acquire || op.kind == OpKind::decide) {
+      fail_open_allowed.fetch_add(1, std::memory_order_relaxed);
+    }
+    for (std::size_t i = 0; i < op.items.size(); ++i) {
+      const OpItem& it = op.items[i];
+      const Limit& l = *it.limit;
+      ItemResult r;
+      r.ok = true;
+      if (is_rate(l.kind())) {
+        r.available = params_of(it).capacity;
+      } else {
+        r.available = l.capacity();
+        if (l.kind() == LimitKind::window) {
+          r.window_end = l.window_at(op.now).end;
+          r.reset_after = r.window_end - op.now;
+        }
+      }
+      results[i] = r;
+    }
+    return true;
+  }
+};
+
+GuardedStore::GuardedStore(Store& primary, GuardedStoreOptions options)
+    : impl_(std::make_unique<Impl>(nullptr, primary, options)) {}
+
+namespace {
+Store& require(const std::unique_ptr<Store>& p) {
+  if (!p) throw ValidationError("primary", "null", "must be a store");
+  return *p;
+}
+}  // namespace
+
+GuardedStore::GuardedStore(std::unique_ptr<Store> primary, GuardedStoreOptions options)
+    : impl_(std::make_unique<Impl>(nullptr, require(primary), options)) {
+  impl_->owned = std::move(primary);
+}
+
+GuardedStore::~GuardedStore() = default;
+
+bool GuardedStore::apply(const Op& op, std::span<ItemResult> results) {
+  Impl& im = *impl_;
+  // primary_failures doubles as the failure epoch: only an operation that started after the
+  // last failure proves the primary healthy again (one that was already in flight when
+  // another failed does not, even if it completes later).
+  const std::uint64_t epoch = im.primary_failures.load(std::memory_order_acquire);
+  try {
+    const bool ok = im.primary.apply(op, results);
+    if (im.degraded.load(std::memory_order_acquire)) im.recovered(epoch);
+    return ok;
+  } catch (const StoreUnavailable&) {
+    im.primary_failures.fetch_add(1, std::memory_order_acq_rel);
+    im.degraded.store(true, std::memory_order_release);
+    switch (im.o.policy) {
+      case UnavailablePolicy::fail_closed:
+        throw;
+      case UnavailablePolicy::fail_open:
+        return im.apply_open(op, results);
+      case UnavailablePolicy::local_fallback:
+        break;
+    }
+  }
+  return im.apply_fallback(op, results);
+}
+
+KeyHandle GuardedStore::prepare(const Namespace& ns, const KeyParts& key) const {
+  return impl_->primary.prepare(ns, key);
+}
+
+Namespace GuardedStore::open_namespace(std::string_view name) {
+  return impl_->primary.open_namespace(name);
+}
+
+void GuardedStore::reset_namespace(const Namespace& ns) {
+  impl_->fallback.reset_namespace(impl_->fallback_ns(ns.name));
+  impl_->primary.reset_namespace(ns);
+}
+
+std::size_t GuardedStore::prune(Micros now) {
+  const std::size_t local = impl_->fallback.prune(now);
+  return local + impl_->primary.prune(now);
+}
+
+std::size_t GuardedStore::size() const { return impl_->primary.size(); }
+
+StoreCapabilities GuardedStore::capabilities() const { return impl_->primary.capabilities(); }
+
+std::string GuardedStore::name() const { return "guarded(" + impl_->primary.name() + ")"; }
+
+bool GuardedStore::degraded() const { return impl_->degraded.load(std::memory_order_acquire); }
+
+GuardedStoreStats GuardedStore::stats() const {
+  const Impl& im = *impl_;
+  return GuardedStoreStats{im.primary_failures.load(std::memory_order_relaxed),
+                           im.fail_open_allowed.load(std::memory_order_relaxed),
+                           im.fallback_ops.load(std::memory_order_relaxed),
+                           im.recoveries.load(std::memory_order_relaxed)};
+}
+
+const GuardedStoreOptions& GuardedStore::options() const { return impl_->o; }
+Store& GuardedStore::primary() { return impl_->primary; }
+MemoryStore& GuardedStore::fallback() { return impl_->fallback; }
+
+}  // namespace admit
