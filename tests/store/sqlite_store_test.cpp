@@ -343,8 +343,8 @@ TEST(SqliteStoreErrors, WriteBehindLocksTheFileExclusively) {
   SqliteStore owner(opts(path, Durability::write_behind));
 }
 
-// Verifies a full disk (the file size limit, RLIMIT_FSIZE, in a child) makes an acquire throw
-// StoreUnavailable naming the file, and that every acquire acknowledged before it is on disk
+// Verifies a full disk (the file size limit, RLIMIT_FSIZE, in a child) makes the store throw
+// StoreUnavailable naming the file (the acquire's decision: store_unavailable), and that every acquire acknowledged before it is on disk
 // while the failed one changed nothing.
 TEST(SqliteStoreErrors, DiskFullThrowsAndKeepsAcknowledgedOps) {
   TempDir dir;
@@ -362,16 +362,16 @@ TEST(SqliteStoreErrors, DiskFullThrowsAndKeepsAcknowledgedOps) {
     if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return 2;
     const std::string pad(200, 'p');  // long keys: the file grows quickly
     for (std::uint64_t n = 0; n < 100'000; ++n) {
-      try {
-        if (!take(limiter, cat("user-", n, pad), "m", {{"rpm", 1}}).allowed) return 3;
-      } catch (const StoreUnavailable& e) {
-        const std::string msg = e.what();
-        const std::uint64_t len = msg.size();
-        return write_all(p.fd[1], &n, 8) && write_all(p.fd[1], &len, 8) &&
-                       write_all(p.fd[1], msg.data(), msg.size())
-                   ? 0
-                   : 4;
-      }
+      const Decision d = take(limiter, cat("user-", n, pad), "m", {{"rpm", 1}});
+      if (d.allowed) continue;
+      if (d.code != Code::store_unavailable) return 3;
+      // The Limiter reports the store's StoreUnavailable as a decision (fail closed).
+      const std::string& msg = d.reason;
+      const std::uint64_t len = msg.size();
+      return write_all(p.fd[1], &n, 8) && write_all(p.fd[1], &len, 8) &&
+                     write_all(p.fd[1], msg.data(), msg.size())
+                 ? 0
+                 : 4;
     }
     return 5;  // never full
   });
@@ -435,10 +435,9 @@ TEST(SqliteStoreErrors, WriteBehindFlushFailureStopsAcknowledging) {
       }
     }
     if (!failed) return 5;
-    try {  // no more acknowledgements while the changes cannot be written
-      (void)take(limiter, "after-failure", "m", {{"rpm", 1}});
+    // No more acknowledgements while the changes cannot be written.
+    if (take(limiter, "after-failure", "m", {{"rpm", 1}}).code != Code::store_unavailable) {
       return 6;
-    } catch (const StoreUnavailable&) {
     }
     lim.rlim_cur = unlimited;
     if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return 2;
