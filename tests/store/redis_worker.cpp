@@ -8,8 +8,9 @@
 //   redis_worker fleet <server> <prefix> <threads> <start_us> <end_us> <rate> <burst>
 //       waits until the Redis server's clock reaches start_us, then <threads> threads call
 //       try_acquire on rate limit "shared" (<rate> per second, burst <burst>) of entity "fleet",
-//       resource "m", until the server's clock passes end_us; prints
-//       "admitted <n> attempts <m> last <server time after the last attempt, µs>".
+//       resource "m", until the server's clock passes end_us; prints "admitted <n> attempts
+//       <m> first <server time before the first attempt> last <server time after the last
+//       attempt>" (µs; first: the earliest of the threads, last: the latest).
 //
 // <server>: a redis:// URL (standalone) or a comma-separated seed list (cluster).
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -88,10 +90,15 @@ int fleet(std::string_view server, const char* prefix, int threads, Micros start
   while (server_now(client) < start) {
   }
   std::atomic<std::int64_t> admitted{0}, attempts{0};
+  std::atomic<Micros> first{std::numeric_limits<Micros>::max()};
   std::atomic<Micros> last{0};
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&] {
+      const Micros t_first = server_now(client);  // demand starts after this instant
+      Micros seen_first = first.load();
+      while (t_first < seen_first && !first.compare_exchange_weak(seen_first, t_first)) {
+      }
       for (;;) {
         admit::Lease l = limiter.try_acquire("fleet", "m", {{"shared", 1}});
         attempts.fetch_add(1);
@@ -108,8 +115,9 @@ int fleet(std::string_view server, const char* prefix, int threads, Micros start
     });
   }
   for (auto& th : pool) th.join();
-  std::printf("admitted %lld attempts %lld last %lld\n", static_cast<long long>(admitted.load()),
-              static_cast<long long>(attempts.load()), static_cast<long long>(last.load()));
+  std::printf("admitted %lld attempts %lld first %lld last %lld\n",
+              static_cast<long long>(admitted.load()), static_cast<long long>(attempts.load()),
+              static_cast<long long>(first.load()), static_cast<long long>(last.load()));
   return 0;
 }
 
