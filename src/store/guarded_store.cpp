@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "admit/core/error.hpp"
+#include "kernel.hpp"
 
 namespace admit {
 
@@ -27,11 +28,7 @@ __extension__ typedef __int128 Int128;
 
 constexpr std::size_t kMaxCachedLimits = 4096;  // the cache is cleared when it grows past this
 
-bool is_rate(LimitKind k) { return k == LimitKind::rate || k == LimitKind::adaptive; }
-
-const RateParams& params_of(const OpItem& it) {
-  return it.rate != nullptr ? *it.rate : it.limit->rate();
-}
+using detail::is_rate;
 
 // A limit's capacity divided by the fleet: rounded down, at least 1 (0 = unlimited stays 0).
 std::int64_t share(std::int64_t capacity, std::int64_t fleet) {
@@ -155,7 +152,7 @@ struct GuardedStore::Impl {
       const Limit& l = *it.limit;
       if (l.unlimited()) continue;
       if (is_rate(l.kind())) {
-        if (fleet > 1) it.rate = &rates.emplace_back(scale(params_of(it), fleet));
+        if (fleet > 1) it.rate = &rates.emplace_back(scale(detail::params(it), fleet));
       } else if (fleet > 1) {
         it.limit = keep.emplace_back(scaled(l)).get();
       }
@@ -179,7 +176,7 @@ struct GuardedStore::Impl {
       ItemResult r;
       r.ok = true;
       if (is_rate(l.kind())) {
-        r.available = params_of(it).capacity;
+        r.available = detail::params(it).capacity;
       } else {
         r.available = l.capacity();
         if (l.kind() == LimitKind::window) {

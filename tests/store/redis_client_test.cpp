@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "admit/core/error.hpp"
+#include "support/redis_env.hpp"
 #include "support/test_support.hpp"
 
 namespace admit::redis {
@@ -36,13 +37,8 @@ using test::spin_until;
 
 // ---- helpers ----
 
-std::optional<std::string> env(const char* name) {
-  const char* v = std::getenv(name);  // NOLINT(concurrency-mt-unsafe): read before threads
-  if (v == nullptr || *v == '\0') return std::nullopt;
-  return std::string(v);
-}
-
-bool redis_required() { return env("ADMIT_REQUIRE_REDIS").value_or("") == "1"; }
+using test::env;
+using test::redis_required;
 
 /// Unique per test and process: parallel ctest processes share the servers.
 std::string prefix() {

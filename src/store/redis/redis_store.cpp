@@ -15,6 +15,7 @@
 
 #include "admit/core/error.hpp"
 #include "admit_lua.hpp"
+#include "../kernel.hpp"
 
 namespace admit {
 
@@ -63,10 +64,6 @@ void append_num(std::vector<std::string>& v, std::int64_t x) {
   v.emplace_back(buf.data(), r.ptr);
 }
 
-const RateParams& params_of(const OpItem& it) {
-  return it.rate != nullptr ? *it.rate : it.limit->rate();
-}
-
 // The server's clock in an "ADMIT_CLOCK now <µs> ..." error, or -1.
 Micros clock_error_now(const std::string& msg) {
   constexpr std::string_view kTag = "ADMIT_CLOCK now ";
@@ -89,7 +86,7 @@ struct Denial {
 };
 
 bool same_limit(const Denial& d, const OpItem& it) {
-  const RateParams& p = params_of(it);
+  const RateParams& p = detail::params(it);
   return d.capacity == it.limit->capacity() && d.params.a == p.a && d.params.b == p.b &&
          d.params.r == p.r && d.params.tol_us == p.tol_us && d.params.tol_rem == p.tol_rem;
 }
@@ -207,7 +204,7 @@ struct RedisStore::Impl {
       }
       denials.put(cache_key(keys[it.key], *it.limit),
                   Denial{it.amount, op.now + r.retry_after, r.available, op.now + r.reset_after,
-                         params_of(it), it.limit->capacity()});
+                         detail::params(it), it.limit->capacity()});
     }
   }
 
@@ -334,7 +331,7 @@ bool RedisStore::apply(const Op& op, std::span<ItemResult> results) {
     argv.emplace_back(op.report ? "1" : "0");
     for (const OpItem& it : op.items) {
       const Limit& l = *it.limit;
-      const RateParams& p = params_of(it);
+      const RateParams& p = detail::params(it);
       WindowBounds w{};
       Micros next_end = 0;
       if (l.kind() == LimitKind::window) {
