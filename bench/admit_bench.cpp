@@ -7,6 +7,8 @@
 #include <fstream>
 #include <mutex>
 #include <random>
+#include <string>
+#include <vector>
 #include <unistd.h>
 
 #include "admit/limiter.hpp"
@@ -15,8 +17,11 @@
 namespace {
 
 using admit::Amounts;
+using admit::ConfigMode;
+using admit::kMicrosPerDay;
 using admit::Limit;
 using admit::Limiter;
+using admit::LimiterOptions;
 using admit::MemoryStore;
 using admit::Micros;
 using admit::SystemClock;
@@ -118,6 +123,33 @@ void BM_TryAcquire_FourLimits(benchmark::State& state) {
   if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
 }
 BENCHMARK(BM_TryAcquire_FourLimits);
+
+// 1000 entities in turn, so every call misses the per-thread plan cache and resolves its
+// limits: arg 0 from the Limiter's own configuration (ConfigMode::local, the baseline), arg 1
+// from limits kept in the store through the config cache (ConfigMode::store; every entry is
+// cached after the first round).
+void BM_TryAcquire_RotatingEntities(benchmark::State& state) {
+  MemoryStore store;
+  LimiterOptions o;
+  o.config = state.range(0) == 0 ? ConfigMode::local : ConfigMode::store;
+  o.config_ttl = kMicrosPerDay;
+  Limiter limiter(store, bench_clock(), o);
+  configure(limiter);
+  std::vector<std::string> entities;
+  for (int i = 0; i < 1000; ++i) entities.push_back("user-" + std::to_string(i));
+  const Amounts amounts{{"rpm", 1}};
+  std::int64_t admitted = 0;
+  std::size_t i = 0;
+  for (auto _ : state) {
+    admit::Lease lease = limiter.try_acquire(entities[i], "gpt-4o", amounts);
+    i = i + 1 == entities.size() ? 0 : i + 1;
+    admitted += lease.allowed();
+    lease.commit();
+  }
+  if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
+  state.SetLabel(state.range(0) == 0 ? "config local" : "config in the store");
+}
+BENCHMARK(BM_TryAcquire_RotatingEntities)->Arg(0)->Arg(1);
 
 std::size_t rss_bytes() {
   std::ifstream f("/proc/self/statm");

@@ -24,10 +24,38 @@
 
 namespace admit {
 
+/// Where the limits set through a Limiter (set_limits() and friends) live.
+enum class ConfigMode : std::uint8_t {
+  /// In this Limiter's memory: resolution never leaves the process (the default).
+  local,
+  /**
+   * In the Store (Store::put_config), shared by every Limiter on the same store and
+   * namespace, across processes. Each Limiter resolves entity > entity default > resource >
+   * system through a cache whose entries it reads again after config_ttl, so a change made
+   * anywhere is seen everywhere within config_ttl (at once by the Limiter that made it). When
+   * the store cannot be read, expired entries are used as they are (CacheStats::stale); with
+   * nothing cached the call fails like any store operation (code store_unavailable).
+   */
+  store,
+};
+
 struct LimiterOptions {
   std::string ns = "default";             ///< namespace: tenants never see each other's keys
   Micros lease_ttl = 5 * kMicrosPerMinute;  ///< default lease TTL
   int max_parent_depth = 8;               ///< ancestors deeper than this are refused
+  ConfigMode config = ConfigMode::local;  ///< where limits live (see ConfigMode)
+  /// ConfigMode::store: how long a configuration entry read from the store is used (>= 0;
+  /// 0 reads the store on every resolution).
+  Micros config_ttl = 60 * kMicrosPerSecond;
+};
+
+/// The configuration cache of a Limiter in ConfigMode::store (all zero in local mode).
+struct CacheStats {
+  std::uint64_t hits = 0;    ///< resolutions answered from the cache alone
+  std::uint64_t misses = 0;  ///< resolutions that read the store (one batched read per level)
+  std::uint64_t stale = 0;   ///< expired entries used because the store could not be read
+  std::size_t entries = 0;   ///< configuration entries cached now
+  Micros ttl = 0;            ///< LimiterOptions::config_ttl
 };
 
 /// Per-call options.
@@ -63,6 +91,7 @@ class Limiter {
   Limiter& operator=(const Limiter&) = delete;
 
   // ---- configuration (thread-safe; visible to the next call) ----
+  // ConfigMode::store: each call writes the store (@throws StoreUnavailable if it cannot).
 
   /// System defaults: used for any resource without more specific limits.
   void set_default_limits(std::vector<Limit> limits);
@@ -93,10 +122,16 @@ class Limiter {
   std::vector<Limit> discovered_limits(std::string_view entity, std::string_view resource) const;
 
   /// The limits that apply to (entity, resource) itself and where each came from.
+  /// ConfigMode::store: through the cache; @throws StoreUnavailable with nothing cached.
   std::vector<std::pair<Limit, ConfigSource>> resolve(std::string_view entity,
                                                       std::string_view resource) const;
-  /// Resource names with limits configured, sorted.
+  /// Resource names with limits configured, sorted. ConfigMode::store: read from the store.
   std::vector<std::string> resources() const;
+
+  /// ConfigMode::store: the configuration cache's counters.
+  CacheStats cache_stats() const;
+  /// ConfigMode::store: forgets every cached entry, so the next resolutions read the store.
+  void invalidate_config();
 
   // ---- admission ----
 
@@ -163,7 +198,8 @@ class Limiter {
   struct Impl;
   struct Plan;
 
-  Plan& plan_for(std::string_view entity, std::string_view resource, const Amounts& amounts);
+  Plan& plan_for(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                 Micros now);
   Lease attempt(std::string_view entity, std::string_view resource, const Amounts& amounts,
                 const AcquireOptions& options, bool respect_queue);
   Decision planned_op(OpKind kind, std::string_view entity, std::string_view resource,

@@ -1,13 +1,16 @@
 #include "admit/limiter.hpp"
 
 #include "admit/adapt/aimd.hpp"
+#include "admit/core/limit_codec.hpp"
 
 #include <absl/container/flat_hash_map.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <charconv>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -27,11 +30,14 @@ constexpr std::size_t kMaxIdBytes = 256;
 absl::string_view av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 // (entity, resource) as one map key: length-prefixed, so no two pairs share a key.
+void append_pair_key(std::string& out, std::string_view entity, std::string_view resource) {
+  char len[24];
+  const auto r = std::to_chars(len, len + sizeof len, entity.size());
+  out.append(len, r.ptr).append(1, ':').append(entity).append(resource);
+}
 std::string pair_key(std::string_view entity, std::string_view resource) {
-  std::string k = std::to_string(entity.size());
-  k += ':';
-  k += entity;
-  k += resource;
+  std::string k;
+  append_pair_key(k, entity, resource);
   return k;
 }
 
@@ -129,6 +135,34 @@ std::string_view parent_of(const Snapshot& s, std::string_view entity) {
   return e == s.entities.end() ? std::string_view{} : std::string_view(e->second.parent);
 }
 
+// Makes `parent` the parent of `entity` in `s`, refusing a cycle or a chain deeper than
+// `max_depth` (through `entity` or any of its descendants). An empty parent removes the link.
+void link_parent(Snapshot& s, const std::string& entity, const std::string& parent,
+                 int max_depth) {
+  // Walk up from the new parent: reaching `entity` is a cycle; count the depth.
+  int depth = 1;
+  for (std::string_view p = parent; !p.empty(); p = parent_of(s, p)) {
+    if (p == entity) throw ValidationError("parent", parent, "would make a cycle with " + entity);
+    if (++depth > max_depth + 1) {
+      throw ValidationError("parent", parent,
+                            "chain deeper than max_parent_depth " + std::to_string(max_depth));
+    }
+  }
+  s.entities[entity].parent = parent;
+  // The new link also deepens every chain through `entity` (its descendants): a chain built
+  // leaf-first must be refused here, not silently cut at max_parent_depth by the plan.
+  for (const auto& [name, conf] : s.entities) {
+    int ancestors = 0;
+    for (std::string_view p = conf.parent; !p.empty(); p = parent_of(s, p)) {
+      if (++ancestors > max_depth) {
+        throw ValidationError("parent", parent,
+                              "the chain of " + name + " would be deeper than max_parent_depth " +
+                                  std::to_string(max_depth));
+      }
+    }
+  }
+}
+
 void check_unique_names(const std::vector<Limit>& limits) {
   for (std::size_t i = 0; i < limits.size(); ++i) {
     for (std::size_t j = 0; j < i; ++j) {
@@ -205,6 +239,10 @@ struct Limiter::Plan {
 };
 
 struct Limiter::Impl {
+  Impl(Store& s, const LimiterOptions& o) : store(s), opt(o) {}
+
+  Store& store;
+  const LimiterOptions& opt;
   std::uint64_t uid = g_next_limiter_uid.fetch_add(1);
   Namespace ns;
 
@@ -275,6 +313,200 @@ struct Limiter::Impl {
     cfg_version.fetch_add(1, std::memory_order_release);
   }
 
+  // ---- ConfigMode::store: entries read from the store, and the chains built from them ----
+
+  struct CachedEntry {
+    bool present = false;                              // cached at all
+    std::shared_ptr<const std::vector<Limit>> limits;  // limit kinds; null: no such entry
+    std::string parent;                                // parent kind; empty: none
+    std::string error;                                 // the stored text does not decode
+    Micros loaded_at = 0;
+  };
+  struct CachedChain {
+    std::shared_ptr<const Snapshot> snap;
+    Micros fresh_until = 0;
+    std::uint64_t version = 0;
+  };
+  mutable std::mutex cache_mu;
+  absl::flat_hash_map<std::string, CachedEntry> entries;  // by entry_key
+  absl::flat_hash_map<std::string, CachedChain> chains;   // by pair_key
+  std::uint64_t cache_gen = 0;  // bumped by every local write: reads begun before it are dropped
+  std::size_t prune_at = 1024;
+  std::atomic<std::uint64_t> hits{0}, misses{0}, stale{0};
+
+  static std::string entry_key(const ConfigKey& k) {
+    std::string key(1, static_cast<char>('0' + static_cast<int>(k.kind)));
+    key += pair_key(k.entity, k.resource);
+    return key;
+  }
+
+  bool fresh(const CachedEntry& e, Micros now) const {
+    return e.present && now - e.loaded_at < opt.config_ttl;
+  }
+
+  static CachedEntry decode(const ConfigKey& k, const std::optional<std::string>& value,
+                            Micros now) {
+    CachedEntry e;
+    e.present = true;
+    e.loaded_at = now;
+    if (!value) return e;
+    if (k.kind == ConfigKind::parent) {
+      e.parent = *value;
+      return e;
+    }
+    try {
+      e.limits = std::make_shared<const std::vector<Limit>>(decode_limits(*value));
+    } catch (const ValidationError& x) {
+      e.error = "stored " + std::string(to_string(k.kind)) + " limits of '" +
+                std::string(k.entity.empty() ? k.resource : k.entity) + "' do not decode: " +
+                x.what();
+    }
+    return e;
+  }
+
+  // The entries of `keys`: fresh ones from the cache, the others read in one batch. When the
+  // store cannot be read, cached entries are used however old (counted); with none, the
+  // StoreUnavailable goes on. Sets `read` if the store was asked.
+  std::vector<CachedEntry> fetch(std::span<const ConfigKey> keys, Micros now, bool& read) {
+    std::vector<CachedEntry> out(keys.size());
+    std::vector<ConfigKey> ask;
+    std::vector<std::size_t> which;
+    std::uint64_t gen;
+    {
+      std::lock_guard g(cache_mu);
+      gen = cache_gen;
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        auto it = entries.find(entry_key(keys[i]));
+        if (it != entries.end()) out[i] = it->second;
+        if (!fresh(out[i], now)) {
+          ask.push_back(keys[i]);
+          which.push_back(i);
+        }
+      }
+    }
+    if (ask.empty()) return out;
+    read = true;
+    std::vector<std::optional<std::string>> values(ask.size());
+    try {
+      store.get_config(ns, ask, values);
+    } catch (const StoreUnavailable&) {
+      for (const std::size_t i : which) {
+        if (!out[i].present) throw;
+      }
+      stale.fetch_add(which.size(), std::memory_order_relaxed);
+      return out;
+    }
+    std::lock_guard g(cache_mu);
+    for (std::size_t j = 0; j < which.size(); ++j) {
+      out[which[j]] = decode(ask[j], values[j], now);
+      if (gen == cache_gen) entries.insert_or_assign(entry_key(ask[j]), out[which[j]]);
+    }
+    if (entries.size() >= prune_at) {
+      absl::erase_if(entries, [&](const auto& kv) { return !fresh(kv.second, now); });
+      prune_at = std::max<std::size_t>(1024, 2 * entries.size());
+    }
+    return out;
+  }
+
+  // The configuration that resolves (entity, resource) and its chain of parents, as a
+  // Snapshot: the whole configuration in local mode; in store mode one built from the cached
+  // entries of the chain (read from the store when expired) plus the discovered limits, valid
+  // until *fresh_until. @throws StoreUnavailable (nothing cached and no store); ValidationError
+  // (a stored entry that does not decode, a cycle of parents).
+  std::shared_ptr<const Snapshot> view(std::string_view entity, std::string_view resource,
+                                       Micros now, Micros* fresh_until) {
+    if (opt.config == ConfigMode::local) {
+      if (fresh_until != nullptr) *fresh_until = std::numeric_limits<Micros>::max();
+      return current_ptr();
+    }
+    const std::uint64_t version = cfg_version.load(std::memory_order_acquire);
+    thread_local std::string pk;  // pair_key(entity, resource), its buffer reused
+    pk.clear();
+    append_pair_key(pk, entity, resource);
+    {
+      std::lock_guard g(cache_mu);
+      auto it = chains.find(pk);
+      if (it != chains.end() && it->second.version == version && now < it->second.fresh_until) {
+        hits.fetch_add(1, std::memory_order_relaxed);
+        if (fresh_until != nullptr) *fresh_until = it->second.fresh_until;
+        return it->second.snap;
+      }
+    }
+    auto snap = std::make_shared<Snapshot>();
+    Micros oldest = now;
+    bool read = false;
+    auto use = [&](const CachedEntry& e) -> const CachedEntry& {
+      if (!e.error.empty()) throw ValidationError("stored config", std::string(entity), e.error);
+      oldest = std::min(oldest, e.loaded_at);
+      return e;
+    };
+    std::vector<ConfigKey> keys = {{ConfigKind::system, {}, {}},
+                                   {ConfigKind::resource, {}, resource}};
+    std::vector<std::string> chain{std::string(entity)};
+    for (int depth = 0;; ++depth) {
+      const std::string& e = chain.back();
+      keys.push_back({ConfigKind::entity, e, resource});
+      keys.push_back({ConfigKind::entity_default, e, {}});
+      keys.push_back({ConfigKind::parent, e, {}});
+      const std::vector<CachedEntry> got = fetch(keys, now, read);
+      std::size_t o = 0;
+      if (depth == 0) {
+        if (const auto& sys = use(got[0]); sys.limits) snap->system = *sys.limits;
+        if (const auto& res = use(got[1]); res.limits) {
+          snap->resources.emplace(std::string(resource), *res.limits);
+        }
+        o = 2;
+      }
+      Snapshot::EntityConf& conf = snap->entities[e];
+      if (const auto& own = use(got[o]); own.limits) {
+        conf.per_resource.emplace(std::string(resource), *own.limits);
+      }
+      if (const auto& def = use(got[o + 1]); def.limits) conf.defaults = *def.limits;
+      conf.parent = use(got[o + 2]).parent;
+      if (conf.parent.empty() || depth >= opt.max_parent_depth) break;
+      if (std::find(chain.begin(), chain.end(), conf.parent) != chain.end()) {
+        throw ValidationError("parent", conf.parent,
+                              "the stored parents of " + std::string(entity) + " make a cycle");
+      }
+      chain.push_back(conf.parent);
+      keys.clear();
+    }
+    const Snapshot& cur = current();
+    if (!cur.discovered.empty()) {
+      for (const std::string& e : chain) {
+        auto d = cur.discovered.find(pair_key(e, resource));
+        if (d != cur.discovered.end()) snap->discovered.insert(*d);
+      }
+      if (!snap->discovered.empty()) remerge(*snap);
+    }
+    (read ? misses : hits).fetch_add(1, std::memory_order_relaxed);
+    const Micros until = oldest + opt.config_ttl;
+    if (fresh_until != nullptr) *fresh_until = until;
+    std::lock_guard g(cache_mu);
+    if (chains.size() >= prune_at) {
+      absl::erase_if(chains, [&](const auto& kv) { return !(now < kv.second.fresh_until); });
+    }
+    chains.insert_or_assign(pk, CachedChain{snap, until, version});
+    return snap;
+  }
+
+  // Writes one configuration entry to the store; this Limiter then reads it back from there.
+  void write_config(const ConfigKey& key, std::string_view value) {
+    store.put_config(ns, key, value);
+    invalidate();
+  }
+
+  void invalidate() {
+    {
+      std::lock_guard g(cache_mu);
+      entries.clear();
+      chains.clear();
+      ++cache_gen;
+    }
+    std::lock_guard g(cfg_mu);
+    cfg_version.fetch_add(1, std::memory_order_release);
+  }
+
   // Wakes the head of every queue: capacity came back somewhere.
   void notify_all_heads() {
     if (waiters.load(std::memory_order_acquire) == 0) return;
@@ -289,13 +521,17 @@ struct Limiter::Impl {
 };
 
 Limiter::Limiter(Store& store, const Clock& clock, LimiterOptions options)
-    : store_(store), clock_(clock), options_(std::move(options)), impl_(std::make_unique<Impl>()) {
+    : store_(store), clock_(clock), options_(std::move(options)),
+      impl_(std::make_unique<Impl>(store_, options_)) {
   if (options_.lease_ttl <= 0) {
     throw ValidationError("lease_ttl", std::to_string(options_.lease_ttl), "must be > 0");
   }
   if (options_.max_parent_depth < 0 || options_.max_parent_depth > 64) {
     throw ValidationError("max_parent_depth", std::to_string(options_.max_parent_depth),
                           "must be within 0..64");
+  }
+  if (options_.config_ttl < 0) {
+    throw ValidationError("config_ttl", std::to_string(options_.config_ttl), "must be >= 0");
   }
   impl_->ns = store_.open_namespace(options_.ns);
 }
@@ -306,12 +542,18 @@ Limiter::~Limiter() = default;
 
 void Limiter::set_default_limits(std::vector<Limit> limits) {
   check_unique_names(limits);
+  if (impl_->opt.config == ConfigMode::store) {
+    return impl_->write_config({ConfigKind::system, {}, {}}, encode_limits(limits));
+  }
   impl_->update([&](Snapshot& s) { s.system = std::move(limits); });
 }
 
 void Limiter::set_limits(std::string resource, std::vector<Limit> limits) {
   validate_name("resource", resource);
   check_unique_names(limits);
+  if (impl_->opt.config == ConfigMode::store) {
+    return impl_->write_config({ConfigKind::resource, {}, resource}, encode_limits(limits));
+  }
   impl_->update([&](Snapshot& s) { s.resources[std::move(resource)] = std::move(limits); });
 }
 
@@ -320,6 +562,9 @@ void Limiter::set_entity_limits(std::string entity, std::string resource,
   validate_name("entity", entity);
   validate_name("resource", resource);
   check_unique_names(limits);
+  if (impl_->opt.config == ConfigMode::store) {
+    return impl_->write_config({ConfigKind::entity, entity, resource}, encode_limits(limits));
+  }
   impl_->update([&](Snapshot& s) {
     s.entities[std::move(entity)].per_resource[std::move(resource)] = std::move(limits);
   });
@@ -328,44 +573,44 @@ void Limiter::set_entity_limits(std::string entity, std::string resource,
 void Limiter::set_entity_default_limits(std::string entity, std::vector<Limit> limits) {
   validate_name("entity", entity);
   check_unique_names(limits);
+  if (impl_->opt.config == ConfigMode::store) {
+    return impl_->write_config({ConfigKind::entity_default, entity, {}}, encode_limits(limits));
+  }
   impl_->update([&](Snapshot& s) { s.entities[std::move(entity)].defaults = std::move(limits); });
 }
 
 void Limiter::set_parent(std::string entity, std::string parent) {
   validate_name("entity", entity);
   if (!parent.empty()) validate_name("parent", parent);
-  impl_->update([&](Snapshot& s) {
-    // Walk up from the new parent: reaching `entity` is a cycle; count the depth.
-    int depth = 1;
-    for (std::string_view p = parent; !p.empty(); p = parent_of(s, p)) {
-      if (p == entity) throw ValidationError("parent", parent, "would make a cycle with " + entity);
-      if (++depth > options_.max_parent_depth + 1) {
-        throw ValidationError("parent", parent,
-                              "chain deeper than max_parent_depth " +
-                                  std::to_string(options_.max_parent_depth));
-      }
+  if (impl_->opt.config == ConfigMode::store) {
+    // Checked against every link stored now (another process may add one concurrently: a
+    // cycle is then refused when a chain is resolved).
+    Snapshot links;
+    for (const ConfigEntry& e : store_.list_config(impl_->ns)) {
+      if (e.kind == ConfigKind::parent) links.entities[e.entity].parent = e.value;
     }
-    s.entities[entity].parent = parent;
-    // The new link also deepens every chain through `entity` (its descendants): a chain built
-    // leaf-first must be refused here, not silently cut at max_parent_depth by the plan.
-    for (const auto& [name, conf] : s.entities) {
-      int ancestors = 0;
-      for (std::string_view p = conf.parent; !p.empty(); p = parent_of(s, p)) {
-        if (++ancestors > options_.max_parent_depth) {
-          throw ValidationError("parent", parent,
-                                "the chain of " + name + " would be deeper than max_parent_depth " +
-                                    std::to_string(options_.max_parent_depth));
-        }
-      }
-    }
-  });
+    link_parent(links, entity, parent, options_.max_parent_depth);
+    impl_->write_config({ConfigKind::parent, entity, {}}, parent);
+    return;
+  }
+  impl_->update([&](Snapshot& s) { link_parent(s, entity, parent, options_.max_parent_depth); });
 }
 
 void Limiter::remove_limits(std::string_view resource) {
+  if (impl_->opt.config == ConfigMode::store) {
+    const ConfigKey key{ConfigKind::resource, {}, resource};
+    validate_config_key(key);
+    return impl_->write_config(key, {});
+  }
   impl_->update([&](Snapshot& s) { s.resources.erase(std::string(resource)); });
 }
 
 void Limiter::remove_entity_limits(std::string_view entity, std::string_view resource) {
+  if (impl_->opt.config == ConfigMode::store) {
+    const ConfigKey key{ConfigKind::entity, entity, resource};
+    validate_config_key(key);
+    return impl_->write_config(key, {});
+  }
   impl_->update([&](Snapshot& s) {
     auto e = s.entities.find(av(entity));
     if (e != s.entities.end()) e->second.per_resource.erase(std::string(resource));
@@ -398,7 +643,8 @@ std::vector<Limit> Limiter::discovered_limits(std::string_view entity,
 
 std::vector<std::pair<Limit, ConfigSource>> Limiter::resolve(std::string_view entity,
                                                              std::string_view resource) const {
-  const Resolved r = resolve_in(impl_->current(), entity, resource);
+  const auto snap = impl_->view(entity, resource, clock_.now(), nullptr);
+  const Resolved r = resolve_in(*snap, entity, resource);
   std::vector<std::pair<Limit, ConfigSource>> out;
   if (r.limits != nullptr) {
     for (std::size_t i = 0; i < r.limits->size(); ++i) {
@@ -409,31 +655,62 @@ std::vector<std::pair<Limit, ConfigSource>> Limiter::resolve(std::string_view en
 }
 
 std::vector<std::string> Limiter::resources() const {
-  const Snapshot& s = impl_->current();
   std::vector<std::string> out;
-  for (const auto& [name, limits] : s.resources) out.push_back(name);
-  for (const auto& [entity, conf] : s.entities) {
-    for (const auto& [name, limits] : conf.per_resource) out.push_back(name);
+  if (impl_->opt.config == ConfigMode::store) {
+    for (ConfigEntry& e : store_.list_config(impl_->ns)) {
+      if (e.kind == ConfigKind::resource || e.kind == ConfigKind::entity) {
+        out.push_back(std::move(e.resource));
+      }
+    }
+  } else {
+    const Snapshot& s = impl_->current();
+    for (const auto& [name, limits] : s.resources) out.push_back(name);
+    for (const auto& [entity, conf] : s.entities) {
+      for (const auto& [name, limits] : conf.per_resource) out.push_back(name);
+    }
   }
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
 
+CacheStats Limiter::cache_stats() const {
+  const Impl& im = *impl_;
+  CacheStats st;
+  if (options_.config != ConfigMode::store) return st;
+  st.hits = im.hits.load(std::memory_order_relaxed);
+  st.misses = im.misses.load(std::memory_order_relaxed);
+  st.stale = im.stale.load(std::memory_order_relaxed);
+  st.ttl = options_.config_ttl;
+  std::lock_guard g(im.cache_mu);
+  st.entries = im.entries.size();
+  return st;
+}
+
+void Limiter::invalidate_config() {
+  if (options_.config == ConfigMode::store) impl_->invalidate();
+}
+
 // ---------------------------------------------------------------- planning
 
 namespace {
 
-// Resolves the chain of keys and every limit that applies (amounts 0).
-void resolve_chain(const Snapshot& snap, std::string_view entity, std::string_view resource,
-                   int max_depth, auto& plan) {
+// Empties a plan (no keys, no entries, no error).
+void clear_plan(auto& plan) {
   plan.keys.clear();
   plan.handles.clear();
   plan.entries.clear();
   plan.unlimited.clear();
   plan.adaptive = false;
+  plan.lease_key.reset();
   plan.error = Code::ok;
   plan.error_reason.clear();
+}
+
+// Resolves the chain of keys and every limit that applies (amounts 0).
+void resolve_chain(const Snapshot& snap, std::string_view entity, std::string_view resource,
+                   int max_depth, auto& plan) {
+  clear_plan(plan);
   if (resource.empty() || resource.size() > kMaxIdBytes || entity.size() > kMaxIdBytes) {
     plan.error = Code::invalid_argument;
     plan.error_reason = "entity and resource must be at most 256 bytes; resource non-empty";
@@ -607,7 +884,7 @@ static void fill_decision(Decision& d, const Plan& plan, const Items& items,
 // keyed by the config version, so a caller that uses the same key again resolves nothing
 // and hashes nothing. The reference is valid until this thread's next call.
 Limiter::Plan& Limiter::plan_for(std::string_view entity, std::string_view resource,
-                                 const Amounts& amounts) {
+                                 const Amounts& amounts, Micros now) {
   struct Cache {
     std::uint64_t uid = 0;
     std::uint64_t version = 0;
@@ -617,18 +894,28 @@ Limiter::Plan& Limiter::plan_for(std::string_view entity, std::string_view resou
     // slot can be evicted by other limiters' stats()/resolve() while this plan stays cached,
     // and a concurrent set_* would then free it under a cache hit (use-after-free).
     std::shared_ptr<const Snapshot> snap;
+    Micros fresh_until = 0;  // ConfigMode::store: when the configuration must be read again
     Plan plan;
   };
   static thread_local Cache t_cache;
   Cache& c = t_cache;
   const std::uint64_t version = impl_->cfg_version.load(std::memory_order_acquire);
   if (c.uid != impl_->uid || c.version != version || c.entity != entity ||
-      c.resource != resource || c.plan.error != Code::ok) {
-    c.snap = impl_->current_ptr();
+      c.resource != resource || c.plan.error != Code::ok || !(now < c.fresh_until)) {
     c.uid = impl_->uid;
     c.version = version;
     c.entity.assign(entity);
     c.resource.assign(resource);
+    try {
+      c.snap = impl_->view(c.entity, c.resource, now, &c.fresh_until);
+    } catch (const Error& e) {  // ConfigMode::store: no configuration to resolve with
+      clear_plan(c.plan);
+      c.snap.reset();
+      c.plan.error = dynamic_cast<const StoreUnavailable*>(&e) != nullptr ? Code::store_unavailable
+                                                                          : Code::invalid_argument;
+      c.plan.error_reason = e.what();
+      return c.plan;
+    }
     resolve_chain(*c.snap, c.entity, c.resource, options_.max_parent_depth, c.plan);
     for (const auto& k : c.plan.keys) c.plan.handles.push_back(store_.prepare(impl_->ns, k));
     auto key = std::make_shared<detail::LeaseKey>();
@@ -680,7 +967,7 @@ Lease Limiter::attempt(std::string_view entity, std::string_view resource, const
   Decision& d = lease.decision_;
   const Micros now = clock_.now();
   d.now = now;
-  Plan& plan = plan_for(entity, resource, amounts);
+  Plan& plan = plan_for(entity, resource, amounts, now);
   if (plan.error != Code::ok) {
     d.code = plan.error;
     d.reason = plan.error_reason;
@@ -858,7 +1145,7 @@ Decision Limiter::planned_op(OpKind kind, std::string_view entity, std::string_v
                              const Amounts& amounts) {
   Decision d;
   d.now = clock_.now();
-  const Plan& plan = plan_for(entity, resource, amounts);
+  const Plan& plan = plan_for(entity, resource, amounts, d.now);
   if (plan.error != Code::ok) {
     d.code = plan.error;
     d.reason = plan.error_reason;
@@ -992,16 +1279,18 @@ Decision Limiter::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
 }
 
 void Limiter::reset(std::string_view entity, std::string_view resource) {
+  const Micros now = clock_.now();
+  const auto snap = impl_->view(entity, resource, now, nullptr);
   Plan plan;
-  resolve_chain(impl_->current(), entity, resource, 0, plan);
+  resolve_chain(*snap, entity, resource, 0, plan);
   if (plan.error != Code::ok) throw ValidationError("resource", std::string(resource), plan.error_reason);
   SmallVec<OpItem> ops;
   for (const auto& en : plan.entries) ops.push_back(OpItem{en.key, en.limit, 0, 0});
   if (!ops.empty()) {
     SmallVec<ItemResult> results(ops.size());
     const Op op{.kind = OpKind::reset, .ns = &impl_->ns,
-                .group = chain_root(impl_->current(), entity, options_.max_parent_depth),
-                .now = clock_.now(), .keys = plan.keys,
+                .group = chain_root(*snap, entity, options_.max_parent_depth),
+                .now = now, .keys = plan.keys,
                 .items = ops, .handles = {}, .lease_id = 0, .lease_expiry = 0, .report = true};
     store_.apply(op, results);
   }
@@ -1017,8 +1306,10 @@ void Limiter::reset_all() {
 
 ResourceStats Limiter::stats(std::string_view entity, std::string_view resource) {
   ResourceStats out{std::string(entity), std::string(resource), {}};
+  const Micros now = clock_.now();
+  const auto snap = impl_->view(entity, resource, now, nullptr);
   Plan plan;
-  resolve_chain(impl_->current(), entity, resource, options_.max_parent_depth, plan);
+  resolve_chain(*snap, entity, resource, options_.max_parent_depth, plan);
   if (plan.error != Code::ok) throw ValidationError("resource", std::string(resource), plan.error_reason);
   SmallVec<OpItem> ops;
   SmallVec<RateParams> rates;
@@ -1036,7 +1327,7 @@ ResourceStats Limiter::stats(std::string_view entity, std::string_view resource)
   SmallVec<ItemResult> results(ops.size());
   if (!ops.empty()) {
     const Op op{.kind = OpKind::read, .ns = &impl_->ns, .group = plan.keys.back().entity,
-                .now = clock_.now(), .keys = plan.keys,
+                .now = now, .keys = plan.keys,
                 .items = ops, .handles = {}, .lease_id = 0, .lease_expiry = 0, .report = true};
     store_.apply(op, results);
   }
@@ -1050,8 +1341,10 @@ ResourceStats Limiter::stats(std::string_view entity, std::string_view resource)
 
 std::vector<LimitStatus> Limiter::clamp(std::string_view entity, std::string_view resource,
                                         std::span<const StateClamp> clamps) {
+  const Micros now = clock_.now();
+  const auto snap = impl_->view(entity, resource, now, nullptr);
   Plan plan;
-  resolve_chain(impl_->current(), entity, resource, 0, plan);  // the entity's own key only
+  resolve_chain(*snap, entity, resource, 0, plan);  // the entity's own key only
   if (plan.error != Code::ok) throw ValidationError("resource", std::string(resource), plan.error_reason);
   SmallVec<OpItem> ops;
   SmallVec<std::size_t> which;
@@ -1078,8 +1371,8 @@ std::vector<LimitStatus> Limiter::clamp(std::string_view entity, std::string_vie
   if (ops.empty()) return out;
   SmallVec<ItemResult> results(ops.size());
   const Op op{.kind = OpKind::clamp, .ns = &impl_->ns,
-              .group = chain_root(impl_->current(), entity, options_.max_parent_depth),
-              .now = clock_.now(), .keys = plan.keys,
+              .group = chain_root(*snap, entity, options_.max_parent_depth),
+              .now = now, .keys = plan.keys,
               .items = ops, .handles = {}, .lease_id = 0, .lease_expiry = 0, .report = true};
   store_.apply(op, results);
   for (std::size_t j = 0; j < ops.size(); ++j) {

@@ -12,8 +12,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string_view>
+#include <tuple>
 
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
@@ -27,9 +30,36 @@ using detail::join;
 using detail::show;
 using detail::where;
 
+// The schema's names of limit forms, shared by the parser and format_state_file.
+struct PerUnit {
+  std::string_view name;  // `per: minute`
+  Micros period;
+  Limit (*make)(std::string, std::int64_t, std::int64_t);
+};
+constexpr PerUnit kPerUnits[] = {{"second", kMicrosPerSecond, &Limit::per_second},
+                                 {"minute", kMicrosPerMinute, &Limit::per_minute},
+                                 {"hour", kMicrosPerHour, &Limit::per_hour},
+                                 {"day", kMicrosPerDay, &Limit::per_day}};
+// `window: day` is to_string(WindowUnit::day).
+constexpr WindowUnit kWindowUnits[] = {WindowUnit::minute, WindowUnit::hour, WindowUnit::day,
+                                       WindowUnit::week, WindowUnit::month};
+// A state record's `kind` is to_string(LimitKind): the kinds a state file's limits have.
+constexpr LimitKind kRecordKinds[] = {LimitKind::rate, LimitKind::window, LimitKind::concurrency};
+
+using Entry = detail::YamlReader::Entry;
+
+const Entry* find_entry(const std::vector<Entry>& es, std::string_view k) {
+  for (const Entry& e : es) {
+    if (e.key == k) return &e;
+  }
+  return nullptr;
+}
+
 class Parser : detail::YamlReader {
  public:
-  explicit Parser(std::string source) : YamlReader(std::move(source), "config") {}
+  /// @param with_state read a state file: accept (and check) a `state:` list.
+  Parser(std::string source, bool with_state)
+      : YamlReader(std::move(source), "config"), with_state_(with_state) {}
 
   Config run(const std::string& text) {
     YAML::Node root;
@@ -44,6 +74,7 @@ class Parser : detail::YamlReader {
     }
     Config cfg;
     cfg.source = source_;
+    std::optional<YAML::Node> state_list;
     for (const Entry& e : entries(root, "")) {
       if (e.key == "namespace") {
         cfg.ns = name(e.value, "namespace", "namespace");
@@ -59,12 +90,16 @@ class Parser : detail::YamlReader {
         for (const Entry& en : entries(e.value, "entities")) {
           cfg.entities.push_back(entity(en));
         }
+      } else if (e.key == "state" && with_state_) {
+        state_list = e.value;  // checked against the limits once they are all read
       } else {
         fail(e.key_node, e.key, e.key,
-             "unknown key (expected namespace, defaults, resources or entities)");
+             std::string("unknown key (expected namespace, defaults, resources") +
+                 (with_state_ ? ", entities or state)" : " or entities)"));
       }
     }
     check_cycles(cfg);
+    if (state_list) state(*state_list, cfg);
     return cfg;
   }
 
@@ -121,12 +156,7 @@ class Parser : detail::YamlReader {
         {"concurrency", {"name", "concurrency"}},
     };
     const std::vector<Entry> es = entries(n, path);
-    auto find = [&](std::string_view k) -> const Entry* {
-      for (const Entry& e : es) {
-        if (e.key == k) return &e;
-      }
-      return nullptr;
-    };
+    auto find = [&](std::string_view k) { return find_entry(es, k); };
     const Entry* kind = nullptr;
     for (const std::string_view k : kKinds) {
       const Entry* e = find(k);
@@ -175,10 +205,9 @@ class Parser : detail::YamlReader {
         const std::string unit = string(kind->value, kpath);
         const std::int64_t lim = integer(need("limit").value, join(path, "limit"));
         const std::int64_t burst = int_of("burst", 0);
-        if (unit == "second") return Limit::per_second(lname, lim, burst);
-        if (unit == "minute") return Limit::per_minute(lname, lim, burst);
-        if (unit == "hour") return Limit::per_hour(lname, lim, burst);
-        if (unit == "day") return Limit::per_day(lname, lim, burst);
+        for (const PerUnit& u : kPerUnits) {
+          if (unit == u.name) return u.make(lname, lim, burst);
+        }
         fail(kind->value, kpath, unit, "expected second, minute, hour or day");
       }
       if (kind->key == "period_ms") {
@@ -189,19 +218,15 @@ class Parser : detail::YamlReader {
         return Limit::custom(lname, cap, refill, std::chrono::milliseconds(ms));
       }
       if (kind->key == "window") {
-        static const std::map<std::string, WindowUnit, std::less<>> kUnits = {
-            {"minute", WindowUnit::minute}, {"hour", WindowUnit::hour},
-            {"day", WindowUnit::day},       {"week", WindowUnit::week},
-            {"month", WindowUnit::month}};
         const std::string unit = string(kind->value, kpath);
-        const auto u = kUnits.find(unit);
-        if (u == kUnits.end()) {
+        const WindowUnit* u = std::find_if(std::begin(kWindowUnits), std::end(kWindowUnits),
+                                           [&](WindowUnit w) { return to_string(w) == unit; });
+        if (u == std::end(kWindowUnits)) {
           fail(kind->value, kpath, unit, "expected minute, hour, day, week or month");
         }
         const std::int64_t lim = integer(need("limit").value, join(path, "limit"));
-        return Limit::window(lname, lim,
-                             WindowSpec{u->second, str_of("reset_at", "00:00"),
-                                        str_of("time_zone", "UTC")});
+        return Limit::window(
+            lname, lim, WindowSpec{*u, str_of("reset_at", "00:00"), str_of("time_zone", "UTC")});
       }
       return Limit::concurrency(lname, integer(kind->value, kpath));
     } catch (const ValidationError& e) {
@@ -261,6 +286,105 @@ class Parser : detail::YamlReader {
     return out;
   }
 
+  // ---- state records ----
+
+  std::uint64_t lease_id(const YAML::Node& n, const std::string& path) const {
+    const std::string s = string(n, path);
+    std::uint64_t v = 0;
+    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc() || p != s.data() + s.size()) {
+      fail(n, path, s, "expected a lease id (an integer from 0 to 2^64-1)");
+    }
+    return v;
+  }
+
+  void state(const YAML::Node& list, Config& cfg) const {
+    if (!list.IsSequence()) fail(list, "state", show(list), "expected a list of state records");
+    // (entity, resource, limit) of each rate / window record -> its index, for duplicates.
+    std::map<std::tuple<std::string, std::string, std::string>, std::size_t> seen;
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      const std::string path = "state[" + std::to_string(i) + "]";
+      const YAML::Node n = list[i];
+      const std::vector<Entry> es = entries(n, path);
+      auto need = [&](std::string_view k) -> const Entry& {
+        const Entry* e = find_entry(es, k);
+        if (e == nullptr) fail(n, join(path, std::string(k)), "", "missing");
+        return *e;
+      };
+      const std::string entity = name(need("entity").value, join(path, "entity"), "entity");
+      const std::string resource =
+          name(need("resource").value, join(path, "resource"), "resource");
+      const Entry& limit_e = need("limit");
+      const std::string limit = name(limit_e.value, join(path, "limit"), "limit name");
+      const Entry& kind_e = need("kind");
+      const std::string kind_text = string(kind_e.value, join(path, "kind"));
+      const LimitKind* kind =
+          std::find_if(std::begin(kRecordKinds), std::end(kRecordKinds),
+                       [&](LimitKind k) { return to_string(k) == kind_text; });
+      if (kind == std::end(kRecordKinds)) {
+        fail(kind_e.value, join(path, "kind"), kind_text, "expected rate, window or concurrency");
+      }
+      static const std::map<LimitKind, std::vector<std::string_view>> kFields = {
+          {LimitKind::rate, {"tat_us", "tat_rem"}},
+          {LimitKind::window, {"window_end_us", "used"}},
+          {LimitKind::concurrency, {"lease", "amount", "expiry_us"}},
+      };
+      const auto& fields = kFields.at(*kind);
+      for (const Entry& e : es) {
+        if (e.key == "entity" || e.key == "resource" || e.key == "limit" || e.key == "kind" ||
+            std::find(fields.begin(), fields.end(), e.key) != fields.end()) {
+          continue;
+        }
+        bool other_kind = false;
+        for (const auto& [k, f] : kFields) {
+          other_kind = other_kind || std::find(f.begin(), f.end(), e.key) != f.end();
+        }
+        fail(e.key_node, join(path, e.key), e.key,
+             other_kind ? "not allowed with kind " + kind_text : std::string("unknown key"));
+      }
+
+      const std::string who = "entity '" + entity + "' on resource '" + resource + "'";
+      const LimitList& limits = resolve_limits(cfg, entity, resource);
+      const auto l = std::find_if(limits.begin(), limits.end(),
+                                  [&](const Limit& x) { return x.name() == limit; });
+      if (l == limits.end()) {
+        std::string names;
+        for (const Limit& x : limits) names += (names.empty() ? "" : ", ") + x.name();
+        fail(limit_e.value, join(path, "limit"), limit,
+             "no limit of that name applies to " + who +
+                 (names.empty() ? " (it has no limits)" : " (its limits: " + names + ")"));
+      }
+      if (l->kind() != *kind) {
+        fail(kind_e.value, join(path, "kind"), kind_text,
+             "limit '" + limit + "' of " + who + " is a " + std::string(to_string(l->kind())) +
+                 " limit");
+      }
+      auto num = [&](std::string_view k) {
+        return integer(need(k).value, join(path, std::string(k)));
+      };
+      if (*kind == LimitKind::concurrency) {
+        HoldRow h{entity, resource, limit, lease_id(need("lease").value, join(path, "lease")),
+                  num("amount"), num("expiry_us")};
+        if (h.amount < 1) {
+          fail(need("amount").value, join(path, "amount"), std::to_string(h.amount),
+               "must be >= 1");
+        }
+        cfg.state.holds.push_back(std::move(h));
+        continue;
+      }
+      const auto [dup, fresh] = seen.try_emplace({entity, resource, limit}, i);
+      if (!fresh) {
+        fail(n, path, entity + "/" + resource + "/" + limit,
+             "duplicate state record (also at state[" + std::to_string(dup->second) + "])");
+      }
+      const bool rate = *kind == LimitKind::rate;
+      const Entry* rem = find_entry(es, "tat_rem");
+      cfg.state.rows.push_back(StateRow{
+          entity, resource, limit, *kind, num(rate ? "tat_us" : "window_end_us"),
+          rate ? (rem == nullptr ? 0 : integer(rem->value, join(path, "tat_rem"))) : num("used")});
+    }
+  }
+
   static void check_cycles(const Config& cfg) {
     std::map<std::string_view, std::string_view> parent;
     for (const auto& e : cfg.entities) parent[e.name] = e.parent;
@@ -279,15 +403,10 @@ class Parser : detail::YamlReader {
     }
   }
 
+  bool with_state_;
 };
 
-}  // namespace
-
-Config parse_config(const std::string& yaml, const std::string& source) {
-  return Parser(source).run(yaml);
-}
-
-Config load_config(const std::string& path) {
+std::string read_file(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
     throw ValidationError("config", path, ec ? ec.message() : "not a readable file");
@@ -296,7 +415,166 @@ Config load_config(const std::string& path) {
   std::ostringstream text;
   text << in.rdbuf();
   if (!in) throw ValidationError("config", path, std::string("cannot read: ") + std::strerror(errno));
-  return parse_config(text.str(), path);
+  return text.str();
+}
+
+// ---- writing: each limit in the schema's own form ----
+
+void emit_limit(YAML::Emitter& out, const Limit& l, const std::string& path) {
+  out << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << l.name();
+  switch (l.kind()) {
+    case LimitKind::rate: {
+      const auto u = std::find_if(std::begin(kPerUnits), std::end(kPerUnits),
+                                  [&](const PerUnit& p) { return p.period == l.refill_period(); });
+      if (l.unlimited()) {
+        out << YAML::Key << "per" << YAML::Value << "minute" << YAML::Key << "limit"
+            << YAML::Value << 0;
+      } else if (u != std::end(kPerUnits)) {
+        out << YAML::Key << "per" << YAML::Value << std::string(u->name) << YAML::Key << "limit"
+            << YAML::Value << l.refill_amount();
+        if (l.capacity() != l.refill_amount()) {
+          out << YAML::Key << "burst" << YAML::Value << l.capacity();
+        }
+      } else if (l.refill_period() % 1000 == 0) {
+        out << YAML::Key << "period_ms" << YAML::Value << l.refill_period() / 1000 << YAML::Key
+            << "capacity" << YAML::Value << l.capacity() << YAML::Key << "refill" << YAML::Value
+            << l.refill_amount();
+      } else {
+        throw ValidationError(path, l.describe(),
+                              "has no form in the YAML schema: its refill period is not a whole "
+                              "number of milliseconds");
+      }
+      break;
+    }
+    case LimitKind::window: {
+      const WindowSpec& w = l.window_spec();
+      out << YAML::Key << "window" << YAML::Value << std::string(to_string(w.unit)) << YAML::Key
+          << "limit" << YAML::Value << l.capacity() << YAML::Key << "reset_at" << YAML::Value
+          << YAML::DoubleQuoted << w.reset_at << YAML::Key << "time_zone" << YAML::Value
+          << w.time_zone;
+      break;
+    }
+    case LimitKind::concurrency:
+      out << YAML::Key << "concurrency" << YAML::Value << l.capacity();
+      break;
+    case LimitKind::adaptive:
+      throw ValidationError(path, l.describe(), "has no form in the YAML schema: it is adaptive");
+  }
+  out << YAML::EndMap;
+}
+
+void emit_limits(YAML::Emitter& out, const LimitList& limits, const std::string& path) {
+  if (limits.empty()) out << YAML::Flow;  // `[]` on the key's line
+  out << YAML::BeginSeq;
+  for (std::size_t i = 0; i < limits.size(); ++i) {
+    emit_limit(out, limits[i], path + "[" + std::to_string(i) + "]");
+  }
+  out << YAML::EndSeq;
+}
+
+void emit_state(YAML::Emitter& out, const UsageState& state) {
+  auto key = [&out](const auto& r, LimitKind kind) {
+    out << YAML::Flow << YAML::BeginMap << YAML::Key << "entity" << YAML::Value << r.entity
+        << YAML::Key << "resource" << YAML::Value << r.resource << YAML::Key << "limit"
+        << YAML::Value << r.limit << YAML::Key << "kind" << YAML::Value
+        << std::string(to_string(kind));
+  };
+  out << YAML::BeginSeq;
+  for (const StateRow& r : state.rows) {
+    key(r, r.kind);
+    if (r.kind == LimitKind::window) {
+      out << YAML::Key << "window_end_us" << YAML::Value << r.a << YAML::Key << "used"
+          << YAML::Value << r.b;
+    } else {
+      out << YAML::Key << "tat_us" << YAML::Value << r.a << YAML::Key << "tat_rem"
+          << YAML::Value << r.b;
+    }
+    out << YAML::EndMap;
+  }
+  for (const HoldRow& h : state.holds) {
+    key(h, LimitKind::concurrency);
+    out << YAML::Key << "lease" << YAML::Value << h.lease << YAML::Key << "amount" << YAML::Value
+        << h.amount << YAML::Key << "expiry_us" << YAML::Value << h.expiry << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+}
+
+}  // namespace
+
+Config parse_config(const std::string& yaml, const std::string& source) {
+  return Parser(source, false).run(yaml);
+}
+
+Config load_config(const std::string& path) { return parse_config(read_file(path), path); }
+
+Config parse_state_file(const std::string& yaml, const std::string& source) {
+  return Parser(source, true).run(yaml);
+}
+
+Config load_state_file(const std::string& path) {
+  return parse_state_file(read_file(path), path);
+}
+
+std::string format_state_file(const Config& config) {
+  YAML::Emitter out;
+  out << YAML::BeginMap << YAML::Key << "namespace" << YAML::Value << config.ns;
+  if (!config.defaults.empty()) {
+    out << YAML::Key << "defaults" << YAML::Value;
+    emit_limits(out, config.defaults, "defaults");
+  }
+  if (!config.resources.empty()) {
+    out << YAML::Key << "resources" << YAML::Value << YAML::BeginMap;
+    for (const auto& [resource, limits] : config.resources) {
+      out << YAML::Key << resource << YAML::Value;
+      emit_limits(out, limits, "resources." + resource);
+    }
+    out << YAML::EndMap;
+  }
+  if (!config.entities.empty()) {
+    out << YAML::Key << "entities" << YAML::Value << YAML::BeginMap;
+    for (const EntityConfig& e : config.entities) {
+      const std::string path = "entities." + e.name;
+      out << YAML::Key << e.name << YAML::Value << YAML::BeginMap;
+      if (!e.parent.empty()) out << YAML::Key << "parent" << YAML::Value << e.parent;
+      if (e.defaults) {
+        out << YAML::Key << "defaults" << YAML::Value;
+        emit_limits(out, *e.defaults, path + ".defaults");
+      }
+      if (!e.limits.empty()) {
+        out << YAML::Key << "limits" << YAML::Value << YAML::BeginMap;
+        for (const auto& [resource, limits] : e.limits) {
+          out << YAML::Key << resource << YAML::Value;
+          emit_limits(out, limits, path + ".limits." + resource);
+        }
+        out << YAML::EndMap;
+      }
+      out << YAML::EndMap;
+    }
+    out << YAML::EndMap;
+  }
+  if (!config.state.rows.empty() || !config.state.holds.empty()) {
+    out << YAML::Key << "state" << YAML::Value;
+    emit_state(out, config.state);
+  }
+  out << YAML::EndMap;
+  if (!out.good()) throw std::logic_error("format_state_file: " + out.GetLastError());
+  return std::string(out.c_str()) + "\n";
+}
+
+const LimitList& resolve_limits(const Config& config, std::string_view entity,
+                                std::string_view resource) {
+  const auto e = std::find_if(config.entities.begin(), config.entities.end(),
+                              [&](const EntityConfig& x) { return x.name == entity; });
+  if (e != config.entities.end()) {
+    for (const auto& [r, limits] : e->limits) {
+      if (r == resource) return limits;
+    }
+    if (e->defaults) return *e->defaults;
+  }
+  for (const auto& [r, limits] : config.resources) {
+    if (r == resource) return limits;
+  }
+  return config.defaults;
 }
 
 void apply_config(const Config& config, Limiter& limiter) {

@@ -1,13 +1,17 @@
 // admitd configuration: a YAML file that sets a Limiter's namespace, system defaults,
 // per-resource limits and per-entity overrides and parents. See docs/admitd.md for the schema.
+// A state file (admit migrate, docs/migrate.md) is the same schema plus a `state:` list of
+// usage records.
 #pragma once
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "admit/core/limit.hpp"
+#include "admit/store/sqlite_store.hpp"
 
 namespace admit {
 class Limiter;
@@ -32,6 +36,7 @@ struct Config {
   LimitList defaults;
   std::vector<std::pair<std::string, LimitList>> resources;  ///< in file order
   std::vector<EntityConfig> entities;                        ///< in file order
+  UsageState state;  ///< a state file's usage records, in file order (a config file: none)
 };
 
 /**
@@ -43,6 +48,28 @@ Config load_config(const std::string& path);
 
 /// Same, from YAML text; `source` names it in messages.
 Config parse_config(const std::string& yaml, const std::string& source);
+
+/**
+ * Reads and validates a state file: a config file plus `state:`, a list of usage records, each
+ * naming a limit that the configuration gives its (entity, resource) (resolve_limits) and that
+ * limit's kind. Errors as load_config's ("state[2].limit", ...).
+ */
+Config load_state_file(const std::string& path);
+/// Same, from YAML text; `source` names it in messages.
+Config parse_state_file(const std::string& yaml, const std::string& source);
+
+/**
+ * `config` and its usage records as a state file, every limit in the schema's own form
+ * ({name, per, limit, burst}, ...), which parse_state_file reads back to the same limits.
+ * @throws ValidationError naming a limit the schema cannot express: an adaptive limit, a rate
+ *         limit whose refill period is not a whole number of milliseconds.
+ */
+std::string format_state_file(const Config& config);
+
+/// The limits `config` gives (entity, resource), most specific first: the entity's limits
+/// for the resource, else its defaults, else the resource's limits, else the system defaults.
+const LimitList& resolve_limits(const Config& config, std::string_view entity,
+                                std::string_view resource);
 
 /**
  * Applies `config` to `limiter`, whose namespace must be config.ns (a Limiter's namespace is

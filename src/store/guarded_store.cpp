@@ -252,6 +252,19 @@ std::size_t GuardedStore::prune(Micros now) {
 
 std::size_t GuardedStore::size() const { return impl_->primary.size(); }
 
+void GuardedStore::put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) {
+  impl_->primary.put_config(ns, key, value);
+}
+
+void GuardedStore::get_config(const Namespace& ns, std::span<const ConfigKey> keys,
+                              std::span<std::optional<std::string>> values) {
+  impl_->primary.get_config(ns, keys, values);
+}
+
+std::vector<ConfigEntry> GuardedStore::list_config(const Namespace& ns) {
+  return impl_->primary.list_config(ns);
+}
+
 StoreCapabilities GuardedStore::capabilities() const { return impl_->primary.capabilities(); }
 
 std::string GuardedStore::name() const { return "guarded(" + impl_->primary.name() + ")"; }

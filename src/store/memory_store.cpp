@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <map>
 #include <mutex>
+#include <tuple>
 #include <random>
 #include <vector>
 
@@ -82,6 +84,11 @@ struct MemoryStore::Impl {
   alignas(16) std::array<unsigned char, 192> secret{};
   std::mutex ns_mu;
   std::vector<std::string> namespaces;  // index = id - 1
+
+  // Limit configuration, sorted as list_config() reports it.
+  using ConfigId = std::tuple<std::uint32_t, ConfigKind, std::string, std::string>;
+  std::mutex cfg_mu;
+  std::map<ConfigId, std::string, std::less<>> config;
 
   explicit Impl(const MemoryStoreOptions& o)
       : nshards(std::bit_ceil(std::max<std::size_t>(o.shards, 1))) {
@@ -264,6 +271,40 @@ std::size_t MemoryStore::size() const {
     n += sh.states.size() + sh.holds.size();
   }
   return n;
+}
+
+void MemoryStore::put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) {
+  validate_config_key(key);
+  Impl::ConfigId id{ns.id, key.kind, std::string(key.entity), std::string(key.resource)};
+  std::lock_guard g(impl_->cfg_mu);
+  if (value.empty()) {
+    impl_->config.erase(id);
+  } else {
+    impl_->config.insert_or_assign(std::move(id), std::string(value));
+  }
+}
+
+void MemoryStore::get_config(const Namespace& ns, std::span<const ConfigKey> keys,
+                             std::span<std::optional<std::string>> values) {
+  for (const ConfigKey& k : keys) validate_config_key(k);
+  std::lock_guard g(impl_->cfg_mu);
+  for (std::size_t i = 0; i < keys.size() && i < values.size(); ++i) {
+    const auto it = impl_->config.find(
+        Impl::ConfigId{ns.id, keys[i].kind, std::string(keys[i].entity),
+                       std::string(keys[i].resource)});
+    values[i] = it == impl_->config.end() ? std::nullopt : std::optional(it->second);
+  }
+}
+
+std::vector<ConfigEntry> MemoryStore::list_config(const Namespace& ns) {
+  std::vector<ConfigEntry> out;
+  std::lock_guard g(impl_->cfg_mu);
+  for (auto it = impl_->config.lower_bound(Impl::ConfigId{ns.id, ConfigKind::system, "", ""});
+       it != impl_->config.end() && std::get<0>(it->first) == ns.id; ++it) {
+    const auto& [id, kind, entity, resource] = it->first;
+    out.push_back(ConfigEntry{kind, entity, resource, it->second});
+  }
+  return out;
 }
 
 std::size_t MemoryStore::memory_bytes() const {

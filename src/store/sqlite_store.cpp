@@ -10,7 +10,9 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string_view>
+#include <tuple>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -37,6 +39,8 @@ constexpr std::size_t kMinPruneAt = 4096;
 //          (µs since the epoch), b = TAT remainder (in 1/r µs of the limit's interval).
 //          Window: a = end of the window counted in (µs since the epoch), b = units used.
 //   holds: one row per lease holding slots of a concurrency limit of a key.
+//   config (version 2): one row per configuration entry (Store::put_config); kind is
+//          to_string(ConfigKind), entity / resource are '' where the kind has none.
 // Strings are stored as they are (no escaping needed: every part is its own column).
 constexpr const char* kMigrations[] = {
     R"sql(
@@ -64,6 +68,16 @@ CREATE TABLE holds (
   expiry INTEGER NOT NULL
 );
 CREATE INDEX holds_by_key ON holds (ns, entity, resource, limit_name);
+)sql",
+    R"sql(
+CREATE TABLE config (
+  ns INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  entity TEXT NOT NULL,
+  resource TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (ns, kind, entity, resource)
+) WITHOUT ROWID;
 )sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion);
@@ -117,6 +131,52 @@ std::string cache_key(std::uint32_t ns, const KeyParts& k, const Limit& l) {
   return s;
 }
 
+// The enum value whose to_string() is `text`, if any.
+template <class Enum, std::size_t N>
+std::optional<Enum> parse_enum(std::string_view text, const Enum (&all)[N]) {
+  for (const Enum e : all) {
+    if (to_string(e) == text) return e;
+  }
+  return std::nullopt;
+}
+constexpr ConfigKind kConfigKinds[] = {ConfigKind::system, ConfigKind::resource,
+                                       ConfigKind::entity_default, ConfigKind::entity,
+                                       ConfigKind::parent};
+constexpr LimitKind kStateKinds[] = {LimitKind::rate, LimitKind::adaptive, LimitKind::window};
+
+// import_state's checks, before anything is written.
+void validate_usage(const UsageState& state) {
+  auto names = [](const auto& r) {
+    validate_name("entity", r.entity);
+    validate_name("resource", r.resource);
+    validate_name("limit name", r.limit);
+  };
+  auto non_negative = [](const char* field, std::int64_t v) {
+    if (v < 0) throw ValidationError(field, std::to_string(v), "must be >= 0");
+  };
+  std::set<std::tuple<std::string_view, std::string_view, std::string_view, LimitKind>> seen;
+  for (const StateRow& r : state.rows) {
+    names(r);
+    if (r.kind == LimitKind::concurrency) {
+      throw ValidationError("state row kind", r.entity + "/" + r.resource + "/" + r.limit,
+                            "concurrency state is a hold, not a row");
+    }
+    non_negative("state row a", r.a);
+    non_negative("state row b", r.b);
+    if (!seen.emplace(r.entity, r.resource, r.limit, r.kind).second) {
+      throw ValidationError("state row", r.entity + "/" + r.resource + "/" + r.limit,
+                            "appears twice");
+    }
+  }
+  for (const HoldRow& h : state.holds) {
+    names(h);
+    if (h.amount < 1) {
+      throw ValidationError("hold amount", std::to_string(h.amount), "must be >= 1");
+    }
+    non_negative("hold expiry", h.expiry);
+  }
+}
+
 }  // namespace
 
 struct SqliteStore::Impl {
@@ -129,6 +189,7 @@ struct SqliteStore::Impl {
   StmtPtr get_state, put_state, del_state, get_holds, del_holds, put_hold;
   StmtPtr ns_put, ns_get, ns_del_state, ns_del_holds;
   StmtPtr prune_groups, prune_holds, prune_state, count_keys;
+  StmtPtr cfg_put, cfg_del, cfg_get, cfg_list, ns_list, ns_rows, ns_holds;
 
   std::unordered_map<std::string, Entry> cache;  // node-based: Entry* stay valid on insert
   std::vector<Entry*> dirty;
@@ -216,6 +277,21 @@ struct SqliteStore::Impl {
     count_keys = prepare(
         "SELECT (SELECT COUNT(*) FROM state) + (SELECT COUNT(*) FROM (SELECT DISTINCT ns, "
         "entity, resource, limit_name FROM holds))");
+    cfg_put = prepare(
+        "INSERT INTO config (ns, kind, entity, resource, value) VALUES (?1, ?2, ?3, ?4, ?5) "
+        "ON CONFLICT (ns, kind, entity, resource) DO UPDATE SET value = excluded.value");
+    cfg_del = prepare(
+        "DELETE FROM config WHERE ns = ?1 AND kind = ?2 AND entity = ?3 AND resource = ?4");
+    cfg_get = prepare(
+        "SELECT value FROM config WHERE ns = ?1 AND kind = ?2 AND entity = ?3 AND resource = ?4");
+    cfg_list = prepare("SELECT kind, entity, resource, value FROM config WHERE ns = ?1");
+    ns_list = prepare("SELECT name FROM namespaces ORDER BY name");
+    ns_rows = prepare(
+        "SELECT entity, resource, limit_name, limit_kind, a, b FROM state WHERE ns = ?1 "
+        "ORDER BY entity, resource, limit_name, limit_kind");
+    ns_holds = prepare(
+        "SELECT entity, resource, limit_name, lease, amount, expiry FROM holds WHERE ns = ?1 "
+        "ORDER BY entity, resource, limit_name, rowid");
 
     if (!per_op()) flusher = std::thread([this] { flush_loop(); });
   }
@@ -291,6 +367,11 @@ struct SqliteStore::Impl {
       im_.fail(sqlite3_sql(s_));
     }
     std::int64_t col(int i) const { return sqlite3_column_int64(s_, i); }
+    std::string text(int i) const {
+      const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
+      if (t == nullptr) return {};
+      return std::string(t, static_cast<std::size_t>(sqlite3_column_bytes(s_, i)));
+    }
 
    private:
     const Impl& im_;
@@ -486,6 +567,29 @@ struct SqliteStore::Impl {
     items.clear();
   }
 
+  // Deletes the state rows and holds of namespace `id` (inside a write transaction).
+  void delete_usage(std::uint32_t id) {
+    for (const StmtPtr* s : {&ns_del_state, &ns_del_holds}) {
+      Query q(*this, *s);
+      q.bind(1, static_cast<std::int64_t>(id));
+      q.step();
+    }
+  }
+
+  // write_behind: what the file now holds for namespace `id` supersedes what is cached for
+  // it, pending or not.
+  void drop_cached(std::uint32_t id) {
+    std::erase_if(dirty, [&](const Entry* e) { return e->ns == id; });
+    std::erase_if(cache, [&](const auto& kv) { return kv.second.ns == id; });
+  }
+
+  void bind_config_key(Query& q, const Namespace& ns, const ConfigKey& key) {
+    q.bind(1, static_cast<std::int64_t>(ns.id))
+        .bind(2, to_string(key.kind))
+        .bind(3, key.entity)
+        .bind(4, key.resource);
+  }
+
   bool apply_per_op(const Op& op, std::span<ItemResult> results) {
     const bool writes = detail::consumes(op.kind) || op.kind == OpKind::reset;
     bool ok = false;
@@ -649,16 +753,10 @@ void SqliteStore::reset_namespace(const Namespace& ns) {
   std::lock_guard g(im.mu);
   {
     Impl::Txn txn(im, true);
-    for (const StmtPtr* s : {&im.ns_del_state, &im.ns_del_holds}) {
-      Impl::Query q(im, *s);
-      q.bind(1, static_cast<std::int64_t>(ns.id));
-      q.step();
-    }
+    im.delete_usage(ns.id);
     txn.commit();
   }
-  // write_behind: the reset supersedes what is cached for the namespace, pending or not.
-  std::erase_if(im.dirty, [&](const Entry* e) { return e->ns == ns.id; });
-  std::erase_if(im.cache, [&](const auto& kv) { return kv.second.ns == ns.id; });
+  im.drop_cached(ns.id);
 }
 
 std::size_t SqliteStore::prune(Micros now) {
@@ -692,5 +790,134 @@ std::uint64_t SqliteStore::durable_ops() const {
 }
 
 const SqliteStoreOptions& SqliteStore::options() const { return impl_->opt; }
+
+void SqliteStore::put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) {
+  validate_config_key(key);
+  Impl& im = *impl_;
+  std::lock_guard g(im.mu);
+  Impl::Txn txn(im, true);
+  {
+    Impl::Query q(im, value.empty() ? im.cfg_del : im.cfg_put);
+    im.bind_config_key(q, ns, key);
+    if (!value.empty()) q.bind(5, value);
+    q.step();
+  }
+  txn.commit();
+}
+
+void SqliteStore::get_config(const Namespace& ns, std::span<const ConfigKey> keys,
+                             std::span<std::optional<std::string>> values) {
+  if (values.size() != keys.size()) {
+    throw ValidationError("values", std::to_string(values.size()),
+                          "must have one entry per key (" + std::to_string(keys.size()) + ")");
+  }
+  for (const ConfigKey& k : keys) validate_config_key(k);
+  Impl& im = *impl_;
+  std::lock_guard g(im.mu);
+  Impl::Txn txn(im, false);  // one snapshot for every key
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    Impl::Query q(im, im.cfg_get);
+    im.bind_config_key(q, ns, keys[i]);
+    values[i] = q.step() ? std::optional<std::string>(q.text(0)) : std::nullopt;
+  }
+  txn.commit();
+}
+
+std::vector<ConfigEntry> SqliteStore::list_config(const Namespace& ns) {
+  Impl& im = *impl_;
+  std::vector<ConfigEntry> out;
+  {
+    std::lock_guard g(im.mu);
+    Impl::Txn txn(im, false);
+    {
+      Impl::Query q(im, im.cfg_list);
+      q.bind(1, static_cast<std::int64_t>(ns.id));
+      while (q.step()) {
+        const std::string kind = q.text(0);
+        const std::optional<ConfigKind> k = parse_enum(kind, kConfigKinds);
+        if (!k) {
+          throw StoreUnavailable("sqlite store '" + im.opt.path +
+                                 "': config row of unknown kind '" + kind + "'");
+        }
+        out.push_back(ConfigEntry{*k, q.text(1), q.text(2), q.text(3)});
+      }
+    }
+    txn.commit();
+  }
+  std::sort(out.begin(), out.end(), [](const ConfigEntry& x, const ConfigEntry& y) {
+    return std::tie(x.kind, x.entity, x.resource) < std::tie(y.kind, y.entity, y.resource);
+  });
+  return out;
+}
+
+std::vector<std::string> SqliteStore::namespaces() const {
+  Impl& im = *impl_;
+  std::lock_guard g(im.mu);
+  std::vector<std::string> out;
+  Impl::Txn txn(im, false);
+  {
+    Impl::Query q(im, im.ns_list);
+    while (q.step()) out.push_back(q.text(0));
+  }
+  txn.commit();
+  return out;
+}
+
+UsageState SqliteStore::export_state(const Namespace& ns) {
+  Impl& im = *impl_;
+  std::lock_guard g(im.mu);
+  if (!im.per_op()) im.flush_locked();
+  UsageState out;
+  Impl::Txn txn(im, false);  // one snapshot of rows and holds
+  {
+    Impl::Query q(im, im.ns_rows);
+    q.bind(1, static_cast<std::int64_t>(ns.id));
+    while (q.step()) {
+      const std::string kind = q.text(3);
+      const std::optional<LimitKind> k = parse_enum(kind, kStateKinds);
+      if (!k) {
+        throw StoreUnavailable("sqlite store '" + im.opt.path + "': state row of unknown kind '" +
+                               kind + "'");
+      }
+      out.rows.push_back(StateRow{q.text(0), q.text(1), q.text(2), *k, q.col(4), q.col(5)});
+    }
+  }
+  {
+    Impl::Query q(im, im.ns_holds);
+    q.bind(1, static_cast<std::int64_t>(ns.id));
+    while (q.step()) {
+      out.holds.push_back(HoldRow{q.text(0), q.text(1), q.text(2),
+                                  std::bit_cast<std::uint64_t>(q.col(3)), q.col(4), q.col(5)});
+    }
+  }
+  txn.commit();
+  return out;
+}
+
+void SqliteStore::import_state(const Namespace& ns, const UsageState& state) {
+  validate_usage(state);
+  Impl& im = *impl_;
+  std::lock_guard g(im.mu);
+  {
+    Impl::Txn txn(im, true);
+    im.delete_usage(ns.id);
+    const auto id = static_cast<std::int64_t>(ns.id);
+    for (const StateRow& r : state.rows) {
+      Impl::Query q(im, im.put_state);
+      q.bind(1, id).bind(2, r.entity).bind(3, r.resource).bind(4, r.limit);
+      q.bind(5, to_string(r.kind)).bind(6, r.a).bind(7, r.b);
+      q.step();
+    }
+    for (const HoldRow& h : state.holds) {
+      Impl::Query q(im, im.put_hold);
+      q.bind(1, id).bind(2, h.entity).bind(3, h.resource).bind(4, h.limit);
+      q.bind(5, std::bit_cast<std::int64_t>(h.lease)).bind(6, h.amount).bind(7, h.expiry);
+      q.step();
+    }
+    txn.commit();
+  }
+  im.drop_cached(ns.id);
+  im.inserted_since_prune += state.rows.size() + state.holds.size();
+}
 
 }  // namespace admit

@@ -1,4 +1,40 @@
 #include "admit/store/store.hpp"
 
-// The Store interface is header-only; this unit anchors its vtable.
-namespace admit {}  // namespace admit
+#include "admit/core/error.hpp"
+
+namespace admit {
+
+std::string_view to_string(ConfigKind k) {
+  switch (k) {
+    case ConfigKind::system: return "system";
+    case ConfigKind::resource: return "resource";
+    case ConfigKind::entity_default: return "entity_default";
+    case ConfigKind::entity: return "entity";
+    case ConfigKind::parent: return "parent";
+  }
+  return "unknown";
+}
+
+void validate_config_key(const ConfigKey& key) {
+  const bool uses_entity = key.kind == ConfigKind::entity ||
+                           key.kind == ConfigKind::entity_default ||
+                           key.kind == ConfigKind::parent;
+  const bool uses_resource = key.kind == ConfigKind::entity || key.kind == ConfigKind::resource;
+  if (key.kind > ConfigKind::parent) {
+    throw ValidationError("config kind", std::to_string(static_cast<int>(key.kind)),
+                          "is not a ConfigKind");
+  }
+  const std::string kind(to_string(key.kind));
+  if (uses_entity) {
+    validate_name("entity", key.entity);
+  } else if (!key.entity.empty()) {
+    throw ValidationError("entity", std::string(key.entity), "must be empty for " + kind);
+  }
+  if (uses_resource) {
+    validate_name("resource", key.resource);
+  } else if (!key.resource.empty()) {
+    throw ValidationError("resource", std::string(key.resource), "must be empty for " + kind);
+  }
+}
+
+}  // namespace admit

@@ -931,6 +931,19 @@ class SwitchableStore final : public Store {
   std::size_t size() const override { return inner_.size(); }
   StoreCapabilities capabilities() const override { return {}; }
   std::string name() const override { return "switchable"; }
+  void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) override {
+    if (down) throw StoreUnavailable("test store is down");
+    inner_.put_config(ns, key, value);
+  }
+  void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
+                  std::span<std::optional<std::string>> values) override {
+    if (down) throw StoreUnavailable("test store is down");
+    inner_.get_config(ns, keys, values);
+  }
+  std::vector<ConfigEntry> list_config(const Namespace& ns) override {
+    if (down) throw StoreUnavailable("test store is down");
+    return inner_.list_config(ns);
+  }
 
  private:
   MemoryStore inner_;
@@ -964,6 +977,124 @@ TEST(LimiterStoreUnavailable, FailsClosedWithACode) {
   EXPECT_THROW((void)lim.stats("u", "m"), StoreUnavailable);
   store.down = false;
   EXPECT_TRUE(lim.try_acquire("u", "m", {{"rpm", 1}}).allowed());
+}
+
+// ------------------------------------------------------------------ limits kept in the store
+
+LimiterOptions store_config(Micros ttl) {
+  LimiterOptions o;
+  o.config = ConfigMode::store;
+  o.config_ttl = ttl;
+  return o;
+}
+
+// Verifies that while the store cannot be read, a Limiter keeping its limits there uses what
+// it cached however old (counted as stale), that a key with nothing cached gets a decision
+// with code store_unavailable (acquire throws it), and that it reads the store again after.
+TEST(LimiterStoreConfig, ServesStaleEntriesWhileTheStoreIsDown) {
+  SwitchableStore store;
+  ManualClock clock(kStart);
+  Limiter lim(store, clock, store_config(kMicrosPerSecond));
+  lim.set_limits("m", {Limit::per_minute("rpm", 3)});
+  ASSERT_TRUE(take(lim, "u", "m", {{"rpm", 1}}).allowed);
+  EXPECT_EQ(lim.cache_stats().misses, 1u);
+  clock.advance(2 * kMicrosPerSecond);  // cached entries are now expired
+  store.down = true;
+  EXPECT_EQ(lim.resolve("u", "m").size(), 1u);
+  EXPECT_GE(lim.cache_stats().stale, 5u);  // system, resource, entity, default, parent
+  EXPECT_EQ(lim.try_acquire("u", "m", {{"rpm", 1}}).decision().code, Code::store_unavailable);
+  const Lease other = lim.try_acquire("v", "m", {{"rpm", 1}});  // v: nothing cached
+  EXPECT_EQ(other.decision().code, Code::store_unavailable);
+  EXPECT_EQ(other.decision().reason, "test store is down");
+  try {
+    (void)lim.acquire("v", "m", {{"rpm", 1}}, std::chrono::seconds(1));
+    ADD_FAILURE() << "acquire should throw";
+  } catch (const RateLimitExceeded& e) {
+    EXPECT_EQ(e.decision().code, Code::store_unavailable);
+  }
+  EXPECT_THROW(lim.set_limits("m", {}), StoreUnavailable);
+  store.down = false;
+  EXPECT_TRUE(lim.try_acquire("v", "m", {{"rpm", 3}}).allowed());
+  EXPECT_EQ(lim.try_acquire("u", "m", {{"rpm", 3}}).decision().code, Code::rate_exceeded);
+}
+
+// Verifies stored entries that cannot be used give clear invalid_argument decisions: text
+// that does not decode, and parents (written by another process) that make a cycle; and that
+// set_parent checks the links already stored.
+TEST(LimiterStoreConfig, BadStoredEntriesAreClearErrors) {
+  MemoryStore store;
+  ManualClock clock(kStart);
+  Limiter lim(store, clock, store_config(kMicrosPerSecond));
+  const Namespace ns = store.open_namespace("default");
+  store.put_config(ns, {ConfigKind::resource, {}, "m"}, R"([{"name":"rpm","kind":"rate"}])");
+  Decision d = lim.try_acquire("u", "m", {{"rpm", 1}}).decision();
+  EXPECT_EQ(d.code, Code::invalid_argument);
+  EXPECT_NE(d.reason.find("stored resource limits of 'm' do not decode"), std::string::npos)
+      << d.reason;
+  EXPECT_THROW((void)lim.resolve("u", "m"), ValidationError);
+
+  lim.set_limits("m", {Limit::per_minute("rpm", 3)});
+  store.put_config(ns, {ConfigKind::parent, "a", {}}, "b");
+  store.put_config(ns, {ConfigKind::parent, "b", {}}, "a");
+  d = lim.try_acquire("a", "m", {{"rpm", 1}}).decision();
+  EXPECT_EQ(d.code, Code::invalid_argument);
+  EXPECT_NE(d.reason.find("make a cycle"), std::string::npos) << d.reason;
+  EXPECT_THROW(lim.set_parent("c", "a"), ValidationError);  // would join the cycle's chain
+  store.put_config(ns, {ConfigKind::parent, "b", {}}, "");
+  lim.set_parent("c", "a");
+  EXPECT_THROW(lim.set_parent("b", "c"), ValidationError);  // c -> a -> b -> c
+  EXPECT_TRUE(lim.try_acquire("c", "m", {{"rpm", 1}}).allowed());
+  EXPECT_EQ(lim.stats("c", "m").limits.size(), 3u);  // c, a and b each have rpm
+}
+
+// Verifies config_ttl 0 reads the store on every resolution, invalidate_config() forgets the
+// cache, a negative TTL is refused, and local mode reports no cache at all.
+TEST(LimiterStoreConfig, TtlZeroAndInvalidate) {
+  MemoryStore store;
+  ManualClock clock(kStart);
+  Limiter lim(store, clock, store_config(0));
+  lim.set_limits("m", {Limit::per_minute("rpm", 100)});
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(take(lim, "u", "m", {{"rpm", 1}}).allowed);
+  EXPECT_EQ(lim.cache_stats().misses, 3u);
+  EXPECT_EQ(lim.cache_stats().hits, 0u);
+
+  Limiter cached(store, clock, store_config(kMicrosPerMinute));
+  ASSERT_TRUE(take(cached, "u", "m", {{"rpm", 1}}).allowed);
+  ASSERT_TRUE(take(cached, "u", "m", {{"rpm", 1}}).allowed);
+  EXPECT_EQ(cached.cache_stats().misses, 1u);
+  EXPECT_GT(cached.cache_stats().entries, 0u);
+  lim.set_limits("m", {Limit::per_minute("rpm", 1)});  // another Limiter writes
+  cached.invalidate_config();
+  EXPECT_EQ(cached.cache_stats().entries, 0u);
+  EXPECT_EQ(cached.try_acquire("u", "m", {{"rpm", 1}}).decision().code, Code::rate_exceeded);
+  EXPECT_EQ(cached.cache_stats().misses, 2u);
+
+  EXPECT_THROW(Limiter(store, clock, store_config(-1)), ValidationError);
+  Limiter local(store, clock);
+  local.set_limits("m", {Limit::per_minute("rpm", 1)});
+  (void)local.try_acquire("u", "m", {{"rpm", 1}});
+  EXPECT_EQ(local.cache_stats().misses + local.cache_stats().hits, 0u);
+}
+
+// Verifies limits learned from a provider (set_discovered_limits, local to this Limiter) merge
+// with the limits read from the store, and follow a change made there.
+TEST(LimiterStoreConfig, DiscoveredLimitsMergeWithStoredOnes) {
+  MemoryStore store;
+  ManualClock clock(kStart);
+  Limiter lim(store, clock, store_config(kMicrosPerSecond));
+  Limiter other(store, clock, store_config(kMicrosPerSecond));
+  lim.set_limits("m", {Limit::per_minute("rpm", 100), Limit::per_minute("tpm", 1000)});
+  lim.set_discovered_limits("u", "m", {Limit::per_minute("tpm", 500)});
+  using Resolved = std::vector<std::pair<Limit, ConfigSource>>;
+  EXPECT_EQ(lim.resolve("u", "m"),
+            (Resolved{{Limit::per_minute("rpm", 100), ConfigSource::resource},
+                      {Limit::per_minute("tpm", 500), ConfigSource::discovered}}));
+  other.set_limits("m", {Limit::per_minute("rpm", 7), Limit::per_minute("tpm", 1000)});
+  clock.advance(kMicrosPerSecond);
+  EXPECT_EQ(lim.resolve("u", "m"),
+            (Resolved{{Limit::per_minute("rpm", 7), ConfigSource::resource},
+                      {Limit::per_minute("tpm", 500), ConfigSource::discovered}}));
+  EXPECT_EQ(other.resolve("u", "m")[1].second, ConfigSource::resource);
 }
 
 }  // namespace

@@ -318,5 +318,57 @@ TEST(Stress, ConfigUpdatesRacingWithCachedPlansAreSafe) {
   EXPECT_EQ(available(a, "e", "gpt", "rpd", "org"), 1'000'000 - 3 * iters);
 }
 
+// Verifies limits kept in the store (ConfigMode::store) stay safe and exact under races: four
+// threads admit on limiter A while limiter B rewrites the shared limits in the store, the
+// clock moves past A's config_ttl (A reads the store again) and A's cache is invalidated. Every
+// request fits either configuration, so all are admitted and counted exactly once.
+TEST(Stress, StoreConfigRefreshesRacingWithAdmission) {
+  ManualClock clock(kStart);
+  MemoryStore store;
+  LimiterOptions o;
+  o.config = ConfigMode::store;
+  o.config_ttl = 10;
+  Limiter a(store, clock, o);
+  Limiter b(store, clock, o);
+  // Calendar windows: the clock's steps refill nothing (the UTC day ends 6,400 s later).
+  const std::vector<Limit> v1 = {Limit::daily("rpd", 1'000'000)};
+  const std::vector<Limit> v2 = {Limit::daily("rpd", 1'000'000), Limit::daily("tpd", 5)};
+  b.set_limits("gpt", v1);
+  b.set_parent("e0", "org");
+  b.set_parent("e1", "org");
+  std::atomic<bool> stop{false};
+  std::atomic<int> updates{0};
+  std::thread updater([&] {
+    while (!stop.load()) {
+      const int n = updates.fetch_add(1);
+      b.set_limits("gpt", n % 2 == 0 ? v2 : v1);
+      clock.advance(7);
+      if (n % 16 == 0) a.invalidate_config();
+    }
+  });
+  constexpr int kWorkers = 4;
+  constexpr int kIters = 2000;
+  std::atomic<int> admitted{0};
+  std::vector<std::thread> workers;
+  for (int w = 0; w < kWorkers; ++w) {
+    workers.emplace_back([&, w] {
+      const std::string entity = cat("e", w % 2);
+      for (int i = 0; i < kIters; ++i) {
+        Lease l = a.try_acquire(entity, "gpt", {{"rpd", 1}});
+        if (l) admitted.fetch_add(1);
+        l.commit();
+      }
+    });
+  }
+  for (auto& t : workers) t.join();
+  stop.store(true);
+  updater.join();
+  EXPECT_EQ(admitted.load(), kWorkers * kIters);
+  EXPECT_EQ(available(a, "e0", "gpt", "rpd", "org"), 1'000'000 - kWorkers * kIters);
+  const CacheStats st = a.cache_stats();
+  EXPECT_GT(st.misses, 0u);
+  EXPECT_EQ(st.stale, 0u);
+}
+
 }  // namespace
 }  // namespace admit

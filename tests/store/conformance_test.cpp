@@ -25,6 +25,7 @@
 #include "admit/core/clock.hpp"
 #include "admit/core/error.hpp"
 #include "admit/core/limit.hpp"
+#include "admit/core/limit_codec.hpp"
 #include "admit/limiter.hpp"
 #include "admit/store/memory_store.hpp"
 #include "admit/store/redis_store.hpp"
@@ -58,6 +59,8 @@ struct StoreFactory {
   MakeStore make;
   /// A new store made over the same directory sees the state of the previous one.
   bool persistent = false;
+  /// Several stores may be open over one directory at once (as several processes would be).
+  bool shared = false;
 };
 
 void PrintTo(const StoreFactory& f, std::ostream* os) { *os << f.name; }
@@ -93,16 +96,18 @@ const StoreFactory kFactories[] = {
      }},
     {"sqlite",
      [](const std::string& dir, std::string&) { return make_sqlite(dir, Durability::per_op); },
-     true},
+     true, true},
     {"sqlite_write_behind",
      [](const std::string& dir, std::string&) {
        return make_sqlite(dir, Durability::write_behind);
      },
      true},
     {"redis",
-     [](const std::string& dir, std::string& why) { return make_redis(dir, false, why); }, true},
+     [](const std::string& dir, std::string& why) { return make_redis(dir, false, why); }, true,
+     true},
     {"redis_cluster",
-     [](const std::string& dir, std::string& why) { return make_redis(dir, true, why); }, true},
+     [](const std::string& dir, std::string& why) { return make_redis(dir, true, why); }, true,
+     true},
 };
 
 using test::Applied;
@@ -549,6 +554,151 @@ TEST_P(StoreConformance, CraftedKeysDoNotCollide) {
   }
   EXPECT_EQ(store().size(), before + parts.size());
   for (const auto& [e, r] : parts) EXPECT_EQ(avail(kStart, KeyParts{e, r}, rpm_), 0);
+}
+
+// ------------------------------------------------------------------------ configuration
+
+// Verifies configuration entries: put, a batched get (absent ones nullopt), overwrite, erase,
+// list sorted by (kind, entity, resource); crafted names and namespaces stay apart; usage
+// resets and pruning keep them, and they are not usage state (size()).
+TEST_P(StoreConformance, ConfigEntriesPutGetListErase) {
+  using namespace std::string_literals;
+  const Namespace other = store().open_namespace("other");
+  const std::size_t before = store().size();
+  store().put_config(ns_, {ConfigKind::system, {}, {}}, "[sys]");
+  store().put_config(ns_, {ConfigKind::resource, {}, "gpt-4o"}, "[res]");
+  store().put_config(ns_, {ConfigKind::entity, "a:b", "c"}, "one");
+  store().put_config(ns_, {ConfigKind::entity, "a", "b:c"}, "two");
+  store().put_config(ns_, {ConfigKind::entity_default, "a", {}}, "[def]");
+  store().put_config(ns_, {ConfigKind::parent, "a", {}}, "team%{x}*");
+  store().put_config(other, {ConfigKind::resource, {}, "gpt-4o"}, "[other]");
+
+  const std::vector<ConfigKey> keys = {{ConfigKind::entity, "a", "b:c"},
+                                       {ConfigKind::entity, "a:b", "c"},
+                                       {ConfigKind::entity, "a", "bc"},
+                                       {ConfigKind::parent, "a", {}},
+                                       {ConfigKind::parent, "a:b", {}},
+                                       {ConfigKind::system, {}, {}},
+                                       {ConfigKind::resource, {}, "gpt-4o"}};
+  std::vector<std::optional<std::string>> got(keys.size());
+  store().get_config(ns_, keys, got);
+  const std::vector<std::optional<std::string>> want = {
+      "two", "one", std::nullopt, "team%{x}*", std::nullopt, "[sys]", "[res]"};
+  EXPECT_EQ(got, want);
+
+  const std::vector<ConfigEntry> listed = store().list_config(ns_);
+  const std::vector<ConfigEntry> expected = {
+      {ConfigKind::system, "", "", "[sys]"},
+      {ConfigKind::resource, "", "gpt-4o", "[res]"},
+      {ConfigKind::entity_default, "a", "", "[def]"},
+      {ConfigKind::entity, "a", "b:c", "two"},
+      {ConfigKind::entity, "a:b", "c", "one"},
+      {ConfigKind::parent, "a", "", "team%{x}*"},
+  };
+  EXPECT_EQ(listed, expected);
+  ASSERT_EQ(store().list_config(other).size(), 1u);
+  EXPECT_EQ(store().list_config(other)[0].value, "[other]");
+
+  // Overwrite and erase (an empty value); erasing what is absent is fine.
+  store().put_config(ns_, {ConfigKind::entity, "a", "b:c"}, "three");
+  store().put_config(ns_, {ConfigKind::entity, "a:b", "c"}, "");
+  store().put_config(ns_, {ConfigKind::entity, "nobody", "c"}, "");
+  store().get_config(ns_, std::span(keys).first(2), std::span(got).first(2));
+  EXPECT_EQ(got[0], "three");
+  EXPECT_EQ(got[1], std::nullopt);
+
+  // Configuration is not usage state.
+  EXPECT_EQ(store().size(), before);
+  store().reset_namespace(ns_);
+  EXPECT_EQ(store().prune(kStart + kMicrosPerDay), 0u);
+  EXPECT_EQ(store().list_config(ns_).size(), 5u);
+
+  // Keys must name exactly what their kind uses.
+  EXPECT_THROW(store().put_config(ns_, {ConfigKind::entity, "a", {}}, "x"), ValidationError);
+  EXPECT_THROW(store().put_config(ns_, {ConfigKind::system, "a", {}}, "x"), ValidationError);
+  EXPECT_THROW(store().put_config(ns_, {ConfigKind::resource, {}, "has space"}, "x"),
+               ValidationError);
+  const ConfigKey bad{ConfigKind::parent, {}, {}};
+  EXPECT_THROW(store().get_config(ns_, {&bad, 1}, std::span(got).first(1)), ValidationError);
+}
+
+// Verifies limits kept in the store (ConfigMode::store) resolve entity > entity default >
+// resource > system along parents, with their sources, for a second Limiter on another store
+// object over the same data (another process), and that a change made by one Limiter is seen
+// by the other once its cached entries are config_ttl old, and by the writer at once.
+TEST_P(StoreConformance, LimitsInTheStoreAreSharedWithinTheTtl) {
+  LimiterOptions o;
+  o.config = ConfigMode::store;
+  o.config_ttl = 10 * kSec;
+  auto writer = make_limiter(o);
+  std::unique_ptr<Store> second;
+  if (GetParam().shared) {
+    std::string why;
+    second = GetParam().make(dir_.path(), why);
+    ASSERT_NE(second, nullptr) << why;
+  }
+  Limiter reader(second ? *second : store(), clock_, o);
+
+  writer->set_default_limits({Limit::per_minute("rpm", 60)});
+  writer->set_limits("m", {Limit::per_minute("rpm", 10), Limit::per_minute("tpm", 1000)});
+  writer->set_entity_default_limits("vip", {Limit::per_minute("rpm", 100)});
+  writer->set_entity_limits("team", "m", {Limit::per_minute("tpm", 500)});
+  writer->set_parent("u", "team");
+
+  using Resolved = std::vector<std::pair<Limit, ConfigSource>>;
+  const Resolved res_m = {{Limit::per_minute("rpm", 10), ConfigSource::resource},
+                          {Limit::per_minute("tpm", 1000), ConfigSource::resource}};
+  EXPECT_EQ(reader.resolve("u", "m"), res_m);
+  EXPECT_EQ(reader.resolve("team", "m"),
+            (Resolved{{Limit::per_minute("tpm", 500), ConfigSource::entity}}));
+  EXPECT_EQ(reader.resolve("vip", "m"),
+            (Resolved{{Limit::per_minute("rpm", 100), ConfigSource::entity_default}}));
+  EXPECT_EQ(reader.resolve("u", "other"),
+            (Resolved{{Limit::per_minute("rpm", 60), ConfigSource::system}}));
+  EXPECT_EQ(reader.resources(), (std::vector<std::string>{"m"}));
+
+  // Admission through the reader: u's own tpm 1000 and team's tpm 500, all or nothing.
+  EXPECT_TRUE(take(reader, "u", "m", {{"rpm", 1}, {"tpm", 400}}).allowed);
+  const Decision d = take(reader, "u", "m", {{"rpm", 1}, {"tpm", 200}});
+  EXPECT_FALSE(d.allowed);
+  ASSERT_EQ(d.violations.size(), 1u);
+  EXPECT_EQ(d.violations[0].entity, "team");
+  EXPECT_EQ(available(reader, "u", "m", "tpm", "team"), 100);
+
+  // A change by the writer: the writer sees it at once, the reader after its TTL.
+  const CacheStats before = reader.cache_stats();
+  EXPECT_EQ(before.ttl, 10 * kSec);
+  EXPECT_GT(before.misses, 0u);
+  EXPECT_GT(before.entries, 0u);
+  writer->set_limits("m", {Limit::per_minute("rpm", 2)});
+  writer->set_parent("u", "");
+  EXPECT_EQ(writer->resolve("u", "m"),
+            (Resolved{{Limit::per_minute("rpm", 2), ConfigSource::resource}}));
+  clock_.advance(10 * kSec - 1);
+  EXPECT_EQ(reader.resolve("u", "m"), res_m);
+  EXPECT_EQ(reader.cache_stats().hits, before.hits + 1);
+  EXPECT_EQ(reader.cache_stats().misses, before.misses);
+  clock_.advance(1);
+  EXPECT_EQ(reader.resolve("u", "m"),
+            (Resolved{{Limit::per_minute("rpm", 2), ConfigSource::resource}}));
+  EXPECT_EQ(reader.cache_stats().misses, before.misses + 1);
+  // u's chain no longer has team, and its rpm is 2 (the state refilled meanwhile).
+  EXPECT_TRUE(take(reader, "u", "m", {{"rpm", 2}}).allowed);
+  EXPECT_EQ(take(reader, "u", "m", {{"rpm", 1}}).code, Code::rate_exceeded);
+  EXPECT_EQ(take(reader, "u", "m", {{"tpm", 1}}).code, Code::unknown_limit);
+
+  // Removal, and the stored text is what the codec wrote.
+  writer->remove_limits("m");
+  writer->remove_entity_limits("team", "m");
+  clock_.advance(10 * kSec);
+  EXPECT_EQ(reader.resolve("u", "m"),
+            (Resolved{{Limit::per_minute("rpm", 60), ConfigSource::system}}));
+  EXPECT_TRUE(reader.resources().empty());
+  const std::vector<ConfigEntry> listed = store().list_config(store().open_namespace("default"));
+  ASSERT_FALSE(listed.empty());
+  EXPECT_EQ(listed[0].kind, ConfigKind::system);
+  EXPECT_EQ(decode_limits(listed[0].value),
+            (std::vector<Limit>{Limit::per_minute("rpm", 60)}));
 }
 
 // ------------------------------------------------------------------------ prune and size

@@ -79,6 +79,19 @@ class FlakyStore final : public Store {
   std::size_t size() const override { return inner.size(); }
   StoreCapabilities capabilities() const override { return {.durable = true}; }
   std::string name() const override { return "flaky"; }
+  void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) override {
+    if (down.load()) throw StoreUnavailable("flaky: down");
+    inner.put_config(ns, key, value);
+  }
+  void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
+                  std::span<std::optional<std::string>> values) override {
+    if (down.load()) throw StoreUnavailable("flaky: down");
+    inner.get_config(ns, keys, values);
+  }
+  std::vector<ConfigEntry> list_config(const Namespace& ns) override {
+    if (down.load()) throw StoreUnavailable("flaky: down");
+    return inner.list_config(ns);
+  }
 };
 
 /// The outcome of a Limiter call. The Limiter turns StoreUnavailable into a decision

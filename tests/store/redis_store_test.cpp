@@ -326,6 +326,30 @@ TEST_P(RedisStoreTest, FleetOfProcessesAdmitsExactlyTheLimit) {
   EXPECT_GE(static_cast<double>(admitted), 0.99 * least);
 }
 
+// Verifies limits kept in Redis (ConfigMode::store) are shared across processes: a change
+// written by another process is seen here once this Limiter's cached entries are config_ttl
+// old, not before, and then governs admission.
+TEST_P(RedisStoreTest, LimitsWrittenByAnotherProcessAreSeenWithinTheTtl) {
+  RedisStore& s = make(false);
+  ManualClock clock(kStart);
+  LimiterOptions o{.ns = "workers", .config = ConfigMode::store, .config_ttl = 5 * kSec};
+  Limiter limiter(s, clock, o);
+  limiter.set_limits("m", {Limit::per_minute("rpm", 10)});
+  ASSERT_TRUE(test::take(limiter, "u", "m", {{"rpm", 1}}).allowed);
+
+  Worker w({"config", server_, prefix_, "3"});
+  EXPECT_EQ(w.line(), "set");
+  EXPECT_EQ(w.wait(), 0);
+  clock.advance(5 * kSec - 1);
+  EXPECT_EQ(limiter.resolve("u", "m").at(0).first, Limit::per_minute("rpm", 10));
+  clock.advance(1);
+  EXPECT_EQ(limiter.resolve("u", "m").at(0).first, Limit::per_minute("rpm", 3));
+  EXPECT_TRUE(test::take(limiter, "u", "m", {{"rpm", 2}}).allowed);  // 1 taken, 3 in all
+  EXPECT_EQ(test::take(limiter, "u", "m", {{"rpm", 1}}).code, Code::rate_exceeded);
+  const std::string key = s.config_key_of("workers");
+  EXPECT_EQ(s.client().command_for_key(key, {"DEL", key}).integer, 1);
+}
+
 INSTANTIATE_TEST_SUITE_P(Servers, RedisStoreTest, ::testing::Values(false, true),
                          [](const auto& p) { return p.param ? "cluster" : "standalone"; });
 

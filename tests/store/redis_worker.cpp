@@ -11,6 +11,9 @@
 //       resource "m", until the server's clock passes end_us; prints "admitted <n> attempts
 //       <m> first <server time before the first attempt> last <server time after the last
 //       attempt>" (µs; first: the earliest of the threads, last: the latest).
+//   redis_worker config <server> <prefix> <rpm>
+//       through a Limiter keeping its limits in the store (ConfigMode::store), sets resource
+//       "m"'s limits to rate limit "rpm" (<rpm> per minute); prints "set" and exits.
 //
 // <server>: a redis:// URL (standalone) or a comma-separated seed list (cluster).
 #include <unistd.h>
@@ -121,6 +124,17 @@ int fleet(std::string_view server, const char* prefix, int threads, Micros start
   return 0;
 }
 
+int config(std::string_view server, const char* prefix, Micros rpm) {
+  admit::RedisStore store(store_options(server, prefix));
+  admit::SystemClock clock;
+  admit::Limiter limiter(store, clock,
+                         admit::LimiterOptions{.ns = "workers",
+                                               .config = admit::ConfigMode::store});
+  limiter.set_limits("m", {admit::Limit::per_minute("rpm", rpm)});
+  std::printf("set\n");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -133,6 +147,7 @@ int main(int argc, char** argv) {
       return fleet(argv[2], argv[3], static_cast<int>(number(argv[4])), number(argv[5]),
                    number(argv[6]), number(argv[7]), number(argv[8]));
     }
+    if (mode == "config" && argc == 5) return config(argv[2], argv[3], number(argv[4]));
     std::fprintf(stderr, "usage: see tests/store/redis_worker.cpp\n");
     return 2;
   } catch (const std::exception& e) {

@@ -20,6 +20,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -185,32 +187,85 @@ std::int64_t consumed_in(const std::string& path) {
 
 // ------------------------------------------------------------------------ the file
 
-// Verifies a new file gets schema version 1, and a file from a newer version is refused with
+// Verifies a new file gets schema version 2, and a file from a newer version is refused with
 // IncompatibleSchema naming the file and both versions, and left untouched.
 TEST(SqliteStoreFile, SchemaVersionIsCheckedNewerIsRefused) {
+  static_assert(SqliteStore::kSchemaVersion == 2);
   TempDir dir;
   const std::string path = dir.file("state.db");
   { SqliteStore store(opts(path)); }
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"1"});
-    raw.exec("PRAGMA user_version = 2");
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"2"});
+    raw.exec("PRAGMA user_version = 3");
   }
   try {
     SqliteStore store(opts(path));
-    ADD_FAILURE() << "opened a version 2 file";
+    ADD_FAILURE() << "opened a version 3 file";
   } catch (const IncompatibleSchema& e) {
     EXPECT_EQ(e.path(), path);
-    EXPECT_EQ(e.version(), 2);
+    EXPECT_EQ(e.version(), 3);
     EXPECT_EQ(e.supported(), SqliteStore::kSchemaVersion);
     const std::string what = e.what();
     EXPECT_NE(what.find(path), std::string::npos) << what;
+    EXPECT_NE(what.find("version 3"), std::string::npos) << what;
     EXPECT_NE(what.find("version 2"), std::string::npos) << what;
-    EXPECT_NE(what.find("version 1"), std::string::npos) << what;
   }
   EXPECT_THROW(SqliteStore(opts(path, Durability::write_behind)), IncompatibleSchema);
   RawDb raw(path);
-  EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"2"});
+  EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"3"});
+}
+
+// Verifies a version 1 file (written here with version 1's DDL, as admit 0.1 did) is migrated
+// to version 2 when opened, in both modes, keeping its namespaces, state rows and holds; the
+// new config table then works.
+TEST(SqliteStoreFile, Version1FileIsMigratedKeepingItsState) {
+  TempDir dir;
+  for (const Durability d : {Durability::per_op, Durability::write_behind}) {
+    SCOPED_TRACE(d == Durability::per_op ? "per_op" : "write_behind");
+    const std::string path = dir.file(d == Durability::per_op ? "a.db" : "b.db");
+    {
+      RawDb raw(path);
+      raw.exec(R"sql(
+BEGIN;
+CREATE TABLE namespaces (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE state (
+  ns INTEGER NOT NULL, entity TEXT NOT NULL, resource TEXT NOT NULL,
+  limit_name TEXT NOT NULL, limit_kind TEXT NOT NULL, a INTEGER NOT NULL, b INTEGER NOT NULL,
+  PRIMARY KEY (ns, entity, resource, limit_name, limit_kind)) WITHOUT ROWID;
+CREATE TABLE holds (
+  ns INTEGER NOT NULL, entity TEXT NOT NULL, resource TEXT NOT NULL, limit_name TEXT NOT NULL,
+  lease INTEGER NOT NULL, amount INTEGER NOT NULL, expiry INTEGER NOT NULL);
+CREATE INDEX holds_by_key ON holds (ns, entity, resource, limit_name);
+PRAGMA user_version = 1;
+COMMIT;)sql");
+      // u's rpm bucket: 4 of 10 taken at kStart (TAT = kStart + 4 * 6 s); one slot held.
+      raw.exec(cat("INSERT INTO namespaces (id, name) VALUES (1, 'default');"
+                   "INSERT INTO state VALUES (1, 'u', 'm', 'rpm', 'rate', ",
+                   kStart + 24 * kSec, ", 0);"
+                   "INSERT INTO holds VALUES (1, 'u', 'm', 'slots', 7, 1, ",
+                   kStart + 60 * kSec, ");"));
+    }
+    {
+      SqliteStore store(opts(path, d));
+      ManualClock clock(kStart);
+      Limiter limiter(store, clock);
+      limiter.set_limits("m", {Limit::per_minute("rpm", 10), Limit::concurrency("slots", 3)});
+      EXPECT_EQ(available(limiter, "u", "m", "rpm"), 6);
+      EXPECT_EQ(available(limiter, "u", "m", "slots"), 2);
+      const Namespace ns = store.open_namespace("default");
+      EXPECT_EQ(ns.id, 1u);
+      store.put_config(ns, {ConfigKind::parent, "u", ""}, "team");
+      EXPECT_EQ(store.list_config(ns),
+                (std::vector<ConfigEntry>{{ConfigKind::parent, "u", "", "team"}}));
+    }
+    RawDb raw(path);
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"2"});
+    EXPECT_EQ(raw.rows("SELECT ns, kind, entity, resource, value FROM config"),
+              std::vector<std::string>{"1|parent|u||team"});
+    EXPECT_EQ(raw.rows("SELECT entity, a FROM state"),
+              std::vector<std::string>{cat("u|", kStart + 24 * kSec)});
+  }
 }
 
 // Verifies an empty file (version 0) is migrated in place, and state survives close and
@@ -235,7 +290,7 @@ TEST(SqliteStoreFile, EmptyFileIsMigratedAndReopenKeepsState) {
     }
     EXPECT_EQ(consumed_in(path), 6);
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"1"});
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"2"});
   }
 }
 
@@ -654,6 +709,237 @@ TEST(SqliteStoreCrash, WriteBehindIntervalFlushesSurviveSigkill) {
   const std::int64_t consumed = consumed_in(path) - before;
   EXPECT_GE(consumed, static_cast<std::int64_t>(a.durable));
   EXPECT_LE(consumed, static_cast<std::int64_t>(a.ops) + 1);
+}
+
+// ------------------------------------------------------------------------ configuration
+
+const ConfigKey kSystem{ConfigKind::system, "", ""};
+const ConfigKey kGpt{ConfigKind::resource, "", "gpt-4o"};
+const ConfigKey kTeamGpt{ConfigKind::entity, "team", "gpt-4o"};
+const ConfigKey kTeamDefault{ConfigKind::entity_default, "team", ""};
+const ConfigKey kUserParent{ConfigKind::parent, "user", ""};
+
+std::optional<std::string> get_one(Store& store, const Namespace& ns, const ConfigKey& key) {
+  std::optional<std::string> v;
+  store.get_config(ns, std::span(&key, 1), std::span(&v, 1));
+  return v;
+}
+
+// Verifies put / get / list / erase in both modes, the list's order (kind as declared, then
+// entity, resource), namespaces kept apart, reset_namespace and prune keeping configuration,
+// bad keys refused, and every entry surviving close and reopen.
+TEST(SqliteStoreConfig, PutGetListEraseAndReopen) {
+  TempDir dir;
+  for (const Durability d : {Durability::per_op, Durability::write_behind}) {
+    SCOPED_TRACE(d == Durability::per_op ? "per_op" : "write_behind");
+    const std::string path = dir.file(d == Durability::per_op ? "a.db" : "b.db");
+    const std::vector<ConfigEntry> expected = {
+        {ConfigKind::system, "", "", "[1]"},
+        {ConfigKind::resource, "", "gpt-4o", "[2]"},
+        {ConfigKind::entity_default, "team", "", "[3]"},
+        {ConfigKind::entity, "team", "gpt-4o", "[4]"},
+        {ConfigKind::parent, "user", "", "team"},
+    };
+    {
+      SqliteStore store(opts(path, d));
+      const Namespace ns = store.open_namespace("default");
+      const Namespace other = store.open_namespace("other");
+      store.put_config(ns, kUserParent, "team");
+      store.put_config(ns, kTeamGpt, "[4]");
+      store.put_config(ns, kTeamDefault, "[3]");
+      store.put_config(ns, kGpt, "[0]");
+      store.put_config(ns, kGpt, "[2]");  // overwrites
+      store.put_config(ns, kSystem, "[1]");
+      store.put_config(ns, {ConfigKind::resource, "", "gone"}, "[9]");
+      store.put_config(ns, {ConfigKind::resource, "", "gone"}, "");  // erases
+      store.put_config(other, kGpt, "[other]");
+      EXPECT_EQ(store.list_config(ns), expected);
+
+      const std::vector<ConfigKey> keys = {kGpt, {ConfigKind::resource, "", "gone"}, kUserParent,
+                                           {ConfigKind::entity, "user", "gpt-4o"}};
+      std::vector<std::optional<std::string>> values(keys.size(), std::string("stale"));
+      store.get_config(ns, keys, values);
+      EXPECT_EQ(values, (std::vector<std::optional<std::string>>{"[2]", std::nullopt, "team",
+                                                                 std::nullopt}));
+      EXPECT_EQ(get_one(store, other, kGpt), "[other]");
+      EXPECT_EQ(store.list_config(other).size(), 1u);
+
+      store.reset_namespace(ns);
+      EXPECT_EQ(store.prune(kStart + 3600 * kSec), 0u);
+      EXPECT_EQ(store.list_config(ns), expected);
+      EXPECT_EQ(store.size(), 0u);  // configuration is not usage state
+
+      EXPECT_THROW(store.put_config(ns, {ConfigKind::system, "x", ""}, "[]"), ValidationError);
+      EXPECT_THROW(store.put_config(ns, {ConfigKind::entity, "", "gpt-4o"}, "[]"),
+                   ValidationError);
+      EXPECT_THROW(store.put_config(ns, {ConfigKind::parent, "a b", ""}, "c"), ValidationError);
+      EXPECT_THROW(get_one(store, ns, {ConfigKind::resource, "", ""}), ValidationError);
+      std::vector<std::optional<std::string>> two(2);
+      EXPECT_THROW(store.get_config(ns, std::span(&kGpt, 1), two), ValidationError);
+    }
+    SqliteStore store(opts(path, d));
+    const Namespace ns = store.open_namespace("default");
+    EXPECT_EQ(store.list_config(ns), expected);
+    EXPECT_EQ(get_one(store, ns, kTeamDefault), "[3]");
+  }
+}
+
+// Verifies two per_op stores on one file (as two processes would have) each see the other's
+// configuration writes, overwrites and erasures at once: reads come from the file.
+TEST(SqliteStoreConfig, SecondStoreOnTheFileSeesWrites) {
+  TempDir dir;
+  const std::string path = dir.file("shared.db");
+  SqliteStore a(opts(path));
+  SqliteStore b(opts(path));
+  const Namespace na = a.open_namespace("default");
+  const Namespace nb = b.open_namespace("default");
+  ASSERT_EQ(na.id, nb.id);
+  EXPECT_EQ(get_one(b, nb, kGpt), std::nullopt);
+  a.put_config(na, kGpt, "[1]");
+  EXPECT_EQ(get_one(b, nb, kGpt), "[1]");
+  b.put_config(nb, kGpt, "[2]");
+  b.put_config(nb, kUserParent, "team");
+  EXPECT_EQ(get_one(a, na, kGpt), "[2]");
+  EXPECT_EQ(a.list_config(na).size(), 2u);
+  a.put_config(na, kUserParent, "");
+  EXPECT_EQ(get_one(b, nb, kUserParent), std::nullopt);
+  EXPECT_EQ(b.list_config(nb),
+            (std::vector<ConfigEntry>{{ConfigKind::resource, "", "gpt-4o", "[2]"}}));
+}
+
+// Verifies a write_behind store writes configuration to the file at once, in its own
+// transaction: a child puts an entry (with usage state pending, never flushed), reports on a
+// pipe and is SIGKILLed; the entry is in the file, the unflushed state is not.
+TEST(SqliteStoreConfig, WriteBehindWritesConfigurationAtOnce) {
+  TempDir dir;
+  const std::string path = dir.file("wb.db");
+  Pipe p;
+  const pid_t pid = spawn([&] {
+    p.close_read();
+    SqliteStoreOptions o = opts(path, Durability::write_behind);
+    o.write_behind_interval = 3600 * kSec;  // no flush before the kill
+    SqliteStore store(o);
+    Counter c(store);
+    if (!c.acquire()) return 2;
+    store.put_config(store.open_namespace("default"), kGpt, "[1]");
+    const char done = 'y';
+    if (!write_all(p.fd[1], &done, 1)) return 3;
+    for (;;) pause();
+  });
+  p.close_write();
+  char got = 0;
+  ASSERT_TRUE(read_all(p.fd[0], &got, 1));
+  kill(pid, SIGKILL);
+  const int status = wait_status(pid);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "child status " << status;
+  SqliteStore store(opts(path));
+  EXPECT_EQ(get_one(store, store.open_namespace("default"), kGpt), "[1]");
+  EXPECT_EQ(consumed_in(path), 0);
+}
+
+// ------------------------------------------------------------------------ usage state
+
+// Verifies export_state reads every state row and hold of one namespace (sorted, the lease id
+// back as the uint64 it was), and import_state into another file replaces what was there and
+// decides alike: the same availability, the same retry for the next denial.
+TEST(SqliteStoreState, ExportImportRoundTrip) {
+  TempDir dir;
+  const std::vector<Limit> limits = {Limit::per_minute("rpm", 10), Limit::daily("rpd", 100),
+                                     Limit::concurrency("slots", 3)};
+  ManualClock clock(kStart);
+  LimiterOptions lo;
+  lo.ns = "tenant";
+  SqliteStore src(opts(dir.file("src.db")));
+  Limiter from(src, clock, lo);
+  from.set_limits("gpt-4o", limits);
+  Lease held = from.try_acquire("user:1", "gpt-4o", {{"rpm", 3}, {"rpd", 4}});
+  ASSERT_TRUE(held.allowed());
+  ASSERT_TRUE(take(from, "user:2", "gpt-4o", {{"rpm", 10}}).allowed);
+  {
+    Limiter other_ns(src, clock);  // namespace "default": not exported
+    other_ns.set_limits("gpt-4o", limits);
+    ASSERT_TRUE(take(other_ns, "user:1", "gpt-4o", {{"rpm", 1}}).allowed);
+  }
+
+  const UsageState state = src.export_state(src.open_namespace("tenant"));
+  ASSERT_EQ(state.rows.size(), 3u);
+  EXPECT_EQ(state.rows[0], (StateRow{"user:1", "gpt-4o", "rpd", LimitKind::window,
+                                     kStart + 6400 * kSec, 4}));  // the end of kStart's UTC day
+  EXPECT_EQ(state.rows[1], (StateRow{"user:1", "gpt-4o", "rpm", LimitKind::rate,
+                                     kStart + 18 * kSec, 0}));
+  EXPECT_EQ(state.rows[2].entity, "user:2");
+  ASSERT_EQ(state.holds.size(), 1u);
+  EXPECT_EQ(state.holds[0].lease, held.id());
+  EXPECT_EQ(state.holds[0].limit, "slots");
+  EXPECT_EQ(state.holds[0].amount, 1);
+
+  for (const Durability d : {Durability::per_op, Durability::write_behind}) {
+    SCOPED_TRACE(d == Durability::per_op ? "per_op" : "write_behind");
+    SqliteStore dst(opts(dir.file(d == Durability::per_op ? "a.db" : "b.db"), d));
+    Limiter to(dst, clock, lo);
+    to.set_limits("gpt-4o", limits);
+    ASSERT_TRUE(take(to, "user:3", "gpt-4o", {{"rpm", 5}}).allowed);  // replaced by the import
+    const Namespace ns = dst.open_namespace("tenant");
+    dst.put_config(ns, kGpt, "[kept]");
+    dst.import_state(ns, state);
+    EXPECT_EQ(dst.export_state(ns), state);
+    EXPECT_EQ(get_one(dst, ns, kGpt), "[kept]");
+    EXPECT_EQ(available(to, "user:3", "gpt-4o", "rpm"), 10);
+    EXPECT_EQ(available(to, "user:1", "gpt-4o", "rpm"), 7);
+    EXPECT_EQ(available(to, "user:1", "gpt-4o", "rpd"), 96);
+    EXPECT_EQ(available(to, "user:1", "gpt-4o", "slots"), 2);
+    const Decision a = take(from, "user:2", "gpt-4o", {{"rpm", 1}});
+    const Decision b = take(to, "user:2", "gpt-4o", {{"rpm", 1}});
+    EXPECT_FALSE(b.allowed);
+    EXPECT_EQ(b.retry_after, a.retry_after);
+    EXPECT_EQ(b.retry_after, 6 * kSec);
+  }
+}
+
+// Verifies import_state refuses bad rows with ValidationError before writing anything.
+TEST(SqliteStoreState, ImportRefusesBadRowsAndChangesNothing) {
+  TempDir dir;
+  SqliteStore store(opts(dir.file("s.db")));
+  const Namespace ns = store.open_namespace("default");
+  const UsageState good{{{"u", "m", "rpm", LimitKind::rate, kStart, 0}},
+                        {{"u", "m", "slots", 1, 1, kStart}}};
+  store.import_state(ns, good);
+  auto refused = [&](UsageState bad, const std::string& field) {
+    try {
+      store.import_state(ns, bad);
+      ADD_FAILURE() << "imported a bad state (" << field << ")";
+    } catch (const ValidationError& e) {
+      EXPECT_EQ(e.field(), field) << e.what();
+    }
+    EXPECT_EQ(store.export_state(ns), good);
+  };
+  UsageState bad = good;
+  bad.rows.push_back(bad.rows[0]);
+  refused(bad, "state row");
+  bad = good;
+  bad.rows[0].kind = LimitKind::concurrency;
+  refused(bad, "state row kind");
+  bad = good;
+  bad.rows[0].b = -1;
+  refused(bad, "state row b");
+  bad = good;
+  bad.holds[0].amount = 0;
+  refused(bad, "hold amount");
+  bad = good;
+  bad.holds[0].entity = "a b";
+  refused(bad, "entity");
+  store.import_state(ns, UsageState{});
+  EXPECT_EQ(store.size(), 0u);
+}
+
+// Verifies namespaces() lists every namespace of the file, sorted.
+TEST(SqliteStoreState, NamespacesAreListed) {
+  TempDir dir;
+  SqliteStore store(opts(dir.file("s.db")));
+  EXPECT_TRUE(store.namespaces().empty());
+  store.open_namespace("zeta");
+  store.open_namespace("alpha");
+  EXPECT_EQ(store.namespaces(), (std::vector<std::string>{"alpha", "zeta"}));
 }
 
 }  // namespace

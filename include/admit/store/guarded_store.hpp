@@ -86,6 +86,14 @@ class GuardedStore final : public Store {
   /// "guarded(<primary's name>)".
   std::string name() const override;
 
+  /// The primary's configuration, under every policy: a StoreUnavailable reaches the caller
+  /// (a Limiter keeping its limits in the store then serves what it cached, however old; see
+  /// LimiterOptions::config_ttl). Configuration calls do not change degraded().
+  void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) override;
+  void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
+                  std::span<std::optional<std::string>> values) override;
+  std::vector<ConfigEntry> list_config(const Namespace& ns) override;
+
   /// True after the primary's apply() threw StoreUnavailable, until an apply() that started
   /// after that failure succeeds.
   bool degraded() const;

@@ -39,6 +39,11 @@ class MemoryStore final : public Store {
   StoreCapabilities capabilities() const override { return {}; }
   std::string name() const override { return "memory"; }
 
+  void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) override;
+  void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
+                  std::span<std::optional<std::string>> values) override;
+  std::vector<ConfigEntry> list_config(const Namespace& ns) override;
+
   /// Bytes held by the tables (slots and control bytes, excluding malloc overhead).
   std::size_t memory_bytes() const;
 

@@ -73,6 +73,13 @@ class RedisStore final : public Store {
   StoreCapabilities capabilities() const override;
   std::string name() const override { return "redis"; }
 
+  /// Configuration: one hash per namespace, config_key_of(ns), a field per entry (HSET, HDEL,
+  /// HMGET: one round trip per call). Kept by reset_namespace, prune and size.
+  void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) override;
+  void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
+                  std::span<std::optional<std::string>> values) override;
+  std::vector<ConfigEntry> list_config(const Namespace& ns) override;
+
   RedisStoreStats stats() const;
   const RedisStoreOptions& options() const;
   /// The underlying client (its stats, or commands of your own on the same connections).
@@ -82,6 +89,8 @@ class RedisStore final : public Store {
   /// <resource>:<entity>", each part percent-encoded (every byte but [A-Za-z0-9._~@/+=-]),
   /// so crafted ids cannot collide and the hash tag is exactly the namespace and group.
   std::string key_of(std::string_view ns, std::string_view group, const KeyParts& key) const;
+  /// The Redis hash of a namespace's configuration: "<prefix>:{<ns>}" (percent-encoded).
+  std::string config_key_of(std::string_view ns) const;
 
  private:
   struct Impl;

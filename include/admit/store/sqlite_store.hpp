@@ -1,5 +1,6 @@
 // SqliteStore: the embedded durable store. One SQLite file (WAL) holds every key's state under
-// its real strings (namespace, entity, resource, limit), so state can be listed and migrated.
+// its real strings (namespace, entity, resource, limit), so state can be listed and migrated
+// (export_state / import_state), and the limit configuration every process shares (put_config).
 // Two durability modes: per_op (one fsync'd transaction per operation: an acknowledged
 // operation survives a process kill and a power loss; several processes may share the file)
 // and write_behind (state cached in memory, flushed in one transaction every interval; a crash
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "admit/store/store.hpp"
 
@@ -27,6 +29,38 @@ enum class Durability : std::uint8_t {
    * as long as the store is open: one process only.
    */
   write_behind,
+};
+
+/// One rate, adaptive or window limit's state of one key, as the file stores it.
+struct StateRow {
+  std::string entity;
+  std::string resource;
+  std::string limit;
+  LimitKind kind = LimitKind::rate;  ///< rate, adaptive or window
+  /// rate/adaptive: the TAT, µs since the epoch; window: the end of the window counted in, µs
+  std::int64_t a = 0;
+  /// rate/adaptive: the TAT's remainder, in units of 1/r µs; window: the units used in it
+  std::int64_t b = 0;
+  bool operator==(const StateRow&) const = default;
+};
+
+/// One lease's slots of one concurrency limit of one key.
+struct HoldRow {
+  std::string entity;
+  std::string resource;
+  std::string limit;
+  std::uint64_t lease = 0;
+  std::int64_t amount = 0;  ///< slots held, >= 1
+  Micros expiry = 0;        ///< when the slots are reclaimed, µs since the epoch
+  bool operator==(const HoldRow&) const = default;
+};
+
+/// The usage state of one namespace (not its configuration): what SqliteStore::export_state
+/// reads and import_state writes.
+struct UsageState {
+  std::vector<StateRow> rows;  ///< sorted by (entity, resource, limit, kind name)
+  std::vector<HoldRow> holds;  ///< sorted by (entity, resource, limit), then in hold order
+  bool operator==(const UsageState&) const = default;
 };
 
 struct SqliteStoreOptions {
@@ -52,7 +86,7 @@ struct SqliteStoreOptions {
 class SqliteStore final : public Store {
  public:
   /// Schema version this build writes (PRAGMA user_version); older files are migrated.
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   /**
    * Opens or creates the file and migrates its schema.
@@ -76,6 +110,26 @@ class SqliteStore final : public Store {
   std::size_t size() const override;
   StoreCapabilities capabilities() const override;
   std::string name() const override { return "sqlite"; }
+
+  /// Configuration is written to the file at once, in its own transaction, in both modes;
+  /// reads come from the file, so a store sees what other processes wrote (per_op).
+  void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) override;
+  void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
+                  std::span<std::optional<std::string>> values) override;
+  std::vector<ConfigEntry> list_config(const Namespace& ns) override;
+
+  /// Every namespace the file knows (open_namespace registers one), sorted by name.
+  std::vector<std::string> namespaces() const;
+  /// The usage state of `ns` as of now, idle rows and expired holds included (prune() drops
+  /// them). write_behind: flushes first. @throws StoreUnavailable.
+  UsageState export_state(const Namespace& ns);
+  /**
+   * Replaces the usage state of `ns` (every state row and hold; its configuration stays)
+   * with `state`, in one transaction.
+   * @throws ValidationError before writing anything: a bad name, a row of kind concurrency,
+   *         a negative number, a hold of amount < 1, a row twice; StoreUnavailable.
+   */
+  void import_state(const Namespace& ns, const UsageState& state);
 
   /// write_behind: writes every pending change now, in one transaction. per_op: nothing to do.
   /// @throws StoreUnavailable if the write fails (the changes stay pending).

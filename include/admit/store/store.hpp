@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "admit/core/limit.hpp"
 #include "admit/core/time.hpp"
@@ -93,6 +95,39 @@ struct ItemResult {
   std::int64_t held = 0;     ///< concurrency items: slots held after the op
 };
 
+/// What a stored configuration entry holds. A Limiter resolves the limits of (entity,
+/// resource) as entity > entity_default > resource > system, walking `parent` links.
+enum class ConfigKind : std::uint8_t {
+  system,          ///< limits for every resource without more specific ones (no names)
+  resource,        ///< limits of one resource for every entity (resource)
+  entity_default,  ///< an entity's limits for every resource it has no entity entry for (entity)
+  entity,          ///< an entity's limits for one resource (entity and resource)
+  parent,          ///< an entity's parent: the value is the parent's name (entity)
+};
+/// "system", "resource", "entity_default", "entity", "parent".
+std::string_view to_string(ConfigKind k);
+
+/// Names one configuration entry of a namespace. The names a kind does not use are empty.
+struct ConfigKey {
+  ConfigKind kind = ConfigKind::system;
+  std::string_view entity;
+  std::string_view resource;
+};
+
+/// One stored configuration entry (see list_config).
+struct ConfigEntry {
+  ConfigKind kind = ConfigKind::system;
+  std::string entity;
+  std::string resource;
+  /// Limit sets: encode_limits() text; parent: the parent's name.
+  std::string value;
+  bool operator==(const ConfigEntry&) const = default;
+};
+
+/// Checks that `key` names exactly what its kind uses (valid names, the others empty).
+/// @throws ValidationError naming the field.
+void validate_config_key(const ConfigKey& key);
+
 /// What a store can do (reported, not configured).
 struct StoreCapabilities {
   bool durable = false;
@@ -135,6 +170,25 @@ class Store {
   virtual std::size_t size() const = 0;
   virtual StoreCapabilities capabilities() const = 0;
   virtual std::string name() const = 0;
+
+  // ---- limit configuration: shared by every process on the store ----
+  // Values are opaque text to the store (the Limiter writes encode_limits() text and parent
+  // names). Configuration is not usage state: reset_namespace() and prune() keep it.
+
+  /**
+   * Writes one entry of `ns`'s configuration; an empty `value` erases it. Atomic per entry;
+   * visible to every later get_config on this store (all processes).
+   * @throws ValidationError for a bad key (validate_config_key); StoreUnavailable.
+   */
+  virtual void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) = 0;
+  /**
+   * Reads several entries in one round trip: values[i] = keys[i]'s value, nullopt if absent.
+   * @throws ValidationError for a bad key; StoreUnavailable.
+   */
+  virtual void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
+                          std::span<std::optional<std::string>> values) = 0;
+  /// Every entry of `ns`, sorted by (kind, entity, resource). @throws StoreUnavailable.
+  virtual std::vector<ConfigEntry> list_config(const Namespace& ns) = 0;
 };
 
 }  // namespace admit

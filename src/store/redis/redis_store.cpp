@@ -277,7 +277,9 @@ struct RedisStore::Impl {
     return replies;
   }
 
-  std::string pattern_all() const { return o.prefix + ":*"; }
+  // Every usage-state key ("<prefix>:{<ns>:<group>}:..."), not the configuration hashes
+  // ("<prefix>:{<ns>}": no ':' follows the '}').
+  std::string pattern_all() const { return o.prefix + ":{*}:*"; }
 };
 
 RedisStore::RedisStore(RedisStoreOptions options)
@@ -443,5 +445,116 @@ RedisStoreStats RedisStore::stats() const {
 
 const RedisStoreOptions& RedisStore::options() const { return impl_->o; }
 redis::Client& RedisStore::client() { return impl_->client; }
+
+// ---------------------------------------------------------------- configuration
+//
+// One hash per namespace, "<prefix>:{<ns>}" (its own slot; no usage-state pattern matches it),
+// a field per entry: "<kind>:<entity>:<resource>" with kind s(ystem), r(esource), d(efault of
+// an entity), e(ntity) or p(arent) and the names percent-encoded (empty when unused), so
+// fields never collide and list_config can decode them.
+
+namespace {
+
+constexpr std::string_view kConfigKinds = "srdep";  // indexed by ConfigKind
+
+std::string config_field(const ConfigKey& k) {
+  std::string f(1, kConfigKinds[static_cast<std::size_t>(k.kind)]);
+  f += ':';
+  encode_part(f, k.entity);
+  f += ':';
+  encode_part(f, k.resource);
+  return f;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// The inverse of encode_part; nullopt for text encode_part cannot have written.
+std::optional<std::string> decode_part(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    if (i + 2 >= s.size()) return std::nullopt;
+    const int hi = hex_value(s[i + 1]);
+    const int lo = hex_value(s[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+std::optional<ConfigEntry> parse_config_field(std::string_view f) {
+  const auto kind = kConfigKinds.find(f.empty() ? '?' : f[0]);
+  if (kind == std::string_view::npos || f.size() < 3 || f[1] != ':') return std::nullopt;
+  const auto colon = f.find(':', 2);
+  if (colon == std::string_view::npos) return std::nullopt;
+  auto entity = decode_part(f.substr(2, colon - 2));
+  auto resource = decode_part(f.substr(colon + 1));
+  if (!entity || !resource) return std::nullopt;
+  return ConfigEntry{static_cast<ConfigKind>(kind), std::move(*entity), std::move(*resource), {}};
+}
+
+[[noreturn]] void config_failed(const char* what, const redis::Reply& r) {
+  throw StoreUnavailable(std::string("redis ") + what + ": " + redis::to_string(r));
+}
+
+}  // namespace
+
+std::string RedisStore::config_key_of(std::string_view ns) const {
+  std::string k = impl_->o.prefix + ":{";
+  encode_part(k, ns);
+  k += '}';
+  return k;
+}
+
+void RedisStore::put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) {
+  validate_config_key(key);
+  const std::string k = config_key_of(ns.name);
+  const redis::Reply r =
+      value.empty()
+          ? impl_->client.command_for_key(k, {"HDEL", k, config_field(key)})
+          : impl_->client.command_for_key(k, {"HSET", k, config_field(key), std::string(value)});
+  if (!r.is_integer()) config_failed("put_config", r);
+}
+
+void RedisStore::get_config(const Namespace& ns, std::span<const ConfigKey> keys,
+                            std::span<std::optional<std::string>> values) {
+  if (keys.empty()) return;
+  std::vector<std::string> args{"HMGET", config_key_of(ns.name)};
+  for (const ConfigKey& key : keys) {
+    validate_config_key(key);
+    args.push_back(config_field(key));
+  }
+  const redis::Reply r = impl_->client.command_for_key(args[1], args);
+  if (!r.is_array() || r.elements.size() != keys.size()) config_failed("get_config", r);
+  for (std::size_t i = 0; i < keys.size() && i < values.size(); ++i) {
+    const redis::Reply& e = r.elements[i];
+    values[i] = e.is_nil() ? std::nullopt : std::optional<std::string>(e.str);
+  }
+}
+
+std::vector<ConfigEntry> RedisStore::list_config(const Namespace& ns) {
+  const std::string k = config_key_of(ns.name);
+  const redis::Reply r = impl_->client.command_for_key(k, {"HGETALL", k});
+  if (!r.is_array() || r.elements.size() % 2 != 0) config_failed("list_config", r);
+  std::vector<ConfigEntry> out;
+  for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+    auto e = parse_config_field(r.elements[i].str);
+    if (!e) continue;  // not a field this store writes
+    e->value = r.elements[i + 1].str;
+    out.push_back(std::move(*e));
+  }
+  std::sort(out.begin(), out.end(), [](const ConfigEntry& a, const ConfigEntry& b) {
+    return std::tie(a.kind, a.entity, a.resource) < std::tie(b.kind, b.entity, b.resource);
+  });
+  return out;
+}
 
 }  // namespace admit
