@@ -114,21 +114,16 @@ const admit::Amounts& amounts() {
 }
 
 // The ARGV of RedisStore::apply (src/store/redis/redis_store.cpp) for the acquire that
-// Limiter::try_acquire makes here: op 0 (acquire), now 0 (server time), lease id 0 (no
-// concurrency slot), lease TTL (LimiterOptions::lease_ttl), report (with_stats), then 15
-// values per rate item.
+// Limiter::try_acquire makes here, on the script's fast path (rate items only): op 9
+// (acquire), now 0 (server time), report (with_stats), then 9 values per item.
 void print_argv(bool with_stats) {
-  const admit::LimiterOptions lo;
-  std::vector<std::string> v = {"0", "0", "0", std::to_string(lo.lease_ttl),
-                                with_stats ? "1" : "0"};
+  std::vector<std::string> v = {"9", "0", with_stats ? "1" : "0"};
   for (const admit::Limit& l : limits()) {
     const admit::RateParams& p = l.rate();
     v.push_back("1");  // key index (1-based): every item on the one key
-    v.push_back(l.name());
-    for (const std::int64_t x : {std::int64_t{0} /* rate */, amounts().get(l.name()),
-                                 l.capacity(), p.a, p.b, p.r, p.tol_us, p.tol_rem,
-                                 std::int64_t{0}, std::int64_t{0}, std::int64_t{0},
-                                 std::int64_t{0}, std::int64_t{0}}) {
+    v.push_back("s" + l.name());
+    for (const std::int64_t x : {amounts().get(l.name()), l.capacity(), p.a, p.b, p.r, p.tol_us,
+                                 p.tol_rem}) {
       v.push_back(std::to_string(x));
     }
   }

@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
+#include <iterator>
 #include <optional>
 #include <random>
 #include <string>
@@ -51,9 +53,15 @@ class LuaDifferential : public ::testing::Test {
   std::optional<RedisStore> store_;
 };
 
-// Verifies that random sequences of every op kind give the same per-item results through
-// the C++ kernel and the Lua script, to the microsecond.
-TEST_F(LuaDifferential, RandomOperationsAgree) {
+// Adaptive parameters the sequences pick from (as an AIMD controller would move them).
+constexpr double kAdaptiveRates[] = {0.1, 1.0, 2.5, 7.0, 50.0};
+
+// Runs `steps` random operations, of a kind `next_kind` picks, on items of `limits` (each
+// picked with probability 1/3 per key; one "frac" variant per key and op) through the C++
+// kernel (MemoryStore) and the script (RedisStore), and requires identical results.
+// @return how many operations were compared.
+int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
+          const std::function<OpKind(std::mt19937_64&)>& next_kind) {
   const std::uint64_t seed = test::test_seed();
   SCOPED_TRACE(test::seed_note(seed));
   std::mt19937_64 rng(seed);
@@ -61,30 +69,16 @@ TEST_F(LuaDifferential, RandomOperationsAgree) {
     return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
   };
 
-  const std::vector<Limit> limits = {
-      Limit::per_minute("rpm", 7),                                  // T = 8571428 + 4/7 µs
-      Limit::per_minute("tpm", 30000, 5000),                        // integer T, burst
-      Limit::custom("frac", 5, 3, std::chrono::seconds(1)),         // T = 333333 + 1/3
-      // The same limit reconfigured (same state, another denominator: rate::normalize).
-      Limit::custom("frac", 5, 7, std::chrono::seconds(2)),         // T = 285714 + 2/7
-      Limit::per_second("fast", 2'000'000),                         // T = 1/2 µs (a = 0)
-      Limit::daily("rpd", 20, "06:30", "America/Los_Angeles"),
-      Limit::window("rph", 50, WindowSpec{WindowUnit::hour, "00:00", "Asia/Kolkata"}),
-      Limit::concurrency("slots", 3),
-      Limit::adaptive("aimd", AimdOptions{.max_rate = 50, .initial_rate = 2}, 3),
-  };
-  const double adaptive_rates[] = {0.1, 1.0, 2.5, 7.0, 50.0};
-
   MemoryStore store(MemoryStoreOptions{.seed = seed});
   const Namespace ns = store.open_namespace("diff");
-  const Namespace rns = store_->open_namespace("diff");
+  const Namespace rns = redis.open_namespace("diff");
   const std::vector<KeyParts> keys = {{"e0", "model"}, {"e1", "model"}};
 
   Micros now = kStart;
   std::vector<std::uint64_t> leases;
   std::uint64_t next_lease = 1;
   int compared = 0;
-  for (int step = 0; step < 3000; ++step) {
+  for (int step = 0; step < steps; ++step) {
     // Time: often the same instant or 1 µs later, sometimes seconds or minutes (windows roll).
     switch (pick(0, 5)) {
       case 0: break;
@@ -94,10 +88,7 @@ TEST_F(LuaDifferential, RandomOperationsAgree) {
       case 4: now += pick(1, 900'000'000); break;
       default: now += pick(1, 300'000); break;
     }
-    // Every kind; reset rarely (it empties the state the others build).
-    std::int64_t kind_no = pick(0, 7);
-    if (kind_no == static_cast<int>(OpKind::reset) && pick(0, 5) != 0) kind_no = 0;
-    const auto kind = static_cast<OpKind>(kind_no);
+    const OpKind kind = next_kind(rng);
     // Items: distinct (key, limit) pairs.
     std::vector<OpItem> items;
     std::vector<RateParams> params;
@@ -121,7 +112,7 @@ TEST_F(LuaDifferential, RandomOperationsAgree) {
         if (l.kind() == LimitKind::window && pick(0, 3) == 0) it.window_end = l.window_at(now).end;
         if (kind == OpKind::clamp && pick(0, 1) == 0) it.until = now + pick(0, 5'000'000);
         if (l.kind() == LimitKind::adaptive) {
-          params.push_back(l.rate_at(adaptive_rates[pick(0, 4)]));
+          params.push_back(l.rate_at(kAdaptiveRates[pick(0, 4)]));
           it.rate = &params.back();
         }
         items.push_back(it);
@@ -147,7 +138,7 @@ TEST_F(LuaDifferential, RandomOperationsAgree) {
     Op rop = op;
     rop.ns = &rns;
     std::vector<ItemResult> got(items.size());
-    const bool got_ok = store_->apply(rop, got);
+    const bool got_ok = redis.apply(rop, got);
     EXPECT_EQ(got_ok, expect_ok) << "step " << step;
     for (std::size_t i = 0; i < items.size(); ++i) {
       const ItemResult& e = expect[i];
@@ -164,9 +155,60 @@ TEST_F(LuaDifferential, RandomOperationsAgree) {
       EXPECT_EQ(r.window_end, e.window_end) << where;
       EXPECT_EQ(r.held, e.held) << where;
     }
-    if (HasFailure()) return;  // the first divergence is the useful one
+    if (::testing::Test::HasFailure()) return compared;  // the first divergence is the useful one
     ++compared;
   }
+  return compared;
+}
+
+// Verifies that random sequences of every op kind give the same per-item results through
+// the C++ kernel and the Lua script, to the microsecond.
+TEST_F(LuaDifferential, RandomOperationsAgree) {
+  const std::vector<Limit> limits = {
+      Limit::per_minute("rpm", 7),                                  // T = 8571428 + 4/7 µs
+      Limit::per_minute("tpm", 30000, 5000),                        // integer T, burst
+      Limit::custom("frac", 5, 3, std::chrono::seconds(1)),         // T = 333333 + 1/3
+      // The same limit reconfigured (same state, another denominator: rate::normalize).
+      Limit::custom("frac", 5, 7, std::chrono::seconds(2)),         // T = 285714 + 2/7
+      Limit::per_second("fast", 2'000'000),                         // T = 1/2 µs (a = 0)
+      Limit::daily("rpd", 20, "06:30", "America/Los_Angeles"),
+      Limit::window("rph", 50, WindowSpec{WindowUnit::hour, "00:00", "Asia/Kolkata"}),
+      Limit::concurrency("slots", 3),
+      Limit::adaptive("aimd", AimdOptions{.max_rate = 50, .initial_rate = 2}, 3),
+  };
+  // Every kind; reset rarely (it empties the state the others build).
+  const int compared = agree(*store_, limits, 3000, [](std::mt19937_64& rng) {
+    std::int64_t kind_no = std::uniform_int_distribution<std::int64_t>(0, 7)(rng);
+    if (kind_no == static_cast<int>(OpKind::reset) &&
+        std::uniform_int_distribution<int>(0, 5)(rng) != 0) {
+      kind_no = 0;
+    }
+    return static_cast<OpKind>(kind_no);
+  });
+  EXPECT_GT(compared, 2000);
+}
+
+// Verifies the script's fast path (acquire and decide of rate and adaptive items only: its
+// own reads and writes, the short all-ok reply) against the kernel, interleaved with the
+// other op kinds on the same state, which take the general path.
+TEST_F(LuaDifferential, RateOnlyOperationsAgree) {
+  const std::vector<Limit> limits = {
+      Limit::per_minute("rpm", 7),
+      Limit::per_minute("tpm", 30000, 5000),
+      Limit::custom("frac", 5, 3, std::chrono::seconds(1)),
+      Limit::custom("frac", 5, 7, std::chrono::seconds(2)),
+      Limit::per_second("fast", 2'000'000),
+      Limit::adaptive("aimd", AimdOptions{.max_rate = 50, .initial_rate = 2}, 3),
+  };
+  // Mostly acquire and decide; every other kind now and then, reset rarely.
+  static constexpr OpKind kKinds[] = {
+      OpKind::acquire, OpKind::acquire, OpKind::acquire, OpKind::acquire, OpKind::acquire,
+      OpKind::acquire, OpKind::acquire, OpKind::decide,  OpKind::decide,  OpKind::decide,
+      OpKind::record,  OpKind::adjust,  OpKind::adjust,  OpKind::release, OpKind::clamp,
+      OpKind::read,    OpKind::acquire, OpKind::decide,  OpKind::record,  OpKind::reset};
+  const int compared = agree(*store_, limits, 3000, [](std::mt19937_64& rng) {
+    return kKinds[std::uniform_int_distribution<std::size_t>(0, std::size(kKinds) - 1)(rng)];
+  });
   EXPECT_GT(compared, 2000);
 }
 

@@ -196,6 +196,40 @@ TEST_P(RedisStoreTest, ServerTimeIgnoresTheCallersClock) {
   EXPECT_TRUE(s.capabilities().distributed);
 }
 
+// Verifies the script's fast path (an acquire of rate items only) keeps a hash's expiry by the
+// server's clock: set on a new hash, moved later by a field that goes idle later, never moved
+// earlier by a field that goes idle sooner.
+TEST_P(RedisStoreTest, FastPathAcquiresKeepTheHashExpiry) {
+  RedisStore& s = make(true);
+  const Namespace ns = s.open_namespace("t");
+  const std::vector<KeyParts> keys = {{"u", "m"}};
+  const std::string key = s.key_of("t", "u", keys[0]);
+  const Limit hourly = Limit::per_hour("rph", 1);  // one unit: idle an hour later
+  const Limit daily = Limit::per_day("rpdy", 1);   // idle a day later
+  auto acquire = [&](const Limit& l, std::int64_t amount) {
+    const OpItem items[] = {{0, &l, amount, 0, nullptr, 0}};
+    const Op op{.kind = OpKind::acquire, .ns = &ns, .group = "u", .now = kStart, .keys = keys,
+                .items = items, .handles = {}, .lease_id = 0, .lease_expiry = 0,
+                .report = false};
+    ItemResult r[1];
+    return s.apply(op, r);
+  };
+  auto pttl_s = [&] {
+    const redis::Reply r = s.client().command_for_key(key, {"PTTL", key});
+    EXPECT_TRUE(r.is_integer()) << redis::to_string(r);
+    return r.integer / 1000;
+  };
+  ASSERT_TRUE(acquire(hourly, 1));
+  EXPECT_GT(pttl_s(), 3500);  // the next whole second after the hour, plus one
+  EXPECT_LE(pttl_s(), 3602);
+  ASSERT_TRUE(acquire(daily, 1));
+  EXPECT_GT(pttl_s(), 86'000);
+  ASSERT_TRUE(acquire(hourly, 0));  // rewrites the hourly field; the day stays
+  EXPECT_GT(pttl_s(), 86'000);
+  EXPECT_FALSE(acquire(hourly, 1));
+  EXPECT_EQ(s.size(), 2u);
+}
+
 // Verifies the deny cache answers a known denial locally, never admits more than the server,
 // lets smaller amounts through to the server, and forgets an entry when capacity returns.
 TEST_P(RedisStoreTest, DenyCacheAnswersKnownDenialsLocally) {

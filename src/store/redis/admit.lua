@@ -8,19 +8,28 @@
 --          and used); field "c<limit>" = "last lease amount expiry lease amount expiry ..."
 --          (concurrency holders; last = the latest expiry). The first number of a field is
 --          the instant it becomes idle (the same as no state). Items must be distinct.
+--          In server time a hash expires (PEXPIREAT) 1-2 s after its last live field goes
+--          idle (expiry_ms).
 -- ARGV     1 op kind (OpKind: 0 acquire, 1 decide, 2 record, 3 adjust, 4 release, 5 read,
---            6 reset, 7 clamp; 8 prune: drop the idle fields of every key, no items)
+--            6 reset, 7 clamp; 8 prune: drop the idle fields of every key, no items;
+--            9 / 10: acquire / decide of rate and adaptive items only, the fast path below)
 --          2 now in µs; 0 = the server's clock (TIME), and keys then expire by themselves
 --            when idle (PEXPIREAT). Tests pass a time (keys never expire then: prune).
---          3 lease id (decimal string), 4 lease TTL µs, 5 report (1/0)
---          then 15 values per item: key index (1-based), limit name, kind (0 rate, 1 window,
---            2 concurrency, 3 adaptive), amount, capacity, a, b, r, tol_us, tol_rem
---            (RateParams), window_end (adjust/release: the lease's window), until (clamp),
---            w_start, w_end, w_next_end (windows: the window around the caller's estimate of
---            the server's clock, and the end of the one after it)
+--          3 report (1/0)
+--          ops 9, 10: then 9 values per item: key index (1-based), field ("s" .. limit
+--            name), amount (>= 0), capacity, a, b, r, tol_us, tol_rem (RateParams); no two
+--            items name the same field of the same key
+--          other ops: 4 lease id (decimal string), 5 lease TTL µs, then 15 values per item:
+--            key index, limit name, kind (0 rate, 1 window, 2 concurrency, 3 adaptive),
+--            amount, capacity, a, b, r, tol_us, tol_rem (RateParams), window_end
+--            (adjust/release: the lease's window), until (clamp), w_start, w_end, w_next_end
+--            (windows: the window around the caller's estimate of the server's clock, and
+--            the end of the one after it)
 -- Returns  {all_ok, now, then 7 per item: ok, never, available, retry_after, reset_after,
---          window_end, held}; prune: {fields removed, now}. An error "ADMIT_CLOCK <now>" when
---          the server's time is outside [w_start, w_next_end) of a window item.
+--          window_end, held}; ops 9, 10: just {1, now} when every item is ok and report is
+--          0 (the results are then ok with nothing reported); prune: {fields removed, now}.
+--          An error "ADMIT_CLOCK <now>" when the server's time is outside
+--          [w_start, w_next_end) of a window item.
 local floor = math.floor
 
 local op = tonumber(ARGV[1])
@@ -30,13 +39,10 @@ if server_time then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local lease = ARGV[3]
-local lease_expiry = now + tonumber(ARGV[4])
-local report = ARGV[5] == '1'
+local report = ARGV[3] == '1'
 
 local ACQUIRE, DECIDE, RECORD, ADJUST, RELEASE, READ, RESET, CLAMP, PRUNE = 0, 1, 2, 3, 4, 5, 6, 7, 8
-local RATE, WINDOW, CONCURRENCY, ADAPTIVE = 0, 1, 2, 3
-local changes = op == ACQUIRE or op == RECORD or op == ADJUST or op == RELEASE or op == CLAMP
+local RATE_ACQUIRE, RATE_DECIDE = 9, 10
 
 -- x = q*y + r with 0 <= r < y, exactly (x >= 0 or x < 0, y > 0).
 local function idiv(x, y)
@@ -77,13 +83,14 @@ local function base(tu, tr)
   return tu, tr
 end
 
-local function check(p, tu, tr, k)  -- ok, never, retry_after
+-- ok, never, retry_after; ok: then the TAT after consuming k (rate::consume)
+local function check(p, tu, tr, k)
   if k > p.capacity then return false, true, 0 end
   local bu, br = base(tu, tr)
   local su, sr = span(p, k)
   local nu, nr = add(p, bu, br, su, sr)
   local lu, lr = add(p, now, 0, p.tol_us, p.tol_rem)
-  if not less(lu, lr, nu, nr) then return true, false, 0 end
+  if not less(lu, lr, nu, nr) then return true, false, 0, nu, nr end
   local xu, xr = sub(p, nu, nr, p.tol_us, p.tol_rem)
   return false, false, xu + (xr > 0 and 1 or 0) - now
 end
@@ -115,6 +122,130 @@ local function reset_after(tu, tr)
   if not less(now, 0, tu, tr) then return 0 end
   return tu - now + (tr > 0 and 1 or 0)
 end
+
+local function slot_of(v)  -- a field's "a b" as numbers; 0, 0 for no field
+  if not v then return 0, 0 end
+  local sp = string.find(v, ' ', 1, true)
+  return tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))
+end
+
+-- PEXPIREAT's argument (ms) for a hash whose last live field goes idle at `idle` µs: the
+-- next whole second after it, plus one, so a key in use every second or faster is neither
+-- deleted nor re-armed on every operation (the fast path skips PEXPIREAT while a field it
+-- read shows the expiry already late enough). Monotonic in `idle`.
+local function expiry_ms(idle) return (floor(idle / 1000000) + 2) * 1000 end
+
+-- Fast path: acquire or decide of rate and adaptive items whose (key, field) pairs are
+-- distinct, so no item sees another's change. Each run of items on one key reads only its
+-- fields (one HMGET) and writes only the live ones (one HSET); idle fields are left for
+-- prune or the hash's expiry (idle is the same as no state). Expiry, in server time: every
+-- field of a hash has expiry >= expiry_ms(its first number) (the general path sets the
+-- exact maximum over the live fields and deletes the idle ones; this path never lowers it),
+-- so a field read shows a lower bound of the expiry; PEXPIREAT runs only when the new
+-- expiry is later than that bound, GT (the other fields are untouched), or NX first when no
+-- field was read (the hash may be new, without an expiry).
+if op == RATE_ACQUIRE or op == RATE_DECIDE then
+  local n = (#ARGV - 3) / 9
+  -- The limit of the item at ARGV[a]; one table reused for every item.
+  local p = {}
+  local function params(a)
+    p.capacity, p.a, p.b, p.r = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
+                                tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
+    p.tol_us, p.tol_rem = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
+    return p
+  end
+  -- st[4i-3 .. 4i]: item i's state (a, b) as read, then as it would be after the op.
+  -- runs: first item, last item, expiry bound (false: no field read) per run of one key.
+  local st, runs, denied = {}, {}, nil  -- denied[i] = {never, retry_after}
+  local i = 1
+  while i <= n do
+    local k = ARGV[4 + 9 * (i - 1)]
+    local fields, e = {}, i
+    while e <= n and ARGV[4 + 9 * (e - 1)] == k do
+      fields[#fields + 1] = ARGV[5 + 9 * (e - 1)]
+      e = e + 1
+    end
+    local values = redis.call('HMGET', KEYS[tonumber(k)], unpack(fields))
+    local expires = false
+    for x = i, e - 1 do
+      local a = 4 + 9 * (x - 1)
+      local v = values[x - i + 1]
+      local sa, sb = slot_of(v)
+      if v and (not expires or expiry_ms(sa) > expires) then expires = expiry_ms(sa) end
+      params(a)
+      if sb >= p.r then sb = p.r - 1 end  -- rate::normalize
+      local amount = tonumber(ARGV[a + 2])
+      local na, nb = sa, sb
+      if amount > 0 then
+        local ok, never, retry_after, ca, cb = check(p, sa, sb, amount)
+        if ok then
+          na, nb = ca, cb
+        else
+          denied = denied or {}
+          denied[x] = {never, retry_after}
+        end
+      end
+      st[4 * x - 3], st[4 * x - 2], st[4 * x - 1], st[4 * x] = sa, sb, na, nb
+    end
+    runs[#runs + 1], runs[#runs + 2], runs[#runs + 3] = i, e - 1, expires
+    i = e
+  end
+  local applied = op == RATE_ACQUIRE and not denied
+  if applied then
+    for r = 1, #runs, 3 do
+      local set, last = {}, 0
+      for x = runs[r], runs[r + 1] do
+        local na, nb = st[4 * x - 1], st[4 * x]
+        if na >= now then  -- live: written (normalized, as the kernel writes it)
+          set[#set + 1] = ARGV[5 + 9 * (x - 1)]
+          set[#set + 1] = string.format('%d %d', na, nb)
+          if na > last then last = na end
+        end
+      end
+      if #set > 0 then
+        local key = KEYS[tonumber(ARGV[4 + 9 * (runs[r] - 1)])]
+        local expires = runs[r + 2]
+        redis.call('HSET', key, unpack(set))
+        local at = expiry_ms(last)
+        if server_time and (not expires or at > expires) then
+          if expires or redis.call('PEXPIREAT', key, at, 'NX') == 0 then
+            redis.call('PEXPIREAT', key, at, 'GT')
+          end
+        end
+      end
+    end
+  end
+  if not denied and not report then return {1, now} end
+  local out = {denied and 0 or 1, now}
+  for x = 1, n do
+    local d = denied and denied[x]
+    local avail, reset = 0, 0
+    if report or d then  -- the state after an applied acquire, else the state read
+      local j = applied and 4 * x - 1 or 4 * x - 3
+      avail = available(params(4 + 9 * (x - 1)), st[j], st[j + 1])
+      reset = reset_after(st[j], st[j + 1])
+    end
+    out[#out + 1] = d and 0 or 1
+    out[#out + 1] = (d and d[1]) and 1 or 0
+    out[#out + 1] = avail
+    out[#out + 1] = d and d[2] or 0
+    out[#out + 1] = reset
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+  end
+  return out
+end
+
+local function consume(p, tu, tr, k)  -- rate::consume
+  local bu, br = base(tu, tr)
+  local su, sr = span(p, k)
+  return add(p, bu, br, su, sr)
+end
+
+local lease = ARGV[4]
+local lease_expiry = now + tonumber(ARGV[5])
+local RATE, WINDOW, CONCURRENCY, ADAPTIVE = 0, 1, 2, 3
+local changes = op == ACQUIRE or op == RECORD or op == ADJUST or op == RELEASE or op == CLAMP
 
 -- The hashes, read once per key name (HGETALL), changed in memory, written back at the end.
 -- Keyed by name: an op may name one key twice, and items may repeat a (key, limit): each
@@ -167,7 +298,7 @@ local function write_back(key)
   end
   if #set > 0 then redis.call('HSET', key, unpack(set)) end
   if #del > 0 then redis.call('HDEL', key, unpack(del)) end
-  if last > 0 and server_time then redis.call('PEXPIREAT', key, floor(last / 1000) + 1) end
+  if last > 0 and server_time then redis.call('PEXPIREAT', key, expiry_ms(last)) end
   return #del
 end
 
@@ -214,12 +345,7 @@ local function window_end_now(it)
   return it.w_next_end
 end
 
-local function read_slot(it)  -- a, b (0, 0: no state)
-  local v = hash(it.k)[it.field]
-  if not v then return 0, 0 end
-  local sp = string.find(v, ' ', 1, true)
-  return tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))
-end
+local function read_slot(it) return slot_of(hash(it.k)[it.field]) end  -- a, b
 
 local function read_holds(it)  -- live holds: {lease = {amount, expiry}}, held
   local v = hash(it.k)[it.field]
@@ -404,10 +530,8 @@ for i = 1, n do
           fu, fr = sub(p, fu, fr, su, sr)
           if less(sa, sb, fu, fr) then sa, sb = fu, fr end
         end
-      elseif delta > 0 then  -- rate::consume
-        local bu, br = base(sa, sb)
-        local su, sr = span(p, delta)
-        sa, sb = add(p, bu, br, su, sr)
+      elseif delta > 0 then
+        sa, sb = consume(p, sa, sb, delta)
       elseif delta < 0 then  -- rate::refund
         local su, sr = span(p, -delta)
         sa, sb = sub(p, sa, sb, su, sr)

@@ -21,7 +21,10 @@ namespace admit {
 
 namespace {
 
-constexpr int kOpPrune = 8;          // the script's own op: drop idle fields (not an OpKind)
+// The script's own ops (not OpKinds): drop idle fields; acquire / decide on its fast path.
+constexpr int kOpPrune = 8;
+constexpr int kOpRateAcquire = 9;
+constexpr int kOpRateDecide = 10;
 constexpr Micros kWindowMargin = kMicrosPerSecond;  // clock estimate slack for window bounds
 constexpr int kClockRetries = 2;
 constexpr std::size_t kScanCount = 1000;
@@ -56,6 +59,25 @@ void encode_part(std::string& out, std::string_view part) {
       out += kHex[c & 15];
     }
   }
+}
+
+// Whether the script's fast path runs `op`: an acquire or decide of rate and adaptive items
+// only, none of a negative amount (an acquire would refund it), no two of them on one limit
+// of one hash (`keys`: the op's Redis keys).
+bool fast_path(const Op& op, const std::vector<std::string>& keys) {
+  if (op.kind != OpKind::acquire && op.kind != OpKind::decide) return false;
+  for (std::size_t i = 0; i < op.items.size(); ++i) {
+    const OpItem& it = op.items[i];
+    if (!detail::is_rate(it.limit->kind()) || it.amount < 0) return false;
+    for (std::size_t j = 0; j < i; ++j) {
+      const OpItem& other = op.items[j];
+      if (other.limit->name() == it.limit->name() &&
+          (other.key == it.key || keys[other.key] == keys[it.key])) {
+        return false;
+      }
+    }
+  }
+  return true;
 }
 
 void append_num(std::vector<std::string>& v, std::int64_t x) {
@@ -319,33 +341,49 @@ bool RedisStore::apply(const Op& op, std::span<ItemResult> results) {
   }
 
   const Micros caller_now = op.now;
+  const bool fast = fast_path(op, keys);
   Micros offset = im.o.server_time ? im.offset.load(std::memory_order_relaxed) : 0;
   for (int attempt = 0;; ++attempt) {
-    // Window items carry the window around the estimated server time (minus a margin) and
-    // the end of the next one; the script checks its clock against them.
-    const Micros est = caller_now + offset - (im.o.server_time ? kWindowMargin : 0);
+    // The script's ARGV (its header comment has the layout).
     std::vector<std::string> argv;
-    argv.reserve(5 + 15 * op.items.size());
-    append_num(argv, static_cast<int>(op.kind));
+    argv.reserve(fast ? 3 + 9 * op.items.size() : 5 + 15 * op.items.size());
+    append_num(argv, !fast ? static_cast<int>(op.kind)
+                     : op.kind == OpKind::acquire ? kOpRateAcquire
+                                                  : kOpRateDecide);
     append_num(argv, im.o.server_time ? 0 : caller_now);
-    argv.push_back(std::to_string(op.lease_id));
-    append_num(argv, std::max<Micros>(0, op.lease_expiry - op.now));
     argv.emplace_back(op.report ? "1" : "0");
-    for (const OpItem& it : op.items) {
-      const Limit& l = *it.limit;
-      const RateParams& p = detail::params(it);
-      WindowBounds w{};
-      Micros next_end = 0;
-      if (l.kind() == LimitKind::window) {
-        w = l.window_at(est);
-        next_end = l.window_at(w.end).end;
+    if (fast) {
+      for (const OpItem& it : op.items) {
+        const RateParams& p = detail::params(it);
+        append_num(argv, it.key + 1);
+        argv.push_back("s" + it.limit->name());
+        for (const std::int64_t v :
+             {it.amount, it.limit->capacity(), p.a, p.b, p.r, p.tol_us, p.tol_rem}) {
+          append_num(argv, v);
+        }
       }
-      append_num(argv, it.key + 1);
-      argv.push_back(l.name());
-      for (const std::int64_t v :
-           {static_cast<std::int64_t>(kind_code(l.kind())), it.amount, l.capacity(), p.a, p.b,
-            p.r, p.tol_us, p.tol_rem, it.window_end, it.until, w.start, w.end, next_end}) {
-        append_num(argv, v);
+    } else {
+      argv.push_back(std::to_string(op.lease_id));
+      append_num(argv, std::max<Micros>(0, op.lease_expiry - op.now));
+      // Window items carry the window around the estimated server time (minus a margin) and
+      // the end of the next one; the script checks its clock against them.
+      const Micros est = caller_now + offset - (im.o.server_time ? kWindowMargin : 0);
+      for (const OpItem& it : op.items) {
+        const Limit& l = *it.limit;
+        const RateParams& p = detail::params(it);
+        WindowBounds w{};
+        Micros next_end = 0;
+        if (l.kind() == LimitKind::window) {
+          w = l.window_at(est);
+          next_end = l.window_at(w.end).end;
+        }
+        append_num(argv, it.key + 1);
+        argv.push_back(l.name());
+        for (const std::int64_t v :
+             {static_cast<std::int64_t>(kind_code(l.kind())), it.amount, l.capacity(), p.a, p.b,
+              p.r, p.tol_us, p.tol_rem, it.window_end, it.until, w.start, w.end, next_end}) {
+          append_num(argv, v);
+        }
       }
     }
     im.scripts.fetch_add(1, std::memory_order_relaxed);
@@ -361,11 +399,18 @@ bool RedisStore::apply(const Op& op, std::span<ItemResult> results) {
       throw StoreUnavailable("redis script: " + reply.str);
     }
     const std::size_t n = op.items.size();
-    if (!reply.is_array() || reply.elements.size() != 2 + 7 * n) {
+    // The fast path's {1, now}: every item ok, nothing reported.
+    const bool all_ok_short = fast && reply.is_array() && reply.elements.size() == 2 &&
+                              reply.elements[0].integer == 1;
+    if (!reply.is_array() || (reply.elements.size() != 2 + 7 * n && !all_ok_short)) {
       throw StoreUnavailable("redis script: unexpected reply " + redis::to_string(reply));
     }
     if (im.o.server_time) {
       im.offset.store(reply.elements[1].integer - caller_now, std::memory_order_relaxed);
+    }
+    if (all_ok_short) {
+      std::fill(results.begin(), results.end(), ItemResult{});
+      return true;
     }
     for (std::size_t i = 0; i < n; ++i) {
       const redis::Reply* e = &reply.elements[2 + 7 * i];
