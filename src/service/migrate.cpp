@@ -31,7 +31,6 @@ bool same_key(const ConfigEntry& a, const ConfigEntry& b) {
   return std::tie(a.kind, a.entity, a.resource) == std::tie(b.kind, b.entity, b.resource);
 }
 
-ConfigKey key_of(const ConfigEntry& e) { return ConfigKey{e.kind, e.entity, e.resource}; }
 
 // Whether `config` gives (entity, resource) a limit `name` of `kind`: usage state of anything
 // else cannot be written to (or read from) a state file.
@@ -163,21 +162,16 @@ MigrationSummary migrate_yaml_to_sqlite(const std::string& yaml_path, const std:
   SqliteStore store(SqliteStoreOptions{.path = db_path});
   const Namespace ns = store.open_namespace(config.ns);
   const std::vector<ConfigEntry> before = store.list_config(ns);
-  for (const ConfigEntry& e : entries) store.put_config(ns, key_of(e), e.value);
-  std::size_t erased = 0;
-  for (const ConfigEntry& old : before) {
-    const bool kept = std::any_of(entries.begin(), entries.end(),
-                                  [&](const ConfigEntry& e) { return same_key(e, old); });
-    if (!kept) {
-      store.put_config(ns, key_of(old), "");
-      ++erased;
-    }
-  }
+  const auto erased = static_cast<std::size_t>(
+      std::count_if(before.begin(), before.end(), [&](const ConfigEntry& old) {
+        return std::none_of(entries.begin(), entries.end(),
+                            [&](const ConfigEntry& e) { return same_key(e, old); });
+      }));
+  store.import_state(ns, config.state, &entries);  // one transaction: all of it or nothing
   if (erased > 0) {
     say(progress, "erased " + std::to_string(erased) + " earlier configuration " +
                       (erased == 1 ? "entry" : "entries") + " not in the file");
   }
-  store.import_state(ns, config.state);
 
   MigrationSummary s;
   s.ns = config.ns;

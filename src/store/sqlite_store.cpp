@@ -189,7 +189,7 @@ struct SqliteStore::Impl {
   StmtPtr get_state, put_state, del_state, get_holds, del_holds, put_hold;
   StmtPtr ns_put, ns_get, ns_del_state, ns_del_holds;
   StmtPtr prune_groups, prune_holds, prune_state, count_keys;
-  StmtPtr cfg_put, cfg_del, cfg_get, cfg_list, ns_list, ns_rows, ns_holds;
+  StmtPtr cfg_put, cfg_del, cfg_del_all, cfg_get, cfg_list, ns_list, ns_rows, ns_holds;
 
   std::unordered_map<std::string, Entry> cache;  // node-based: Entry* stay valid on insert
   std::vector<Entry*> dirty;
@@ -282,6 +282,7 @@ struct SqliteStore::Impl {
         "ON CONFLICT (ns, kind, entity, resource) DO UPDATE SET value = excluded.value");
     cfg_del = prepare(
         "DELETE FROM config WHERE ns = ?1 AND kind = ?2 AND entity = ?3 AND resource = ?4");
+    cfg_del_all = prepare("DELETE FROM config WHERE ns = ?1");
     cfg_get = prepare(
         "SELECT value FROM config WHERE ns = ?1 AND kind = ?2 AND entity = ?3 AND resource = ?4");
     cfg_list = prepare("SELECT kind, entity, resource, value FROM config WHERE ns = ?1");
@@ -894,14 +895,30 @@ UsageState SqliteStore::export_state(const Namespace& ns) {
   return out;
 }
 
-void SqliteStore::import_state(const Namespace& ns, const UsageState& state) {
+void SqliteStore::import_state(const Namespace& ns, const UsageState& state,
+                               const std::vector<ConfigEntry>* config) {
   validate_usage(state);
+  if (config != nullptr) {
+    for (const ConfigEntry& e : *config) {
+      validate_config_key(ConfigKey{e.kind, e.entity, e.resource});
+      if (e.value.empty()) throw ValidationError("config value", "", "must not be empty");
+    }
+  }
   Impl& im = *impl_;
   std::lock_guard g(im.mu);
   {
     Impl::Txn txn(im, true);
     im.delete_usage(ns.id);
     const auto id = static_cast<std::int64_t>(ns.id);
+    if (config != nullptr) {
+      Impl::Query(im, im.cfg_del_all).bind(1, id).step();
+      for (const ConfigEntry& e : *config) {
+        Impl::Query q(im, im.cfg_put);
+        im.bind_config_key(q, ns, ConfigKey{e.kind, e.entity, e.resource});
+        q.bind(5, e.value);
+        q.step();
+      }
+    }
     for (const StateRow& r : state.rows) {
       Impl::Query q(im, im.put_state);
       q.bind(1, id).bind(2, r.entity).bind(3, r.resource).bind(4, r.limit);

@@ -932,6 +932,33 @@ TEST(SqliteStoreState, ImportRefusesBadRowsAndChangesNothing) {
   EXPECT_EQ(store.size(), 0u);
 }
 
+// Verifies import_state with configuration entries replaces the namespace's whole
+// configuration and state together (other namespaces untouched), and that a bad entry is
+// refused with nothing changed.
+TEST(SqliteStoreState, ImportWithConfigurationReplacesBoth) {
+  TempDir dir;
+  SqliteStore store(opts(dir.file("s.db")));
+  const Namespace ns = store.open_namespace("default");
+  const Namespace other = store.open_namespace("other");
+  store.put_config(ns, {ConfigKind::resource, {}, "old"}, "[1]");
+  store.put_config(other, {ConfigKind::resource, {}, "m"}, "[2]");
+  const UsageState state{{{"u", "m", "rpm", LimitKind::rate, kStart, 0}}, {}};
+  const std::vector<ConfigEntry> config = {{ConfigKind::system, "", "", "[3]"},
+                                           {ConfigKind::parent, "u", "", "team"}};
+  store.import_state(ns, state, &config);
+  EXPECT_EQ(store.list_config(ns), config);
+  EXPECT_EQ(store.export_state(ns), state);
+  EXPECT_EQ(store.list_config(other).size(), 1u);
+
+  std::vector<ConfigEntry> bad = config;
+  bad.push_back({ConfigKind::entity, "u", "", "[4]"});  // an entity entry needs a resource
+  EXPECT_THROW(store.import_state(ns, UsageState{}, &bad), ValidationError);
+  bad.back() = {ConfigKind::entity, "u", "m", ""};
+  EXPECT_THROW(store.import_state(ns, UsageState{}, &bad), ValidationError);
+  EXPECT_EQ(store.list_config(ns), config);
+  EXPECT_EQ(store.export_state(ns), state);
+}
+
 // Verifies namespaces() lists every namespace of the file, sorted.
 TEST(SqliteStoreState, NamespacesAreListed) {
   TempDir dir;

@@ -124,12 +124,15 @@ class SqliteStore final : public Store {
   /// them). write_behind: flushes first. @throws StoreUnavailable.
   UsageState export_state(const Namespace& ns);
   /**
-   * Replaces the usage state of `ns` (every state row and hold; its configuration stays)
-   * with `state`, in one transaction.
-   * @throws ValidationError before writing anything: a bad name, a row of kind concurrency,
-   *         a negative number, a hold of amount < 1, a row twice; StoreUnavailable.
+   * Replaces the usage state of `ns` (every state row and hold) with `state`, and, given
+   * `config`, its whole configuration with those entries (else the configuration stays), in
+   * one transaction: a failure leaves the namespace as it was.
+   * @throws ValidationError before writing anything: a bad name or config key, an empty
+   *         config value, a row of kind concurrency, a negative number, a hold of amount < 1,
+   *         a row twice; StoreUnavailable.
    */
-  void import_state(const Namespace& ns, const UsageState& state);
+  void import_state(const Namespace& ns, const UsageState& state,
+                    const std::vector<ConfigEntry>* config = nullptr);
 
   /// write_behind: writes every pending change now, in one transaction. per_op: nothing to do.
   /// @throws StoreUnavailable if the write fails (the changes stay pending).
