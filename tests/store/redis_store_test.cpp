@@ -9,9 +9,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "admit/core/clock.hpp"
@@ -266,6 +268,40 @@ TEST_P(RedisStoreTest, DenyCacheAnswersKnownDenialsLocally) {
   const auto before = s.stats().local_denials;
   EXPECT_TRUE(test::take(lim, "u", "m", {{"tpm", 30}}).allowed);  // the server, not the cache
   EXPECT_EQ(s.stats().local_denials, before);
+}
+
+// Verifies the group commit is exact: 8 threads acquire one unit of one limit of one key at
+// an instant that never moves (caller's time), so their acquires share script runs (batches
+// of the fast path); exactly the burst is admitted, and every later one is denied. The deny
+// cache is off so every acquire reaches the server.
+TEST_P(RedisStoreTest, GroupCommitAdmitsExactlyTheBurst) {
+  RedisStore& s = make(false, /*deny_cache=*/false);
+  ManualClock clock(kStart);
+  Limiter lim(s, clock, LimiterOptions{.ns = "t"});
+  constexpr std::int64_t kBurst = 300;
+  lim.set_limits("m", {Limit::per_minute("rpm", 60, kBurst),
+                       Limit::per_minute("tpm", 1'000'000)});
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 100;
+  std::atomic<int> admitted{0}, failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPerThread; ++i) {
+        try {
+          Lease l = lim.try_acquire("u", "m", {{"rpm", 1}, {"tpm", 10}});
+          if (l.allowed()) admitted.fetch_add(1);
+          l.commit();
+        } catch (const std::exception&) {
+          failed.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(admitted.load(), kBurst);
+  EXPECT_FALSE(test::take(lim, "u", "m", {{"rpm", 1}}).allowed);
 }
 
 // Verifies leases survive their owner: a process that holds concurrency slots is killed; other

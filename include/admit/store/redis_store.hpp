@@ -1,11 +1,13 @@
-// RedisStore: the distributed store. Every operation is one Lua script run (EVALSHA) on a real
-// Redis, standalone or Cluster, so a fleet of processes shares exact limits. Decisions use the
-// Redis server's clock; the state of one (namespace, entity, resource) is one Redis hash, and
-// all keys of one operation share a hash slot (Op::group). See docs/stores.md.
+// RedisStore: the distributed store. Every operation runs atomically in a Lua script (EVALSHA;
+// concurrent acquires of one hash slot share a run) on a real Redis, standalone or Cluster, so
+// a fleet of processes shares exact limits. Decisions use the Redis server's clock; the state
+// of one (namespace, entity, resource) is one Redis hash, and all keys of one operation share
+// a hash slot (Op::group). See docs/stores.md.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -50,6 +52,14 @@ struct RedisStoreStats {
  * lost, cluster unavailable) throws StoreUnavailable; the client reconnects by itself on a
  * later operation.
  *
+ * Group commit: an acquire or decide of rate and adaptive limits only (the script's fast
+ * path) goes out at once while its lane (its hash slot in a cluster; the server when
+ * standalone) has fewer than 2 script runs in flight; otherwise it waits for the lane's next
+ * run, which carries up to 64 waiting ops in one EVALSHA, each applied on its own
+ * (all-or-nothing), in order, at one server instant. No timer: runs grow only under
+ * concurrency, so a lone caller's op is always a run of its own. A failed run throws
+ * StoreUnavailable to each of its callers.
+ *
  * Leases survive their owner: a concurrency hold records its expiry in Redis, so when a
  * process dies holding slots, every other process sees them freed after the lease TTL.
  */
@@ -62,6 +72,20 @@ class RedisStore final : public Store {
   RedisStore& operator=(const RedisStore&) = delete;
 
   bool apply(const Op& op, std::span<ItemResult> results) override;
+  /**
+   * Applies `ops` in order, each atomically on its own, as apply() one after the other would
+   * (deny cache included), with fewer round trips: consecutive fast-path ops (acquire or
+   * decide of rate and adaptive limits only) of one lane go to Redis in one script run (up
+   * to 64 per run, a run per change of lane); any other op runs alone, after the ones before
+   * it are answered. Independent of the group commit of concurrent apply() calls.
+   * @param results results[i] receives ops[i]'s item results (as apply's `results`).
+   * @param ok ok[i] receives what apply(ops[i]) would return.
+   * @throws std::invalid_argument unless results and ok have one entry per op;
+   *         StoreUnavailable when a run fails: the ops of earlier runs are applied, those of
+   *         the failed run may or may not be (a lost connection), later ones are not sent.
+   */
+  void apply_batch(std::span<const Op> ops, std::span<const std::span<ItemResult>> results,
+                   std::span<bool> ok);
   Namespace open_namespace(std::string_view name) override;
   /// Deletes every key of the namespace (SCAN on every master, then UNLINK).
   void reset_namespace(const Namespace& ns) override;

@@ -19,6 +19,11 @@
 --          ops 9, 10: then 9 values per item: key index (1-based), field ("s" .. limit
 --            name), amount (>= 0), capacity, a, b, r, tol_us, tol_rem (RateParams); no two
 --            items name the same field of the same key
+--          op 11: a batch of ops 9 and 10, applied in order, each all-or-nothing on its own
+--            (a group commit: one script run for many ops of one hash slot); after ARGV[1],
+--            per op: kind (9/10), now (0 = server time: one TIME for the whole batch),
+--            report, n items, key base (its key indexes are into KEYS[base + 1 ..]), then
+--            its 9 values per item as above
 --          other ops: 4 lease id (decimal string), 5 lease TTL µs, then 15 values per item:
 --            key index, limit name, kind (0 rate, 1 window, 2 concurrency, 3 adaptive),
 --            amount, capacity, a, b, r, tol_us, tol_rem (RateParams), window_end
@@ -27,22 +32,144 @@
 --            the end of the one after it)
 -- Returns  {all_ok, now, then 7 per item: ok, never, available, retry_after, reset_after,
 --          window_end, held}; ops 9, 10: just {1, now} when every item is ok and report is
---          0 (the results are then ok with nothing reported); prune: {fields removed, now}.
+--          0 (the results are then ok with nothing reported); op 11: an array of the
+--          ops' replies, in order; prune: {fields removed, now}.
 --          An error "ADMIT_CLOCK <now>" when the server's time is outside
 --          [w_start, w_next_end) of a window item.
-local floor = math.floor
-
 local op = tonumber(ARGV[1])
-local now = tonumber(ARGV[2])
-local server_time = now == 0
-if server_time then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local report = ARGV[3] == '1'
+local tonumber, floor, match, format = tonumber, math.floor, string.match, string.format
+local now  -- the instant of the op being applied, µs
+local RATE_ACQUIRE, RATE_DECIDE, RATE_BATCH = 9, 10, 11
 
-local ACQUIRE, DECIDE, RECORD, ADJUST, RELEASE, READ, RESET, CLAMP, PRUNE = 0, 1, 2, 3, 4, 5, 6, 7, 8
-local RATE_ACQUIRE, RATE_DECIDE = 9, 10
+-- Fast path: ops 9, 10 and batches of them (11): acquire or decide of rate and adaptive items
+-- whose (key, field) pairs are distinct, so no item sees another's change. It runs before
+-- any helper below is defined (Lua creates a closure for every `local function` statement
+-- it executes), with rate::consume inlined; an op whose reply must report (a denial, or
+-- report 1) is finished after the helpers, from the states recorded here (fast_ops).
+-- Each run of items on one key reads only its fields (one HMGET) and writes only the live
+-- ones (one HSET); idle fields are left for prune or the hash's expiry (idle is the same as
+-- no state). Expiry, in server time: every field of a hash has expiry >= expiry_ms(its first
+-- number) (the general path sets the exact maximum over the live fields and deletes the idle
+-- ones; this path never lowers it), so a field read shows a lower bound of the expiry;
+-- PEXPIREAT runs only when the new expiry is later than that bound, GT (the other fields are
+-- untouched), or NX first when no field was read (the hash may be new, without an expiry).
+local replies, fast_ops = {}, nil  -- fast_ops: {reply index, first item ARGV, n, now, report,
+                                   -- denied items, applied, states}
+if op == RATE_ACQUIRE or op == RATE_DECIDE or op == RATE_BATCH then
+  local batch = op == RATE_BATCH
+  local nargs = #ARGV
+  local pos = batch and 2 or 1
+  local server_now
+  while pos <= nargs do
+    local kind = tonumber(ARGV[pos])
+    now = tonumber(ARGV[pos + 1])
+    local report = ARGV[pos + 2] == '1'
+    local n, kb, first = (nargs - 3) / 9, 0, 4
+    if batch then n, kb, first = tonumber(ARGV[pos + 3]), tonumber(ARGV[pos + 4]), pos + 5 end
+    local server_time = now == 0
+    if server_time then
+      if not server_now then
+        local t = redis.call('TIME')
+        server_now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+      end
+      now = server_now
+    end
+    -- st[4x-3 .. 4x]: item x's state (a, b) as read, then as it would be after the op.
+    -- runs: first item, last item, expiry bound (false: no field read) per run of one key.
+    local st, runs, denied = {}, {}, false  -- denied[x] = true
+    local i = 1
+    while i <= n do
+      local k = ARGV[first + 9 * (i - 1)]
+      local fields, e = {}, i
+      while e <= n and ARGV[first + 9 * (e - 1)] == k do
+        fields[e - i + 1] = ARGV[first + 1 + 9 * (e - 1)]
+        e = e + 1
+      end
+      local values = redis.call('HMGET', KEYS[kb + tonumber(k)], unpack(fields))
+      local expires = false
+      for x = i, e - 1 do
+        local a = first + 9 * (x - 1)
+        local v = values[x - i + 1]
+        local sa, sb = 0, 0  -- no field: 0, 0
+        if v then
+          local ta, tb = match(v, '^(%S+) (%S+)')
+          sa, sb = tonumber(ta), tonumber(tb)
+          local at = (floor(sa / 1000000) + 2) * 1000  -- expiry_ms(sa)
+          if not expires or at > expires then expires = at end
+        end
+        local r = tonumber(ARGV[a + 6])
+        if sb >= r then sb = r - 1 end  -- rate::normalize
+        local amount = tonumber(ARGV[a + 2])
+        local na, nb = sa, sb
+        if amount > 0 then  -- check: rate::consume within the tolerance, else denied
+          local ok = amount <= tonumber(ARGV[a + 3])
+          if ok then
+            local bu, br = sa, sb  -- rate::base
+            if bu < now then bu, br = now, 0 end
+            local kbp = amount * tonumber(ARGV[a + 5])  -- span: k*a + floor(k*b / r), rem
+            local q = floor(kbp / r)
+            local rem = kbp - q * r
+            if rem < 0 then
+              q, rem = q - 1, rem + r
+            elseif rem >= r then
+              q, rem = q + 1, rem - r
+            end
+            local nu, nr = bu + amount * tonumber(ARGV[a + 4]) + q, br + rem
+            if nr >= r then nu, nr = nu + 1, nr - r end
+            local lu, lr = now + tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
+            if lr >= r then lu, lr = lu + 1, lr - r end
+            ok = not (lu < nu or (lu == nu and lr < nr))
+            if ok then na, nb = nu, nr end
+          end
+          if not ok then
+            denied = denied or {}
+            denied[x] = true
+          end
+        end
+        st[4 * x - 3], st[4 * x - 2], st[4 * x - 1], st[4 * x] = sa, sb, na, nb
+      end
+      runs[#runs + 1], runs[#runs + 2], runs[#runs + 3] = i, e - 1, expires
+      i = e
+    end
+    local applied = kind == RATE_ACQUIRE and not denied
+    if applied then
+      for r = 1, #runs, 3 do
+        local set, last = {}, 0
+        for x = runs[r], runs[r + 1] do
+          local na, nb = st[4 * x - 1], st[4 * x]
+          if na >= now then  -- live: written (normalized, as the kernel writes it)
+            set[#set + 1] = ARGV[first + 1 + 9 * (x - 1)]
+            set[#set + 1] = format('%d %d', na, nb)
+            if na > last then last = na end
+          end
+        end
+        if #set > 0 then
+          local key = KEYS[kb + tonumber(ARGV[first + 9 * (runs[r] - 1)])]
+          local expires = runs[r + 2]
+          redis.call('HSET', key, unpack(set))
+          local at = (floor(last / 1000000) + 2) * 1000  -- expiry_ms(last)
+          if server_time and (not expires or at > expires) then
+            if expires or redis.call('PEXPIREAT', key, at, 'NX') == 0 then
+              redis.call('PEXPIREAT', key, at, 'GT')
+            end
+          end
+        end
+      end
+    end
+    if denied or report then
+      fast_ops = fast_ops or {}
+      fast_ops[#fast_ops + 1] = {#replies + 1, first, n, now, report, denied, applied, st}
+      replies[#replies + 1] = false
+    else
+      replies[#replies + 1] = {1, now}
+    end
+    pos = first + 9 * n
+  end
+  if not fast_ops then
+    if batch then return replies end
+    return replies[1]
+  end
+end
 
 -- x = q*y + r with 0 <= r < y, exactly (x >= 0 or x < 0, y > 0).
 local function idiv(x, y)
@@ -125,116 +252,62 @@ end
 
 local function slot_of(v)  -- a field's "a b" as numbers; 0, 0 for no field
   if not v then return 0, 0 end
-  local sp = string.find(v, ' ', 1, true)
-  return tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))
+  local a, b = match(v, '^(%S+) (%S+)')
+  return tonumber(a), tonumber(b)
 end
 
 -- PEXPIREAT's argument (ms) for a hash whose last live field goes idle at `idle` µs: the
 -- next whole second after it, plus one, so a key in use every second or faster is neither
--- deleted nor re-armed on every operation (the fast path skips PEXPIREAT while a field it
--- read shows the expiry already late enough). Monotonic in `idle`.
+-- deleted nor re-armed on every operation (the fast path, which inlines it, skips PEXPIREAT
+-- while a field it read shows the expiry already late enough). Monotonic in `idle`.
 local function expiry_ms(idle) return (floor(idle / 1000000) + 2) * 1000 end
 
--- Fast path: acquire or decide of rate and adaptive items whose (key, field) pairs are
--- distinct, so no item sees another's change. Each run of items on one key reads only its
--- fields (one HMGET) and writes only the live ones (one HSET); idle fields are left for
--- prune or the hash's expiry (idle is the same as no state). Expiry, in server time: every
--- field of a hash has expiry >= expiry_ms(its first number) (the general path sets the
--- exact maximum over the live fields and deletes the idle ones; this path never lowers it),
--- so a field read shows a lower bound of the expiry; PEXPIREAT runs only when the new
--- expiry is later than that bound, GT (the other fields are untouched), or NX first when no
--- field was read (the hash may be new, without an expiry).
-if op == RATE_ACQUIRE or op == RATE_DECIDE then
-  local n = (#ARGV - 3) / 9
-  -- The limit of the item at ARGV[a]; one table reused for every item.
+-- The fast path's ops that report: their full replies, from the states it recorded.
+if fast_ops then
   local p = {}
-  local function params(a)
-    p.capacity, p.a, p.b, p.r = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
-                                tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
-    p.tol_us, p.tol_rem = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
-    return p
-  end
-  -- st[4i-3 .. 4i]: item i's state (a, b) as read, then as it would be after the op.
-  -- runs: first item, last item, expiry bound (false: no field read) per run of one key.
-  local st, runs, denied = {}, {}, nil  -- denied[i] = {never, retry_after}
-  local i = 1
-  while i <= n do
-    local k = ARGV[4 + 9 * (i - 1)]
-    local fields, e = {}, i
-    while e <= n and ARGV[4 + 9 * (e - 1)] == k do
-      fields[#fields + 1] = ARGV[5 + 9 * (e - 1)]
-      e = e + 1
-    end
-    local values = redis.call('HMGET', KEYS[tonumber(k)], unpack(fields))
-    local expires = false
-    for x = i, e - 1 do
-      local a = 4 + 9 * (x - 1)
-      local v = values[x - i + 1]
-      local sa, sb = slot_of(v)
-      if v and (not expires or expiry_ms(sa) > expires) then expires = expiry_ms(sa) end
-      params(a)
-      if sb >= p.r then sb = p.r - 1 end  -- rate::normalize
-      local amount = tonumber(ARGV[a + 2])
-      local na, nb = sa, sb
-      if amount > 0 then
-        local ok, never, retry_after, ca, cb = check(p, sa, sb, amount)
-        if ok then
-          na, nb = ca, cb
-        else
-          denied = denied or {}
-          denied[x] = {never, retry_after}
-        end
+  for _, f in ipairs(fast_ops) do
+    local slot, first, n, at, report, denied, applied, st = unpack(f, 1, 8)
+    now = at
+    local out = {denied and 0 or 1, now}
+    for x = 1, n do
+      local a = first + 9 * (x - 1)
+      p.capacity, p.a, p.b, p.r = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
+                                  tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
+      p.tol_us, p.tol_rem = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
+      local d = denied and denied[x]
+      local never, retry_after, avail, reset = false, 0, 0, 0
+      if d then
+        local _
+        _, never, retry_after = check(p, st[4 * x - 3], st[4 * x - 2], tonumber(ARGV[a + 2]))
       end
-      st[4 * x - 3], st[4 * x - 2], st[4 * x - 1], st[4 * x] = sa, sb, na, nb
-    end
-    runs[#runs + 1], runs[#runs + 2], runs[#runs + 3] = i, e - 1, expires
-    i = e
-  end
-  local applied = op == RATE_ACQUIRE and not denied
-  if applied then
-    for r = 1, #runs, 3 do
-      local set, last = {}, 0
-      for x = runs[r], runs[r + 1] do
-        local na, nb = st[4 * x - 1], st[4 * x]
-        if na >= now then  -- live: written (normalized, as the kernel writes it)
-          set[#set + 1] = ARGV[5 + 9 * (x - 1)]
-          set[#set + 1] = string.format('%d %d', na, nb)
-          if na > last then last = na end
-        end
+      if report or d then  -- the state after an applied acquire, else the state read
+        local j = applied and 4 * x - 1 or 4 * x - 3
+        avail = available(p, st[j], st[j + 1])
+        reset = reset_after(st[j], st[j + 1])
       end
-      if #set > 0 then
-        local key = KEYS[tonumber(ARGV[4 + 9 * (runs[r] - 1)])]
-        local expires = runs[r + 2]
-        redis.call('HSET', key, unpack(set))
-        local at = expiry_ms(last)
-        if server_time and (not expires or at > expires) then
-          if expires or redis.call('PEXPIREAT', key, at, 'NX') == 0 then
-            redis.call('PEXPIREAT', key, at, 'GT')
-          end
-        end
-      end
+      out[#out + 1] = d and 0 or 1
+      out[#out + 1] = never and 1 or 0
+      out[#out + 1] = avail
+      out[#out + 1] = retry_after
+      out[#out + 1] = reset
+      out[#out + 1] = 0
+      out[#out + 1] = 0
     end
+    replies[slot] = out
   end
-  if not denied and not report then return {1, now} end
-  local out = {denied and 0 or 1, now}
-  for x = 1, n do
-    local d = denied and denied[x]
-    local avail, reset = 0, 0
-    if report or d then  -- the state after an applied acquire, else the state read
-      local j = applied and 4 * x - 1 or 4 * x - 3
-      avail = available(params(4 + 9 * (x - 1)), st[j], st[j + 1])
-      reset = reset_after(st[j], st[j + 1])
-    end
-    out[#out + 1] = d and 0 or 1
-    out[#out + 1] = (d and d[1]) and 1 or 0
-    out[#out + 1] = avail
-    out[#out + 1] = d and d[2] or 0
-    out[#out + 1] = reset
-    out[#out + 1] = 0
-    out[#out + 1] = 0
-  end
-  return out
+  if op == RATE_BATCH then return replies end
+  return replies[1]
 end
+
+-- The general path: every other op.
+now = tonumber(ARGV[2])
+local server_time = now == 0
+if server_time then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local report = ARGV[3] == '1'
+local ACQUIRE, DECIDE, RECORD, ADJUST, RELEASE, READ, RESET, CLAMP, PRUNE = 0, 1, 2, 3, 4, 5, 6, 7, 8
 
 local function consume(p, tu, tr, k)  -- rate::consume
   local bu, br = base(tu, tr)
