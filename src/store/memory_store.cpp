@@ -286,9 +286,9 @@ void MemoryStore::put_config(const Namespace& ns, const ConfigKey& key, std::str
 
 void MemoryStore::get_config(const Namespace& ns, std::span<const ConfigKey> keys,
                              std::span<std::optional<std::string>> values) {
-  for (const ConfigKey& k : keys) validate_config_key(k);
+  validate_config_read(keys, values);
   std::lock_guard g(impl_->cfg_mu);
-  for (std::size_t i = 0; i < keys.size() && i < values.size(); ++i) {
+  for (std::size_t i = 0; i < keys.size(); ++i) {
     const auto it = impl_->config.find(
         Impl::ConfigId{ns.id, keys[i].kind, std::string(keys[i].entity),
                        std::string(keys[i].resource)});

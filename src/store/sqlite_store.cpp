@@ -808,11 +808,7 @@ void SqliteStore::put_config(const Namespace& ns, const ConfigKey& key, std::str
 
 void SqliteStore::get_config(const Namespace& ns, std::span<const ConfigKey> keys,
                              std::span<std::optional<std::string>> values) {
-  if (values.size() != keys.size()) {
-    throw ValidationError("values", std::to_string(values.size()),
-                          "must have one entry per key (" + std::to_string(keys.size()) + ")");
-  }
-  for (const ConfigKey& k : keys) validate_config_key(k);
+  validate_config_read(keys, values);
   Impl& im = *impl_;
   std::lock_guard g(im.mu);
   Impl::Txn txn(im, false);  // one snapshot for every key

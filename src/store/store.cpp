@@ -37,4 +37,13 @@ void validate_config_key(const ConfigKey& key) {
   }
 }
 
+void validate_config_read(std::span<const ConfigKey> keys,
+                          std::span<const std::optional<std::string>> values) {
+  if (values.size() != keys.size()) {
+    throw ValidationError("values", std::to_string(values.size()),
+                          "must have one entry per key (" + std::to_string(keys.size()) + ")");
+  }
+  for (const ConfigKey& k : keys) validate_config_key(k);
+}
+
 }  // namespace admit

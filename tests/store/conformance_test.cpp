@@ -620,6 +620,7 @@ TEST_P(StoreConformance, ConfigEntriesPutGetListErase) {
                ValidationError);
   const ConfigKey bad{ConfigKind::parent, {}, {}};
   EXPECT_THROW(store().get_config(ns_, {&bad, 1}, std::span(got).first(1)), ValidationError);
+  EXPECT_THROW(store().get_config(ns_, keys, std::span(got).first(2)), ValidationError);
 }
 
 // Verifies limits kept in the store (ConfigMode::store) resolve entity > entity default >

@@ -127,6 +127,10 @@ struct ConfigEntry {
 /// Checks that `key` names exactly what its kind uses (valid names, the others empty).
 /// @throws ValidationError naming the field.
 void validate_config_key(const ConfigKey& key);
+/// Checks a get_config() call: one value slot per key, every key valid.
+/// @throws ValidationError naming the field.
+void validate_config_read(std::span<const ConfigKey> keys,
+                          std::span<const std::optional<std::string>> values);
 
 /// What a store can do (reported, not configured).
 struct StoreCapabilities {
@@ -183,7 +187,8 @@ class Store {
   virtual void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) = 0;
   /**
    * Reads several entries in one round trip: values[i] = keys[i]'s value, nullopt if absent.
-   * @throws ValidationError for a bad key; StoreUnavailable.
+   * @throws ValidationError for a bad key or values.size() != keys.size()
+   *         (validate_config_read); StoreUnavailable.
    */
   virtual void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
                           std::span<std::optional<std::string>> values) = 0;

@@ -787,15 +787,13 @@ void RedisStore::put_config(const Namespace& ns, const ConfigKey& key, std::stri
 
 void RedisStore::get_config(const Namespace& ns, std::span<const ConfigKey> keys,
                             std::span<std::optional<std::string>> values) {
+  validate_config_read(keys, values);
   if (keys.empty()) return;
   std::vector<std::string> args{"HMGET", config_key_of(ns.name)};
-  for (const ConfigKey& key : keys) {
-    validate_config_key(key);
-    args.push_back(config_field(key));
-  }
+  for (const ConfigKey& key : keys) args.push_back(config_field(key));
   const redis::Reply r = impl_->client.command_for_key(args[1], args);
   if (!r.is_array() || r.elements.size() != keys.size()) config_failed("get_config", r);
-  for (std::size_t i = 0; i < keys.size() && i < values.size(); ++i) {
+  for (std::size_t i = 0; i < keys.size(); ++i) {
     const redis::Reply& e = r.elements[i];
     values[i] = e.is_nil() ? std::nullopt : std::optional<std::string>(e.str);
   }
