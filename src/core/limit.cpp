@@ -31,6 +31,14 @@ std::string_view to_string(WindowUnit u) {
   return "unknown";
 }
 
+std::optional<WindowUnit> window_unit_from(std::string_view name) {
+  for (const WindowUnit u : {WindowUnit::minute, WindowUnit::hour, WindowUnit::day,
+                             WindowUnit::week, WindowUnit::month}) {
+    if (to_string(u) == name) return u;
+  }
+  return std::nullopt;
+}
+
 void validate_name(std::string_view field, std::string_view value) {
   if (value.empty() || value.size() > 128) {
     throw ValidationError(std::string(field), std::string(value), "must be 1 to 128 bytes");

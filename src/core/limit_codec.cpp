@@ -105,10 +105,7 @@ class Reader {
 
 WindowUnit window_unit(const Reader& r) {
   const std::string u = r.text("unit");
-  for (const WindowUnit w : {WindowUnit::minute, WindowUnit::hour, WindowUnit::day,
-                             WindowUnit::week, WindowUnit::month}) {
-    if (u == to_string(w)) return w;
-  }
+  if (const auto w = window_unit_from(u)) return *w;
   throw ValidationError(r.path("unit"), u, "must be minute, hour, day, week or month");
 }
 

@@ -40,9 +40,6 @@ constexpr PerUnit kPerUnits[] = {{"second", kMicrosPerSecond, &Limit::per_second
                                  {"minute", kMicrosPerMinute, &Limit::per_minute},
                                  {"hour", kMicrosPerHour, &Limit::per_hour},
                                  {"day", kMicrosPerDay, &Limit::per_day}};
-// `window: day` is to_string(WindowUnit::day).
-constexpr WindowUnit kWindowUnits[] = {WindowUnit::minute, WindowUnit::hour, WindowUnit::day,
-                                       WindowUnit::week, WindowUnit::month};
 // A state record's `kind` is to_string(LimitKind): the kinds a state file's limits have.
 constexpr LimitKind kRecordKinds[] = {LimitKind::rate, LimitKind::window, LimitKind::concurrency};
 
@@ -219,11 +216,8 @@ class Parser : detail::YamlReader {
       }
       if (kind->key == "window") {
         const std::string unit = string(kind->value, kpath);
-        const WindowUnit* u = std::find_if(std::begin(kWindowUnits), std::end(kWindowUnits),
-                                           [&](WindowUnit w) { return to_string(w) == unit; });
-        if (u == std::end(kWindowUnits)) {
-          fail(kind->value, kpath, unit, "expected minute, hour, day, week or month");
-        }
+        const std::optional<WindowUnit> u = window_unit_from(unit);  // `window: day`
+        if (!u) fail(kind->value, kpath, unit, "expected minute, hour, day, week or month");
         const std::int64_t lim = integer(need("limit").value, join(path, "limit"));
         return Limit::window(
             lname, lim, WindowSpec{*u, str_of("reset_at", "00:00"), str_of("time_zone", "UTC")});

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,8 @@ std::string_view to_string(LimitKind k);
 /// Calendar unit of a window limit.
 enum class WindowUnit : std::uint8_t { minute, hour, day, week, month };
 std::string_view to_string(WindowUnit u);
+/// The unit to_string() names ("minute" ... "month"); nullopt for any other text.
+std::optional<WindowUnit> window_unit_from(std::string_view name);
 
 /**
  * A calendar window: [start, end) in a time zone. Days, weeks (starting Monday) and months
