@@ -4,22 +4,28 @@
 //   {"ops": <acquires per second>, "p50_us": ..., "p99_us": ..., ...}
 // scripts/bench-redis runs it beside redis-benchmark and rate-limiter-flexible on one server.
 //
-//   admit_redis_bench --url redis://127.0.0.1:PORT [--inflight N] [--duration S]
+//   admit_redis_bench --url redis://127.0.0.1:PORT [--inflight N] [--duration S] [--async]
 //   admit_redis_bench --sqlite PATH [--inflight N] [--duration S]
 //   admit_redis_bench --print-argv [--with-stats]
 //
+// Without --async, N threads each loop on the synchronous try_acquire. With --async one
+// thread starts N chains of Limiter::try_acquire_async: each completion (on the Redis
+// client's I/O thread) commits its lease and starts its chain's next acquire, so N are
+// always in flight and no thread waits per request (as a Node.js client keeps N promises).
 // --print-argv prints the ARGV that RedisStore::apply sends to its script for one such
 // acquire (space-separated, after the key), so a raw EVALSHA can run the very same work.
 #include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -45,12 +51,13 @@ struct Args {
   double warmup = -1;  // < 0: min(1 s, duration / 5)
   bool print_argv = false;
   bool with_stats = false;
+  bool async = false;
 };
 
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "admit_redis_bench: " << why << "\n"
             << "usage: admit_redis_bench (--url redis://HOST:PORT | --sqlite PATH | --print-argv)\n"
-            << "         [--inflight N] [--duration S] [--warmup S] [--with-stats]\n";
+            << "         [--inflight N] [--duration S] [--warmup S] [--with-stats] [--async]\n";
   std::exit(2);
 }
 
@@ -92,6 +99,8 @@ Args parse(int argc, char** argv) {
       a.print_argv = true;
     } else if (arg == "--with-stats") {
       a.with_stats = true;
+    } else if (arg == "--async") {
+      a.async = true;
     } else if (arg == "-h" || arg == "--help") {
       usage("help");
     } else {
@@ -100,6 +109,7 @@ Args parse(int argc, char** argv) {
   }
   const int modes = !a.url.empty() + !a.sqlite.empty() + a.print_argv;
   if (modes != 1) usage("give exactly one of --url, --sqlite, --print-argv");
+  if (a.async && !a.sqlite.empty()) usage("--async needs --url (SqliteStore is synchronous)");
   if (a.warmup < 0) a.warmup = std::min(1.0, a.duration / 5);
   return a;
 }
@@ -114,18 +124,25 @@ const admit::Amounts& amounts() {
 }
 
 // The ARGV of RedisStore::apply (src/store/redis/redis_store.cpp) for the acquire that
-// Limiter::try_acquire makes here, on the script's fast path (rate items only): op 9
-// (acquire), now 0 (server time), report (with_stats), then 9 values per item.
+// Limiter::try_acquire makes here, alone in its script run, on the script's fast path (rate
+// items only): op 9, the limit table (2 limits, 7 values each), then the op: flags (0
+// acquire, +2 report with_stats), now 0 (server time), 2 items of (key 1, limit, amount).
 void print_argv(bool with_stats) {
-  std::vector<std::string> v = {"9", "0", with_stats ? "1" : "0"};
-  for (const admit::Limit& l : limits()) {
+  const std::vector<admit::Limit> ls = limits();
+  std::vector<std::string> v = {"9", std::to_string(ls.size())};
+  for (const admit::Limit& l : ls) {
     const admit::RateParams& p = l.rate();
-    v.push_back("1");  // key index (1-based): every item on the one key
     v.push_back("s" + l.name());
-    for (const std::int64_t x : {amounts().get(l.name()), l.capacity(), p.a, p.b, p.r, p.tol_us,
-                                 p.tol_rem}) {
+    for (const std::int64_t x : {l.capacity(), p.a, p.b, p.r, p.tol_us, p.tol_rem}) {
       v.push_back(std::to_string(x));
     }
+  }
+  for (const char* x : {with_stats ? "2" : "0", "0"}) v.emplace_back(x);
+  v.push_back(std::to_string(ls.size()));
+  for (std::size_t j = 0; j < ls.size(); ++j) {
+    v.emplace_back("1");  // key index (1-based): every item on the one key
+    v.push_back(std::to_string(j + 1));
+    v.push_back(std::to_string(amounts().get(ls[j].name())));
   }
   for (std::size_t i = 0; i < v.size(); ++i) std::cout << (i ? " " : "") << v[i];
   std::cout << "\n";
@@ -145,6 +162,23 @@ double percentile(const std::vector<std::int64_t>& sorted_ns, double q) {
   if (sorted_ns.empty()) return 0;
   const auto idx = static_cast<std::size_t>(q * static_cast<double>(sorted_ns.size() - 1) + 0.5);
   return static_cast<double>(sorted_ns[std::min(idx, sorted_ns.size() - 1)]) / 1000.0;
+}
+
+// Fills r's rates and percentiles from the latencies counted over `secs` seconds.
+void summarize(Result& r, std::vector<std::int64_t>& all, const std::string& first_error,
+               double secs) {
+  if (!first_error.empty()) {
+    std::cerr << "admit_redis_bench: " << r.errors << " failed acquires, first: " << first_error
+              << "\n";
+  }
+  std::sort(all.begin(), all.end());
+  r.count = all.size();
+  r.ops = static_cast<double>(all.size()) / secs;
+  r.p50_us = percentile(all, 0.50);
+  r.p99_us = percentile(all, 0.99);
+  double sum = 0;
+  for (const auto x : all) sum += static_cast<double>(x);
+  r.mean_us = all.empty() ? 0 : sum / static_cast<double>(all.size()) / 1000.0;
 }
 
 // `inflight` threads loop try_acquire + commit on entities "user-<k>": thread t takes
@@ -203,8 +237,8 @@ Result run(admit::Limiter& limiter, const Args& a) {
   const auto end = Clock::now();
   for (auto& th : threads) th.join();
 
-  Result r;
   std::vector<std::int64_t> all;
+  Result r;
   std::string first_error;
   for (auto& p : per) {
     all.insert(all.end(), p.lat_ns.begin(), p.lat_ns.end());
@@ -212,19 +246,80 @@ Result run(admit::Limiter& limiter, const Args& a) {
     r.errors += p.errors;
     if (first_error.empty()) first_error = p.first_error;
   }
-  if (!first_error.empty()) {
-    std::cerr << "admit_redis_bench: " << r.errors << " failed acquires, first: " << first_error
-              << "\n";
+  summarize(r, all, first_error, std::chrono::duration<double>(end - start).count());
+  return r;
+}
+
+// `inflight` chains of try_acquire_async + commit, started here: each completion starts its
+// chain's next acquire (entities as in run(): chain t takes k = t, t + inflight, ...), until
+// the stop; then this thread waits for the last ones. Completions run on the client's I/O
+// thread (or inline, when the store answers at once), so the latencies are kept under a
+// mutex that is rarely contended.
+Result run_async(admit::Limiter& limiter, const Args& a) {
+  struct State {
+    State(admit::Limiter& l, std::size_t n) : limiter(l), chains(n) {}
+    admit::Limiter& limiter;
+    std::vector<std::string> entities;
+    std::size_t chains;
+    std::atomic<bool> measuring{false}, stop{false};
+    std::mutex mu;
+    std::condition_variable idle;
+    std::size_t running = 0;  // chains not yet stopped
+    std::vector<std::int64_t> lat_ns;
+    std::uint64_t denied = 0, errors = 0;
+    std::string first_error;
+
+    void start(std::size_t k) {
+      const auto t0 = Clock::now();
+      const bool counted = measuring.load(std::memory_order_relaxed);
+      limiter.try_acquire_async(entities[k % entities.size()], kResource, amounts(),
+                                [this, k, t0, counted](admit::Lease lease) {
+                                  done(k, t0, counted, std::move(lease));
+                                });
+    }
+    void done(std::size_t k, Clock::time_point t0, bool counted, admit::Lease lease) {
+      const bool allowed = lease.allowed();
+      const admit::Decision& d = lease.decision();
+      const bool failed = !allowed && d.code == admit::Code::store_unavailable;
+      lease.commit();
+      const auto t1 = Clock::now();
+      const bool stopping = stop.load(std::memory_order_relaxed);
+      {
+        std::lock_guard g(mu);
+        if (failed) {
+          if (errors++ == 0) first_error = d.reason;
+        } else if (counted && !stopping) {
+          lat_ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+          if (!allowed) ++denied;
+        }
+        if (stopping) {
+          if (--running == 0) idle.notify_all();
+          return;
+        }
+      }
+      start(k + chains);
+    }
+  };
+  State st(limiter, static_cast<std::size_t>(a.inflight));
+  st.entities.reserve(kEntities);
+  for (int i = 0; i < kEntities; ++i) st.entities.push_back("user-" + std::to_string(i));
+  st.lat_ns.reserve(static_cast<std::size_t>(std::min(300'000 * (a.duration + 1), 4e7)));
+  st.running = st.chains;
+  for (std::size_t t = 0; t < st.chains; ++t) st.start(t);
+  std::this_thread::sleep_for(std::chrono::duration<double>(a.warmup));
+  const auto start = Clock::now();
+  st.measuring.store(true);
+  std::this_thread::sleep_for(std::chrono::duration<double>(a.duration));
+  st.stop.store(true);
+  const auto end = Clock::now();
+  {
+    std::unique_lock g(st.mu);
+    st.idle.wait(g, [&] { return st.running == 0; });
   }
-  std::sort(all.begin(), all.end());
-  const double secs = std::chrono::duration<double>(end - start).count();
-  r.count = all.size();
-  r.ops = static_cast<double>(all.size()) / secs;
-  r.p50_us = percentile(all, 0.50);
-  r.p99_us = percentile(all, 0.99);
-  double sum = 0;
-  for (const auto x : all) sum += static_cast<double>(x);
-  r.mean_us = all.empty() ? 0 : sum / static_cast<double>(all.size()) / 1000.0;
+  Result r;
+  r.denied = st.denied;
+  r.errors = st.errors;
+  summarize(r, st.lat_ns, st.first_error, std::chrono::duration<double>(end - start).count());
   return r;
 }
 
@@ -233,11 +328,11 @@ void print(const Result& r, const Args& a, std::string_view store, std::string_v
   std::snprintf(buf, sizeof buf,
                 "{\"store\": \"%s\", \"inflight\": %d, \"duration_s\": %.3f, \"ops\": %.1f, "
                 "\"p50_us\": %.1f, \"p99_us\": %.1f, \"mean_us\": %.1f, \"count\": %llu, "
-                "\"denied\": %llu, \"errors\": %llu",
+                "\"denied\": %llu, \"errors\": %llu, \"async\": %s",
                 std::string(store).c_str(), a.inflight, a.duration, r.ops, r.p50_us, r.p99_us,
                 r.mean_us, static_cast<unsigned long long>(r.count),
                 static_cast<unsigned long long>(r.denied),
-                static_cast<unsigned long long>(r.errors));
+                static_cast<unsigned long long>(r.errors), a.async ? "true" : "false");
   std::cout << buf << extra << "}\n";
 }
 
@@ -258,7 +353,7 @@ int main(int argc, char** argv) {
       admit::RedisStore store(o);
       admit::Limiter limiter(store, clock);
       limiter.set_limits(std::string(kResource), limits());
-      const Result r = run(limiter, a);
+      const Result r = a.async ? run_async(limiter, a) : run(limiter, a);
       const admit::RedisStoreStats st = store.stats();
       const admit::redis::ClientStats cs = store.client().stats();
       // Requests per socket write: how much the client's pipelining batched.

@@ -2,14 +2,19 @@
 // RedisStore in scripts/bench-redis. Keeps --inflight consume() promises in flight for
 // --duration seconds on keys "user-<k>" (k rotating over 1000), after a warm-up, and prints
 // one JSON line: {"ops": ..., "p50_us": ..., "p99_us": ..., ...}.
+// --limits 2: two limits per request (requests and tokens, as admit's acquire), the way
+// rate-limiter-flexible documents it: a RateLimiterUnion of two RateLimiterRedis, whose
+// consume() runs both consumes concurrently (not atomically: a rejection by one does not
+// undo the other).
 //   node bench.js --port PORT [--host 127.0.0.1] [--inflight 64] [--duration 5] [--warmup S]
+//                 [--limits 1|2]
 'use strict';
 
 const Redis = require('ioredis');
-const { RateLimiterRedis } = require('rate-limiter-flexible');
+const { RateLimiterRedis, RateLimiterUnion } = require('rate-limiter-flexible');
 
 function parseArgs(argv) {
-  const a = { host: '127.0.0.1', port: 6379, inflight: 64, duration: 5, warmup: -1 };
+  const a = { host: '127.0.0.1', port: 6379, inflight: 64, duration: 5, warmup: -1, limits: 1 };
   for (let i = 2; i < argv.length; i++) {
     const k = argv[i];
     const v = argv[++i];
@@ -19,9 +24,11 @@ function parseArgs(argv) {
     else if (k === '--inflight') a.inflight = Number(v);
     else if (k === '--duration') a.duration = Number(v);
     else if (k === '--warmup') a.warmup = Number(v);
+    else if (k === '--limits') a.limits = Number(v);
     else throw new Error(`unknown argument ${k}`);
   }
   if (!(a.inflight >= 1) || !(a.duration > 0)) throw new Error('bad --inflight or --duration');
+  if (a.limits !== 1 && a.limits !== 2) throw new Error('--limits must be 1 or 2');
   if (a.warmup < 0) a.warmup = Math.min(1, a.duration / 5);
   return a;
 }
@@ -30,10 +37,11 @@ async function main() {
   const a = parseArgs(process.argv);
   const client = new Redis({ host: a.host, port: a.port, enableOfflineQueue: true, lazyConnect: true });
   await client.connect();
-  // One limit, so large nothing is denied: 1e12 points per 60 s (a fixed-window counter).
-  const limiter = new RateLimiterRedis({
-    storeClient: client, keyPrefix: 'rlf', points: 1e12, duration: 60,
+  // Limits so large nothing is denied: 1e12 points per 60 s (fixed-window counters).
+  const make = (keyPrefix) => new RateLimiterRedis({
+    storeClient: client, keyPrefix, points: 1e12, duration: 60,
   });
+  const limiter = a.limits === 1 ? make('rlf') : new RateLimiterUnion(make('rlf-rpm'), make('rlf-tpm'));
 
   const entities = Array.from({ length: 1000 }, (_, i) => `user-${i}`);
   let measuring = false;
@@ -85,6 +93,7 @@ async function main() {
     p50_us: Number(pct(0.5).toFixed(1)),
     p99_us: Number(pct(0.99).toFixed(1)),
     inflight: a.inflight,
+    limits: a.limits,
     duration_s: a.duration,
     count: lat.length,
     denied,

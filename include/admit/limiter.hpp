@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -145,6 +147,29 @@ class Limiter {
   Lease try_acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
                     const AcquireOptions& options = {});
 
+  /// Receives the Lease of a try_acquire_async(). Must not throw and must not block.
+  using AcquireCallback = std::function<void(Lease)>;
+
+  /**
+   * try_acquire() without blocking on the store (Store::apply_async): `done` receives the
+   * Lease exactly once, on any thread: before this returns when the answer needs no store
+   * (an invalid request, code queue_ahead) or the store answers synchronously (MemoryStore,
+   * SqliteStore), otherwise on the store's I/O thread (RedisStore), so `done` must be quick
+   * and must not block. Same decisions as try_acquire(): code store_unavailable for a
+   * StoreUnavailable, and also for any other exception the store reports (its what() as the
+   * reason), so no exception escapes on the store's thread. The arguments may be destroyed
+   * as soon as this returns. Only the acquire itself is asynchronous: in ConfigMode::store,
+   * limits not cached are read from the store before this returns.
+   *
+   * Adjusting or ending an active lease (rollback, destruction, commit of one holding
+   * concurrency slots) calls the store synchronously: inside `done` on a RedisStore's I/O
+   * thread that would block the thread it waits for, so move the lease out (to a queue,
+   * another thread) first. The Limiter and its Store must outlive every pending `done`.
+   */
+  void try_acquire_async(std::string_view entity, std::string_view resource,
+                         const Amounts& amounts, AcquireCallback done,
+                         const AcquireOptions& options = {});
+
   /**
    * Waits until the request fits or `timeout` passes, in FIFO order per (entity, resource)
    * so a large request is not starved by small ones.
@@ -200,8 +225,25 @@ class Limiter {
 
   Plan& plan_for(std::string_view entity, std::string_view resource, const Amounts& amounts,
                  Micros now);
+  struct AsyncAcquire;
   Lease attempt(std::string_view entity, std::string_view resource, const Amounts& amounts,
                 const AcquireOptions& options, bool respect_queue);
+  /// The part of an acquire before the store: the plan, or nullptr with `lease`'s decision
+  /// set (an invalid request, someone waiting ahead). Inline: defined (and used) in the
+  /// Limiter's source only.
+  inline Plan* prepare_acquire(Lease& lease, std::string_view entity, std::string_view resource,
+                               const Amounts& amounts, bool respect_queue);
+  /// The part after the store: `lease`'s decision from the store's answer (`results[j]` for
+  /// `ops[j]`, which took from entry `entries[j]` of `key`) and, if allowed, its holdings.
+  /// `epochs`: per entry, adaptive plans only (else empty).
+  inline void finish_acquire(Lease& lease, const std::shared_ptr<const detail::LeaseKey>& key,
+                             std::span<const OpItem> ops, std::span<const std::size_t> entries,
+                             std::span<const ItemResult> results,
+                             std::span<const std::uint64_t> epochs, bool ok, bool with_stats,
+                             bool slots, std::uint64_t id, Micros expires_at);
+  /// Completes a try_acquire_async() from the store's answer and hands the lease to `done`;
+  /// frees `ctx`.
+  static void complete_async(AsyncAcquire* ctx, bool ok, std::exception_ptr error) noexcept;
   Decision planned_op(OpKind kind, std::string_view entity, std::string_view resource,
                       const Amounts& amounts);
   /// Adjusts a lease (deltas != nullptr) or ends it (refunding what it consumed if `refund`).

@@ -10,6 +10,8 @@
 #include <atomic>
 #include <charconv>
 #include <deque>
+#include <exception>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <optional>
@@ -827,30 +829,27 @@ Code code_for(LimitKind k) {
 
 }  // namespace
 
-// Fills `d` from the store's per-item results.
-template <class Plan, class Items, class Results>
-static void fill_decision(Decision& d, const Plan& plan, const Items& items,
-                          const Results& results, bool allowed, bool with_stats,
-                          std::string_view resource) {
-  d.allowed = allowed;
-  d.code = Code::ok;
-  d.retry_after = 0;
-  if (with_stats || !allowed) {
-    d.stats.reserve(items.size());
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      const auto& en = plan.entries[items[i].second];
-      d.stats.push_back(status_of(plan.keys[en.key], *en.limit, en.source, results[i]));
-    }
+// fill_decision's slow part: the stats and, if denied, the violations, code and reason.
+static void fill_details(Decision& d, const detail::LeaseKey& key, std::span<const OpItem> ops,
+                         std::span<const std::size_t> entries,
+                         std::span<const ItemResult> results, bool allowed) {
+  d.stats.reserve(ops.size());
+  for (std::size_t j = 0; j < ops.size(); ++j) {
+    const auto& it = key.items[entries[j]];
+    const ItemResult& r = results[j];
+    d.stats.push_back(LimitStatus{key.entities[it.key], it.limit.name(), it.limit.kind(),
+                                  it.source, it.limit.capacity(), r.available, r.reset_after,
+                                  0});
   }
   if (allowed) return;
   bool never = false;
   const Violation* worst = nullptr;
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    const ItemResult& r = results[i];
+  for (std::size_t j = 0; j < ops.size(); ++j) {
+    const ItemResult& r = results[j];
     if (r.ok) continue;
-    const auto& en = plan.entries[items[i].second];
-    d.violations.push_back(Violation{std::string(plan.keys[en.key].entity), en.limit->name(),
-                                     en.limit->kind(), en.amount, r.available, r.retry_after});
+    const auto& it = key.items[entries[j]];
+    d.violations.push_back(Violation{key.entities[it.key], it.limit.name(), it.limit.kind(),
+                                     ops[j].amount, r.available, r.retry_after});
     never = never || r.never;
   }
   for (const auto& v : d.violations) {
@@ -858,13 +857,13 @@ static void fill_decision(Decision& d, const Plan& plan, const Items& items,
   }
   if (never) {
     d.code = Code::exceeds_capacity;
-    for (std::size_t i = 0, v = 0; i < items.size(); ++i) {
-      if (results[i].ok) continue;
-      if (results[i].never) {
+    for (std::size_t j = 0, v = 0; j < ops.size(); ++j) {
+      if (results[j].ok) continue;
+      if (results[j].never) {
         const Violation& x = d.violations[v];
-        d.reason = "'" + x.limit + "' of " + x.entity + " on " + std::string(resource) +
+        d.reason = "'" + x.limit + "' of " + x.entity + " on " + key.resource +
                    " can never fit " + std::to_string(x.requested) + " (capacity " +
-                   std::to_string(plan.entries[items[i].second].limit->capacity()) + ")";
+                   std::to_string(key.items[entries[j]].limit.capacity()) + ")";
         break;
       }
       ++v;
@@ -873,9 +872,22 @@ static void fill_decision(Decision& d, const Plan& plan, const Items& items,
   }
   d.code = code_for(worst->kind);
   d.retry_after = worst->retry_after;
-  d.reason = "'" + worst->limit + "' of " + worst->entity + " on " + std::string(resource) +
+  d.reason = "'" + worst->limit + "' of " + worst->entity + " on " + key.resource +
              ": requested " + std::to_string(worst->requested) + ", available " +
              std::to_string(worst->available) + ", retry in " + format_micros(d.retry_after);
+}
+
+// Fills `d` from the store's answer to an op over `key`'s limits: `results[j]` answers
+// `ops[j]`, which is entry `entries[j]` of `key` (a plan's entries are its lease key's items).
+// Reads only `key` and the spans, never the plan, so an asynchronous completion can use it.
+static inline void fill_decision(Decision& d, const detail::LeaseKey& key,
+                                 std::span<const OpItem> ops, std::span<const std::size_t> entries,
+                                 std::span<const ItemResult> results, bool allowed,
+                                 bool with_stats) {
+  d.allowed = allowed;
+  d.code = Code::ok;
+  d.retry_after = 0;
+  if (with_stats || !allowed) fill_details(d, key, ops, entries, results, allowed);
 }
 
 // ---------------------------------------------------------------- admission
@@ -940,38 +952,85 @@ namespace {
 // Per-thread scratch for one operation, reused so the hot path allocates nothing.
 struct Scratch {
   std::vector<OpItem> ops;
-  std::vector<std::pair<std::uint16_t, std::size_t>> map;  // op index -> (key, entry index)
+  std::vector<std::size_t> entries;  // per op item: the plan entry it takes from
   std::vector<ItemResult> results;
   std::vector<RateParams> rates;  // adaptive items' parameters (reserved: pointers stay valid)
   std::vector<std::uint64_t> epochs;  // per entry: adaptive controllers' epoch at the op
-  void clear() {
-    ops.clear();
-    map.clear();
-    rates.clear();
-  }
 };
 thread_local Scratch t_scratch;
 
 // A decision the store could not make: code store_unavailable, the store's reason.
-void unavailable(Decision& d, const StoreUnavailable& e) {
+void unavailable(Decision& d, std::string_view reason) {
   d.allowed = false;
   d.code = Code::store_unavailable;
-  d.reason = e.what();
+  d.reason = reason;
   d.stats.clear();
+}
+void unavailable(Decision& d, const StoreUnavailable& e) { unavailable(d, e.what()); }
+
+// The items of an acquire over `plan`: one per entry with an amount (the others are not sent),
+// the item for entry i pointing at limit_of(i) (that entry's limit or a copy of it); adaptive
+// entries at their controller's rate now, its epoch in epochs[i]. Fills `entries` with each
+// item's entry. @return whether some item takes a concurrency slot.
+template <class Plan, class Ops, class Entries, class Rates, class Epochs, class LimitOf>
+bool acquire_items(const Plan& plan, Ops& ops, Entries& entries, Rates& rates, Epochs& epochs,
+                   LimitOf&& limit_of) {
+  ops.clear();
+  entries.clear();
+  rates.clear();
+  if (plan.adaptive) {
+    rates.reserve(plan.entries.size());
+    epochs.resize(plan.entries.size());
+  }
+  bool slots = false;
+  for (std::size_t i = 0; i < plan.entries.size(); ++i) {
+    const auto& en = plan.entries[i];
+    if (en.amount == 0) continue;
+    OpItem& it = ops.emplace_back(OpItem{en.key, limit_of(i), en.amount, 0});
+    if (en.aimd != nullptr) {
+      const AimdState st = en.aimd->state();  // rate and epoch of one instant
+      epochs[i] = st.epoch;
+      it.rate = &rates.emplace_back(en.limit->rate_at(st.rate));
+    }
+    entries.push_back(i);
+    slots = slots || en.limit->kind() == LimitKind::concurrency;
+  }
+  return slots;
 }
 }  // namespace
 
-Lease Limiter::attempt(std::string_view entity, std::string_view resource, const Amounts& amounts,
-                       const AcquireOptions& options, bool respect_queue) {
-  Lease lease;
+// Everything an asynchronous acquire needs once the store answers, owned in one allocation:
+// nothing in it points into the per-thread plan cache (the next call on the thread may
+// overwrite it) or into a configuration snapshot (a set_* may free it). The op's items point
+// at the lease key's copies of the limits and at `rates`.
+struct Limiter::AsyncAcquire {
+  Limiter* limiter = nullptr;
+  AcquireCallback done;
+  Lease lease;  // its decision's `now` is set
+  std::shared_ptr<const detail::LeaseKey> key;
+  SmallVec<OpItem> ops;
+  SmallVec<std::size_t> entries;
+  SmallVec<ItemResult> results;
+  SmallVec<RateParams> rates;
+  SmallVec<std::uint64_t> epochs;
+  std::uint64_t id = 0;
+  Micros expires_at = 0;
+  bool adaptive = false;
+  bool slots = false;
+  bool with_stats = false;
+};
+
+// Inlined into attempt(), the hot path, and into the asynchronous path.
+[[gnu::always_inline]] Limiter::Plan* Limiter::prepare_acquire(
+    Lease& lease, std::string_view entity, std::string_view resource, const Amounts& amounts,
+    bool respect_queue) {
   Decision& d = lease.decision_;
-  const Micros now = clock_.now();
-  d.now = now;
-  Plan& plan = plan_for(entity, resource, amounts, now);
+  d.now = clock_.now();
+  Plan& plan = plan_for(entity, resource, amounts, d.now);
   if (plan.error != Code::ok) {
     d.code = plan.error;
     d.reason = plan.error_reason;
-    return lease;
+    return nullptr;
   }
   if (respect_queue && impl_->waiters.load(std::memory_order_acquire) > 0) {
     std::lock_guard g(impl_->wait_mu);
@@ -979,63 +1038,130 @@ Lease Limiter::attempt(std::string_view entity, std::string_view resource, const
     if (q != impl_->queues.end() && !q->second.empty()) {
       d.code = Code::queue_ahead;
       d.reason = std::to_string(q->second.size()) + " caller(s) wait on this key first";
-      return lease;
+      return nullptr;
     }
   }
-  Scratch& sc = t_scratch;
-  sc.clear();
-  if (plan.adaptive) {
-    sc.rates.reserve(plan.entries.size());
-    sc.epochs.resize(plan.entries.size());
-  }
-  bool slots = false;
-  for (std::size_t i = 0; i < plan.entries.size(); ++i) {
-    const auto& en = plan.entries[i];
-    if (en.amount == 0) continue;
-    OpItem& it = sc.ops.emplace_back(OpItem{en.key, en.limit, en.amount, 0});
-    if (en.aimd != nullptr) {
-      const AimdState st = en.aimd->state();  // rate and epoch of one instant
-      sc.epochs[i] = st.epoch;
-      it.rate = &sc.rates.emplace_back(en.limit->rate_at(st.rate));
-    }
-    sc.map.emplace_back(en.key, i);
-    slots = slots || en.limit->kind() == LimitKind::concurrency;
-  }
-  const std::uint64_t id = slots ? next_lease_id() : 0;
-  const Micros ttl = options.lease_ttl > 0 ? options.lease_ttl : options_.lease_ttl;
-  sc.results.resize(sc.ops.size());
-  bool ok = true;
-  if (!sc.ops.empty()) {
-    const Op op{.kind = OpKind::acquire, .ns = &impl_->ns, .group = plan.keys.back().entity,
-                .now = now, .keys = plan.keys,
-                .items = sc.ops, .handles = plan.handles, .lease_id = id,
-                .lease_expiry = now + ttl, .report = options.with_stats};
-    try {
-      ok = store_.apply(op, sc.results);
-    } catch (const StoreUnavailable& e) {  // the store's policy was to fail closed
-      unavailable(d, e);
-      return lease;
-    }
-  }
-  fill_decision(d, plan, sc.map, sc.results, ok, options.with_stats, resource);
-  if (!ok) return lease;
+  return &plan;
+}
 
+[[gnu::always_inline]] void Limiter::finish_acquire(
+    Lease& lease, const std::shared_ptr<const detail::LeaseKey>& key,
+    std::span<const OpItem> ops, std::span<const std::size_t> entries,
+    std::span<const ItemResult> results, std::span<const std::uint64_t> epochs, bool ok,
+    bool with_stats, bool slots, std::uint64_t id, Micros expires_at) {
+  fill_decision(lease.decision_, *key, ops, entries, results, ok, with_stats);
+  if (!ok) return;
   lease.limiter_ = this;
   lease.id_ = id;
   lease.holds_slots_ = slots;
-  lease.expires_at_ = now + ttl;
-  lease.key_ = plan.lease_key;
-  lease.held_.resize(plan.entries.size());
-  std::size_t r = 0;
-  for (std::size_t i = 0; i < plan.entries.size(); ++i) {
-    const auto amount = plan.entries[i].amount;
-    if (amount == 0) continue;
-    lease.held_[i] = Lease::Held{amount, sc.results[r++].window_end};
-    if (plan.adaptive && plan.entries[i].aimd != nullptr) {
-      lease.held_[i].window_end = static_cast<Micros>(sc.epochs[i]);
+  lease.expires_at_ = expires_at;
+  lease.key_ = key;
+  lease.held_.resize(key->items.size());
+  for (std::size_t j = 0; j < ops.size(); ++j) {
+    const std::size_t i = entries[j];
+    lease.held_[i] = Lease::Held{ops[j].amount, results[j].window_end};
+    if (!epochs.empty() && key->items[i].aimd) {
+      lease.held_[i].window_end = static_cast<Micros>(epochs[i]);
     }
   }
+}
+
+Lease Limiter::attempt(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                       const AcquireOptions& options, bool respect_queue) {
+  Lease lease;
+  const Plan* plan = prepare_acquire(lease, entity, resource, amounts, respect_queue);
+  if (plan == nullptr) return lease;
+  Scratch& sc = t_scratch;
+  const bool slots = acquire_items(*plan, sc.ops, sc.entries, sc.rates, sc.epochs,
+                                   [plan](std::size_t i) { return plan->entries[i].limit; });
+  const std::uint64_t id = slots ? next_lease_id() : 0;
+  const Micros now = lease.decision_.now;
+  const Micros expires_at = now + (options.lease_ttl > 0 ? options.lease_ttl : options_.lease_ttl);
+  sc.results.resize(sc.ops.size());
+  bool ok = true;
+  if (!sc.ops.empty()) {
+    const Op op{.kind = OpKind::acquire, .ns = &impl_->ns, .group = plan->keys.back().entity,
+                .now = now, .keys = plan->keys,
+                .items = sc.ops, .handles = plan->handles, .lease_id = id,
+                .lease_expiry = expires_at, .report = options.with_stats};
+    try {
+      ok = store_.apply(op, sc.results);
+    } catch (const StoreUnavailable& e) {  // the store's policy was to fail closed
+      unavailable(lease.decision_, e);
+      return lease;
+    }
+  }
+  finish_acquire(lease, plan->lease_key, sc.ops, sc.entries, sc.results,
+                 plan->adaptive ? std::span<const std::uint64_t>(sc.epochs)
+                                : std::span<const std::uint64_t>(),
+                 ok, options.with_stats, slots, id, expires_at);
   return lease;
+}
+
+void Limiter::complete_async(AsyncAcquire* ctx, bool ok, std::exception_ptr error) noexcept {
+  std::unique_ptr<AsyncAcquire> c(ctx);
+  Lease& lease = c->lease;
+  if (error) {
+    // No exception may escape on the store's thread: every failure is a decision.
+    try {
+      std::rethrow_exception(error);
+    } catch (const StoreUnavailable& e) {
+      unavailable(lease.decision_, e);
+    } catch (const std::exception& e) {
+      unavailable(lease.decision_, e.what());
+    } catch (...) {
+      unavailable(lease.decision_, "the store failed with an unknown exception");
+    }
+  } else {
+    c->limiter->finish_acquire(lease, c->key, c->ops, c->entries, c->results,
+                               c->adaptive ? std::span<const std::uint64_t>(c->epochs)
+                                           : std::span<const std::uint64_t>(),
+                               ok, c->with_stats, c->slots, c->id, c->expires_at);
+  }
+  AcquireCallback done = std::move(c->done);
+  Lease out = std::move(lease);
+  c.reset();  // the context is freed before `done` runs
+  done(std::move(out));
+}
+
+void Limiter::try_acquire_async(std::string_view entity, std::string_view resource,
+                                const Amounts& amounts, AcquireCallback done,
+                                const AcquireOptions& options) {
+  Lease lease;
+  const Plan* plan = prepare_acquire(lease, entity, resource, amounts, /*respect_queue=*/true);
+  if (plan == nullptr) {
+    done(std::move(lease));
+    return;
+  }
+  auto c = std::make_unique<AsyncAcquire>();
+  c->limiter = this;
+  c->key = plan->lease_key;
+  const detail::LeaseKey* key = c->key.get();
+  c->slots = acquire_items(*plan, c->ops, c->entries, c->rates, c->epochs,
+                           [key](std::size_t i) { return &key->items[i].limit; });
+  c->adaptive = plan->adaptive;
+  c->id = c->slots ? next_lease_id() : 0;
+  const Micros now = lease.decision_.now;
+  c->expires_at = now + (options.lease_ttl > 0 ? options.lease_ttl : options_.lease_ttl);
+  c->with_stats = options.with_stats;
+  c->results.resize(c->ops.size());
+  c->lease = std::move(lease);
+  c->done = std::move(done);
+  if (c->ops.empty()) return complete_async(c.release(), true, nullptr);
+  // The op points into the plan (keys, handles) and the context; the store reads it only
+  // before apply_async returns. From here the context belongs to the completion.
+  const Op op{.kind = OpKind::acquire, .ns = &impl_->ns, .group = plan->keys.back().entity,
+              .now = now, .keys = plan->keys,
+              .items = c->ops, .handles = plan->handles, .lease_id = c->id,
+              .lease_expiry = c->expires_at, .report = options.with_stats};
+  AsyncAcquire* ctx = c.release();
+  try {
+    store_.apply_async(op, ctx->results, [ctx](bool ok, std::exception_ptr error) noexcept {
+      complete_async(ctx, ok, std::move(error));
+    });
+  } catch (...) {  // apply_async should report failures through the callback; it threw before
+    complete_async(ctx, false, std::current_exception());  // taking it, so it never calls it
+  }
 }
 
 Lease Limiter::try_acquire(std::string_view entity, std::string_view resource,
@@ -1152,7 +1278,7 @@ Decision Limiter::planned_op(OpKind kind, std::string_view entity, std::string_v
     return d;
   }
   SmallVec<OpItem> ops;
-  SmallVec<std::pair<std::uint16_t, std::size_t>> map;
+  SmallVec<std::size_t> entries;  // per op item: its plan entry
   SmallVec<RateParams> rates;
   rates.reserve(plan.entries.size());
   for (std::size_t i = 0; i < plan.entries.size(); ++i) {
@@ -1162,7 +1288,7 @@ Decision Limiter::planned_op(OpKind kind, std::string_view entity, std::string_v
     if (kind == OpKind::record && en.limit->kind() == LimitKind::concurrency) continue;
     OpItem& it = ops.emplace_back(OpItem{en.key, en.limit, en.amount, 0});
     if (en.aimd != nullptr) it.rate = &rates.emplace_back(adaptive_params(*en.limit, en.aimd));
-    map.emplace_back(en.key, i);
+    entries.push_back(i);
   }
   SmallVec<ItemResult> results(ops.size());
   bool ok = true;
@@ -1177,7 +1303,7 @@ Decision Limiter::planned_op(OpKind kind, std::string_view entity, std::string_v
       return d;
     }
   }
-  fill_decision(d, plan, map, results, ok, /*with_stats=*/true, resource);
+  fill_decision(d, *plan.lease_key, ops, entries, results, ok, /*with_stats=*/true);
   return d;
 }
 

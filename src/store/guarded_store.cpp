@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -106,6 +107,28 @@ struct GuardedStore::Impl {
   Impl(std::unique_ptr<Store> own, Store& p, GuardedStoreOptions opts)
       : owned(std::move(own)), primary(p), o(validated(opts)) {}
 
+  // primary_failures doubles as the failure epoch: only an operation that started after the
+  // last failure proves the primary healthy again (one that was already in flight when
+  // another failed does not, even if it completes later).
+  std::uint64_t epoch() const { return primary_failures.load(std::memory_order_acquire); }
+
+  // The primary served an operation that started at failure epoch `epoch`.
+  void served(std::uint64_t epoch) {
+    if (degraded.load(std::memory_order_acquire)) recovered(epoch);
+  }
+
+  // The primary threw StoreUnavailable.
+  void failed() {
+    primary_failures.fetch_add(1, std::memory_order_acq_rel);
+    degraded.store(true, std::memory_order_release);
+  }
+
+  // The policy's answer to `op` once the primary failed; fail_closed never gets here.
+  bool degraded_answer(const Op& op, std::span<ItemResult> results) {
+    return o.policy == UnavailablePolicy::fail_open ? apply_open(op, results)
+                                                    : apply_fallback(op, results);
+  }
+
   // An operation that started at failure epoch `epoch` succeeded on the primary.
   void recovered(std::uint64_t epoch) {
     if (primary_failures.load(std::memory_order_acquire) != epoch) return;  // failed since
@@ -209,27 +232,97 @@ GuardedStore::~GuardedStore() = default;
 
 bool GuardedStore::apply(const Op& op, std::span<ItemResult> results) {
   Impl& im = *impl_;
-  // primary_failures doubles as the failure epoch: only an operation that started after the
-  // last failure proves the primary healthy again (one that was already in flight when
-  // another failed does not, even if it completes later).
-  const std::uint64_t epoch = im.primary_failures.load(std::memory_order_acquire);
+  const std::uint64_t epoch = im.epoch();
   try {
     const bool ok = im.primary.apply(op, results);
-    if (im.degraded.load(std::memory_order_acquire)) im.recovered(epoch);
+    im.served(epoch);
     return ok;
   } catch (const StoreUnavailable&) {
-    im.primary_failures.fetch_add(1, std::memory_order_acq_rel);
-    im.degraded.store(true, std::memory_order_release);
-    switch (im.o.policy) {
-      case UnavailablePolicy::fail_closed:
-        throw;
-      case UnavailablePolicy::fail_open:
-        return im.apply_open(op, results);
-      case UnavailablePolicy::local_fallback:
-        break;
-    }
+    im.failed();
+    if (im.o.policy == UnavailablePolicy::fail_closed) throw;
   }
-  return im.apply_fallback(op, results);
+  return im.degraded_answer(op, results);
+}
+
+namespace {
+
+// A deep copy of an Op (keys, limits, rates; not the primary's handles), for answering it
+// after the caller's Op is gone.
+struct OwnedOp {
+  Namespace ns;
+  std::string group;
+  std::vector<std::string> names;  // entity, resource of each key
+  std::vector<KeyParts> keys;
+  std::vector<Limit> limits;
+  std::vector<RateParams> rates;
+  std::vector<OpItem> items;
+  Op op;
+
+  OwnedOp(const OwnedOp&) = delete;  // views its own members
+  OwnedOp& operator=(const OwnedOp&) = delete;
+  explicit OwnedOp(const Op& o) : ns(*o.ns), group(o.group), op(o) {
+    names.reserve(2 * o.keys.size());  // no reallocation: `keys` views these strings
+    for (const KeyParts& k : o.keys) {
+      names.emplace_back(k.entity);
+      names.emplace_back(k.resource);
+    }
+    keys.reserve(o.keys.size());
+    for (std::size_t i = 0; i < o.keys.size(); ++i) {
+      keys.push_back(KeyParts{names[2 * i], names[2 * i + 1]});
+    }
+    limits.reserve(o.items.size());
+    rates.reserve(o.items.size());
+    items.assign(o.items.begin(), o.items.end());
+    for (OpItem& it : items) {
+      it.limit = &limits.emplace_back(*it.limit);
+      if (it.rate != nullptr) it.rate = &rates.emplace_back(*it.rate);
+    }
+    op.ns = &ns;
+    op.group = group;
+    op.keys = keys;
+    op.items = items;
+    op.handles = {};
+  }
+};
+
+bool is_unavailable(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const StoreUnavailable&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+}  // namespace
+
+void GuardedStore::apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done) {
+  Impl& im = *impl_;
+  const std::uint64_t epoch = im.epoch();
+  // fail_open and local_fallback may have to answer after `op` is gone: keep a copy.
+  std::shared_ptr<const OwnedOp> copy;
+  if (im.o.policy != UnavailablePolicy::fail_closed) copy = std::make_shared<const OwnedOp>(op);
+  im.primary.apply_async(
+      op, results,
+      [&im, epoch, results, copy = std::move(copy), done = std::move(done)](
+          bool ok, std::exception_ptr error) {
+        if (!error) {
+          im.served(epoch);
+          return done(ok, nullptr);
+        }
+        if (!is_unavailable(error)) return done(false, std::move(error));
+        im.failed();
+        if (im.o.policy == UnavailablePolicy::fail_closed) return done(false, std::move(error));
+        bool answer = false;
+        std::exception_ptr failure;
+        try {
+          answer = im.degraded_answer(copy->op, results);
+        } catch (...) {
+          failure = std::current_exception();
+        }
+        done(answer, std::move(failure));
+      });
 }
 
 KeyHandle GuardedStore::prepare(const Namespace& ns, const KeyParts& key) const {

@@ -1,8 +1,21 @@
 #include "admit/store/store.hpp"
 
+#include <utility>
+
 #include "admit/core/error.hpp"
 
 namespace admit {
+
+void Store::apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done) {
+  bool ok = false;
+  std::exception_ptr error;
+  try {
+    ok = apply(op, results);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  done(ok, std::move(error));
+}
 
 std::string_view to_string(ConfigKind k) {
   switch (k) {

@@ -6,12 +6,24 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
 #include <vector>
 
+#include "admit/adapt/aimd.hpp"
 #include "admit/core/clock.hpp"
 #include "admit/core/error.hpp"
 #include "admit/store/memory_store.hpp"
+#include "support/deferred_store.hpp"
 #include "support/test_support.hpp"
 
 namespace admit {
@@ -1095,6 +1107,407 @@ TEST(LimiterStoreConfig, DiscoveredLimitsMergeWithStoredOnes) {
             (Resolved{{Limit::per_minute("rpm", 7), ConfigSource::resource},
                       {Limit::per_minute("tpm", 500), ConfigSource::discovered}}));
   EXPECT_EQ(other.resolve("u", "m")[1].second, ConfigSource::resource);
+}
+
+}  // namespace
+}  // namespace admit
+
+// ------------------------------------------------------------------ try_acquire_async
+
+namespace admit {
+namespace {
+
+using test::DeferredStore;
+
+/// Every field of two decisions, with `what` in the failure messages.
+void expect_same(const Decision& sync, const Decision& async, const std::string& what) {
+  SCOPED_TRACE(what);
+  EXPECT_EQ(sync.allowed, async.allowed);
+  EXPECT_EQ(sync.code, async.code);
+  EXPECT_EQ(sync.reason, async.reason);
+  EXPECT_EQ(sync.retry_after, async.retry_after);
+  EXPECT_EQ(sync.now, async.now);
+  ASSERT_EQ(sync.violations.size(), async.violations.size());
+  for (std::size_t i = 0; i < sync.violations.size(); ++i) {
+    const Violation& a = sync.violations[i];
+    const Violation& b = async.violations[i];
+    EXPECT_EQ(a.entity, b.entity) << i;
+    EXPECT_EQ(a.limit, b.limit) << i;
+    EXPECT_EQ(a.kind, b.kind) << i;
+    EXPECT_EQ(a.requested, b.requested) << i;
+    EXPECT_EQ(a.available, b.available) << i;
+    EXPECT_EQ(a.retry_after, b.retry_after) << i;
+  }
+  ASSERT_EQ(sync.stats.size(), async.stats.size());
+  for (std::size_t i = 0; i < sync.stats.size(); ++i) {
+    const LimitStatus& a = sync.stats[i];
+    const LimitStatus& b = async.stats[i];
+    EXPECT_EQ(a.entity, b.entity) << i;
+    EXPECT_EQ(a.limit, b.limit) << i;
+    EXPECT_EQ(a.kind, b.kind) << i;
+    EXPECT_EQ(a.source, b.source) << i;
+    EXPECT_EQ(a.capacity, b.capacity) << i;
+    EXPECT_EQ(a.available, b.available) << i;
+    EXPECT_EQ(a.reset_after, b.reset_after) << i;
+  }
+}
+
+/// try_acquire_async on a store that answers at once (MemoryStore's default apply_async):
+/// `done` must have run exactly once before the call returned.
+Lease acquire_async_now(Limiter& limiter, std::string_view entity, std::string_view resource,
+                        const Amounts& amounts, const AcquireOptions& options = {}) {
+  int calls = 0;
+  std::optional<Lease> got;
+  limiter.try_acquire_async(
+      entity, resource, amounts,
+      [&](Lease lease) {
+        ++calls;
+        got.emplace(std::move(lease));
+      },
+      options);
+  EXPECT_EQ(calls, 1);
+  return got ? std::move(*got) : Lease{};
+}
+
+/// The same configuration on two Limiters over two MemoryStores and one clock: `sync` is
+/// driven by try_acquire, `async` by try_acquire_async; their answers must be identical.
+class AsyncAcquireTest : public ::testing::Test {
+ protected:
+  ManualClock clock{kStart};
+  MemoryStore sync_store;
+  MemoryStore async_store;
+  Limiter sync{sync_store, clock};
+  Limiter async{async_store, clock};
+
+  void configure(const std::function<void(Limiter&)>& f) {
+    f(sync);
+    f(async);
+  }
+
+  /// Both acquires; expects equal decisions and lease shapes; returns both leases.
+  std::pair<Lease, Lease> both(std::string_view entity, std::string_view resource,
+                               const Amounts& amounts, const AcquireOptions& options = {}) {
+    Lease s = sync.try_acquire(entity, resource, amounts, options);
+    Lease a = acquire_async_now(async, entity, resource, amounts, options);
+    expect_same(s.decision(), a.decision(),
+                test::cat(entity, "/", resource, " at +", clock.now() - kStart, " us"));
+    EXPECT_EQ(s.active(), a.active());
+    EXPECT_EQ(s.expires_at(), a.expires_at());
+    EXPECT_EQ(s.id() != 0, a.id() != 0);  // ids are random; holding slots is not
+    EXPECT_EQ(s.entity(), a.entity());
+    EXPECT_EQ(s.resource(), a.resource());
+    return {std::move(s), std::move(a)};
+  }
+  /// both() and commit both; returns the async decision.
+  Decision take_both(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                     const AcquireOptions& options = {}) {
+    auto [s, a] = both(entity, resource, amounts, options);
+    Decision d = a.decision();
+    s.commit();
+    a.commit();
+    return d;
+  }
+};
+
+// Verifies try_acquire_async decides exactly like try_acquire: allowed (with and without
+// stats), rate denial with retry_after, exceeds_capacity, parents, windows, unknown limits
+// and bad amounts, and that time passing admits both alike.
+TEST_F(AsyncAcquireTest, SameDecisionsAsTryAcquire) {
+  configure([](Limiter& l) {
+    l.set_limits("m", {Limit::per_minute("rpm", 3), Limit::per_minute("tpm", 1000)});
+    l.set_entity_limits("team", "m", {Limit::per_minute("tpm", 1500)});
+    l.set_parent("alice", "team");
+    l.set_parent("bob", "team");
+    l.set_limits("d", {Limit::daily("rpd", 2, "00:00", "America/Los_Angeles")});
+  });
+  AcquireOptions stats;
+  stats.with_stats = true;
+  EXPECT_TRUE(take_both("alice", "m", {{"rpm", 1}, {"tpm", 400}}).allowed);
+  const Decision with_stats = take_both("alice", "m", {{"rpm", 1}, {"tpm", 400}}, stats);
+  EXPECT_TRUE(with_stats.allowed);
+  EXPECT_EQ(with_stats.stats.size(), 3u);  // alice rpm, tpm; team tpm
+  // The team's tpm (1500) runs out before alice's: bob is denied by the parent.
+  const Decision parent = take_both("bob", "m", {{"rpm", 1}, {"tpm", 800}});
+  EXPECT_EQ(parent.code, Code::rate_exceeded);
+  ASSERT_EQ(parent.violations.size(), 1u);
+  EXPECT_EQ(parent.violations[0].entity, "team");
+  EXPECT_GT(parent.retry_after, 0);
+  EXPECT_TRUE(take_both("alice", "m", {{"rpm", 1}}).allowed);
+  const Decision rate = take_both("alice", "m", {{"rpm", 1}});
+  EXPECT_EQ(rate.code, Code::rate_exceeded);
+  EXPECT_EQ(rate.retry_after, 20 * kSec);  // T = 60 s / 3
+  EXPECT_EQ(take_both("alice", "m", {{"tpm", 2000}}).code, Code::exceeds_capacity);
+  EXPECT_EQ(take_both("alice", "m", {{"nope", 1}}).code, Code::unknown_limit);
+  EXPECT_EQ(take_both("alice", "m", {{"rpm", -1}}).code, Code::invalid_argument);
+  EXPECT_EQ(take_both("alice", "", {{"rpm", 1}}).code, Code::invalid_argument);
+  EXPECT_TRUE(take_both("carol", "d", {{"rpd", 2}}).allowed);
+  const Decision window = take_both("carol", "d", {{"rpd", 1}}, stats);
+  EXPECT_EQ(window.code, Code::window_exceeded);
+  clock.advance(20 * kSec - 1);
+  EXPECT_EQ(take_both("alice", "m", {{"rpm", 1}}).retry_after, 1);
+  clock.advance(1);
+  EXPECT_TRUE(take_both("alice", "m", {{"rpm", 1}}).allowed);
+}
+
+// Verifies concurrency limits through try_acquire_async: slots held by the leases the
+// callback received, the next one denied, a rollback frees a slot, a commit frees the other.
+TEST_F(AsyncAcquireTest, ConcurrencyLeasesHoldAndReleaseSlots) {
+  configure([](Limiter& l) { l.set_limits("m", {Limit::concurrency("inflight", 2)}); });
+  auto [s1, a1] = both("u", "m", {});
+  auto [s2, a2] = both("u", "m", {});
+  ASSERT_TRUE(a1.allowed() && a2.allowed());
+  EXPECT_NE(a1.id(), 0u);
+  EXPECT_NE(a1.id(), a2.id());
+  EXPECT_EQ(take_both("u", "m", {}).code, Code::concurrency_exceeded);
+  s1.rollback();
+  a1.rollback();
+  EXPECT_EQ(test::available(async, "u", "m", "inflight"), 1);
+  EXPECT_TRUE(take_both("u", "m", {}).allowed);  // committed: its slot is free again
+  s2.commit();
+  a2.commit();
+  EXPECT_EQ(test::available(async, "u", "m", "inflight"), 2);
+  EXPECT_EQ(test::available(sync, "u", "m", "inflight"), 2);
+}
+
+// Verifies adaptive limits: paced at the controller's rate, and the lease from the callback
+// carries the controller's epoch (a failure mark halves the rate once per congestion event).
+TEST_F(AsyncAcquireTest, AdaptiveLimitPacesAndMarks) {
+  configure([](Limiter& l) {
+    l.set_limits("m", {Limit::adaptive("aimd", AimdOptions{.max_rate = 100,
+                                                           .initial_rate = 4,
+                                                           .slow_start_threshold = 4})});
+  });
+  auto [s1, a1] = both("acct", "m", {});
+  ASSERT_TRUE(a1.allowed());
+  const Decision paced = take_both("acct", "m", {});
+  EXPECT_EQ(paced.code, Code::rate_exceeded);
+  EXPECT_EQ(paced.retry_after, 250 * kMs);
+  clock.advance(250 * kMs);
+  auto [s2, a2] = both("acct", "m", {});
+  ASSERT_TRUE(a2.allowed());
+  EXPECT_TRUE(s1.mark_failure());
+  EXPECT_TRUE(a1.mark_failure());
+  EXPECT_TRUE(s2.mark_failure());  // same epoch: no second decrease
+  EXPECT_TRUE(a2.mark_failure());
+  EXPECT_DOUBLE_EQ(test::find_status(async.stats("acct", "m").limits, "acct", "aimd")->rate, 2.0);
+  EXPECT_DOUBLE_EQ(test::find_status(sync.stats("acct", "m").limits, "acct", "aimd")->rate, 2.0);
+  s1.commit();
+  a1.commit();
+  s2.commit();
+  a2.commit();
+  clock.advance(250 * kMs - 1);  // a2's slot + its T (250 ms): the new T applies after it
+  EXPECT_EQ(take_both("acct", "m", {}).retry_after, 1);
+}
+
+// Verifies the lease handed to the callback is a full lease: adjust, rollback (refunds
+// rate and window usage), commit (keeps it).
+TEST_F(AsyncAcquireTest, LeaseFromCallbackAdjustsCommitsAndRollsBack) {
+  async.set_limits("m", {Limit::per_minute("tpm", 1000), Limit::daily("rpd", 10)});
+  {
+    Lease l = acquire_async_now(async, "u", "m", {{"tpm", 600}, {"rpd", 1}});
+    ASSERT_TRUE(l.active());
+    EXPECT_EQ(test::available(async, "u", "m", "tpm"), 400);
+    const Decision adj = l.adjust({{"tpm", -200}});
+    EXPECT_TRUE(adj.allowed);
+    EXPECT_EQ(test::available(async, "u", "m", "tpm"), 600);
+    l.rollback();
+    EXPECT_FALSE(l.active());
+  }
+  EXPECT_EQ(test::available(async, "u", "m", "tpm"), 1000);
+  EXPECT_EQ(test::available(async, "u", "m", "rpd"), 10);
+  {
+    Lease l = acquire_async_now(async, "u", "m", {{"tpm", 600}, {"rpd", 1}});
+    ASSERT_TRUE(l.active());
+    l.commit();
+  }
+  EXPECT_EQ(test::available(async, "u", "m", "tpm"), 400);
+  EXPECT_EQ(test::available(async, "u", "m", "rpd"), 9);
+  {
+    Lease dropped = acquire_async_now(async, "u", "m", {{"tpm", 400}});
+    ASSERT_TRUE(dropped.allowed());
+  }  // destroyed: rolled back
+  EXPECT_EQ(test::available(async, "u", "m", "tpm"), 400);
+  // A request touching no limit is allowed without the store, like try_acquire's.
+  Lease none = acquire_async_now(async, "u", "m", {{"tpm", 0}, {"rpd", 0}});
+  EXPECT_TRUE(none.allowed());
+  EXPECT_EQ(none.decision().code, Code::ok);
+  none.commit();
+}
+
+// Verifies try_acquire_async answers queue_ahead at once while acquire() callers wait on the
+// key, like try_acquire.
+TEST_F(AsyncAcquireTest, QueueAheadLikeTryAcquire) {
+  async.set_limits("m", {Limit::per_minute("rpm", 60)});  // T = 1 s
+  Lease all = acquire_async_now(async, "a", "m", {{"rpm", 60}});
+  ASSERT_TRUE(all.allowed());
+  all.commit();
+  BackgroundAcquire w(async, "a", "m", {{"rpm", 1}}, 1min);
+  ASSERT_TRUE(test::wait_for_blocked(async, clock, "a", "m", 1, 1));
+  const Lease q = acquire_async_now(async, "a", "m", {{"rpm", 1}});
+  EXPECT_EQ(q.decision().code, Code::queue_ahead);
+  EXPECT_EQ(q.decision().reason, async.try_acquire("a", "m", {{"rpm", 1}}).decision().reason);
+  EXPECT_EQ(acquire_async_now(async, "b", "m", {{"rpm", 1}}).decision().code, Code::ok);
+  clock.advance(kSec);
+  ASSERT_TRUE(w.join());
+  ASSERT_TRUE(w.admitted());
+}
+
+// Verifies a completion that comes later, on another thread, after this thread resolved
+// other keys (overwriting its plan cache) and the configuration changed (freeing the
+// snapshot the request was planned from), still gives the decision and lease of the
+// configuration the request was planned with. Run under ASan: nothing may dangle.
+TEST(AsyncAcquireDeferred, CompletionOutlivesPlanCacheAndSnapshot) {
+  DeferredStore store;
+  ManualClock clock(kStart);
+  Limiter limiter(store, clock);
+  // Long names: heap strings, so a stale view of a reused buffer would show.
+  const std::string user = "alice-has-a-name-longer-than-any-small-string-buffer";
+  const std::string team = "team-of-alice-with-a-long-name-as-well";
+  const std::string model = "model-with-a-long-resource-name-too";
+  limiter.set_limits(model, {Limit::per_minute("rpm", 2), Limit::concurrency("inflight", 1)});
+  limiter.set_entity_limits(team, model, {Limit::per_minute("rpm", 3)});
+  limiter.set_parent(user, team);
+
+  AcquireOptions stats;
+  stats.with_stats = true;
+  std::vector<Lease> got;
+  std::vector<std::thread::id> threads;
+  auto collect = [&](Lease l) {
+    threads.push_back(std::this_thread::get_id());
+    got.push_back(std::move(l));
+  };
+  limiter.try_acquire_async(user, model, {{"rpm", 1}}, collect, stats);  // allowed
+  limiter.try_acquire_async(user, model, {{"rpm", 1}}, collect);  // denied: slot held by #1
+  EXPECT_EQ(store.pending(), 2u);
+  EXPECT_TRUE(got.empty());
+
+  // Everything changes before the store answers.
+  limiter.set_limits(model, {Limit::per_minute("other", 5)});
+  limiter.set_parent(user, "");
+  limiter.set_entity_limits(team, model, {});
+  for (int i = 0; i < 20; ++i) {
+    const std::string e = "someone-else-" + std::to_string(i) + "-with-a-long-name";
+    (void)limiter.try_acquire(e, "another-resource-name", {});
+    (void)limiter.decide(e, model, {{"other", 1}});
+    limiter.try_acquire_async(e, model, {{"other", 1}}, [](Lease l) { l.commit(); });
+  }
+  (void)limiter.stats(user, model);
+  ASSERT_EQ(store.run_all_on_other_thread(), 22u);
+
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_NE(threads[0], std::this_thread::get_id());
+  Lease& first = got[0];
+  ASSERT_TRUE(first.allowed()) << first.decision().reason;
+  EXPECT_TRUE(first.active());
+  EXPECT_EQ(first.entity(), user);
+  EXPECT_EQ(first.resource(), model);
+  EXPECT_NE(first.id(), 0u);
+  EXPECT_EQ(first.decision().now, kStart);
+  const auto& st = first.decision().stats;
+  ASSERT_EQ(st.size(), 3u);
+  EXPECT_EQ(st[0].entity, user);
+  EXPECT_EQ(st[0].limit, "rpm");
+  EXPECT_EQ(st[0].capacity, 2);
+  EXPECT_EQ(st[0].available, 1);
+  EXPECT_EQ(st[1].limit, "inflight");
+  EXPECT_EQ(st[1].available, 0);
+  EXPECT_EQ(st[2].entity, team);
+  EXPECT_EQ(st[2].limit, "rpm");
+  EXPECT_EQ(st[2].source, ConfigSource::entity);
+  EXPECT_EQ(st[2].available, 2);
+
+  const Decision& second = got[1].decision();
+  EXPECT_FALSE(got[1].active());
+  EXPECT_EQ(second.code, Code::concurrency_exceeded);
+  ASSERT_EQ(second.violations.size(), 1u);
+  EXPECT_EQ(second.violations[0].entity, user);
+  EXPECT_EQ(second.violations[0].limit, "inflight");
+  EXPECT_EQ(second.reason.find("'inflight' of " + user + " on " + model), 0u) << second.reason;
+  ASSERT_EQ(second.stats.size(), 3u);
+  EXPECT_EQ(second.stats[2].entity, team);
+
+  // The lease ends against the limits it was taken with: its slot and units come back.
+  first.rollback();
+  EXPECT_EQ(store.pending(), 0u);
+  limiter.set_limits(model, {Limit::per_minute("rpm", 2), Limit::concurrency("inflight", 1)});
+  EXPECT_EQ(test::available(limiter, user, model, "inflight"), 1);
+  EXPECT_EQ(test::available(limiter, user, model, "rpm"), 2);
+}
+
+// Verifies a failing store gives a decision, never an exception on its thread: code
+// store_unavailable with the StoreUnavailable's reason, and with what() of any other
+// exception; an apply_async that throws before taking the callback gets the same.
+TEST(AsyncAcquireDeferred, StoreFailuresBecomeDecisions) {
+  DeferredStore store;
+  ManualClock clock(kStart);
+  Limiter limiter(store, clock);
+  limiter.set_limits("m", {Limit::per_minute("rpm", 10)});
+  std::vector<Lease> got;
+  auto collect = [&](Lease l) { got.push_back(std::move(l)); };
+  limiter.try_acquire_async("u", "m", {{"rpm", 1}}, collect);
+  limiter.try_acquire_async("u", "m", {{"rpm", 1}}, collect);
+  EXPECT_TRUE(store.run_one(std::make_exception_ptr(StoreUnavailable("deferred: down"))));
+  EXPECT_TRUE(store.run_one(std::make_exception_ptr(std::runtime_error("boom"))));
+  store.throw_from_apply_async = std::make_exception_ptr(StoreUnavailable("refused at once"));
+  limiter.try_acquire_async("u", "m", {{"rpm", 1}}, collect);
+  store.throw_from_apply_async = nullptr;
+  ASSERT_EQ(got.size(), 3u);
+  const char* reasons[] = {"deferred: down", "boom", "refused at once"};
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    EXPECT_FALSE(got[i].allowed()) << i;
+    EXPECT_FALSE(got[i].active()) << i;
+    EXPECT_EQ(got[i].decision().code, Code::store_unavailable) << i;
+    EXPECT_EQ(got[i].decision().reason, reasons[i]) << i;
+    EXPECT_TRUE(got[i].decision().stats.empty()) << i;
+  }
+  EXPECT_EQ(test::available(limiter, "u", "m", "rpm"), 10);  // nothing was consumed
+}
+
+// The example of README.md ("Acquiring without blocking"), on a MemoryStore: every `done` has
+// run when try_acquire_async returns, so the worker loop runs on this thread. The third user
+// is denied by the team's tpm.
+TEST(AsyncAcquireDeferred, ReadmeExample) {
+  MemoryStore store;
+  ManualClock clock(kStart);
+  Limiter limiter(store, clock);
+  limiter.set_limits("gpt-4o", {Limit::per_minute("rpm", 500), Limit::per_minute("tpm", 30'000)});
+  limiter.set_entity_limits("team", "gpt-4o", {Limit::per_minute("tpm", 2400)});
+  for (const char* u : {"user-1", "user-2", "user-3"}) limiter.set_parent(u, "team");
+  testing::internal::CaptureStdout();
+  // --- README.md ---
+  std::mutex mu;
+  std::condition_variable ready_cv;
+  std::deque<admit::Lease> ready;  // filled by `done`, emptied by a worker
+
+  for (std::string_view user : {"user-1", "user-2", "user-3"}) {
+    limiter.try_acquire_async(user, "gpt-4o", {{"rpm", 1}, {"tpm", 1200}},
+                              [&](admit::Lease lease) {  // any thread: quick, no blocking
+                                std::lock_guard g(mu);
+                                ready.push_back(std::move(lease));
+                                ready_cv.notify_one();
+                              });
+  }
+
+  // A worker thread: call the model for each allowed lease, then reconcile and commit.
+  for (int answered = 0; answered < 3; ++answered) {
+    std::unique_lock lk(mu);
+    ready_cv.wait(lk, [&] { return !ready.empty(); });
+    admit::Lease lease = std::move(ready.front());
+    ready.pop_front();
+    lk.unlock();
+    if (!lease) {
+      std::cout << lease.decision().reason << "\n";  // denied: code, retry_after, violations
+      continue;
+    }
+    // ... call the model ...
+    (void)lease.adjust({{"tpm", 800 - 1200}});
+    lease.commit();
+  }
+  // --- end ---
+  const std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_EQ(out.find("'tpm' of team on gpt-4o"), 0u) << out;
+  EXPECT_EQ(test::available(limiter, "user-1", "gpt-4o", "tpm"), 30'000 - 800);
+  EXPECT_EQ(test::available(limiter, "user-1", "gpt-4o", "tpm", "team"), 2400 - 1600);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "admit/core/clock.hpp"
 #include "admit/limiter.hpp"
 #include "admit/store/memory_store.hpp"
+#include "support/deferred_store.hpp"
 #include "support/test_support.hpp"
 
 namespace admit {
@@ -368,6 +370,112 @@ TEST(Stress, StoreConfigRefreshesRacingWithAdmission) {
   const CacheStats st = a.cache_stats();
   EXPECT_GT(st.misses, 0u);
   EXPECT_EQ(st.stale, 0u);
+}
+
+// Verifies try_acquire_async from 8 threads on a store that answers on an I/O thread of its
+// own, while another thread keeps replacing the configuration (so plans and snapshots the
+// requests were planned from are dropped before the answers come): a shared parent admits
+// exactly its capacity of units and of concurrency slots, each user's bucket is charged
+// exactly what it was admitted, no callback runs on the calling thread, and the leases the
+// callbacks handed over end correctly on the test thread.
+TEST(Stress, AsyncAcquiresAnsweredOnAnIoThreadAreExact) {
+  ManualClock clock(kStart);
+  test::DeferredStore store;
+  store.start_io_thread();
+  Limiter limiter(store, clock);
+  constexpr std::int64_t kUserCap = 400;  // 8 * 400 > kOrgCap: the parent runs out first
+  constexpr std::int64_t kOrgCap = 2000;
+  constexpr std::int64_t kOrgSlots = 16;
+  constexpr int kUnits = 600;  // per thread
+  constexpr int kSlotTries = 40;
+  const std::vector<Limit> v1 = {Limit::per_day("rpd", kUserCap)};
+  const std::vector<Limit> v2 = {Limit::per_day("rpd", kUserCap), Limit::per_day("tpd", 5)};
+  limiter.set_limits("gpt", v1);
+  limiter.set_entity_limits("org", "gpt", {Limit::per_day("rpd", kOrgCap)});
+  limiter.set_limits("slots", {Limit::concurrency("inflight", 100)});
+  limiter.set_entity_limits("org", "slots", {Limit::concurrency("inflight", kOrgSlots)});
+  for (int w = 0; w < kThreads; ++w) limiter.set_parent(cat("user-", w), "org");
+
+  struct Got {
+    std::mutex mu;
+    std::vector<Lease> units;
+    std::vector<Lease> slots;
+  };
+  std::vector<Got> got(kThreads);
+  std::atomic<int> answered{0};
+  std::atomic<int> on_caller{0};  // callbacks run on the thread that called
+  std::atomic<bool> stop{false};
+  std::atomic<int> updates{0};
+  std::thread updater([&] {
+    while (!stop.load()) limiter.set_limits("gpt", updates.fetch_add(1) % 2 == 0 ? v2 : v1);
+  });
+  std::barrier start(kThreads);
+  std::vector<std::thread> workers;
+  for (int w = 0; w < kThreads; ++w) {
+    workers.emplace_back([&, w] {
+      const std::string user = cat("user-", w);
+      const std::thread::id self = std::this_thread::get_id();
+      Got& mine = got[static_cast<std::size_t>(w)];
+      start.arrive_and_wait();
+      for (int i = 0; i < kUnits + kSlotTries; ++i) {
+        const bool slot = i % 16 == 0 && i / 16 < kSlotTries;
+        limiter.try_acquire_async(user, slot ? "slots" : "gpt",
+                                  slot ? Amounts{} : Amounts{{"rpd", 1}},
+                                  [&, self, slot](Lease l) {
+                                    if (std::this_thread::get_id() == self) on_caller.fetch_add(1);
+                                    {
+                                      std::lock_guard g(mine.mu);
+                                      (slot ? mine.slots : mine.units).push_back(std::move(l));
+                                    }
+                                    answered.fetch_add(1);
+                                  });
+      }
+    });
+  }
+  for (auto& t : workers) t.join();
+  const int total = kThreads * (kUnits + kSlotTries);
+  const bool all = test::spin_until([&] { return answered.load() == total; }, "every answer");
+  stop.store(true);
+  updater.join();
+  store.stop_io_thread();
+  ASSERT_TRUE(all) << answered.load() << " of " << total;
+  EXPECT_EQ(on_caller.load(), 0);
+  EXPECT_EQ(store.queued(), static_cast<std::size_t>(total));
+
+  std::int64_t units = 0;
+  std::int64_t slots = 0;
+  int bad_codes = 0;
+  for (int w = 0; w < kThreads; ++w) {
+    Got& g = got[static_cast<std::size_t>(w)];
+    std::int64_t mine = 0;
+    for (Lease& l : g.units) {
+      if (l) {
+        ++mine;
+        EXPECT_EQ(l.entity(), cat("user-", w));
+      } else if (l.decision().code != Code::rate_exceeded) {
+        ++bad_codes;
+      }
+    }
+    for (Lease& l : g.slots) {
+      if (l) {
+        ++slots;
+        EXPECT_TRUE(l.active());
+      } else if (l.decision().code != Code::concurrency_exceeded) {
+        ++bad_codes;
+      }
+    }
+    EXPECT_LE(mine, kUserCap);
+    units += mine;
+    for (Lease& l : g.units) l.commit();
+    EXPECT_EQ(available(limiter, cat("user-", w), "gpt", "rpd"), kUserCap - mine);
+  }
+  EXPECT_EQ(units, kOrgCap);
+  EXPECT_EQ(slots, kOrgSlots);
+  EXPECT_EQ(bad_codes, 0);
+  EXPECT_EQ(available(limiter, "org", "gpt", "rpd"), 0);
+  EXPECT_EQ(available(limiter, "org", "slots", "inflight"), 0);
+  for (Got& g : got) g.slots.clear();  // rolled back: every slot comes back
+  EXPECT_EQ(available(limiter, "org", "slots", "inflight"), kOrgSlots);
 }
 
 }  // namespace

@@ -21,10 +21,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <ostream>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,6 +37,7 @@
 #include "admit/store/memory_store.hpp"
 #include "admit/store/redis_client.hpp"
 #include "admit/store/redis_store.hpp"
+#include "support/deferred_store.hpp"
 #include "support/redis_env.hpp"
 #include "support/store_ops.hpp"
 #include "support/temp_dir.hpp"
@@ -619,6 +622,171 @@ TEST(GuardedStore, DocsExample) {
   EXPECT_EQ(store.name(), "guarded(redis)");
 }
 
+// ------------------------------------------------------------------ apply_async
+
+/// What one apply_async() reported.
+struct AsyncAnswer {
+  int calls = 0;
+  bool ok = false;
+  std::exception_ptr error;
+  std::vector<ItemResult> results = std::vector<ItemResult>(1);
+};
+
+std::string what_of(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const StoreUnavailable& x) {
+    return std::string("StoreUnavailable: ") + x.what();
+  } catch (const std::exception& x) {
+    return x.what();
+  }
+}
+
+/// Starts g.apply_async() of an acquire of `amount` units of per_minute("rpm", 10) on one key;
+/// `a` receives the answer. The op and everything it points to (on the heap, so ASan sees a
+/// late read) are freed when this returns: the store must have copied what it needs.
+void start_acquire(GuardedStore& g, const Namespace& ns, std::int64_t amount, AsyncAnswer& a) {
+  auto entity = std::make_unique<std::string>("a-user-whose-name-lives-on-the-heap");
+  auto rpm = std::make_unique<Limit>(Limit::per_minute("rpm", 10));
+  auto keys = std::make_unique<std::vector<KeyParts>>(1, KeyParts{*entity, "m"});
+  auto items = std::make_unique<std::vector<OpItem>>(1, OpItem{0, rpm.get(), amount, 0});
+  const Op op = test::make_op(OpKind::acquire, ns, kStart, *keys, *items);
+  g.apply_async(op, a.results, [&a](bool ok, std::exception_ptr error) {
+    ++a.calls;
+    a.ok = ok;
+    a.error = std::move(error);
+  });
+}
+
+// Verifies apply_async() under each policy when the primary answers later, on another thread:
+// healthy answers pass through; a StoreUnavailable gets apply()'s policy answer (fail_closed:
+// the error; fail_open: allowed, limit full; local_fallback: the fallback's, limits divided),
+// counted and marked degraded like apply(); another exception passes through uncounted; the
+// next op served after the failure recovers.
+TEST(GuardedStoreAsync, PoliciesWhenThePrimaryFailsLater) {
+  for (const UnavailablePolicy p : {UnavailablePolicy::fail_closed, UnavailablePolicy::fail_open,
+                                    UnavailablePolicy::local_fallback}) {
+    SCOPED_TRACE(to_string(p));
+    test::DeferredStore primary;
+    GuardedStore g(primary, policy(p, 2));
+    const Namespace ns = g.open_namespace("t");
+
+    AsyncAnswer healthy;
+    start_acquire(g, ns, 3, healthy);
+    EXPECT_EQ(healthy.calls, 0);  // the primary answers later
+    EXPECT_EQ(primary.run_all_on_other_thread(), 1u);
+    ASSERT_EQ(healthy.calls, 1);
+    EXPECT_TRUE(healthy.ok);
+    EXPECT_FALSE(healthy.error);
+    EXPECT_EQ(healthy.results[0].available, 7);
+    EXPECT_FALSE(g.degraded());
+
+    AsyncAnswer down;
+    start_acquire(g, ns, 3, down);
+    primary.run_all_on_other_thread(std::make_exception_ptr(StoreUnavailable("deferred: down")));
+    ASSERT_EQ(down.calls, 1);
+    EXPECT_TRUE(g.degraded());
+    GuardedStoreStats s = g.stats();
+    EXPECT_EQ(s.primary_failures, 1u);
+    switch (p) {
+      case UnavailablePolicy::fail_closed:
+        EXPECT_FALSE(down.ok);
+        ASSERT_TRUE(down.error);
+        EXPECT_EQ(what_of(down.error), "StoreUnavailable: deferred: down");
+        EXPECT_EQ(s.fail_open_allowed, 0u);
+        EXPECT_EQ(s.fallback_ops, 0u);
+        break;
+      case UnavailablePolicy::fail_open:
+        EXPECT_TRUE(down.ok);
+        EXPECT_FALSE(down.error);
+        EXPECT_EQ(down.results[0].available, 10);  // reported full, nothing counted
+        EXPECT_EQ(s.fail_open_allowed, 1u);
+        EXPECT_EQ(s.fallback_ops, 0u);
+        break;
+      case UnavailablePolicy::local_fallback:
+        EXPECT_TRUE(down.ok);
+        EXPECT_FALSE(down.error);
+        EXPECT_EQ(down.results[0].available, 5 - 3);  // this process's half of 10
+        EXPECT_EQ(s.fail_open_allowed, 0u);
+        EXPECT_EQ(s.fallback_ops, 1u);
+        EXPECT_EQ(g.fallback().size(), 1u);
+        break;
+    }
+
+    AsyncAnswer other;
+    start_acquire(g, ns, 1, other);
+    primary.run_all_on_other_thread(std::make_exception_ptr(std::runtime_error("boom")));
+    ASSERT_EQ(other.calls, 1);
+    EXPECT_FALSE(other.ok);
+    ASSERT_TRUE(other.error);
+    EXPECT_EQ(what_of(other.error), "boom");
+    EXPECT_EQ(g.stats().primary_failures, 1u);
+    EXPECT_TRUE(g.degraded());
+
+    AsyncAnswer after;
+    start_acquire(g, ns, 3, after);
+    EXPECT_EQ(primary.run_all_on_other_thread(), 1u);
+    ASSERT_EQ(after.calls, 1);
+    EXPECT_TRUE(after.ok);
+    EXPECT_EQ(after.results[0].available, 4);  // only what the primary served counts
+    EXPECT_FALSE(g.degraded());
+    EXPECT_EQ(g.stats().recoveries, 1u);
+  }
+}
+
+// Verifies the failure epoch under apply_async(): an op that was in flight when another
+// failed does not prove the primary healthy when it is served later; one started after does.
+TEST(GuardedStoreAsync, OnlyOpsStartedAfterAFailureRecover) {
+  test::DeferredStore primary;
+  GuardedStore g(primary, policy(UnavailablePolicy::fail_open));
+  const Namespace ns = g.open_namespace("t");
+  AsyncAnswer a, b, c;
+  start_acquire(g, ns, 1, a);
+  start_acquire(g, ns, 1, b);
+  EXPECT_TRUE(primary.run_one(std::make_exception_ptr(StoreUnavailable("deferred: down"))));
+  EXPECT_TRUE(g.degraded());
+  EXPECT_TRUE(primary.run_one());  // b started before a failed
+  EXPECT_TRUE(b.ok);
+  EXPECT_TRUE(g.degraded());
+  EXPECT_EQ(g.stats().recoveries, 0u);
+  start_acquire(g, ns, 1, c);
+  EXPECT_TRUE(primary.run_one());
+  EXPECT_EQ(a.calls + b.calls + c.calls, 3);
+  EXPECT_FALSE(g.degraded());
+  EXPECT_EQ(g.stats().recoveries, 1u);
+}
+
+// Verifies Limiter::try_acquire_async through a GuardedStore whose primary fails later, on
+// another thread: fail_closed gives code store_unavailable, fail_open and local_fallback
+// admit.
+TEST(GuardedStoreAsync, LimiterDecisionsUnderEachPolicy) {
+  for (const UnavailablePolicy p : {UnavailablePolicy::fail_closed, UnavailablePolicy::fail_open,
+                                    UnavailablePolicy::local_fallback}) {
+    SCOPED_TRACE(to_string(p));
+    test::DeferredStore primary;
+    GuardedStore g(primary, policy(p));
+    ManualClock clock(kStart);
+    Limiter limiter(g, clock);
+    limiter.set_limits("m", {Limit::per_minute("rpm", 2), Limit::concurrency("conc", 1)});
+    std::vector<Lease> got;
+    limiter.try_acquire_async("u", "m", {{"rpm", 1}}, [&](Lease l) { got.push_back(std::move(l)); });
+    EXPECT_TRUE(got.empty());
+    primary.run_all_on_other_thread(std::make_exception_ptr(StoreUnavailable("deferred: down")));
+    ASSERT_EQ(got.size(), 1u);
+    const Decision& d = got[0].decision();
+    if (p == UnavailablePolicy::fail_closed) {
+      EXPECT_FALSE(d.allowed);
+      EXPECT_EQ(d.code, Code::store_unavailable);
+      EXPECT_EQ(d.reason, "deferred: down");
+    } else {
+      EXPECT_TRUE(d.allowed) << d.reason;
+      EXPECT_TRUE(got[0].active());
+    }
+    EXPECT_TRUE(g.degraded());
+    got.clear();  // ends the lease through apply(), which the primary serves
+  }
+}
+
 // ------------------------------------------------------------------ a real redis-server
 
 /// Absolute path of `name` on PATH; empty if not found.
@@ -638,24 +806,6 @@ std::string find_on_path(const std::string& name) {
   return {};
 }
 
-/// A port the kernel just handed out on 127.0.0.1 (free at that moment).
-std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 0;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  std::uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
 /**
  * A redis-server child process on 127.0.0.1:port, no persistence, its files in a temporary
  * directory. Killed (SIGKILL) and reaped by the destructor whatever happened in the test;
@@ -673,7 +823,7 @@ class RedisServer {
   std::string start() {
     std::string why;
     for (int attempt = 0; attempt < 5; ++attempt) {
-      port_ = free_port();
+      port_ = test::free_port();
       why = launch();
       if (why.empty()) return why;
     }

@@ -74,7 +74,7 @@ struct Step {
 // picked with probability 1/3 per key; one "frac" variant per key and op) through the C++
 // kernel (MemoryStore, one op at a time) and the script (RedisStore), and requires identical
 // results. max_batch 1: RedisStore::apply per op; more: RedisStore::apply_batch of 1 to
-// max_batch ops at a time (random), whose fast-path ops share script runs (op 11).
+// max_batch ops at a time (random), whose fast-path ops share script runs (op 9).
 // @return how many operations were compared.
 int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
           const std::function<OpKind(std::mt19937_64&)>& next_kind, int max_batch = 1) {

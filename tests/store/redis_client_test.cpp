@@ -71,18 +71,6 @@ Reply ok_reply(Client& c, const std::vector<std::string>& args) {
 }
 
 /// A loopback port nothing listens on (bound, then released).
-std::uint16_t unused_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 class ServerTest : public ::testing::Test {
  protected:
   /// Reads `var`; skips (or, with ADMIT_REQUIRE_REDIS=1, fails) the test when it is unset.
@@ -201,7 +189,7 @@ TEST(RedisScript, Sha1MatchesRedis) {
 // the backoff that follows requests fail at once without another attempt.
 TEST(RedisNoServer, ConnectionRefusedFailsFastDuringBackoff) {
   ClientOptions o;
-  o.seeds = {{"127.0.0.1", unused_port()}};
+  o.seeds = {{"127.0.0.1", test::free_port()}};
   o.reconnect_backoff = 60s;  // the second request certainly falls inside it
   o.reconnect_backoff_max = 60s;
   Client client(o);
@@ -326,7 +314,7 @@ TEST(RedisNoServer, UnsolicitedReplyDropsTheConnection) {
 // Verifies automatic recovery: once the server is back, the first request after the
 // backoff connects again; destroying the client closes that connection.
 TEST(RedisNoServer, RecoversWhenTheServerComesBack) {
-  const std::uint16_t port = unused_port();
+  const std::uint16_t port = test::free_port();
   std::optional<FakeServer> server;  // outlives the client: it checks that the client closes
   {
     ClientOptions o;
@@ -984,7 +972,7 @@ TEST_F(RedisCluster, FollowsAskDuringSlotMigration) {
 // Verifies that seeds that do not answer are skipped when loading the slot map.
 TEST_F(RedisCluster, SkipsDeadSeeds) {
   auto o = cluster_options();
-  o.seeds.insert(o.seeds.begin(), Endpoint{"127.0.0.1", unused_port()});
+  o.seeds.insert(o.seeds.begin(), Endpoint{"127.0.0.1", test::free_port()});
   Client c(o);
   const std::string key = prefix();
   EXPECT_EQ(c.command_for_key(key, {"SET", key, "1"}).str, "OK");

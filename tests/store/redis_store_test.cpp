@@ -10,7 +10,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
+#include <exception>
+#include <future>
+#include <mutex>
+#include <stdexcept>
 #include <set>
 #include <string>
 #include <thread>
@@ -302,6 +307,172 @@ TEST_P(RedisStoreTest, GroupCommitAdmitsExactlyTheBurst) {
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(admitted.load(), kBurst);
   EXPECT_FALSE(test::take(lim, "u", "m", {{"rpm", 1}}).allowed);
+}
+
+// Verifies apply_async: 400 acquires put in flight at once from one thread, on 40 entities
+// each with a burst of 7, complete on the client's I/O thread (sharing script runs, as many
+// as the timing allows) and admit exactly 7 per entity, with each op's own results; denials
+// carry their retry_after.
+TEST_P(RedisStoreTest, AsyncAcquiresShareRunsAndAdmitExactly) {
+  RedisStore& s = make(false, /*deny_cache=*/false);
+  const Namespace ns = s.open_namespace("t");
+  const Limit rpm = Limit::per_minute("rpm", 60, 7);  // 1 per second, burst 7
+  const Limit tpm = Limit::per_minute("tpm", 1'000'000);
+  constexpr int kEntities = 40;
+  constexpr int kOps = 400;
+  struct Slot {
+    std::vector<KeyParts> keys;
+    std::string entity;
+    OpItem items[2];
+    ItemResult results[2];
+  };
+  std::vector<Slot> slots(kOps);
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0, allowed = 0, io_thread = 0;
+  std::vector<int> per_entity(kEntities);
+  std::vector<std::string> failures;
+  for (int i = 0; i < kOps; ++i) {
+    Slot& sl = slots[static_cast<std::size_t>(i)];
+    sl.entity = cat("u", i % kEntities);
+    sl.keys = {{sl.entity, "m"}};
+    sl.items[0] = {0, &rpm, 1, 0, nullptr, 0};
+    sl.items[1] = {0, &tpm, 10, 0, nullptr, 0};
+    const Op op{.kind = OpKind::acquire, .ns = &ns, .group = sl.entity, .now = kStart,
+                .keys = sl.keys, .items = sl.items, .handles = {}, .lease_id = 0,
+                .lease_expiry = 0, .report = false};
+    s.apply_async(op, sl.results, [&, i](bool ok, std::exception_ptr error) {
+      std::lock_guard g(mu);
+      ++done;
+      io_thread += s.client().on_io_thread() ? 1 : 0;
+      if (error) {
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          failures.push_back(e.what());
+        }
+      } else if (ok) {
+        ++allowed;
+        ++per_entity[static_cast<std::size_t>(i % kEntities)];
+      } else if (slots[static_cast<std::size_t>(i)].results[0].retry_after <= 0) {
+        failures.push_back(cat("denial ", i, " without retry_after"));
+      }
+      cv.notify_all();
+    });
+  }
+  std::unique_lock g(mu);
+  cv.wait(g, [&] { return done == kOps; });
+  EXPECT_TRUE(failures.empty()) << failures.front();
+  EXPECT_EQ(allowed, kEntities * 7);
+  for (const int n : per_entity) EXPECT_EQ(n, 7);
+  EXPECT_EQ(io_thread, kOps);  // every completion on the I/O thread
+}
+
+// Verifies Limiter::try_acquire_async over Redis: 300 acquires in flight at once from one
+// thread on one entity with a burst of 50 admit exactly 50; every denial says why and when.
+TEST_P(RedisStoreTest, LimiterAsyncAcquiresAdmitExactlyTheBurst) {
+  RedisStore& s = make(false, /*deny_cache=*/true);
+  ManualClock clock(kStart);
+  Limiter lim(s, clock, LimiterOptions{.ns = "t"});
+  lim.set_limits("m", {Limit::per_minute("rpm", 60, 50), Limit::per_minute("tpm", 1'000'000)});
+  constexpr int kOps = 300;
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0, allowed = 0;
+  std::vector<std::string> bad;
+  for (int i = 0; i < kOps; ++i) {
+    lim.try_acquire_async("u", "m", {{"rpm", 1}, {"tpm", 10}}, [&](Lease l) {
+      const bool ok = l.allowed();
+      const Decision d = l.decision();
+      l.commit();  // rate limits only: no store call
+      std::lock_guard g(mu);
+      ++done;
+      if (ok) {
+        ++allowed;
+      } else if (d.code != Code::rate_exceeded || d.retry_after <= 0) {
+        bad.push_back(cat(to_string(d.code), ": ", d.reason));
+      }
+      cv.notify_all();
+    });
+  }
+  std::unique_lock g(mu);
+  cv.wait(g, [&] { return done == kOps; });
+  EXPECT_TRUE(bad.empty()) << bad.front();
+  EXPECT_EQ(allowed, 50);
+}
+
+// Verifies what apply_async does besides the fast path: an op off it (a concurrency limit)
+// is applied before apply_async returns; a synchronous call from a callback (which would
+// wait for the I/O thread it runs on) throws std::logic_error instead of hanging.
+TEST_P(RedisStoreTest, AsyncOffTheFastPathAndSyncCallsFromCallbacks) {
+  RedisStore& s = make(false);
+  const Namespace ns = s.open_namespace("t");
+  const std::vector<KeyParts> keys = {{"u", "m"}};
+  const Limit slots = Limit::concurrency("slots", 2);
+  const Limit rpm = Limit::per_minute("rpm", 600);
+  const OpItem hold[] = {{0, &slots, 2, 0, nullptr, 0}};
+  const Op general{.kind = OpKind::acquire, .ns = &ns, .group = "u", .now = kStart,
+                   .keys = keys, .items = hold, .handles = {}, .lease_id = 9,
+                   .lease_expiry = kStart + kSec, .report = false};
+  ItemResult r1[1];
+  bool called = false;
+  s.apply_async(general, r1, [&](bool ok, std::exception_ptr error) {
+    EXPECT_TRUE(ok);
+    EXPECT_FALSE(error);
+    called = true;
+  });
+  EXPECT_TRUE(called);  // synchronously, on this thread
+  EXPECT_EQ(r1[0].held, 2);
+
+  const OpItem one[] = {{0, &rpm, 1, 0, nullptr, 0}};
+  const Op fast{.kind = OpKind::acquire, .ns = &ns, .group = "u", .now = kStart, .keys = keys,
+                .items = one, .handles = {}, .lease_id = 0, .lease_expiry = 0,
+                .report = false};
+  ItemResult r2[1], r3[1];
+  std::promise<std::string> inner;
+  s.apply_async(fast, r2, [&](bool ok, std::exception_ptr error) {
+    EXPECT_TRUE(ok);
+    EXPECT_FALSE(error);
+    try {
+      s.apply(fast, r3);
+      inner.set_value("no error");
+    } catch (const std::logic_error& e) {
+      inner.set_value(e.what());
+    }
+  });
+  const std::string what = inner.get_future().get();
+  EXPECT_NE(what.find("would wait for itself"), std::string::npos) << what;
+}
+
+// Verifies a run that cannot reach the server fails each async op with StoreUnavailable.
+TEST_P(RedisStoreTest, AsyncAcquireReportsAnUnreachableServer) {
+  RedisStoreOptions o;
+  o.client = client_;
+  o.client.seeds = {redis::Endpoint{"127.0.0.1", test::free_port()}};
+  o.client.connect_timeout = std::chrono::milliseconds(200);
+  o.client.command_timeout = std::chrono::milliseconds(200);
+  o.prefix = prefix_;
+  RedisStore s(o);
+  const Namespace ns = s.open_namespace("t");
+  const std::vector<KeyParts> keys = {{"u", "m"}};
+  const Limit rpm = Limit::per_minute("rpm", 600);
+  const OpItem one[] = {{0, &rpm, 1, 0, nullptr, 0}};
+  const Op op{.kind = OpKind::acquire, .ns = &ns, .group = "u", .now = kStart, .keys = keys,
+              .items = one, .handles = {}, .lease_id = 0, .lease_expiry = 0, .report = false};
+  ItemResult r[1];
+  std::promise<std::string> outcome;
+  s.apply_async(op, r, [&](bool ok, std::exception_ptr error) {
+    try {
+      if (error) std::rethrow_exception(error);
+      outcome.set_value(ok ? "allowed" : "denied");
+    } catch (const StoreUnavailable& e) {
+      outcome.set_value(cat("unavailable: ", e.what()));
+    } catch (const std::exception& e) {
+      outcome.set_value(cat("other: ", e.what()));
+    }
+  });
+  const std::string what = outcome.get_future().get();
+  EXPECT_EQ(what.rfind("unavailable: ", 0), 0u) << what;
 }
 
 // Verifies leases survive their owner: a process that holds concurrency slots is killed; other

@@ -4,6 +4,12 @@
 // or fails it when ADMIT_REQUIRE_REDIS=1.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -35,6 +41,24 @@ inline std::optional<redis::ClientOptions> redis_options(bool cluster, std::stri
   o.seeds = redis::parse_endpoints(*v);
   o.cluster = true;
   return o;
+}
+
+/// A port the kernel just handed out on 127.0.0.1 (free at that moment: nothing listens).
+inline std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  std::uint16_t port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
 }
 
 }  // namespace admit::test

@@ -42,7 +42,7 @@ struct GuardedStoreOptions {
 
 /// Counters since construction (relaxed; each read atomically).
 struct GuardedStoreStats {
-  std::uint64_t primary_failures = 0;   ///< apply() calls whose primary threw StoreUnavailable
+  std::uint64_t primary_failures = 0;   ///< ops the primary failed with StoreUnavailable
   std::uint64_t fail_open_allowed = 0;  ///< fail_open: acquire/decide ops allowed unchecked
   std::uint64_t fallback_ops = 0;       ///< local_fallback: ops applied to the local store
   std::uint64_t recoveries = 0;         ///< transitions degraded -> healthy
@@ -72,6 +72,11 @@ class GuardedStore final : public Store {
 
   /// The primary's apply(); on StoreUnavailable, the policy's answer (fail_closed rethrows).
   bool apply(const Op& op, std::span<ItemResult> results) override;
+  /// The primary's apply_async(); when it reports StoreUnavailable, the policy's answer as in
+  /// apply(), given on the thread that reported it (fail_closed passes the error on). Counts
+  /// and degraded() as apply(). fail_open and local_fallback copy `op` (keys, limits) to
+  /// answer after it is gone; fail_closed copies nothing.
+  void apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done) override;
   /// The primary's handles (Op::handles go to the primary; the fallback derives its own).
   KeyHandle prepare(const Namespace& ns, const KeyParts& key) const override;
   Namespace open_namespace(std::string_view name) override;
@@ -94,8 +99,8 @@ class GuardedStore final : public Store {
                   std::span<std::optional<std::string>> values) override;
   std::vector<ConfigEntry> list_config(const Namespace& ns) override;
 
-  /// True after the primary's apply() threw StoreUnavailable, until an apply() that started
-  /// after that failure succeeds.
+  /// True after the primary's apply() threw StoreUnavailable (or its apply_async() reported
+  /// it), until an apply() or apply_async() that started after that failure succeeds.
   bool degraded() const;
   GuardedStoreStats stats() const;
   const GuardedStoreOptions& options() const;

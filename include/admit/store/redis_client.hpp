@@ -222,6 +222,9 @@ class Client {
 
   /// True when at least one connection is established and usable.
   bool connected() const;
+  /// True on the client's I/O thread (inside a callback), where a synchronous call would
+  /// wait for itself: those throw std::logic_error there.
+  bool on_io_thread() const;
   ClientStats stats() const;
   const ClientOptions& options() const;
 

@@ -73,6 +73,15 @@ class RedisStore final : public Store {
 
   bool apply(const Op& op, std::span<ItemResult> results) override;
   /**
+   * apply() without blocking: an acquire or decide of rate and adaptive limits only (the
+   * fast path) joins its lane's group commit and returns at once; `done` runs on the
+   * client's I/O thread when the run is answered (so it must be quick and must not block),
+   * with the run's StoreUnavailable if it failed. An op answered from the deny cache, and
+   * any other op (leases, windows, releases...), is applied synchronously here before
+   * `done` runs on this thread.
+   */
+  void apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done) override;
+  /**
    * Applies `ops` in order, each atomically on its own, as apply() one after the other would
    * (deny cache included), with fewer round trips: consecutive fast-path ops (acquire or
    * decide of rate and adaptive limits only) of one lane go to Redis in one script run (up

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -155,6 +157,20 @@ class Store {
    * @throws StoreUnavailable if the store cannot be reached.
    */
   virtual bool apply(const Op& op, std::span<ItemResult> results) = 0;
+
+  /// What apply_async() reports: apply()'s return value, or (ok false) the exception apply()
+  /// would have thrown.
+  using ApplyCallback = std::function<void(bool ok, std::exception_ptr error)>;
+
+  /**
+   * apply() without blocking the caller on the store's round trip. Reads `op` (and what it
+   * points to) only before it returns; fills `results`, which must stay valid until then,
+   * and then calls `done` exactly once, on any thread: perhaps before apply_async returns,
+   * perhaps on the store's I/O thread (so `done` must not block and should be quick). The
+   * default applies synchronously and then calls `done`; RedisStore sends the op and
+   * returns (see there). `done` must not throw.
+   */
+  virtual void apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done);
 
   /// Precomputes what the store derives from a key; pass it in Op::handles to skip that work.
   /// The default returns an empty handle (nothing to precompute). Thread-safe.

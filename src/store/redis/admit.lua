@@ -12,37 +12,37 @@
 --          idle (expiry_ms).
 -- ARGV     1 op kind (OpKind: 0 acquire, 1 decide, 2 record, 3 adjust, 4 release, 5 read,
 --            6 reset, 7 clamp; 8 prune: drop the idle fields of every key, no items;
---            9 / 10: acquire / decide of rate and adaptive items only, the fast path below)
---          2 now in µs; 0 = the server's clock (TIME), and keys then expire by themselves
---            when idle (PEXPIREAT). Tests pass a time (keys never expire then: prune).
---          3 report (1/0)
---          ops 9, 10: then 9 values per item: key index (1-based), field ("s" .. limit
---            name), amount (>= 0), capacity, a, b, r, tol_us, tol_rem (RateParams); no two
---            items name the same field of the same key
---          op 11: a batch of ops 9 and 10, applied in order, each all-or-nothing on its own
---            (a group commit: one script run for many ops of one hash slot); after ARGV[1],
---            per op: kind (9/10), now (0 = server time: one TIME for the whole batch),
---            report, n items, key base (its key indexes are into KEYS[base + 1 ..]), then
---            its 9 values per item as above
---          other ops: 4 lease id (decimal string), 5 lease TTL µs, then 15 values per item:
---            key index, limit name, kind (0 rate, 1 window, 2 concurrency, 3 adaptive),
---            amount, capacity, a, b, r, tol_us, tol_rem (RateParams), window_end
---            (adjust/release: the lease's window), until (clamp), w_start, w_end, w_next_end
---            (windows: the window around the caller's estimate of the server's clock, and
---            the end of the one after it)
+--            9: the fast path below, one or more acquires / decides of rate and adaptive
+--            items only, applied in order, each all-or-nothing on its own: a group commit,
+--            one script run for many ops of one hash slot)
+--          op 9: 2 L, the number of limits, then 7 values per limit (its parameters, sent
+--            once for every op of the run that names it): field ("s" .. limit name),
+--            capacity, a, b, r, tol_us, tol_rem (RateParams); then per op: flags (0 acquire,
+--            1 decide, +2 report), now (µs; 0 = the server's clock: one TIME for the whole
+--            run), n items, then 3 values per item: key index (1-based, into KEYS), limit
+--            (1-based, into the limit table), amount (>= 0); no two items of an op name the
+--            same limit of the same key
+--          other ops: 2 now in µs; 0 = the server's clock (TIME), and keys then expire by
+--            themselves when idle (PEXPIREAT). Tests pass a time (keys never expire then:
+--            prune). 3 report (1/0), 4 lease id (decimal string), 5 lease TTL µs, then 15
+--            values per item: key index, limit name, kind (0 rate, 1 window, 2 concurrency,
+--            3 adaptive), amount, capacity, a, b, r, tol_us, tol_rem (RateParams),
+--            window_end (adjust/release: the lease's window), until (clamp), w_start, w_end,
+--            w_next_end (windows: the window around the caller's estimate of the server's
+--            clock, and the end of the one after it)
 -- Returns  {all_ok, now, then 7 per item: ok, never, available, retry_after, reset_after,
---          window_end, held}; ops 9, 10: just {1, now} when every item is ok and report is
---          0 (the results are then ok with nothing reported); op 11: an array of the
---          ops' replies, in order; prune: {fields removed, now}.
+--          window_end, held}; op 9: an array with one reply per op, in order, each either
+--          that array or, when every item is ok and the op does not report, just `now` (an
+--          integer); prune: {fields removed, now}.
 --          An error "ADMIT_CLOCK <now>" when the server's time is outside
 --          [w_start, w_next_end) of a window item.
 local op = tonumber(ARGV[1])
 local tonumber, floor, match, format = tonumber, math.floor, string.match, string.format
 local now  -- the instant of the op being applied, µs
-local RATE_ACQUIRE, RATE_DECIDE, RATE_BATCH = 9, 10, 11
+local FAST = 9
 
--- Fast path: ops 9, 10 and batches of them (11): acquire or decide of rate and adaptive items
--- whose (key, field) pairs are distinct, so no item sees another's change. It runs before
+-- Fast path: op 9, acquires and decides of rate and adaptive items whose (key, field) pairs
+-- are distinct within each op, so no item sees another's change. It runs before
 -- any helper below is defined (Lua creates a closure for every `local function` statement
 -- it executes), with rate::consume inlined; an op whose reply must report (a denial, or
 -- report 1) is finished after the helpers, from the states recorded here (fast_ops).
@@ -55,17 +55,25 @@ local RATE_ACQUIRE, RATE_DECIDE, RATE_BATCH = 9, 10, 11
 -- untouched), or NX first when no field was read (the hash may be new, without an expiry).
 local replies, fast_ops = {}, nil  -- fast_ops: {reply index, first item ARGV, n, now, report,
                                    -- denied items, applied, states}
-if op == RATE_ACQUIRE or op == RATE_DECIDE or op == RATE_BATCH then
-  local batch = op == RATE_BATCH
+local limits  -- the fast path's limit table: limits["<j>"] = {field, capacity, a, b, r, ...}
+if op == FAST then
   local nargs = #ARGV
-  local pos = batch and 2 or 1
+  local nl = tonumber(ARGV[2])
+  limits = {}
+  for j = 1, nl do
+    local a = 3 + 7 * (j - 1)
+    limits[tostring(j)] = {field = ARGV[a], capacity = tonumber(ARGV[a + 1]),
+                           a = tonumber(ARGV[a + 2]), b = tonumber(ARGV[a + 3]),
+                           r = tonumber(ARGV[a + 4]), tol_us = tonumber(ARGV[a + 5]),
+                           tol_rem = tonumber(ARGV[a + 6])}
+  end
+  local pos = 3 + 7 * nl
   local server_now
   while pos <= nargs do
-    local kind = tonumber(ARGV[pos])
+    local flags = tonumber(ARGV[pos])
+    local acquire, report = flags % 2 == 0, flags >= 2
     now = tonumber(ARGV[pos + 1])
-    local report = ARGV[pos + 2] == '1'
-    local n, kb, first = (nargs - 3) / 9, 0, 4
-    if batch then n, kb, first = tonumber(ARGV[pos + 3]), tonumber(ARGV[pos + 4]), pos + 5 end
+    local n, first = tonumber(ARGV[pos + 2]), pos + 3
     local server_time = now == 0
     if server_time then
       if not server_now then
@@ -76,19 +84,23 @@ if op == RATE_ACQUIRE or op == RATE_DECIDE or op == RATE_BATCH then
     end
     -- st[4x-3 .. 4x]: item x's state (a, b) as read, then as it would be after the op.
     -- runs: first item, last item, expiry bound (false: no field read) per run of one key.
-    local st, runs, denied = {}, {}, false  -- denied[x] = true
+    -- ps[x]: item x's limit.
+    local st, runs, ps, denied = {}, {}, {}, false  -- denied[x] = true
     local i = 1
     while i <= n do
-      local k = ARGV[first + 9 * (i - 1)]
+      local k = ARGV[first + 3 * (i - 1)]
       local fields, e = {}, i
-      while e <= n and ARGV[first + 9 * (e - 1)] == k do
-        fields[e - i + 1] = ARGV[first + 1 + 9 * (e - 1)]
+      while e <= n and ARGV[first + 3 * (e - 1)] == k do
+        local p = limits[ARGV[first + 1 + 3 * (e - 1)]]
+        ps[e] = p
+        fields[e - i + 1] = p.field
         e = e + 1
       end
-      local values = redis.call('HMGET', KEYS[kb + tonumber(k)], unpack(fields))
+      local values = redis.call('HMGET', KEYS[tonumber(k)], unpack(fields))
       local expires = false
       for x = i, e - 1 do
-        local a = first + 9 * (x - 1)
+        local a = first + 3 * (x - 1)
+        local p = ps[x]
         local v = values[x - i + 1]
         local sa, sb = 0, 0  -- no field: 0, 0
         if v then
@@ -97,16 +109,16 @@ if op == RATE_ACQUIRE or op == RATE_DECIDE or op == RATE_BATCH then
           local at = (floor(sa / 1000000) + 2) * 1000  -- expiry_ms(sa)
           if not expires or at > expires then expires = at end
         end
-        local r = tonumber(ARGV[a + 6])
+        local r = p.r
         if sb >= r then sb = r - 1 end  -- rate::normalize
         local amount = tonumber(ARGV[a + 2])
         local na, nb = sa, sb
         if amount > 0 then  -- check: rate::consume within the tolerance, else denied
-          local ok = amount <= tonumber(ARGV[a + 3])
+          local ok = amount <= p.capacity
           if ok then
             local bu, br = sa, sb  -- rate::base
             if bu < now then bu, br = now, 0 end
-            local kbp = amount * tonumber(ARGV[a + 5])  -- span: k*a + floor(k*b / r), rem
+            local kbp = amount * p.b  -- span: k*a + floor(k*b / r), rem
             local q = floor(kbp / r)
             local rem = kbp - q * r
             if rem < 0 then
@@ -114,9 +126,9 @@ if op == RATE_ACQUIRE or op == RATE_DECIDE or op == RATE_BATCH then
             elseif rem >= r then
               q, rem = q + 1, rem - r
             end
-            local nu, nr = bu + amount * tonumber(ARGV[a + 4]) + q, br + rem
+            local nu, nr = bu + amount * p.a + q, br + rem
             if nr >= r then nu, nr = nu + 1, nr - r end
-            local lu, lr = now + tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
+            local lu, lr = now + p.tol_us, p.tol_rem
             if lr >= r then lu, lr = lu + 1, lr - r end
             ok = not (lu < nu or (lu == nu and lr < nr))
             if ok then na, nb = nu, nr end
@@ -131,20 +143,20 @@ if op == RATE_ACQUIRE or op == RATE_DECIDE or op == RATE_BATCH then
       runs[#runs + 1], runs[#runs + 2], runs[#runs + 3] = i, e - 1, expires
       i = e
     end
-    local applied = kind == RATE_ACQUIRE and not denied
+    local applied = acquire and not denied
     if applied then
       for r = 1, #runs, 3 do
         local set, last = {}, 0
         for x = runs[r], runs[r + 1] do
           local na, nb = st[4 * x - 1], st[4 * x]
           if na >= now then  -- live: written (normalized, as the kernel writes it)
-            set[#set + 1] = ARGV[first + 1 + 9 * (x - 1)]
+            set[#set + 1] = ps[x].field
             set[#set + 1] = format('%d %d', na, nb)
             if na > last then last = na end
           end
         end
         if #set > 0 then
-          local key = KEYS[kb + tonumber(ARGV[first + 9 * (runs[r] - 1)])]
+          local key = KEYS[tonumber(ARGV[first + 3 * (runs[r] - 1)])]
           local expires = runs[r + 2]
           redis.call('HSET', key, unpack(set))
           local at = (floor(last / 1000000) + 2) * 1000  -- expiry_ms(last)
@@ -161,14 +173,11 @@ if op == RATE_ACQUIRE or op == RATE_DECIDE or op == RATE_BATCH then
       fast_ops[#fast_ops + 1] = {#replies + 1, first, n, now, report, denied, applied, st}
       replies[#replies + 1] = false
     else
-      replies[#replies + 1] = {1, now}
+      replies[#replies + 1] = now
     end
-    pos = first + 9 * n
+    pos = first + 3 * n
   end
-  if not fast_ops then
-    if batch then return replies end
-    return replies[1]
-  end
+  if not fast_ops then return replies end
 end
 
 -- x = q*y + r with 0 <= r < y, exactly (x >= 0 or x < 0, y > 0).
@@ -264,16 +273,13 @@ local function expiry_ms(idle) return (floor(idle / 1000000) + 2) * 1000 end
 
 -- The fast path's ops that report: their full replies, from the states it recorded.
 if fast_ops then
-  local p = {}
   for _, f in ipairs(fast_ops) do
     local slot, first, n, at, report, denied, applied, st = unpack(f, 1, 8)
     now = at
     local out = {denied and 0 or 1, now}
     for x = 1, n do
-      local a = first + 9 * (x - 1)
-      p.capacity, p.a, p.b, p.r = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
-                                  tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
-      p.tol_us, p.tol_rem = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
+      local a = first + 3 * (x - 1)
+      local p = limits[ARGV[a + 1]]
       local d = denied and denied[x]
       local never, retry_after, avail, reset = false, 0, 0, 0
       if d then
@@ -295,10 +301,8 @@ if fast_ops then
     end
     replies[slot] = out
   end
-  if op == RATE_BATCH then return replies end
-  return replies[1]
+  return replies
 end
-
 -- The general path: every other op.
 now = tonumber(ARGV[2])
 local server_time = now == 0

@@ -542,6 +542,8 @@ bool Client::connected() const {
   return core_->stats().ready_connections.load(std::memory_order_relaxed) > 0;
 }
 
+bool Client::on_io_thread() const { return core_->on_io_thread(); }
+
 ClientStats Client::stats() const {
   const auto& s = core_->stats();
   auto get = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };

@@ -27,12 +27,10 @@ namespace admit {
 
 namespace {
 
-// The script's own ops (not OpKinds): drop idle fields; acquire / decide on its fast path;
-// a batch of those (group commit).
+// The script's own ops (not OpKinds): drop idle fields; acquires and decides on its fast
+// path, one or many (group commit).
 constexpr int kOpPrune = 8;
-constexpr int kOpRateAcquire = 9;
-constexpr int kOpRateDecide = 10;
-constexpr int kOpRateBatch = 11;
+constexpr int kOpFast = 9;
 // Group commit: at most this many ops per script run, and this many runs in flight per lane
 // (one hash slot; standalone: the server) before ops queue for the next run.
 constexpr std::size_t kMaxBatchOps = 64;
@@ -175,25 +173,55 @@ class DenyCache {
   std::atomic<std::size_t> size_{0};
 };
 
-// One fast-path op (see fast_path) on its way to the server through a batch: the script's
-// ARGV for it and, once its batch is answered, its own reply or the batch's error.
+// One fast-path op (see fast_path) on its way to the server in a script run (op 9): what the
+// script needs of it, what its reply is read into, and how its caller learns the outcome.
+// It owns all of that: an asynchronous caller's Op is gone once apply_async returns.
 class Pending {
  public:
-  const std::vector<std::string>* keys = nullptr;  // the op's Redis keys
-  std::array<std::string, 3> head;                 // op 9/10, now (0: server time), report
-  std::vector<std::string> items;                  // 9 values per item
-  redis::Reply reply;
-  std::string error;  // non-empty: the batch failed
+  struct Item {
+    std::uint16_t key = 0;  // into keys
+    std::string field;      // "s" + limit name
+    std::int64_t amount = 0;
+    std::int64_t capacity = 0;
+    RateParams params;
+  };
+  std::vector<std::string> keys;  // the op's Redis keys
+  std::vector<Item> items;
+  bool acquire = true;            // else decide
+  bool report = false;
+  Micros now = 0;                 // the caller's clock
+  std::span<ItemResult> results;  // filled when answered, unless error
+  bool ok = false;
+  std::exception_ptr error;       // the run failed (or its reply made no sense)
+  Store::ApplyCallback done;      // set: asynchronous, heap-allocated, deleted by answer()
 
-  // Blocks until answer(). A semaphore, not a condition variable: at 64 threads its short
-  // spin before sleeping gave ~15 % more acquires/s in bench/redis_bench.cpp.
+  // Blocks until answer() (synchronous callers). A semaphore, not a condition variable: at
+  // 64 threads its short spin before sleeping gave ~15 % more acquires/s in
+  // bench/redis_bench.cpp.
   void wait() { answered.acquire(); }
-  // Wakes wait(); the Pending may be gone once it returns.
-  void answer() { answered.release(); }
+  // Wakes wait(), or hands the outcome to `done` and deletes this. Either way the Pending
+  // may be gone once it returns.
+  void answer() {
+    if (!done) {
+      answered.release();
+      return;
+    }
+    const Store::ApplyCallback cb = std::move(done);
+    const bool result = ok;
+    const std::exception_ptr e = std::move(error);
+    delete this;
+    cb(result, e);
+  }
 
  private:
   std::binary_semaphore answered{0};
 };
+
+bool same_limit(const Pending::Item& x, const Pending::Item& y) {
+  return x.field == y.field && x.capacity == y.capacity && x.params.a == y.params.a &&
+         x.params.b == y.params.b && x.params.r == y.params.r &&
+         x.params.tol_us == y.params.tol_us && x.params.tol_rem == y.params.tol_rem;
+}
 
 RedisStoreOptions validated(RedisStoreOptions o) {
   if (o.prefix.empty()) throw ValidationError("prefix", o.prefix, "must not be empty");
@@ -229,10 +257,10 @@ struct RedisStore::Impl {
   explicit Impl(RedisStoreOptions opts)
       : o(validated(std::move(opts))), client(o.client), denials(o.deny_cache_entries) {}
 
-  static std::string cache_key(const std::string& redis_key, const Limit& l) {
+  static std::string cache_key(const std::string& redis_key, std::string_view limit) {
     std::string k = redis_key;
     k += '\0';
-    k += l.name();
+    k += limit;
     return k;
   }
 
@@ -244,7 +272,7 @@ struct RedisStore::Impl {
       const OpItem& it = op.items[i];
       results[i] = ItemResult{};
       if (it.amount <= 0 || it.limit->kind() == LimitKind::concurrency) continue;
-      const auto d = denials.find(cache_key(keys[it.key], *it.limit));
+      const auto d = denials.find(cache_key(keys[it.key], it.limit->name()));
       if (!d || d->until <= op.now || it.amount < d->min_amount || !same_limit(*d, it)) continue;
       ItemResult& r = results[i];
       r.ok = false;
@@ -257,22 +285,18 @@ struct RedisStore::Impl {
     return denied;
   }
 
-  void remember_denials(const Op& op, const std::vector<std::string>& keys,
-                        std::span<const ItemResult> results) {
-    for (std::size_t i = 0; i < op.items.size(); ++i) {
-      const OpItem& it = op.items[i];
-      const ItemResult& r = results[i];
-      if (r.ok || r.never || r.retry_after <= 0 || it.limit->kind() == LimitKind::concurrency) {
-        continue;
-      }
-      denials.put(cache_key(keys[it.key], *it.limit),
-                  Denial{it.amount, op.now + r.retry_after, r.available, op.now + r.reset_after,
-                         detail::params(it), it.limit->capacity()});
-    }
+  // Caches the denial in `r` (of `amount` units of a rate-like limit at the caller's `now`).
+  void remember(const std::string& redis_key, std::string_view limit, std::int64_t amount,
+                Micros now, const RateParams& params, std::int64_t capacity,
+                const ItemResult& r) {
+    if (r.ok || r.never || r.retry_after <= 0) return;
+    denials.put(cache_key(redis_key, limit),
+                Denial{amount, now + r.retry_after, r.available, now + r.reset_after, params,
+                       capacity});
   }
 
   void forget_denials(const Op& op, const std::vector<std::string>& keys) {
-    for (const OpItem& it : op.items) denials.erase(cache_key(keys[it.key], *it.limit));
+    for (const OpItem& it : op.items) denials.erase(cache_key(keys[it.key], it.limit->name()));
   }
 
   // The op's Redis keys, in Op::keys order.
@@ -297,21 +321,26 @@ struct RedisStore::Impl {
     return false;
   }
 
-  // The script's ARGV for a fast-path op (its header comment has the layout).
-  void fill(Pending& p, const Op& op, const std::vector<std::string>& keys) const {
-    p.keys = &keys;
-    p.head[0] = std::to_string(op.kind == OpKind::acquire ? kOpRateAcquire : kOpRateDecide);
-    p.head[1] = std::to_string(o.server_time ? 0 : op.now);
-    p.head[2] = op.report ? "1" : "0";
-    p.items.reserve(9 * op.items.size());
+  // A fast-path op as a Pending (taking its keys).
+  static void fill(Pending& p, const Op& op, std::vector<std::string> keys,
+                   std::span<ItemResult> results) {
+    p.keys = std::move(keys);
+    p.acquire = op.kind == OpKind::acquire;
+    p.report = op.report;
+    p.now = op.now;
+    p.results = results;
+    p.items.reserve(op.items.size());
     for (const OpItem& it : op.items) {
-      const RateParams& rp = detail::params(it);
-      append_num(p.items, it.key + 1);
-      p.items.push_back("s" + it.limit->name());
-      for (const std::int64_t v :
-           {it.amount, it.limit->capacity(), rp.a, rp.b, rp.r, rp.tol_us, rp.tol_rem}) {
-        append_num(p.items, v);
-      }
+      p.items.push_back(Pending::Item{it.key, "s" + it.limit->name(), it.amount,
+                                      it.limit->capacity(), detail::params(it)});
+    }
+  }
+
+  // A synchronous fast-path op waits for the I/O thread: refused on it (in a callback).
+  void not_on_io_thread() const {
+    if (client.on_io_thread()) {
+      throw std::logic_error(
+          "admit::RedisStore: a synchronous call from a callback would wait for itself");
     }
   }
 
@@ -321,21 +350,19 @@ struct RedisStore::Impl {
   }
 
   // Group commit: sends `p` at once when its lane has a run to spare, else queues it for the
-  // lane's next run; returns when p is answered (p.reply or p.error).
-  void commit(Pending& p, std::uint16_t lane) {
-    bool now = false;
+  // lane's next run. It is answered (Pending::answer) on the client's I/O thread, or on this
+  // one if the run cannot be sent.
+  void submit(Pending* p, std::uint16_t lane) {
     {
       std::lock_guard g(lanes_mu);
       Lane& l = lanes[lane];
-      if (l.in_flight < kBatchesInFlight) {
-        ++l.in_flight;
-        now = true;
-      } else {
-        l.queue.push_back(&p);
+      if (l.in_flight >= kBatchesInFlight) {
+        l.queue.push_back(p);
+        return;
       }
+      ++l.in_flight;
     }
-    if (now) send({&p}, lane);
-    p.wait();
+    send({p}, lane);
   }
 
   // The next run of a lane: up to kMaxBatchOps queued ops; none (and one run fewer in
@@ -350,31 +377,54 @@ struct RedisStore::Impl {
     return batch;
   }
 
-  // One script run for `batch` (ops 9/10 for one op, else op 11 with each op's keys after
-  // the previous ones'); answers every op of it, then, for a lane, sends what queued
+  // The script's op 9 for `batch` (its header comment has the layout): each distinct limit's
+  // parameters once, then the ops, each op's keys after the previous ones'.
+  void encode(const std::vector<Pending*>& batch, std::vector<std::string>& keys,
+              std::vector<std::string>& argv) const {
+    argv = {std::to_string(kOpFast), ""};
+    std::vector<const Pending::Item*> limits;
+    std::vector<std::size_t> which;  // per item of the run, in order: its limit (1-based)
+    for (const Pending* p : batch) {
+      for (const Pending::Item& it : p->items) {
+        std::size_t j = 0;
+        while (j < limits.size() && !same_limit(*limits[j], it)) ++j;
+        if (j == limits.size()) {
+          limits.push_back(&it);
+          argv.push_back(it.field);
+          for (const std::int64_t v : {it.capacity, it.params.a, it.params.b, it.params.r,
+                                       it.params.tol_us, it.params.tol_rem}) {
+            append_num(argv, v);
+          }
+        }
+        which.push_back(j + 1);
+      }
+    }
+    argv[1] = std::to_string(limits.size());
+    std::size_t w = 0;
+    for (const Pending* p : batch) {
+      append_num(argv, (p->acquire ? 0 : 1) + (p->report ? 2 : 0));
+      append_num(argv, o.server_time ? 0 : p->now);
+      append_num(argv, static_cast<std::int64_t>(p->items.size()));
+      for (const Pending::Item& it : p->items) {
+        append_num(argv, static_cast<std::int64_t>(keys.size() + it.key + 1));
+        append_num(argv, static_cast<std::int64_t>(which[w++]));
+        append_num(argv, it.amount);
+      }
+      keys.insert(keys.end(), p->keys.begin(), p->keys.end());
+    }
+  }
+
+  // One script run for `batch`; answers every op of it, then, for a lane, sends what queued
   // meanwhile. Never throws: a request that cannot be sent fails its ops.
   void send(std::vector<Pending*> batch, std::optional<std::uint16_t> lane) {
     while (!batch.empty()) {
       std::vector<std::string> keys, argv;
-      if (batch.size() == 1) {
-        keys = *batch[0]->keys;
-        argv.assign(batch[0]->head.begin(), batch[0]->head.end());
-        argv.insert(argv.end(), batch[0]->items.begin(), batch[0]->items.end());
-      } else {
-        append_num(argv, kOpRateBatch);
-        for (const Pending* p : batch) {
-          argv.insert(argv.end(), p->head.begin(), p->head.end());
-          append_num(argv, static_cast<std::int64_t>(p->items.size() / 9));
-          append_num(argv, static_cast<std::int64_t>(keys.size()));
-          argv.insert(argv.end(), p->items.begin(), p->items.end());
-          keys.insert(keys.end(), p->keys->begin(), p->keys->end());
-        }
-      }
       scripts.fetch_add(1, std::memory_order_relaxed);
       try {
+        encode(batch, keys, argv);
         client.async_evalsha(script, keys, argv,
                              [this, batch, lane](std::error_code ec, redis::Reply r) {
-                               deliver(batch, ec, std::move(r));
+                               deliver(batch, ec, r);
                                if (lane) send(take(*lane), lane);
                              });
         return;
@@ -387,44 +437,41 @@ struct RedisStore::Impl {
     }
   }
 
-  // Hands each op of a batch its reply (the script's reply to a single op, or its element
-  // of a batch's array) or the batch's error, and wakes it.
-  static void deliver(const std::vector<Pending*>& batch, std::error_code ec, redis::Reply r) {
+  // Reads each op's element of a run's reply into it (or the run's error) and answers it.
+  void deliver(const std::vector<Pending*>& batch, std::error_code ec, const redis::Reply& r) {
     std::string error;
     if (ec || r.is_error()) {
       error = r.str;
-    } else if (batch.size() > 1 && (!r.is_array() || r.elements.size() != batch.size())) {
+    } else if (!r.is_array() || r.elements.size() != batch.size()) {
       error = "unexpected reply " + redis::to_string(r);
     }
     for (std::size_t i = 0; i < batch.size(); ++i) {
       Pending* p = batch[i];
       if (!error.empty()) {
-        p->error = error;
+        p->error = std::make_exception_ptr(StoreUnavailable("redis script: " + error));
       } else {
-        p->reply = batch.size() == 1 ? std::move(r) : std::move(r.elements[i]);
+        try {
+          p->ok = read_fast(*p, r.elements[i]);
+        } catch (...) {
+          p->error = std::current_exception();
+        }
       }
       p->answer();  // p may be gone after this
     }
   }
 
-  // An op's results from its script reply (fast: ops 9/10, whose all-ok reply may be short):
-  // the clock offset learned, denials cached. @return all ok.
-  bool read_reply(const Op& op, const std::vector<std::string>& keys, bool fast,
-                  const redis::Reply& reply, std::span<ItemResult> results) {
-    const std::size_t n = op.items.size();
-    // The fast path's {1, now}: every item ok, nothing reported.
-    const bool all_ok_short = fast && reply.is_array() && reply.elements.size() == 2 &&
-                              reply.elements[0].integer == 1;
-    if (!reply.is_array() || (reply.elements.size() != 2 + 7 * n && !all_ok_short)) {
+  // The server's clock, as an op's reply shows it: learned as the offset to the caller's.
+  void learn_clock(Micros server_now, Micros caller_now) {
+    if (o.server_time) offset.store(server_now - caller_now, std::memory_order_relaxed);
+  }
+
+  // A full reply, {all_ok, now, 7 per item}, into `results`. @return all_ok.
+  bool read_items(const redis::Reply& reply, Micros caller_now, std::span<ItemResult> results) {
+    const std::size_t n = results.size();
+    if (!reply.is_array() || reply.elements.size() != 2 + 7 * n) {
       throw StoreUnavailable("redis script: unexpected reply " + redis::to_string(reply));
     }
-    if (o.server_time) {
-      offset.store(reply.elements[1].integer - op.now, std::memory_order_relaxed);
-    }
-    if (all_ok_short) {
-      std::fill(results.begin(), results.end(), ItemResult{});
-      return true;
-    }
+    learn_clock(reply.elements[1].integer, caller_now);
     for (std::size_t i = 0; i < n; ++i) {
       const redis::Reply* e = &reply.elements[2 + 7 * i];
       ItemResult& r = results[i];
@@ -436,17 +483,26 @@ struct RedisStore::Impl {
       r.window_end = e[5].integer;
       r.held = e[6].integer;
     }
-    const bool ok = reply.elements[0].integer != 0;
-    const bool checks = op.kind == OpKind::acquire || op.kind == OpKind::decide;
-    if (o.deny_cache && checks && !ok) remember_denials(op, keys, results);
-    return ok;
+    return reply.elements[0].integer != 0;
   }
 
-  // A fast-path op's results once its batch answered. @throws StoreUnavailable.
-  bool finish(const Op& op, const std::vector<std::string>& keys, const Pending& p,
-              std::span<ItemResult> results) {
-    if (!p.error.empty()) throw StoreUnavailable("redis script: " + p.error);
-    return read_reply(op, keys, true, p.reply, results);
+  // A fast-path op's results from its element of a run's reply: `now` alone (every item
+  // ok, nothing reported) or the full array; denials cached. @return all ok.
+  bool read_fast(Pending& p, const redis::Reply& e) {
+    if (e.is_integer()) {
+      learn_clock(e.integer, p.now);
+      std::fill(p.results.begin(), p.results.end(), ItemResult{});
+      return true;
+    }
+    const bool ok = read_items(e, p.now, p.results);
+    if (o.deny_cache && !ok) {
+      for (std::size_t i = 0; i < p.items.size(); ++i) {
+        const Pending::Item& it = p.items[i];
+        remember(p.keys[it.key], std::string_view(it.field).substr(1), it.amount, p.now,
+                 it.params, it.capacity, p.results[i]);
+      }
+    }
+    return ok;
   }
 
   // Any other op: one script run of its own (retried when the clock estimate was off).
@@ -495,7 +551,17 @@ struct RedisStore::Impl {
         }
         throw StoreUnavailable("redis script: " + reply.str);
       }
-      return read_reply(op, keys, false, reply, results);
+      const bool ok = read_items(reply, caller_now, results);
+      const bool checks = op.kind == OpKind::acquire || op.kind == OpKind::decide;
+      if (o.deny_cache && checks && !ok) {
+        for (std::size_t i = 0; i < op.items.size(); ++i) {
+          const OpItem& it = op.items[i];
+          if (it.limit->kind() == LimitKind::concurrency) continue;
+          remember(keys[it.key], it.limit->name(), it.amount, caller_now, detail::params(it),
+                   it.limit->capacity(), results[i]);
+        }
+      }
+      return ok;
     }
   }
 
@@ -593,13 +659,44 @@ std::string RedisStore::key_of(std::string_view ns, std::string_view group,
 bool RedisStore::apply(const Op& op, std::span<ItemResult> results) {
   Impl& im = *impl_;
   if (op.items.empty()) return true;
-  const std::vector<std::string> keys = im.keys_of(op, *this);
+  std::vector<std::string> keys = im.keys_of(op, *this);
   if (im.settled_locally(op, keys, results)) return false;
   if (!fast_path(op, keys)) return im.apply_general(op, keys, results);
+  const std::uint16_t lane = im.lane_of(keys);
+  im.not_on_io_thread();
   Pending p;
-  im.fill(p, op, keys);
-  im.commit(p, im.lane_of(keys));
-  return im.finish(op, keys, p, results);
+  Impl::fill(p, op, std::move(keys), results);
+  im.submit(&p, lane);
+  p.wait();
+  if (p.error) std::rethrow_exception(p.error);
+  return p.ok;
+}
+
+void RedisStore::apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done) {
+  Impl& im = *impl_;
+  bool ok = true;
+  std::exception_ptr error;
+  try {
+    if (!op.items.empty()) {
+      std::vector<std::string> keys = im.keys_of(op, *this);
+      if (im.settled_locally(op, keys, results)) {
+        ok = false;
+      } else if (!fast_path(op, keys)) {
+        ok = im.apply_general(op, keys, results);
+      } else {
+        const std::uint16_t lane = im.lane_of(keys);
+        auto p = std::make_unique<Pending>();
+        Impl::fill(*p, op, std::move(keys), results);
+        p->done = std::move(done);
+        im.submit(p.release(), lane);  // answered (and deleted) on the I/O thread
+        return;
+      }
+    }
+  } catch (...) {
+    ok = false;
+    error = std::current_exception();
+  }
+  done(ok, std::move(error));
 }
 
 void RedisStore::apply_batch(std::span<const Op> ops,
@@ -608,7 +705,7 @@ void RedisStore::apply_batch(std::span<const Op> ops,
     throw std::invalid_argument("RedisStore::apply_batch: one results span and ok per op");
   }
   Impl& im = *impl_;
-  std::vector<std::vector<std::string>> keys(ops.size());
+  im.not_on_io_thread();
   std::vector<std::unique_ptr<Pending>> pending(ops.size());
   std::vector<std::size_t> chunk;  // indexes of the ops of the next script run
   std::uint16_t chunk_lane = 0;
@@ -619,26 +716,29 @@ void RedisStore::apply_batch(std::span<const Op> ops,
     im.send(std::move(batch), std::nullopt);
     for (const std::size_t i : chunk) pending[i]->wait();
     const std::vector<std::size_t> done = std::exchange(chunk, {});
-    for (const std::size_t i : done) ok[i] = im.finish(ops[i], keys[i], *pending[i], results[i]);
+    for (const std::size_t i : done) {
+      if (pending[i]->error) std::rethrow_exception(pending[i]->error);
+      ok[i] = pending[i]->ok;
+    }
   };
   for (std::size_t i = 0; i < ops.size(); ++i) {
     const Op& op = ops[i];
     ok[i] = true;
     if (op.items.empty()) continue;
-    keys[i] = im.keys_of(op, *this);
-    if (im.settled_locally(op, keys[i], results[i])) {
+    std::vector<std::string> keys = im.keys_of(op, *this);
+    if (im.settled_locally(op, keys, results[i])) {
       ok[i] = false;
       continue;
     }
-    if (!fast_path(op, keys[i])) {
+    if (!fast_path(op, keys)) {
       flush();
-      ok[i] = im.apply_general(op, keys[i], results[i]);
+      ok[i] = im.apply_general(op, keys, results[i]);
       continue;
     }
-    const std::uint16_t lane = im.lane_of(keys[i]);
+    const std::uint16_t lane = im.lane_of(keys);
     if (!chunk.empty() && (lane != chunk_lane || chunk.size() == kMaxBatchOps)) flush();
     pending[i] = std::make_unique<Pending>();
-    im.fill(*pending[i], op, keys[i]);
+    Impl::fill(*pending[i], op, std::move(keys), results[i]);
     chunk.push_back(i);
     chunk_lane = lane;
   }

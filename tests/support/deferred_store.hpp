@@ -1,0 +1,216 @@
+// DeferredStore: a Store whose apply_async() answers later, on whichever thread the test
+// chooses, the way a networked store answers on its I/O thread. It copies the op when it is
+// called (as RedisStore encodes it) and queues it; run_one() / run_all() apply queued ops to
+// an inner MemoryStore and call their callbacks, or start_io_thread() does so on a thread of
+// its own. Each run may instead report a failure (the exception the test passes), so store
+// outages can be placed between an op's start and its answer.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "admit/core/error.hpp"
+#include "admit/store/memory_store.hpp"
+#include "admit/store/store.hpp"
+
+namespace admit::test {
+
+/// A deep copy of an Op: keys, limits, rate parameters and handles owned here, so the op can
+/// be applied after the caller's Op and everything it pointed to are gone.
+class OpCopy {
+ public:
+  explicit OpCopy(const Op& o) : ns_(*o.ns), group_(o.group), op_(o) {
+    names_.reserve(2 * o.keys.size());  // no reallocation: keys_ views these strings
+    for (const KeyParts& k : o.keys) {
+      names_.emplace_back(k.entity);
+      names_.emplace_back(k.resource);
+    }
+    for (std::size_t i = 0; i < o.keys.size(); ++i) {
+      keys_.push_back(KeyParts{names_[2 * i], names_[2 * i + 1]});
+    }
+    handles_.assign(o.handles.begin(), o.handles.end());
+    limits_.reserve(o.items.size());
+    rates_.reserve(o.items.size());
+    items_.assign(o.items.begin(), o.items.end());
+    for (OpItem& it : items_) {
+      it.limit = &limits_.emplace_back(*it.limit);
+      if (it.rate != nullptr) it.rate = &rates_.emplace_back(*it.rate);
+    }
+    op_.ns = &ns_;
+    op_.group = group_;
+    op_.keys = keys_;
+    op_.items = items_;
+    op_.handles = handles_;
+  }
+  OpCopy(const OpCopy&) = delete;  // views its own members
+  OpCopy& operator=(const OpCopy&) = delete;
+
+  const Op& op() const { return op_; }
+
+ private:
+  Namespace ns_;
+  std::string group_;
+  std::vector<std::string> names_;
+  std::vector<KeyParts> keys_;
+  std::vector<KeyHandle> handles_;
+  std::vector<Limit> limits_;
+  std::vector<RateParams> rates_;
+  std::vector<OpItem> items_;
+  Op op_;
+};
+
+/// Thread-safe. apply() and everything but apply_async() go straight to `inner`.
+class DeferredStore final : public Store {
+ public:
+  MemoryStore inner;
+  /// apply_async() throws this (before queueing anything) while set; for callers' error paths.
+  std::exception_ptr throw_from_apply_async;
+
+  DeferredStore() = default;
+  DeferredStore(const DeferredStore&) = delete;
+  DeferredStore& operator=(const DeferredStore&) = delete;
+  ~DeferredStore() override {
+    stop_io_thread();
+    std::lock_guard g(mu_);
+    // A callback never called is a bug of the test (its caller would wait forever).
+    EXPECT_TRUE(queue_.empty()) << queue_.size() << " op(s) never answered";
+  }
+
+  bool apply(const Op& op, std::span<ItemResult> results) override {
+    return inner.apply(op, results);
+  }
+  void apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done) override {
+    if (throw_from_apply_async) std::rethrow_exception(throw_from_apply_async);
+    auto p = std::make_unique<Pending>(op, results, std::move(done));
+    {
+      std::lock_guard g(mu_);
+      queue_.push_back(std::move(p));
+      ++queued_;
+    }
+    cv_.notify_all();
+  }
+
+  /// Answers the oldest queued op: applied to `inner`, or failed with `failure` if given.
+  /// @return false if nothing was queued.
+  bool run_one(std::exception_ptr failure = nullptr) {
+    std::unique_ptr<Pending> p;
+    {
+      std::lock_guard g(mu_);
+      if (queue_.empty()) return false;
+      p = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    answer(*p, std::move(failure));
+    return true;
+  }
+  /// Answers every queued op (also those queued by the callbacks it runs). @return how many.
+  std::size_t run_all(std::exception_ptr failure = nullptr) {
+    std::size_t n = 0;
+    while (run_one(failure)) ++n;
+    return n;
+  }
+  /// Runs run_all() on a new thread and joins it: the callbacks run on another thread.
+  std::size_t run_all_on_other_thread(std::exception_ptr failure = nullptr) {
+    std::size_t n = 0;
+    std::thread t([&] { n = run_all(failure); });
+    t.join();
+    return n;
+  }
+
+  /// Answers ops on a thread of the store's own, as they come, until stop_io_thread().
+  void start_io_thread() {
+    io_ = std::thread([this] {
+      std::unique_lock lk(mu_);
+      for (;;) {
+        cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, and every op answered
+        std::unique_ptr<Pending> p = std::move(queue_.front());
+        queue_.pop_front();
+        lk.unlock();
+        answer(*p, nullptr);
+        lk.lock();
+      }
+    });
+  }
+  /// Answers what is queued, then stops and joins the I/O thread (if started).
+  void stop_io_thread() {
+    {
+      std::lock_guard g(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (io_.joinable()) io_.join();
+  }
+  std::size_t pending() const {
+    std::lock_guard g(mu_);
+    return queue_.size();
+  }
+  /// apply_async() calls queued so far.
+  std::size_t queued() const {
+    std::lock_guard g(mu_);
+    return queued_;
+  }
+
+  KeyHandle prepare(const Namespace& ns, const KeyParts& key) const override {
+    return inner.prepare(ns, key);
+  }
+  Namespace open_namespace(std::string_view name) override { return inner.open_namespace(name); }
+  void reset_namespace(const Namespace& ns) override { inner.reset_namespace(ns); }
+  std::size_t prune(Micros now) override { return inner.prune(now); }
+  std::size_t size() const override { return inner.size(); }
+  StoreCapabilities capabilities() const override { return {}; }
+  std::string name() const override { return "deferred"; }
+  void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) override {
+    inner.put_config(ns, key, value);
+  }
+  void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
+                  std::span<std::optional<std::string>> values) override {
+    inner.get_config(ns, keys, values);
+  }
+  std::vector<ConfigEntry> list_config(const Namespace& ns) override {
+    return inner.list_config(ns);
+  }
+
+ private:
+  struct Pending {
+    Pending(const Op& op, std::span<ItemResult> r, ApplyCallback d)
+        : copy(op), results(r), done(std::move(d)) {}
+    OpCopy copy;
+    std::span<ItemResult> results;
+    ApplyCallback done;
+  };
+
+  void answer(Pending& p, std::exception_ptr failure) {
+    bool ok = false;
+    if (!failure) {
+      try {
+        ok = inner.apply(p.copy.op(), p.results);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+    }
+    p.done(ok, std::move(failure));
+  }
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Pending>> queue_;
+  std::size_t queued_ = 0;
+  bool stopping_ = false;
+  std::thread io_;
+};
+
+}  // namespace admit::test
