@@ -168,7 +168,8 @@ class Store {
    * and then calls `done` exactly once, on any thread: perhaps before apply_async returns,
    * perhaps on the store's I/O thread (so `done` must not block and should be quick). The
    * default applies synchronously and then calls `done`; RedisStore sends the op and
-   * returns (see there). `done` must not throw.
+   * returns (see there). `done` must not throw. Failures reach `done`; an implementation
+   * that throws anyway must not have called `done` (nor call it later).
    */
   virtual void apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done);
 
