@@ -246,45 +246,6 @@ bool GuardedStore::apply(const Op& op, std::span<ItemResult> results) {
 
 namespace {
 
-// A deep copy of an Op (keys, limits, rates; not the primary's handles), for answering it
-// after the caller's Op is gone.
-struct OwnedOp {
-  Namespace ns;
-  std::string group;
-  std::vector<std::string> names;  // entity, resource of each key
-  std::vector<KeyParts> keys;
-  std::vector<Limit> limits;
-  std::vector<RateParams> rates;
-  std::vector<OpItem> items;
-  Op op;
-
-  OwnedOp(const OwnedOp&) = delete;  // views its own members
-  OwnedOp& operator=(const OwnedOp&) = delete;
-  explicit OwnedOp(const Op& o) : ns(*o.ns), group(o.group), op(o) {
-    names.reserve(2 * o.keys.size());  // no reallocation: `keys` views these strings
-    for (const KeyParts& k : o.keys) {
-      names.emplace_back(k.entity);
-      names.emplace_back(k.resource);
-    }
-    keys.reserve(o.keys.size());
-    for (std::size_t i = 0; i < o.keys.size(); ++i) {
-      keys.push_back(KeyParts{names[2 * i], names[2 * i + 1]});
-    }
-    limits.reserve(o.items.size());
-    rates.reserve(o.items.size());
-    items.assign(o.items.begin(), o.items.end());
-    for (OpItem& it : items) {
-      it.limit = &limits.emplace_back(*it.limit);
-      if (it.rate != nullptr) it.rate = &rates.emplace_back(*it.rate);
-    }
-    op.ns = &ns;
-    op.group = group;
-    op.keys = keys;
-    op.items = items;
-    op.handles = {};
-  }
-};
-
 bool is_unavailable(const std::exception_ptr& e) {
   try {
     std::rethrow_exception(e);
@@ -317,7 +278,7 @@ void GuardedStore::apply_async(const Op& op, std::span<ItemResult> results, Appl
         bool answer = false;
         std::exception_ptr failure;
         try {
-          answer = im.degraded_answer(copy->op, results);
+          answer = im.degraded_answer(copy->op(), results);
         } catch (...) {
           failure = std::current_exception();
         }

@@ -6,6 +6,31 @@
 
 namespace admit {
 
+OwnedOp::OwnedOp(const Op& o) : ns_(*o.ns), group_(o.group), op_(o) {
+  names_.reserve(2 * o.keys.size());  // no reallocation: keys_ views these strings
+  for (const KeyParts& k : o.keys) {
+    names_.emplace_back(k.entity);
+    names_.emplace_back(k.resource);
+  }
+  keys_.reserve(o.keys.size());
+  for (std::size_t i = 0; i < o.keys.size(); ++i) {
+    keys_.push_back(KeyParts{names_[2 * i], names_[2 * i + 1]});
+  }
+  handles_.assign(o.handles.begin(), o.handles.end());
+  limits_.reserve(o.items.size());  // no reallocation: items_ point into limits_ and rates_
+  rates_.reserve(o.items.size());
+  items_.assign(o.items.begin(), o.items.end());
+  for (OpItem& it : items_) {
+    it.limit = &limits_.emplace_back(*it.limit);
+    if (it.rate != nullptr) it.rate = &rates_.emplace_back(*it.rate);
+  }
+  op_.ns = &ns_;
+  op_.group = group_;
+  op_.keys = keys_;
+  op_.items = items_;
+  op_.handles = handles_;
+}
+
 void Store::apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done) {
   bool ok = false;
   std::exception_ptr error;

@@ -28,50 +28,6 @@
 
 namespace admit::test {
 
-/// A deep copy of an Op: keys, limits, rate parameters and handles owned here, so the op can
-/// be applied after the caller's Op and everything it pointed to are gone.
-class OpCopy {
- public:
-  explicit OpCopy(const Op& o) : ns_(*o.ns), group_(o.group), op_(o) {
-    names_.reserve(2 * o.keys.size());  // no reallocation: keys_ views these strings
-    for (const KeyParts& k : o.keys) {
-      names_.emplace_back(k.entity);
-      names_.emplace_back(k.resource);
-    }
-    for (std::size_t i = 0; i < o.keys.size(); ++i) {
-      keys_.push_back(KeyParts{names_[2 * i], names_[2 * i + 1]});
-    }
-    handles_.assign(o.handles.begin(), o.handles.end());
-    limits_.reserve(o.items.size());
-    rates_.reserve(o.items.size());
-    items_.assign(o.items.begin(), o.items.end());
-    for (OpItem& it : items_) {
-      it.limit = &limits_.emplace_back(*it.limit);
-      if (it.rate != nullptr) it.rate = &rates_.emplace_back(*it.rate);
-    }
-    op_.ns = &ns_;
-    op_.group = group_;
-    op_.keys = keys_;
-    op_.items = items_;
-    op_.handles = handles_;
-  }
-  OpCopy(const OpCopy&) = delete;  // views its own members
-  OpCopy& operator=(const OpCopy&) = delete;
-
-  const Op& op() const { return op_; }
-
- private:
-  Namespace ns_;
-  std::string group_;
-  std::vector<std::string> names_;
-  std::vector<KeyParts> keys_;
-  std::vector<KeyHandle> handles_;
-  std::vector<Limit> limits_;
-  std::vector<RateParams> rates_;
-  std::vector<OpItem> items_;
-  Op op_;
-};
-
 /// Thread-safe. apply() and everything but apply_async() go straight to `inner`.
 class DeferredStore final : public Store {
  public:
@@ -188,7 +144,7 @@ class DeferredStore final : public Store {
   struct Pending {
     Pending(const Op& op, std::span<ItemResult> r, ApplyCallback d)
         : copy(op), results(r), done(std::move(d)) {}
-    OpCopy copy;
+    OwnedOp copy;
     std::span<ItemResult> results;
     ApplyCallback done;
   };

@@ -142,6 +142,31 @@ struct StoreCapabilities {
 };
 
 /**
+ * A deep copy of an Op: namespace, group, key names, handles, limits and rate parameters
+ * owned here, so the op can be applied after the caller's Op and everything it pointed to
+ * are gone (a Store::apply_async that answers later). Not copyable: op() views its members.
+ */
+class OwnedOp {
+ public:
+  explicit OwnedOp(const Op& op);
+  OwnedOp(const OwnedOp&) = delete;
+  OwnedOp& operator=(const OwnedOp&) = delete;
+
+  const Op& op() const { return op_; }
+
+ private:
+  Namespace ns_;
+  std::string group_;
+  std::vector<std::string> names_;  // entity, resource of each key (keys_ views them)
+  std::vector<KeyParts> keys_;
+  std::vector<KeyHandle> handles_;
+  std::vector<Limit> limits_;
+  std::vector<RateParams> rates_;
+  std::vector<OpItem> items_;
+  Op op_;
+};
+
+/**
  * The storage seam. Implementations must make apply() atomic across all its keys.
  * Thread-safe.
  */
