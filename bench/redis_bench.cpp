@@ -125,25 +125,27 @@ const admit::Amounts& amounts() {
 
 // The ARGV of RedisStore::apply (src/store/redis/redis_store.cpp) for the acquire that
 // Limiter::try_acquire makes here, alone in its script run, on the script's fast path (rate
-// items only): op 9, the limit table (2 limits, 7 values each), then the op: flags (0
-// acquire, +2 report with_stats), now 0 (server time), 2 items of (key 1, limit, amount).
+// items only): op 9, then one JSON array (no spaces) of the limit table (2 limits, 6 values
+// each) and the op: flags (0 acquire, +2 report with_stats), now 0 (server time), 2 items of
+// (key 1, limit, amount); then the limits' fields.
 void print_argv(bool with_stats) {
   const std::vector<admit::Limit> ls = limits();
-  std::vector<std::string> v = {"9", std::to_string(ls.size())};
+  std::vector<std::int64_t> nums = {static_cast<std::int64_t>(ls.size())};
   for (const admit::Limit& l : ls) {
     const admit::RateParams& p = l.rate();
-    v.push_back("s" + l.name());
-    for (const std::int64_t x : {l.capacity(), p.a, p.b, p.r, p.tol_us, p.tol_rem}) {
-      v.push_back(std::to_string(x));
-    }
+    nums.insert(nums.end(), {l.capacity(), p.a, p.b, p.r, p.tol_us, p.tol_rem});
   }
-  for (const char* x : {with_stats ? "2" : "0", "0"}) v.emplace_back(x);
-  v.push_back(std::to_string(ls.size()));
-  for (std::size_t j = 0; j < ls.size(); ++j) {
-    v.emplace_back("1");  // key index (1-based): every item on the one key
-    v.push_back(std::to_string(j + 1));
-    v.push_back(std::to_string(amounts().get(ls[j].name())));
+  nums.insert(nums.end(), {with_stats ? 2 : 0, 0, static_cast<std::int64_t>(ls.size())});
+  for (std::size_t j = 0; j < ls.size(); ++j) {  // key index 1: every item on the one key
+    nums.insert(nums.end(), {1, static_cast<std::int64_t>(j + 1), amounts().get(ls[j].name())});
   }
+  std::string json;
+  for (const std::int64_t x : nums) {
+    json += json.empty() ? '[' : ',';
+    json += std::to_string(x);
+  }
+  std::vector<std::string> v = {"9", json + ']'};
+  for (const admit::Limit& l : ls) v.push_back("s" + l.name());
   for (std::size_t i = 0; i < v.size(); ++i) std::cout << (i ? " " : "") << v[i];
   std::cout << "\n";
 }

@@ -237,6 +237,50 @@ TEST_P(RedisStoreTest, FastPathAcquiresKeepTheHashExpiry) {
   EXPECT_EQ(s.size(), 2u);
 }
 
+// Verifies a state in the decimal form earlier versions wrote ("tat rem") is read by both the
+// fast path (acquire) and the general path (read), and replaced by the binary form on write:
+// an upgrade loses no usage.
+TEST_P(RedisStoreTest, StatesOfEarlierVersionsAreRead) {
+  RedisStore& s = make(false, false);  // the caller's clock (kStart), every op to the server
+  const Namespace ns = s.open_namespace("t");
+  const Limit rpm = Limit::per_minute("rpm", 2);  // 30 s a unit, a burst of 2
+  const std::vector<KeyParts> keys = {{"u", "m"}};
+  const std::string key = s.key_of("t", "u", keys[0]);
+  auto field = [&] {
+    const redis::Reply r = s.client().command_for_key(key, {"HGET", key, "srpm"});
+    EXPECT_TRUE(r.is_string()) << redis::to_string(r);
+    return r.str;
+  };
+  auto write_decimal = [&](Micros tat) {  // one unit of the burst used
+    const redis::Reply r =
+        s.client().command_for_key(key, {"HSET", key, "srpm", cat(tat, " 0")});
+    ASSERT_TRUE(r.is_integer()) << redis::to_string(r);
+  };
+  auto apply = [&](OpKind kind, std::int64_t amount, ItemResult& r) {
+    const OpItem items[] = {{0, &rpm, amount, 0, nullptr, 0}};
+    const Op op{.kind = kind, .ns = &ns, .group = "u", .now = kStart, .keys = keys,
+                .items = items, .handles = {}, .lease_id = 0, .lease_expiry = 0,
+                .report = true};
+    return s.apply(op, std::span<ItemResult>(&r, 1));
+  };
+  ItemResult r;
+  write_decimal(kStart + 30 * kSec);
+  ASSERT_TRUE(apply(OpKind::read, 0, r));  // the general path
+  EXPECT_EQ(r.available, 1);
+  EXPECT_EQ(r.reset_after, 30 * kSec);
+  ASSERT_TRUE(apply(OpKind::acquire, 1, r));  // the fast path: the last unit
+  EXPECT_EQ(r.available, 0);
+  EXPECT_EQ(field().size(), 16u);  // written back in the binary form
+  EXPECT_FALSE(apply(OpKind::acquire, 1, r));
+  EXPECT_EQ(r.retry_after, 30 * kSec);
+  write_decimal(kStart + 60 * kSec);  // the whole burst used
+  EXPECT_FALSE(apply(OpKind::acquire, 1, r));
+  EXPECT_EQ(r.retry_after, 30 * kSec);
+  EXPECT_EQ(r.reset_after, 60 * kSec);
+  ASSERT_TRUE(apply(OpKind::read, 0, r));
+  EXPECT_EQ(r.available, 0);
+}
+
 // Verifies the deny cache answers a known denial locally, never admits more than the server,
 // lets smaller amounts through to the server, and forgets an entry when capacity returns.
 TEST_P(RedisStoreTest, DenyCacheAnswersKnownDenialsLocally) {

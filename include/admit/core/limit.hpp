@@ -56,6 +56,8 @@ struct RateParams {
   std::int64_t tol_us = 0;    ///< floor(capacity * T)
   std::int64_t tol_rem = 0;   ///< (capacity * T - tol_us) * r
   std::int64_t max_amount = 0;  ///< largest single amount the math accepts exactly
+
+  bool operator==(const RateParams&) const = default;
 };
 
 class WindowCalendar;

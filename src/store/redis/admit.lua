@@ -4,10 +4,12 @@
 -- quotients are corrected so a rounded division can never be off by one.
 --
 -- KEYS[k]  one hash per (namespace, group, resource, entity) of the op, all limits together:
---          field "s<limit>" = "a b" (rate/adaptive: TAT µs and remainder; window: window end
---          and used); field "c<limit>" = "last lease amount expiry lease amount expiry ..."
---          (concurrency holders; last = the latest expiry). The first number of a field is
---          the instant it becomes idle (the same as no state). Items must be distinct.
+--          field "s<limit>" = the state (rate/adaptive: TAT µs and remainder; window: window
+--          end and used) as two big-endian doubles (struct '>dd', 16 bytes; the decimal
+--          "a b" of earlier versions is read too); field "c<limit>" = "last lease amount
+--          expiry lease amount expiry ..." (concurrency holders; last = the latest expiry).
+--          The first number of a field is the instant it becomes idle (the same as no
+--          state). Items must be distinct.
 --          In server time a hash expires (PEXPIREAT) 1-2 s after its last live field goes
 --          idle (expiry_ms).
 -- ARGV     1 op kind (OpKind: 0 acquire, 1 decide, 2 record, 3 adjust, 4 release, 5 read,
@@ -15,13 +17,13 @@
 --            9: the fast path below, one or more acquires / decides of rate and adaptive
 --            items only, applied in order, each all-or-nothing on its own: a group commit,
 --            one script run for many ops of one hash slot)
---          op 9: 2 L, the number of limits, then 7 values per limit (its parameters, sent
---            once for every op of the run that names it): field ("s" .. limit name),
---            capacity, a, b, r, tol_us, tol_rem (RateParams); then per op: flags (0 acquire,
---            1 decide, +2 report), now (µs; 0 = the server's clock: one TIME for the whole
---            run), n items, then 3 values per item: key index (1-based, into KEYS), limit
---            (1-based, into the limit table), amount (>= 0); no two items of an op name the
---            same limit of the same key
+--          op 9: 2 a JSON array of integers: L, the number of limits, 6 values per limit
+--            (its parameters, sent once for every op of the run that names it: capacity, a,
+--            b, r, tol_us, tol_rem, RateParams), then per op: flags (0 acquire, 1 decide, +2
+--            report), now (µs; 0 = the server's clock: one TIME for the whole run), n items,
+--            then 3 values per item: key index (1-based, into KEYS), limit (1-based, into
+--            the limit table), amount (>= 0); no two items of an op name the same limit of
+--            the same key. 3 .. 2+L: each limit's field ("s" .. limit name)
 --          other ops: 2 now in µs; 0 = the server's clock (TIME), and keys then expire by
 --            themselves when idle (PEXPIREAT). Tests pass a time (keys never expire then:
 --            prune). 3 report (1/0), 4 lease id (decimal string), 5 lease TTL µs, then 15
@@ -37,15 +39,30 @@
 --          An error "ADMIT_CLOCK <now>" when the server's time is outside
 --          [w_start, w_next_end) of a window item.
 local op = tonumber(ARGV[1])
-local tonumber, floor, match, format = tonumber, math.floor, string.match, string.format
+local tonumber, floor, match, byte = tonumber, math.floor, string.match, string.byte
+local spack, sunpack = struct.pack, struct.unpack
 local now  -- the instant of the op being applied, µs
 local FAST = 9
 
+-- A state field's value: the binary form written now, or the decimal "a b" of earlier
+-- versions (read, never written). A decimal starts with a digit or '-' (0x2D..0x39); the binary's first
+-- byte, the top of an integer-valued double, is 0x00 or at least 0x3F.
+local STATE = '>dd'
+local function state_of(v)  -- a, b; 0, 0 for no field
+  if not v then return 0, 0 end
+  local c = byte(v, 1)
+  if c and c >= 0x2D and c <= 0x39 then
+    local a, b = match(v, '^(%S+) (%S+)')
+    return tonumber(a), tonumber(b)
+  end
+  return sunpack(STATE, v)
+end
+local function state(a, b) return spack(STATE, a, b) end
+
 -- Fast path: op 9, acquires and decides of rate and adaptive items whose (key, field) pairs
--- are distinct within each op, so no item sees another's change. It runs before
--- any helper below is defined (Lua creates a closure for every `local function` statement
--- it executes), with rate::consume inlined; an op whose reply must report (a denial, or
--- report 1) is finished after the helpers, from the states recorded here (fast_ops).
+-- are distinct within each op, so no item sees another's change, with rate::consume
+-- inlined; an op whose reply must report (a denial, or report 1) is finished after the
+-- helpers below, from the states recorded here (fast_ops).
 -- Each run of items on one key reads only its fields (one HMGET) and writes only the live
 -- ones (one HSET); idle fields are left for prune or the hash's expiry (idle is the same as
 -- no state). Expiry, in server time: every field of a hash has expiry >= expiry_ms(its first
@@ -53,72 +70,74 @@ local FAST = 9
 -- ones; this path never lowers it), so a field read shows a lower bound of the expiry;
 -- PEXPIREAT runs only when the new expiry is later than that bound, GT (the other fields are
 -- untouched), or NX first when no field was read (the hash may be new, without an expiry).
-local replies, fast_ops = {}, nil  -- fast_ops: {reply index, first item ARGV, n, now, report,
+-- The numbers come as one JSON array (one cjson.decode instead of a Lua string and a
+-- tonumber per value), the limits' parameters in arrays indexed by the limit (LC[j]...).
+local replies, fast_ops = {}, nil  -- fast_ops: {reply index, first item in A, n, now, report,
                                    -- denied items, applied, states}
-local limits  -- the fast path's limit table: limits["<j>"] = {field, capacity, a, b, r, ...}
+local A, LF, LC, LA, LB, LR, LTU, LTR  -- op 9's numbers, then its limit table
 if op == FAST then
-  local nargs = #ARGV
-  local nl = tonumber(ARGV[2])
-  limits = {}
+  local call, KEYS, unpack = redis.call, KEYS, unpack
+  A = cjson.decode(ARGV[2])
+  local nl = A[1]
+  LF, LC, LA, LB, LR, LTU, LTR = {}, {}, {}, {}, {}, {}, {}
   for j = 1, nl do
-    local a = 3 + 7 * (j - 1)
-    limits[tostring(j)] = {field = ARGV[a], capacity = tonumber(ARGV[a + 1]),
-                           a = tonumber(ARGV[a + 2]), b = tonumber(ARGV[a + 3]),
-                           r = tonumber(ARGV[a + 4]), tol_us = tonumber(ARGV[a + 5]),
-                           tol_rem = tonumber(ARGV[a + 6])}
+    local a = 2 + 6 * (j - 1)
+    LF[j] = ARGV[2 + j]
+    LC[j], LA[j], LB[j], LR[j], LTU[j], LTR[j] = A[a], A[a + 1], A[a + 2], A[a + 3], A[a + 4],
+                                                 A[a + 5]
   end
-  local pos = 3 + 7 * nl
+  local pos, nargs = 2 + 6 * nl, #A
   local server_now
+  local fields, set, runs, st = {}, {}, {}, {}  -- reused by every op of the run
   while pos <= nargs do
-    local flags = tonumber(ARGV[pos])
+    local flags = A[pos]
     local acquire, report = flags % 2 == 0, flags >= 2
-    now = tonumber(ARGV[pos + 1])
-    local n, first = tonumber(ARGV[pos + 2]), pos + 3
+    now = A[pos + 1]
+    local n, first = A[pos + 2], pos + 3
     local server_time = now == 0
     if server_time then
       if not server_now then
-        local t = redis.call('TIME')
+        local t = call('TIME')
         server_now = tonumber(t[1]) * 1000000 + tonumber(t[2])
       end
       now = server_now
     end
     -- st[4x-3 .. 4x]: item x's state (a, b) as read, then as it would be after the op.
-    -- runs: first item, last item, expiry bound (false: no field read) per run of one key.
-    -- ps[x]: item x's limit.
-    local st, runs, ps, denied = {}, {}, {}, false  -- denied[x] = true
+    -- runs[1 .. nruns]: first item, last item, expiry bound (false: no field read) per run of
+    -- one key. Item x is A[first + 3(x-1) ..]: key index, limit index, amount.
+    local nruns, denied = 0, false  -- denied[x] = true
     local i = 1
     while i <= n do
-      local k = ARGV[first + 3 * (i - 1)]
-      local fields, e = {}, i
-      while e <= n and ARGV[first + 3 * (e - 1)] == k do
-        local p = limits[ARGV[first + 1 + 3 * (e - 1)]]
-        ps[e] = p
-        fields[e - i + 1] = p.field
+      local k = A[first + 3 * (i - 1)]
+      local e, m = i, 0
+      while e <= n and A[first + 3 * (e - 1)] == k do
+        m = m + 1
+        fields[m] = LF[A[first + 3 * (e - 1) + 1]]
         e = e + 1
       end
-      local values = redis.call('HMGET', KEYS[tonumber(k)], unpack(fields))
+      local values = call('HMGET', KEYS[k], unpack(fields, 1, m))
       local expires = false
       for x = i, e - 1 do
         local a = first + 3 * (x - 1)
-        local p = ps[x]
-        local v = values[x - i + 1]
+        local j = A[a + 1]
         local sa, sb = 0, 0  -- no field: 0, 0
+        local v = values[x - i + 1]
         if v then
-          local ta, tb = match(v, '^(%S+) (%S+)')
-          sa, sb = tonumber(ta), tonumber(tb)
+          local c = byte(v, 1)  -- state_of, inlined for the binary form
+          if c >= 0x2D and c <= 0x39 then sa, sb = state_of(v) else sa, sb = sunpack(STATE, v) end
           local at = (floor(sa / 1000000) + 2) * 1000  -- expiry_ms(sa)
           if not expires or at > expires then expires = at end
         end
-        local r = p.r
+        local r = LR[j]
         if sb >= r then sb = r - 1 end  -- rate::normalize
-        local amount = tonumber(ARGV[a + 2])
+        local amount = A[a + 2]
         local na, nb = sa, sb
         if amount > 0 then  -- check: rate::consume within the tolerance, else denied
-          local ok = amount <= p.capacity
+          local ok = amount <= LC[j]
           if ok then
             local bu, br = sa, sb  -- rate::base
             if bu < now then bu, br = now, 0 end
-            local kbp = amount * p.b  -- span: k*a + floor(k*b / r), rem
+            local kbp = amount * LB[j]  -- span: k*a + floor(k*b / r), rem
             local q = floor(kbp / r)
             local rem = kbp - q * r
             if rem < 0 then
@@ -126,9 +145,9 @@ if op == FAST then
             elseif rem >= r then
               q, rem = q + 1, rem - r
             end
-            local nu, nr = bu + amount * p.a + q, br + rem
+            local nu, nr = bu + amount * LA[j] + q, br + rem
             if nr >= r then nu, nr = nu + 1, nr - r end
-            local lu, lr = now + p.tol_us, p.tol_rem
+            local lu, lr = now + LTU[j], LTR[j]
             if lr >= r then lu, lr = lu + 1, lr - r end
             ok = not (lu < nu or (lu == nu and lr < nr))
             if ok then na, nb = nu, nr end
@@ -140,29 +159,31 @@ if op == FAST then
         end
         st[4 * x - 3], st[4 * x - 2], st[4 * x - 1], st[4 * x] = sa, sb, na, nb
       end
-      runs[#runs + 1], runs[#runs + 2], runs[#runs + 3] = i, e - 1, expires
+      runs[nruns + 1], runs[nruns + 2], runs[nruns + 3] = i, e - 1, expires
+      nruns = nruns + 3
       i = e
     end
     local applied = acquire and not denied
     if applied then
-      for r = 1, #runs, 3 do
-        local set, last = {}, 0
+      for r = 1, nruns, 3 do
+        local m, last = 0, 0
         for x = runs[r], runs[r + 1] do
-          local na, nb = st[4 * x - 1], st[4 * x]
+          local na = st[4 * x - 1]
           if na >= now then  -- live: written (normalized, as the kernel writes it)
-            set[#set + 1] = ps[x].field
-            set[#set + 1] = format('%d %d', na, nb)
+            set[m + 1] = LF[A[first + 3 * (x - 1) + 1]]
+            set[m + 2] = spack(STATE, na, st[4 * x])
+            m = m + 2
             if na > last then last = na end
           end
         end
-        if #set > 0 then
-          local key = KEYS[tonumber(ARGV[first + 3 * (runs[r] - 1)])]
+        if m > 0 then
+          local key = KEYS[A[first + 3 * (runs[r] - 1)]]
           local expires = runs[r + 2]
-          redis.call('HSET', key, unpack(set))
+          call('HSET', key, unpack(set, 1, m))
           local at = (floor(last / 1000000) + 2) * 1000  -- expiry_ms(last)
           if server_time and (not expires or at > expires) then
-            if expires or redis.call('PEXPIREAT', key, at, 'NX') == 0 then
-              redis.call('PEXPIREAT', key, at, 'GT')
+            if expires or call('PEXPIREAT', key, at, 'NX') == 0 then
+              call('PEXPIREAT', key, at, 'GT')
             end
           end
         end
@@ -170,7 +191,9 @@ if op == FAST then
     end
     if denied or report then
       fast_ops = fast_ops or {}
-      fast_ops[#fast_ops + 1] = {#replies + 1, first, n, now, report, denied, applied, st}
+      local states = {}  -- st is reused by the next op
+      for y = 1, 4 * n do states[y] = st[y] end
+      fast_ops[#fast_ops + 1] = {#replies + 1, first, n, now, report, denied, applied, states}
       replies[#replies + 1] = false
     else
       replies[#replies + 1] = now
@@ -259,12 +282,6 @@ local function reset_after(tu, tr)
   return tu - now + (tr > 0 and 1 or 0)
 end
 
-local function slot_of(v)  -- a field's "a b" as numbers; 0, 0 for no field
-  if not v then return 0, 0 end
-  local a, b = match(v, '^(%S+) (%S+)')
-  return tonumber(a), tonumber(b)
-end
-
 -- PEXPIREAT's argument (ms) for a hash whose last live field goes idle at `idle` µs: the
 -- next whole second after it, plus one, so a key in use every second or faster is neither
 -- deleted nor re-armed on every operation (the fast path, which inlines it, skips PEXPIREAT
@@ -273,23 +290,30 @@ local function expiry_ms(idle) return (floor(idle / 1000000) + 2) * 1000 end
 
 -- The fast path's ops that report: their full replies, from the states it recorded.
 if fast_ops then
+  local params = {}  -- params[j]: limit j's RateParams as the helpers take them
   for _, f in ipairs(fast_ops) do
     local slot, first, n, at, report, denied, applied, st = unpack(f, 1, 8)
     now = at
     local out = {denied and 0 or 1, now}
     for x = 1, n do
       local a = first + 3 * (x - 1)
-      local p = limits[ARGV[a + 1]]
+      local j = A[a + 1]
+      local p = params[j]
+      if not p then
+        p = {capacity = LC[j], a = LA[j], b = LB[j], r = LR[j], tol_us = LTU[j],
+             tol_rem = LTR[j]}
+        params[j] = p
+      end
       local d = denied and denied[x]
       local never, retry_after, avail, reset = false, 0, 0, 0
       if d then
         local _
-        _, never, retry_after = check(p, st[4 * x - 3], st[4 * x - 2], tonumber(ARGV[a + 2]))
+        _, never, retry_after = check(p, st[4 * x - 3], st[4 * x - 2], A[a + 2])
       end
       if report or d then  -- the state after an applied acquire, else the state read
-        local j = applied and 4 * x - 1 or 4 * x - 3
-        avail = available(p, st[j], st[j + 1])
-        reset = reset_after(st[j], st[j + 1])
+        local y = applied and 4 * x - 1 or 4 * x - 3
+        avail = available(p, st[y], st[y + 1])
+        reset = reset_after(st[y], st[y + 1])
       end
       out[#out + 1] = d and 0 or 1
       out[#out + 1] = never and 1 or 0
@@ -360,7 +384,8 @@ local function write_back(key)
     if h[f] == nil then del[#del + 1] = f end
   end
   for f, v in pairs(h) do
-    local idle_at = first_number(v)
+    local idle_at
+    if string.sub(f, 1, 1) == 'c' then idle_at = first_number(v) else idle_at = state_of(v) end
     local live
     if string.sub(f, 1, 1) == 'c' then live = idle_at > now else live = idle_at >= now end
     if live then
@@ -422,7 +447,7 @@ local function window_end_now(it)
   return it.w_next_end
 end
 
-local function read_slot(it) return slot_of(hash(it.k)[it.field]) end  -- a, b
+local function read_slot(it) return state_of(hash(it.k)[it.field]) end  -- a, b
 
 local function read_holds(it)  -- live holds: {lease = {amount, expiry}}, held
   local v = hash(it.k)[it.field]
@@ -468,7 +493,7 @@ local function write_holds(it, holds)
 end
 
 local function write_slot(it, sa, sb)
-  hash(it.k)[it.field] = string.format('%d %d', sa, sb)
+  hash(it.k)[it.field] = state(sa, sb)
   mark(it, it.field)
 end
 

@@ -96,6 +96,14 @@ void append_num(std::vector<std::string>& v, std::int64_t x) {
   v.emplace_back(buf.data(), r.ptr);
 }
 
+// Appends `x` and a comma to a JSON array being written.
+void append_json(std::string& json, std::int64_t x) {
+  std::array<char, 24> buf;
+  const auto r = std::to_chars(buf.data(), buf.data() + buf.size(), x);
+  json.append(buf.data(), r.ptr);
+  json += ',';
+}
+
 // The server's clock in an "ADMIT_CLOCK now <µs> ..." error, or -1.
 Micros clock_error_now(const std::string& msg) {
   constexpr std::string_view kTag = "ADMIT_CLOCK now ";
@@ -118,9 +126,7 @@ struct Denial {
 };
 
 bool same_limit(const Denial& d, const OpItem& it) {
-  const RateParams& p = detail::params(it);
-  return d.capacity == it.limit->capacity() && d.params.a == p.a && d.params.b == p.b &&
-         d.params.r == p.r && d.params.tol_us == p.tol_us && d.params.tol_rem == p.tol_rem;
+  return d.capacity == it.limit->capacity() && d.params == detail::params(it);
 }
 
 // The local over-limit cache (RedisStoreOptions::deny_cache), sharded by key.
@@ -218,9 +224,7 @@ class Pending {
 };
 
 bool same_limit(const Pending::Item& x, const Pending::Item& y) {
-  return x.field == y.field && x.capacity == y.capacity && x.params.a == y.params.a &&
-         x.params.b == y.params.b && x.params.r == y.params.r &&
-         x.params.tol_us == y.params.tol_us && x.params.tol_rem == y.params.tol_rem;
+  return x.field == y.field && x.capacity == y.capacity && x.params == y.params;
 }
 
 RedisStoreOptions validated(RedisStoreOptions o) {
@@ -378,7 +382,8 @@ struct RedisStore::Impl {
   }
 
   // The script's op 9 for `batch` (its header comment has the layout): each distinct limit's
-  // parameters once, then the ops, each op's keys after the previous ones'.
+  // parameters once, then the ops, each op's keys after the previous ones', all the numbers
+  // in one JSON array.
   void encode(const std::vector<Pending*>& batch, std::vector<std::string>& keys,
               std::vector<std::string>& argv) const {
     argv = {std::to_string(kOpFast), ""};
@@ -391,27 +396,33 @@ struct RedisStore::Impl {
         if (j == limits.size()) {
           limits.push_back(&it);
           argv.push_back(it.field);
-          for (const std::int64_t v : {it.capacity, it.params.a, it.params.b, it.params.r,
-                                       it.params.tol_us, it.params.tol_rem}) {
-            append_num(argv, v);
-          }
         }
         which.push_back(j + 1);
       }
     }
-    argv[1] = std::to_string(limits.size());
+    std::string& json = argv[1];
+    json.reserve(16 + 48 * limits.size() + 40 * which.size());
+    json += '[';
+    append_json(json, static_cast<std::int64_t>(limits.size()));
+    for (const Pending::Item* it : limits) {
+      for (const std::int64_t v : {it->capacity, it->params.a, it->params.b, it->params.r,
+                                   it->params.tol_us, it->params.tol_rem}) {
+        append_json(json, v);
+      }
+    }
     std::size_t w = 0;
     for (const Pending* p : batch) {
-      append_num(argv, (p->acquire ? 0 : 1) + (p->report ? 2 : 0));
-      append_num(argv, o.server_time ? 0 : p->now);
-      append_num(argv, static_cast<std::int64_t>(p->items.size()));
+      append_json(json, (p->acquire ? 0 : 1) + (p->report ? 2 : 0));
+      append_json(json, o.server_time ? 0 : p->now);
+      append_json(json, static_cast<std::int64_t>(p->items.size()));
       for (const Pending::Item& it : p->items) {
-        append_num(argv, static_cast<std::int64_t>(keys.size() + it.key + 1));
-        append_num(argv, static_cast<std::int64_t>(which[w++]));
-        append_num(argv, it.amount);
+        append_json(json, static_cast<std::int64_t>(keys.size() + it.key + 1));
+        append_json(json, static_cast<std::int64_t>(which[w++]));
+        append_json(json, it.amount);
       }
       keys.insert(keys.end(), p->keys.begin(), p->keys.end());
     }
+    json.back() = ']';
   }
 
   // One script run for `batch`; answers every op of it, then, for a lane, sends what queued
