@@ -59,6 +59,12 @@ local function state_of(v)  -- a, b; 0, 0 for no field
 end
 local function state(a, b) return spack(STATE, a, b) end
 
+-- PEXPIREAT's argument (ms) for a hash whose last live field goes idle at `idle` µs: the
+-- next whole second after it, plus one, so a key in use every second or faster is neither
+-- deleted nor re-armed on every operation (the fast path skips PEXPIREAT
+-- while a field it read shows the expiry already late enough). Monotonic in `idle`.
+local function expiry_ms(idle) return (floor(idle / 1000000) + 2) * 1000 end
+
 -- Fast path: op 9, acquires and decides of rate and adaptive items whose (key, field) pairs
 -- are distinct within each op, so no item sees another's change, with rate::consume
 -- inlined; an op whose reply must report (a denial, or report 1) is finished after the
@@ -86,14 +92,16 @@ if op == FAST then
     LC[j], LA[j], LB[j], LR[j], LTU[j], LTR[j] = A[a], A[a + 1], A[a + 2], A[a + 3], A[a + 4],
                                                  A[a + 5]
   end
-  local pos, nargs = 2 + 6 * nl, #A
+  local pos, nargs, nreplies = 2 + 6 * nl, #A, 0
   local server_now
-  local fields, set, runs, st = {}, {}, {}, {}  -- reused by every op of the run
+  -- Reused by every op of the run: item x's state as read (SA, SB) and as it would be after
+  -- the op (NA, NB); per run of items on one key: its first and last item and the latest
+  -- state read (false: no field read), which bounds the hash's expiry from below.
+  local fields, set, runs, SA, SB, NA, NB = {}, {}, {}, {}, {}, {}, {}
   while pos <= nargs do
     local flags = A[pos]
-    local acquire, report = flags % 2 == 0, flags >= 2
     now = A[pos + 1]
-    local n, first = A[pos + 2], pos + 3
+    local n, first = A[pos + 2], pos + 3  -- item x: A[first + 3(x-1) ..] = key, limit, amount
     local server_time = now == 0
     if server_time then
       if not server_now then
@@ -102,31 +110,26 @@ if op == FAST then
       end
       now = server_now
     end
-    -- st[4x-3 .. 4x]: item x's state (a, b) as read, then as it would be after the op.
-    -- runs[1 .. nruns]: first item, last item, expiry bound (false: no field read) per run of
-    -- one key. Item x is A[first + 3(x-1) ..]: key index, limit index, amount.
     local nruns, denied = 0, false  -- denied[x] = true
-    local i = 1
+    local i, a = 1, first
     while i <= n do
-      local k = A[first + 3 * (i - 1)]
-      local e, m = i, 0
-      while e <= n and A[first + 3 * (e - 1)] == k do
+      local k = A[a]
+      local e, m, b = i, 0, a
+      repeat
         m = m + 1
-        fields[m] = LF[A[first + 3 * (e - 1) + 1]]
-        e = e + 1
-      end
+        fields[m] = LF[A[b + 1]]
+        e, b = e + 1, b + 3
+      until e > n or A[b] ~= k
       local values = call('HMGET', KEYS[k], unpack(fields, 1, m))
-      local expires = false
+      local latest = false
       for x = i, e - 1 do
-        local a = first + 3 * (x - 1)
         local j = A[a + 1]
         local sa, sb = 0, 0  -- no field: 0, 0
         local v = values[x - i + 1]
         if v then
           local c = byte(v, 1)  -- state_of, inlined for the binary form
           if c >= 0x2D and c <= 0x39 then sa, sb = state_of(v) else sa, sb = sunpack(STATE, v) end
-          local at = (floor(sa / 1000000) + 2) * 1000  -- expiry_ms(sa)
-          if not expires or at > expires then expires = at end
+          if not latest or sa > latest then latest = sa end
         end
         local r = LR[j]
         if sb >= r then sb = r - 1 end  -- rate::normalize
@@ -138,7 +141,8 @@ if op == FAST then
             local bu, br = sa, sb  -- rate::base
             if bu < now then bu, br = now, 0 end
             local kbp = amount * LB[j]  -- span: k*a + floor(k*b / r), rem
-            local q = floor(kbp / r)
+            local q = kbp / r
+            q = q - q % 1  -- floor, exactly, without a call
             local rem = kbp - q * r
             if rem < 0 then
               q, rem = q - 1, rem + r
@@ -157,46 +161,56 @@ if op == FAST then
             denied[x] = true
           end
         end
-        st[4 * x - 3], st[4 * x - 2], st[4 * x - 1], st[4 * x] = sa, sb, na, nb
+        SA[x], SB[x], NA[x], NB[x] = sa, sb, na, nb
+        a = a + 3
       end
-      runs[nruns + 1], runs[nruns + 2], runs[nruns + 3] = i, e - 1, expires
+      runs[nruns + 1], runs[nruns + 2], runs[nruns + 3] = i, e - 1, latest
       nruns = nruns + 3
       i = e
     end
-    local applied = acquire and not denied
+    local applied = flags % 2 == 0 and not denied  -- an acquire, all ok
     if applied then
       for r = 1, nruns, 3 do
         local m, last = 0, 0
-        for x = runs[r], runs[r + 1] do
-          local na = st[4 * x - 1]
+        local x0 = runs[r]
+        local b = first + 3 * (x0 - 1)
+        for x = x0, runs[r + 1] do
+          local na = NA[x]
           if na >= now then  -- live: written (normalized, as the kernel writes it)
-            set[m + 1] = LF[A[first + 3 * (x - 1) + 1]]
-            set[m + 2] = spack(STATE, na, st[4 * x])
+            set[m + 1] = LF[A[b + 1]]
+            set[m + 2] = spack(STATE, na, NB[x])
             m = m + 2
             if na > last then last = na end
           end
+          b = b + 3
         end
         if m > 0 then
-          local key = KEYS[A[first + 3 * (runs[r] - 1)]]
-          local expires = runs[r + 2]
+          local key = KEYS[A[first + 3 * (x0 - 1)]]
           call('HSET', key, unpack(set, 1, m))
-          local at = (floor(last / 1000000) + 2) * 1000  -- expiry_ms(last)
-          if server_time and (not expires or at > expires) then
-            if expires or call('PEXPIREAT', key, at, 'NX') == 0 then
+          local latest = runs[r + 2]
+          if server_time and (not latest or last > latest) then
+            local at = expiry_ms(last)
+            if not latest then
+              if call('PEXPIREAT', key, at, 'NX') == 0 then call('PEXPIREAT', key, at, 'GT') end
+            elseif at > expiry_ms(latest) then
               call('PEXPIREAT', key, at, 'GT')
             end
           end
         end
       end
     end
-    if denied or report then
+    nreplies = nreplies + 1
+    if denied or flags >= 2 then  -- a denial, or report
       fast_ops = fast_ops or {}
-      local states = {}  -- st is reused by the next op
-      for y = 1, 4 * n do states[y] = st[y] end
-      fast_ops[#fast_ops + 1] = {#replies + 1, first, n, now, report, denied, applied, states}
-      replies[#replies + 1] = false
+      local states = {}  -- SA... are reused by the next op
+      for x = 1, n do
+        states[4 * x - 3], states[4 * x - 2], states[4 * x - 1], states[4 * x] =
+            SA[x], SB[x], NA[x], NB[x]
+      end
+      fast_ops[#fast_ops + 1] = {nreplies, first, n, now, flags >= 2, denied, applied, states}
+      replies[nreplies] = false
     else
-      replies[#replies + 1] = now
+      replies[nreplies] = now
     end
     pos = first + 3 * n
   end
@@ -282,11 +296,6 @@ local function reset_after(tu, tr)
   return tu - now + (tr > 0 and 1 or 0)
 end
 
--- PEXPIREAT's argument (ms) for a hash whose last live field goes idle at `idle` µs: the
--- next whole second after it, plus one, so a key in use every second or faster is neither
--- deleted nor re-armed on every operation (the fast path, which inlines it, skips PEXPIREAT
--- while a field it read shows the expiry already late enough). Monotonic in `idle`.
-local function expiry_ms(idle) return (floor(idle / 1000000) + 2) * 1000 end
 
 -- The fast path's ops that report: their full replies, from the states it recorded.
 if fast_ops then
