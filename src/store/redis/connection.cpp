@@ -18,6 +18,8 @@ namespace {
 constexpr std::size_t kReadChunk = std::size_t{64} << 10;
 constexpr std::size_t kKeepWriteBuffer = std::size_t{1} << 20;  // shrink after larger bursts
 constexpr std::string_view kAsking = "*1\r\n$6\r\nASKING\r\n";
+// While callbacks of one read's replies run, what they queued is written once they took this.
+constexpr auto kFlushAfter = std::chrono::microseconds(50);
 
 std::string millis(Clock::duration d) {
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(d).count();
@@ -191,6 +193,7 @@ void Connection::on_read(std::uint64_t gen, const error_code& ec, std::size_t n)
     broken(Errc::protocol_error, "invalid reply from " + name_ + ": " + reader_.error());
     return;
   }
+  auto held_since = Clock::now();
   while (auto reply = reader_.next()) {
     if (in_flight_.empty()) {
       broken(Errc::protocol_error, "unexpected reply from " + name_ + ": " + to_string(*reply));
@@ -200,6 +203,20 @@ void Connection::on_read(std::uint64_t gen, const error_code& ec, std::size_t n)
     in_flight_.pop_front();
     dispatch(std::move(entry), std::move(*reply));
     if (gen != gen_) return;  // the connection failed or closed meanwhile
+    // Requests the callbacks queued go out before the next replies' callbacks run once these
+    // took kFlushAfter: the server works on them meanwhile. (Held to the end of the read, the
+    // requests of replies that arrived together would go out together and come back
+    // together, and the server would wait for the client's callbacks after every read:
+    // ~30 % of its time under RedisStore's group commit, measured. Quick callbacks still
+    // share one write.)
+    if (!waiting_.empty()) {
+      const auto now = Clock::now();
+      if (now - held_since >= kFlushAfter) {
+        flush();  // may fail expired requests, whose callbacks may close the connection
+        if (gen != gen_) return;
+        held_since = now;
+      }
+    }
   }
   if (!reader_.error().empty()) {
     broken(Errc::protocol_error, "invalid reply from " + name_ + ": " + reader_.error());
