@@ -296,7 +296,6 @@ local function reset_after(tu, tr)
   return tu - now + (tr > 0 and 1 or 0)
 end
 
-
 -- The fast path's ops that report: their full replies, from the states it recorded.
 if fast_ops then
   local params = {}  -- params[j]: limit j's RateParams as the helpers take them
@@ -393,10 +392,14 @@ local function write_back(key)
     if h[f] == nil then del[#del + 1] = f end
   end
   for f, v in pairs(h) do
-    local idle_at
-    if string.sub(f, 1, 1) == 'c' then idle_at = first_number(v) else idle_at = state_of(v) end
-    local live
-    if string.sub(f, 1, 1) == 'c' then live = idle_at > now else live = idle_at >= now end
+    local idle_at, live
+    if string.sub(f, 1, 1) == 'c' then  -- holders: "last ..."
+      idle_at = first_number(v)
+      live = idle_at > now
+    else  -- a state
+      idle_at = state_of(v)
+      live = idle_at >= now
+    end
     if live then
       if dirty[key] and dirty[key][f] then
         set[#set + 1] = f

@@ -90,17 +90,19 @@ bool fast_path(const Op& op, const std::vector<std::string>& keys) {
   return true;
 }
 
-void append_num(std::vector<std::string>& v, std::int64_t x) {
+void append_decimal(std::string& s, std::int64_t x) {
   std::array<char, 24> buf;
   const auto r = std::to_chars(buf.data(), buf.data() + buf.size(), x);
-  v.emplace_back(buf.data(), r.ptr);
+  s.append(buf.data(), r.ptr);
+}
+
+void append_num(std::vector<std::string>& v, std::int64_t x) {
+  append_decimal(v.emplace_back(), x);
 }
 
 // Appends `x` and a comma to a JSON array being written.
 void append_json(std::string& json, std::int64_t x) {
-  std::array<char, 24> buf;
-  const auto r = std::to_chars(buf.data(), buf.data() + buf.size(), x);
-  json.append(buf.data(), r.ptr);
+  append_decimal(json, x);
   json += ',';
 }
 
