@@ -45,8 +45,8 @@ local now  -- the instant of the op being applied, µs
 local FAST = 9
 
 -- A state field's value: the binary form written now, or the decimal "a b" of earlier
--- versions (read, never written). A decimal starts with a digit or '-' (0x2D..0x39); the binary's first
--- byte, the top of an integer-valued double, is 0x00 or at least 0x3F.
+-- versions (read, never written). A decimal starts with a digit or '-' (0x2D..0x39); the
+-- binary's first byte, the top of an integer-valued double, is 0x00 or at least 0x3F.
 local STATE = '>dd'
 local function state_of(v)  -- a, b; 0, 0 for no field
   if not v then return 0, 0 end
@@ -127,7 +127,7 @@ if op == FAST then
         local sa, sb = 0, 0  -- no field: 0, 0
         local v = values[x - i + 1]
         if v then
-          local c = byte(v, 1)  -- state_of, inlined for the binary form
+          local c = byte(v, 1)  -- state_of, inlined (a call costs ~2 % of the instructions)
           if c >= 0x2D and c <= 0x39 then sa, sb = state_of(v) else sa, sb = sunpack(STATE, v) end
           if not latest or sa > latest then latest = sa end
         end
