@@ -172,7 +172,8 @@ Response Api::handle(std::string_view method, std::string_view target,
     for (const Route& r : kRoutes) {
       if (r.path != path) continue;
       if (r.method != method) {
-        Response res = error(405, "method " + str(method) + " not allowed on " + str(path));
+        Response res =
+            error(405, "method " + printable(method) + " not allowed on " + printable(path));
         res.allow = r.method;
         return res;
       }
@@ -181,7 +182,7 @@ Response Api::handle(std::string_view method, std::string_view target,
       if (path == "/v1/acquire") return acquire(body);
       return limits();
     }
-    return error(404, "no route " + str(path));
+    return error(404, "no route " + printable(path));
   } catch (const BadRequest& e) {
     return error(400, e.error, e.field);
   } catch (const ValidationError& e) {

@@ -20,6 +20,23 @@ void expect_invalid(F&& f, const std::string& field, const std::string& value) {
   }
 }
 
+// A name with a NUL, invalid UTF-8 or control bytes is quoted whole in what() (a C string,
+// which a raw NUL would cut short), every such byte as \xNN; value() keeps the bytes as given.
+TEST(ValidationErrorText, QuotesEveryByteOfTheValue) {
+  const std::string name("a\0b\xff\n", 5);
+  try {
+    validate_name("entity", name);
+    FAIL() << "expected ValidationError";
+  } catch (const ValidationError& e) {
+    EXPECT_STREQ(e.what(),
+                 "invalid entity 'a\\x00b\\xff\\x0a': must be printable ASCII without spaces");
+    EXPECT_EQ(e.value(), name);
+  }
+  EXPECT_EQ(printable("ok, fine"), "ok, fine");
+  EXPECT_EQ(printable(std::string(300, 'x')), std::string(200, 'x') + "...");
+  EXPECT_EQ(printable("abcdef", 3), "abc...");
+}
+
 // Verifies the factories set capacity, refill and period as documented (burst defaults to n).
 TEST(Limit, Factories) {
   const Limit a = Limit::per_minute("rpm", 100);
@@ -65,10 +82,10 @@ TEST(Limit, ValidationNamesFieldAndValue) {
   expect_invalid([] { (void)Limit::per_minute("rpm", 10, -5); }, "burst", "-5");
   expect_invalid([] { (void)Limit::per_minute("", 10); }, "limit name", "");
   expect_invalid([] { (void)Limit::per_minute("has space", 10); }, "limit name", "has space");
-  expect_invalid([] { (void)Limit::custom("x", 10, 0, std::chrono::seconds(1)); },
-                 "refill_amount", "0");
-  expect_invalid([] { (void)Limit::custom("x", 10, 5, std::chrono::seconds(0)); },
-                 "refill_period", "0us");
+  expect_invalid([] { (void)Limit::custom("x", 10, 0, std::chrono::seconds(1)); }, "refill_amount",
+                 "0");
+  expect_invalid([] { (void)Limit::custom("x", 10, 5, std::chrono::seconds(0)); }, "refill_period",
+                 "0us");
   expect_invalid([] { (void)Limit::concurrency("c", -2); }, "slots", "-2");
   expect_invalid([] { (void)Limit::daily("d", 10, "25:00"); }, "reset_at", "25:00");
   expect_invalid([] { (void)Limit::daily("d", 10, "00:00", "Mars/Olympus"); }, "time_zone",

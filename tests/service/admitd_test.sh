@@ -82,10 +82,73 @@ if start "$ROOT/config/sample.yaml"; then
   [ "$rc" -eq 1 ] && grep -q "in use" "$TMP/second.log" &&
     ok "port in use: exit 1" || ko "port in use: exit 1" "rc=$rc $(cat "$TMP/second.log")"
 
+  # ---- hostile input over raw sockets (tests/support/raw_http.py); the server must stay up.
+  raw() { python3 "$ROOT/tests/support/raw_http.py" "$@"; }
+  # A trailer field of 64 KiB used to end the process (Beast's std::length_error).
+  { printf "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: "
+    head -c 65534 /dev/zero | tr "\0" v; printf "\r\n\r\n"; } | raw send "$PORT" >"$TMP/raw"
+  grep -q "^HTTP/1.1 431 " "$TMP/raw" && ok "64 KiB trailer field: 431" ||
+    ko "64 KiB trailer field: 431" "$(head -c 300 "$TMP/raw")"
+  req GET /healthz
+  check "alive after a 64 KiB trailer field" is 200
+  # Trailers are bounded like the header: 8 connections each sending 64 MiB of trailer.
+  rss() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
+  rss0=$(rss)
+  n431=$(raw trailers "$PORT" 8 64)
+  rss1=$(rss)
+  [ "$n431" = 8 ] && ok "8 endless trailers: 431 each" || ko "8 endless trailers: 431 each" "$n431"
+  [ $((rss1 - rss0)) -lt 32768 ] && ok "endless trailers: RSS ${rss0} -> ${rss1} KiB" ||
+    ko "endless trailers: RSS grew by less than 32 MiB" "${rss0} -> ${rss1} KiB"
+  # A body the server cannot delimit is refused, never read as the next request.
+  printf 'POST /v1/decide HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n' |
+    raw send "$PORT" >"$TMP/raw"
+  grep -q "^HTTP/1.1 400 " "$TMP/raw" && [ "$(grep -c '^HTTP/1.1' "$TMP/raw")" = 1 ] &&
+    ok "Transfer-Encoding not ending in chunked: 400, closed" || ko "TE gzip: 400" "$(cat "$TMP/raw")"
+  printf 'POST /v1/decide HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n' |
+    raw send "$PORT" >"$TMP/raw"
+  grep -q "^HTTP/1.1 411 " "$TMP/raw" && [ "$(grep -c '^HTTP/1.1' "$TMP/raw")" = 1 ] &&
+    ok "POST without length: 411, closed" || ko "POST without length: 411" "$(cat "$TMP/raw")"
+  printf 'GET /healthz HTTP/1.1\r\n\r\n' | raw send "$PORT" >"$TMP/raw"
+  grep -q "^HTTP/1.1 400 .*" "$TMP/raw" && grep -q "missing Host" "$TMP/raw" &&
+    ok "missing Host: 400" || ko "missing Host: 400" "$(cat "$TMP/raw")"
+  printf 'GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n' | raw send "$PORT" >"$TMP/raw"
+  grep -q "more than one Host" "$TMP/raw" && ok "doubled Host: 400" || ko "doubled Host: 400" "$(cat "$TMP/raw")"
+  # Error texts carry every byte, escaped: an embedded NUL does not cut them short.
+  req POST /v1/decide '{"entity":"a\u0000b","resource":"gpt-4o","amounts":{}}'
+  check "NUL in a name: 400" is 400
+  check "NUL in a name: the whole message" has "invalid entity 'a\\\\x00b': must be printable ASCII"
+  # The 404 body quotes the path as valid UTF-8, whatever bytes it held.
+  printf 'GET /\xff\xfe%%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' | raw send "$PORT" >"$TMP/raw"
+  grep -q "^HTTP/1.1 404 " "$TMP/raw" && python3 -c 'import sys; open(sys.argv[1], "rb").read().decode("utf-8")' "$TMP/raw" &&
+    grep -qF 'no route /\\xff\\xfe%00' "$TMP/raw" && ok "404 of an invalid UTF-8 path: escaped" ||
+    ko "404 of an invalid UTF-8 path: escaped" "$(od -c "$TMP/raw" | tail -4)"
+  # SIGHUP no longer kills the process: it is logged and the server goes on.
+  kill -HUP "$PID"
+  for _ in $(seq 50); do grep -q SIGHUP "$LOG" && break; sleep 0.1; done
+  grep -q '"msg":"SIGHUP received' "$LOG" && ok "SIGHUP logged" || ko "SIGHUP logged" "$(tail -3 "$LOG")"
+
   req GET /healthz
   check "still healthy after bad input" is 200
   stop_server TERM
 fi
+
+# ---------------------------------------------------------------- out of file descriptors
+# With 64 descriptors, admitd serves what they allow and turns the rest away with a 503
+# instead of leaving them hanging; once they leave, it serves again.
+BIN_REAL=$BIN
+BIN="$TMP/admitd-fd64"
+printf '#!/usr/bin/env bash\nulimit -n 64\nexec "%s" "$@"\n' "$BIN_REAL" >"$BIN"
+chmod +x "$BIN"
+if start "$ROOT/config/sample.yaml"; then
+  read -r refused held < <(python3 "$ROOT/tests/support/raw_http.py" flood "$PORT" 60)
+  [ "${refused:-0}" -ge 20 ] && [ $((refused + held)) -eq 60 ] &&
+    ok "60 connections on 64 descriptors: $refused got 503, $held held" ||
+    ko "60 connections on 64 descriptors: 503 for the rest" "refused=$refused held=$held"
+  req GET /healthz
+  check "serves again once they left" is 200
+  stop_server TERM
+fi
+BIN=$BIN_REAL
 
 # ---------------------------------------------------------------- small limits: rpm 5
 if start "$HERE/test_config.yaml"; then

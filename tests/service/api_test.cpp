@@ -2,9 +2,9 @@
 // that rate limits are exact.
 #include "service/api.hpp"
 
-#include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <boost/json.hpp>
 #include <random>
 #include <string>
 
@@ -20,7 +20,9 @@ namespace json = boost::json;
 
 class ApiTest : public ::testing::Test {
  protected:
-  ApiTest() { apply_config(load_config(std::string(ADMIT_SOURCE_DIR) + "/config/sample.yaml"), limiter); }
+  ApiTest() {
+    apply_config(load_config(std::string(ADMIT_SOURCE_DIR) + "/config/sample.yaml"), limiter);
+  }
 
   json::object call(std::string_view method, std::string_view target, std::string_view body,
                     unsigned expected_status) {
@@ -50,6 +52,9 @@ TEST_F(ApiTest, Healthz) {
 TEST_F(ApiTest, RoutesAndMethods) {
   call("GET", "/", "", 404);
   call("GET", "/v1/decide/", "", 404);
+  // The path is quoted as valid UTF-8 whatever its bytes (serialized as they are otherwise).
+  const json::object o = call("GET", std::string("/\xff\0x", 4), "", 404);
+  EXPECT_EQ(o.at("error").as_string(), "no route /\\xff\\x00x");
   call("GET", "/v1/acquire", "", 405);
   EXPECT_EQ(last.allow, "POST");
   call("POST", "/v1/limits", "{}", 405);
@@ -57,9 +62,9 @@ TEST_F(ApiTest, RoutesAndMethods) {
 }
 
 TEST_F(ApiTest, DecideReturnsTheDecision) {
-  const json::object o = call(
-      "POST", "/v1/decide",
-      R"({"entity":"user-1","resource":"gpt-4o","amounts":{"rpm":1,"tpm":1200}})", 200);
+  const json::object o =
+      call("POST", "/v1/decide",
+           R"({"entity":"user-1","resource":"gpt-4o","amounts":{"rpm":1,"tpm":1200}})", 200);
   EXPECT_EQ(o.at("allowed"), true);
   EXPECT_EQ(o.at("code"), "ok");
   EXPECT_EQ(o.at("retry_after_us"), 0);
@@ -159,8 +164,8 @@ TEST_F(ApiTest, BadRequestsName400Field) {
     EXPECT_EQ(o.at("field").as_string(), c.field) << c.body;
     EXPECT_TRUE(o.at("error").is_string());
   }
-  const json::object o = call(
-      "POST", "/v1/acquire", R"({"entity":"u","resource":"m","amounts":{},"timeout_ms":10})", 400);
+  const json::object o = call("POST", "/v1/acquire",
+                              R"({"entity":"u","resource":"m","amounts":{},"timeout_ms":10})", 400);
   EXPECT_EQ(o.at("field"), "timeout_ms");
 }
 
@@ -189,9 +194,15 @@ TEST_F(ApiTest, SurvivesGarbage) {
       const std::size_t pos = rng() % (b.size() + 1);
       const char c = static_cast<char>(rng() % 256);
       switch (rng() % 3) {
-        case 0: b.insert(pos, 1, c); break;
-        case 1: if (pos < b.size()) b.erase(pos, 1); break;
-        default: if (pos < b.size()) b[pos] = c; break;
+        case 0:
+          b.insert(pos, 1, c);
+          break;
+        case 1:
+          if (pos < b.size()) b.erase(pos, 1);
+          break;
+        default:
+          if (pos < b.size()) b[pos] = c;
+          break;
       }
     }
     const Response r = api.handle("POST", i % 2 == 0 ? "/v1/decide" : "/v1/acquire", b);

@@ -1,9 +1,14 @@
 // admit_http (src/common/http/server.hpp), the server admitd and the provider simulator share:
 // whole, late (another thread, a timer) and streamed responses, rejects, keep-alive and a
-// graceful stop with a response in flight. A raw POSIX socket is the client.
+// graceful stop with a response in flight; hostile input (oversized trailers, smuggling
+// framings, missing or doubled Host, handlers that throw, too many connections, no file
+// descriptors left), each followed by a check that the server still answers. A raw POSIX
+// socket is the client.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -11,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,29 +28,80 @@ namespace {
 using namespace std::chrono_literals;
 namespace http = admit::http;
 
-/// Sends `request` to 127.0.0.1:port and returns everything read until the server closes
-/// (at most 10 s).
-std::string roundtrip(std::uint16_t port, const std::string& request) {
+/// A TCP socket with a 10 s receive timeout, not connected yet; -1 on failure.
+int new_socket() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "<socket failed>";
+  if (fd < 0) return -1;
   timeval tv{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+bool connect_to(int fd, std::uint16_t port) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+}
+
+/// Sends all of `data`; false if the connection failed (e.g. the server closed it).
+bool send_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+/// Reads until the server closes (or 10 s pass without a byte).
+std::string read_all(int fd) {
   std::string out;
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0 &&
-      ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
-          static_cast<ssize_t>(request.size())) {
-    char buf[4096];
-    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
-      out.append(buf, static_cast<std::size_t>(n));
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+/// Reads one response whose body is `Content-Length` long (at most 10 s).
+std::string read_response(int fd) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const auto end = out.find("\r\n\r\n");
+    if (end != std::string::npos) {
+      const auto cl = out.find("Content-Length: ");
+      const std::size_t len = cl == std::string::npos ? 0 : std::stoul(out.substr(cl + 16));
+      if (out.size() >= end + 4 + len) return out;
     }
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return out;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+/// Sends `request` to 127.0.0.1:port and returns everything read until the server closes
+/// (at most 10 s). The request may be cut short by the server closing.
+std::string roundtrip(std::uint16_t port, const std::string& request) {
+  const int fd = new_socket();
+  if (fd < 0) return "<socket failed>";
+  std::string out;
+  if (connect_to(fd, port)) {
+    send_all(fd, request);
+    out = read_all(fd);
   }
   ::close(fd);
   return out;
 }
+
+/// A GET that closes the connection: "HTTP/1.1 200 OK..." when the server answers.
+std::string get(std::uint16_t port, const std::string& path = "/now") {
+  return roundtrip(port, "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+}
+
+bool starts_with(const std::string& s, std::string_view prefix) { return s.rfind(prefix, 0) == 0; }
 
 std::size_t count(const std::string& s, const std::string& what) {
   std::size_t n = 0;
@@ -53,7 +110,8 @@ std::size_t count(const std::string& s, const std::string& what) {
 }
 
 /// Routes: /now (at once), /thread (from another thread), /later (after 100 ms), /stream
-/// (three chunks, the second 50 ms late).
+/// (three chunks, the second 50 ms late), /throw (handle() throws), /throw-later (a timer's
+/// continuation throws).
 class TestHandler final : public http::Handler {
  public:
   ~TestHandler() override {
@@ -68,6 +126,10 @@ class TestHandler final : public http::Handler {
     r.headers = {{"content-type", "text/plain"}, {"x-echo", std::string(req.header("X-ECHO"))}};
     r.body = std::string(req.method) + " " + target + " " + std::string(req.body);
     if (path == "/now") return ex.respond(std::move(r));
+    if (path == "/throw") throw std::runtime_error("handler failed");
+    if (path == "/throw-later") {
+      return ex.after(1ms, [] { throw std::runtime_error("continuation failed"); });
+    }
     if (path == "/thread") {
       std::lock_guard g(mu_);
       threads_.emplace_back([ex, r]() mutable { ex.respond(std::move(r)); });
@@ -125,9 +187,10 @@ class HttpServer : public ::testing::Test {
 TEST_F(HttpServer, AnswersWholeResponsesWithTheirHeadersInOrder) {
   ASSERT_NE(port_, 0);
   EXPECT_EQ(server_->url(), "http://127.0.0.1:" + std::to_string(port_));
-  const std::string r = roundtrip(
-      port_, "POST /now?q=1 HTTP/1.1\r\nHost: x\r\nx-echo: hi\r\nContent-Length: 3\r\n"
-             "Connection: close\r\n\r\nabc");
+  const std::string r =
+      roundtrip(port_,
+                "POST /now?q=1 HTTP/1.1\r\nHost: x\r\nx-echo: hi\r\nContent-Length: 3\r\n"
+                "Connection: close\r\n\r\nabc");
   EXPECT_EQ(r,
             "HTTP/1.1 200 OK\r\nServer: test-server\r\ncontent-type: text/plain\r\n"
             "x-echo: hi\r\nConnection: close\r\nContent-Length: 17\r\n\r\nPOST /now?q=1 abc");
@@ -136,9 +199,9 @@ TEST_F(HttpServer, AnswersWholeResponsesWithTheirHeadersInOrder) {
 TEST_F(HttpServer, KeepsTheConnectionAliveAcrossLateAnswers) {
   // Three requests on one connection, answered from another thread and after a timer.
   const std::string r = roundtrip(port_,
-                                 "GET /thread HTTP/1.1\r\nHost: x\r\n\r\n"
-                                 "GET /later HTTP/1.1\r\nHost: x\r\n\r\n"
-                                 "GET /now HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                                  "GET /thread HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /later HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /now HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(count(r, "HTTP/1.1 200 OK"), 3u) << r;
   const auto a = r.find("GET /thread"), b = r.find("GET /later"), c = r.find("GET /now");
   EXPECT_TRUE(a < b && b < c && c != std::string::npos) << r;
@@ -153,8 +216,9 @@ TEST_F(HttpServer, StreamsChunks) {
 }
 
 TEST_F(HttpServer, RejectsWhatItCannotRead) {
-  const std::string big = roundtrip(
-      port_, "POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + std::string(5000, 'x'));
+  const std::string big =
+      roundtrip(port_, "POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" +
+                           std::string(5000, 'x'));
   EXPECT_EQ(big.rfind("HTTP/1.1 413 Payload Too Large\r\nServer: test-server\r\n", 0), 0u) << big;
   EXPECT_NE(big.find("Connection: close\r\n"), std::string::npos) << big;
   EXPECT_NE(big.find("rejected: request body too large"), std::string::npos) << big;
@@ -180,6 +244,225 @@ TEST_F(HttpServer, StopLetsAResponseInFlightFinish) {
   EXPECT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r;
   EXPECT_NE(r.find("Connection: close\r\n"), std::string::npos) << r;
   EXPECT_NE(r.find("GET /later"), std::string::npos) << r;
+}
+
+// ---- hostile input: each is sent over a real socket, then the server must still answer.
+
+TEST_F(HttpServer, ATrailerFieldOf64KiBIsRefusedNotFatal) {
+  // Boost.Beast throws std::length_error for a field value of >= 65534 bytes; a trailer is
+  // parsed outside the header limit. This request used to end the process.
+  const std::string r = roundtrip(port_,
+                                  "GET /now HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                  "\r\n0\r\nX: " +
+                                      std::string(65534, 'v') + "\r\n\r\n");
+  EXPECT_TRUE(starts_with(r, "HTTP/1.1 431 Request Header Fields Too Large\r\n")) << r;
+  EXPECT_NE(r.find("Connection: close\r\n"), std::string::npos) << r;
+  EXPECT_TRUE(starts_with(get(port_), "HTTP/1.1 200 OK\r\n"));
+}
+
+TEST_F(HttpServer, TrailersAreBoundedByTheHeaderLimitAndDiscarded) {
+  // Many small trailer fields adding up past the header limit (16 KiB) are refused too.
+  std::string many;
+  for (int i = 0; i < 2000; ++i) {
+    many += 'T';
+    many += std::to_string(i);
+    many += ": vvvvvvvvvvvvvvvv\r\n";
+  }
+  const std::string big = roundtrip(
+      port_,
+      "POST /now HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n" +
+          many + "\r\n");
+  EXPECT_TRUE(starts_with(big, "HTTP/1.1 431 ")) << big;
+  // A small trailer is read and dropped: it cannot pose as a header field (x-echo, Host).
+  const std::string small =
+      roundtrip(port_,
+                "POST /now HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                "Connection: close\r\n\r\n3\r\nabc\r\n0\r\nx-echo: injected\r\n"
+                "Host: evil\r\nConnection: keep-alive\r\n\r\n");
+  EXPECT_TRUE(starts_with(small, "HTTP/1.1 200 OK\r\n")) << small;
+  EXPECT_NE(small.find("x-echo: \r\n"), std::string::npos) << small;
+  EXPECT_NE(small.find("Connection: close\r\n"), std::string::npos) << small;
+  EXPECT_NE(small.find("POST /now abc"), std::string::npos) << small;
+  // A chunk-size line with endless extensions is bounded the same way.
+  const std::string ext =
+      roundtrip(port_, "POST /now HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;" +
+                           std::string(40000, 'e') + "\r\nabc\r\n0\r\n\r\n");
+  EXPECT_TRUE(starts_with(ext, "HTTP/1.1 431 ")) << ext.substr(0, 200);
+  EXPECT_TRUE(starts_with(get(port_), "HTTP/1.1 200 OK\r\n"));
+}
+
+TEST_F(HttpServer, AFramingThatDoesNotEndInChunkedIsRefusedAndClosed) {
+  // RFC 9112 section 6.3: 400 and close. Otherwise the body would be read as a next request.
+  const std::string smuggled = "GET /now?smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string gzip = roundtrip(
+      port_, "POST /now HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n" + smuggled);
+  EXPECT_TRUE(starts_with(gzip, "HTTP/1.1 400 Bad Request\r\n")) << gzip;
+  EXPECT_NE(gzip.find("Transfer-Encoding must end in chunked"), std::string::npos) << gzip;
+  EXPECT_EQ(count(gzip, "HTTP/1.1 "), 1u) << gzip;
+  // A coding before chunked would have to be decoded: 501, closed.
+  const std::string coded = roundtrip(port_,
+                                      "POST /now HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, "
+                                      "chunked\r\n\r\n0\r\n\r\n" +
+                                          smuggled);
+  EXPECT_TRUE(starts_with(coded, "HTTP/1.1 501 Not Implemented\r\n")) << coded;
+  EXPECT_EQ(count(coded, "HTTP/1.1 "), 1u) << coded;
+  // Transfer-Encoding and Content-Length together, in either order; chunked in HTTP/1.0.
+  for (const std::string headers : {"Transfer-Encoding: gzip\r\nContent-Length: 3\r\n",
+                                    "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+                                    "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n"}) {
+    const std::string r =
+        roundtrip(port_, "POST /now HTTP/1.1\r\nHost: x\r\n" + headers + "\r\nabc" + smuggled);
+    EXPECT_TRUE(starts_with(r, "HTTP/1.1 400 Bad Request\r\n")) << headers << r;
+    EXPECT_EQ(count(r, "HTTP/1.1 "), 1u) << r;
+  }
+  const std::string old = roundtrip(
+      port_, "POST /now HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled);
+  EXPECT_TRUE(starts_with(old, "HTTP/1.0 400 Bad Request\r\n")) << old;
+  EXPECT_EQ(handler_.handled, 0);
+  EXPECT_TRUE(starts_with(get(port_), "HTTP/1.1 200 OK\r\n"));
+}
+
+TEST_F(HttpServer, ABodyWithoutLengthIsRefusedNotReadAsTheNextRequest) {
+  const std::string r = roundtrip(port_,
+                                  "POST /now HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /now?smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_TRUE(starts_with(r, "HTTP/1.1 411 Length Required\r\n")) << r;
+  EXPECT_NE(r.find("Connection: close\r\n"), std::string::npos) << r;
+  EXPECT_EQ(r.find("smuggled"), std::string::npos) << r;
+  EXPECT_EQ(handler_.handled, 0);
+  // An empty body says so; a GET needs no length.
+  EXPECT_TRUE(starts_with(
+      roundtrip(port_,
+                "POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+      "HTTP/1.1 200 OK\r\n"));
+  EXPECT_TRUE(starts_with(get(port_), "HTTP/1.1 200 OK\r\n"));
+}
+
+TEST_F(HttpServer, AMissingOrDoubledHostIsRefused) {
+  const std::string none = roundtrip(port_, "GET /now HTTP/1.1\r\n\r\n");
+  EXPECT_TRUE(starts_with(none, "HTTP/1.1 400 Bad Request\r\n")) << none;
+  EXPECT_NE(none.find("missing Host header"), std::string::npos) << none;
+  const std::string two = roundtrip(port_, "GET /now HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+  EXPECT_TRUE(starts_with(two, "HTTP/1.1 400 Bad Request\r\n")) << two;
+  EXPECT_NE(two.find("more than one Host header"), std::string::npos) << two;
+  EXPECT_EQ(handler_.handled, 0);
+  // HTTP/1.0 may omit it.
+  EXPECT_TRUE(starts_with(roundtrip(port_, "GET /now HTTP/1.0\r\n\r\n"), "HTTP/1.0 200 OK\r\n"));
+}
+
+TEST_F(HttpServer, AnExceptionClosesOnlyItsOwnConnection) {
+  // handle() throws: 500, and the connection closes.
+  const std::string r = get(port_, "/throw");
+  EXPECT_TRUE(starts_with(r, "HTTP/1.1 500 Internal Server Error\r\n")) << r;
+  EXPECT_NE(r.find("rejected: internal error"), std::string::npos) << r;
+  // A continuation throws on an io thread: that connection closes without an answer while
+  // another one, open meanwhile, goes on.
+  const int other = new_socket();
+  ASSERT_TRUE(connect_to(other, port_));
+  ASSERT_TRUE(send_all(other, "GET /now HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_TRUE(starts_with(read_response(other), "HTTP/1.1 200 OK\r\n"));
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(get(port_, "/throw-later"), "") << i;  // both threads
+  ASSERT_TRUE(send_all(other, "GET /now HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  EXPECT_TRUE(starts_with(read_all(other), "HTTP/1.1 200 OK\r\n"));
+  ::close(other);
+  EXPECT_TRUE(starts_with(get(port_), "HTTP/1.1 200 OK\r\n"));
+}
+
+/// A server of its own, with options the fixture's does not have.
+class OwnServer {
+ public:
+  OwnServer(http::Handler& handler, http::ServerOptions o) {
+    o.handle_signals = false;
+    server_ = std::make_unique<http::Server>(handler, o);
+    runner_ = std::thread([this] { server_->run(); });
+  }
+  ~OwnServer() {
+    server_->stop();
+    runner_.join();
+  }
+  http::Server& operator*() { return *server_; }
+  std::uint16_t port() const { return server_->port(); }
+
+ private:
+  std::unique_ptr<http::Server> server_;
+  std::thread runner_;
+};
+
+TEST(HttpServerLimits, ConnectionsOverTheCapGet503AtOnce) {
+  TestHandler handler;
+  http::ServerOptions o;
+  o.max_connections = 2;
+  OwnServer server(handler, o);
+  ASSERT_EQ((*server).max_connections(), 2u);
+  // Two clients hold their connections open (each answered once, so each is accepted).
+  int held[2];
+  for (int& fd : held) {
+    fd = new_socket();
+    ASSERT_TRUE(connect_to(fd, server.port()));
+    ASSERT_TRUE(send_all(fd, "GET /now HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_TRUE(starts_with(read_response(fd), "HTTP/1.1 200 OK\r\n"));
+  }
+  const std::string over = get(server.port());
+  EXPECT_TRUE(starts_with(over, "HTTP/1.1 503 Service Unavailable\r\n")) << over;
+  EXPECT_NE(over.find("rejected: too many connections"), std::string::npos) << over;
+  // Once a client leaves, a new one is served (its session ends when the server reads EOF).
+  ::close(held[0]);
+  std::string r;
+  for (int i = 0; i < 200 && !starts_with(r, "HTTP/1.1 200 OK\r\n"); ++i) {
+    if (i > 0) std::this_thread::sleep_for(10ms);
+    r = get(server.port());
+  }
+  EXPECT_TRUE(starts_with(r, "HTTP/1.1 200 OK\r\n")) << r;
+  ::close(held[1]);
+}
+
+TEST(HttpServerLimits, OutOfFileDescriptorsClientsGet503NotAHang) {
+  TestHandler handler;
+  OwnServer server(handler, http::ServerOptions{});
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  // The clients' sockets exist before the descriptors run out (connect needs none).
+  std::vector<int> clients;
+  for (int i = 0; i < 3; ++i) clients.push_back(new_socket());
+  // Lower the limit to what is open now plus a few, then use up the rest.
+  int highest = ::open("/dev/null", O_RDONLY);
+  ASSERT_GE(highest, 0);
+  rlimit low = saved;
+  low.rlim_cur = static_cast<rlim_t>(highest) + 16;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> filler{highest};
+  for (int fd; (fd = ::dup(highest)) >= 0;) filler.push_back(fd);
+  ASSERT_EQ(errno, EMFILE);
+  for (const int fd : clients) {
+    ASSERT_TRUE(connect_to(fd, server.port()));
+    send_all(fd, "GET /now HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  }
+  std::vector<std::string> answers;
+  for (const int fd : clients) answers.push_back(read_all(fd));
+  for (const int fd : filler) ::close(fd);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  for (const auto& a : answers) {
+    EXPECT_TRUE(starts_with(a, "HTTP/1.1 503 Service Unavailable\r\n")) << a;
+  }
+  for (const int fd : clients) ::close(fd);
+  // Descriptors are back: served again (after the accept loop's short back-off).
+  std::string r;
+  for (int i = 0; i < 200 && !starts_with(r, "HTTP/1.1 200 OK\r\n"); ++i) {
+    if (i > 0) std::this_thread::sleep_for(10ms);
+    r = get(server.port());
+  }
+  EXPECT_TRUE(starts_with(r, "HTTP/1.1 200 OK\r\n")) << r;
+}
+
+TEST(HttpServerLimits, OptionsAreChecked) {
+  TestHandler handler;
+  http::ServerOptions o;
+  o.handle_signals = false;
+  o.header_limit = http::kMaxHeaderLimit + 1;  // Beast would throw on such a field
+  EXPECT_THROW(http::Server(handler, o), std::invalid_argument);
+  o.header_limit = 16 * 1024;
+  o.max_connections = 0;
+  EXPECT_THROW(http::Server(handler, o), std::invalid_argument);
 }
 
 TEST(HttpStartup, UrlAndHostChecks) {

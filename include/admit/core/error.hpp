@@ -3,11 +3,17 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "admit/core/decision.hpp"
 
 namespace admit {
+
+/// `s` with every byte that is not printable ASCII written as \xNN, cut after `max` bytes
+/// of `s` ("..." appended): safe to quote in an error message, a JSON string or a log line
+/// (no NUL that would end a C string, no invalid UTF-8, no control characters).
+std::string printable(std::string_view s, std::size_t max = 200);
 
 /// Base of every exception admit throws.
 class Error : public std::runtime_error {
@@ -18,6 +24,8 @@ class Error : public std::runtime_error {
 /// Invalid configuration or argument; names the offending field and value.
 class ValidationError : public Error {
  public:
+  /// what() is "invalid FIELD 'VALUE': WHY", FIELD and VALUE through printable(); field()
+  /// and value() keep them as given.
   ValidationError(std::string field, std::string value, const std::string& why);
   const std::string& field() const { return field_; }
   const std::string& value() const { return value_; }

@@ -1,17 +1,27 @@
 #include "common/http/server.hpp"
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
-
-#include <array>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <exception>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <thread>
+
+#include "admit/core/error.hpp"
 
 namespace admit::http {
 
@@ -24,8 +34,47 @@ namespace {
 
 constexpr std::chrono::seconds kDrainTimeout{2};  // reading leftovers after an error reply
 constexpr std::chrono::milliseconds kShutdownPoll{20};
+constexpr std::chrono::milliseconds kAcceptBackoff{50};
+// Room in a connection's read buffer beyond header_limit: a chunk-size line or a trailer must
+// fit in header_limit + this, or the request gets 431 (Beast keeps either whole in the buffer
+// until it ends, with no limit of its own).
+constexpr std::size_t kReadSlack = 4096;
 
 std::string_view sv(beast::string_view s) { return {s.data(), s.size()}; }
+
+/// One JSON line on stderr, as the access log writes them.
+void log_line(boost::json::object o) {
+  const std::string line = boost::json::serialize(o) + "\n";
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+/// A Response as the bytes of an HTTP/1.1 message that closes the connection.
+std::string serialize_closing(const Response& r, const std::string& server_name) {
+  bhttp::response<bhttp::string_body> m;
+  m.version(11);
+  m.result(r.status);
+  if (!server_name.empty()) m.set(bhttp::field::server, server_name);
+  for (const auto& [name, value] : r.headers) m.set(name, value);
+  m.body() = r.body;
+  m.keep_alive(false);
+  m.prepare_payload();
+  std::ostringstream out;
+  out << m;
+  return out.str();
+}
+
+/// handler.reject(status, message), or a plain response if it throws (it must not).
+Response safe_reject(Handler& handler, unsigned status, std::string_view message) {
+  try {
+    return handler.reject(status, message);
+  } catch (...) {
+    Response r;
+    r.status = status;
+    r.headers.emplace_back("Content-Type", "text/plain");
+    r.body = std::string(message) + "\n";
+    return r;
+  }
+}
 
 /// Live connections, so that stop() can close them. Shared by the server and every session,
 /// so a session may outlive the server's other members during teardown.
@@ -60,6 +109,18 @@ std::string_view Request::header(std::string_view name) const noexcept {
 }
 
 void check_host(const std::string& host) { parse_host(host); }
+
+std::size_t raise_fd_limit() noexcept {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0) return 0;
+  if (r.rlim_cur < r.rlim_max) {
+    rlimit raised = r;
+    raised.rlim_cur = r.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) r = raised;
+  }
+  return r.rlim_cur == RLIM_INFINITY ? static_cast<std::size_t>(-1)
+                                     : static_cast<std::size_t>(r.rlim_cur);
+}
 
 std::string url(std::string_view host, std::uint16_t port) {
   std::string h(host);
@@ -118,23 +179,23 @@ class Session : public std::enable_shared_from_this<Session> {
     head_->keep_alive(keep_alive_ && !stopping_);
     serializer_.emplace(*head_);
     stream_.expires_after(options_.write_timeout);
-    bhttp::async_write_header(stream_, *serializer_,
-                              [self = shared_from_this(), next = std::move(next)](
-                                  beast::error_code ec, std::size_t) {
-                                if (ec) return self->close();
-                                next();
-                              });
+    bhttp::async_write_header(
+        stream_, *serializer_,
+        [self = shared_from_this(), next = std::move(next)](beast::error_code ec, std::size_t) {
+          if (ec) return self->close();
+          next();
+        });
   }
 
   void write(std::string data, Exchange::Continuation next) {
     chunk_ = std::move(data);
     stream_.expires_after(options_.write_timeout);
-    asio::async_write(stream_, bhttp::make_chunk(asio::buffer(chunk_)),
-                      [self = shared_from_this(), next = std::move(next)](beast::error_code ec,
-                                                                          std::size_t) {
-                        if (ec) return self->close();
-                        next();
-                      });
+    asio::async_write(
+        stream_, bhttp::make_chunk(asio::buffer(chunk_)),
+        [self = shared_from_this(), next = std::move(next)](beast::error_code ec, std::size_t) {
+          if (ec) return self->close();
+          next();
+        });
   }
 
   void end() {
@@ -152,11 +213,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void after(std::chrono::microseconds delay, Exchange::Continuation next) {
     if (delay.count() <= 0) return next();
     timer_.expires_after(delay);
-    timer_.async_wait(
-        [self = shared_from_this(), next = std::move(next)](beast::error_code ec) {
-          if (ec) return self->close();
-          next();
-        });
+    timer_.async_wait([self = shared_from_this(), next = std::move(next)](beast::error_code ec) {
+      if (ec) return self->close();
+      next();
+    });
   }
 
  private:
@@ -177,6 +237,12 @@ class Session : public std::enable_shared_from_this<Session> {
     busy_ = true;
     started_ = std::chrono::steady_clock::now();
     const auto& req = parser_->get();
+    version_ = req.version() == 10 ? 10 : 11;
+    if (const auto [status, why] = check_framing(req); status != 0) return refuse(status, why);
+    if (parser_->chunked()) {  // see drop_trailer
+      header_fields_ = static_cast<std::size_t>(std::distance(req.begin(), req.end()));
+      header_copy_.emplace(static_cast<const bhttp::fields&>(req));
+    }
     if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
       continue_.emplace(bhttp::status::continue_, req.version());
       bhttp::async_write(stream_, *continue_,
@@ -190,6 +256,42 @@ class Session : public std::enable_shared_from_this<Session> {
     read_body();
   }
 
+  /// What RFC 9112 requires of a request's Host and framing before its body is read (a
+  /// request whose body length is unclear must not be answered and kept alive: its body would
+  /// be read as the next request). {0, ""} when it is fine.
+  std::pair<unsigned, std::string_view> check_framing(
+      const bhttp::request<bhttp::string_body>& req) const {
+    const auto hosts = req.count(bhttp::field::host);
+    if (hosts > 1) return {400, "more than one Host header"};
+    if (hosts == 0 && req.version() >= 11) return {400, "missing Host header"};
+    const bool has_te = req.count(bhttp::field::transfer_encoding) > 0;
+    if (has_te) {
+      if (req.version() < 11) return {400, "Transfer-Encoding in an HTTP/1.0 request"};
+      if (!parser_->chunked()) return {400, "Transfer-Encoding must end in chunked"};
+      for (const auto& f : req) {
+        if (f.name() != bhttp::field::transfer_encoding) continue;
+        for (const auto coding : bhttp::token_list(f.value())) {
+          if (!beast::iequals(coding, "chunked")) {
+            return {501, "transfer coding not implemented (only chunked)"};
+          }
+        }
+      }
+      return {0, {}};
+    }
+    if (!parser_->content_length()) {
+      const auto m = req.method();
+      if (m == bhttp::verb::post || m == bhttp::verb::put || m == bhttp::verb::patch) {
+        return {411, "Content-Length or chunked Transfer-Encoding required"};
+      }
+    }
+    return {0, {}};
+  }
+
+  /// Answers `status` through the Handler's reject() and closes the connection.
+  void refuse(unsigned status, std::string_view message) {
+    send(safe_reject(handler_, status, message), false);
+  }
+
   void read_body() {
     bhttp::async_read(stream_, buffer_, *parser_,
                       beast::bind_front_handler(&Session::on_read, shared_from_this()));
@@ -197,7 +299,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_read(beast::error_code ec, std::size_t) {
     if (ec) return on_error(ec);
-    const auto& req = parser_->get();
+    auto& req = parser_->get();
+    drop_trailer(req);
     version_ = req.version() == 10 ? 10 : 11;
     keep_alive_ = req.keep_alive();
     Request r;
@@ -206,22 +309,49 @@ class Session : public std::enable_shared_from_this<Session> {
     r.body = req.body();
     r.version = version_;
     r.fields_ = static_cast<const bhttp::fields*>(&req);
-    handler_.handle(r, Exchange(shared_from_this()));
+    answered_ = false;
+    try {
+      handler_.handle(r, Exchange(shared_from_this()));
+    } catch (const std::exception& e) {
+      handler_failed(e.what());
+    } catch (...) {
+      handler_failed("unknown exception");
+    }
+  }
+
+  /// handle() threw: answer 500 if it had not begun answering, else close.
+  void handler_failed(std::string_view what) {
+    log_line({{"level", "error"},
+              {"msg", "request handler threw; closing its connection"},
+              {"error", printable(what)}});
+    if (answered_) return close();
+    refuse(500, "internal error");
+  }
+
+  /// Trailer fields (after a chunked body) are discarded, as RFC 9110 section 6.5.1 allows:
+  /// Beast merges them into the header (each beside the header field of its name), where
+  /// they could pose as header fields (a second Host, Connection: keep-alive). The header as
+  /// read comes back from the copy taken before the body.
+  void drop_trailer(bhttp::request<bhttp::string_body>& req) {
+    if (!header_copy_) return;
+    if (static_cast<std::size_t>(std::distance(req.begin(), req.end())) != header_fields_) {
+      static_cast<bhttp::fields&>(req) = *header_copy_;
+    }
+    header_copy_.reset();
   }
 
   /// A read failed: close quietly, or answer a malformed / oversized request and close.
   void on_error(beast::error_code ec) {
     if (!busy_) started_ = std::chrono::steady_clock::now();
     version_ = parser_->get().version() == 10 ? 10 : 11;
-    if (ec == bhttp::error::body_limit) {
-      return send(handler_.reject(413, "request body too large"), false);
-    }
-    if (ec == bhttp::error::header_limit) {
-      return send(handler_.reject(431, "request header too large"), false);
+    if (ec == bhttp::error::body_limit) return refuse(413, "request body too large");
+    if (ec == bhttp::error::header_limit) return refuse(431, "request header too large");
+    if (ec == bhttp::error::buffer_overflow) {  // a chunk-size line or trailer over the limit
+      return refuse(431, "request chunk header or trailer too large");
     }
     if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
         ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message) {
-      return send(handler_.reject(400, "malformed HTTP request"), false);
+      return refuse(400, "malformed HTTP request");
     }
     close();  // end of stream, timeout, reset, shutdown
   }
@@ -235,6 +365,7 @@ class Session : public std::enable_shared_from_this<Session> {
   /// For the access log: what is being answered.
   void note_response(unsigned status) {
     busy_ = true;
+    answered_ = true;
     if (!options_.access_log) return;
     const auto& req = parser_->get();
     status_ = status;
@@ -273,13 +404,12 @@ class Session : public std::enable_shared_from_this<Session> {
                         std::chrono::steady_clock::now() - started_)
                         .count();
     boost::json::object o{{"msg", "request"},
-                          {"method", method_},
-                          {"path", target_.substr(0, target_.find('?'))},
+                          {"method", printable(method_)},
+                          {"path", printable(target_.substr(0, target_.find('?')))},
                           {"status", status_},
                           {"us", us}};
     if (ec) o["error"] = ec.message();
-    const std::string line = boost::json::serialize(o) + "\n";
-    std::fwrite(line.data(), 1, line.size(), stderr);
+    log_line(std::move(o));
   }
 
   // Half-closes, then reads until the client closes (bounded), so that an error response is
@@ -311,7 +441,7 @@ class Session : public std::enable_shared_from_this<Session> {
   const ServerOptions& options_;
   std::shared_ptr<Registry> registry_;
   std::uint64_t id_ = 0;
-  beast::flat_buffer buffer_;
+  beast::flat_buffer buffer_{options_.header_limit + kReadSlack};  // its max size
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::optional<bhttp::response<bhttp::empty_body>> continue_;
   std::optional<bhttp::response<bhttp::string_body>> res_;
@@ -321,8 +451,11 @@ class Session : public std::enable_shared_from_this<Session> {
   std::array<char, 4096> scratch_{};
   unsigned version_ = 11;  // of the request being answered
   bool keep_alive_ = false;
-  bool busy_ = false;      // between a request's first byte and the end of its response
-  bool stopping_ = false;  // the server is shutting down
+  bool busy_ = false;              // between a request's first byte and the end of its response
+  bool answered_ = false;          // the Handler began answering the request being handled
+  std::size_t header_fields_ = 0;  // chunked requests: fields in the header
+  std::optional<bhttp::fields> header_copy_;  // chunked requests: the header (drop_trailer)
+  bool stopping_ = false;                     // the server is shutting down
   std::chrono::steady_clock::time_point started_{};
   unsigned status_ = 0;  // access log
   std::string method_;
@@ -334,9 +467,8 @@ class Session : public std::enable_shared_from_this<Session> {
 // ---- Exchange: each call goes to the connection's strand.
 
 void Exchange::respond(Response response) const {
-  session_->on_strand([s = session_, r = std::move(response)]() mutable {
-    s->respond(std::move(r));
-  });
+  session_->on_strand(
+      [s = session_, r = std::move(response)]() mutable { s->respond(std::move(r)); });
 }
 
 void Exchange::begin_stream(Response head, Continuation next) const {
@@ -371,7 +503,22 @@ struct Server::Impl {
         ioc(options.threads),
         acceptor(asio::make_strand(ioc)),
         signals(acceptor.get_executor()),
-        timer(acceptor.get_executor()) {}
+        timer(acceptor.get_executor()),
+        busy_reply(serialize_closing(safe_reject(h, 503, "too many connections"), options.name)),
+        reserve_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {
+    rlimit nofile{};
+    max_connections = options.max_connections;
+    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+      const auto fds = static_cast<std::size_t>(nofile.rlim_cur);
+      max_connections =
+          std::min(max_connections, fds > 2 * kReservedFds ? fds - kReservedFds : fds / 2 + 1);
+    }
+  }
+  ~Impl() {
+    if (reserve_fd >= 0) ::close(reserve_fd);
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
 
   Handler& handler;
   ServerOptions options;
@@ -380,14 +527,17 @@ struct Server::Impl {
   asio::signal_set signals;
   asio::steady_timer timer;  // accept backoff, then the shutdown poll
   std::shared_ptr<Registry> registry = std::make_shared<Registry>();
+  const std::string busy_reply;  // the 503 for a connection over the cap
+  int reserve_fd = -1;  // given up to accept (and turn away) a client when descriptors run out
+  std::size_t max_connections = 0;
   bool stopping = false;  // on the acceptor's strand
   std::chrono::steady_clock::time_point stop_deadline{};
 
   void listen() {
     const tcp::endpoint ep(parse_host(options.host), options.port);
-    const std::string where = (ep.address().is_v6() ? "[" + ep.address().to_string() + "]"
-                                                    : ep.address().to_string()) +
-                              ":" + std::to_string(options.port);
+    const std::string where =
+        (ep.address().is_v6() ? "[" + ep.address().to_string() + "]" : ep.address().to_string()) +
+        ":" + std::to_string(options.port);
     beast::error_code ec;
     acceptor.open(ep.protocol(), ec);
     if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
@@ -399,23 +549,62 @@ struct Server::Impl {
   void accept() {
     acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket s) {
       if (stopping || !acceptor.is_open()) return;
-      if (ec) {  // e.g. out of file descriptors: back off briefly instead of spinning
-        timer.expires_after(std::chrono::milliseconds(50));
+      if (ec) {
+        if (ec == asio::error::no_descriptors || ec.value() == ENFILE) turn_away_pending();
+        // Back off briefly instead of spinning while descriptors are short.
+        timer.expires_after(kAcceptBackoff);
         timer.async_wait([this](beast::error_code e) {
           if (!e && !stopping) accept();
         });
         return;
       }
-      auto session = std::make_shared<detail::Session>(std::move(s), handler, options, registry);
       std::uint64_t id = 0;
+      std::shared_ptr<detail::Session> session;
       {
         std::lock_guard g(registry->mu);
-        id = registry->next_id++;
-        registry->sessions.emplace(id, session);
+        if (registry->sessions.size() < max_connections) {
+          session = std::make_shared<detail::Session>(std::move(s), handler, options, registry);
+          id = registry->next_id++;
+          registry->sessions.emplace(id, session);
+        }
       }
-      session->start(id);
+      if (session) {
+        session->start(id);
+      } else {
+        turn_away(s.native_handle());
+      }
       accept();
     });
+  }
+
+  /// Writes the 503 to a client without waiting (what its socket buffer takes), reads what
+  /// it already sent (so that closing does not reset the connection before the 503 is read)
+  /// and lets the caller close it.
+  void turn_away(int fd) const {
+    (void)::send(fd, busy_reply.data(), busy_reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::shutdown(fd, SHUT_WR);
+    std::array<char, 4096> scratch{};
+    for (int i = 0; i < 16 && ::recv(fd, scratch.data(), scratch.size(), MSG_DONTWAIT) > 0;) ++i;
+  }
+
+  /// Out of file descriptors: frees the reserve one to accept each waiting client in turn and
+  /// turn it away with a 503, instead of leaving them all hanging in the backlog.
+  void turn_away_pending() {
+    if (reserve_fd < 0) return;
+    ::close(reserve_fd);
+    reserve_fd = -1;
+    beast::error_code ignored;
+    acceptor.native_non_blocking(true, ignored);  // accept4 below must not wait
+    for (int i = 0; i < 256; ++i) {
+      const int fd = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) break;
+      turn_away(fd);
+      ::close(fd);
+    }
+    reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    log_line({{"level", "warn"},
+              {"msg", "out of file descriptors: waiting clients were turned away with 503"},
+              {"connections", registry->size()}});
   }
 
   // On the acceptor's strand.
@@ -438,6 +627,44 @@ struct Server::Impl {
     wait_for_sessions();
   }
 
+  // SIGINT / SIGTERM stop; SIGHUP runs on_hangup (or is logged) and the wait goes on.
+  void wait_for_signal() {
+    signals.async_wait([this](beast::error_code ec, int signo) {
+      if (ec) return;
+      if (signo != SIGHUP) return begin_stop();
+      if (options.on_hangup) {
+        try {
+          options.on_hangup();
+        } catch (const std::exception& e) {
+          log_line({{"level", "error"}, {"msg", "SIGHUP handler threw"}, {"error", e.what()}});
+        }
+      } else {
+        log_line({{"level", "info"}, {"msg", "SIGHUP received: nothing to reload, still serving"}});
+      }
+      wait_for_signal();
+    });
+  }
+
+  /// Runs the io_context on this thread until it stops. An exception from a completion
+  /// handler (which must not throw) ends that handler's connection only: the connection's
+  /// state went with the handler's captures; it is logged and the loop goes on.
+  void run_io() {
+    for (;;) {
+      try {
+        ioc.run();
+        return;
+      } catch (const std::exception& e) {
+        log_line({{"level", "error"},
+                  {"msg", "exception in a connection handler; that connection was closed"},
+                  {"error", printable(e.what())}});
+      } catch (...) {
+        log_line(
+            {{"level", "error"},
+             {"msg", "unknown exception in a connection handler; that connection was closed"}});
+      }
+    }
+  }
+
   // Polls until every connection is closed; past the grace period, stops the io_context.
   void wait_for_sessions() {
     if (registry->size() == 0) return;  // nothing left: run() returns on its own
@@ -449,6 +676,11 @@ struct Server::Impl {
 
 Server::Server(Handler& handler, ServerOptions options) {
   if (options.threads < 1) throw std::invalid_argument("threads must be >= 1");
+  if (options.header_limit < 1024 || options.header_limit > kMaxHeaderLimit) {
+    throw std::invalid_argument("header_limit must be 1 KiB to " +
+                                std::to_string(kMaxHeaderLimit / 1024) + " KiB");
+  }
+  if (options.max_connections < 1) throw std::invalid_argument("max_connections must be >= 1");
   impl_ = std::make_unique<Impl>(handler, std::move(options));
   Impl& im = *impl_;
   // Registered here rather than in run(): a signal that arrives in between is queued by Asio
@@ -456,9 +688,8 @@ Server::Server(Handler& handler, ServerOptions options) {
   if (im.options.handle_signals) {
     im.signals.add(SIGINT);
     im.signals.add(SIGTERM);
-    im.signals.async_wait([&im](beast::error_code ec, int) {
-      if (!ec) im.begin_stop();
-    });
+    im.signals.add(SIGHUP);
+    im.wait_for_signal();
   }
   im.listen();
 }
@@ -478,12 +709,14 @@ std::uint16_t Server::port() const {
 
 std::string Server::url() const { return http::url(impl_->options.host, port()); }
 
+std::size_t Server::max_connections() const { return impl_->max_connections; }
+
 void Server::run() {
   Impl& im = *impl_;
   im.accept();
   std::vector<std::thread> threads;
-  for (int i = 1; i < im.options.threads; ++i) threads.emplace_back([&im] { im.ioc.run(); });
-  im.ioc.run();
+  for (int i = 1; i < im.options.threads; ++i) threads.emplace_back([&im] { im.run_io(); });
+  im.run_io();
   for (auto& t : threads) t.join();
 }
 

@@ -28,7 +28,7 @@ class Request {
   std::string_view method;
   std::string_view target;  ///< as sent: the path and any query string
   std::string_view body;
-  unsigned version = 11;    ///< 11 for HTTP/1.1, 10 for HTTP/1.0
+  unsigned version = 11;  ///< 11 for HTTP/1.1, 10 for HTTP/1.0
 
   /// The value of the header `name` (any case), or "" if absent.
   std::string_view header(std::string_view name) const noexcept;
@@ -77,15 +77,20 @@ class Exchange {
 };
 
 /// The routes of a server. Called on the connection's strand; may be called concurrently for
-/// different connections (options.threads > 1). Must not throw.
+/// different connections (options.threads > 1). Should not throw: if handle() does, the
+/// request gets reject(500, ...) (or, if it had begun answering, its connection is closed);
+/// an exception from a continuation closes that connection only and is logged.
 class Handler {
  public:
   virtual ~Handler() = default;
   /// Answers a complete request through `exchange`, now or later.
   virtual void handle(const Request& request, Exchange exchange) = 0;
-  /// The response to a request that could not be read, after which the connection is closed:
-  /// 400 "malformed HTTP request", 413 "request body too large" or 431 "request header too
-  /// large".
+  /// The response to a request the server refuses before the Handler sees it, after which the
+  /// connection is closed: 400 (malformed, a missing or doubled Host, a Transfer-Encoding that
+  /// does not end in chunked), 411 (a POST, PUT or PATCH with neither Content-Length nor
+  /// chunking), 413 (body too large), 431 (header or trailer too large), 501 (a transfer
+  /// coding other than chunked), 503 (too many connections; written without waiting), or 500
+  /// when handle() threw. `message` says which, in plain ASCII. Must not throw.
   virtual Response reject(unsigned status, std::string_view message) = 0;
 };
 
@@ -94,16 +99,32 @@ struct ServerOptions {
   std::uint16_t port = 0;          ///< 0: any free port (see Server::port())
   int threads = 1;                 ///< io_context threads, >= 1
   std::string name;                ///< the Server header; empty: none
-  std::size_t body_limit = 64 * 1024;     ///< larger request bodies get 413
-  std::size_t header_limit = 16 * 1024;   ///< larger request headers get 431
-  std::chrono::seconds idle_timeout{30};  ///< to read a request, from the end of the previous one
+  std::size_t body_limit = 64 * 1024;  ///< larger request bodies get 413
+  /// Larger request headers get 431, and so do chunk-size lines and trailers (which the
+  /// Handler never sees) larger than this. At most kMaxHeaderLimit.
+  std::size_t header_limit = 16 * 1024;
+  /// Connections beyond this many get a 503 and are closed at once. It is lowered to what
+  /// the process's file-descriptor limit leaves room for (see raise_fd_limit()); >= 1.
+  std::size_t max_connections = 10000;
+  std::chrono::seconds idle_timeout{30};   ///< to read a request, from the end of the previous one
   std::chrono::seconds write_timeout{30};  ///< for each write (a client that stops reading)
   /// At a stop, responses in flight may finish for this long before every connection is
   /// closed; 0: close them at once.
   std::chrono::seconds shutdown_grace{5};
-  bool access_log = false;     ///< one JSON line per response on stderr
-  bool handle_signals = true;  ///< stop on SIGINT / SIGTERM
+  bool access_log = false;  ///< one JSON line per response on stderr
+  /// Stop on SIGINT / SIGTERM; on SIGHUP call on_hangup (if none: log and go on serving).
+  bool handle_signals = true;
+  /// Runs on SIGHUP (handle_signals), on an io thread; must not throw or block for long.
+  std::function<void()> on_hangup;
 };
+
+/// The largest ServerOptions::header_limit: Boost.Beast keeps one header field's value in at
+/// most 65535 bytes and throws beyond it.
+inline constexpr std::size_t kMaxHeaderLimit = 60 * 1024;
+
+/// File descriptors the server leaves to the rest of the process (stores, logs, files) when
+/// it derives the connection cap from RLIMIT_NOFILE.
+inline constexpr std::size_t kReservedFds = 32;
 
 /// The address could not be listened on (in use, not local, ...).
 class ListenError : public std::runtime_error {
@@ -114,11 +135,15 @@ class ListenError : public std::runtime_error {
 class Server {
  public:
   /// Binds and listens at once. `handler` must outlive the Server.
-  /// @throws ListenError; std::invalid_argument for a bad host or thread count.
+  /// @throws ListenError; std::invalid_argument for a bad host, thread count, header limit or
+  ///         connection cap.
   Server(Handler& handler, ServerOptions options);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
+
+  /// The connection cap in force: options.max_connections, lowered to fit RLIMIT_NOFILE.
+  std::size_t max_connections() const;
 
   /// The bound port (useful with port 0).
   std::uint16_t port() const;
@@ -143,5 +168,9 @@ void check_host(const std::string& host);
 
 /// "http://HOST:PORT", with an IPv6 HOST in brackets.
 std::string url(std::string_view host, std::uint16_t port);
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (a server needs a descriptor per client);
+/// returns the soft limit in force afterwards.
+std::size_t raise_fd_limit() noexcept;
 
 }  // namespace admit::http

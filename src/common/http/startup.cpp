@@ -13,9 +13,11 @@
 namespace admit::http {
 
 Startup::Startup(std::string program) : program_(std::move(program)) {
+  raise_fd_limit();
   sigemptyset(&held_);
   sigaddset(&held_, SIGINT);
   sigaddset(&held_, SIGTERM);
+  sigaddset(&held_, SIGHUP);
   holding_ = pthread_sigmask(SIG_BLOCK, &held_, nullptr) == 0;
 }
 

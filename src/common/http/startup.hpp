@@ -5,7 +5,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <csignal>
 #include <cstdint>
 #include <functional>
@@ -28,9 +27,11 @@ inline constexpr int kExitUsage = 2;    ///< bad flags or config
 ///                            server.run(); return kExitOk; });
 class Startup {
  public:
-  /// Holds SIGINT / SIGTERM pending from now until listening(), so that a stop request during
-  /// startup is neither lost (a background job inherits SIGINT ignored) nor fatal halfway
-  /// through: the server then handles it as a clean shutdown. Construct it before any thread.
+  /// Holds SIGINT / SIGTERM / SIGHUP pending from now until listening(), so that a stop
+  /// request during startup is neither lost (a background job inherits SIGINT ignored) nor
+  /// fatal halfway through: the server then handles it as a clean shutdown (SIGHUP: see
+  /// ServerOptions::on_hangup). Also raises the file-descriptor limit (raise_fd_limit()).
+  /// Construct it before any thread.
   explicit Startup(std::string program);
   ~Startup();
   Startup(const Startup&) = delete;
