@@ -169,9 +169,14 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // ---- Exchange operations, on the strand
 
-  void respond(Response r) { send(std::move(r), keep_alive_); }
+  // A request is answered once: a second respond() or begin_stream() (say, one queued from
+  // another thread by a handler that then threw and got its 500) is dropped.
+  void respond(Response r) {
+    if (!answered_) send(std::move(r), keep_alive_);
+  }
 
   void begin_stream(Response r, Exchange::Continuation next) {
+    if (answered_) return;
     note_response(r.status);
     head_.emplace(static_cast<bhttp::status>(r.status), version_);
     set_headers(*head_, r);

@@ -51,7 +51,7 @@ struct Response {
 /// Cheap to copy (it shares the connection). Every call runs on the connection's strand: at
 /// once when made there (from Handler::handle or a continuation), else queued to it, so it may
 /// be made from any thread. If the connection fails or closes meanwhile, continuations are
-/// dropped and later calls do nothing.
+/// dropped and later calls do nothing. A second respond() or begin_stream() is dropped.
 class Exchange {
  public:
   using Continuation = std::function<void()>;
