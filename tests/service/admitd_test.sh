@@ -140,6 +140,8 @@ BIN="$TMP/admitd-fd64"
 printf '#!/usr/bin/env bash\nulimit -n 64\nexec "%s" "$@"\n' "$BIN_REAL" >"$BIN"
 chmod +x "$BIN"
 if start "$ROOT/config/sample.yaml"; then
+  grep -q "max_connections=32$" "$LOG" && ok "connection cap lowered to the fd limit less 32" ||
+    ko "connection cap lowered to the fd limit less 32" "$(head -2 "$LOG")"
   read -r refused held < <(python3 "$ROOT/tests/support/raw_http.py" flood "$PORT" 60)
   [ "${refused:-0}" -ge 20 ] && [ $((refused + held)) -eq 60 ] &&
     ok "60 connections on 64 descriptors: $refused got 503, $held held" ||

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -515,8 +516,9 @@ struct Server::Impl {
     max_connections = options.max_connections;
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
       const auto fds = static_cast<std::size_t>(nofile.rlim_cur);
-      max_connections =
-          std::min(max_connections, fds > 2 * kReservedFds ? fds - kReservedFds : fds / 2 + 1);
+      // Few descriptors in all (a test's ulimit): half of them.
+      const std::size_t room = fds >= 2 * kReservedFds ? fds - kReservedFds : fds / 2;
+      max_connections = std::clamp<std::size_t>(room, 1, max_connections);
     }
   }
   ~Impl() {
