@@ -1,10 +1,12 @@
 // Lease: what an allowed acquire returns. It holds what was consumed so that the caller can
 // reconcile the estimate with the real usage (adjust), keep it (commit) or give it back
-// (rollback, also on destruction). Concurrency slots are held until the lease ends or its
-// TTL passes (then the store reclaims them even if this object is never destroyed).
+// (rollback). Like a scope guard, it ends by itself: leaving its scope normally commits,
+// leaving it by an exception rolls back. Concurrency slots are held until the lease ends or
+// its TTL passes (then the store reclaims them even if this object is never destroyed).
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -41,12 +43,36 @@ struct LeaseKey {
 /**
  * Move-only. A default or denied Lease is inactive; every operation on it is a no-op except
  * adjust(), which throws LeaseError. Not thread-safe (one owner at a time).
+ *
+ * Scope: an active lease that is destroyed without commit() or rollback() ends as its scope
+ * does. It commits (keeps the usage, frees its concurrency slots) when the scope is left
+ * normally, and rolls back (refunds, frees the slots) when it is left because of an exception:
+ * the lease records std::uncaught_exceptions() when its life starts (made by the Limiter, or
+ * move-constructed: the new object's scope is its own) and rolls back if more exceptions are
+ * in flight when it is destroyed. So a lease taken inside a destructor that runs during
+ * unwinding commits when its own scope ends normally.
+ *
+ *   if (Lease lease = limiter.try_acquire(user, model, {{"rpm", 1}, {"tpm", 1200}})) {
+ *     Reply r = call_model();                        // throws: everything is refunded
+ *     (void)lease.adjust({{"tpm", r.tokens - 1200}});  // reconcile with the real usage
+ *   }                                                // commits; frees the slots
+ *
+ * `if (limiter.try_acquire(...)) call();` commits at once: the temporary lease dies at the end
+ * of the condition. That enforces rate and window limits (the usage is kept) but frees a
+ * concurrency slot before call() starts; Limiter::consume() is that one-line form without a
+ * lease. To hold a slot for the call, name the lease: `if (auto lease = ...) { call(); }`.
  */
 class [[nodiscard]] Lease {
  public:
   Lease() = default;
+  /// Ends an active lease as its scope ends: commit, or rollback during an exception thrown
+  /// since the lease's life started (see the class comment).
   ~Lease();
+  /// Takes over `o` (which becomes inactive); the new lease's scope starts here.
   Lease(Lease&& o) noexcept;
+  /// Ends this lease first if it is active, as its destructor would at this point (commit,
+  /// unless an exception thrown in its scope is in flight), then takes over `o`. This object
+  /// keeps its own scope: it is destroyed where it was declared.
   Lease& operator=(Lease&& o) noexcept;
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
@@ -87,10 +113,12 @@ class [[nodiscard]] Lease {
    */
   Decision adjust(const Amounts& deltas);
 
-  /// Keeps what was consumed and frees the concurrency slots. Idempotent.
+  /// Keeps what was consumed and frees the concurrency slots. Idempotent; a no-op after
+  /// rollback().
   void commit();
   /// Returns what was consumed (rate always, windows only within the same window) and frees
-  /// the slots. After the TTL passed, a rollback only frees what is still held. Idempotent.
+  /// the slots. After the TTL passed, a rollback only frees what is still held. Idempotent; a
+  /// no-op after commit().
   void rollback();
 
  private:
@@ -101,6 +129,11 @@ class [[nodiscard]] Lease {
     Micros window_end = 0;      // windows: the window it counted in; adaptive: the epoch
   };
   void end(bool refund);
+  /// Ends the lease as leaving its scope now would: rollback if an exception thrown since
+  /// its life started is in flight, else commit.
+  void end_scope() {
+    if (limiter_ != nullptr) end(std::uncaught_exceptions() > uncaught_);
+  }
   bool mark(bool success);
 
   Limiter* limiter_ = nullptr;
@@ -108,6 +141,7 @@ class [[nodiscard]] Lease {
   std::uint64_t id_ = 0;
   bool holds_slots_ = false;  // any concurrency slot: commit must reach the store
   bool marked_ = false;       // mark_success/mark_failure done
+  int uncaught_ = std::uncaught_exceptions();  // exceptions in flight when its life started
   Micros expires_at_ = 0;
   std::shared_ptr<const detail::LeaseKey> key_;
   boost::container::small_vector<Held, 2> held_;  // one per key_->items

@@ -142,10 +142,26 @@ class Limiter {
    * nothing. A limit not named in `amounts` consumes 0, except concurrency limits (1 slot).
    * @return an active Lease if allowed; otherwise an inactive one whose decision() says why
    *         (code store_unavailable when the store could not be reached: fail closed; wrap
-   *         the store in a GuardedStore for fail_open or local_fallback).
+   *         the store in a GuardedStore for fail_open or local_fallback). The lease commits
+   *         when its scope ends normally and rolls back when an exception ends it (see
+   *         Lease): `if (limiter.try_acquire(...)) call();` commits at once, so it enforces
+   *         rate and window limits but holds no concurrency slot during call(); write
+   *         `if (auto lease = limiter.try_acquire(...)) { call(); }` to hold one.
    */
   Lease try_acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
                     const AcquireOptions& options = {});
+
+  /**
+   * The plain case in one call: try_acquire() then commit(), no lease to manage. What rate
+   * and window limits consumed is kept (record_usage() can add to it later; a refund needs
+   * a lease's adjust()). Concurrency limits are checked, not held: the request is denied
+   * (concurrency_exceeded) while leases hold every slot, and otherwise its slot is released
+   * before this returns, so the call it admits does not count as in flight. Hold a lease for
+   * the call to count it; name the limit with amount 0 to skip the check.
+   * @return the decision of the try_acquire (options.lease_ttl does not matter).
+   */
+  Decision consume(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                   const AcquireOptions& options = {});
 
   /// Receives the Lease of a try_acquire_async(). Must not throw and must not block.
   using AcquireCallback = std::function<void(Lease)>;
@@ -161,10 +177,12 @@ class Limiter {
    * as soon as this returns. Only the acquire itself is asynchronous: in ConfigMode::store,
    * limits not cached are read from the store before this returns.
    *
-   * Adjusting or ending an active lease (rollback, destruction, commit of one holding
-   * concurrency slots) calls the store synchronously: inside `done` on a RedisStore's I/O
-   * thread that would block the thread it waits for, so move the lease out (to a queue,
-   * another thread) first. The Limiter and its Store must outlive every pending `done`.
+   * Adjusting an active lease, rolling it back, or ending one that holds concurrency slots
+   * (commit, or its destructor: a lease `done` lets go of commits like any lease whose scope
+   * ends normally) calls the store synchronously: inside `done` on a RedisStore's I/O thread
+   * that would block the thread it waits for, so move the lease out (to a queue, another
+   * thread) first; its scope starts anew where it is moved to. The Limiter and its Store
+   * must outlive every pending `done`.
    */
   void try_acquire_async(std::string_view entity, std::string_view resource,
                          const Amounts& amounts, AcquireCallback done,

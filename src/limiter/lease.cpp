@@ -6,7 +6,7 @@
 
 namespace admit {
 
-Lease::~Lease() { end(/*refund=*/true); }
+Lease::~Lease() { end_scope(); }
 
 Lease::Lease(Lease&& o) noexcept
     : limiter_(std::exchange(o.limiter_, nullptr)),
@@ -14,13 +14,14 @@ Lease::Lease(Lease&& o) noexcept
       id_(o.id_),
       holds_slots_(o.holds_slots_),
       marked_(o.marked_),
+      uncaught_(std::uncaught_exceptions()),
       expires_at_(o.expires_at_),
       key_(std::move(o.key_)),
       held_(std::move(o.held_)) {}
 
 Lease& Lease::operator=(Lease&& o) noexcept {
   if (this != &o) {
-    end(/*refund=*/true);
+    end_scope();  // uncaught_ stays: this object's scope has not changed
     limiter_ = std::exchange(o.limiter_, nullptr);
     decision_ = std::move(o.decision_);
     id_ = o.id_;

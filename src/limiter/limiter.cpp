@@ -1049,21 +1049,24 @@ struct Limiter::AsyncAcquire {
     std::span<const OpItem> ops, std::span<const std::size_t> entries,
     std::span<const ItemResult> results, std::span<const std::uint64_t> epochs, bool ok,
     bool with_stats, bool slots, std::uint64_t id, Micros expires_at) {
-  fill_decision(lease.decision_, *key, ops, entries, results, ok, with_stats);
-  if (!ok) return;
-  lease.limiter_ = this;
-  lease.id_ = id;
-  lease.holds_slots_ = slots;
-  lease.expires_at_ = expires_at;
-  lease.key_ = key;
-  lease.held_.resize(key->items.size());
-  for (std::size_t j = 0; j < ops.size(); ++j) {
-    const std::size_t i = entries[j];
-    lease.held_[i] = Lease::Held{ops[j].amount, results[j].window_end};
-    if (!epochs.empty() && key->items[i].aimd) {
-      lease.held_[i].window_end = static_cast<Micros>(epochs[i]);
+  if (ok) {
+    // The lease holds everything before it becomes active (limiter_), so that if anything
+    // below throws, its destructor (during unwinding: a rollback) refunds all it consumed.
+    lease.id_ = id;
+    lease.holds_slots_ = slots;
+    lease.expires_at_ = expires_at;
+    lease.key_ = key;
+    lease.held_.resize(key->items.size());
+    for (std::size_t j = 0; j < ops.size(); ++j) {
+      const std::size_t i = entries[j];
+      lease.held_[i] = Lease::Held{ops[j].amount, results[j].window_end};
+      if (!epochs.empty() && key->items[i].aimd) {
+        lease.held_[i].window_end = static_cast<Micros>(epochs[i]);
+      }
     }
+    lease.limiter_ = this;
   }
+  fill_decision(lease.decision_, *key, ops, entries, results, ok, with_stats);
 }
 
 Lease Limiter::attempt(std::string_view entity, std::string_view resource, const Amounts& amounts,
@@ -1167,6 +1170,13 @@ void Limiter::try_acquire_async(std::string_view entity, std::string_view resour
 Lease Limiter::try_acquire(std::string_view entity, std::string_view resource,
                            const Amounts& amounts, const AcquireOptions& options) {
   return attempt(entity, resource, amounts, options, /*respect_queue=*/true);
+}
+
+Decision Limiter::consume(std::string_view entity, std::string_view resource,
+                          const Amounts& amounts, const AcquireOptions& options) {
+  Lease lease = attempt(entity, resource, amounts, options, /*respect_queue=*/true);
+  lease.commit();  // frees a concurrency slot at once: consume() checks those limits only
+  return std::move(lease.decision_);
 }
 
 Lease Limiter::acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,

@@ -203,11 +203,10 @@ Response Api::acquire(std::string_view body) {
   const Call c = parse_call(body, /*acquire=*/true);
   AcquireOptions options;
   options.with_stats = true;
-  Lease lease = limiter_.try_acquire(c.entity, c.resource, c.amounts, options);
-  const Decision d = lease.decision();
-  // Keep what was consumed. Concurrency slots are freed here too: at this stage a slot is
-  // held only for the duration of the request (explicit leases come later).
-  if (lease.active()) lease.commit();
+  // Keeps what was consumed. Concurrency limits are checked and their slot is freed at once:
+  // at this stage a slot is held only for the duration of the request (explicit leases come
+  // later).
+  const Decision d = limiter_.consume(c.entity, c.resource, c.amounts, options);
   Response res{200, decision_json(d), -1, {}};
   if (d.allowed) return res;
   switch (d.code) {

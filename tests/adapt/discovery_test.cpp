@@ -182,7 +182,8 @@ TEST_F(AdaptiveTest, RollbackRefunds) {
     Lease a = limiter.try_acquire("x", "m", {});
     ASSERT_TRUE(a.allowed());
     EXPECT_FALSE(limiter.try_acquire("x", "m", {}).allowed());
-  }  // rolled back
+    a.rollback();
+  }
   EXPECT_TRUE(limiter.try_acquire("x", "m", {}).allowed());
 }
 

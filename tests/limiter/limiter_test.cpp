@@ -436,11 +436,11 @@ TEST_F(LimiterTest, LeaseAdjustNegativeRefundIsCapped) {
   const Decision d = l.adjust({{"tpm", -1000}});  // 10x what it consumed
   EXPECT_EQ(d.stats.at(0).available, 500);
   EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 500);
-  l.adjust({{"tpm", -1}});  // nothing left to refund
+  EXPECT_TRUE(l.adjust({{"tpm", -1}}).allowed);  // nothing left to refund
   EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 500);
-  l.adjust({{"tpm", 50}});
+  EXPECT_TRUE(l.adjust({{"tpm", 50}}).allowed);
   EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 450);
-  l.adjust({{"tpm", -1000}});
+  EXPECT_TRUE(l.adjust({{"tpm", -1000}}).allowed);
   EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 500);
   l.rollback();  // consumed is 0 now: nothing more comes back
   EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 500);
@@ -450,7 +450,7 @@ TEST_F(LimiterTest, LeaseAdjustNegativeRefundIsCapped) {
   Lease m = limiter.try_acquire("a", "gpt", {{"tpm", 100}});
   ASSERT_TRUE(m);
   clock.advance(60 * kSec);  // full again
-  m.adjust({{"tpm", -100}});
+  EXPECT_TRUE(m.adjust({{"tpm", -100}}).allowed);
   EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 1000);
   m.commit();
   ASSERT_TRUE(take(limiter, "a", "gpt", {{"tpm", 1000}}).allowed);
@@ -468,46 +468,54 @@ TEST_F(LimiterTest, LeaseWindowRefundOnlyWithinTheSameWindow) {
   clock.advance(6400 * kSec);  // next UTC day: the 5 stay in yesterday's window
   EXPECT_EQ(available(limiter, "a", "gpt", "tpd"), 100);
   ASSERT_TRUE(take(limiter, "a", "gpt", {{"tpd", 10}}).allowed);  // someone else today
-  l.adjust({{"tpd", 1}});                                         // the lease adds 1 today
+  EXPECT_TRUE(l.adjust({{"tpd", 1}}).allowed);                    // the lease adds 1 today
   EXPECT_EQ(available(limiter, "a", "gpt", "tpd"), 89);
-  l.adjust({{"tpd", -6}});  // only the 1 counted today can come back
+  EXPECT_TRUE(l.adjust({{"tpd", -6}}).allowed);  // only the 1 counted today can come back
   EXPECT_EQ(available(limiter, "a", "gpt", "tpd"), 90);
   l.rollback();
   EXPECT_EQ(available(limiter, "a", "gpt", "tpd"), 90);
 }
 
-// Verifies an un-ended lease rolls back on destruction, commit keeps the usage, moves transfer
-// ownership without double refunds, and commit/rollback are idempotent.
-TEST_F(LimiterTest, LeaseRollbackOnDestructionCommitKeeps) {
+// Verifies an un-ended lease commits when its scope ends normally, rollback gives the usage
+// back, moves transfer ownership without double ends, and commit/rollback are idempotent
+// (scope exits by exception: lease_scope_test.cpp).
+TEST_F(LimiterTest, LeaseScopeEndCommitsRollbackRefunds) {
   limiter.set_limits("gpt", {Limit::per_minute("rpm", 100)});
   {
     Lease l = limiter.try_acquire("a", "gpt", {{"rpm", 10}});
     ASSERT_TRUE(l);
     EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 90);
+  }  // committed
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 90);
+  {
+    Lease l = limiter.try_acquire("a", "gpt", {{"rpm", 10}});
+    l.rollback();
+    l.rollback();
+    l.commit();  // no-op after rollback
   }
-  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 100);
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 90);
   {
     Lease l = limiter.try_acquire("a", "gpt", {{"rpm", 10}});
     l.commit();
     l.commit();
     l.rollback();  // no-op after commit
   }
-  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 90);
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 80);
   {
     Lease a = limiter.try_acquire("a", "gpt", {{"rpm", 5}});
     Lease b = std::move(a);
     EXPECT_FALSE(a.active());  // NOLINT(bugprone-use-after-move): moved-from is inactive
     EXPECT_TRUE(b.active());
-    EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 85);
+    EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 75);
     Lease c = limiter.try_acquire("a", "gpt", {{"rpm", 7}});
-    EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 78);
-    c = std::move(b);  // c's own 7 come back, b's 5 now belong to c
-    EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 85);
+    EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 68);
+    c = std::move(b);  // c's own 7 are committed, b's 5 now belong to c
+    EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 68);
     c.rollback();
     c.rollback();
-    EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 90);
+    EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 73);
   }
-  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 90);
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 73);
 }
 
 // Verifies adjust throws LeaseError once the lease ended (commit, rollback) or was denied, and
@@ -515,21 +523,21 @@ TEST_F(LimiterTest, LeaseRollbackOnDestructionCommitKeeps) {
 TEST_F(LimiterTest, LeaseAdjustAfterEndThrows) {
   limiter.set_limits("gpt", {Limit::per_minute("rpm", 2), Limit::concurrency("inflight", 5)});
   Lease c = limiter.try_acquire("a", "gpt", {{"rpm", 1}});
-  EXPECT_THROW(c.adjust({{"nope", 1}}), ValidationError);
-  EXPECT_THROW(c.adjust({{"inflight", 1}}), ValidationError);
+  EXPECT_THROW((void)c.adjust({{"nope", 1}}), ValidationError);
+  EXPECT_THROW((void)c.adjust({{"inflight", 1}}), ValidationError);
   c.commit();
-  EXPECT_THROW(c.adjust({{"rpm", 1}}), LeaseError);
+  EXPECT_THROW((void)c.adjust({{"rpm", 1}}), LeaseError);
   Lease r = limiter.try_acquire("a", "gpt", {{"rpm", 1}});
   r.rollback();
-  EXPECT_THROW(r.adjust({{"rpm", -1}}), LeaseError);
+  EXPECT_THROW((void)r.adjust({{"rpm", -1}}), LeaseError);
   ASSERT_TRUE(take(limiter, "a", "gpt", {{"rpm", 1}}).allowed);
   Lease denied = limiter.try_acquire("a", "gpt", {{"rpm", 1}});
   EXPECT_FALSE(denied);
   EXPECT_FALSE(denied.active());
   EXPECT_EQ(denied.id(), 0u);
-  EXPECT_THROW(denied.adjust({{"rpm", 1}}), LeaseError);
+  EXPECT_THROW((void)denied.adjust({{"rpm", 1}}), LeaseError);
   Lease empty;
-  EXPECT_THROW(empty.adjust({{"rpm", 1}}), LeaseError);
+  EXPECT_THROW((void)empty.adjust({{"rpm", 1}}), LeaseError);
 }
 
 // ------------------------------------------------------------------- concurrency limits
@@ -1300,7 +1308,7 @@ TEST_F(AsyncAcquireTest, AdaptiveLimitPacesAndMarks) {
 }
 
 // Verifies the lease handed to the callback is a full lease: adjust, rollback (refunds
-// rate and window usage), commit (keeps it).
+// rate and window usage), commit (keeps it), and its scope ending normally commits.
 TEST_F(AsyncAcquireTest, LeaseFromCallbackAdjustsCommitsAndRollsBack) {
   async.set_limits("m", {Limit::per_minute("tpm", 1000), Limit::daily("rpd", 10)});
   {
@@ -1325,8 +1333,8 @@ TEST_F(AsyncAcquireTest, LeaseFromCallbackAdjustsCommitsAndRollsBack) {
   {
     Lease dropped = acquire_async_now(async, "u", "m", {{"tpm", 400}});
     ASSERT_TRUE(dropped.allowed());
-  }  // destroyed: rolled back
-  EXPECT_EQ(test::available(async, "u", "m", "tpm"), 400);
+  }  // its scope ended normally: committed
+  EXPECT_EQ(test::available(async, "u", "m", "tpm"), 0);
   // A request touching no limit is allowed without the store, like try_acquire's.
   Lease none = acquire_async_now(async, "u", "m", {{"tpm", 0}, {"rpd", 0}});
   EXPECT_TRUE(none.allowed());

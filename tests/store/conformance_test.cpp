@@ -16,6 +16,7 @@
 #include <ostream>
 #include <random>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -274,7 +275,7 @@ TEST_P(StoreConformance, ConcurrencySlotsReleaseAndExpiry) {
 }
 
 // Verifies lease adjust (refund capped at what was consumed; debt allowed with an exact
-// retry_after), rollback (explicit and on destruction) and commit.
+// retry_after), explicit rollback and commit (scope ends: the test after this one).
 TEST_P(StoreConformance, LeaseAdjustCommitRollback) {
   auto lim = make_limiter();
   lim->set_limits("m", {Limit::per_minute("tpm", 1000)});  // T = 60 ms
@@ -291,8 +292,9 @@ TEST_P(StoreConformance, LeaseAdjustCommitRollback) {
   EXPECT_THROW((void)l.adjust({{"tpm", 1}}), LeaseError);
 }
 
-// Verifies commit keeps what a lease consumed and destruction rolls it back.
-TEST_P(StoreConformance, LeaseCommitKeepsDestructionRollsBack) {
+// Verifies commit keeps what a lease consumed, rollback gives it back, and a lease left to
+// its scope commits when the scope ends normally and rolls back when an exception ends it.
+TEST_P(StoreConformance, LeaseCommitKeepsRollbackRefundsScopeDecides) {
   auto lim = make_limiter();
   lim->set_limits("m", {Limit::per_minute("tpm", 1000)});
   {
@@ -305,8 +307,22 @@ TEST_P(StoreConformance, LeaseCommitKeepsDestructionRollsBack) {
     Lease r = lim->try_acquire("u", "m", {{"tpm", 50}});
     ASSERT_TRUE(r.allowed());
     EXPECT_EQ(available(*lim, "u", "m", "tpm"), 850);
+    r.rollback();
   }
   EXPECT_EQ(available(*lim, "u", "m", "tpm"), 900);
+  {
+    Lease s = lim->try_acquire("u", "m", {{"tpm", 10}});
+    ASSERT_TRUE(s.allowed());
+  }  // left normally: committed
+  EXPECT_EQ(available(*lim, "u", "m", "tpm"), 890);
+  try {
+    Lease e = lim->try_acquire("u", "m", {{"tpm", 20}});
+    ASSERT_TRUE(e.allowed());
+    EXPECT_EQ(available(*lim, "u", "m", "tpm"), 870);
+    throw std::runtime_error("the call failed");
+  } catch (const std::runtime_error&) {
+  }  // left by the exception: rolled back
+  EXPECT_EQ(available(*lim, "u", "m", "tpm"), 890);
 }
 
 // ------------------------------------------------------------------------ parents
@@ -362,7 +378,8 @@ TEST_P(StoreConformance, AdaptiveLimitPacesAtTheControllersRate) {
   {
     Lease d = lim->try_acquire("acct", "m", {{"rpm", 1}});
     ASSERT_TRUE(d.allowed());
-  }  // rolled back: its slot is free again
+    d.rollback();  // its slot is free again
+  }
   EXPECT_TRUE(lim->try_acquire("acct", "m", {{"rpm", 1}}).allowed());
 }
 

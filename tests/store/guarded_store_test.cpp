@@ -279,7 +279,8 @@ TEST(GuardedStore, FailOpenAllowsEverythingAndCountsIt) {
   EXPECT_EQ(limiter.record_usage("u", "m", {{"rpm", 5}}).code, Code::ok);  // not counted
   // A lease taken while open can be adjusted (its window_end is the current window's).
   EXPECT_TRUE(held[0].adjust({{"tpd", 10}}).allowed);
-  held.clear();  // rollbacks: release ops, answered open
+  for (Lease& l : held) l.rollback();  // release ops, answered open
+  held.clear();
 
   GuardedStoreStats s = g.stats();
   EXPECT_EQ(s.fail_open_allowed, 6u);  // 5 acquires + 1 decide

@@ -69,7 +69,8 @@ struct ObserveResult {
  *   Lease lease = limiter.acquire("acct", "gpt-4o", {{"rpm", 1}, {"tpm", estimate}}, 10s);
  *   HttpResponse r = call_provider(...);
  *   discovery.observe(lease, r.headers, r.status, r.body);   // learns, clamps, marks AIMD
- *   lease.adjust({{"tpm", actual - estimate}});
+ *   (void)lease.adjust({{"tpm", actual - estimate}});
+ *   // leaving the lease's scope commits
  */
 class Discovery {
  public:

@@ -55,11 +55,13 @@ struct LimitStatus {
 };
 
 /**
- * The outcome of try_acquire / acquire / decide / record_usage.
+ * The outcome of try_acquire / acquire / consume / decide / record_usage / Lease::adjust.
  * retry_after is exact: with nothing else happening, the same request at now + retry_after
  * is allowed and 1 µs earlier it is not (0 when allowed or when it can never fit).
+ * [[nodiscard]]: a call whose Decision is dropped was not checked; write (void) where that is
+ * meant.
  */
-struct Decision {
+struct [[nodiscard]] Decision {
   bool allowed = false;
   Code code = Code::invalid_argument;
   std::string reason;
