@@ -1050,8 +1050,10 @@ struct Limiter::AsyncAcquire {
     std::span<const ItemResult> results, std::span<const std::uint64_t> epochs, bool ok,
     bool with_stats, bool slots, std::uint64_t id, Micros expires_at) {
   if (ok) {
-    // The lease holds everything before it becomes active (limiter_), so that if anything
-    // below throws, its destructor (during unwinding: a rollback) refunds all it consumed.
+    // The lease holds everything before it becomes active (limiter_): if fill_decision()
+    // throws, its destructor (during unwinding: a rollback) refunds all it consumed. Only
+    // resize() can throw before that (out of memory); the usage then stays counted and
+    // concurrency slots return at their TTL.
     lease.id_ = id;
     lease.holds_slots_ = slots;
     lease.expires_at_ = expires_at;
