@@ -12,6 +12,7 @@
 #include <string>
 
 #include "admit/core/error.hpp"
+#include "admit/version.hpp"
 #include "service/migrate.hpp"
 
 namespace {
@@ -50,6 +51,7 @@ std::string counts(const admit::service::MigrationSummary& s) {
 
 int main(int argc, char** argv) {
   CLI::App app{"admit: admission control / rate limiting for LLM API traffic"};
+  app.set_version_flag("--version", "admit " + std::string(admit::version_string));
   app.require_subcommand(1);
   CLI::App* migrate = app.add_subcommand(
       "migrate",

@@ -4,7 +4,7 @@
 // Exit codes: 0 after a clean shutdown, 1 if the address cannot be listened on, 2 on bad
 // flags or config.
 #include <CLI/CLI.hpp>
-
+#include <cstddef>
 #include <cstdio>
 #include <filesystem>
 #include <stdexcept>
@@ -13,6 +13,7 @@
 #include "admit/core/clock.hpp"
 #include "admit/limiter.hpp"
 #include "admit/store/memory_store.hpp"
+#include "admit/version.hpp"
 #include "common/http/server.hpp"
 #include "common/http/startup.hpp"
 #include "service/api.hpp"
@@ -31,11 +32,12 @@ bool is_loopback(const std::string& host) {
 
 int main(int argc, char** argv) {
   namespace http = admit::http;
-  http::Startup startup("admitd");  // holds SIGINT / SIGTERM until the server handles them
+  http::Startup startup("admitd");  // holds stop signals until the server handles them
   CLI::App app{"admitd: admission control / rate limiting for LLM API traffic (HTTP/1.1)"};
   std::string config_path;
   std::string listen = "127.0.0.1:8787";
   int threads = 1;
+  std::size_t max_connections = http::ServerOptions{}.max_connections;
   bool verbose = false;
   auto* config_opt =
       app.add_option("--config", config_path,
@@ -43,8 +45,15 @@ int main(int argc, char** argv) {
           ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // scripts/run passes one
   app.add_option("--listen", listen, "HOST:PORT to listen on (IPv6: [::1]:8787)")
       ->capture_default_str();
-  app.add_option("--threads", threads, "io threads")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--threads", threads, "io threads")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  app.add_option("--max-connections", max_connections,
+                 "open connections at most; more get 503 (lowered to fit the fd limit)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))
+      ->capture_default_str();
   app.add_flag("-v,--verbose", verbose, "log one JSON line per request to stderr");
+  app.set_version_flag("--version", "admitd " + std::string(admit::version_string));
   if (const auto rc = startup.parse(app, argc, argv)) return *rc;
 
   if (config_opt->count() == 0) {
@@ -57,8 +66,9 @@ int main(int argc, char** argv) {
   http::ServerOptions options;  // the defaults: 64 KiB bodies, 30 s idle, 5 s to stop
   options.name = "admitd";
   if (!http::split_listen(listen, options.host, options.port)) {
-    return startup.fail("invalid --listen '" + listen + "': expected HOST:PORT, e.g. 127.0.0.1:8787",
-                        http::kExitUsage);
+    return startup.fail(
+        "invalid --listen '" + listen + "': expected HOST:PORT, e.g. 127.0.0.1:8787",
+        http::kExitUsage);
   }
   try {
     http::check_host(options.host);
@@ -66,6 +76,7 @@ int main(int argc, char** argv) {
     return startup.fail(std::string("invalid --listen: ") + e.what(), http::kExitUsage);
   }
   options.threads = threads;
+  options.max_connections = max_connections;
   options.access_log = verbose;
 
   return startup.run([&] {
@@ -79,16 +90,18 @@ int main(int argc, char** argv) {
 
     admit::service::Api api(limiter);
     admit::service::HttpHandler handler(api);
-    http::Server server(handler, options);  // installs the SIGINT / SIGTERM handlers
+    http::Server server(handler, options);  // installs the signal handlers
     startup.listening(server);
     if (!is_loopback(options.host)) {
       std::fprintf(stderr,
                    "admitd: warning: listening on non-loopback %s; there is no authentication\n",
                    options.host.c_str());
     }
-    std::fprintf(stderr, "admitd listening on %s:%u, store=%s, config=%s, namespace=%s, threads=%d\n",
+    std::fprintf(stderr,
+                 "admitd listening on %s:%u, store=%s, config=%s, namespace=%s, threads=%d, "
+                 "max_connections=%zu\n",
                  options.host.c_str(), static_cast<unsigned>(server.port()), store.name().c_str(),
-                 config_path.c_str(), config.ns.c_str(), threads);
+                 config_path.c_str(), config.ns.c_str(), threads, server.max_connections());
     server.run();
     std::fprintf(stderr, "admitd: stopped\n");
     return http::kExitOk;

@@ -76,7 +76,6 @@ struct ParsedFile {
   std::vector<ParsedTier> tiers;
 };
 
-
 /// Errors: field = YAML path, value = the offending value, message ends with (file:line:col).
 class Parser : detail::YamlReader {
  public:
@@ -236,7 +235,6 @@ class Parser : detail::YamlReader {
     }
     return q;
   }
-
 };
 
 ParsedFile parse_file(const std::filesystem::path& file) {
@@ -296,8 +294,28 @@ std::filesystem::path default_profiles_dir() {
   if (const char* env = std::getenv("ADMIT_PROFILES_DIR"); env != nullptr && *env != '\0') {
     return env;
   }
-#ifdef ADMIT_PROFILES_DIR
-  return ADMIT_PROFILES_DIR;
+  // The compiled-in directories (CMakeLists.txt), the first that exists.
+  std::error_code ec;
+  const auto exists = [&ec](const std::filesystem::path& dir) {
+    return std::filesystem::is_directory(dir, ec);
+  };
+#ifdef ADMIT_INSTALLED_PROFILES_DIR
+  if (exists(ADMIT_INSTALLED_PROFILES_DIR)) return ADMIT_INSTALLED_PROFILES_DIR;
+#endif
+#ifdef ADMIT_PROFILES_FROM_BINDIR
+  // Installed under another prefix than the one built for (cmake --install --prefix, the .deb):
+  // share/admit/profiles next to the bin/ of the running program.
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    std::filesystem::path dir = (exe.parent_path() / ADMIT_PROFILES_FROM_BINDIR).lexically_normal();
+    if (exists(dir)) return dir;
+  }
+#endif
+#ifdef ADMIT_SOURCE_PROFILES_DIR
+  if (exists(ADMIT_SOURCE_PROFILES_DIR)) return ADMIT_SOURCE_PROFILES_DIR;
+#endif
+#ifdef ADMIT_INSTALLED_PROFILES_DIR
+  return ADMIT_INSTALLED_PROFILES_DIR;  // none exists: errors name where they should be
 #else
   return "profiles";
 #endif

@@ -68,8 +68,14 @@ ProviderProfile load_profile(const std::filesystem::path& file, std::string_view
 std::vector<std::string> profile_tiers(const std::filesystem::path& file);
 
 /**
- * The directory of the shipped profiles: $ADMIT_PROFILES_DIR if set and not empty, else the
- * ADMIT_PROFILES_DIR the library was built with (the source tree's profiles/), else "profiles".
+ * The directory of the shipped profiles, the first of:
+ *   1. $ADMIT_PROFILES_DIR, if set and not empty (whether or not it exists);
+ *   2. the installed profiles, <datadir>/admit/profiles of the prefix admit was built for
+ *      (/usr/local/share/admit/profiles by default), if it exists;
+ *   3. share/admit/profiles next to the bin/ directory of the running program (an install under
+ *      another prefix: cmake --install --prefix P, the .deb's /usr/bin), if it exists;
+ *   4. the profiles/ of the source tree the library was built from, if it exists;
+ *   5. else 2., which does not exist.
  */
 std::filesystem::path default_profiles_dir();
 

@@ -1,0 +1,26 @@
+// A user of every component (admit::admit, pkg-config admit): SqliteStore and a provider
+// profile found in default_profiles_dir(). argv[1]: the SQLite file to create.
+#include <admit/adapt/profiles.hpp>
+#include <admit/limiter.hpp>
+#include <admit/store/sqlite_store.hpp>
+#include <admit/version.hpp>
+#include <iostream>
+
+int main(int argc, char** argv) {
+  if (argc != 2) return 2;
+  admit::SqliteStore store({.path = argv[1]});
+  admit::SystemClock clock;
+  admit::Limiter limiter(store, clock);
+  admit::add_provider(limiter, admit::load_profile_by_name("openai", "tier-1"));
+  admit::Lease lease = limiter.try_acquire("user-1", "gpt-4o", {{"rpm", 1}, {"tpm", 100}});
+  if (!lease) return 1;
+  lease.commit();
+  std::cout << "full consumer: admit " << admit::version_string << ", " << store.name()
+            << ", profiles " << admit::default_profiles_dir().string() << "\n";
+  for (const auto& s : limiter.stats("user-1", "gpt-4o").limits) {
+    if (s.limit == "rpm") {
+      std::cout << "full consumer: " << s.entity << " " << s.limit << ": " << s.available << "/"
+                << s.capacity << "\n";
+    }
+  }
+}
