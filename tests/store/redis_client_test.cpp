@@ -179,10 +179,13 @@ TEST(RedisOptions, ClientRejectsInvalidOptions) {
   EXPECT_EQ(c.stats().commands, 0u);
 }
 
-// Verifies the SHA1 of a script (the digest Redis' SCRIPT LOAD returns for it).
-TEST(RedisScript, Sha1MatchesRedis) {
-  EXPECT_EQ(Script("return 1").sha1(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
-  EXPECT_EQ(Script("").sha1(), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+// Verifies that a script's SHA1 is not computed here: unknown until a server loaded the script
+// (RedisAuth.Sha1IsLearnedFromScriptLoad checks the digests SCRIPT LOAD returns).
+TEST(RedisScript, Sha1IsUnknownBeforeTheFirstLoad) {
+  const Script s("return 1");
+  EXPECT_EQ(s.sha1(), "");
+  EXPECT_EQ(Script(s).sha1(), "");
+  EXPECT_EQ(s.source(), "return 1");
 }
 
 // Verifies that a refused connection fails the request with a clear error, and that during
@@ -487,8 +490,9 @@ TEST_F(RedisStandalone, CoalescesQueuedRequestsIntoOneWrite) {
   EXPECT_EQ(c.stats().writes, writes_before + 1);
 }
 
-// Verifies EVALSHA with transparent loading: NOSCRIPT at first use and after SCRIPT FLUSH is
-// answered by one SCRIPT LOAD, shared by the requests that were in flight.
+// Verifies EVALSHA with transparent loading: the first use loads the script (its SHA1 is not
+// known before), and NOSCRIPT after SCRIPT FLUSH is answered by one SCRIPT LOAD, shared by the
+// requests that were in flight.
 TEST_F(RedisStandalone, EvalshaLoadsScriptOnNoscript) {
   Client c(options());
   const std::string k = prefix();
@@ -710,6 +714,55 @@ TEST_F(RedisAuth, WrongPasswordIsAClearError) {
   Reply nr = n.command({"GET", "x"});
   EXPECT_TRUE(nr.is_error());
   EXPECT_EQ(nr.error_code(), "NOAUTH");
+}
+
+// Verifies the SHA1 of a script: the digest Redis' SCRIPT LOAD returns, learned at the first
+// EVALSHA (SCRIPT LOAD, then EVALSHA: no NOSCRIPT), kept by copies and used by other clients
+// without loading again; concurrent first EVALSHAs share one SCRIPT LOAD. On this server,
+// where no test flushes scripts.
+TEST_F(RedisAuth, Sha1IsLearnedFromScriptLoad) {
+  Client c(parse_url(url_));
+  const Script one("return 1");
+  const Script copy = one;
+  Reply r = c.evalsha(one, {}, {});
+  ASSERT_TRUE(r.is_integer()) << to_string(r);
+  EXPECT_EQ(r.integer, 1);
+  EXPECT_EQ(c.stats().script_loads, 1u);
+  EXPECT_EQ(c.stats().commands, 1u);
+  EXPECT_EQ(one.sha1(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+  EXPECT_EQ(copy.sha1(), one.sha1());
+  const Script empty("");
+  EXPECT_TRUE(c.evalsha(empty, {}, {}).is_nil());
+  EXPECT_EQ(empty.sha1(), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+  EXPECT_EQ(c.stats().script_loads, 2u);
+
+  Client other(parse_url(url_));  // the SHA1 is known and the server has the script
+  EXPECT_EQ(other.evalsha(copy, {}, {}).integer, 1);
+  EXPECT_EQ(other.stats().script_loads, 0u);
+
+  const std::string k = prefix();
+  const Script incr(cat("-- ", unique(), "\nreturn redis.call('INCR', KEYS[1])"));
+  c.command({"DEL", k + "n"});
+  std::vector<std::future<Result>> results;
+  for (int i = 0; i < 100; ++i) {
+    auto p = std::make_shared<std::promise<Result>>();
+    results.push_back(p->get_future());
+    c.async_evalsha(incr, {k + "n"}, {}, [p](std::error_code ec, Reply rr) {
+      p->set_value({ec, std::move(rr)});
+    });
+  }
+  std::set<std::int64_t> seen;
+  for (auto& f : results) {
+    auto res = f.get();
+    ASSERT_FALSE(res.ec) << res.reply.str;
+    ASSERT_TRUE(res.reply.is_integer()) << to_string(res.reply);
+    seen.insert(res.reply.integer);
+  }
+  EXPECT_EQ(seen.size(), 100u);  // each ran exactly once
+  EXPECT_EQ(*seen.rbegin(), 100);
+  EXPECT_EQ(c.stats().script_loads, 3u);
+  EXPECT_EQ(incr.sha1().size(), 40u);
+  c.command({"DEL", k + "n"});
 }
 
 // ---- cluster ----
@@ -956,12 +1009,13 @@ TEST_F(RedisCluster, FollowsAskDuringSlotMigration) {
   EXPECT_EQ(c.stats().asked, 1u);
   EXPECT_EQ(c.command_for_key(key, {"INCR", key}).error_code(), "ERR");  // "v": not an integer
   EXPECT_EQ(c.stats().asked, 2u);
-  // EVALSHA: ASK, then NOSCRIPT from the importing node; the resend after SCRIPT LOAD needs
-  // ASKING again.
+  // EVALSHA: its first use loads the script on the slot's owner (SCRIPT LOAD: the SHA1 is not
+  // known yet), then ASK, then NOSCRIPT from the importing node; the resend after its SCRIPT
+  // LOAD needs ASKING again.
   const Script get(cat("-- ", unique(), "\nreturn redis.call('GET', KEYS[1])"));
   EXPECT_EQ(c.evalsha(get, {key}, {}).str, "v");
   EXPECT_EQ(c.stats().asked, 3u);
-  EXPECT_EQ(c.stats().script_loads, 1u);
+  EXPECT_EQ(c.stats().script_loads, 2u);
   EXPECT_EQ(c.stats().moved, 0u);
   m.finish();
   EXPECT_EQ(c.command_for_key(key, {"GET", key}).str, "v");

@@ -114,14 +114,18 @@ std::vector<Endpoint> parse_endpoints(std::string_view list);
 /// a slot).
 std::uint16_t key_slot(std::string_view key) noexcept;
 
-/// A Lua script for EVALSHA; its SHA1 is computed once here. Cheap to copy (shared).
+/// A Lua script for EVALSHA. Its SHA1 is not computed here: the first EVALSHA of it loads it
+/// (SCRIPT LOAD) and keeps the SHA1 the server returns, for every client and node. Cheap to
+/// copy (copies share the source and the SHA1).
 class Script {
  public:
   explicit Script(std::string source);
   const std::string& source() const;
-  const std::string& sha1() const;  ///< 40 lower-case hex digits, as SCRIPT LOAD returns
+  /// 40 lower-case hex digits, as SCRIPT LOAD returned them; empty before any client loaded
+  /// this script (or a copy of it).
+  const std::string& sha1() const;
 
-  struct Data;  ///< opaque: source and digest
+  struct Data;  ///< opaque: source and SHA1
   const std::shared_ptr<const Data>& data() const { return data_; }
 
  private:
@@ -140,7 +144,7 @@ struct ClientStats {
   std::uint64_t moved = 0;               ///< MOVED redirects followed
   std::uint64_t asked = 0;               ///< ASK redirects followed
   std::uint64_t slot_map_loads = 0;      ///< slot maps loaded (CLUSTER SLOTS)
-  std::uint64_t script_loads = 0;        ///< SCRIPT LOADs sent after NOSCRIPT
+  std::uint64_t script_loads = 0;        ///< SCRIPT LOADs sent (first use of a script, NOSCRIPT)
   std::uint64_t writes = 0;              ///< socket writes (each carries one or more requests)
   std::uint64_t pending = 0;             ///< requests accepted and not completed, now
   std::uint64_t ready_connections = 0;   ///< connections usable now
@@ -170,7 +174,8 @@ class Core;
  * Connections are opened lazily by the first request for a node and reopened by the next
  * request after they break. Requests issued from one thread to one node are sent, and
  * answered, in the order they were issued (except one that is sent again after MOVED, ASK
- * or NOSCRIPT: it goes behind what was queued meanwhile).
+ * or NOSCRIPT, or an EVALSHA that waited for its script's first SCRIPT LOAD: it goes behind
+ * what was queued meanwhile).
  *
  * The destructor fails every pending request with Errc::shutdown (on the I/O thread, before
  * it returns) and joins the thread; no callback runs after it returns.
@@ -195,9 +200,11 @@ class Client {
   void async_command_for_key(std::string_view key, const std::vector<std::string>& args,
                              Callback cb);
   /**
-   * EVALSHA script.sha1() with `keys` and `argv`, routed by keys[0]. On NOSCRIPT the script is
-   * loaded on that node (SCRIPT LOAD, shared by concurrent requests) and the request is sent
-   * again, once. A script that does not compile yields the SCRIPT LOAD error reply.
+   * EVALSHA script.sha1() with `keys` and `argv`, routed by keys[0]. While the SHA1 is not
+   * known yet, the node first loads the script (SCRIPT LOAD, shared by concurrent requests)
+   * and the request is sent with the SHA1 it returns. On NOSCRIPT the script is loaded on
+   * that node the same way and the request is sent again, once. A script that does not
+   * compile yields the SCRIPT LOAD error reply.
    */
   void async_evalsha(const Script& script, const std::vector<std::string>& keys,
                      const std::vector<std::string>& argv, Callback cb);

@@ -158,7 +158,7 @@ void Core::on_reply(Connection& conn, RequestPtr req, Reply reply) {
     if (code == "NOSCRIPT" && req->script && !req->script_reloaded) {
       req->script_reloaded = true;
       req->asking = asked;  // an importing node serves the resend only after ASKING again
-      conn.reload_script(std::move(req));
+      conn.load_script(std::move(req));
       return;
     }
     if (options_.cluster && code == "CLUSTERDOWN") request_refresh();
@@ -441,7 +441,7 @@ ClientOptions validated(ClientOptions o) {
 
 void start(detail::Core& core, std::span<const std::string_view> args, int slot,
            std::shared_ptr<const Script::Data> script, Callback cb,
-           std::optional<Endpoint> node = std::nullopt) {
+           std::optional<Endpoint> node = std::nullopt, bool needs_sha = false) {
   // Redis ignores an empty command without a reply: the replies would be out of step.
   if (args.empty()) throw ValidationError("args", "", "a command needs at least its name");
   auto req = std::make_unique<Request>();
@@ -458,6 +458,7 @@ void start(detail::Core& core, std::span<const std::string_view> args, int slot,
   req->cb = std::move(cb);
   req->slot = slot;
   req->script = std::move(script);
+  req->needs_sha = needs_sha;
   req->node = std::move(node);
   req->deadline = detail::Clock::now() + core.options().command_timeout;
   core.submit(std::move(req));
@@ -503,16 +504,20 @@ void Client::async_command_for_key(std::string_view key, const std::vector<std::
 
 void Client::async_evalsha(const Script& script, const std::vector<std::string>& keys,
                            const std::vector<std::string>& argv, Callback cb) {
+  // Before a SCRIPT LOAD returned the script's SHA1, a placeholder of its size: the node
+  // loads the script first and writes the SHA1 over it (Connection::enqueue).
+  static constexpr std::string_view kUnknownSha1 = "0000000000000000000000000000000000000000";
+  const std::string* sha1 = script.data()->known_sha1();
   const std::string nkeys = std::to_string(keys.size());
   std::vector<std::string_view> args;
   args.reserve(3 + keys.size() + argv.size());
   args.push_back("EVALSHA");
-  args.push_back(script.sha1());
+  args.push_back(sha1 != nullptr ? std::string_view(*sha1) : kUnknownSha1);
   args.push_back(nkeys);
   args.insert(args.end(), keys.begin(), keys.end());
   args.insert(args.end(), argv.begin(), argv.end());
   const int slot = core_->options().cluster && !keys.empty() ? key_slot(keys.front()) : -1;
-  start(*core_, args, slot, script.data(), std::move(cb));
+  start(*core_, args, slot, script.data(), std::move(cb), std::nullopt, sha1 == nullptr);
 }
 
 void Client::async_command_on(const Endpoint& node, const std::vector<std::string>& args,

@@ -40,6 +40,22 @@ Connection::Connection(Core& core, Endpoint endpoint)
 Connection::~Connection() = default;
 
 void Connection::enqueue(RequestPtr req) {
+  const bool failing =
+      state_ == State::closed || (state_ == State::idle && Clock::now() < retry_at_);
+  if (req->needs_sha && !failing) {
+    // An EVALSHA encoded before its script's SHA1 was known: load the script first, unless
+    // the SHA1 was learned meanwhile.
+    const std::string* sha = req->script->known_sha1();
+    if (sha == nullptr) {
+      load_script(std::move(req));
+      return;
+    }
+    if (!req->cmd.set_evalsha_sha1(*sha)) {
+      core_.fail(std::move(req), Errc::protocol_error, "malformed EVALSHA request");
+      return;
+    }
+    req->needs_sha = false;
+  }
   switch (state_) {
     case State::closed:
       core_.fail(std::move(req), Errc::shutdown, "redis client is shutting down");
@@ -422,33 +438,39 @@ void Connection::shutdown() {
   }
 }
 
-void Connection::reload_script(RequestPtr req) {
-  const auto script = req->script;
-  auto& waiters = script_waiters_[script->sha1];
+void Connection::load_script(RequestPtr req) {
+  auto script = req->script;
+  auto& waiters = script_waiters_[script.get()];
   const bool first = waiters.empty();
   waiters.push_back(std::move(req));
-  if (!first) return;  // a SCRIPT LOAD is already on its way; it will resend this one too
+  if (!first) return;  // a SCRIPT LOAD is already on its way; it will (re)send this one too
   auto load = std::make_unique<Request>();
   const std::string_view args[] = {"SCRIPT", "LOAD", script->source};
   load->cmd = Command::encode(args);
   load->deadline = Clock::now() + core_.options().command_timeout;
   load->internal = true;
-  load->cb = [weak = weak_from_this(), sha = script->sha1](std::error_code ec, Reply reply) {
-    if (auto self = weak.lock()) self->on_script_loaded(sha, ec, reply);
+  load->cb = [weak = weak_from_this(), script](std::error_code ec, Reply reply) {
+    if (auto self = weak.lock()) self->on_script_loaded(script, ec, reply);
   };
   Stats::add(core_.stats().script_loads);
   enqueue(std::move(load));
 }
 
-void Connection::on_script_loaded(const std::string& sha, std::error_code ec,
-                                  const Reply& reply) {
-  auto node = script_waiters_.extract(sha);
+void Connection::on_script_loaded(const std::shared_ptr<const Script::Data>& script,
+                                  std::error_code ec, const Reply& reply) {
+  // SCRIPT LOAD answers the script's SHA1: 40 hex digits.
+  const bool sha1 = !ec && reply.is_string() && reply.str.size() == 40;
+  if (sha1) script->learn_sha1(reply.str);
+  auto node = script_waiters_.extract(script.get());
   if (node.empty()) return;
   for (auto& r : node.mapped()) {
     if (ec) {
       core_.deliver(std::move(r), ec, Reply::error(reply.str));
     } else if (reply.is_error()) {
       core_.deliver(std::move(r), {}, reply);  // e.g. the script does not compile
+    } else if (!sha1) {
+      core_.fail(std::move(r), Errc::protocol_error,
+                 "unexpected SCRIPT LOAD reply from " + name_ + ": " + to_string(reply));
     } else {
       enqueue(std::move(r));
     }

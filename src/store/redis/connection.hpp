@@ -26,11 +26,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const std::string& name() const { return name_; }
   bool ready() const { return state_ == State::ready; }
 
-  /// Queues a request: connects first if needed, or fails it at once during backoff.
+  /// Queues a request: connects first if needed, or fails it at once during backoff. An
+  /// EVALSHA whose script's SHA1 is still unknown waits for load_script() first.
   void enqueue(RequestPtr req);
-  /// NOSCRIPT for `req`: loads its script on this node (one SCRIPT LOAD for all requests
-  /// that need it meanwhile), then sends `req` again.
-  void reload_script(RequestPtr req);
+  /// Loads `req`'s script on this node (one SCRIPT LOAD for all requests that need it
+  /// meanwhile), learns its SHA1 from the reply, then sends `req` (again): for an EVALSHA
+  /// before the SHA1 is known, and after NOSCRIPT.
+  void load_script(RequestPtr req);
   /// Fails requests whose deadline passed (a written one breaks the connection: the replies
   /// that follow would be out of step) and returns the earliest deadline still pending.
   Clock::time_point sweep(Clock::time_point now);
@@ -60,7 +62,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// An established connection broke: fail what was sent, keep what was not.
   void lost(Errc e, const std::string& why, Clock::time_point now);
   void close_socket();
-  void on_script_loaded(const std::string& sha, std::error_code ec, const Reply& reply);
+  void on_script_loaded(const std::shared_ptr<const Script::Data>& script, std::error_code ec,
+                        const Reply& reply);
 
   Core& core_;
   const Endpoint endpoint_;
@@ -86,7 +89,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Errc last_errc_ = Errc::connection_failed;
   std::string last_error_;
 
-  std::unordered_map<std::string, std::vector<RequestPtr>> script_waiters_;  // by SHA1
+  // Requests waiting for a SCRIPT LOAD on this node, by script (the load's callback holds
+  // the script, so its address is not reused meanwhile).
+  std::unordered_map<const Script::Data*, std::vector<RequestPtr>> script_waiters_;
 };
 
 }  // namespace admit::redis::detail

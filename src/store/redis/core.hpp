@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -22,9 +23,31 @@
 
 namespace admit::redis {
 
+/// A script's source and its SHA1 as Redis computed it: unknown until the first SCRIPT LOAD
+/// reply, then set once (shared by every client and node: the digest depends on the source
+/// only). Set on an I/O thread, read on any.
 struct Script::Data {
-  std::string source;
-  std::string sha1;
+  explicit Data(std::string src) : source(std::move(src)) {}
+
+  const std::string source;
+
+  /// The SHA1, or nullptr while no SCRIPT LOAD has returned it.
+  const std::string* known_sha1() const {
+    return state_.load(std::memory_order_acquire) == kKnown ? &sha1_ : nullptr;
+  }
+  /// Records SCRIPT LOAD's reply; the first one wins (all are the same).
+  void learn_sha1(std::string_view sha1) const {
+    int expected = kUnknown;
+    if (state_.compare_exchange_strong(expected, kSetting, std::memory_order_acq_rel)) {
+      sha1_ = sha1;
+      state_.store(kKnown, std::memory_order_release);
+    }
+  }
+
+ private:
+  static constexpr int kUnknown = 0, kSetting = 1, kKnown = 2;
+  mutable std::atomic<int> state_{kUnknown};
+  mutable std::string sha1_;  // written once, before state_ becomes kKnown
 };
 
 namespace detail {
@@ -42,7 +65,10 @@ struct Request {
   bool asking = false;                            ///< ASK redirect: ASKING goes first
   bool internal = false;                          ///< the client's own (CLUSTER SLOTS, ...)
   bool script_reloaded = false;                   ///< NOSCRIPT already handled once
-  std::shared_ptr<const Script::Data> script;     ///< for EVALSHA: what to load on NOSCRIPT
+  /// EVALSHA issued before the script's SHA1 was known: `cmd` carries a placeholder, and the
+  /// node loads the script (SCRIPT LOAD) before it is sent.
+  bool needs_sha = false;
+  std::shared_ptr<const Script::Data> script;     ///< for EVALSHA: what to load (NOSCRIPT)
   std::optional<Endpoint> node;                   ///< cluster: this node, not the slot's
 };
 using RequestPtr = std::unique_ptr<Request>;

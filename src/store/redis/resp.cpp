@@ -5,6 +5,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <cstring>
 #include <limits>
 #include <new>
 #include <stdexcept>
@@ -106,6 +107,20 @@ Command Command::encode(std::span<const std::string_view> args) {
   c.data_.reset(out);
   c.size_ = static_cast<std::size_t>(n);
   return c;
+}
+
+bool Command::set_evalsha_sha1(std::string_view sha1) {
+  // "*<argc>\r\n$7\r\nEVALSHA\r\n$40\r\n<sha1>\r\n..."
+  constexpr std::string_view kHead = "\r\n$7\r\nEVALSHA\r\n$40\r\n";
+  constexpr std::size_t kMaxArgcDigits = 12;
+  const std::string_view s(data_.get(), size_);
+  const auto at = s.substr(0, kMaxArgcDigits + kHead.size()).find(kHead);
+  if (sha1.size() != 40 || at == std::string_view::npos || s.empty() || s[0] != '*' ||
+      at + kHead.size() + 40 > size_) {
+    return false;
+  }
+  std::memcpy(data_.get() + at + kHead.size(), sha1.data(), sha1.size());
+  return true;
 }
 
 ReplyReader::ReplyReader() { reset(); }

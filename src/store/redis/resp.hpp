@@ -24,6 +24,10 @@ class Command {
   const char* data() const { return data_.get(); }
   std::size_t size() const { return size_; }
 
+  /// An EVALSHA encoded with a placeholder SHA1 (40 bytes): writes `sha1` over it.
+  /// @return false (and changes nothing) unless this is such an EVALSHA and `sha1` is 40 bytes.
+  bool set_evalsha_sha1(std::string_view sha1);
+
  private:
   struct Free {
     void operator()(char* p) const noexcept;

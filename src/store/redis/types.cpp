@@ -2,7 +2,6 @@
 #include <array>
 #include <boost/url/parse.hpp>
 #include <boost/url/url_view.hpp>
-#include <boost/uuid/detail/sha1.hpp>
 #include <charconv>
 #include <cstdio>
 
@@ -255,19 +254,14 @@ std::uint16_t key_slot(std::string_view key) noexcept {
 
 // ---- scripts ----
 
-Script::Script(std::string source) {
-  boost::uuids::detail::sha1 sha;
-  sha.process_bytes(source.data(), source.size());
-  boost::uuids::detail::sha1::digest_type digest;
-  sha.get_digest(digest);
-  char hex[41];
-  for (int i = 0; i < 5; ++i) {
-    std::snprintf(hex + 8 * i, 9, "%08x", digest[i]);
-  }
-  data_ = std::make_shared<const Data>(Data{std::move(source), std::string(hex, 40)});
-}
+Script::Script(std::string source) : data_(std::make_shared<const Data>(std::move(source))) {}
 
 const std::string& Script::source() const { return data_->source; }
-const std::string& Script::sha1() const { return data_->sha1; }
+
+const std::string& Script::sha1() const {
+  static const std::string unknown;
+  const std::string* sha1 = data_->known_sha1();
+  return sha1 != nullptr ? *sha1 : unknown;
+}
 
 }  // namespace admit::redis

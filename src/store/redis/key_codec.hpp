@@ -1,0 +1,62 @@
+// RedisStore's key codec: how (namespace, group, resource, entity) become Redis key names,
+// each part percent-encoded through Boost.URL. The layout is in docs/stores.md ("Layout"); the
+// encoded bytes must never change, or the keys of earlier versions are lost.
+#pragma once
+
+#include <boost/url/encode.hpp>
+#include <boost/url/grammar/lut_chars.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "admit/store/store.hpp"
+
+namespace admit::redis_store {
+
+/// The bytes a key part keeps as they are; every other byte becomes "%XX" (upper-case hex).
+/// No ':', '{', '}' or glob character is among them, so parts joined by ':' stay apart, the
+/// hash tag is exactly "{<ns>:<group>}" and SCAN patterns match literally.
+inline constexpr boost::urls::grammar::lut_chars kKeyPartChars(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~@/+=-");
+
+/// Appends `part` percent-encoded to `out`.
+inline void encode_part(std::string& out, std::string_view part) {
+  const std::size_t at = out.size();
+  const std::size_t n = boost::urls::encoded_size(part, kKeyPartChars);
+  out.resize(at + n);
+  boost::urls::encode(out.data() + at, n, part, kKeyPartChars);
+}
+
+/// The inverse of encode_part; nullopt for text encode_part cannot have written.
+std::optional<std::string> decode_part(std::string_view s);
+
+/// A limit state's key: "<prefix>:{<ns>:<group>}:<resource>:<entity>" (parts encoded).
+inline std::string usage_key(std::string_view prefix, std::string_view ns, std::string_view group,
+                             const KeyParts& key) {
+  std::string k;
+  k.reserve(prefix.size() + ns.size() + group.size() + key.entity.size() + key.resource.size() + 8);
+  k += prefix;
+  k += ":{";
+  encode_part(k, ns);
+  k += ':';
+  encode_part(k, group);
+  k += "}:";
+  encode_part(k, key.resource);
+  k += ':';
+  encode_part(k, key.entity);
+  return k;
+}
+
+/// A namespace's configuration hash: "<prefix>:{<ns>}".
+std::string config_key(std::string_view prefix, std::string_view ns);
+/// SCAN pattern of every usage-state key of a namespace: "<prefix>:{<ns>:*".
+std::string namespace_pattern(std::string_view prefix, std::string_view ns);
+/// SCAN pattern of every usage-state key ("<prefix>:{<ns>:<group>}:..."), not the
+/// configuration hashes ("<prefix>:{<ns>}": no ':' follows the '}').
+std::string usage_pattern(std::string_view prefix);
+
+/// @throws ValidationError unless `prefix` is non-empty and free of '{', '}' and glob
+///         characters.
+void validate_prefix(const std::string& prefix);
+
+}  // namespace admit::redis_store
