@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -417,6 +418,13 @@ TEST(HttpServerLimits, ConnectionsOverTheCapGet503AtOnce) {
 }
 
 TEST(HttpServerLimits, OutOfFileDescriptorsClientsGet503NotAHang) {
+  // The sanitizer runtimes need descriptors of their own (UBSan's vptr check opens a pipe to
+  // probe memory): with none left they report false errors. admitd_test.sh covers the cap
+  // under sanitizers; this in-process EMFILE runs in the plain build.
+  if (const char* s = std::getenv("ADMIT_SANITIZER_BUILD");
+      s != nullptr && s == std::string_view("1")) {
+    GTEST_SKIP() << "needs free file descriptors under sanitizers";
+  }
   TestHandler handler;
   OwnServer server(handler, http::ServerOptions{});
   rlimit saved{};
