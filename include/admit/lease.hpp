@@ -20,7 +20,7 @@
 
 namespace admit {
 
-class AimdController;
+class AimdLaw;
 class Limiter;
 
 namespace detail {
@@ -32,7 +32,7 @@ struct LeaseKey {
     Limit limit;
     ConfigSource source = ConfigSource::resource;
     std::uint16_t key = 0;  // index into entities
-    std::shared_ptr<AimdController> aimd;  // adaptive limits: the key's controller
+    std::shared_ptr<AimdLaw> aimd;  // adaptive limits: the key's control law
   };
   std::string resource;
   std::vector<std::string> entities;  // requester, then ancestors

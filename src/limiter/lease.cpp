@@ -1,6 +1,6 @@
 #include "admit/lease.hpp"
 
-#include "admit/adapt/aimd.hpp"
+#include "admit/core/aimd.hpp"
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
 

@@ -1,6 +1,6 @@
 #include "admit/limiter.hpp"
 
-#include "admit/adapt/aimd.hpp"
+#include "admit/core/aimd.hpp"
 #include "admit/core/limit_codec.hpp"
 
 #include <absl/container/flat_hash_map.h>
@@ -228,13 +228,13 @@ struct Limiter::Plan {
     const Limit* limit = nullptr;
     std::int64_t amount = 0;
     ConfigSource source = ConfigSource::system;
-    AimdController* aimd = nullptr;  // adaptive limits (plan cache: owned by lease_key)
+    AimdLaw* aimd = nullptr;  // adaptive limits (plan cache: owned by lease_key)
   };
   SmallVec<KeyParts> keys;
   SmallVec<KeyHandle> handles;  // the store's prepared keys (plan cache only)
   SmallVec<Entry> entries;
   SmallVec<const Limit*> unlimited;  // named limits that are 0 = unlimited (never stored)
-  bool adaptive = false;             // some entry has an AIMD controller (plan cache only)
+  bool adaptive = false;             // some entry has an AIMD law (plan cache only)
   std::shared_ptr<const detail::LeaseKey> lease_key;  // plan cache only: shared by its leases
   Code error = Code::ok;
   std::string error_reason;
@@ -252,19 +252,18 @@ struct Limiter::Impl {
   std::shared_ptr<const Snapshot> cfg = std::make_shared<Snapshot>();
   std::atomic<std::uint64_t> cfg_version{1};
 
-  // Adaptive limits: one AIMD controller per (entity, resource, limit), made on first use and
-  // replaced when the limit's settings change.
+  // Adaptive limits: one AIMD control law per (entity, resource, limit), made on first use
+  // and replaced when the limit's settings change.
   struct Adaptive {
     Limit limit;
-    std::shared_ptr<AimdController> ctl;
+    std::shared_ptr<AimdLaw> ctl;
   };
   mutable std::mutex aimd_mu;
   absl::flat_hash_map<std::string, Adaptive> controllers;
 
-  // The controller of limit `l` of (entity, resource); nullptr if none yet and !create.
-  std::shared_ptr<AimdController> controller(const Clock& clock, const Limit& l,
-                                             std::string_view entity, std::string_view resource,
-                                             bool create) {
+  // The control law of limit `l` of (entity, resource); nullptr if none yet and !create.
+  std::shared_ptr<AimdLaw> controller(const Limit& l, std::string_view entity,
+                                      std::string_view resource, bool create) {
     std::string k = pair_key(entity, resource);
     k += '\0';
     k += l.name();
@@ -272,7 +271,7 @@ struct Limiter::Impl {
     auto it = controllers.find(k);
     if (it != controllers.end() && it->second.limit == l) return it->second.ctl;
     if (!create) return nullptr;
-    auto ctl = std::make_shared<AimdController>(clock, l.aimd_options());
+    auto ctl = std::make_shared<AimdLaw>(l.aimd_options());
     controllers.insert_or_assign(std::move(k), Adaptive{l, ctl});
     return ctl;
   }
@@ -807,8 +806,7 @@ LimitStatus status_of(const KeyParts& k, const Limit& l, ConfigSource src, const
 }
 
 // An adaptive limit's parameters at its controller's rate now (the initial rate without one).
-RateParams adaptive_params(const Limit& l, const AimdController* ctl,
-                           double* rate_out = nullptr) {
+RateParams adaptive_params(const Limit& l, const AimdLaw* ctl, double* rate_out = nullptr) {
   const double rate = ctl != nullptr ? ctl->current_rate()
                                      : std::clamp(l.aimd_options().initial_rate,
                                                   l.aimd_options().min_rate,
@@ -934,9 +932,9 @@ Limiter::Plan& Limiter::plan_for(std::string_view entity, std::string_view resou
     key->resource = c.resource;
     for (const auto& k : c.plan.keys) key->entities.emplace_back(k.entity);
     for (auto& en : c.plan.entries) {
-      std::shared_ptr<AimdController> ctl;
+      std::shared_ptr<AimdLaw> ctl;
       if (en.limit->kind() == LimitKind::adaptive) {
-        ctl = impl_->controller(clock_, *en.limit, c.plan.keys[en.key].entity, c.resource, true);
+        ctl = impl_->controller(*en.limit, c.plan.keys[en.key].entity, c.resource, true);
         en.aimd = ctl.get();
         c.plan.adaptive = true;
       }
@@ -1457,8 +1455,8 @@ ResourceStats Limiter::stats(std::string_view entity, std::string_view resource)
     const auto& en = plan.entries[i];
     OpItem& it = ops.emplace_back(OpItem{en.key, en.limit, 0, 0});
     if (en.limit->kind() == LimitKind::adaptive) {
-      const auto ctl = impl_->controller(clock_, *en.limit, plan.keys[en.key].entity, resource,
-                                         /*create=*/false);
+      const auto ctl =
+          impl_->controller(*en.limit, plan.keys[en.key].entity, resource, /*create=*/false);
       it.rate = &rates.emplace_back(adaptive_params(*en.limit, ctl.get(), &adaptive_rates[i]));
     }
   }
@@ -1498,7 +1496,7 @@ std::vector<LimitStatus> Limiter::clamp(std::string_view entity, std::string_vie
           OpItem{en.key, en.limit, c.available < 0 ? en.limit->capacity() : c.available, 0});
       it.until = c.until;
       if (en.limit->kind() == LimitKind::adaptive) {
-        const auto ctl = impl_->controller(clock_, *en.limit, entity, resource, false);
+        const auto ctl = impl_->controller(*en.limit, entity, resource, false);
         it.rate = &rates.emplace_back(adaptive_params(*en.limit, ctl.get()));
       }
       which.push_back(i);

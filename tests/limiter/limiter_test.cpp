@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include "admit/adapt/aimd.hpp"
+#include "admit/core/aimd.hpp"
 #include "admit/core/clock.hpp"
 #include "admit/core/error.hpp"
 #include "admit/store/memory_store.hpp"

@@ -1,5 +1,5 @@
-// AimdController: an AIMD pacer that issues permits spaced 1/rate apart and learns the rate
-// from success/failure feedback, decreasing at most once per congestion event.
+// AimdController: an AIMD pacer that issues permits spaced 1/rate apart, the rate set by the
+// AIMD control law (AimdLaw, admit/core/aimd.hpp) from success/failure feedback.
 #pragma once
 
 #include <atomic>
@@ -14,52 +14,29 @@
 #include <type_traits>
 #include <utility>
 
-#include "admit/adapt/aimd_options.hpp"
+#include "admit/core/aimd.hpp"
 #include "admit/core/clock.hpp"
 #include "admit/core/time.hpp"
 
 namespace admit {
 
-/// A consistent snapshot of an AimdController's control state (see AimdController::state()).
-struct AimdState {
-  double rate = 0.0;                  ///< current rate, permits per second
-  double slow_start_threshold = 0.0;  ///< current slow-start threshold
-  bool in_slow_start = false;         ///< growing by doubling
-  bool in_fast_recovery = false;      ///< after a decrease, until recovery_target is regained
-  double recovery_target = 0.0;       ///< rate before the last decrease (0 if not recovering)
-  std::uint64_t epoch = 0;            ///< number of decreases so far
-};
-
 /**
- * An AIMD rate controller and pacer (TCP-style slow start, congestion avoidance, fast
- * recovery), after the Python `aimd-limiter` (AIMDAsyncLimiter), made thread-safe.
+ * An AIMD pacer: the control law of AimdLaw (slow start, congestion avoidance, fast recovery,
+ * at most one decrease per congestion event; see admit/core/aimd.hpp) plus permits spaced by
+ * its rate, after the Python `aimd-limiter` (AIMDAsyncLimiter), made thread-safe.
  *
- * Control loop:
- *  - slow start: each success doubles the rate, capped at the threshold; reaching the
- *    threshold switches to congestion avoidance;
- *  - congestion avoidance: each success adds additive_increase, capped at max_rate;
- *  - failure (a congestion event): rate = max(rate * multiplicative_decrease, min_rate),
- *    threshold = the reduced rate, slow start ends for good, fast recovery starts with
- *    target = the rate before the failure; it ends when a success brings the rate back to
- *    that target.
- *
- * Once per congestion event (the fix over the original): the original halves on *every*
- * failure, so N requests in flight that all get a 429 from the same overload cut the rate
- * by 0.5^N, usually straight to min_rate. Here each decrease bumps an epoch counter, every
- * permit remembers the epoch it was issued in, and a failure reported for a permit issued
- * before the latest decrease is ignored: the requests it stands for were sent at the old,
- * already-punished rate. So one burst of concurrent failures costs one decrease, as in TCP
- * (one cwnd reduction per window) and Netflix concurrency-limits. A failure of a permit
- * issued after the decrease is new evidence and decreases again. Successes always count.
+ * Every permit remembers the epoch (decrease count) it was issued in, and its failure is
+ * recorded with that epoch: a permit issued before the latest decrease does not decrease
+ * again, so N concurrent 429s from one overload cost one decrease, not 0.5^N.
  *
  * Pacing: permits are issued no closer than interval = round(1e6 / rate) µs (at least 1),
  * using the rate at the moment of issue; after an issue at `now` the next slot is
  * max(next slot, now) + interval, so there is never a burst. Blocking waiters are served
  * in FIFO order, and try_acquire() never overtakes a waiter.
  *
- * Thread-safe: every member may be called concurrently (one internal mutex). Waits go
- * through Clock::wait_until, so a ManualClock drives them in tests. The controller must
- * outlive its permits and must not be destroyed while a thread is inside acquire.
+ * Thread-safe: every member may be called concurrently (the law's mutex and one for pacing).
+ * Waits go through Clock::wait_until, so a ManualClock drives them in tests. The controller
+ * must outlive its permits and must not be destroyed while a thread is inside acquire.
  */
 class AimdController {
  public:
@@ -169,39 +146,34 @@ class AimdController {
   template <class F>
   std::invoke_result_t<F&&> run(F&& f);
 
-  /// Records a success: doubles the rate in slow start, else adds additive_increase (see the
-  /// class comment). Thread-safe.
-  void record_success();
+  /// Records a success (AimdLaw::record_success). Thread-safe.
+  void record_success() { law_.record_success(); }
+  /// Records a failure observed now: always decreases (AimdLaw::record_failure()).
+  /// @return true. Thread-safe.
+  bool record_failure() { return law_.record_failure(); }
   /**
-   * Records a failure observed now: always decreases (it is treated as a permit of the
-   * current epoch). Use the epoch overload when you know when the request was issued.
-   * @return true (the rate was decreased and the epoch bumped). Thread-safe.
-   */
-  bool record_failure();
-  /**
-   * Records a failure of a request issued in epoch `issued_epoch` (Permit::epoch()). If a
-   * decrease happened since (issued_epoch < epoch()), the failure belongs to a congestion
-   * event already acted on and changes nothing; otherwise it decreases and bumps the epoch.
+   * Records a failure of a request issued in epoch `issued_epoch` (Permit::epoch()); ignored
+   * if a decrease happened since (AimdLaw::record_failure(issued_epoch)).
    * @return true if the rate was decreased. Thread-safe.
    */
-  bool record_failure(std::uint64_t issued_epoch);
+  bool record_failure(std::uint64_t issued_epoch) { return law_.record_failure(issued_epoch); }
 
   /// @return the current rate in permits per second. Thread-safe.
-  double current_rate() const;
+  double current_rate() const { return law_.current_rate(); }
   /// @return the configured hard cap (max_rate). Thread-safe.
-  double max_rate() const noexcept { return max_rate_; }
+  double max_rate() const noexcept { return law_.max_rate(); }
   /// @return the configured floor (min_rate). Thread-safe.
-  double min_rate() const noexcept { return min_rate_; }
+  double min_rate() const noexcept { return law_.min_rate(); }
   /// @return the current slow-start threshold. Thread-safe.
-  double slow_start_threshold() const;
+  double slow_start_threshold() const { return law_.slow_start_threshold(); }
   /// @return true while the rate still grows by doubling. Thread-safe.
-  bool in_slow_start() const;
+  bool in_slow_start() const { return law_.in_slow_start(); }
   /// @return true after a decrease until the pre-decrease rate is regained. Thread-safe.
-  bool in_fast_recovery() const;
+  bool in_fast_recovery() const { return law_.in_fast_recovery(); }
   /// @return the number of decreases so far (the epoch new permits carry). Thread-safe.
-  std::uint64_t epoch() const;
-  /// @return all of the above read at one instant. Thread-safe.
-  AimdState state() const;
+  std::uint64_t epoch() const { return law_.epoch(); }
+  /// @return the control state read at one instant (AimdLaw::state()). Thread-safe.
+  AimdState state() const { return law_.state(); }
   /// @return the spacing in µs a permit issued now would impose:
   /// clamp(round(1e6 / rate), 1, kMaxInterval). Thread-safe.
   Micros interval() const;
@@ -210,27 +182,15 @@ class AimdController {
 
  private:
   std::optional<Permit> acquire_impl(Micros deadline, const std::stop_token* stop);
-  bool record_failure_locked(std::uint64_t issued_epoch);
   Permit issue_locked(Micros now);
   void abandon_locked(std::uint64_t ticket);
   void advance_queue_locked();
-  Micros interval_locked() const;
 
   const Clock& clock_;
-  const double max_rate_;
-  const double min_rate_;
-  const double additive_increase_;
-  const double multiplicative_decrease_;
+  AimdLaw law_;  // the rate and epoch (its own mutex, taken after mu_ when both are)
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  // Control state, guarded by mu_.
-  double rate_;
-  double threshold_;
-  bool slow_start_;
-  bool fast_recovery_ = false;
-  double recovery_target_ = 0.0;
-  std::uint64_t epoch_ = 0;
   // Pacing and FIFO queue, guarded by mu_. Tickets in [serving_, next_ticket_) belong to
   // waiters; serving_ is always a live waiter's ticket or next_ticket_ (queue empty).
   Micros next_ready_;

@@ -1,6 +1,6 @@
 // Limits: what a key may consume. Four kinds: rate (token bucket / GCRA), window (fixed
 // calendar window in a time zone), concurrency (slots held by leases) and adaptive (a GCRA
-// whose rate an AIMD controller sets at run time). 0 means unlimited.
+// whose rate an AIMD control law, AimdLaw, sets at run time). 0 means unlimited.
 // Every factory validates its arguments and throws ValidationError naming the field and value.
 #pragma once
 
@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-#include "admit/adapt/aimd_options.hpp"
+#include "admit/core/aimd.hpp"
 #include "admit/core/time.hpp"
 
 namespace admit {
@@ -84,11 +84,12 @@ class Limit {
   /// At most `slots` leases (or slot amounts) held at once. slots == 0 means unlimited.
   static Limit concurrency(std::string name, std::int64_t slots);
   /**
-   * A rate limit whose rate (units per second) an AIMD controller sets at run time: it starts
-   * at options.initial_rate, grows while requests succeed and drops on failures (Lease::
-   * mark_success / mark_failure, or a provider's 429 seen by Discovery). `burst` units may go
-   * at once; burst 1 paces requests evenly. Each (entity, resource) key has its own
-   * controller, in the process that acquires (a fleet's processes adapt independently).
+   * A rate limit whose rate (units per second) the AIMD control law (AimdLaw,
+   * admit/core/aimd.hpp) sets at run time: it starts at options.initial_rate, grows while
+   * requests succeed and drops on failures (Lease::mark_success / mark_failure, or a
+   * provider's 429 seen by Discovery). `burst` units may go at once; burst 1 paces requests
+   * evenly. Each (entity, resource) key has its own AimdLaw, in the process that acquires (a
+   * fleet's processes adapt independently).
    * Acquires take 1 unit of it unless the amounts name it. The rate is applied with a
    * resolution of 1 ns per unit.
    * @throws ValidationError for bad options (see AimdOptions) or a burst outside 1..1000000.
