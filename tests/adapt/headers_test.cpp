@@ -319,6 +319,119 @@ TEST(AdaptDialect, HttpDate) {
   }
 }
 
+// Verifies the RFC 3339 edge cases exactly as the parser has always read them: a leap second
+// (:60) is the next second, 'z' and +00:00 / -00:00 are UTC, any number of fraction digits
+// rounds up to the µs, fixed field widths, calendar-checked days, nothing else accepted.
+TEST(AdaptDialect, Rfc3339EdgeCases) {
+  const Micros base = 1'755'780'059 * kS;  // 2025-08-21T12:40:59Z
+  const Micros new_year_2017 = 1'483'228'800 * kS;
+  const std::vector<TimeCase> cases{
+      {"2016-12-31T23:59:60Z", new_year_2017},  // leap second: the next second
+      {"2025-08-21T12:40:60Z", base + kS},      // :60 is read alike in any minute
+      {"2016-12-31T23:59:60.5Z", new_year_2017 + 500'000},
+      {"2025-08-21T12:40:61Z", std::nullopt},
+      {"2025-08-21T12:40:59z", base},
+      {"2025-08-21T12:40:59-00:00", base},
+      {"2025-08-21T12:40:59+00:00", base},
+      {"2025-08-22T12:39:59+23:59", base},
+      {"2025-08-21T12:40:59+00:60", std::nullopt},
+      {"2025-08-21T12:40:59+0200", std::nullopt},
+      {"2025-08-21T12:40:59+02", std::nullopt},
+      {"2025-08-21T12:40:59 +02:00", std::nullopt},
+      {"2025-08-21T14:40:59.5+02:00", base + 500'000},
+      {"2025-08-21T12:40:59.000000Z", base},
+      {"2025-08-21T12:40:59.999999Z", base + 999'999},
+      {"2025-08-21T12:40:59.9999991Z", base + kS},  // rounds up into the next second
+      {"2025-08-21T12:40:59.0000001Z", base + 1},
+      {"2025-08-21T12:40:59.00000000000000000001Z", base + 1},  // past 18 digits: still up
+      {"2025-08-21T12:40:59.000000000000000000000Z", base},
+      {"2025-08-21T12:40:59,5Z", std::nullopt},
+      {"  2025-08-21T12:40:59Z\t", base},
+      {"2000-02-29T00:00:00Z", 951'782'400 * kS},
+      {"2024-02-30T00:00:00Z", std::nullopt},
+      {"2100-02-29T00:00:00Z", std::nullopt},
+      {"2025-00-10T00:00:00Z", std::nullopt},
+      {"2025-08-00T00:00:00Z", std::nullopt},
+      {"2025-08-21T23:59:59Z", base + (11 * 3600 + 19 * 60) * kS},
+      {"2025-8-21T12:40:59Z", std::nullopt},
+      {"2025-08-1T12:40:59Z", std::nullopt},
+      {"2025-08-21T1:40:59Z", std::nullopt},
+      {"2025-08-21T12:4:59Z", std::nullopt},
+      {"2025-08-21T12:40:5Z", std::nullopt},
+      {"2025-08-21T12:40Z", std::nullopt},
+      {"02025-08-21T12:40:59Z", std::nullopt},
+      {"+2025-08-21T12:40:59Z", std::nullopt},
+      {"2025-08-21X12:40:59Z", std::nullopt},
+      {"2025-08-21T12:40:59ZZ", std::nullopt},
+      {"2025-08-21T12:40:59 Z", std::nullopt},
+      {"2025-08-21T12:40:59UTC", std::nullopt},
+      {"2255-01-01T00:00:00Z", 8'993'721'600 * kS},
+      {"1700-01-01T00:00:00Z", -8'520'336'000 * kS},
+      {"1600-01-01T00:00:00Z", std::nullopt},  // before -2^53 µs
+      {"0000-01-01T00:00:00Z", std::nullopt},
+      {"garbage", std::nullopt},
+      {"2025-08-21T12:40:59\xffZ", std::nullopt},
+  };
+  for (const auto& c : cases) {
+    const auto p = dialect::parse_rfc3339(c.in);
+    EXPECT_EQ(p.value, c.us) << c.in;
+    EXPECT_EQ(p.malformed(), !c.us.has_value()) << c.in;
+  }
+}
+
+// Verifies the HTTP-date edge cases exactly as the parser has always read them: names in any
+// case, the weekday not checked against the date, fixed widths per form, RFC 850's two-digit
+// year (< 70: 20xx), a leap second, calendar-checked days, nothing else accepted.
+TEST(AdaptDialect, HttpDateEdgeCases) {
+  const Micros t = 1'445'412'480 * kS;  // 2015-10-21T07:28:00Z
+  const std::vector<TimeCase> cases{
+      {"Thu, 21 Oct 2015 07:28:00 GMT", t},  // wrong weekday: not checked
+      {"WED, 21 OCT 2015 07:28:00 GmT", t},
+      {"Sat, 31 Dec 2016 23:59:60 GMT", 1'483'228'800 * kS},  // leap second: the next second
+      {"Sat, 31 Dec 2016 23:59:61 GMT", std::nullopt},
+      {"Mon, 29 Feb 2016 00:00:00 GMT", 1'456'704'000 * kS},
+      {"Sun, 29 Feb 2015 00:00:00 GMT", std::nullopt},
+      {"Tue, 30 Feb 2016 00:00:00 GMT", std::nullopt},
+      {"Wed, 00 Oct 2015 07:28:00 GMT", std::nullopt},
+      {"Wed, 21 Oct 2015 24:00:00 GMT", std::nullopt},
+      {"Wed, 21 Oct 2015 07:60:00 GMT", std::nullopt},
+      {"Wed, 1 Oct 2015 07:28:00 GMT", std::nullopt},
+      {"Wed, 21 October 2015 07:28:00 GMT", std::nullopt},
+      {"Wednesday, 21 Oct 2015 07:28:00 GMT", std::nullopt},
+      {"Wed, 21 Oct 15 07:28:00 GMT", std::nullopt},
+      {"Wed, 21 Oct 2015 7:28:00 GMT", std::nullopt},
+      {"Wed,21 Oct 2015 07:28:00 GMT", std::nullopt},
+      {"Wed,  21 Oct 2015 07:28:00 GMT", std::nullopt},
+      {"Wed, 21 Oct 2015 07:28:00  GMT", std::nullopt},
+      {"Wed, 21 Oct 2015 07:28:00 +0000", std::nullopt},
+      {"Wed, 21 Oct 2015 07:28:00", std::nullopt},
+      {"Wed, 21 Oct 0000 07:28:00 GMT", std::nullopt},           // out of range
+      {"Thursday, 06-Nov-69 08:49:37 GMT", 3'150'953'377 * kS},  // < 70: 2069
+      {"Friday, 06-Nov-70 08:49:37 GMT", 26'729'377 * kS},       // >= 70: 1970
+      {"wednesday, 21-oct-15 07:28:00 gmt", t},
+      {"Wed, 21-Oct-15 07:28:00 GMT", std::nullopt},
+      {"Wednesday, 21-Oct-2015 07:28:00 GMT", std::nullopt},
+      {"Wednesday, 21 Oct 15 07:28:00 GMT", std::nullopt},
+      {"Wednesday, 31-Feb-15 07:28:00 GMT", std::nullopt},
+      {"Sun Nov 06 08:49:37 1994", 784'111'777 * kS},
+      {"sun nov  6 08:49:37 1994", 784'111'777 * kS},
+      {"Sun Nov 6 08:49:37 1994", std::nullopt},
+      {"Sun Nov   6 08:49:37 1994", std::nullopt},
+      {"Sun Nov  6 08:49:37 94", std::nullopt},
+      {"Sun Nov  6 08:49:37 1994 GMT", std::nullopt},
+      {"Sunday Nov  6 08:49:37 1994", std::nullopt},
+      {"Sun Feb 30 08:49:37 1994", std::nullopt},
+      {"Wed", std::nullopt},
+      {"Wed, ", std::nullopt},
+      {"garbage", std::nullopt},
+  };
+  for (const auto& c : cases) {
+    const auto p = dialect::parse_http_date(c.in);
+    EXPECT_EQ(p.value, c.us) << c.in;
+    EXPECT_EQ(p.malformed(), !c.us.has_value()) << c.in;
+  }
+}
+
 // Verifies the epoch heuristic: > 1e11 is ms, > 1e9 is s, else delta seconds; past is 0.
 TEST(AdaptDialect, EpochSecondsVersusMillis) {
   const std::vector<TimeCase> cases{
