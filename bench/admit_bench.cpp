@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <charconv>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <random>

@@ -5,14 +5,15 @@
 // its TTL passes (then the store reclaims them even if this object is never destroyed).
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
-
-#include <boost/container/small_vector.hpp>
 
 #include "admit/amounts.hpp"
 #include "admit/core/decision.hpp"
@@ -20,24 +21,11 @@
 
 namespace admit {
 
-class AimdLaw;
 class Limiter;
 
 namespace detail {
-/// What a lease needs to reach its state again: the key chain and a copy of every limit.
-/// Immutable and shared by all leases of one (entity, resource) taken by one thread, so an
-/// acquire copies one pointer instead of strings and limits.
-struct LeaseKey {
-  struct Item {
-    Limit limit;
-    ConfigSource source = ConfigSource::resource;
-    std::uint16_t key = 0;  // index into entities
-    std::shared_ptr<AimdLaw> aimd;  // adaptive limits: the key's control law
-  };
-  std::string resource;
-  std::vector<std::string> entities;  // requester, then ancestors
-  std::vector<Item> items;
-};
+struct LeaseKey;     // the key chain and limits a lease refers to (the Limiter's own)
+struct LeaseAccess;  // the Limiter's access to a lease's private state
 }  // namespace detail
 
 /**
@@ -122,12 +110,46 @@ class [[nodiscard]] Lease {
   void rollback();
 
  private:
-  friend class Limiter;
+  friend struct detail::LeaseAccess;
 
   struct Held {
     std::int64_t consumed = 0;  // net amount this lease holds on the limit
     Micros window_end = 0;      // windows: the window it counted in; adaptive: the epoch
   };
+  /// One Held per limit of the lease, inline up to two (no allocation for the usual case).
+  class HeldList {
+   public:
+    HeldList() = default;
+    HeldList(HeldList&& o) noexcept
+        : inline_(o.inline_), more_(std::move(o.more_)), size_(std::exchange(o.size_, 0)) {}
+    HeldList& operator=(HeldList&& o) noexcept {
+      inline_ = o.inline_;
+      more_ = std::move(o.more_);
+      size_ = std::exchange(o.size_, 0);
+      return *this;
+    }
+    /// `n` value-initialised entries; what it held before is dropped.
+    void reset(std::size_t n) {
+      size_ = n;
+      if (n <= inline_.size()) {
+        more_.reset();
+        inline_ = {};
+      } else {
+        more_ = std::make_unique<Held[]>(n);
+      }
+    }
+    std::size_t size() const { return size_; }
+    Held& operator[](std::size_t i) { return (more_ ? more_.get() : inline_.data())[i]; }
+    const Held& operator[](std::size_t i) const {
+      return (more_ ? more_.get() : inline_.data())[i];
+    }
+
+   private:
+    std::array<Held, 2> inline_{};
+    std::unique_ptr<Held[]> more_;  // more than two limits
+    std::size_t size_ = 0;
+  };
+
   void end(bool refund);
   /// Ends the lease as leaving its scope now would: rollback if an exception thrown since
   /// its life started is in flight, else commit.
@@ -144,7 +166,7 @@ class [[nodiscard]] Lease {
   int uncaught_ = std::uncaught_exceptions();  // exceptions in flight when its life started
   Micros expires_at_ = 0;
   std::shared_ptr<const detail::LeaseKey> key_;
-  boost::container::small_vector<Held, 2> held_;  // one per key_->items
+  HeldList held_;  // one per key_->items
 };
 
 }  // namespace admit

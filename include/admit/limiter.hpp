@@ -232,44 +232,13 @@ class Limiter {
   /// Callers blocked in acquire() on (entity, resource).
   std::size_t waiting(std::string_view entity, std::string_view resource) const;
 
-  const Clock& clock() const { return clock_; }
-  Store& store() { return store_; }
-  const LimiterOptions& options() const { return options_; }
+  const Clock& clock() const;
+  Store& store();
+  const LimiterOptions& options() const;
 
  private:
-  friend class Lease;
-  struct Impl;
-  struct Plan;
-
-  Plan& plan_for(std::string_view entity, std::string_view resource, const Amounts& amounts,
-                 Micros now);
-  struct AsyncAcquire;
-  Lease attempt(std::string_view entity, std::string_view resource, const Amounts& amounts,
-                const AcquireOptions& options, bool respect_queue);
-  /// The part of an acquire before the store: the plan, or nullptr with `lease`'s decision
-  /// set (an invalid request, someone waiting ahead). Inline: defined (and used) in the
-  /// Limiter's source only.
-  inline Plan* prepare_acquire(Lease& lease, std::string_view entity, std::string_view resource,
-                               const Amounts& amounts, bool respect_queue);
-  /// The part after the store: `lease`'s decision from the store's answer (`results[j]` for
-  /// `ops[j]`, which took from entry `entries[j]` of `key`) and, if allowed, its holdings.
-  /// `epochs`: per entry, adaptive plans only (else empty).
-  inline void finish_acquire(Lease& lease, const std::shared_ptr<const detail::LeaseKey>& key,
-                             std::span<const OpItem> ops, std::span<const std::size_t> entries,
-                             std::span<const ItemResult> results,
-                             std::span<const std::uint64_t> epochs, bool ok, bool with_stats,
-                             bool slots, std::uint64_t id, Micros expires_at);
-  /// Completes a try_acquire_async() from the store's answer and hands the lease to `done`;
-  /// frees `ctx`.
-  static void complete_async(AsyncAcquire* ctx, bool ok, std::exception_ptr error) noexcept;
-  Decision planned_op(OpKind kind, std::string_view entity, std::string_view resource,
-                      const Amounts& amounts);
-  /// Adjusts a lease (deltas != nullptr) or ends it (refunding what it consumed if `refund`).
-  Decision lease_op(Lease& lease, const Amounts* deltas, bool refund);
-
-  Store& store_;
-  const Clock& clock_;
-  LimiterOptions options_;
+  friend class Lease;  // a lease's adjust and end go through impl_
+  struct Impl;         // src/limiter/limiter_impl.hpp
   std::unique_ptr<Impl> impl_;
 };
 

@@ -3,6 +3,8 @@
 #include "admit/core/aimd.hpp"
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
+#include "lease_key.hpp"
+#include "limiter_impl.hpp"
 
 namespace admit {
 
@@ -36,7 +38,7 @@ Lease& Lease::operator=(Lease&& o) noexcept {
 
 Decision Lease::adjust(const Amounts& deltas) {
   if (limiter_ == nullptr) throw LeaseError("adjust on a lease that has ended or was denied");
-  return limiter_->lease_op(*this, &deltas, false);
+  return limiter_->impl_->lease_op(*this, &deltas, false);
 }
 
 std::string_view Lease::entity() const {
@@ -80,7 +82,7 @@ void Lease::end(bool refund) {
   // Destructors must not throw: a store failure while ending a lease leaves the slots to
   // their TTL, which reclaims them anyway.
   try {
-    (void)l->lease_op(*this, nullptr, refund);
+    (void)l->impl_->lease_op(*this, nullptr, refund);
   } catch (const std::exception&) {
   }
   limiter_ = nullptr;

@@ -2,8 +2,6 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "common/yaml_reader.hpp"
-
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -13,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string_view>
@@ -20,6 +19,8 @@
 
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
+#include "common/yaml_reader.hpp"
+#include "limiter/resolution.hpp"
 
 namespace admit::service {
 
@@ -555,20 +556,41 @@ std::string format_state_file(const Config& config) {
   return std::string(out.c_str()) + "\n";
 }
 
+namespace {
+
+// A parsed configuration as the Limiter's resolution reads it (admit::detail::ConfigView).
+struct ConfigFileView {
+  const Config& c;
+
+  admit::detail::EntityLevels entity(std::string_view name, std::string_view res) const {
+    const auto e = std::find_if(c.entities.begin(), c.entities.end(),
+                                [&](const EntityConfig& x) { return x.name == name; });
+    if (e == c.entities.end()) return {};
+    admit::detail::EntityLevels out;
+    for (const auto& [r, limits] : e->limits) {
+      if (r == res) {
+        out.limits = &limits;
+        break;
+      }
+    }
+    if (e->defaults) out.defaults = &*e->defaults;
+    return out;
+  }
+  const LimitList* resource(std::string_view res) const {
+    for (const auto& [r, limits] : c.resources) {
+      if (r == res) return &limits;
+    }
+    return nullptr;
+  }
+  const LimitList* system() const { return c.defaults.empty() ? nullptr : &c.defaults; }
+};
+
+}  // namespace
+
 const LimitList& resolve_limits(const Config& config, std::string_view entity,
                                 std::string_view resource) {
-  const auto e = std::find_if(config.entities.begin(), config.entities.end(),
-                              [&](const EntityConfig& x) { return x.name == entity; });
-  if (e != config.entities.end()) {
-    for (const auto& [r, limits] : e->limits) {
-      if (r == resource) return limits;
-    }
-    if (e->defaults) return *e->defaults;
-  }
-  for (const auto& [r, limits] : config.resources) {
-    if (r == resource) return limits;
-  }
-  return config.defaults;
+  const auto r = admit::detail::resolve_limits(ConfigFileView{config}, entity, resource);
+  return r.limits != nullptr ? *r.limits : config.defaults;  // none: the (empty) defaults
 }
 
 void apply_config(const Config& config, Limiter& limiter) {
@@ -577,22 +599,6 @@ void apply_config(const Config& config, Limiter& limiter) {
                           "the limiter was built for namespace '" + limiter.options().ns +
                               "' (" + config.source + ")");
   }
-  // The whole chain must fit max_parent_depth: Limiter::set_parent only sees the ancestors
-  // of the new parent, not the entities already below `entity`.
-  std::map<std::string_view, std::string_view> parent;
-  for (const auto& e : config.entities) parent[e.name] = e.parent;
-  for (const auto& e : config.entities) {
-    int depth = 0;
-    for (std::string_view p = e.parent; !p.empty(); ++depth) {
-      const auto it = parent.find(p);
-      p = it == parent.end() ? std::string_view{} : it->second;
-    }
-    if (depth > limiter.options().max_parent_depth) {
-      fail_at(e.parent_where, "entities." + e.name + ".parent", e.parent,
-              "ancestor chain of " + std::to_string(depth) + " is deeper than max_parent_depth " +
-                  std::to_string(limiter.options().max_parent_depth));
-    }
-  }
 
   limiter.set_default_limits(config.defaults);
   for (const auto& [resource, limits] : config.resources) limiter.set_limits(resource, limits);
@@ -600,12 +606,27 @@ void apply_config(const Config& config, Limiter& limiter) {
     if (e.defaults) limiter.set_entity_default_limits(e.name, *e.defaults);
     for (const auto& [resource, limits] : e.limits) limiter.set_entity_limits(e.name, resource, limits);
   }
-  for (const auto& e : config.entities) {
-    if (e.parent.empty()) continue;
-    try {
-      limiter.set_parent(e.name, e.parent);
-    } catch (const ValidationError& x) {
-      fail_at(e.parent_where, "entities." + e.name + ".parent", e.parent, x.reason());
+  // Parents root-first (an entity's parent linked before it), so a chain deeper than
+  // max_parent_depth is refused by Limiter::set_parent at the link of the entity whose
+  // ancestors it counts, and reported there.
+  std::map<std::string_view, const EntityConfig*> by_name;
+  for (const auto& e : config.entities) by_name[e.name] = &e;
+  std::set<std::string_view> linked;
+  std::vector<const EntityConfig*> pending;  // an entity, then the ancestors to link first
+  for (const auto& leaf : config.entities) {
+    for (const EntityConfig* e = &leaf; e != nullptr && linked.insert(e->name).second;) {
+      pending.push_back(e);
+      const auto p = by_name.find(e->parent);
+      e = p == by_name.end() ? nullptr : p->second;
+    }
+    for (; !pending.empty(); pending.pop_back()) {
+      const EntityConfig& e = *pending.back();
+      if (e.parent.empty()) continue;
+      try {
+        limiter.set_parent(e.name, e.parent);
+      } catch (const ValidationError& x) {
+        fail_at(e.parent_where, "entities." + e.name + ".parent", e.parent, x.reason());
+      }
     }
   }
 }

@@ -518,6 +518,27 @@ TEST_F(LimiterTest, LeaseScopeEndCommitsRollbackRefunds) {
   EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 73);
 }
 
+// Verifies a lease of more than two limits (its holdings beyond the inline two) keeps what it
+// took on each through moves, adjusts one and refunds each exactly on rollback.
+TEST_F(LimiterTest, LeaseOfThreeLimitsSurvivesMovesAndRefundsEach) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 100), Limit::per_minute("tpm", 10000),
+                             Limit::per_hour("rph", 1000)});
+  Lease a = limiter.try_acquire("a", "gpt", {{"rpm", 2}, {"tpm", 300}, {"rph", 4}});
+  ASSERT_TRUE(a);
+  Lease b = std::move(a);
+  Lease c = limiter.try_acquire("a", "gpt", {{"rpm", 1}});
+  c = std::move(b);  // the 1 rpm of c is committed
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 97);
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 9700);
+  EXPECT_EQ(available(limiter, "a", "gpt", "rph"), 996);
+  EXPECT_TRUE(c.adjust({{"tpm", 200}}).allowed);
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 9500);
+  c.rollback();
+  EXPECT_EQ(available(limiter, "a", "gpt", "rpm"), 99);
+  EXPECT_EQ(available(limiter, "a", "gpt", "tpm"), 10000);
+  EXPECT_EQ(available(limiter, "a", "gpt", "rph"), 1000);
+}
+
 // Verifies adjust throws LeaseError once the lease ended (commit, rollback) or was denied, and
 // ValidationError for a limit the lease does not have.
 TEST_F(LimiterTest, LeaseAdjustAfterEndThrows) {

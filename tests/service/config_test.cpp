@@ -5,6 +5,7 @@
 
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "admit/core/clock.hpp"
@@ -234,6 +235,61 @@ TEST(ConfigTest, ApplyChecksNamespaceAndDepth) {
     EXPECT_NE(std::string(e.what()).find("deeper than max_parent_depth 3"), std::string::npos)
         << e.what();
   }
+}
+
+// Verifies the depth refusal names the entity whose chain is too deep whatever the order the
+// file declares the chain in (here root-first: e3 -> e4 first, e0 last).
+TEST(ConfigTest, ApplyDepthErrorNamesTheDeepestEntityInAnyOrder) {
+  std::string yaml = "entities:\n";
+  for (int i = 3; i >= 0; --i) {
+    yaml += "  e" + std::to_string(i) + ": {parent: e" + std::to_string(i + 1) + "}\n";
+  }
+  const Config chain = parse_config(yaml, "t.yaml");
+  EXPECT_NO_THROW(Fixture(chain, 4));
+  try {
+    Fixture f(chain, 3);
+    FAIL();
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.field(), "entities.e0.parent");
+    EXPECT_EQ(e.value(), "e1");
+    EXPECT_NE(std::string(e.what()).find("deeper than max_parent_depth 3"), std::string::npos)
+        << e.what();
+  }
+}
+
+// Verifies resolve_limits (state files, migrate) resolves every level like the Limiter the
+// configuration is applied to: entity > entity default > resource > system, and an empty set
+// when nothing applies.
+TEST(ConfigTest, ResolveLimitsAgreesWithTheLimiter) {
+  const Config c = parse_config(R"(
+resources:
+  gpt: [{name: rpm, per: minute, limit: 10}]
+entities:
+  own:
+    limits:
+      gpt: [{name: rpm, per: minute, limit: 1}]
+    defaults: [{name: rpm, per: minute, limit: 2}]
+  dflt:
+    defaults: []
+  bare: {}
+)",
+                                "t.yaml");
+  Fixture f(c);
+  for (const std::string_view entity : {"own", "dflt", "bare", "nobody"}) {
+    for (const std::string_view resource : {"gpt", "other"}) {
+      SCOPED_TRACE(std::string(entity) + "/" + std::string(resource));
+      std::vector<Limit> expected;
+      for (const auto& [limit, source] : f.limiter.resolve(entity, resource)) {
+        expected.push_back(limit);
+      }
+      EXPECT_EQ(resolve_limits(c, entity, resource), expected);
+    }
+  }
+  EXPECT_EQ(resolve_limits(c, "own", "gpt").at(0).capacity(), 1);
+  EXPECT_EQ(resolve_limits(c, "own", "other").at(0).capacity(), 2);
+  EXPECT_TRUE(resolve_limits(c, "dflt", "gpt").empty());
+  EXPECT_EQ(resolve_limits(c, "bare", "gpt").at(0).capacity(), 10);
+  EXPECT_TRUE(resolve_limits(c, "bare", "other").empty());
 }
 
 }  // namespace

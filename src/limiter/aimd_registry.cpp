@@ -1,0 +1,21 @@
+#include "aimd_registry.hpp"
+
+#include "pair_key.hpp"
+
+namespace admit::detail {
+
+std::shared_ptr<AimdLaw> AimdRegistry::controller(const Limit& l, std::string_view entity,
+                                                  std::string_view resource, bool create) {
+  std::string k = pair_key(entity, resource);
+  k += '\0';
+  k += l.name();
+  std::lock_guard g(mu_);
+  auto it = controllers_.find(k);
+  if (it != controllers_.end() && it->second.limit == l) return it->second.ctl;
+  if (!create) return nullptr;
+  auto ctl = std::make_shared<AimdLaw>(l.aimd_options());
+  controllers_.insert_or_assign(std::move(k), Adaptive{l, ctl});
+  return ctl;
+}
+
+}  // namespace admit::detail

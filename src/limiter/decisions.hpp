@@ -1,0 +1,50 @@
+// Decisions and stats from the store's answers: fill_decision() (the allowed path inline, the
+// stats and a denial's violations, code and reason out of line), LimitStatus records, the
+// rate of an adaptive limit, and the decision of an unreachable store.
+#pragma once
+
+#include <span>
+#include <string_view>
+
+#include "admit/core/aimd.hpp"
+#include "admit/core/decision.hpp"
+#include "admit/core/error.hpp"
+#include "admit/core/limit.hpp"
+#include "admit/store/store.hpp"
+#include "lease_key.hpp"
+
+namespace admit::detail {
+
+// fill_decision's slow part: the stats and, if denied, the violations, code and reason.
+void fill_details(Decision& d, const LeaseKey& key, std::span<const OpItem> ops,
+                  std::span<const std::size_t> entries, std::span<const ItemResult> results,
+                  bool allowed);
+
+// Fills `d` from the store's answer to an op over `key`'s limits: `results[j]` answers
+// `ops[j]`, which is entry `entries[j]` of `key` (a plan's entries are its lease key's items).
+// Reads only `key` and the spans, never the plan, so an asynchronous completion can use it.
+inline void fill_decision(Decision& d, const LeaseKey& key, std::span<const OpItem> ops,
+                          std::span<const std::size_t> entries, std::span<const ItemResult> results,
+                          bool allowed, bool with_stats) {
+  d.allowed = allowed;
+  d.code = Code::ok;
+  d.retry_after = 0;
+  if (with_stats || !allowed) fill_details(d, key, ops, entries, results, allowed);
+}
+
+// A decision the store could not make: code store_unavailable, the store's reason.
+inline void unavailable(Decision& d, std::string_view reason) {
+  d.allowed = false;
+  d.code = Code::store_unavailable;
+  d.reason = reason;
+  d.stats.clear();
+}
+inline void unavailable(Decision& d, const StoreUnavailable& e) { unavailable(d, e.what()); }
+
+LimitStatus status_of(const KeyParts& k, const Limit& l, ConfigSource src, const ItemResult& r,
+                      double rate = 0);
+
+// An adaptive limit's parameters at its controller's rate now (the initial rate without one).
+RateParams adaptive_params(const Limit& l, const AimdLaw* ctl, double* rate_out = nullptr);
+
+}  // namespace admit::detail

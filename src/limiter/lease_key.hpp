@@ -1,0 +1,55 @@
+// What a Lease refers to (LeaseKey: the key chain and copies of its limits, shared by the
+// leases of one plan) and the Limiter's access to a Lease's private state (LeaseAccess).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "admit/core/aimd.hpp"
+#include "admit/core/decision.hpp"
+#include "admit/core/limit.hpp"
+#include "admit/lease.hpp"
+
+namespace admit::detail {
+
+/// What a lease needs to reach its state again: the key chain and a copy of every limit.
+/// Immutable and shared by all leases of one (entity, resource) taken by one thread, so an
+/// acquire copies one pointer instead of strings and limits.
+struct LeaseKey {
+  struct Item {
+    Limit limit;
+    ConfigSource source = ConfigSource::resource;
+    std::uint16_t key = 0;          // index into entities
+    std::shared_ptr<AimdLaw> aimd;  // adaptive limits: the key's control law
+  };
+  std::string resource;
+  std::vector<std::string> entities;  // requester, then ancestors
+  std::vector<Item> items;
+};
+
+/// The Limiter's side of a Lease: the only code besides Lease that reads or sets its private
+/// members (Lease befriends this struct).
+struct LeaseAccess {
+  using Held = Lease::Held;
+  static Decision& decision(Lease& l) { return l.decision_; }
+  static const std::shared_ptr<const LeaseKey>& key(const Lease& l) { return l.key_; }
+  static Held& held(Lease& l, std::size_t i) { return l.held_[i]; }
+  static std::uint64_t id(const Lease& l) { return l.id_; }
+  static Micros expires_at(const Lease& l) { return l.expires_at_; }
+
+  /// Makes `l` hold what an allowed acquire consumed: `held_count` entries (value-initialised,
+  /// set through held()), then active once `limiter` is set by activate().
+  static void hold(Lease& l, std::uint64_t id, bool slots, Micros expires_at,
+                   const std::shared_ptr<const LeaseKey>& key) {
+    l.id_ = id;
+    l.holds_slots_ = slots;
+    l.expires_at_ = expires_at;
+    l.key_ = key;
+    l.held_.reset(key->items.size());
+  }
+  static void activate(Lease& l, Limiter* limiter) { l.limiter_ = limiter; }
+};
+
+}  // namespace admit::detail

@@ -1,0 +1,78 @@
+// Limiter::Impl: the state behind a Limiter (its store, clock and options; the configuration
+// snapshots, the store's configuration cache, the AIMD laws, the wait queues) and the steps of
+// an operation that the public methods (limiter.cpp) share: plan_for (plan.cpp), the acquire
+// before and after the store, lease_op (a lease's adjust and end).
+#pragma once
+
+#include <exception>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "admit/limiter.hpp"
+#include "aimd_registry.hpp"
+#include "config_snapshot.hpp"
+#include "lease_key.hpp"
+#include "plan.hpp"
+#include "store_config_cache.hpp"
+#include "wait_queue.hpp"
+
+namespace admit {
+
+struct Limiter::Impl {
+  Impl(Limiter& owner, Store& s, const Clock& c, LimiterOptions o)
+      : self(owner), store(s), clock(c), opt(std::move(o)) {}
+
+  Limiter& self;  // what leases point to
+  Store& store;
+  const Clock& clock;
+  const LimiterOptions opt;
+  Namespace ns;
+  detail::ConfigSnapshots config;
+  detail::StoreConfigCache store_config{store, ns, opt, config};  // ConfigMode::store only
+  detail::AimdRegistry aimd;
+  detail::WaitQueues waits;
+
+  // The configuration that resolves (entity, resource) and its chain of parents, as a
+  // Snapshot: the whole configuration in local mode; in store mode the chain built from the
+  // store's entries (StoreConfigCache::chain), valid until *fresh_until.
+  std::shared_ptr<const detail::Snapshot> view(std::string_view entity, std::string_view resource,
+                                               Micros now, Micros* fresh_until);
+
+  // The plan of (entity, resource) with `amounts` applied, from this thread's plan cache
+  // (plan.cpp). The reference is valid until this thread's next call.
+  detail::Plan& plan_for(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                         Micros now);
+
+  Lease attempt(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                const AcquireOptions& options, bool respect_queue);
+  // The part of an acquire before the store: the plan, or nullptr with `lease`'s decision set
+  // (an invalid request, someone waiting ahead).
+  inline detail::Plan* prepare_acquire(Lease& lease, std::string_view entity,
+                                       std::string_view resource, const Amounts& amounts,
+                                       bool respect_queue);
+  // The part after the store: `lease`'s decision from the store's answer (`results[j]` for
+  // `ops[j]`, which took from entry `entries[j]` of `key`) and, if allowed, its holdings.
+  // `epochs`: per entry, adaptive plans only (else empty).
+  inline void finish_acquire(Lease& lease, const std::shared_ptr<const detail::LeaseKey>& key,
+                             std::span<const OpItem> ops, std::span<const std::size_t> entries,
+                             std::span<const ItemResult> results,
+                             std::span<const std::uint64_t> epochs, bool ok, bool with_stats,
+                             bool slots, std::uint64_t id, Micros expires_at);
+
+  // try_acquire_async(): what the store's answer needs, and its completion.
+  struct AsyncAcquire;
+  void acquire_async(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                     AcquireCallback done, const AcquireOptions& options);
+  // Completes an acquire_async() from the store's answer and hands the lease to `done`; frees
+  // `ctx`.
+  static void complete_async(AsyncAcquire* ctx, bool ok, std::exception_ptr error) noexcept;
+
+  // decide (check, change nothing) or record (consume unconditionally), reporting every limit.
+  Decision planned_op(OpKind kind, std::string_view entity, std::string_view resource,
+                      const Amounts& amounts);
+  // Adjusts a lease (deltas != nullptr) or ends it (refunding what it consumed if `refund`).
+  Decision lease_op(Lease& lease, const Amounts* deltas, bool refund);
+};
+
+}  // namespace admit
