@@ -52,10 +52,14 @@ struct Config {
 enum class Strategy { none, fixed, aimd, discovery_aimd };
 const char* name_of(Strategy s) {
   switch (s) {
-    case Strategy::none: return "none";
-    case Strategy::fixed: return "static";
-    case Strategy::aimd: return "aimd";
-    case Strategy::discovery_aimd: return "discovery_aimd";
+    case Strategy::none:
+      return "none";
+    case Strategy::fixed:
+      return "static";
+    case Strategy::aimd:
+      return "aimd";
+    case Strategy::discovery_aimd:
+      return "discovery_aimd";
   }
   return "?";
 }
@@ -110,25 +114,29 @@ Result run(Strategy strategy, const Config& cfg) {
   admit::sim::ProviderModel provider(cfg.hidden);
   std::optional<admit::Discovery> discovery;
 
-  const admit::AimdOptions aimd{.max_rate = 50, .initial_rate = 1, .slow_start_threshold = 20,
-                                .additive_increase = 0.02, .multiplicative_decrease = 0.5,
+  const admit::AimdOptions aimd{.max_rate = 50,
+                                .initial_rate = 1,
+                                .slow_start_threshold = 20,
+                                .additive_increase = 0.02,
+                                .multiplicative_decrease = 0.5,
                                 .min_rate = 0.1};
   switch (strategy) {
-    case Strategy::none: break;
+    case Strategy::none:
+      break;
     case Strategy::fixed:
       limiter.set_limits("model", {admit::Limit::per_minute("rpm", cfg.hidden.rpm * 12 / 10),
                                    admit::Limit::per_minute("tpm", cfg.hidden.tpm * 12 / 10)});
       break;
     case Strategy::aimd:  // rpm/tpm unlimited: named so one request shape fits every strategy
-      limiter.set_limits("model", {admit::Limit::per_minute("rpm", 0),
-                                   admit::Limit::per_minute("tpm", 0),
-                                   admit::Limit::adaptive("aimd", aimd, 2)});
+      limiter.set_limits("model",
+                         {admit::Limit::per_minute("rpm", 0), admit::Limit::per_minute("tpm", 0),
+                          admit::Limit::adaptive("aimd", aimd, 2)});
       break;
     case Strategy::discovery_aimd:
       // rpm/tpm are unknown until the first response: unlimited placeholders.
-      limiter.set_limits("model", {admit::Limit::per_minute("rpm", 0),
-                                   admit::Limit::per_minute("tpm", 0),
-                                   admit::Limit::adaptive("aimd", aimd, 2)});
+      limiter.set_limits("model",
+                         {admit::Limit::per_minute("rpm", 0), admit::Limit::per_minute("tpm", 0),
+                          admit::Limit::adaptive("aimd", aimd, 2)});
       discovery.emplace(limiter, admit::Provider::openai);
       break;
   }
@@ -149,11 +157,13 @@ Result run(Strategy strategy, const Config& cfg) {
 
   std::mt19937_64 bg_rng(cfg.seed ^ 0x9E3779B97F4A7C15ULL);  // its own stream: same draws
   // Mean gap between the other client's requests for `background` of the hidden TPM.
-  const double bg_gap_us = cfg.background > 0
-                               ? mean_cost() / (cfg.background * static_cast<double>(cfg.hidden.tpm)) * 60e6
-                               : 0;
+  const double bg_gap_us =
+      cfg.background > 0
+          ? mean_cost() / (cfg.background * static_cast<double>(cfg.hidden.tpm)) * 60e6
+          : 0;
   auto bg_next = [&](Micros t) {
-    return t + static_cast<Micros>(std::exponential_distribution<double>(1.0 / bg_gap_us)(bg_rng)) + 1;
+    return t + static_cast<Micros>(std::exponential_distribution<double>(1.0 / bg_gap_us)(bg_rng)) +
+           1;
   };
   if (cfg.background > 0) events.push({bg_next(kStart), seq++, kBackground, false});
   std::int64_t bg_tokens = 0;  // the other client's accepted tokens, after warm-up
@@ -243,11 +253,12 @@ Result run(Strategy strategy, const Config& cfg) {
   const double hidden_tokens = static_cast<double>(cfg.hidden.tpm) * before_min +
                                static_cast<double>(cfg.hidden.tpm / 2) * after_min;
   r.goodput = static_cast<double>(tokens_before + tokens_after) / hidden_tokens;
-  r.account_utilisation = static_cast<double>(tokens_before + tokens_after + bg_tokens) / hidden_tokens;
-  r.goodput_before = static_cast<double>(tokens_before) /
-                     (static_cast<double>(cfg.hidden.tpm) * before_min);
-  r.goodput_after = static_cast<double>(tokens_after) /
-                    (static_cast<double>(cfg.hidden.tpm / 2) * after_min);
+  r.account_utilisation =
+      static_cast<double>(tokens_before + tokens_after + bg_tokens) / hidden_tokens;
+  r.goodput_before =
+      static_cast<double>(tokens_before) / (static_cast<double>(cfg.hidden.tpm) * before_min);
+  r.goodput_after =
+      static_cast<double>(tokens_after) / (static_cast<double>(cfg.hidden.tpm / 2) * after_min);
   r.responses = responses;
   r.rejected = rejected;
   r.share_429 = responses > 0 ? static_cast<double>(rejected) / static_cast<double>(responses) : 0;
@@ -302,13 +313,13 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  std::printf("adaptation benchmark: seed %llu, %lld s simulated, %d workers, hidden %lld rpm / "
-              "%lld tpm halving at %lld s; request sizes bounded Pareto(1.5) on [100, 8000] "
-              "tokens (mean %.0f), latency lognormal(1.5 s, 0.5)\n",
-              static_cast<unsigned long long>(cfg.seed),
-              static_cast<long long>(cfg.duration / kSec), cfg.workers,
-              static_cast<long long>(cfg.hidden.rpm), static_cast<long long>(cfg.hidden.tpm),
-              static_cast<long long>(cfg.duration / 2 / kSec), mean_cost());
+  std::printf(
+      "adaptation benchmark: seed %llu, %lld s simulated, %d workers, hidden %lld rpm / "
+      "%lld tpm halving at %lld s; request sizes bounded Pareto(1.5) on [100, 8000] "
+      "tokens (mean %.0f), latency lognormal(1.5 s, 0.5)\n",
+      static_cast<unsigned long long>(cfg.seed), static_cast<long long>(cfg.duration / kSec),
+      cfg.workers, static_cast<long long>(cfg.hidden.rpm), static_cast<long long>(cfg.hidden.tpm),
+      static_cast<long long>(cfg.duration / 2 / kSec), mean_cost());
   const Strategy all[] = {Strategy::none, Strategy::fixed, Strategy::aimd,
                           Strategy::discovery_aimd};
   Result alone[4], shared[4];
@@ -325,8 +336,8 @@ int main(int argc, char** argv) {
       results[i] = run(all[i], pass == 0 ? cfg : shared_cfg);
       const Result& r = results[i];
       std::printf("%-16s %8.3f %8.3f %8.3f %8.3f %9.4f %8.1f%s %10lld\n", name_of(all[i]),
-                  r.goodput, r.goodput_before, r.goodput_after, r.account_utilisation,
-                  r.share_429, r.settle_s, r.settled ? " " : "+", r.responses);
+                  r.goodput, r.goodput_before, r.goodput_after, r.account_utilisation, r.share_429,
+                  r.settle_s, r.settled ? " " : "+", r.responses);
     }
   }
   std::printf("(settle_s with '+': 429s never stopped; the value is the rest of the run)\n");
@@ -343,8 +354,7 @@ int main(int argc, char** argv) {
                     "\"share_429\": %.5f, \"settle_s\": %.1f, \"settled\": %s}}",
                     i ? ", " : "", name_of(all[i]), r.goodput, r.share_429, r.settle_s,
                     r.settled ? "true" : "false", r.goodput_before, r.goodput_after, x.goodput,
-                    x.account_utilisation, x.share_429, x.settle_s,
-                    x.settled ? "true" : "false");
+                    x.account_utilisation, x.share_429, x.settle_s, x.settled ? "true" : "false");
       out += buf;
     }
     out += "}";
@@ -353,9 +363,10 @@ int main(int argc, char** argv) {
   if (check) {
     const Result& d = alone[3];
     const bool ok = d.goodput >= 0.95 && d.share_429 <= 0.01 && d.settled && d.settle_s <= 2.0;
-    std::printf("check: discovery_aimd %s the goals (goodput >= 0.95, share_429 <= 0.01, "
-                "settle_s <= 2)\n",
-                ok ? "meets" : "MISSES");
+    std::printf(
+        "check: discovery_aimd %s the goals (goodput >= 0.95, share_429 <= 0.01, "
+        "settle_s <= 2)\n",
+        ok ? "meets" : "MISSES");
     return ok ? 0 : 1;
   }
   return 0;

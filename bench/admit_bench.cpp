@@ -1,6 +1,7 @@
 // admit's in-process benchmarks, with their yardsticks in the same binary.
 // Reproduce: scripts/bench (Release build, then this binary with repetitions).
 #include <benchmark/benchmark.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <charconv>
@@ -10,7 +11,6 @@
 #include <random>
 #include <string>
 #include <vector>
-#include <unistd.h>
 
 #include "admit/limiter.hpp"
 #include "admit/store/memory_store.hpp"
@@ -85,11 +85,11 @@ BENCHMARK(BM_Baseline_AtomicGcra);
 // Large limits so the cases measure the admit path, not denials.
 void configure(Limiter& l) {
   l.set_limits("gpt-4o", {Limit::per_minute("rpm", 1'000'000'000'000)});
-  l.set_limits("gpt-4o-4",
-               {Limit::per_minute("rpm", 1'000'000'000'000),
-                Limit::per_minute("tpm", 1'000'000'000'000),
-                Limit::per_hour("rph", 1'000'000'000'000),
-                Limit::daily("rpd", 1'000'000'000'000, "00:00", "America/Los_Angeles")});
+  l.set_limits(
+      "gpt-4o-4",
+      {Limit::per_minute("rpm", 1'000'000'000'000), Limit::per_minute("tpm", 1'000'000'000'000),
+       Limit::per_hour("rph", 1'000'000'000'000),
+       Limit::daily("rpd", 1'000'000'000'000, "00:00", "America/Los_Angeles")});
   // RandomKey: 1000 a day per key; one request keeps a key active (its bucket not full) for
   // 86.4 s, longer than the run, so every key stays in the store.
   l.set_limits("gpt-4o-day", {Limit::per_day("rpd", 1000)});
@@ -186,8 +186,7 @@ void BM_TryAcquire_RandomKey(benchmark::State& state) {
     lease.commit();
   }
   if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
-  state.counters["bytes_per_key"] =
-      static_cast<double>(rss1 - rss0) / static_cast<double>(keys);
+  state.counters["bytes_per_key"] = static_cast<double>(rss1 - rss0) / static_cast<double>(keys);
   state.counters["table_bytes_per_key"] =
       static_cast<double>(store->memory_bytes()) / static_cast<double>(keys);
   state.counters["active_keys"] = static_cast<double>(store->size());

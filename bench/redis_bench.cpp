@@ -274,10 +274,9 @@ Result run_async(admit::Limiter& limiter, const Args& a) {
     void start(std::size_t k) {
       const auto t0 = Clock::now();
       const bool counted = measuring.load(std::memory_order_relaxed);
-      limiter.try_acquire_async(entities[k % entities.size()], kResource, amounts(),
-                                [this, k, t0, counted](admit::Lease lease) {
-                                  done(k, t0, counted, std::move(lease));
-                                });
+      limiter.try_acquire_async(
+          entities[k % entities.size()], kResource, amounts(),
+          [this, k, t0, counted](admit::Lease lease) { done(k, t0, counted, std::move(lease)); });
     }
     void done(std::size_t k, Clock::time_point t0, bool counted, admit::Lease lease) {
       const bool allowed = lease.allowed();
@@ -359,9 +358,8 @@ int main(int argc, char** argv) {
       const admit::RedisStoreStats st = store.stats();
       const admit::redis::ClientStats cs = store.client().stats();
       // Requests per socket write: how much the client's pipelining batched.
-      const double per_write = cs.writes > 0 ? static_cast<double>(cs.commands) /
-                                                   static_cast<double>(cs.writes)
-                                             : 0;
+      const double per_write =
+          cs.writes > 0 ? static_cast<double>(cs.commands) / static_cast<double>(cs.writes) : 0;
       char extra[256];
       std::snprintf(extra, sizeof extra,
                     ", \"scripts\": %llu, \"local_denials\": %llu, \"commands_per_write\": %.2f",

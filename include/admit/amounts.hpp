@@ -42,7 +42,8 @@ class Amounts {
     return fallback;
   }
   bool contains(std::string_view name) const {
-    return std::any_of(items_.begin(), items_.end(), [&](const Amount& a) { return a.name == name; });
+    return std::any_of(items_.begin(), items_.end(),
+                       [&](const Amount& a) { return a.name == name; });
   }
   auto begin() const { return items_.begin(); }
   auto end() const { return items_.end(); }

@@ -161,8 +161,8 @@ class [[nodiscard]] Lease {
   Limiter* limiter_ = nullptr;
   Decision decision_;
   std::uint64_t id_ = 0;
-  bool holds_slots_ = false;  // any concurrency slot: commit must reach the store
-  bool marked_ = false;       // mark_success/mark_failure done
+  bool holds_slots_ = false;                   // any concurrency slot: commit must reach the store
+  bool marked_ = false;                        // mark_success/mark_failure done
   int uncaught_ = std::uncaught_exceptions();  // exceptions in flight when its life started
   Micros expires_at_ = 0;
   std::shared_ptr<const detail::LeaseKey> key_;

@@ -42,10 +42,10 @@ enum class ConfigMode : std::uint8_t {
 };
 
 struct LimiterOptions {
-  std::string ns = "default";             ///< namespace: tenants never see each other's keys
+  std::string ns = "default";               ///< namespace: tenants never see each other's keys
   Micros lease_ttl = 5 * kMicrosPerMinute;  ///< default lease TTL
-  int max_parent_depth = 8;               ///< ancestors deeper than this are refused
-  ConfigMode config = ConfigMode::local;  ///< where limits live (see ConfigMode)
+  int max_parent_depth = 8;                 ///< ancestors deeper than this are refused
+  ConfigMode config = ConfigMode::local;    ///< where limits live (see ConfigMode)
   /// ConfigMode::store: how long a configuration entry read from the store is used (>= 0;
   /// 0 reads the store on every resolution).
   Micros config_ttl = 60 * kMicrosPerSecond;
@@ -62,17 +62,17 @@ struct CacheStats {
 
 /// Per-call options.
 struct AcquireOptions {
-  Micros lease_ttl = 0;        ///< 0 = LimiterOptions::lease_ttl
-  bool with_stats = false;     ///< fill Decision::stats when allowed (denials always have them)
-  std::stop_token stop;        ///< acquire(): cancels the wait promptly
+  Micros lease_ttl = 0;     ///< 0 = LimiterOptions::lease_ttl
+  bool with_stats = false;  ///< fill Decision::stats when allowed (denials always have them)
+  std::stop_token stop;     ///< acquire(): cancels the wait promptly
 };
 
 /// One limit's state as an outside source of truth (a provider's response) reports it; see
 /// Limiter::clamp().
 struct StateClamp {
-  std::string limit;           ///< a limit of the entity's own (not an ancestor's)
-  std::int64_t available = -1; ///< at most this many units are available now; < 0: no bound
-  Micros until = 0;            ///< nothing is available before this instant; 0: no hold
+  std::string limit;            ///< a limit of the entity's own (not an ancestor's)
+  std::int64_t available = -1;  ///< at most this many units are available now; < 0: no bound
+  Micros until = 0;             ///< nothing is available before this instant; 0: no hold
 };
 
 /// Stats of every limit of one (entity, resource), ancestors included.
@@ -184,9 +184,8 @@ class Limiter {
    * thread) first; its scope starts anew where it is moved to. The Limiter and its Store
    * must outlive every pending `done`.
    */
-  void try_acquire_async(std::string_view entity, std::string_view resource,
-                         const Amounts& amounts, AcquireCallback done,
-                         const AcquireOptions& options = {});
+  void try_acquire_async(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                         AcquireCallback done, const AcquireOptions& options = {});
 
   /**
    * Waits until the request fits or `timeout` passes, in FIFO order per (entity, resource)
@@ -204,8 +203,7 @@ class Limiter {
   Decision decide(std::string_view entity, std::string_view resource, const Amounts& amounts);
 
   /// Counts usage after the fact, unconditionally (buckets may go into debt).
-  Decision record_usage(std::string_view entity, std::string_view resource,
-                        const Amounts& amounts);
+  Decision record_usage(std::string_view entity, std::string_view resource, const Amounts& amounts);
 
   /**
    * Lowers the state of (entity, resource)'s own limits to what the provider reports: at most

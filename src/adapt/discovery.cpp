@@ -101,8 +101,7 @@ ObserveResult Discovery::observe(std::string_view entity, std::string_view resou
         limits.push_back(Limit::custom(name, dl.capacity, dl.provider_limit,
                                        std::chrono::microseconds(dl.window)));
       }
-      limiter_.set_discovered_limits(std::string(entity), std::string(resource),
-                                     std::move(limits));
+      limiter_.set_discovered_limits(std::string(entity), std::string(resource), std::move(limits));
     }
   }
   // A 429 holds every limit of the key: a request carries all of them, so holding only the
@@ -132,8 +131,7 @@ ObserveResult Discovery::observe(Lease& lease, const Observation& obs) {
 
 ObserveResult Discovery::observe(Lease& lease, const Headers& headers, int status,
                                  std::string_view body) {
-  return observe(lease,
-                 parse_response(provider_, headers, status, body, limiter_.clock().now()));
+  return observe(lease, parse_response(provider_, headers, status, body, limiter_.clock().now()));
 }
 
 std::vector<DiscoveredLimit> Discovery::discovered(std::string_view entity,

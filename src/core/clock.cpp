@@ -8,9 +8,7 @@
 namespace admit {
 
 namespace {
-Micros wall_now() {
-  return to_micros(std::chrono::system_clock::now().time_since_epoch());
-}
+Micros wall_now() { return to_micros(std::chrono::system_clock::now().time_since_epoch()); }
 std::int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -38,8 +36,8 @@ void SystemClock::wait_until(std::unique_lock<std::mutex>& lock, std::condition_
 CoarseClock::CoarseClock() : wall_anchor_(wall_now()), coarse_anchor_(coarse_us()) {
   timespec res{};
   clock_getres(CLOCK_MONOTONIC_COARSE, &res);
-  resolution_ = std::max<Micros>(1, static_cast<Micros>(res.tv_sec) * kMicrosPerSecond +
-                                        res.tv_nsec / 1000);
+  resolution_ =
+      std::max<Micros>(1, static_cast<Micros>(res.tv_sec) * kMicrosPerSecond + res.tv_nsec / 1000);
 }
 
 Micros CoarseClock::now() const { return wall_anchor_ + (coarse_us() - coarse_anchor_); }

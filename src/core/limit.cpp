@@ -12,21 +12,30 @@ namespace admit {
 
 std::string_view to_string(LimitKind k) {
   switch (k) {
-    case LimitKind::rate: return "rate";
-    case LimitKind::window: return "window";
-    case LimitKind::concurrency: return "concurrency";
-    case LimitKind::adaptive: return "adaptive";
+    case LimitKind::rate:
+      return "rate";
+    case LimitKind::window:
+      return "window";
+    case LimitKind::concurrency:
+      return "concurrency";
+    case LimitKind::adaptive:
+      return "adaptive";
   }
   return "unknown";
 }
 
 std::string_view to_string(WindowUnit u) {
   switch (u) {
-    case WindowUnit::minute: return "minute";
-    case WindowUnit::hour: return "hour";
-    case WindowUnit::day: return "day";
-    case WindowUnit::week: return "week";
-    case WindowUnit::month: return "month";
+    case WindowUnit::minute:
+      return "minute";
+    case WindowUnit::hour:
+      return "hour";
+    case WindowUnit::day:
+      return "day";
+    case WindowUnit::week:
+      return "week";
+    case WindowUnit::month:
+      return "month";
   }
   return "unknown";
 }
@@ -192,10 +201,10 @@ Limit Limit::adaptive(std::string name, AimdOptions options, std::int64_t burst)
     throw ValidationError("burst", std::to_string(burst), "must be within 1..1000000");
   }
   if (1e9 / options.min_rate > static_cast<double>(max_interval_ns(burst))) {
-    throw ValidationError("min_rate", std::to_string(options.min_rate),
-                          "is too slow to be exact with burst " + std::to_string(burst) +
-                              " (at least " + std::to_string(1e9 / static_cast<double>(max_interval_ns(burst))) +
-                              " per second)");
+    throw ValidationError(
+        "min_rate", std::to_string(options.min_rate),
+        "is too slow to be exact with burst " + std::to_string(burst) + " (at least " +
+            std::to_string(1e9 / static_cast<double>(max_interval_ns(burst))) + " per second)");
   }
   Limit l;
   l.name_ = std::move(name);
@@ -250,9 +259,9 @@ std::string format_period(Micros us) {
     Micros size;
     const char* suffix;
   };
-  static constexpr Unit kUnits[] = {{kMicrosPerDay, "d"},   {kMicrosPerHour, "h"},
-                                    {kMicrosPerMinute, "m"}, {kMicrosPerSecond, "s"},
-                                    {1000, "ms"},            {1, "us"}};
+  static constexpr Unit kUnits[] = {
+      {kMicrosPerDay, "d"},    {kMicrosPerHour, "h"}, {kMicrosPerMinute, "m"},
+      {kMicrosPerSecond, "s"}, {1000, "ms"},          {1, "us"}};
   for (const auto& u : kUnits) {
     if (us % u.size == 0) return std::to_string(us / u.size) + u.suffix;
   }

@@ -1,7 +1,6 @@
 #include "admit/core/limit_codec.hpp"
 
 #include <boost/json.hpp>
-
 #include <charconv>
 #include <cmath>
 
@@ -156,8 +155,10 @@ std::string encode_limits(std::span<const Limit> limits) {
 std::vector<Limit> decode_limits(std::string_view text) {
   json::error_code ec;
   const json::value v = json::parse(json::string_view(text.data(), text.size()), ec);
-  if (ec) throw ValidationError("limits", std::string(text.substr(0, 80)), "not JSON: " + ec.message());
-  if (!v.is_array()) throw ValidationError("limits", std::string(text.substr(0, 80)), "must be a JSON array");
+  if (ec)
+    throw ValidationError("limits", std::string(text.substr(0, 80)), "not JSON: " + ec.message());
+  if (!v.is_array())
+    throw ValidationError("limits", std::string(text.substr(0, 80)), "must be a JSON array");
   std::vector<Limit> out;
   out.reserve(v.get_array().size());
   for (const json::value& e : v.get_array()) {

@@ -232,7 +232,7 @@ struct Scratch {
   std::vector<OpItem> ops;
   std::vector<std::size_t> entries;  // per op item: the plan entry it takes from
   std::vector<ItemResult> results;
-  std::vector<RateParams> rates;  // adaptive items' parameters (reserved: pointers stay valid)
+  std::vector<RateParams> rates;      // adaptive items' parameters (reserved: pointers stay valid)
   std::vector<std::uint64_t> epochs;  // per entry: adaptive controllers' epoch at the op
 };
 thread_local Scratch t_scratch;
@@ -336,10 +336,10 @@ Lease Limiter::Impl::attempt(std::string_view entity, std::string_view resource,
       return lease;
     }
   }
-  finish_acquire(lease, plan->lease_key, sc.ops, sc.entries, sc.results,
-                 plan->adaptive ? std::span<const std::uint64_t>(sc.epochs)
-                                : std::span<const std::uint64_t>(),
-                 ok, options.with_stats, slots, id, expires_at);
+  finish_acquire(
+      lease, plan->lease_key, sc.ops, sc.entries, sc.results,
+      plan->adaptive ? std::span<const std::uint64_t>(sc.epochs) : std::span<const std::uint64_t>(),
+      ok, options.with_stats, slots, id, expires_at);
   return lease;
 }
 
@@ -596,8 +596,8 @@ Decision Limiter::Impl::lease_op(Lease& lease, const Amounts* deltas, bool refun
       const auto& it = lk.items[i];
       const LeaseAccess::Held& h = LeaseAccess::held(lease, i);
       const bool slots = it.limit.kind() == LimitKind::concurrency && h.consumed > 0;
-      const bool give_back = refund && !expired && h.consumed > 0 &&
-                             it.limit.kind() != LimitKind::concurrency;
+      const bool give_back =
+          refund && !expired && h.consumed > 0 && it.limit.kind() != LimitKind::concurrency;
       if (!slots && !give_back) continue;
       ops.push_back(OpItem{it.key, &it.limit, give_back ? h.consumed : 0, h.window_end});
       which.push_back(i);
@@ -639,9 +639,9 @@ Decision Limiter::Impl::lease_op(Lease& lease, const Amounts* deltas, bool refun
         h.window_end = results[j].window_end;
       }
     }
-    d.stats.push_back(LimitStatus{lk.entities[it.key], it.limit.name(), it.limit.kind(),
-                                  it.source, it.limit.capacity(),
-                                  results[j].available, results[j].reset_after});
+    d.stats.push_back(LimitStatus{lk.entities[it.key], it.limit.name(), it.limit.kind(), it.source,
+                                  it.limit.capacity(), results[j].available,
+                                  results[j].reset_after});
   }
   if (returns_capacity) waits.notify_all_heads();
   return d;
@@ -652,7 +652,8 @@ void Limiter::reset(std::string_view entity, std::string_view resource) {
   const auto snap = impl_->view(entity, resource, now, nullptr);
   Plan plan;
   resolve_chain(*snap, entity, resource, 0, plan);
-  if (plan.error != Code::ok) throw ValidationError("resource", std::string(resource), plan.error_reason);
+  if (plan.error != Code::ok)
+    throw ValidationError("resource", std::string(resource), plan.error_reason);
   SmallVec<OpItem> ops;
   for (const auto& en : plan.entries) ops.push_back(OpItem{en.key, en.limit, 0, 0});
   if (!ops.empty()) {
@@ -685,7 +686,8 @@ ResourceStats Limiter::stats(std::string_view entity, std::string_view resource)
   const auto snap = impl_->view(entity, resource, now, nullptr);
   Plan plan;
   resolve_chain(*snap, entity, resource, impl_->opt.max_parent_depth, plan);
-  if (plan.error != Code::ok) throw ValidationError("resource", std::string(resource), plan.error_reason);
+  if (plan.error != Code::ok)
+    throw ValidationError("resource", std::string(resource), plan.error_reason);
   SmallVec<OpItem> ops;
   SmallVec<RateParams> rates;
   SmallVec<double> adaptive_rates(plan.entries.size(), 0.0);
@@ -701,9 +703,16 @@ ResourceStats Limiter::stats(std::string_view entity, std::string_view resource)
   }
   SmallVec<ItemResult> results(ops.size());
   if (!ops.empty()) {
-    const Op op{.kind = OpKind::read, .ns = &impl_->ns, .group = plan.keys.back().entity,
-                .now = now, .keys = plan.keys,
-                .items = ops, .handles = {}, .lease_id = 0, .lease_expiry = 0, .report = true};
+    const Op op{.kind = OpKind::read,
+                .ns = &impl_->ns,
+                .group = plan.keys.back().entity,
+                .now = now,
+                .keys = plan.keys,
+                .items = ops,
+                .handles = {},
+                .lease_id = 0,
+                .lease_expiry = 0,
+                .report = true};
     impl_->store.apply(op, results);
   }
   for (std::size_t i = 0; i < plan.entries.size(); ++i) {
@@ -720,7 +729,8 @@ std::vector<LimitStatus> Limiter::clamp(std::string_view entity, std::string_vie
   const auto snap = impl_->view(entity, resource, now, nullptr);
   Plan plan;
   resolve_chain(*snap, entity, resource, 0, plan);  // the entity's own key only
-  if (plan.error != Code::ok) throw ValidationError("resource", std::string(resource), plan.error_reason);
+  if (plan.error != Code::ok)
+    throw ValidationError("resource", std::string(resource), plan.error_reason);
   SmallVec<OpItem> ops;
   SmallVec<std::size_t> which;
   SmallVec<RateParams> rates;

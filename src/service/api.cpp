@@ -1,7 +1,6 @@
 #include "service/api.hpp"
 
 #include <boost/json.hpp>
-
 #include <limits>
 #include <utility>
 

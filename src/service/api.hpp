@@ -15,9 +15,9 @@ namespace admit::service {
 
 struct Response {
   unsigned status = 200;
-  std::string body;             ///< JSON
+  std::string body;               ///< JSON
   std::int64_t retry_after = -1;  ///< seconds for a Retry-After header; -1: none
-  std::string allow;            ///< methods for an Allow header (405); empty: none
+  std::string allow;              ///< methods for an Allow header (405); empty: none
 };
 
 /// Renders a Decision as the JSON object the API returns.

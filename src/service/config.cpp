@@ -181,8 +181,7 @@ class Parser : detail::YamlReader {
     auto need = [&](std::string_view k) -> const Entry& {
       const Entry* e = find(k);
       if (e == nullptr) {
-        fail(n, join(path, std::string(k)), "",
-             "missing (required with '" + kind->key + "')");
+        fail(n, join(path, std::string(k)), "", "missing (required with '" + kind->key + "')");
       }
       return *e;
     };
@@ -265,7 +264,8 @@ class Parser : detail::YamlReader {
         if (e.value.IsNull()) continue;
         out.parent = string(e.value, p);
         if (!out.parent.empty()) check_name(e.value, p, "parent", out.parent);
-        if (out.parent == out.name) fail(e.value, p, out.parent, "an entity cannot be its own parent");
+        if (out.parent == out.name)
+          fail(e.value, p, out.parent, "an entity cannot be its own parent");
       } else if (e.key == "defaults") {
         out.defaults = limits(e.value, p);
       } else if (e.key == "limits") {
@@ -307,15 +307,13 @@ class Parser : detail::YamlReader {
         return *e;
       };
       const std::string entity = name(need("entity").value, join(path, "entity"), "entity");
-      const std::string resource =
-          name(need("resource").value, join(path, "resource"), "resource");
+      const std::string resource = name(need("resource").value, join(path, "resource"), "resource");
       const Entry& limit_e = need("limit");
       const std::string limit = name(limit_e.value, join(path, "limit"), "limit name");
       const Entry& kind_e = need("kind");
       const std::string kind_text = string(kind_e.value, join(path, "kind"));
-      const LimitKind* kind =
-          std::find_if(std::begin(kRecordKinds), std::end(kRecordKinds),
-                       [&](LimitKind k) { return to_string(k) == kind_text; });
+      const LimitKind* kind = std::find_if(std::begin(kRecordKinds), std::end(kRecordKinds),
+                                           [&](LimitKind k) { return to_string(k) == kind_text; });
       if (kind == std::end(kRecordKinds)) {
         fail(kind_e.value, join(path, "kind"), kind_text, "expected rate, window or concurrency");
       }
@@ -358,7 +356,8 @@ class Parser : detail::YamlReader {
         return integer(need(k).value, join(path, std::string(k)));
       };
       if (*kind == LimitKind::concurrency) {
-        HoldRow h{entity, resource, limit, lease_id(need("lease").value, join(path, "lease")),
+        HoldRow h{entity,        resource,
+                  limit,         lease_id(need("lease").value, join(path, "lease")),
                   num("amount"), num("expiry_us")};
         if (h.amount < 1) {
           fail(need("amount").value, join(path, "amount"), std::to_string(h.amount),
@@ -409,7 +408,8 @@ std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream text;
   text << in.rdbuf();
-  if (!in) throw ValidationError("config", path, std::string("cannot read: ") + std::strerror(errno));
+  if (!in)
+    throw ValidationError("config", path, std::string("cannot read: ") + std::strerror(errno));
   return text.str();
 }
 
@@ -422,8 +422,8 @@ void emit_limit(YAML::Emitter& out, const Limit& l, const std::string& path) {
       const auto u = std::find_if(std::begin(kPerUnits), std::end(kPerUnits),
                                   [&](const PerUnit& p) { return p.period == l.refill_period(); });
       if (l.unlimited()) {
-        out << YAML::Key << "per" << YAML::Value << "minute" << YAML::Key << "limit"
-            << YAML::Value << 0;
+        out << YAML::Key << "per" << YAML::Value << "minute" << YAML::Key << "limit" << YAML::Value
+            << 0;
       } else if (u != std::end(kPerUnits)) {
         out << YAML::Key << "per" << YAML::Value << std::string(u->name) << YAML::Key << "limit"
             << YAML::Value << l.refill_amount();
@@ -481,8 +481,8 @@ void emit_state(YAML::Emitter& out, const UsageState& state) {
       out << YAML::Key << "window_end_us" << YAML::Value << r.a << YAML::Key << "used"
           << YAML::Value << r.b;
     } else {
-      out << YAML::Key << "tat_us" << YAML::Value << r.a << YAML::Key << "tat_rem"
-          << YAML::Value << r.b;
+      out << YAML::Key << "tat_us" << YAML::Value << r.a << YAML::Key << "tat_rem" << YAML::Value
+          << r.b;
     }
     out << YAML::EndMap;
   }
@@ -506,9 +506,7 @@ Config parse_state_file(const std::string& yaml, const std::string& source) {
   return Parser(source, true).run(yaml);
 }
 
-Config load_state_file(const std::string& path) {
-  return parse_state_file(read_file(path), path);
-}
+Config load_state_file(const std::string& path) { return parse_state_file(read_file(path), path); }
 
 std::string format_state_file(const Config& config) {
   YAML::Emitter out;
@@ -596,15 +594,16 @@ const LimitList& resolve_limits(const Config& config, std::string_view entity,
 void apply_config(const Config& config, Limiter& limiter) {
   if (limiter.options().ns != config.ns) {
     throw ValidationError("namespace", config.ns,
-                          "the limiter was built for namespace '" + limiter.options().ns +
-                              "' (" + config.source + ")");
+                          "the limiter was built for namespace '" + limiter.options().ns + "' (" +
+                              config.source + ")");
   }
 
   limiter.set_default_limits(config.defaults);
   for (const auto& [resource, limits] : config.resources) limiter.set_limits(resource, limits);
   for (const auto& e : config.entities) {
     if (e.defaults) limiter.set_entity_default_limits(e.name, *e.defaults);
-    for (const auto& [resource, limits] : e.limits) limiter.set_entity_limits(e.name, resource, limits);
+    for (const auto& [resource, limits] : e.limits)
+      limiter.set_entity_limits(e.name, resource, limits);
   }
   // Parents root-first (an entity's parent linked before it), so a chain deeper than
   // max_parent_depth is refused by Limiter::set_parent at the link of the entity whose

@@ -31,7 +31,6 @@ bool same_key(const ConfigEntry& a, const ConfigEntry& b) {
   return std::tie(a.kind, a.entity, a.resource) == std::tie(b.kind, b.entity, b.resource);
 }
 
-
 // Whether `config` gives (entity, resource) a limit `name` of `kind`: usage state of anything
 // else cannot be written to (or read from) a state file.
 bool configured(const Config& config, const std::string& entity, const std::string& resource,

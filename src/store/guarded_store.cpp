@@ -16,9 +16,12 @@ namespace admit {
 
 std::string_view to_string(UnavailablePolicy p) {
   switch (p) {
-    case UnavailablePolicy::fail_closed: return "fail_closed";
-    case UnavailablePolicy::fail_open: return "fail_open";
-    case UnavailablePolicy::local_fallback: return "local_fallback";
+    case UnavailablePolicy::fail_closed:
+      return "fail_closed";
+    case UnavailablePolicy::fail_open:
+      return "fail_open";
+    case UnavailablePolicy::local_fallback:
+      return "local_fallback";
   }
   return "unknown";
 }
@@ -54,8 +57,8 @@ RateParams scale(const RateParams& p, std::int64_t fleet) {
   }
   s.a = static_cast<std::int64_t>(a);
   s.b = static_cast<std::int64_t>(b);
-  s.max_amount = std::min(kMaxExact / std::max<std::int64_t>(s.b, 1),
-                          kMaxA / std::max<std::int64_t>(s.a, 1));
+  s.max_amount =
+      std::min(kMaxExact / std::max<std::int64_t>(s.b, 1), kMaxA / std::max<std::int64_t>(s.a, 1));
   s.capacity = std::min(share(p.capacity, fleet), s.max_amount);
   const std::int64_t cb = s.capacity * s.b;
   s.tol_us = s.capacity * s.a + cb / s.r;
@@ -169,7 +172,7 @@ struct GuardedStore::Impl {
     const std::int64_t fleet = o.fleet_size;
     std::vector<OpItem> items(op.items.begin(), op.items.end());
     std::vector<RateParams> rates;
-    rates.reserve(items.size());  // pointers into it stay valid
+    rates.reserve(items.size());                     // pointers into it stay valid
     std::vector<std::shared_ptr<const Limit>> keep;  // scaled limits alive for this op
     for (OpItem& it : items) {
       const Limit& l = *it.limit;
@@ -264,26 +267,26 @@ void GuardedStore::apply_async(const Op& op, std::span<ItemResult> results, Appl
   // fail_open and local_fallback may have to answer after `op` is gone: keep a copy.
   std::shared_ptr<const OwnedOp> copy;
   if (im.o.policy != UnavailablePolicy::fail_closed) copy = std::make_shared<const OwnedOp>(op);
-  im.primary.apply_async(
-      op, results,
-      [&im, epoch, results, copy = std::move(copy), done = std::move(done)](
-          bool ok, std::exception_ptr error) {
-        if (!error) {
-          im.served(epoch);
-          return done(ok, nullptr);
-        }
-        if (!is_unavailable(error)) return done(false, std::move(error));
-        im.failed();
-        if (im.o.policy == UnavailablePolicy::fail_closed) return done(false, std::move(error));
-        bool answer = false;
-        std::exception_ptr failure;
-        try {
-          answer = im.degraded_answer(copy->op(), results);
-        } catch (...) {
-          failure = std::current_exception();
-        }
-        done(answer, std::move(failure));
-      });
+  im.primary.apply_async(op, results,
+                         [&im, epoch, results, copy = std::move(copy), done = std::move(done)](
+                             bool ok, std::exception_ptr error) {
+                           if (!error) {
+                             im.served(epoch);
+                             return done(ok, nullptr);
+                           }
+                           if (!is_unavailable(error)) return done(false, std::move(error));
+                           im.failed();
+                           if (im.o.policy == UnavailablePolicy::fail_closed)
+                             return done(false, std::move(error));
+                           bool answer = false;
+                           std::exception_ptr failure;
+                           try {
+                             answer = im.degraded_answer(copy->op(), results);
+                           } catch (...) {
+                             failure = std::current_exception();
+                           }
+                           done(answer, std::move(failure));
+                         });
 }
 
 KeyHandle GuardedStore::prepare(const Namespace& ns, const KeyParts& key) const {

@@ -1,17 +1,16 @@
 #include "admit/store/memory_store.hpp"
 
 #define XXH_INLINE_ALL
-#include <xxhash.h>
-
 #include <absl/container/flat_hash_map.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <array>
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <tuple>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "admit/core/error.hpp"
@@ -177,7 +176,8 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
   std::copy(shard_ids.begin(), shard_ids.end(), order.begin());
   if (nkeys > 1) {
     std::sort(order.begin(), order.end());
-    order.resize_down(static_cast<std::size_t>(std::unique(order.begin(), order.end()) - order.begin()));
+    order.resize_down(
+        static_cast<std::size_t>(std::unique(order.begin(), order.end()) - order.begin()));
   }
   for (const std::size_t s : order) im.shards[s].mu.lock();
   struct Unlock {
@@ -289,9 +289,8 @@ void MemoryStore::get_config(const Namespace& ns, std::span<const ConfigKey> key
   validate_config_read(keys, values);
   std::lock_guard g(impl_->cfg_mu);
   for (std::size_t i = 0; i < keys.size(); ++i) {
-    const auto it = impl_->config.find(
-        Impl::ConfigId{ns.id, keys[i].kind, std::string(keys[i].entity),
-                       std::string(keys[i].resource)});
+    const auto it = impl_->config.find(Impl::ConfigId{
+        ns.id, keys[i].kind, std::string(keys[i].entity), std::string(keys[i].resource)});
     values[i] = it == impl_->config.end() ? std::nullopt : std::optional(it->second);
   }
 }

@@ -44,19 +44,23 @@ void Store::apply_async(const Op& op, std::span<ItemResult> results, ApplyCallba
 
 std::string_view to_string(ConfigKind k) {
   switch (k) {
-    case ConfigKind::system: return "system";
-    case ConfigKind::resource: return "resource";
-    case ConfigKind::entity_default: return "entity_default";
-    case ConfigKind::entity: return "entity";
-    case ConfigKind::parent: return "parent";
+    case ConfigKind::system:
+      return "system";
+    case ConfigKind::resource:
+      return "resource";
+    case ConfigKind::entity_default:
+      return "entity_default";
+    case ConfigKind::entity:
+      return "entity";
+    case ConfigKind::parent:
+      return "parent";
   }
   return "unknown";
 }
 
 void validate_config_key(const ConfigKey& key) {
   const bool uses_entity = key.kind == ConfigKind::entity ||
-                           key.kind == ConfigKind::entity_default ||
-                           key.kind == ConfigKind::parent;
+                           key.kind == ConfigKind::entity_default || key.kind == ConfigKind::parent;
   const bool uses_resource = key.kind == ConfigKind::entity || key.kind == ConfigKind::resource;
   if (key.kind > ConfigKind::parent) {
     throw ValidationError("config kind", std::to_string(static_cast<int>(key.kind)),

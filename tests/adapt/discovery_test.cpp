@@ -89,10 +89,10 @@ TEST(AdaptiveLimit, ValidatesAndDerivesParameters) {
   EXPECT_EQ(p.b, 333);
   EXPECT_EQ(p.tol_us, 666666);
   EXPECT_EQ(p.tol_rem, 666);
-  EXPECT_EQ(l.rate().a, p.a);              // rate() is the initial rate
+  EXPECT_EQ(l.rate().a, p.a);                     // rate() is the initial rate
   EXPECT_EQ(l.rate_at(1000).a, l.rate_at(10).a);  // clamped to max_rate: 100 ms
   EXPECT_EQ(l.rate_at(10).a, 100000);
-  EXPECT_EQ(l.rate_at(0.001).a, 10'000'000);     // clamped to min_rate 0.1: 10 s
+  EXPECT_EQ(l.rate_at(0.001).a, 10'000'000);  // clamped to min_rate 0.1: 10 s
   EXPECT_NE(l.describe().find("adaptive"), std::string::npos);
   EXPECT_FALSE(l == Limit::adaptive("aimd", AimdOptions{.max_rate = 11, .initial_rate = 3}, 2));
   EXPECT_TRUE(l == Limit::adaptive("aimd", AimdOptions{.max_rate = 10, .initial_rate = 3}, 2));
@@ -112,10 +112,11 @@ class AdaptiveTest : public ::testing::Test {
 // requests sent before the decrease (one congestion event).
 TEST_F(AdaptiveTest, PacesGrowsAndDecreasesOncePerCongestionEvent) {
   // Starts at 4/s in congestion avoidance (threshold 4): T = 250 ms, burst 1.
-  limiter.set_limits("m", {Limit::per_minute("rpm", 100),
-                           Limit::adaptive("aimd", AimdOptions{.max_rate = 100,
-                                                               .initial_rate = 4,
-                                                               .slow_start_threshold = 4})});
+  limiter.set_limits(
+      "m",
+      {Limit::per_minute("rpm", 100),
+       Limit::adaptive(
+           "aimd", AimdOptions{.max_rate = 100, .initial_rate = 4, .slow_start_threshold = 4})});
   Lease a = limiter.try_acquire("acct", "m", {{"rpm", 1}});
   ASSERT_TRUE(a.allowed());
   Lease b = limiter.try_acquire("acct", "m", {{"rpm", 1}});  // paced: 250 ms apart
@@ -160,9 +161,9 @@ TEST_F(AdaptiveTest, PacesGrowsAndDecreasesOncePerCongestionEvent) {
 // Verifies each entity has its own controller, and that an acquire that names the adaptive
 // limit with 0 does not take from it.
 TEST_F(AdaptiveTest, ControllersArePerKeyAndAmountsCanSkipThem) {
-  limiter.set_limits("m", {Limit::adaptive("aimd", AimdOptions{.max_rate = 10,
-                                                                .initial_rate = 1,
-                                                                .slow_start_threshold = 1})});
+  limiter.set_limits(
+      "m", {Limit::adaptive(
+               "aimd", AimdOptions{.max_rate = 10, .initial_rate = 1, .slow_start_threshold = 1})});
   Lease a = limiter.try_acquire("x", "m", {});
   ASSERT_TRUE(a.allowed());
   ASSERT_TRUE(a.mark_failure());  // x: 1 -> 0.5
@@ -175,9 +176,9 @@ TEST_F(AdaptiveTest, ControllersArePerKeyAndAmountsCanSkipThem) {
 
 // Verifies leases refund adaptive usage on rollback and adjust like other rate limits.
 TEST_F(AdaptiveTest, RollbackRefunds) {
-  limiter.set_limits("m", {Limit::adaptive("aimd", AimdOptions{.max_rate = 10,
-                                                                .initial_rate = 2,
-                                                                .slow_start_threshold = 2})});
+  limiter.set_limits(
+      "m", {Limit::adaptive(
+               "aimd", AimdOptions{.max_rate = 10, .initial_rate = 2, .slow_start_threshold = 2})});
   {
     Lease a = limiter.try_acquire("x", "m", {});
     ASSERT_TRUE(a.allowed());
@@ -194,8 +195,8 @@ TEST_F(AdaptiveTest, RollbackRefunds) {
 TEST_F(AdaptiveTest, ClampLowersNeverRaisesAndHolds) {
   limiter.set_limits("m", {Limit::per_minute("rpm", 60), Limit::daily("rpd", 1000),
                            Limit::concurrency("slots", 2)});
-  const std::vector<StateClamp> first{{"rpm", 10, 0}, {"rpd", 500, 0}, {"slots", 0, 0},
-                                      {"nope", 0, 0}};
+  const std::vector<StateClamp> first{
+      {"rpm", 10, 0}, {"rpd", 500, 0}, {"slots", 0, 0}, {"nope", 0, 0}};
   const auto out = limiter.clamp("acct", "m", first);
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(find_status(out, "rpm")->available, 10);
@@ -225,8 +226,8 @@ TEST_F(AdaptiveTest, ClampLowersNeverRaisesAndHolds) {
 // report ConfigSource::discovered, and keep following later configuration changes.
 TEST_F(AdaptiveTest, DiscoveredLimitsOverlayConfiguration) {
   limiter.set_limits("m", {Limit::per_minute("rpm", 100), Limit::per_minute("tpm", 1000)});
-  limiter.set_discovered_limits("acct", "m", {Limit::per_minute("rpm", 50),
-                                              Limit::per_day("rpd", 500)});
+  limiter.set_discovered_limits("acct", "m",
+                                {Limit::per_minute("rpm", 50), Limit::per_day("rpd", 500)});
   auto r = limiter.resolve("acct", "m");
   ASSERT_EQ(r.size(), 3u);
   EXPECT_EQ(r[0].first.capacity(), 50);
@@ -305,11 +306,12 @@ TEST_F(DiscoveryTest, RemainingPullsTheBucketDown) {
 // Verifies a 429 holds every limit of the key until retry-after, decreases the lease's
 // adaptive limit, and that a limit change reported by the provider is followed.
 TEST_F(DiscoveryTest, RateLimitedHoldsAndDecreases) {
-  limiter.set_limits("gpt", {Limit::per_minute("rpm", 0), Limit::per_minute("tpm", 0),
-                             Limit::adaptive("aimd", AimdOptions{.max_rate = 50,
-                                                                 .initial_rate = 20,
-                                                                 .slow_start_threshold = 20},
-                                             20)});
+  limiter.set_limits(
+      "gpt",
+      {Limit::per_minute("rpm", 0), Limit::per_minute("tpm", 0),
+       Limit::adaptive("aimd",
+                       AimdOptions{.max_rate = 50, .initial_rate = 20, .slow_start_threshold = 20},
+                       20)});
   Lease lease = limiter.try_acquire("acct", "gpt", {{"rpm", 1}, {"tpm", 100}});
   ASSERT_TRUE(lease.allowed());
   Observation o = openai_obs(500, 499, 30000, 0);
@@ -333,19 +335,18 @@ TEST_F(DiscoveryTest, RateLimitedHoldsAndDecreases) {
 // Verifies observe(lease, headers, status) parses with the Discovery's provider, and a
 // successful response marks the lease's adaptive limits as a success.
 TEST_F(DiscoveryTest, ParsesHeadersAndMarksSuccess) {
-  limiter.set_limits("gpt", {Limit::per_minute("rpm", 0), Limit::per_minute("tpm", 0),
-                             Limit::adaptive("aimd", AimdOptions{.max_rate = 50,
-                                                                 .initial_rate = 20,
-                                                                 .slow_start_threshold = 20},
-                                             20)});
+  limiter.set_limits(
+      "gpt",
+      {Limit::per_minute("rpm", 0), Limit::per_minute("tpm", 0),
+       Limit::adaptive("aimd",
+                       AimdOptions{.max_rate = 50, .initial_rate = 20, .slow_start_threshold = 20},
+                       20)});
   Lease lease = limiter.try_acquire("acct", "gpt", {{"rpm", 1}, {"tpm", 10}});
   ASSERT_TRUE(lease.allowed());
-  const Headers h{{"x-ratelimit-limit-requests", "60"},
-                  {"x-ratelimit-remaining-requests", "59"},
-                  {"x-ratelimit-reset-requests", "1s"},
-                  {"x-ratelimit-limit-tokens", "150000"},
-                  {"x-ratelimit-remaining-tokens", "149990"},
-                  {"x-ratelimit-reset-tokens", "6m0s"}};
+  const Headers h{
+      {"x-ratelimit-limit-requests", "60"},       {"x-ratelimit-remaining-requests", "59"},
+      {"x-ratelimit-reset-requests", "1s"},       {"x-ratelimit-limit-tokens", "150000"},
+      {"x-ratelimit-remaining-tokens", "149990"}, {"x-ratelimit-reset-tokens", "6m0s"}};
   const ObserveResult r = discovery.observe(lease, h, 200);
   EXPECT_TRUE(r.limits_changed);
   EXPECT_FALSE(r.rate_limited);

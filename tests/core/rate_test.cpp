@@ -158,7 +158,8 @@ TEST(Rate, SafetyPropertyOnRandomTraffic) {
     Micros now = kT0;
     std::vector<std::pair<Micros, std::int64_t>> admitted;
     for (int step = 0; step < 600; ++step) {
-      now += std::uniform_int_distribution<Micros>(0, period / std::max<std::int64_t>(refill, 1))(rng);
+      now +=
+          std::uniform_int_distribution<Micros>(0, period / std::max<std::int64_t>(refill, 1))(rng);
       const std::int64_t n = std::uniform_int_distribution<std::int64_t>(1, burst)(rng);
       if (rate::check(p, tat, n, now).ok) {
         tat = rate::consume(p, tat, n, now);
@@ -171,8 +172,9 @@ TEST(Rate, SafetyPropertyOnRandomTraffic) {
         sum += admitted[j].second;
         const Micros dt = admitted[j].first - admitted[i].first;
         // sum <= burst + refill * dt / period  <=>  sum*period <= burst*period + refill*dt
-        ASSERT_LE(static_cast<rate::Int128>(sum) * period,
-                  static_cast<rate::Int128>(burst) * period + static_cast<rate::Int128>(refill) * dt)
+        ASSERT_LE(
+            static_cast<rate::Int128>(sum) * period,
+            static_cast<rate::Int128>(burst) * period + static_cast<rate::Int128>(refill) * dt)
             << "interval " << i << ".." << j;
       }
     }

@@ -1302,9 +1302,10 @@ TEST_F(AsyncAcquireTest, ConcurrencyLeasesHoldAndReleaseSlots) {
 // carries the controller's epoch (a failure mark halves the rate once per congestion event).
 TEST_F(AsyncAcquireTest, AdaptiveLimitPacesAndMarks) {
   configure([](Limiter& l) {
-    l.set_limits("m", {Limit::adaptive("aimd", AimdOptions{.max_rate = 100,
-                                                           .initial_rate = 4,
-                                                           .slow_start_threshold = 4})});
+    l.set_limits(
+        "m",
+        {Limit::adaptive(
+            "aimd", AimdOptions{.max_rate = 100, .initial_rate = 4, .slow_start_threshold = 4})});
   });
   auto [s1, a1] = both("acct", "m", {});
   ASSERT_TRUE(a1.allowed());
@@ -1406,7 +1407,7 @@ TEST(AsyncAcquireDeferred, CompletionOutlivesPlanCacheAndSnapshot) {
     got.push_back(std::move(l));
   };
   limiter.try_acquire_async(user, model, {{"rpm", 1}}, collect, stats);  // allowed
-  limiter.try_acquire_async(user, model, {{"rpm", 1}}, collect);  // denied: slot held by #1
+  limiter.try_acquire_async(user, model, {{"rpm", 1}}, collect);         // denied: slot held by #1
   EXPECT_EQ(store.pending(), 2u);
   EXPECT_TRUE(got.empty());
 

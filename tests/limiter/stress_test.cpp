@@ -420,8 +420,7 @@ TEST(Stress, AsyncAcquiresAnsweredOnAnIoThreadAreExact) {
       for (int i = 0; i < kUnits + kSlotTries; ++i) {
         const bool slot = i % 16 == 0 && i / 16 < kSlotTries;
         limiter.try_acquire_async(user, slot ? "slots" : "gpt",
-                                  slot ? Amounts{} : Amounts{{"rpd", 1}},
-                                  [&, self, slot](Lease l) {
+                                  slot ? Amounts{} : Amounts{{"rpd", 1}}, [&, self, slot](Lease l) {
                                     if (std::this_thread::get_id() == self) on_caller.fetch_add(1);
                                     {
                                       std::lock_guard g(mine.mu);

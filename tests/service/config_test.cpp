@@ -51,11 +51,11 @@ TEST(ConfigTest, SampleLoadsAndResolves) {
   const Limiter& l = f.limiter;
 
   EXPECT_EQ(l.resources(), (std::vector<std::string>{"claude-sonnet-4", "gpt-4o"}));
-  EXPECT_EQ(limits_of(l, "", "gpt-4o", ConfigSource::resource),
-            (std::vector<Limit>{Limit::per_minute("rpm", 500),
-                                Limit::per_minute("tpm", 30000, 30000),
-                                Limit::daily("rpd", 10000, "00:00", "America/Los_Angeles"),
-                                Limit::concurrency("concurrent", 50)}));
+  EXPECT_EQ(
+      limits_of(l, "", "gpt-4o", ConfigSource::resource),
+      (std::vector<Limit>{Limit::per_minute("rpm", 500), Limit::per_minute("tpm", 30000, 30000),
+                          Limit::daily("rpd", 10000, "00:00", "America/Los_Angeles"),
+                          Limit::concurrency("concurrent", 50)}));
   EXPECT_EQ(limits_of(l, "", "claude-sonnet-4", ConfigSource::resource),
             (std::vector<Limit>{Limit::per_minute("rpm", 50), Limit::per_minute("tpm", 40000)}));
   EXPECT_EQ(limits_of(l, "", "some-other-model", ConfigSource::system),
@@ -112,7 +112,7 @@ struct Bad {
   const char* yaml;
   const char* field;  // the YAML path
   const char* value;
-  const char* why;    // a fragment of the message
+  const char* why;  // a fragment of the message
 };
 
 void PrintTo(const Bad& b, std::ostream* os) { *os << b.field << " = '" << b.value << "'"; }

@@ -21,8 +21,6 @@
 #include <thread>
 #include <vector>
 
-#include "support/store_ops.hpp"
-#include "support/temp_dir.hpp"
 #include "admit/core/clock.hpp"
 #include "admit/core/error.hpp"
 #include "admit/core/limit.hpp"
@@ -32,6 +30,8 @@
 #include "admit/store/redis_store.hpp"
 #include "admit/store/sqlite_store.hpp"
 #include "support/redis_env.hpp"
+#include "support/store_ops.hpp"
+#include "support/temp_dir.hpp"
 #include "support/test_support.hpp"
 
 namespace admit {
@@ -103,9 +103,8 @@ const StoreFactory kFactories[] = {
        return make_sqlite(dir, Durability::write_behind);
      },
      true},
-    {"redis",
-     [](const std::string& dir, std::string& why) { return make_redis(dir, false, why); }, true,
-     true},
+    {"redis", [](const std::string& dir, std::string& why) { return make_redis(dir, false, why); },
+     true, true},
     {"redis_cluster",
      [](const std::string& dir, std::string& why) { return make_redis(dir, true, why); }, true,
      true},
@@ -590,13 +589,11 @@ TEST_P(StoreConformance, ConfigEntriesPutGetListErase) {
   store().put_config(ns_, {ConfigKind::parent, "a", {}}, "team%{x}*");
   store().put_config(other, {ConfigKind::resource, {}, "gpt-4o"}, "[other]");
 
-  const std::vector<ConfigKey> keys = {{ConfigKind::entity, "a", "b:c"},
-                                       {ConfigKind::entity, "a:b", "c"},
-                                       {ConfigKind::entity, "a", "bc"},
-                                       {ConfigKind::parent, "a", {}},
-                                       {ConfigKind::parent, "a:b", {}},
-                                       {ConfigKind::system, {}, {}},
-                                       {ConfigKind::resource, {}, "gpt-4o"}};
+  const std::vector<ConfigKey> keys = {
+      {ConfigKind::entity, "a", "b:c"},    {ConfigKind::entity, "a:b", "c"},
+      {ConfigKind::entity, "a", "bc"},     {ConfigKind::parent, "a", {}},
+      {ConfigKind::parent, "a:b", {}},     {ConfigKind::system, {}, {}},
+      {ConfigKind::resource, {}, "gpt-4o"}};
   std::vector<std::optional<std::string>> got(keys.size());
   store().get_config(ns_, keys, got);
   const std::vector<std::optional<std::string>> want = {
@@ -605,12 +602,9 @@ TEST_P(StoreConformance, ConfigEntriesPutGetListErase) {
 
   const std::vector<ConfigEntry> listed = store().list_config(ns_);
   const std::vector<ConfigEntry> expected = {
-      {ConfigKind::system, "", "", "[sys]"},
-      {ConfigKind::resource, "", "gpt-4o", "[res]"},
-      {ConfigKind::entity_default, "a", "", "[def]"},
-      {ConfigKind::entity, "a", "b:c", "two"},
-      {ConfigKind::entity, "a:b", "c", "one"},
-      {ConfigKind::parent, "a", "", "team%{x}*"},
+      {ConfigKind::system, "", "", "[sys]"},          {ConfigKind::resource, "", "gpt-4o", "[res]"},
+      {ConfigKind::entity_default, "a", "", "[def]"}, {ConfigKind::entity, "a", "b:c", "two"},
+      {ConfigKind::entity, "a:b", "c", "one"},        {ConfigKind::parent, "a", "", "team%{x}*"},
   };
   EXPECT_EQ(listed, expected);
   ASSERT_EQ(store().list_config(other).size(), 1u);
@@ -715,8 +709,7 @@ TEST_P(StoreConformance, LimitsInTheStoreAreSharedWithinTheTtl) {
   const std::vector<ConfigEntry> listed = store().list_config(store().open_namespace("default"));
   ASSERT_FALSE(listed.empty());
   EXPECT_EQ(listed[0].kind, ConfigKind::system);
-  EXPECT_EQ(decode_limits(listed[0].value),
-            (std::vector<Limit>{Limit::per_minute("rpm", 60)}));
+  EXPECT_EQ(decode_limits(listed[0].value), (std::vector<Limit>{Limit::per_minute("rpm", 60)}));
 }
 
 // ------------------------------------------------------------------------ prune and size

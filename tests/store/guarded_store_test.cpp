@@ -258,8 +258,8 @@ TEST(GuardedStore, FailOpenAllowsEverythingAndCountsIt) {
   GuardedStore g(flaky, policy(UnavailablePolicy::fail_open));
   ManualClock clock;
   Limiter limiter(g, clock);
-  limiter.set_limits("m", {Limit::per_minute("rpm", 2), Limit::daily("tpd", 100),
-                           Limit::concurrency("conc", 1)});
+  limiter.set_limits(
+      "m", {Limit::per_minute("rpm", 2), Limit::daily("tpd", 100), Limit::concurrency("conc", 1)});
   AcquireOptions with_stats;
   with_stats.with_stats = true;
 
@@ -378,10 +378,10 @@ TEST(GuardedStore, LocalFallbackDividesAdaptiveLimits) {
 
 /// The limits a MemoryStore would need to enforce what the fallback enforces with fleet 4.
 struct Scaled {
-  Limit odd = Limit::custom("odd", 10, 3, 7s);        // T = 7/3 s
+  Limit odd = Limit::custom("odd", 10, 3, 7s);  // T = 7/3 s
   Limit tpd = Limit::daily("tpd", 1000, "06:30", "Europe/Berlin");
   Limit conc = Limit::concurrency("conc", 9);
-  Limit odd4 = Limit::custom("odd", 2, 3, 28s);       // 10 / 4 = 2, T * 4
+  Limit odd4 = Limit::custom("odd", 2, 3, 28s);  // 10 / 4 = 2, T * 4
   Limit tpd4 = Limit::daily("tpd", 250, "06:30", "Europe/Berlin");
   Limit conc4 = Limit::concurrency("conc", 2);
 };
@@ -419,10 +419,9 @@ TEST(GuardedStore, LocalFallbackMatchesHandDividedLimits) {
   const Namespace rns = ref.open_namespace("t");
   const Scaled L;
   const std::vector<KeyParts> keys = {{"u", "m"}, {"org", "m"}};
-  constexpr OpKind kKinds[] = {OpKind::acquire, OpKind::acquire, OpKind::acquire,
-                               OpKind::decide,  OpKind::record,  OpKind::adjust,
-                               OpKind::release, OpKind::read,    OpKind::clamp,
-                               OpKind::reset};
+  constexpr OpKind kKinds[] = {OpKind::acquire, OpKind::acquire, OpKind::acquire, OpKind::decide,
+                               OpKind::record,  OpKind::adjust,  OpKind::release, OpKind::read,
+                               OpKind::clamp,   OpKind::reset};
   Micros now = kStart;
   for (int step = 0; step < 3000; ++step) {
     now += pick(0, 2 * kSec);
@@ -538,7 +537,8 @@ TEST(GuardedStore, RecoveryGoesBackToThePrimaryWithoutMerging) {
 // Threads acquiring while the primary flaps (for TSan): no exception escapes, the counters add
 // up, and the store ends healthy.
 TEST(GuardedStore, ConcurrentFlapping) {
-  for (const UnavailablePolicy p : {UnavailablePolicy::fail_open, UnavailablePolicy::local_fallback}) {
+  for (const UnavailablePolicy p :
+       {UnavailablePolicy::fail_open, UnavailablePolicy::local_fallback}) {
     SCOPED_TRACE(to_string(p));
     FlakyStore flaky;
     GuardedStore g(flaky, policy(p, 2));
@@ -770,7 +770,8 @@ TEST(GuardedStoreAsync, LimiterDecisionsUnderEachPolicy) {
     Limiter limiter(g, clock);
     limiter.set_limits("m", {Limit::per_minute("rpm", 2), Limit::concurrency("conc", 1)});
     std::vector<Lease> got;
-    limiter.try_acquire_async("u", "m", {{"rpm", 1}}, [&](Lease l) { got.push_back(std::move(l)); });
+    limiter.try_acquire_async("u", "m", {{"rpm", 1}},
+                              [&](Lease l) { got.push_back(std::move(l)); });
     EXPECT_TRUE(got.empty());
     primary.run_all_on_other_thread(std::make_exception_ptr(StoreUnavailable("deferred: down")));
     ASSERT_EQ(got.size(), 1u);
@@ -856,11 +857,10 @@ class RedisServer {
  private:
   // Spawns the server and waits (bounded) until it answers PING.
   std::string launch() {
-    std::vector<std::string> args = {binary_,    "--port",       std::to_string(port_),
-                                     "--bind",   "127.0.0.1",    "--save",
-                                     "",         "--appendonly", "no",
-                                     "--daemonize", "no",        "--dir",
-                                     dir_.path(), "--logfile",   dir_.file("redis.log")};
+    std::vector<std::string> args = {
+        binary_,  "--port", std::to_string(port_), "--bind",    "127.0.0.1",
+        "--save", "",       "--appendonly",        "no",        "--daemonize",
+        "no",     "--dir",  dir_.path(),           "--logfile", dir_.file("redis.log")};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -910,13 +910,13 @@ class RedisServer {
 };
 
 /// redis-server's path, or "" after skipping / failing the test (ADMIT_REQUIRE_REDIS=1).
-#define ADMIT_REDIS_SERVER_OR_SKIP(var)                                    \
-  const std::string var = find_on_path("redis-server");                   \
-  if (var.empty()) {                                                       \
-    if (test::redis_required()) {                                          \
-      FAIL() << "redis-server is not on PATH and ADMIT_REQUIRE_REDIS=1";   \
-    }                                                                      \
-    GTEST_SKIP() << "redis-server is not on PATH";                         \
+#define ADMIT_REDIS_SERVER_OR_SKIP(var)                                  \
+  const std::string var = find_on_path("redis-server");                  \
+  if (var.empty()) {                                                     \
+    if (test::redis_required()) {                                        \
+      FAIL() << "redis-server is not on PATH and ADMIT_REQUIRE_REDIS=1"; \
+    }                                                                    \
+    GTEST_SKIP() << "redis-server is not on PATH";                       \
   }
 
 RedisStoreOptions store_options(const RedisServer& server, const std::string& prefix) {

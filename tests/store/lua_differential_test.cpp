@@ -7,6 +7,7 @@
 // Needs a real redis-server: ADMIT_TEST_REDIS_URL (scripts/test starts one); skipped without
 // it unless ADMIT_REQUIRE_REDIS=1.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <functional>
@@ -17,8 +18,6 @@
 #include <span>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 #include "admit/core/limit.hpp"
 #include "admit/store/memory_store.hpp"
@@ -122,12 +121,11 @@ int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
       for (std::size_t i = 0; i < st.items.size(); ++i) {
         const ItemResult& e = st.expect[i];
         const ItemResult& r = got[b][i];
-        const std::string where = "step " + std::to_string(st.step) + " (batch of " +
-                                  std::to_string(batch.size()) + ") op " +
-                                  std::to_string(static_cast<int>(st.op.kind)) + " item " +
-                                  st.items[i].limit->name() + " key " +
-                                  std::to_string(st.items[i].key) + " amount " +
-                                  std::to_string(st.items[i].amount);
+        const std::string where =
+            "step " + std::to_string(st.step) + " (batch of " + std::to_string(batch.size()) +
+            ") op " + std::to_string(static_cast<int>(st.op.kind)) + " item " +
+            st.items[i].limit->name() + " key " + std::to_string(st.items[i].key) + " amount " +
+            std::to_string(st.items[i].amount);
         EXPECT_EQ(r.ok, e.ok) << where;
         EXPECT_EQ(r.never, e.never) << where;
         EXPECT_EQ(r.available, e.available) << where;
@@ -146,12 +144,23 @@ int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
   for (int step = 0; step < steps; ++step) {
     // Time: often the same instant or 1 µs later, sometimes seconds or minutes (windows roll).
     switch (pick(0, 5)) {
-      case 0: break;
-      case 1: now += 1; break;
-      case 2: now += pick(1, 2'000'000); break;
-      case 3: now += pick(1, 20'000'000); break;
-      case 4: now += pick(1, 900'000'000); break;
-      default: now += pick(1, 300'000); break;
+      case 0:
+        break;
+      case 1:
+        now += 1;
+        break;
+      case 2:
+        now += pick(1, 2'000'000);
+        break;
+      case 3:
+        now += pick(1, 20'000'000);
+        break;
+      case 4:
+        now += pick(1, 900'000'000);
+        break;
+      default:
+        now += pick(1, 300'000);
+        break;
     }
     const OpKind kind = next_kind(rng);
     auto st = std::make_unique<Step>();
@@ -175,9 +184,15 @@ int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
         OpItem it{k, &l, 0, 0};
         const std::int64_t cap = l.capacity();
         switch (kind) {
-          case OpKind::adjust: it.amount = pick(-cap, cap); break;
-          case OpKind::clamp: it.amount = pick(-1, cap + 1); break;
-          default: it.amount = pick(0, 3) == 0 ? pick(0, cap + 2) : pick(0, 2); break;
+          case OpKind::adjust:
+            it.amount = pick(-cap, cap);
+            break;
+          case OpKind::clamp:
+            it.amount = pick(-1, cap + 1);
+            break;
+          default:
+            it.amount = pick(0, 3) == 0 ? pick(0, cap + 2) : pick(0, 2);
+            break;
         }
         if (l.kind() == LimitKind::window && pick(0, 3) == 0) it.window_end = l.window_at(now).end;
         if (kind == OpKind::clamp && pick(0, 1) == 0) it.until = now + pick(0, 5'000'000);
@@ -191,16 +206,23 @@ int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
     if (items.empty()) continue;
     // A lease acquires once (the Limiter's contract); other ops name a recent lease.
     if (kind == OpKind::acquire) leases.push_back(next_lease++);
-    const std::uint64_t lease =
-        kind == OpKind::acquire || leases.empty()
-            ? next_lease - 1
-            : leases[static_cast<std::size_t>(pick(0, static_cast<std::int64_t>(leases.size()) - 1))];
+    const std::uint64_t lease = kind == OpKind::acquire || leases.empty()
+                                    ? next_lease - 1
+                                    : leases[static_cast<std::size_t>(
+                                          pick(0, static_cast<std::int64_t>(leases.size()) - 1))];
     if (leases.size() > 8) leases.erase(leases.begin());
     const Micros ttl = pick(1, 30'000'000);
     const bool report = pick(0, 1) == 1;
 
-    st->op = Op{.kind = kind, .ns = &ns, .group = {}, .now = now, .keys = keys,
-                .items = items, .handles = {}, .lease_id = lease, .lease_expiry = now + ttl,
+    st->op = Op{.kind = kind,
+                .ns = &ns,
+                .group = {},
+                .now = now,
+                .keys = keys,
+                .items = items,
+                .handles = {},
+                .lease_id = lease,
+                .lease_expiry = now + ttl,
                 .report = report};
     st->expect.resize(items.size());
     st->expect_ok = store.apply(st->op, st->expect);
@@ -215,12 +237,12 @@ int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
 // the C++ kernel and the Lua script, to the microsecond.
 TEST_F(LuaDifferential, RandomOperationsAgree) {
   const std::vector<Limit> limits = {
-      Limit::per_minute("rpm", 7),                                  // T = 8571428 + 4/7 µs
-      Limit::per_minute("tpm", 30000, 5000),                        // integer T, burst
-      Limit::custom("frac", 5, 3, std::chrono::seconds(1)),         // T = 333333 + 1/3
+      Limit::per_minute("rpm", 7),                           // T = 8571428 + 4/7 µs
+      Limit::per_minute("tpm", 30000, 5000),                 // integer T, burst
+      Limit::custom("frac", 5, 3, std::chrono::seconds(1)),  // T = 333333 + 1/3
       // The same limit reconfigured (same state, another denominator: rate::normalize).
-      Limit::custom("frac", 5, 7, std::chrono::seconds(2)),         // T = 285714 + 2/7
-      Limit::per_second("fast", 2'000'000),                         // T = 1/2 µs (a = 0)
+      Limit::custom("frac", 5, 7, std::chrono::seconds(2)),  // T = 285714 + 2/7
+      Limit::per_second("fast", 2'000'000),                  // T = 1/2 µs (a = 0)
       Limit::daily("rpd", 20, "06:30", "America/Los_Angeles"),
       Limit::window("rph", 50, WindowSpec{WindowUnit::hour, "00:00", "Asia/Kolkata"}),
       Limit::concurrency("slots", 3),

@@ -98,7 +98,7 @@ TEST(RedisKeySlot, MatchesRedis) {
   EXPECT_EQ(key_slot("{user1000}.following"), 3443);
   EXPECT_EQ(key_slot("{user1000}.following"), key_slot("{user1000}.followers"));
   EXPECT_EQ(key_slot("{user1}.a"), key_slot("{user1}.b"));
-  EXPECT_EQ(key_slot("foo{}{bar}"), 8363);    // empty tag: the whole key
+  EXPECT_EQ(key_slot("foo{}{bar}"), 8363);     // empty tag: the whole key
   EXPECT_EQ(key_slot("foo{{bar}}zap"), 4015);  // tag "{bar"
   EXPECT_EQ(key_slot("foo{{bar}}zap"), key_slot("{bar"));
   EXPECT_EQ(key_slot("foo{bar}{zap}"), key_slot("bar"));  // the first tag only
@@ -296,8 +296,7 @@ TEST(RedisNoServer, GarbageFromServerIsAProtocolError) {
     Client c(o);
     auto r = send(c, {"PING"}).get();
     EXPECT_EQ(r.ec, Errc::protocol_error);
-    EXPECT_NE(r.reply.str.find("invalid reply from 127.0.0.1:"), std::string::npos)
-        << r.reply.str;
+    EXPECT_NE(r.reply.str.find("invalid reply from 127.0.0.1:"), std::string::npos) << r.reply.str;
     EXPECT_EQ(c.stats().connection_losses, 1u);
     EXPECT_FALSE(c.connected());
   }  // closes the connection (if not closed already): the server thread ends
@@ -459,7 +458,8 @@ TEST_F(RedisStandalone, PipelinesTenThousandRequestsFromManyThreads) {
     });
   }
   for (auto& th : threads) th.join();
-  ASSERT_TRUE(spin_until([&] { return done.load() == static_cast<int>(kThreads) * kPerThread; }, "all replies"));
+  ASSERT_TRUE(spin_until([&] { return done.load() == static_cast<int>(kThreads) * kPerThread; },
+                         "all replies"));
   EXPECT_EQ(wrong.load(), 0);
   for (std::size_t t = 0; t < kThreads; ++t) {
     EXPECT_EQ(c.command({"GET", cat(k, t)}).str, std::to_string(kPerThread / 2));
@@ -486,7 +486,8 @@ TEST_F(RedisStandalone, CoalescesQueuedRequestsIntoOneWrite) {
   std::vector<std::future<Result>> results;
   for (int i = 0; i < 100; ++i) results.push_back(send(c, {"ECHO", std::to_string(i)}));
   release.set_value();
-  for (int i = 0; i < 100; ++i) EXPECT_EQ(results[static_cast<std::size_t>(i)].get().reply.str, std::to_string(i));
+  for (int i = 0; i < 100; ++i)
+    EXPECT_EQ(results[static_cast<std::size_t>(i)].get().reply.str, std::to_string(i));
   EXPECT_EQ(c.stats().writes, writes_before + 1);
 }
 
@@ -512,8 +513,9 @@ TEST_F(RedisStandalone, EvalshaLoadsScriptOnNoscript) {
   for (int i = 0; i < 200; ++i) {
     auto p = std::make_shared<std::promise<Result>>();
     results.push_back(p->get_future());
-    c.async_evalsha(incr, {k + "n"}, {"1"},
-                    [p](std::error_code ec, Reply rr) { p->set_value({ec, std::move(rr)}); });
+    c.async_evalsha(incr, {k + "n"}, {"1"}, [p](std::error_code ec, Reply rr) {
+      p->set_value({ec, std::move(rr)});
+    });
   }
   std::set<std::int64_t> seen;
   for (auto& f : results) {
@@ -900,7 +902,8 @@ TEST_F(RedisCluster, PipelinesAcrossNodes) {
     });
   }
   for (auto& th : threads) th.join();
-  ASSERT_TRUE(spin_until([&] { return done.load() == static_cast<int>(kThreads) * kPerThread; }, "all replies"));
+  ASSERT_TRUE(spin_until([&] { return done.load() == static_cast<int>(kThreads) * kPerThread; },
+                         "all replies"));
   EXPECT_EQ(wrong.load(), 0);
   for (const auto& key : keys) {
     EXPECT_EQ(c.command_for_key(key, {"GET", key}).str, std::to_string(kPerThread));
@@ -940,7 +943,8 @@ class SlotMigration {
         ids_(std::move(ids)) {}
   ~SlotMigration() {
     if (!finished_) {  // leave the cluster usable if the test failed half-way
-      for (std::size_t n : {from_, to_}) direct_[n]->command({"CLUSTER", "SETSLOT", slot_, "STABLE"});
+      for (std::size_t n : {from_, to_})
+        direct_[n]->command({"CLUSTER", "SETSLOT", slot_, "STABLE"});
     }
   }
   void begin() {
@@ -948,14 +952,15 @@ class SlotMigration {
     expect_ok(direct_[from_]->command({"CLUSTER", "SETSLOT", slot_, "MIGRATING", ids_[to_]}));
   }
   void move_key(const std::string& key) {
-    expect_ok(direct_[from_]->command({"MIGRATE", nodes_[to_].host,
-                                       std::to_string(nodes_[to_].port), key, "0", "5000"}));
+    expect_ok(direct_[from_]->command(
+        {"MIGRATE", nodes_[to_].host, std::to_string(nodes_[to_].port), key, "0", "5000"}));
   }
   void finish() {
     // The new owner first, then every other node: all agree at once, no gossip wait.
     expect_ok(direct_[to_]->command({"CLUSTER", "SETSLOT", slot_, "NODE", ids_[to_]}));
     for (std::size_t n = 0; n < direct_.size(); ++n) {
-      if (n != to_) expect_ok(direct_[n]->command({"CLUSTER", "SETSLOT", slot_, "NODE", ids_[to_]}));
+      if (n != to_)
+        expect_ok(direct_[n]->command({"CLUSTER", "SETSLOT", slot_, "NODE", ids_[to_]}));
     }
     finished_ = true;
   }

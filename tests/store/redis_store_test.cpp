@@ -3,6 +3,8 @@
 // killed, and fleet exactness (4 processes x 2 threads on one limit). Real redis-servers from
 // scripts/test (ADMIT_TEST_REDIS_URL, ADMIT_TEST_REDIS_CLUSTER); other processes are
 // tests/store/redis_worker.cpp.
+#include "admit/store/redis_store.hpp"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
@@ -16,15 +18,14 @@
 #include <future>
 #include <mutex>
 #include <random>
-#include <stdexcept>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "admit/core/clock.hpp"
 #include "admit/limiter.hpp"
-#include "admit/store/redis_store.hpp"
 #include "support/redis_env.hpp"
 #include "support/test_support.hpp"
 
@@ -112,8 +113,8 @@ class RedisStoreTest : public ::testing::TestWithParam<bool> {  // param: cluste
       GTEST_SKIP() << why;
     }
     client_ = *c;
-    server_ = GetParam() ? *test::env("ADMIT_TEST_REDIS_CLUSTER")
-                         : *test::env("ADMIT_TEST_REDIS_URL");
+    server_ =
+        GetParam() ? *test::env("ADMIT_TEST_REDIS_CLUSTER") : *test::env("ADMIT_TEST_REDIS_URL");
     prefix_ = unique_prefix();
   }
   void TearDown() override {
@@ -271,8 +272,8 @@ TEST_P(RedisStoreTest, ServerTimeIgnoresTheCallersClock) {
   const Decision d = test::take(lim, "u", "m", {{"rpm", 1}, {"rpd", 1}});
   EXPECT_FALSE(d.allowed);
   EXPECT_GT(d.retry_after, 0);
-  EXPECT_LE(d.retry_after, 30 * kSec);  // rpm: 30 s per unit, by the server's clock
-  EXPECT_GE(s.stats().clock_retries, 1u);       // the window bounds were re-aimed once
+  EXPECT_LE(d.retry_after, 30 * kSec);     // rpm: 30 s per unit, by the server's clock
+  EXPECT_GE(s.stats().clock_retries, 1u);  // the window bounds were re-aimed once
   EXPECT_EQ(test::available(lim, "u", "m", "rpd"), 3);
   // The hash expires by itself (PEXPIREAT at its latest idle instant).
   const std::string key = s.key_of("t", "u", KeyParts{"u", "m"});
@@ -296,8 +297,15 @@ TEST_P(RedisStoreTest, FastPathAcquiresKeepTheHashExpiry) {
   const Limit daily = Limit::per_day("rpdy", 1);   // idle a day later
   auto acquire = [&](const Limit& l, std::int64_t amount) {
     const OpItem items[] = {{0, &l, amount, 0, nullptr, 0}};
-    const Op op{.kind = OpKind::acquire, .ns = &ns, .group = "u", .now = kStart, .keys = keys,
-                .items = items, .handles = {}, .lease_id = 0, .lease_expiry = 0,
+    const Op op{.kind = OpKind::acquire,
+                .ns = &ns,
+                .group = "u",
+                .now = kStart,
+                .keys = keys,
+                .items = items,
+                .handles = {},
+                .lease_id = 0,
+                .lease_expiry = 0,
                 .report = false};
     ItemResult r[1];
     return s.apply(op, r);
@@ -333,14 +341,20 @@ TEST_P(RedisStoreTest, StatesOfEarlierVersionsAreRead) {
     return r.str;
   };
   auto write_decimal = [&](Micros tat) {  // one unit of the burst used
-    const redis::Reply r =
-        s.client().command_for_key(key, {"HSET", key, "srpm", cat(tat, " 0")});
+    const redis::Reply r = s.client().command_for_key(key, {"HSET", key, "srpm", cat(tat, " 0")});
     ASSERT_TRUE(r.is_integer()) << redis::to_string(r);
   };
   auto apply = [&](OpKind kind, std::int64_t amount, ItemResult& r) {
     const OpItem items[] = {{0, &rpm, amount, 0, nullptr, 0}};
-    const Op op{.kind = kind, .ns = &ns, .group = "u", .now = kStart, .keys = keys,
-                .items = items, .handles = {}, .lease_id = 0, .lease_expiry = 0,
+    const Op op{.kind = kind,
+                .ns = &ns,
+                .group = "u",
+                .now = kStart,
+                .keys = keys,
+                .items = items,
+                .handles = {},
+                .lease_id = 0,
+                .lease_expiry = 0,
                 .report = true};
     return s.apply(op, std::span<ItemResult>(&r, 1));
   };
@@ -409,8 +423,7 @@ TEST_P(RedisStoreTest, GroupCommitAdmitsExactlyTheBurst) {
   ManualClock clock(kStart);
   Limiter lim(s, clock, LimiterOptions{.ns = "t"});
   constexpr std::int64_t kBurst = 300;
-  lim.set_limits("m", {Limit::per_minute("rpm", 60, kBurst),
-                       Limit::per_minute("tpm", 1'000'000)});
+  lim.set_limits("m", {Limit::per_minute("rpm", 60, kBurst), Limit::per_minute("tpm", 1'000'000)});
   constexpr int kThreads = 8;
   constexpr int kPerThread = 100;
   std::atomic<int> admitted{0}, failed{0};
@@ -463,9 +476,16 @@ TEST_P(RedisStoreTest, AsyncAcquiresShareRunsAndAdmitExactly) {
     sl.keys = {{sl.entity, "m"}};
     sl.items[0] = {0, &rpm, 1, 0, nullptr, 0};
     sl.items[1] = {0, &tpm, 10, 0, nullptr, 0};
-    const Op op{.kind = OpKind::acquire, .ns = &ns, .group = sl.entity, .now = kStart,
-                .keys = sl.keys, .items = sl.items, .handles = {}, .lease_id = 0,
-                .lease_expiry = 0, .report = false};
+    const Op op{.kind = OpKind::acquire,
+                .ns = &ns,
+                .group = sl.entity,
+                .now = kStart,
+                .keys = sl.keys,
+                .items = sl.items,
+                .handles = {},
+                .lease_id = 0,
+                .lease_expiry = 0,
+                .report = false};
     s.apply_async(op, sl.results, [&, i](bool ok, std::exception_ptr error) {
       std::lock_guard g(mu);
       ++done;
@@ -536,9 +556,16 @@ TEST_P(RedisStoreTest, AsyncOffTheFastPathAndSyncCallsFromCallbacks) {
   const Limit slots = Limit::concurrency("slots", 2);
   const Limit rpm = Limit::per_minute("rpm", 600);
   const OpItem hold[] = {{0, &slots, 2, 0, nullptr, 0}};
-  const Op general{.kind = OpKind::acquire, .ns = &ns, .group = "u", .now = kStart,
-                   .keys = keys, .items = hold, .handles = {}, .lease_id = 9,
-                   .lease_expiry = kStart + kSec, .report = false};
+  const Op general{.kind = OpKind::acquire,
+                   .ns = &ns,
+                   .group = "u",
+                   .now = kStart,
+                   .keys = keys,
+                   .items = hold,
+                   .handles = {},
+                   .lease_id = 9,
+                   .lease_expiry = kStart + kSec,
+                   .report = false};
   ItemResult r1[1];
   bool called = false;
   s.apply_async(general, r1, [&](bool ok, std::exception_ptr error) {
@@ -550,8 +577,15 @@ TEST_P(RedisStoreTest, AsyncOffTheFastPathAndSyncCallsFromCallbacks) {
   EXPECT_EQ(r1[0].held, 2);
 
   const OpItem one[] = {{0, &rpm, 1, 0, nullptr, 0}};
-  const Op fast{.kind = OpKind::acquire, .ns = &ns, .group = "u", .now = kStart, .keys = keys,
-                .items = one, .handles = {}, .lease_id = 0, .lease_expiry = 0,
+  const Op fast{.kind = OpKind::acquire,
+                .ns = &ns,
+                .group = "u",
+                .now = kStart,
+                .keys = keys,
+                .items = one,
+                .handles = {},
+                .lease_id = 0,
+                .lease_expiry = 0,
                 .report = false};
   ItemResult r2[1], r3[1];
   std::promise<std::string> inner;
@@ -582,8 +616,16 @@ TEST_P(RedisStoreTest, AsyncAcquireReportsAnUnreachableServer) {
   const std::vector<KeyParts> keys = {{"u", "m"}};
   const Limit rpm = Limit::per_minute("rpm", 600);
   const OpItem one[] = {{0, &rpm, 1, 0, nullptr, 0}};
-  const Op op{.kind = OpKind::acquire, .ns = &ns, .group = "u", .now = kStart, .keys = keys,
-              .items = one, .handles = {}, .lease_id = 0, .lease_expiry = 0, .report = false};
+  const Op op{.kind = OpKind::acquire,
+              .ns = &ns,
+              .group = "u",
+              .now = kStart,
+              .keys = keys,
+              .items = one,
+              .handles = {},
+              .lease_id = 0,
+              .lease_expiry = 0,
+              .report = false};
   ItemResult r[1];
   std::promise<std::string> outcome;
   s.apply_async(op, r, [&](bool ok, std::exception_ptr error) {
@@ -647,7 +689,8 @@ TEST_P(RedisStoreTest, FleetOfProcessesAdmitsExactlyTheLimit) {
   constexpr Micros kRate = 200;  // per second
   constexpr Micros kBurst = 100;
   const redis::Reply t = s.client().command({"TIME"});
-  const Micros server_now = std::stoll(t.elements.at(0).str) * kSec + std::stoll(t.elements.at(1).str);
+  const Micros server_now =
+      std::stoll(t.elements.at(0).str) * kSec + std::stoll(t.elements.at(1).str);
   const Micros start = server_now + 500 * 1000;  // every worker connected by then
   const Micros end = start + 2 * kSec;
   {
@@ -670,8 +713,8 @@ TEST_P(RedisStoreTest, FleetOfProcessesAdmitsExactlyTheLimit) {
   for (auto& w : workers) {
     const std::string line = w->line();
     long long a = 0, n = 0, f = 0, l = 0;
-    ASSERT_EQ(std::sscanf(line.c_str(), "admitted %lld attempts %lld first %lld last %lld", &a,
-                          &n, &f, &l),
+    ASSERT_EQ(std::sscanf(line.c_str(), "admitted %lld attempts %lld first %lld last %lld", &a, &n,
+                          &f, &l),
               4)
         << line;
     EXPECT_EQ(w->wait(), 0);
@@ -684,9 +727,10 @@ TEST_P(RedisStoreTest, FleetOfProcessesAdmitsExactlyTheLimit) {
   // One unit at `start`, then `rate` per second; everything was attempted before `last`.
   const double most = 1.0 + static_cast<double>(kRate) * static_cast<double>(last - start) / 1e6;
   const double least = 1.0 + static_cast<double>(kRate) * static_cast<double>(end - start) / 1e6;
-  std::printf("fleet: admitted %lld of %lld attempts; bounds [%.1f, %.1f]; first attempt "
-              "%.1f ms after start\n",
-              admitted, attempts, 0.99 * least, most, static_cast<double>(first - start) / 1e3);
+  std::printf(
+      "fleet: admitted %lld of %lld attempts; bounds [%.1f, %.1f]; first attempt "
+      "%.1f ms after start\n",
+      admitted, attempts, 0.99 * least, most, static_cast<double>(first - start) / 1e3);
   EXPECT_GT(attempts, 2 * admitted) << "demand must exceed the limit";
   EXPECT_LE(static_cast<double>(admitted), most);
   EXPECT_GE(static_cast<double>(admitted), 0.99 * least);

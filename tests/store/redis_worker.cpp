@@ -127,9 +127,8 @@ int fleet(std::string_view server, const char* prefix, int threads, Micros start
 int config(std::string_view server, const char* prefix, Micros rpm) {
   admit::RedisStore store(store_options(server, prefix));
   admit::SystemClock clock;
-  admit::Limiter limiter(store, clock,
-                         admit::LimiterOptions{.ns = "workers",
-                                               .config = admit::ConfigMode::store});
+  admit::Limiter limiter(
+      store, clock, admit::LimiterOptions{.ns = "workers", .config = admit::ConfigMode::store});
   limiter.set_limits("m", {admit::Limit::per_minute("rpm", rpm)});
   std::printf("set\n");
   return 0;

@@ -2,7 +2,6 @@
 // errors, several processes on one file, and what survives a SIGKILL in each durability mode.
 // Processes are synchronised with pipes and waitpid only (no sleeps); files live in a fresh
 // mkdtemp directory removed at the end.
-#include "support/temp_dir.hpp"
 #include "admit/store/sqlite_store.hpp"
 
 #include <gtest/gtest.h>
@@ -28,6 +27,7 @@
 #include "admit/core/clock.hpp"
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
+#include "support/temp_dir.hpp"
 #include "support/test_support.hpp"
 
 namespace admit {
@@ -240,11 +240,13 @@ CREATE INDEX holds_by_key ON holds (ns, entity, resource, limit_name);
 PRAGMA user_version = 1;
 COMMIT;)sql");
       // u's rpm bucket: 4 of 10 taken at kStart (TAT = kStart + 4 * 6 s); one slot held.
-      raw.exec(cat("INSERT INTO namespaces (id, name) VALUES (1, 'default');"
-                   "INSERT INTO state VALUES (1, 'u', 'm', 'rpm', 'rate', ",
-                   kStart + 24 * kSec, ", 0);"
-                   "INSERT INTO holds VALUES (1, 'u', 'm', 'slots', 7, 1, ",
-                   kStart + 60 * kSec, ");"));
+      raw.exec(
+          cat("INSERT INTO namespaces (id, name) VALUES (1, 'default');"
+              "INSERT INTO state VALUES (1, 'u', 'm', 'rpm', 'rate', ",
+              kStart + 24 * kSec,
+              ", 0);"
+              "INSERT INTO holds VALUES (1, 'u', 'm', 'slots', 7, 1, ",
+              kStart + 60 * kSec, ");"));
     }
     {
       SqliteStore store(opts(path, d));
@@ -399,8 +401,8 @@ TEST(SqliteStoreErrors, WriteBehindLocksTheFileExclusively) {
 }
 
 // Verifies a full disk (the file size limit, RLIMIT_FSIZE, in a child) makes the store throw
-// StoreUnavailable naming the file (the acquire's decision: store_unavailable), and that every acquire acknowledged before it is on disk
-// while the failed one changed nothing.
+// StoreUnavailable naming the file (the acquire's decision: store_unavailable), and that every
+// acquire acknowledged before it is on disk while the failed one changed nothing.
 TEST(SqliteStoreErrors, DiskFullThrowsAndKeepsAcknowledgedOps) {
   TempDir dir;
   const std::string path = dir.file("full.db");
@@ -755,7 +757,9 @@ TEST(SqliteStoreConfig, PutGetListEraseAndReopen) {
       store.put_config(other, kGpt, "[other]");
       EXPECT_EQ(store.list_config(ns), expected);
 
-      const std::vector<ConfigKey> keys = {kGpt, {ConfigKind::resource, "", "gone"}, kUserParent,
+      const std::vector<ConfigKey> keys = {kGpt,
+                                           {ConfigKind::resource, "", "gone"},
+                                           kUserParent,
                                            {ConfigKind::entity, "user", "gpt-4o"}};
       std::vector<std::optional<std::string>> values(keys.size(), std::string("stale"));
       store.get_config(ns, keys, values);
@@ -770,8 +774,7 @@ TEST(SqliteStoreConfig, PutGetListEraseAndReopen) {
       EXPECT_EQ(store.size(), 0u);  // configuration is not usage state
 
       EXPECT_THROW(store.put_config(ns, {ConfigKind::system, "x", ""}, "[]"), ValidationError);
-      EXPECT_THROW(store.put_config(ns, {ConfigKind::entity, "", "gpt-4o"}, "[]"),
-                   ValidationError);
+      EXPECT_THROW(store.put_config(ns, {ConfigKind::entity, "", "gpt-4o"}, "[]"), ValidationError);
       EXPECT_THROW(store.put_config(ns, {ConfigKind::parent, "a b", ""}, "c"), ValidationError);
       EXPECT_THROW(get_one(store, ns, {ConfigKind::resource, "", ""}), ValidationError);
       std::vector<std::optional<std::string>> two(2);
@@ -865,8 +868,8 @@ TEST(SqliteStoreState, ExportImportRoundTrip) {
   ASSERT_EQ(state.rows.size(), 3u);
   EXPECT_EQ(state.rows[0], (StateRow{"user:1", "gpt-4o", "rpd", LimitKind::window,
                                      kStart + 6400 * kSec, 4}));  // the end of kStart's UTC day
-  EXPECT_EQ(state.rows[1], (StateRow{"user:1", "gpt-4o", "rpm", LimitKind::rate,
-                                     kStart + 18 * kSec, 0}));
+  EXPECT_EQ(state.rows[1],
+            (StateRow{"user:1", "gpt-4o", "rpm", LimitKind::rate, kStart + 18 * kSec, 0}));
   EXPECT_EQ(state.rows[2].entity, "user:2");
   ASSERT_EQ(state.holds.size(), 1u);
   EXPECT_EQ(state.holds[0].lease, held.id());

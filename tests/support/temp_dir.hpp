@@ -16,8 +16,8 @@ class TempDir {
   /// Creates $TMPDIR/admit-<tag>-XXXXXX. @throws std::runtime_error if it cannot.
   explicit TempDir(const std::string& tag = "test") {
     const char* base = std::getenv("TMPDIR");  // NOLINT(concurrency-mt-unsafe): before threads
-    std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") +
-                       "/admit-" + tag + "-XXXXXX";
+    std::string tmpl =
+        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/admit-" + tag + "-XXXXXX";
     if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed: " + tmpl);
     path_ = tmpl;
   }

@@ -44,20 +44,20 @@ struct DiscoveryOptions {
 
 /// What Discovery last learned about one limit of one (entity, resource).
 struct DiscoveredLimit {
-  std::string limit;                     ///< local limit name, e.g. "tpm"
-  std::int64_t provider_limit = 0;       ///< what the provider reported (0: never reported)
-  std::int64_t capacity = 0;             ///< the learned limit's capacity (with the buffer)
-  Micros window = 0;                     ///< the provider's window for it
-  std::optional<std::int64_t> remaining; ///< at the last response
-  Micros reset_after = 0;                ///< at the last response
-  Micros observed_at = 0;                ///< when the last response was applied
+  std::string limit;                      ///< local limit name, e.g. "tpm"
+  std::int64_t provider_limit = 0;        ///< what the provider reported (0: never reported)
+  std::int64_t capacity = 0;              ///< the learned limit's capacity (with the buffer)
+  Micros window = 0;                      ///< the provider's window for it
+  std::optional<std::int64_t> remaining;  ///< at the last response
+  Micros reset_after = 0;                 ///< at the last response
+  Micros observed_at = 0;                 ///< when the last response was applied
 };
 
 /// What one observe() call did.
 struct ObserveResult {
-  bool limits_changed = false;  ///< a learned limit was set or changed
-  bool rate_limited = false;    ///< the response was a 429 (or RESOURCE_EXHAUSTED)
-  Micros hold_until = 0;        ///< 429: nothing admitted on the observed limits before this
+  bool limits_changed = false;        ///< a learned limit was set or changed
+  bool rate_limited = false;          ///< the response was a 429 (or RESOURCE_EXHAUSTED)
+  Micros hold_until = 0;              ///< 429: nothing admitted on the observed limits before this
   std::vector<LimitStatus> clamped;   ///< the limits remaining/retry-after lowered, afterwards
   std::vector<std::string> warnings;  ///< the parser's warnings about malformed values
 };
@@ -84,8 +84,7 @@ class Discovery {
    * now + retry-after (default_retry_after without one). Observations without data and
    * without a 429 change nothing.
    */
-  ObserveResult observe(std::string_view entity, std::string_view resource,
-                        const Observation& obs);
+  ObserveResult observe(std::string_view entity, std::string_view resource, const Observation& obs);
   /// observe(lease.entity(), lease.resource(), obs), then marks the lease's adaptive limits:
   /// failure on a 429, success otherwise. A denied lease only marks nothing.
   ObserveResult observe(Lease& lease, const Observation& obs);
@@ -94,8 +93,7 @@ class Discovery {
                         std::string_view body = {});
 
   /// What was learned for (entity, resource), sorted by limit name.
-  std::vector<DiscoveredLimit> discovered(std::string_view entity,
-                                          std::string_view resource) const;
+  std::vector<DiscoveredLimit> discovered(std::string_view entity, std::string_view resource) const;
 
   Provider provider() const { return provider_; }
   const DiscoveryOptions& options() const { return options_; }

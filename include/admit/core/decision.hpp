@@ -29,12 +29,12 @@ std::string_view to_string(Code c);
 
 /// One limit that refused the request.
 struct Violation {
-  std::string entity;         ///< which entity of the chain (the requester or an ancestor)
-  std::string limit;          ///< limit name
+  std::string entity;  ///< which entity of the chain (the requester or an ancestor)
+  std::string limit;   ///< limit name
   LimitKind kind = LimitKind::rate;
   std::int64_t requested = 0;
   std::int64_t available = 0;
-  Micros retry_after = 0;     ///< for this limit alone
+  Micros retry_after = 0;  ///< for this limit alone
 };
 
 /// Where a resolved limit came from (most specific first). `discovered`: learned from the

@@ -49,12 +49,12 @@ struct WindowBounds {
  * below 2^53, so a Lua script computes the very same numbers.
  */
 struct RateParams {
-  std::int64_t capacity = 0;  ///< burst
-  std::int64_t a = 0;         ///< floor(T)
-  std::int64_t b = 0;         ///< T - a = b / r, 0 <= b < r
-  std::int64_t r = 1;         ///< denominator of T, >= 1
-  std::int64_t tol_us = 0;    ///< floor(capacity * T)
-  std::int64_t tol_rem = 0;   ///< (capacity * T - tol_us) * r
+  std::int64_t capacity = 0;    ///< burst
+  std::int64_t a = 0;           ///< floor(T)
+  std::int64_t b = 0;           ///< T - a = b / r, 0 <= b < r
+  std::int64_t r = 1;           ///< denominator of T, >= 1
+  std::int64_t tol_us = 0;      ///< floor(capacity * T)
+  std::int64_t tol_rem = 0;     ///< (capacity * T - tol_us) * r
   std::int64_t max_amount = 0;  ///< largest single amount the math accepts exactly
 
   bool operator==(const RateParams&) const = default;

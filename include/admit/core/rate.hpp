@@ -58,8 +58,8 @@ inline Tat base(const Tat& tat, Micros now) noexcept {
 /// Result of checking one amount against one rate key.
 struct Check {
   bool ok = false;
-  bool never = false;       ///< n > capacity: no wait helps
-  Micros retry_after = 0;   ///< exact: the same n fits at now + retry_after, not 1 µs earlier
+  bool never = false;      ///< n > capacity: no wait helps
+  Micros retry_after = 0;  ///< exact: the same n fits at now + retry_after, not 1 µs earlier
 };
 
 /// Does `n` fit now? Exact retry_after when it does not.

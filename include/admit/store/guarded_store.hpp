@@ -51,8 +51,9 @@ struct GuardedStoreStats {
 /**
  * Wraps a primary Store. apply() forwards to the primary; on StoreUnavailable it marks the
  * store degraded and follows the policy. The first apply() that started after the last
- * failure and that the primary serves marks it healthy again (a recovery). A RedisStore's client fails fast while it backs off between
- * reconnects, so trying the primary on every operation costs little during an outage.
+ * failure and that the primary serves marks it healthy again (a recovery). A RedisStore's client
+ * fails fast while it backs off between reconnects, so trying the primary on every operation costs
+ * little during an outage.
  *
  * State the local fallback kept while degraded is not merged back into the primary: after a
  * recovery the primary's state is what it was (or, for a restarted Redis, empty), and the

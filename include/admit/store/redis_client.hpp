@@ -19,8 +19,8 @@ struct Reply {
   enum class Type : std::uint8_t { nil, string, status, error, integer, array };
 
   Type type = Type::nil;
-  std::string str;              ///< string, status, error: the payload ("ERR unknown ..." for errors)
-  std::int64_t integer = 0;     ///< integer
+  std::string str;           ///< string, status, error: the payload ("ERR unknown ..." for errors)
+  std::int64_t integer = 0;  ///< integer
   std::vector<Reply> elements;  ///< array
 
   bool is_nil() const { return type == Type::nil; }
@@ -44,15 +44,15 @@ std::string to_string(const Reply& reply);
 
 /// Why a request got no reply from the server. The category is `redis::error_category()`.
 enum class Errc {
-  timeout = 1,         ///< no reply within ClientOptions::command_timeout
-  connection_failed,   ///< could not connect (or SELECT failed); also during reconnect backoff
-  connection_lost,     ///< the connection broke with the request sent: it may have run
-  auth_failed,         ///< the server refused AUTH
-  protocol_error,      ///< the server sent something that is not RESP, or an unexpected reply
-  too_many_redirects,  ///< more than ClientOptions::max_redirects MOVED/ASK in a row
-  cluster_unavailable, ///< no slot map could be loaded, or the slot has no node
-  overloaded,          ///< more than ClientOptions::max_pending requests were pending
-  shutdown,            ///< the client was destroyed before the request completed
+  timeout = 1,          ///< no reply within ClientOptions::command_timeout
+  connection_failed,    ///< could not connect (or SELECT failed); also during reconnect backoff
+  connection_lost,      ///< the connection broke with the request sent: it may have run
+  auth_failed,          ///< the server refused AUTH
+  protocol_error,       ///< the server sent something that is not RESP, or an unexpected reply
+  too_many_redirects,   ///< more than ClientOptions::max_redirects MOVED/ASK in a row
+  cluster_unavailable,  ///< no slot map could be loaded, or the slot has no node
+  overloaded,           ///< more than ClientOptions::max_pending requests were pending
+  shutdown,             ///< the client was destroyed before the request completed
 };
 const std::error_category& error_category() noexcept;
 std::error_code make_error_code(Errc e) noexcept;
@@ -135,19 +135,19 @@ class Script {
 /// Counters since construction. Each field is read atomically; together they are a snapshot
 /// only when the client is idle.
 struct ClientStats {
-  std::uint64_t commands = 0;            ///< requests accepted (async and sync)
-  std::uint64_t connects = 0;            ///< connections established (AUTH/SELECT done)
-  std::uint64_t reconnects = 0;          ///< of those, to a node connected before
-  std::uint64_t connect_failures = 0;    ///< failed connection attempts (incl. AUTH)
-  std::uint64_t connection_losses = 0;   ///< established connections that broke or timed out
-  std::uint64_t timeouts = 0;            ///< requests failed with Errc::timeout
-  std::uint64_t moved = 0;               ///< MOVED redirects followed
-  std::uint64_t asked = 0;               ///< ASK redirects followed
-  std::uint64_t slot_map_loads = 0;      ///< slot maps loaded (CLUSTER SLOTS)
-  std::uint64_t script_loads = 0;        ///< SCRIPT LOADs sent (first use of a script, NOSCRIPT)
-  std::uint64_t writes = 0;              ///< socket writes (each carries one or more requests)
-  std::uint64_t pending = 0;             ///< requests accepted and not completed, now
-  std::uint64_t ready_connections = 0;   ///< connections usable now
+  std::uint64_t commands = 0;           ///< requests accepted (async and sync)
+  std::uint64_t connects = 0;           ///< connections established (AUTH/SELECT done)
+  std::uint64_t reconnects = 0;         ///< of those, to a node connected before
+  std::uint64_t connect_failures = 0;   ///< failed connection attempts (incl. AUTH)
+  std::uint64_t connection_losses = 0;  ///< established connections that broke or timed out
+  std::uint64_t timeouts = 0;           ///< requests failed with Errc::timeout
+  std::uint64_t moved = 0;              ///< MOVED redirects followed
+  std::uint64_t asked = 0;              ///< ASK redirects followed
+  std::uint64_t slot_map_loads = 0;     ///< slot maps loaded (CLUSTER SLOTS)
+  std::uint64_t script_loads = 0;       ///< SCRIPT LOADs sent (first use of a script, NOSCRIPT)
+  std::uint64_t writes = 0;             ///< socket writes (each carries one or more requests)
+  std::uint64_t pending = 0;            ///< requests accepted and not completed, now
+  std::uint64_t ready_connections = 0;  ///< connections usable now
 };
 
 /**

@@ -53,15 +53,15 @@ enum class OpKind : std::uint8_t {
 
 /// One limit of one key in an operation.
 struct OpItem {
-  std::uint16_t key = 0;       ///< index into Op::keys
+  std::uint16_t key = 0;  ///< index into Op::keys
   const Limit* limit = nullptr;
   /// acquire/decide/record: amount; adjust: delta; release: refund; clamp: most available
   std::int64_t amount = 0;
-  Micros window_end = 0;       ///< adjust/release on windows: the window the lease counted in
+  Micros window_end = 0;  ///< adjust/release on windows: the window the lease counted in
   /// Adaptive limits: the parameters at the controller's current rate (Limit::rate_at);
   /// nullptr = limit->rate(). Stores use it in place of the limit's own for this op.
   const RateParams* rate = nullptr;
-  Micros until = 0;            ///< clamp: nothing is available before this instant (0: none)
+  Micros until = 0;  ///< clamp: nothing is available before this instant (0: none)
 };
 
 struct Op {
@@ -89,12 +89,12 @@ struct Op {
 /// What a store reports for each item.
 struct ItemResult {
   bool ok = true;
-  bool never = false;        ///< amount > capacity
+  bool never = false;  ///< amount > capacity
   std::int64_t available = 0;
-  Micros retry_after = 0;    ///< exact, for this item alone
-  Micros reset_after = 0;    ///< until full (rate) / until the window ends (window)
-  Micros window_end = 0;     ///< window items: the window the amount counted in
-  std::int64_t held = 0;     ///< concurrency items: slots held after the op
+  Micros retry_after = 0;  ///< exact, for this item alone
+  Micros reset_after = 0;  ///< until full (rate) / until the window ends (window)
+  Micros window_end = 0;   ///< window items: the window the amount counted in
+  std::int64_t held = 0;   ///< concurrency items: slots held after the op
 };
 
 /// What a stored configuration entry holds. A Limiter resolves the limits of (entity,

@@ -135,8 +135,7 @@ void Core::route(RequestPtr req) {
     return;
   }
   if (map_stale_) request_refresh();
-  Connection* target =
-      req->slot >= 0 ? slots_[static_cast<std::size_t>(req->slot)] : next_master();
+  Connection* target = req->slot >= 0 ? slots_[static_cast<std::size_t>(req->slot)] : next_master();
   if (target == nullptr) {
     const std::string why =
         "cluster slot " + std::to_string(req->slot) + " is not served by any node";
@@ -179,8 +178,8 @@ void Core::redirect(Connection& from, RequestPtr req, Reply reply, bool ask) {
     const auto s = text.substr(sp1 + 1, sp2 - sp1 - 1);
     const auto p = text.substr(colon + 1);
     ok = std::from_chars(s.data(), s.data() + s.size(), slot).ec == std::errc{} &&
-         std::from_chars(p.data(), p.data() + p.size(), port).ec == std::errc{} &&
-         slot < kSlots && port > 0 && port <= 65535;
+         std::from_chars(p.data(), p.data() + p.size(), port).ec == std::errc{} && slot < kSlots &&
+         port > 0 && port <= 65535;
   }
   if (!ok) {
     deliver(std::move(req), {}, std::move(reply));  // not a redirect we understand
@@ -449,9 +448,9 @@ void start(detail::Core& core, std::span<const std::string_view> args, int slot,
   auto& st = core.stats();
   if (st.pending.fetch_add(1, std::memory_order_relaxed) >= core.options().max_pending) {
     req->cb = std::move(cb);
-    core.submit_rejected(std::move(req), Errc::overloaded,
-                         "more than " + std::to_string(core.options().max_pending) +
-                             " redis requests pending");
+    core.submit_rejected(
+        std::move(req), Errc::overloaded,
+        "more than " + std::to_string(core.options().max_pending) + " redis requests pending");
     return;
   }
   detail::Stats::add(st.commands);
@@ -539,8 +538,7 @@ Reply Client::command_for_key(std::string_view key, const std::vector<std::strin
 
 Reply Client::evalsha(const Script& script, const std::vector<std::string>& keys,
                       const std::vector<std::string>& argv) {
-  return wait_for(*core_,
-                  [&](Callback cb) { async_evalsha(script, keys, argv, std::move(cb)); });
+  return wait_for(*core_, [&](Callback cb) { async_evalsha(script, keys, argv, std::move(cb)); });
 }
 
 bool Client::connected() const {

@@ -128,8 +128,7 @@ void Connection::start_connect() {
 void Connection::on_connected(std::uint64_t gen, const error_code& ec) {
   if (gen != gen_ || state_ != State::connecting) return;
   if (ec) {
-    connect_failed(Errc::connection_failed,
-                   "connecting to " + name_ + " failed: " + ec.message());
+    connect_failed(Errc::connection_failed, "connecting to " + name_ + " failed: " + ec.message());
     return;
   }
   error_code ignored;
@@ -184,10 +183,9 @@ void Connection::on_ready() {
 }
 
 void Connection::start_read() {
-  socket_.async_read_some(asio::buffer(read_buf_), [self = shared_from_this(), gen = gen_](
-                                                       const error_code& ec, std::size_t n) {
-    self->on_read(gen, ec, n);
-  });
+  socket_.async_read_some(asio::buffer(read_buf_),
+                          [self = shared_from_this(), gen = gen_](
+                              const error_code& ec, std::size_t n) { self->on_read(gen, ec, n); });
 }
 
 void Connection::on_read(std::uint64_t gen, const error_code& ec, std::size_t n) {
@@ -300,9 +298,9 @@ void Connection::flush() {
                       });
   }
   for (auto& r : expired) {
-    core_.fail(std::move(r), Errc::timeout,
-               "request to " + name_ + " timed out after " +
-                   millis(core_.options().command_timeout));
+    core_.fail(
+        std::move(r), Errc::timeout,
+        "request to " + name_ + " timed out after " + millis(core_.options().command_timeout));
   }
 }
 
@@ -368,7 +366,8 @@ void Connection::lost(Errc e, const std::string& why, Clock::time_point now) {
 
 void Connection::close_socket() {
   ++gen_;
-  if (state_ == State::ready) core_.stats().ready_connections.fetch_sub(1, std::memory_order_relaxed);
+  if (state_ == State::ready)
+    core_.stats().ready_connections.fetch_sub(1, std::memory_order_relaxed);
   error_code ignored;
   socket_.close(ignored);
   resolver_.cancel();
@@ -401,8 +400,8 @@ Clock::time_point Connection::sweep(Clock::time_point now) {
   if (std::any_of(in_flight_.begin(), in_flight_.end(),
                   [now](const InFlight& e) { return e.req && e.req->deadline <= now; })) {
     // The late reply may still come: every reply after it would go to the wrong request.
-    lost(Errc::connection_lost,
-         "connection to " + name_ + " closed after a request timed out", now);
+    lost(Errc::connection_lost, "connection to " + name_ + " closed after a request timed out",
+         now);
   }
   const std::string timed_out =
       "request to " + name_ + " timed out after " + millis(core_.options().command_timeout);

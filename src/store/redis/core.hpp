@@ -60,16 +60,16 @@ struct Request {
   Command cmd;
   Callback cb;
   Clock::time_point deadline;
-  int slot = -1;                                  ///< cluster slot; -1 = no key
-  int redirects = 0;                              ///< MOVED/ASK followed so far
-  bool asking = false;                            ///< ASK redirect: ASKING goes first
-  bool internal = false;                          ///< the client's own (CLUSTER SLOTS, ...)
-  bool script_reloaded = false;                   ///< NOSCRIPT already handled once
+  int slot = -1;                 ///< cluster slot; -1 = no key
+  int redirects = 0;             ///< MOVED/ASK followed so far
+  bool asking = false;           ///< ASK redirect: ASKING goes first
+  bool internal = false;         ///< the client's own (CLUSTER SLOTS, ...)
+  bool script_reloaded = false;  ///< NOSCRIPT already handled once
   /// EVALSHA issued before the script's SHA1 was known: `cmd` carries a placeholder, and the
   /// node loads the script (SCRIPT LOAD) before it is sent.
   bool needs_sha = false;
-  std::shared_ptr<const Script::Data> script;     ///< for EVALSHA: what to load (NOSCRIPT)
-  std::optional<Endpoint> node;                   ///< cluster: this node, not the slot's
+  std::shared_ptr<const Script::Data> script;  ///< for EVALSHA: what to load (NOSCRIPT)
+  std::optional<Endpoint> node;                ///< cluster: this node, not the slot's
 };
 using RequestPtr = std::unique_ptr<Request>;
 
@@ -137,7 +137,7 @@ class Core {
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_{
       io_.get_executor()};
 
-  std::mutex mu_;                         // guards the three below
+  std::mutex mu_;  // guards the three below
   std::vector<RequestPtr> submitted_;
   bool drain_posted_ = false;
   bool stopping_ = false;
@@ -147,13 +147,13 @@ class Core {
   bool stopped_ = false;
   std::unordered_map<std::string, std::shared_ptr<Connection>> nodes_;  // by Endpoint string
   std::shared_ptr<Connection> standalone_;
-  std::vector<Connection*> slots_;          // cluster: slot -> master (empty: no map yet)
-  std::vector<Connection*> masters_;        // distinct masters of the map
+  std::vector<Connection*> slots_;    // cluster: slot -> master (empty: no map yet)
+  std::vector<Connection*> masters_;  // distinct masters of the map
   std::size_t next_master_ = 0;
   bool refreshing_ = false;
   bool map_stale_ = false;
   Clock::time_point last_refresh_{};
-  std::deque<RequestPtr> awaiting_map_;     // cluster requests waiting for the first slot map
+  std::deque<RequestPtr> awaiting_map_;  // cluster requests waiting for the first slot map
   boost::asio::steady_timer sweep_timer_{io_};
   Clock::time_point sweep_at_ = Clock::time_point::max();
 

@@ -221,8 +221,8 @@ void RedisStore::apply_batch(std::span<const Op> ops,
 }
 
 StoreCapabilities RedisStore::capabilities() const {
-  return StoreCapabilities{.durable = false, .distributed = true,
-                           .server_time = impl_->o.server_time};
+  return StoreCapabilities{
+      .durable = false, .distributed = true, .server_time = impl_->o.server_time};
 }
 
 RedisStoreStats RedisStore::stats() const {

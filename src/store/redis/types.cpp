@@ -28,12 +28,18 @@ Reply Reply::error(std::string message) {
 
 std::string_view to_string(Reply::Type type) {
   switch (type) {
-    case Reply::Type::nil: return "nil";
-    case Reply::Type::string: return "string";
-    case Reply::Type::status: return "status";
-    case Reply::Type::error: return "error";
-    case Reply::Type::integer: return "integer";
-    case Reply::Type::array: return "array";
+    case Reply::Type::nil:
+      return "nil";
+    case Reply::Type::string:
+      return "string";
+    case Reply::Type::status:
+      return "status";
+    case Reply::Type::error:
+      return "error";
+    case Reply::Type::integer:
+      return "integer";
+    case Reply::Type::array:
+      return "array";
   }
   return "unknown";
 }
@@ -42,7 +48,9 @@ namespace {
 
 void render(const Reply& r, std::string& out) {
   switch (r.type) {
-    case Reply::Type::nil: out += "nil"; return;
+    case Reply::Type::nil:
+      out += "nil";
+      return;
     case Reply::Type::string:
       out += '"';
       for (char c : r.str) {
@@ -51,7 +59,8 @@ void render(const Reply& r, std::string& out) {
           out += c;
         } else if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) {
           char buf[8];
-          std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+          std::snprintf(buf, sizeof buf, "\\x%02x",
+                        static_cast<unsigned>(static_cast<unsigned char>(c)));
           out += buf;
         } else {
           out += c;
@@ -59,9 +68,15 @@ void render(const Reply& r, std::string& out) {
       }
       out += '"';
       return;
-    case Reply::Type::status: out += r.str; return;
-    case Reply::Type::error: out += "(error) " + r.str; return;
-    case Reply::Type::integer: out += "(integer) " + std::to_string(r.integer); return;
+    case Reply::Type::status:
+      out += r.str;
+      return;
+    case Reply::Type::error:
+      out += "(error) " + r.str;
+      return;
+    case Reply::Type::integer:
+      out += "(integer) " + std::to_string(r.integer);
+      return;
     case Reply::Type::array:
       out += '[';
       for (std::size_t i = 0; i < r.elements.size(); ++i) {
@@ -90,15 +105,24 @@ class Category final : public std::error_category {
   const char* name() const noexcept override { return "admit.redis"; }
   std::string message(int ev) const override {
     switch (static_cast<Errc>(ev)) {
-      case Errc::timeout: return "redis request timed out";
-      case Errc::connection_failed: return "could not connect to redis";
-      case Errc::connection_lost: return "redis connection lost";
-      case Errc::auth_failed: return "redis authentication failed";
-      case Errc::protocol_error: return "redis protocol error";
-      case Errc::too_many_redirects: return "too many redis cluster redirects";
-      case Errc::cluster_unavailable: return "redis cluster slot map unavailable";
-      case Errc::overloaded: return "too many redis requests pending";
-      case Errc::shutdown: return "redis client shut down";
+      case Errc::timeout:
+        return "redis request timed out";
+      case Errc::connection_failed:
+        return "could not connect to redis";
+      case Errc::connection_lost:
+        return "redis connection lost";
+      case Errc::auth_failed:
+        return "redis authentication failed";
+      case Errc::protocol_error:
+        return "redis protocol error";
+      case Errc::too_many_redirects:
+        return "too many redis cluster redirects";
+      case Errc::cluster_unavailable:
+        return "redis cluster slot map unavailable";
+      case Errc::overloaded:
+        return "too many redis requests pending";
+      case Errc::shutdown:
+        return "redis client shut down";
     }
     return "unknown redis client error";
   }
@@ -111,9 +135,7 @@ const std::error_category& error_category() noexcept {
   return category;
 }
 
-std::error_code make_error_code(Errc e) noexcept {
-  return {static_cast<int>(e), error_category()};
-}
+std::error_code make_error_code(Errc e) noexcept { return {static_cast<int>(e), error_category()}; }
 
 // ---- endpoints and URLs ----
 
@@ -234,7 +256,8 @@ constexpr std::array<std::uint16_t, 256> kCrc16Table = [] {
 std::uint16_t crc16(std::string_view s) noexcept {
   unsigned crc = 0;
   for (char c : s) {
-    crc = ((crc << 8) & 0xff00U) ^ kCrc16Table[((crc >> 8) ^ static_cast<unsigned char>(c)) & 0xffU];
+    crc =
+        ((crc << 8) & 0xff00U) ^ kCrc16Table[((crc >> 8) ^ static_cast<unsigned char>(c)) & 0xffU];
   }
   return static_cast<std::uint16_t>(crc);
 }
