@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "admit/core/error.hpp"
+#include "common/log.hpp"
 
 namespace admit::http {
 
@@ -43,11 +44,8 @@ constexpr std::size_t kReadSlack = 4096;
 
 std::string_view sv(beast::string_view s) { return {s.data(), s.size()}; }
 
-/// One JSON line on stderr, as the access log writes them.
-void log_line(boost::json::object o) {
-  const std::string line = boost::json::serialize(o) + "\n";
-  std::fwrite(line.data(), 1, line.size(), stderr);
-}
+/// One JSON line on stderr (common/log.hpp), with a timestamp and `level`.
+void log_line(log::Level level, const boost::json::object& o) { log::json_line(level, o); }
 
 /// A Response as the bytes of an HTTP/1.1 message that closes the connection.
 std::string serialize_closing(const Response& r, const std::string& server_name) {
@@ -327,9 +325,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// handle() threw: answer 500 if it had not begun answering, else close.
   void handler_failed(std::string_view what) {
-    log_line({{"level", "error"},
-              {"msg", "request handler threw; closing its connection"},
-              {"error", printable(what)}});
+    log_line(log::Level::error, {{"msg", "request handler threw; closing its connection"},
+                                 {"error", printable(what)}});
     if (answered_) return close();
     refuse(500, "internal error");
   }
@@ -415,7 +412,7 @@ class Session : public std::enable_shared_from_this<Session> {
                           {"status", status_},
                           {"us", us}};
     if (ec) o["error"] = ec.message();
-    log_line(std::move(o));
+    log_line(log::Level::info, o);
   }
 
   // Half-closes, then reads until the client closes (bounded), so that an error response is
@@ -609,8 +606,8 @@ struct Server::Impl {
       ::close(fd);
     }
     reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    log_line({{"level", "warn"},
-              {"msg", "out of file descriptors: waiting clients were turned away with 503"},
+    log_line(log::Level::warn,
+             {{"msg", "out of file descriptors: waiting clients were turned away with 503"},
               {"connections", registry->size()}});
   }
 
@@ -643,10 +640,10 @@ struct Server::Impl {
         try {
           options.on_hangup();
         } catch (const std::exception& e) {
-          log_line({{"level", "error"}, {"msg", "SIGHUP handler threw"}, {"error", e.what()}});
+          log_line(log::Level::error, {{"msg", "SIGHUP handler threw"}, {"error", e.what()}});
         }
       } else {
-        log_line({{"level", "info"}, {"msg", "SIGHUP received: nothing to reload, still serving"}});
+        log_line(log::Level::info, {{"msg", "SIGHUP received: nothing to reload, still serving"}});
       }
       wait_for_signal();
     });
@@ -661,13 +658,13 @@ struct Server::Impl {
         ioc.run();
         return;
       } catch (const std::exception& e) {
-        log_line({{"level", "error"},
-                  {"msg", "exception in a connection handler; that connection was closed"},
+        log_line(log::Level::error,
+                 {{"msg", "exception in a connection handler; that connection was closed"},
                   {"error", printable(e.what())}});
       } catch (...) {
         log_line(
-            {{"level", "error"},
-             {"msg", "unknown exception in a connection handler; that connection was closed"}});
+            log::Level::error,
+            {{"msg", "unknown exception in a connection handler; that connection was closed"}});
       }
     }
   }

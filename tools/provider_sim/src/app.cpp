@@ -7,6 +7,8 @@
 #include <exception>
 #include <stdexcept>
 
+#include "common/log.hpp"
+
 namespace admit::sim {
 namespace json = boost::json;
 
@@ -299,13 +301,7 @@ std::string chunk(const Stream::Spec& spec, const json::value& delta,
 
 // ---------------------------------------------------------------------------------------------
 
-void log_json(const json::object& o) noexcept {
-  try {
-    const std::string line = json::serialize(o) + "\n";
-    std::fwrite(line.data(), 1, line.size(), stderr);
-  } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; a log line is not worth dying
-  }
-}
+void log_json(const json::object& o) noexcept { admit::log::json_line(admit::log::Level::info, o); }
 
 std::int64_t message_tokens(std::string_view text) noexcept {
   return (code_points(text) + 3) / 4 + 4;
