@@ -14,7 +14,7 @@
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
 #include "admit/store/memory_store.hpp"
-#include "support/deferred_store.hpp"
+#include "support/fault_store.hpp"
 #include "support/test_support.hpp"
 
 namespace admit {
@@ -349,7 +349,7 @@ TEST_F(LeaseScopeTest, AsyncLeaseFollowsTheScopeItIsMovedTo) {
   EXPECT_EQ(slots(), 2);
 
   // Answered on another thread (as by RedisStore's I/O thread), ended on this one.
-  test::DeferredStore deferred;
+  test::FaultStore deferred({.name = "deferred", .defer_async = true});
   Limiter remote{deferred, clock};
   configure(remote);
   got.reset();

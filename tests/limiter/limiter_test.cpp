@@ -23,7 +23,7 @@
 #include "admit/core/clock.hpp"
 #include "admit/core/error.hpp"
 #include "admit/store/memory_store.hpp"
-#include "support/deferred_store.hpp"
+#include "support/fault_store.hpp"
 #include "support/test_support.hpp"
 
 namespace admit {
@@ -958,43 +958,16 @@ TEST_F(LimiterTest, WaiterAdmittedWhenHolderExpires) {
 namespace admit {
 namespace {
 
-/// A MemoryStore that can be switched off: apply() then throws StoreUnavailable.
-class SwitchableStore final : public Store {
- public:
-  bool down = false;
-  bool apply(const Op& op, std::span<ItemResult> results) override {
-    if (down) throw StoreUnavailable("test store is down");
-    return inner_.apply(op, results);
-  }
-  Namespace open_namespace(std::string_view name) override { return inner_.open_namespace(name); }
-  void reset_namespace(const Namespace& ns) override { inner_.reset_namespace(ns); }
-  std::size_t prune(Micros now) override { return inner_.prune(now); }
-  std::size_t size() const override { return inner_.size(); }
-  StoreCapabilities capabilities() const override { return {}; }
-  std::string name() const override { return "switchable"; }
-  void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) override {
-    if (down) throw StoreUnavailable("test store is down");
-    inner_.put_config(ns, key, value);
-  }
-  void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
-                  std::span<std::optional<std::string>> values) override {
-    if (down) throw StoreUnavailable("test store is down");
-    inner_.get_config(ns, keys, values);
-  }
-  std::vector<ConfigEntry> list_config(const Namespace& ns) override {
-    if (down) throw StoreUnavailable("test store is down");
-    return inner_.list_config(ns);
-  }
-
- private:
-  MemoryStore inner_;
-};
+/// A MemoryStore that can be switched off: while `down`, its ops throw StoreUnavailable.
+test::FaultStoreOptions switchable_options() {
+  return {.name = "switchable", .down_reason = "test store is down"};
+}
 
 // Verifies an unreachable store gives decisions with code store_unavailable (fail closed), a
 // waiting acquire throws with that code, and ending a lease while the store is down neither
 // throws nor crashes.
 TEST(LimiterStoreUnavailable, FailsClosedWithACode) {
-  SwitchableStore store;
+  test::FaultStore store(switchable_options());
   ManualClock clock(kStart);
   Limiter lim(store, clock);
   lim.set_limits("m", {Limit::per_minute("rpm", 10), Limit::concurrency("slots", 2)});
@@ -1033,7 +1006,7 @@ LimiterOptions store_config(Micros ttl) {
 // it cached however old (counted as stale), that a key with nothing cached gets a decision
 // with code store_unavailable (acquire throws it), and that it reads the store again after.
 TEST(LimiterStoreConfig, ServesStaleEntriesWhileTheStoreIsDown) {
-  SwitchableStore store;
+  test::FaultStore store(switchable_options());
   ManualClock clock(kStart);
   Limiter lim(store, clock, store_config(kMicrosPerSecond));
   lim.set_limits("m", {Limit::per_minute("rpm", 3)});
@@ -1146,7 +1119,7 @@ TEST(LimiterStoreConfig, DiscoveredLimitsMergeWithStoredOnes) {
 namespace admit {
 namespace {
 
-using test::DeferredStore;
+using test::FaultStore;
 
 /// Every field of two decisions, with `what` in the failure messages.
 void expect_same(const Decision& sync, const Decision& async, const std::string& what) {
@@ -1387,7 +1360,7 @@ TEST_F(AsyncAcquireTest, QueueAheadLikeTryAcquire) {
 // snapshot the request was planned from), still gives the decision and lease of the
 // configuration the request was planned with. Run under ASan: nothing may dangle.
 TEST(AsyncAcquireDeferred, CompletionOutlivesPlanCacheAndSnapshot) {
-  DeferredStore store;
+  FaultStore store({.name = "deferred", .defer_async = true});
   ManualClock clock(kStart);
   Limiter limiter(store, clock);
   // Long names: heap strings, so a stale view of a reused buffer would show.
@@ -1468,7 +1441,7 @@ TEST(AsyncAcquireDeferred, CompletionOutlivesPlanCacheAndSnapshot) {
 // store_unavailable with the StoreUnavailable's reason, and with what() of any other
 // exception; an apply_async that throws before taking the callback gets the same.
 TEST(AsyncAcquireDeferred, StoreFailuresBecomeDecisions) {
-  DeferredStore store;
+  FaultStore store({.name = "deferred", .defer_async = true});
   ManualClock clock(kStart);
   Limiter limiter(store, clock);
   limiter.set_limits("m", {Limit::per_minute("rpm", 10)});

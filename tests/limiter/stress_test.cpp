@@ -16,7 +16,7 @@
 #include "admit/core/clock.hpp"
 #include "admit/limiter.hpp"
 #include "admit/store/memory_store.hpp"
-#include "support/deferred_store.hpp"
+#include "support/fault_store.hpp"
 #include "support/test_support.hpp"
 
 namespace admit {
@@ -380,7 +380,7 @@ TEST(Stress, StoreConfigRefreshesRacingWithAdmission) {
 // callbacks handed over end correctly on the test thread.
 TEST(Stress, AsyncAcquiresAnsweredOnAnIoThreadAreExact) {
   ManualClock clock(kStart);
-  test::DeferredStore store;
+  test::FaultStore store({.name = "deferred", .defer_async = true});
   store.start_io_thread();
   Limiter limiter(store, clock);
   constexpr std::int64_t kUserCap = 400;  // 8 * 400 > kOrgCap: the parent runs out first

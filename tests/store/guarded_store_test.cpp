@@ -37,7 +37,7 @@
 #include "admit/store/memory_store.hpp"
 #include "admit/store/redis_client.hpp"
 #include "admit/store/redis_store.hpp"
-#include "support/deferred_store.hpp"
+#include "support/fault_store.hpp"
 #include "support/redis_env.hpp"
 #include "support/store_ops.hpp"
 #include "support/temp_dir.hpp"
@@ -58,44 +58,13 @@ constexpr Micros kSec = kMicrosPerSecond;
 
 // ------------------------------------------------------------------ test double and helpers
 
-/// A MemoryStore that throws StoreUnavailable from apply() while `down` is set.
-class FlakyStore final : public Store {
- public:
-  std::atomic<bool> down{false};
-  std::atomic<std::uint64_t> served{0};  ///< apply() calls that reached the inner store
-  MemoryStore inner;
+/// A MemoryStore whose ops throw StoreUnavailable while `down` is set.
+test::FaultStoreOptions flaky_options() {
+  return {.name = "flaky", .capabilities = {.durable = true}, .down_reason = "flaky: down"};
+}
 
-  bool apply(const Op& op, std::span<ItemResult> results) override {
-    if (down.load()) throw StoreUnavailable("flaky: down");
-    served.fetch_add(1);
-    return inner.apply(op, results);
-  }
-  KeyHandle prepare(const Namespace& ns, const KeyParts& key) const override {
-    return inner.prepare(ns, key);
-  }
-  Namespace open_namespace(std::string_view name) override { return inner.open_namespace(name); }
-  void reset_namespace(const Namespace& ns) override {
-    if (down.load()) throw StoreUnavailable("flaky: down");
-    inner.reset_namespace(ns);
-  }
-  std::size_t prune(Micros now) override { return inner.prune(now); }
-  std::size_t size() const override { return inner.size(); }
-  StoreCapabilities capabilities() const override { return {.durable = true}; }
-  std::string name() const override { return "flaky"; }
-  void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) override {
-    if (down.load()) throw StoreUnavailable("flaky: down");
-    inner.put_config(ns, key, value);
-  }
-  void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
-                  std::span<std::optional<std::string>> values) override {
-    if (down.load()) throw StoreUnavailable("flaky: down");
-    inner.get_config(ns, keys, values);
-  }
-  std::vector<ConfigEntry> list_config(const Namespace& ns) override {
-    if (down.load()) throw StoreUnavailable("flaky: down");
-    return inner.list_config(ns);
-  }
-};
+/// A MemoryStore whose apply_async() answers when the test says.
+test::FaultStoreOptions deferred_options() { return {.name = "deferred", .defer_async = true}; }
 
 /// The outcome of a Limiter call. The Limiter turns StoreUnavailable into a decision
 /// (Code::store_unavailable); should it let one escape, the call reports `escaped` instead of
@@ -153,7 +122,7 @@ GuardedStoreOptions policy(UnavailablePolicy p, int fleet = 1) {
 // ------------------------------------------------------------------ decorator logic
 
 TEST(GuardedStore, OptionsAndDelegation) {
-  FlakyStore flaky;
+  test::FaultStore flaky(flaky_options());
   EXPECT_THROW((void)GuardedStore(flaky, policy(UnavailablePolicy::local_fallback, 0)),
                ValidationError);
   EXPECT_THROW((void)GuardedStore(std::unique_ptr<Store>{}), ValidationError);
@@ -191,7 +160,7 @@ TEST(GuardedStore, OptionsAndDelegation) {
 }
 
 TEST(GuardedStore, FailClosedRethrowsAndRecovers) {
-  FlakyStore flaky;
+  test::FaultStore flaky(flaky_options());
   GuardedStore g(flaky, policy(UnavailablePolicy::fail_closed));
   const Namespace ns = g.open_namespace("t");
   const Limit rpm = Limit::per_minute("rpm", 10);
@@ -222,7 +191,7 @@ TEST(GuardedStore, FailClosedRethrowsAndRecovers) {
 // Code::store_unavailable (try_acquire, decide, record_usage) and a RateLimitExceeded carrying
 // it (acquire, which must leave its wait queue), never an exception escaping.
 TEST(GuardedStore, FailClosedLimiterDecision) {
-  FlakyStore flaky;
+  test::FaultStore flaky(flaky_options());
   GuardedStore g(flaky, policy(UnavailablePolicy::fail_closed));
   ManualClock clock;
   Limiter limiter(g, clock);
@@ -254,7 +223,7 @@ TEST(GuardedStore, FailClosedLimiterDecision) {
 }
 
 TEST(GuardedStore, FailOpenAllowsEverythingAndCountsIt) {
-  FlakyStore flaky;
+  test::FaultStore flaky(flaky_options());
   GuardedStore g(flaky, policy(UnavailablePolicy::fail_open));
   ManualClock clock;
   Limiter limiter(g, clock);
@@ -302,7 +271,7 @@ TEST(GuardedStore, FailOpenAllowsEverythingAndCountsIt) {
 
 // local_fallback with fleet_size 3: every limit divided, enforced exactly.
 TEST(GuardedStore, LocalFallbackDividesLimitsByFleet) {
-  FlakyStore flaky;
+  test::FaultStore flaky(flaky_options());
   GuardedStore g(flaky, policy(UnavailablePolicy::local_fallback, 3));
   ManualClock clock;
   Limiter limiter(g, clock);
@@ -360,7 +329,7 @@ TEST(GuardedStore, LocalFallbackDividesLimitsByFleet) {
 }
 
 TEST(GuardedStore, LocalFallbackDividesAdaptiveLimits) {
-  FlakyStore flaky;
+  test::FaultStore flaky(flaky_options());
   GuardedStore g(flaky, policy(UnavailablePolicy::local_fallback, 2));
   ManualClock clock;
   Limiter limiter(g, clock);
@@ -411,7 +380,7 @@ TEST(GuardedStore, LocalFallbackMatchesHandDividedLimits) {
   auto pick = [&rng](std::int64_t lo, std::int64_t hi) {
     return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
   };
-  FlakyStore flaky;
+  test::FaultStore flaky(flaky_options());
   flaky.down = true;
   GuardedStore g(flaky, policy(UnavailablePolicy::local_fallback, 4));
   MemoryStore ref;
@@ -459,7 +428,7 @@ TEST(GuardedStore, LocalFallbackMatchesHandDividedLimits) {
 
 // The scaled copies follow a reconfigured limit, even one that reuses a freed limit's address.
 TEST(GuardedStore, ReconfiguredLimitIsDividedAgain) {
-  FlakyStore flaky;
+  test::FaultStore flaky(flaky_options());
   flaky.down = true;
   GuardedStore g(flaky, policy(UnavailablePolicy::local_fallback, 3));
   const Namespace ns = g.open_namespace("t");
@@ -497,7 +466,7 @@ TEST(GuardedStore, ReconfiguredLimitIsDividedAgain) {
 }
 
 TEST(GuardedStore, RecoveryGoesBackToThePrimaryWithoutMerging) {
-  FlakyStore flaky;
+  test::FaultStore flaky(flaky_options());
   GuardedStore g(flaky, policy(UnavailablePolicy::local_fallback, 2));
   ManualClock clock;
   Limiter limiter(g, clock);
@@ -540,7 +509,7 @@ TEST(GuardedStore, ConcurrentFlapping) {
   for (const UnavailablePolicy p :
        {UnavailablePolicy::fail_open, UnavailablePolicy::local_fallback}) {
     SCOPED_TRACE(to_string(p));
-    FlakyStore flaky;
+    test::FaultStore flaky(flaky_options());
     GuardedStore g(flaky, policy(p, 2));
     ManualClock clock;
     Limiter limiter(g, clock);
@@ -668,7 +637,7 @@ TEST(GuardedStoreAsync, PoliciesWhenThePrimaryFailsLater) {
   for (const UnavailablePolicy p : {UnavailablePolicy::fail_closed, UnavailablePolicy::fail_open,
                                     UnavailablePolicy::local_fallback}) {
     SCOPED_TRACE(to_string(p));
-    test::DeferredStore primary;
+    test::FaultStore primary(deferred_options());
     GuardedStore g(primary, policy(p, 2));
     const Namespace ns = g.open_namespace("t");
 
@@ -738,7 +707,7 @@ TEST(GuardedStoreAsync, PoliciesWhenThePrimaryFailsLater) {
 // Verifies the failure epoch under apply_async(): an op that was in flight when another
 // failed does not prove the primary healthy when it is served later; one started after does.
 TEST(GuardedStoreAsync, OnlyOpsStartedAfterAFailureRecover) {
-  test::DeferredStore primary;
+  test::FaultStore primary(deferred_options());
   GuardedStore g(primary, policy(UnavailablePolicy::fail_open));
   const Namespace ns = g.open_namespace("t");
   AsyncAnswer a, b, c;
@@ -764,7 +733,7 @@ TEST(GuardedStoreAsync, LimiterDecisionsUnderEachPolicy) {
   for (const UnavailablePolicy p : {UnavailablePolicy::fail_closed, UnavailablePolicy::fail_open,
                                     UnavailablePolicy::local_fallback}) {
     SCOPED_TRACE(to_string(p));
-    test::DeferredStore primary;
+    test::FaultStore primary(deferred_options());
     GuardedStore g(primary, policy(p));
     ManualClock clock(kStart);
     Limiter limiter(g, clock);

@@ -1,15 +1,23 @@
-// DeferredStore: a Store whose apply_async() answers later, on whichever thread the test
-// chooses, the way a networked store answers on its I/O thread. It copies the op when it is
-// called (as RedisStore encodes it) and queues it; run_one() / run_all() apply queued ops to
-// an inner MemoryStore and call their callbacks, or start_io_thread() does so on a thread of
-// its own. Each run may instead report a failure (the exception the test passes), so store
-// outages can be placed between an op's start and its answer.
+// FaultStore: the one test Store that injects faults. It wraps a MemoryStore (`inner`) and
+//  - while `down` is set, throws StoreUnavailable(options.down_reason) from every op that
+//    reaches the store (apply, answered async ops, reset_namespace, the config ops), the way
+//    an unreachable store does; `served` counts the ops that reached `inner`;
+//  - with options.defer_async, answers apply_async() later, on whichever thread the test
+//    chooses, the way a networked store answers on its I/O thread: it copies the op when it
+//    is called (as RedisStore encodes it) and queues it; run_one() / run_all() apply queued
+//    ops to `inner` and call their callbacks, or start_io_thread() does so on a thread of its
+//    own. Each run may instead report a failure (the exception the test passes), so store
+//    outages can be placed between an op's start and its answer. Without defer_async,
+//    apply_async() is Store's default (apply(), then the callback);
+//  - while `throw_from_apply_async` is set, apply_async() throws it before taking the op.
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <exception>
 #include <memory>
@@ -28,17 +36,28 @@
 
 namespace admit::test {
 
-/// Thread-safe. apply() and everything but apply_async() go straight to `inner`.
-class DeferredStore final : public Store {
+struct FaultStoreOptions {
+  std::string name = "fault";               ///< what name() reports
+  StoreCapabilities capabilities = {};      ///< what capabilities() reports
+  std::string down_reason = "fault: down";  ///< the StoreUnavailable's message while `down`
+  bool defer_async = false;                 ///< queue apply_async() ops until the test answers them
+};
+
+/// Thread-safe. prepare(), open_namespace(), prune() and size() always go straight to `inner`.
+class FaultStore final : public Store {
  public:
   MemoryStore inner;
+  /// While set, ops that reach the store throw StoreUnavailable(options.down_reason).
+  std::atomic<bool> down{false};
+  /// Ops applied to `inner` (apply() calls and answered async ops that were not failed).
+  std::atomic<std::uint64_t> served{0};
   /// apply_async() throws this (before queueing anything) while set; for callers' error paths.
   std::exception_ptr throw_from_apply_async;
 
-  DeferredStore() = default;
-  DeferredStore(const DeferredStore&) = delete;
-  DeferredStore& operator=(const DeferredStore&) = delete;
-  ~DeferredStore() override {
+  explicit FaultStore(FaultStoreOptions options = {}) : o_(std::move(options)) {}
+  FaultStore(const FaultStore&) = delete;
+  FaultStore& operator=(const FaultStore&) = delete;
+  ~FaultStore() override {
     stop_io_thread();
     std::lock_guard g(mu_);
     // A callback never called is a bug of the test (its caller would wait forever).
@@ -46,10 +65,13 @@ class DeferredStore final : public Store {
   }
 
   bool apply(const Op& op, std::span<ItemResult> results) override {
+    check_up();
+    served.fetch_add(1);
     return inner.apply(op, results);
   }
   void apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done) override {
     if (throw_from_apply_async) std::rethrow_exception(throw_from_apply_async);
+    if (!o_.defer_async) return Store::apply_async(op, results, std::move(done));
     auto p = std::make_unique<Pending>(op, results, std::move(done));
     {
       std::lock_guard g(mu_);
@@ -59,8 +81,10 @@ class DeferredStore final : public Store {
     cv_.notify_all();
   }
 
-  /// Answers the oldest queued op: applied to `inner`, or failed with `failure` if given.
-  /// @return false if nothing was queued.
+  // ---- deferred answers (options.defer_async)
+
+  /// Answers the oldest queued op: applied to `inner` (as apply() would), or failed with
+  /// `failure` if given. @return false if nothing was queued.
   bool run_one(std::exception_ptr failure = nullptr) {
     std::unique_ptr<Pending> p;
     {
@@ -120,23 +144,31 @@ class DeferredStore final : public Store {
     return queued_;
   }
 
+  // ---- the rest of Store
+
   KeyHandle prepare(const Namespace& ns, const KeyParts& key) const override {
     return inner.prepare(ns, key);
   }
   Namespace open_namespace(std::string_view name) override { return inner.open_namespace(name); }
-  void reset_namespace(const Namespace& ns) override { inner.reset_namespace(ns); }
+  void reset_namespace(const Namespace& ns) override {
+    check_up();
+    inner.reset_namespace(ns);
+  }
   std::size_t prune(Micros now) override { return inner.prune(now); }
   std::size_t size() const override { return inner.size(); }
-  StoreCapabilities capabilities() const override { return {}; }
-  std::string name() const override { return "deferred"; }
+  StoreCapabilities capabilities() const override { return o_.capabilities; }
+  std::string name() const override { return o_.name; }
   void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) override {
+    check_up();
     inner.put_config(ns, key, value);
   }
   void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
                   std::span<std::optional<std::string>> values) override {
+    check_up();
     inner.get_config(ns, keys, values);
   }
   std::vector<ConfigEntry> list_config(const Namespace& ns) override {
+    check_up();
     return inner.list_config(ns);
   }
 
@@ -149,11 +181,15 @@ class DeferredStore final : public Store {
     ApplyCallback done;
   };
 
+  void check_up() const {
+    if (down.load()) throw StoreUnavailable(o_.down_reason);
+  }
+
   void answer(Pending& p, std::exception_ptr failure) {
     bool ok = false;
     if (!failure) {
       try {
-        ok = inner.apply(p.copy.op(), p.results);
+        ok = apply(p.copy.op(), p.results);
       } catch (...) {
         failure = std::current_exception();
       }
@@ -161,6 +197,7 @@ class DeferredStore final : public Store {
     p.done(ok, std::move(failure));
   }
 
+  const FaultStoreOptions o_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Pending>> queue_;
