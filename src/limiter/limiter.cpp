@@ -236,6 +236,21 @@ struct Scratch {
   std::vector<std::uint64_t> epochs;  // per entry: adaptive controllers' epoch at the op
 };
 thread_local Scratch t_scratch;
+
+/// An op over `plan`'s keys that reports every item: reset, read (stats), clamp.
+Op report_op(OpKind kind, const Namespace& ns, std::string_view group, Micros now, const Plan& plan,
+             std::span<const OpItem> items) {
+  return Op{.kind = kind,
+            .ns = &ns,
+            .group = group,
+            .now = now,
+            .keys = plan.keys,
+            .items = items,
+            .handles = {},
+            .lease_id = 0,
+            .lease_expiry = 0,
+            .report = true};
+}
 }  // namespace
 
 // Everything an asynchronous acquire needs once the store answers, owned in one allocation:
@@ -658,17 +673,10 @@ void Limiter::reset(std::string_view entity, std::string_view resource) {
   for (const auto& en : plan.entries) ops.push_back(OpItem{en.key, en.limit, 0, 0});
   if (!ops.empty()) {
     SmallVec<ItemResult> results(ops.size());
-    const Op op{.kind = OpKind::reset,
-                .ns = &impl_->ns,
-                .group = chain_root(*snap, entity, impl_->opt.max_parent_depth),
-                .now = now,
-                .keys = plan.keys,
-                .items = ops,
-                .handles = {},
-                .lease_id = 0,
-                .lease_expiry = 0,
-                .report = true};
-    impl_->store.apply(op, results);
+    impl_->store.apply(
+        report_op(OpKind::reset, impl_->ns, chain_root(*snap, entity, impl_->opt.max_parent_depth),
+                  now, plan, ops),
+        results);
   }
   impl_->waits.notify_all_heads();
 }
@@ -703,17 +711,8 @@ ResourceStats Limiter::stats(std::string_view entity, std::string_view resource)
   }
   SmallVec<ItemResult> results(ops.size());
   if (!ops.empty()) {
-    const Op op{.kind = OpKind::read,
-                .ns = &impl_->ns,
-                .group = plan.keys.back().entity,
-                .now = now,
-                .keys = plan.keys,
-                .items = ops,
-                .handles = {},
-                .lease_id = 0,
-                .lease_expiry = 0,
-                .report = true};
-    impl_->store.apply(op, results);
+    impl_->store.apply(report_op(OpKind::read, impl_->ns, plan.keys.back().entity, now, plan, ops),
+                       results);
   }
   for (std::size_t i = 0; i < plan.entries.size(); ++i) {
     const auto& en = plan.entries[i];
@@ -755,17 +754,10 @@ std::vector<LimitStatus> Limiter::clamp(std::string_view entity, std::string_vie
   std::vector<LimitStatus> out;
   if (ops.empty()) return out;
   SmallVec<ItemResult> results(ops.size());
-  const Op op{.kind = OpKind::clamp,
-              .ns = &impl_->ns,
-              .group = chain_root(*snap, entity, impl_->opt.max_parent_depth),
-              .now = now,
-              .keys = plan.keys,
-              .items = ops,
-              .handles = {},
-              .lease_id = 0,
-              .lease_expiry = 0,
-              .report = true};
-  impl_->store.apply(op, results);
+  impl_->store.apply(
+      report_op(OpKind::clamp, impl_->ns, chain_root(*snap, entity, impl_->opt.max_parent_depth),
+                now, plan, ops),
+      results);
   for (std::size_t j = 0; j < ops.size(); ++j) {
     const auto& en = plan.entries[which[j]];
     out.push_back(status_of(plan.keys[en.key], *en.limit, en.source, results[j]));
