@@ -44,9 +44,6 @@ constexpr std::size_t kReadSlack = 4096;
 
 std::string_view sv(beast::string_view s) { return {s.data(), s.size()}; }
 
-/// One JSON line on stderr (common/log.hpp), with a timestamp and `level`.
-void log_line(log::Level level, const boost::json::object& o) { log::json_line(level, o); }
-
 /// A Response as the bytes of an HTTP/1.1 message that closes the connection.
 std::string serialize_closing(const Response& r, const std::string& server_name) {
   bhttp::response<bhttp::string_body> m;
@@ -244,7 +241,6 @@ class Session : public std::enable_shared_from_this<Session> {
     version_ = req.version() == 10 ? 10 : 11;
     if (const auto [status, why] = check_framing(req); status != 0) return refuse(status, why);
     if (parser_->chunked()) {  // see drop_trailer
-      header_fields_ = static_cast<std::size_t>(std::distance(req.begin(), req.end()));
       header_copy_.emplace(static_cast<const bhttp::fields&>(req));
     }
     if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
@@ -325,8 +321,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// handle() threw: answer 500 if it had not begun answering, else close.
   void handler_failed(std::string_view what) {
-    log_line(log::Level::error, {{"msg", "request handler threw; closing its connection"},
-                                 {"error", printable(what)}});
+    log::json_line(log::Level::error, {{"msg", "request handler threw; closing its connection"},
+                                       {"error", printable(what)}});
     if (answered_) return close();
     refuse(500, "internal error");
   }
@@ -337,7 +333,8 @@ class Session : public std::enable_shared_from_this<Session> {
   /// read comes back from the copy taken before the body.
   void drop_trailer(bhttp::request<bhttp::string_body>& req) {
     if (!header_copy_) return;
-    if (static_cast<std::size_t>(std::distance(req.begin(), req.end())) != header_fields_) {
+    if (std::distance(req.begin(), req.end()) !=
+        std::distance(header_copy_->begin(), header_copy_->end())) {
       static_cast<bhttp::fields&>(req) = *header_copy_;
     }
     header_copy_.reset();
@@ -412,7 +409,7 @@ class Session : public std::enable_shared_from_this<Session> {
                           {"status", status_},
                           {"us", us}};
     if (ec) o["error"] = ec.message();
-    log_line(log::Level::info, o);
+    log::json_line(log::Level::info, o);
   }
 
   // Half-closes, then reads until the client closes (bounded), so that an error response is
@@ -454,9 +451,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::array<char, 4096> scratch_{};
   unsigned version_ = 11;  // of the request being answered
   bool keep_alive_ = false;
-  bool busy_ = false;              // between a request's first byte and the end of its response
-  bool answered_ = false;          // the Handler began answering the request being handled
-  std::size_t header_fields_ = 0;  // chunked requests: fields in the header
+  bool busy_ = false;      // between a request's first byte and the end of its response
+  bool answered_ = false;  // the Handler began answering the request being handled
   std::optional<bhttp::fields> header_copy_;  // chunked requests: the header (drop_trailer)
   bool stopping_ = false;                     // the server is shutting down
   std::chrono::steady_clock::time_point started_{};
@@ -606,9 +602,9 @@ struct Server::Impl {
       ::close(fd);
     }
     reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    log_line(log::Level::warn,
-             {{"msg", "out of file descriptors: waiting clients were turned away with 503"},
-              {"connections", registry->size()}});
+    log::json_line(log::Level::warn,
+                   {{"msg", "out of file descriptors: waiting clients were turned away with 503"},
+                    {"connections", registry->size()}});
   }
 
   // On the acceptor's strand.
@@ -640,10 +636,11 @@ struct Server::Impl {
         try {
           options.on_hangup();
         } catch (const std::exception& e) {
-          log_line(log::Level::error, {{"msg", "SIGHUP handler threw"}, {"error", e.what()}});
+          log::json_line(log::Level::error, {{"msg", "SIGHUP handler threw"}, {"error", e.what()}});
         }
       } else {
-        log_line(log::Level::info, {{"msg", "SIGHUP received: nothing to reload, still serving"}});
+        log::json_line(log::Level::info,
+                       {{"msg", "SIGHUP received: nothing to reload, still serving"}});
       }
       wait_for_signal();
     });
@@ -658,11 +655,11 @@ struct Server::Impl {
         ioc.run();
         return;
       } catch (const std::exception& e) {
-        log_line(log::Level::error,
-                 {{"msg", "exception in a connection handler; that connection was closed"},
-                  {"error", printable(e.what())}});
+        log::json_line(log::Level::error,
+                       {{"msg", "exception in a connection handler; that connection was closed"},
+                        {"error", printable(e.what())}});
       } catch (...) {
-        log_line(
+        log::json_line(
             log::Level::error,
             {{"msg", "unknown exception in a connection handler; that connection was closed"}});
       }
