@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -101,6 +102,39 @@ class [[nodiscard]] Lease {
    */
   Decision adjust(const Amounts& deltas);
 
+  /// Receives the outcome of an asynchronous adjust, commit or rollback. Must not block.
+  using DecisionCallback = std::function<void(Decision)>;
+
+  /**
+   * adjust() without blocking on the store (Store::apply_async): `done` receives the decision
+   * exactly once, on any thread (a RedisStore's I/O thread, or inside this call when the
+   * store answers synchronously). Until then the lease must stay where it is: not moved, not
+   * destroyed, no other call on it.
+   * @throws LeaseError, ValidationError as adjust() does, before anything is sent.
+   */
+  void adjust_async(const Amounts& deltas, DecisionCallback done);
+  /// commit() and rollback() without blocking on the store: the lease ends at once (this
+  /// object is inactive when the call returns, so it may be destroyed); the store is told in
+  /// the background and `done` (may be empty) receives the outcome like adjust_async's. On an
+  /// ended or denied lease `done` gets an ok decision at once.
+  void commit_async(DecisionCallback done = {});
+  void rollback_async(DecisionCallback done = {});
+
+  /**
+   * The completion-token forms (Boost.Asio: callbacks, asio::use_future,
+   * asio::use_awaitable), signature void(Decision). Defined in admit/async.hpp (link
+   * admit::sched), which must be included to call them:
+   *
+   *   Decision d = co_await lease.async_adjust({{"tpm", used - 1200}}, asio::use_awaitable);
+   *   co_await lease.async_commit(asio::use_awaitable);
+   */
+  template <class CompletionToken>
+  auto async_adjust(const Amounts& deltas, CompletionToken&& token);
+  template <class CompletionToken>
+  auto async_commit(CompletionToken&& token);
+  template <class CompletionToken>
+  auto async_rollback(CompletionToken&& token);
+
   /// Keeps what was consumed and frees the concurrency slots. Idempotent; a no-op after
   /// rollback().
   void commit();
@@ -151,6 +185,7 @@ class [[nodiscard]] Lease {
   };
 
   void end(bool refund);
+  void end_async(bool refund, DecisionCallback done);
   /// Ends the lease as leaving its scope now would: rollback if an exception thrown since
   /// its life started is in flight, else commit.
   void end_scope() {

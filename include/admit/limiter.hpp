@@ -21,6 +21,7 @@
 #include "admit/core/decision.hpp"
 #include "admit/core/error.hpp"
 #include "admit/core/limit.hpp"
+#include "admit/core/timer.hpp"
 #include "admit/lease.hpp"
 #include "admit/store/store.hpp"
 
@@ -86,6 +87,9 @@ struct ResourceStats {
  * Thread-safe. The Store and Clock must outlive the Limiter; Leases must not outlive it.
  */
 class Limiter {
+  struct Impl;         // src/limiter/limiter_impl.hpp
+  struct AsyncWaiter;  // src/limiter/async_wait.cpp
+
  public:
   Limiter(Store& store, const Clock& clock, LimiterOptions options = {});
   ~Limiter();
@@ -196,6 +200,66 @@ class Limiter {
   Lease acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
                 std::chrono::microseconds timeout, const AcquireOptions& options = {});
 
+  /// A pending acquire_async(). Copyable; every copy refers to the same wait.
+  class AsyncWait {
+   public:
+    AsyncWait() = default;
+    /// Ends the wait promptly: `done` receives an inactive lease with code cancelled (on the
+    /// timer's loop). An attempt already admitted by the store is rolled back. Thread-safe,
+    /// idempotent; a no-op once `done` has run.
+    void cancel();
+
+   private:
+    friend class Limiter;
+    explicit AsyncWait(std::shared_ptr<AsyncWaiter> w) : waiter_(std::move(w)) {}
+    std::shared_ptr<AsyncWaiter> waiter_;
+  };
+
+  /**
+   * acquire() without blocking a thread: waits on `timer`'s event loop until the request
+   * fits or `timeout` passes, in the same FIFO order per (entity, resource) as acquire()
+   * (blocking and asynchronous waiters share the queue). Only the head of a queue tries, each
+   * time at its denial's exact retry_after (bounded by the deadline) or as soon as capacity
+   * comes back; each try is a try_acquire_async(), so nothing waits on the store. Waiting
+   * costs memory (one small object per waiter), not a thread.
+   *
+   * `done` receives the Lease exactly once, on the timer's loop, never inside this call: an
+   * allowed one; or an inactive one whose decision's code is timeout, cancelled (cancel(), or
+   * options.stop), exceeds_capacity, store_unavailable, unknown_limit or invalid_argument
+   * (acquire() throws for those; a denial is a value here). The Limiter must outlive every
+   * pending wait. admit/async.hpp's async_acquire() is this call with a completion token.
+   * @throws ValidationError if `timer` or `done` is empty.
+   */
+  AsyncWait acquire_async(std::string_view entity, std::string_view resource,
+                          const Amounts& amounts, std::chrono::microseconds timeout,
+                          std::shared_ptr<Timer> timer, AcquireCallback done,
+                          const AcquireOptions& options = {});
+
+  /**
+   * The completion-token forms of try_acquire_async() and acquire_async() (Boost.Asio:
+   * a callback, asio::use_future, asio::use_awaitable, ...), signature void(Lease), the
+   * completion running on the token's associated executor; async_acquire's timer runs on it
+   * too, and per-operation cancellation (asio::cancellation_slot: terminal, partial, total)
+   * cancels the wait. Defined in admit/async.hpp (link admit::sched), which must be included
+   * to call them:
+   *
+   *   Lease lease = co_await limiter.async_acquire(user, model, {{"rpm", 1}, {"tpm", 1200}},
+   *                                                5s, asio::use_awaitable);
+   */
+  template <class CompletionToken>
+  auto async_try_acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                         CompletionToken&& token);
+  template <class CompletionToken>
+  auto async_try_acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                         const AcquireOptions& options, CompletionToken&& token);
+  template <class CompletionToken>
+  auto async_acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                     std::chrono::microseconds timeout, CompletionToken&& token);
+  template <class CompletionToken>
+  auto async_acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
+                     std::chrono::microseconds timeout, const AcquireOptions& options,
+                     CompletionToken&& token);
+
   /// Dry run: the decision try_acquire would take now, consuming nothing. It looks at the
   /// limits only, not at callers waiting in acquire() (try_acquire would say queue_ahead).
   /// decide, record_usage and a lease's adjust/commit/rollback report an unreachable store
@@ -227,7 +291,7 @@ class Limiter {
   /// stats(entity, r) for every configured resource r, sorted by resource.
   std::vector<ResourceStats> all_stats(std::string_view entity = "");
 
-  /// Callers blocked in acquire() on (entity, resource).
+  /// Callers waiting in acquire() or acquire_async() on (entity, resource).
   std::size_t waiting(std::string_view entity, std::string_view resource) const;
 
   const Clock& clock() const;
@@ -236,7 +300,6 @@ class Limiter {
 
  private:
   friend class Lease;  // a lease's adjust and end go through impl_
-  struct Impl;         // src/limiter/limiter_impl.hpp
   std::unique_ptr<Impl> impl_;
 };
 

@@ -21,6 +21,10 @@ Micros coarse_us() {
 }
 }  // namespace
 
+std::uint64_t Clock::call_at(Micros, std::function<void()>) const { return 0; }
+
+bool Clock::cancel_call(std::uint64_t) const { return false; }
+
 SystemClock::SystemClock() : wall_anchor_(wall_now()), steady_anchor_ns_(steady_ns()) {}
 
 Micros SystemClock::now() const { return wall_anchor_ + (steady_ns() - steady_anchor_ns_) / 1000; }
@@ -87,14 +91,46 @@ std::size_t ManualClock::set(Micros t) {
   return wake_due();
 }
 
+std::uint64_t ManualClock::call_at(Micros deadline, std::function<void()> fn) const {
+  std::uint64_t id = 0;
+  {
+    std::lock_guard g(mu_);
+    id = next_call_id_++;
+    if (deadline > now_) {
+      calls_.push_back(Call{deadline, id, std::move(fn)});
+      return id;
+    }
+  }
+  fn();
+  return id;
+}
+
+bool ManualClock::cancel_call(std::uint64_t id) const {
+  std::lock_guard g(mu_);
+  return std::erase_if(calls_, [id](const Call& c) { return c.id == id; }) > 0;
+}
+
+std::size_t ManualClock::pending_calls() const {
+  std::lock_guard g(mu_);
+  return calls_.size();
+}
+
 std::size_t ManualClock::wake_due() {
   std::vector<std::shared_ptr<Sleeper>> due;
+  std::vector<Call> calls;
   {
     std::lock_guard g(mu_);
     for (const auto& s : sleepers_) {
       if (s->deadline <= now_) due.push_back(s);
     }
+    auto split = std::stable_partition(calls_.begin(), calls_.end(),
+                                       [this](const Call& c) { return c.deadline > now_; });
+    calls.assign(std::make_move_iterator(split), std::make_move_iterator(calls_.end()));
+    calls_.erase(split, calls_.end());
   }
+  std::stable_sort(calls.begin(), calls.end(),
+                   [](const Call& a, const Call& b) { return a.deadline < b.deadline; });
+  for (auto& c : calls) c.fn();  // outside the lock: a callback may call call_at() again
   // The waiter holds its mutex from registration until cv.wait releases it, so taking that
   // mutex here guarantees the notification is not lost.
   std::size_t woken = 0;
@@ -118,6 +154,9 @@ Micros ManualClock::next_wakeup() const {
   Micros best = -1;
   for (const auto& s : sleepers_) {
     if (best < 0 || s->deadline < best) best = s->deadline;
+  }
+  for (const auto& c : calls_) {
+    if (best < 0 || c.deadline < best) best = c.deadline;
   }
   return best;
 }

@@ -41,6 +41,27 @@ Decision Lease::adjust(const Amounts& deltas) {
   return limiter_->impl_->lease_op(*this, &deltas, false);
 }
 
+void Lease::adjust_async(const Amounts& deltas, DecisionCallback done) {
+  if (limiter_ == nullptr) throw LeaseError("adjust on a lease that has ended or was denied");
+  limiter_->impl_->lease_op_async(*this, &deltas, false, std::move(done));
+}
+
+void Lease::commit_async(DecisionCallback done) { end_async(/*refund=*/false, std::move(done)); }
+
+void Lease::rollback_async(DecisionCallback done) { end_async(/*refund=*/true, std::move(done)); }
+
+void Lease::end_async(bool refund, DecisionCallback done) {
+  if (limiter_ == nullptr) {  // ended or denied: nothing to do, like commit() and rollback()
+    Decision d;
+    d.now = decision_.now;
+    d.allowed = true;
+    d.code = Code::ok;
+    if (done) done(std::move(d));
+    return;
+  }
+  limiter_->impl_->lease_op_async(*this, nullptr, refund, std::move(done));
+}
+
 std::string_view Lease::entity() const {
   return key_ && !key_->entities.empty() ? std::string_view(key_->entities.front())
                                          : std::string_view{};

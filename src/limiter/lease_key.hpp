@@ -50,6 +50,8 @@ struct LeaseAccess {
     l.held_.reset(key->items.size());
   }
   static void activate(Lease& l, Limiter* limiter) { l.limiter_ = limiter; }
+  /// Ends `l` without telling the store (an asynchronous end told it already).
+  static void deactivate(Lease& l) { l.limiter_ = nullptr; }
 };
 
 }  // namespace admit::detail

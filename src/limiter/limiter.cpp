@@ -3,8 +3,8 @@
 // (resolution.hpp), plans and the plan cache (plan), decisions and stats (decisions), the wait
 // queues (wait_queue), the AIMD laws (aimd_registry), lease ids (lease_ids); Limiter::Impl
 // (limiter_impl.hpp) holds them. Also here: the acquire path's steps (Impl::attempt and the
-// asynchronous acquire, in one translation unit with try_acquire so the hot path inlines), and
-// a lease's store operations (Impl::lease_op).
+// asynchronous acquire, in one translation unit with try_acquire so the hot path inlines). A
+// lease's store operations are in lease_ops.cpp, the asynchronous wait in async_wait.cpp.
 #include "admit/limiter.hpp"
 
 #include <algorithm>
@@ -386,9 +386,9 @@ void Limiter::Impl::complete_async(AsyncAcquire* ctx, bool ok, std::exception_pt
 
 void Limiter::Impl::acquire_async(std::string_view entity, std::string_view resource,
                                   const Amounts& amounts, AcquireCallback done,
-                                  const AcquireOptions& options) {
+                                  const AcquireOptions& options, bool respect_queue) {
   Lease lease;
-  const Plan* plan = prepare_acquire(lease, entity, resource, amounts, /*respect_queue=*/true);
+  const Plan* plan = prepare_acquire(lease, entity, resource, amounts, respect_queue);
   if (plan == nullptr) {
     done(std::move(lease));
     return;
@@ -433,7 +433,8 @@ void Limiter::Impl::acquire_async(std::string_view entity, std::string_view reso
 void Limiter::try_acquire_async(std::string_view entity, std::string_view resource,
                                 const Amounts& amounts, AcquireCallback done,
                                 const AcquireOptions& options) {
-  impl_->acquire_async(entity, resource, amounts, std::move(done), options);
+  impl_->acquire_async(entity, resource, amounts, std::move(done), options,
+                       /*respect_queue=*/true);
 }
 
 Lease Limiter::try_acquire(std::string_view entity, std::string_view resource,
@@ -562,103 +563,6 @@ Decision Limiter::Impl::planned_op(OpKind kind, std::string_view entity, std::st
     }
   }
   fill_decision(d, *plan.lease_key, ops, entries, results, ok, /*with_stats=*/true);
-  return d;
-}
-
-Decision Limiter::Impl::lease_op(Lease& lease, const Amounts* deltas, bool refund) {
-  Decision d;
-  d.now = clock.now();
-  d.allowed = true;
-  d.code = Code::ok;
-  const bool expired = d.now >= LeaseAccess::expires_at(lease);
-  const LeaseKey& lk = *LeaseAccess::key(lease);
-  SmallVec<KeyParts> keys;
-  for (const auto& e : lk.entities) keys.push_back(KeyParts{e, lk.resource});
-  SmallVec<OpItem> ops;
-  SmallVec<std::size_t> which;
-  SmallVec<RateParams> rates;
-  rates.reserve(lk.items.size());
-  bool returns_capacity = false;
-  if (deltas != nullptr) {
-    for (const auto& a : *deltas) {
-      bool found = false;
-      for (const auto& it : lk.items) {
-        if (it.limit.name() != a.name) continue;
-        found = true;
-        if (it.limit.kind() == LimitKind::concurrency) {
-          throw ValidationError("limit", a.name, "a concurrency limit cannot be adjusted");
-        }
-      }
-      if (!found) throw ValidationError("limit", a.name, "not a limit of this lease");
-    }
-    for (std::size_t i = 0; i < lk.items.size(); ++i) {
-      const auto& it = lk.items[i];
-      const LeaseAccess::Held& h = LeaseAccess::held(lease, i);
-      if (it.limit.kind() == LimitKind::concurrency) continue;
-      std::int64_t delta = deltas->get(it.limit.name());
-      if (delta < 0) delta = std::max(delta, -h.consumed);  // never refund more than consumed
-      if (delta == 0) continue;
-      if (delta > it.limit.max_amount()) {
-        throw ValidationError("amount", std::to_string(delta), "beyond the exact range");
-      }
-      returns_capacity = returns_capacity || delta < 0;
-      ops.push_back(OpItem{it.key, &it.limit, delta, h.window_end});
-      which.push_back(i);
-      if (it.aimd) ops.back().rate = &rates.emplace_back(adaptive_params(it.limit, it.aimd.get()));
-    }
-  } else {
-    for (std::size_t i = 0; i < lk.items.size(); ++i) {
-      const auto& it = lk.items[i];
-      const LeaseAccess::Held& h = LeaseAccess::held(lease, i);
-      const bool slots = it.limit.kind() == LimitKind::concurrency && h.consumed > 0;
-      const bool give_back =
-          refund && !expired && h.consumed > 0 && it.limit.kind() != LimitKind::concurrency;
-      if (!slots && !give_back) continue;
-      ops.push_back(OpItem{it.key, &it.limit, give_back ? h.consumed : 0, h.window_end});
-      which.push_back(i);
-      if (it.aimd) ops.back().rate = &rates.emplace_back(adaptive_params(it.limit, it.aimd.get()));
-      returns_capacity = true;
-    }
-  }
-  if (ops.empty()) return d;
-  SmallVec<ItemResult> results(ops.size());
-  const Op op{.kind = deltas != nullptr ? OpKind::adjust : OpKind::release,
-              .ns = &ns,
-              .group = lk.entities.back(),
-              .now = d.now,
-              .keys = keys,
-              .items = ops,
-              .handles = {},
-              .lease_id = LeaseAccess::id(lease),
-              .lease_expiry = 0,
-              .report = true};
-  try {
-    store.apply(op, results);
-  } catch (const StoreUnavailable& e) {  // the lease's usage stays; slots go at their TTL
-    unavailable(d, e);
-    return d;
-  }
-  for (std::size_t j = 0; j < ops.size(); ++j) {
-    const auto& it = lk.items[which[j]];
-    LeaseAccess::Held& h = LeaseAccess::held(lease, which[j]);
-    if (deltas != nullptr) {
-      if (ops[j].amount > 0 && it.limit.kind() == LimitKind::window &&
-          results[j].window_end != h.window_end) {
-        // Counted in a new window: the old window's usage can never be refunded, so only this
-        // delta is refundable now (a later refund must not take other callers' usage).
-        h.consumed = ops[j].amount;
-      } else {
-        h.consumed += ops[j].amount;
-      }
-      if (ops[j].amount > 0 && it.limit.kind() == LimitKind::window) {
-        h.window_end = results[j].window_end;
-      }
-    }
-    d.stats.push_back(LimitStatus{lk.entities[it.key], it.limit.name(), it.limit.kind(), it.source,
-                                  it.limit.capacity(), results[j].available,
-                                  results[j].reset_after});
-  }
-  if (returns_capacity) waits.notify_all_heads();
   return d;
 }
 

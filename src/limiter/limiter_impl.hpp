@@ -63,7 +63,7 @@ struct Limiter::Impl {
   // try_acquire_async(): what the store's answer needs, and its completion.
   struct AsyncAcquire;
   void acquire_async(std::string_view entity, std::string_view resource, const Amounts& amounts,
-                     AcquireCallback done, const AcquireOptions& options);
+                     AcquireCallback done, const AcquireOptions& options, bool respect_queue);
   // Completes an acquire_async() from the store's answer and hands the lease to `done`; frees
   // `ctx`.
   static void complete_async(AsyncAcquire* ctx, bool ok, std::exception_ptr error) noexcept;
@@ -71,8 +71,19 @@ struct Limiter::Impl {
   // decide (check, change nothing) or record (consume unconditionally), reporting every limit.
   Decision planned_op(OpKind kind, std::string_view entity, std::string_view resource,
                       const Amounts& amounts);
-  // Adjusts a lease (deltas != nullptr) or ends it (refunding what it consumed if `refund`).
+  // A lease's adjust (deltas != nullptr) or end (refunding what it consumed if `refund`),
+  // synchronous or not (lease_ops.cpp).
+  struct LeaseOp;
+  struct AsyncLeaseOp;
   Decision lease_op(Lease& lease, const Amounts* deltas, bool refund);
+  // An end moves `lease` into the operation (the caller's object is inactive at once); an
+  // adjust updates `lease`, which must stay put until `done` runs.
+  void lease_op_async(Lease& lease, const Amounts* deltas, bool refund,
+                      Lease::DecisionCallback done);
+  void prepare_lease_op(LeaseOp& lo, Lease& lease, const Amounts* deltas, bool refund);
+  Op lease_store_op(const LeaseOp& lo, const Lease& lease) const;
+  void finish_lease_op(LeaseOp& lo, Lease& lease);
+  static void complete_lease_op(AsyncLeaseOp* ctx, std::exception_ptr error) noexcept;
 };
 
 }  // namespace admit

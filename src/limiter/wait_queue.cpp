@@ -27,8 +27,7 @@ void WaitQueues::leave(const std::string& key, Waiter& w) {
   if (dq.empty()) {
     queues_.erase(q);
   } else if (was_head) {
-    dq.front()->notified = true;
-    dq.front()->cv.notify_all();
+    signal(*dq.front());
   }
 }
 
@@ -40,8 +39,16 @@ bool WaitQueues::at_head(const std::string& key, Waiter& w) {
 
 void WaitQueues::wake(Waiter& w) {
   std::lock_guard g(mu_);
+  signal(w);
+}
+
+void WaitQueues::signal(Waiter& w) {
   w.notified = true;
-  w.cv.notify_all();
+  if (w.on_wake) {
+    w.on_wake();
+  } else {
+    w.cv.notify_all();
+  }
 }
 
 void WaitQueues::wait(Waiter& w, const Clock& clock, Micros until) {
@@ -53,10 +60,7 @@ void WaitQueues::notify_all_heads() {
   if (waiters_.load(std::memory_order_acquire) == 0) return;
   std::lock_guard g(mu_);
   for (auto& [k, q] : queues_) {
-    if (!q.empty()) {
-      q.front()->notified = true;
-      q.front()->cv.notify_all();
-    }
+    if (!q.empty()) signal(*q.front());
   }
 }
 

@@ -1,6 +1,7 @@
-// The FIFO wait queues of Limiter::acquire(), one per (entity, resource): only the head of a
-// queue tries; try_acquire() says queue_ahead while someone waits on its key; capacity coming
-// back (a release, a refund, a reset) wakes every head.
+// The FIFO wait queues of Limiter::acquire() and acquire_async(), one per (entity, resource):
+// only the head of a queue tries; try_acquire() says queue_ahead while someone waits on its
+// key; capacity coming back (a release, a refund, a reset) wakes every head. A blocked caller
+// is woken through its condition variable, an asynchronous one through its on_wake.
 #pragma once
 
 #include <absl/container/flat_hash_map.h>
@@ -9,6 +10,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -23,6 +25,9 @@ class WaitQueues {
   struct Waiter {
     std::condition_variable cv;
     bool notified = false;  // guarded by the queues' mutex
+    // Set for an asynchronous waiter: called instead of notifying cv, under the queues'
+    // mutex, so it must only schedule work (post), never call back into the queues.
+    std::function<void()> on_wake;
   };
 
   // Callers waiting on (entity, resource); quick when nobody waits on any key.
@@ -48,6 +53,8 @@ class WaitQueues {
 
  private:
   mutable std::mutex mu_;
+  static void signal(Waiter& w);  // under mu_
+
   absl::flat_hash_map<std::string, std::deque<Waiter*>> queues_;  // FIFO per pair_key
   std::atomic<std::size_t> waiters_{0};
 };

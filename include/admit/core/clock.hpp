@@ -5,6 +5,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -31,6 +32,17 @@ class Clock {
    */
   virtual void wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
                           Micros deadline) const = 0;
+
+  /**
+   * Timed callbacks for asynchronous waits, for clocks that do not follow real time. A clock
+   * that follows real time (SystemClock, CoarseClock) returns 0 and leaves timing to the
+   * caller's event loop (a steady timer for deadline - now()). A simulated clock (ManualClock)
+   * runs `fn` once, when it reaches `deadline`, and returns a nonzero id for cancel_call().
+   * `fn` must be quick and must not call back into the clock's advance().
+   */
+  virtual std::uint64_t call_at(Micros deadline, std::function<void()> fn) const;
+  /// Forgets a call_at() that has not run. @return whether it was still pending.
+  virtual bool cancel_call(std::uint64_t id) const;
 };
 
 /**
@@ -73,7 +85,9 @@ class CoarseClock final : public Clock {
 
 /**
  * A clock that moves only when told to. advance() and set() wake every waiter whose deadline
- * has come. For tests and simulations. Thread-safe.
+ * has come and run every call_at() callback that is due (on the thread that moves time, in
+ * deadline order, after the clock's lock is released). For tests and simulations: timers of
+ * asynchronous waits (admit/async.hpp) follow it, so async tests never sleep. Thread-safe.
  */
 class ManualClock final : public Clock {
  public:
@@ -81,6 +95,9 @@ class ManualClock final : public Clock {
   Micros now() const override;
   void wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
                   Micros deadline) const override;
+  /// Runs `fn` when time reaches `deadline`: inside this call if it has already.
+  std::uint64_t call_at(Micros deadline, std::function<void()> fn) const override;
+  bool cancel_call(std::uint64_t id) const override;
 
   /// Moves time forward by `d` µs (negative values are ignored) and wakes due waiters.
   /// @return how many waiters were woken.
@@ -89,8 +106,11 @@ class ManualClock final : public Clock {
   std::size_t set(Micros t);
   /// @return how many threads are blocked in wait_until right now.
   std::size_t sleepers() const;
-  /// @return the earliest deadline among blocked threads, or -1 if none.
+  /// @return the earliest deadline among blocked threads and pending call_at()s, or -1 if
+  /// none.
   Micros next_wakeup() const;
+  /// @return how many call_at() callbacks are pending.
+  std::size_t pending_calls() const;
 
  private:
   struct Sleeper {
@@ -99,11 +119,18 @@ class ManualClock final : public Clock {
     Micros deadline;
     bool active = true;  // guarded by *mu
   };
+  struct Call {
+    Micros deadline;
+    std::uint64_t id;
+    std::function<void()> fn;
+  };
   std::size_t wake_due();
 
   mutable std::mutex mu_;
   Micros now_;
   mutable std::vector<std::shared_ptr<Sleeper>> sleepers_;
+  mutable std::vector<Call> calls_;  // pending call_at()s
+  mutable std::uint64_t next_call_id_ = 1;
 };
 
 }  // namespace admit
