@@ -546,64 +546,240 @@ TEST_P(RedisStoreTest, LimiterAsyncAcquiresAdmitExactlyTheBurst) {
   EXPECT_EQ(allowed, 50);
 }
 
-// Verifies what apply_async does besides the fast path: an op off it (a concurrency limit)
-// is applied before apply_async returns; a synchronous call from a callback (which would
-// wait for the I/O thread it runs on) throws std::logic_error instead of hanging.
+/// What apply_async() reported: apply()'s value, the error ("unavailable: <what>" for
+/// StoreUnavailable, "other: <what>" else, "" without one), and whether `done` ran on the
+/// client's I/O thread.
+struct AsyncOutcome {
+  bool ok = false;
+  std::string error;
+  bool io_thread = false;
+};
+
+AsyncOutcome outcome_of(RedisStore& s, bool ok, const std::exception_ptr& error) {
+  AsyncOutcome out{ok, "", s.client().on_io_thread()};
+  if (error) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const StoreUnavailable& e) {
+      out.error = cat("unavailable: ", e.what());
+    } catch (const std::exception& e) {
+      out.error = cat("other: ", e.what());
+    }
+  }
+  return out;
+}
+
+/// apply_async(), waited for.
+AsyncOutcome apply_async_and_wait(RedisStore& s, const Op& op, std::span<ItemResult> results) {
+  auto p = std::make_shared<std::promise<AsyncOutcome>>();
+  std::future<AsyncOutcome> f = p->get_future();
+  s.apply_async(op, results, [&s, p](bool ok, std::exception_ptr error) {
+    p->set_value(outcome_of(s, ok, error));
+  });
+  return f.get();
+}
+
+std::string show(const ItemResult& r) {
+  return cat("ok ", r.ok, " never ", r.never, " available ", r.available, " retry_after ",
+             r.retry_after, " reset_after ", r.reset_after, " window_end ", r.window_end, " held ",
+             r.held);
+}
+
+/// One Op over one key {entity, "m"} of namespace `ns` (group = entity), at `now`.
+struct OneKeyOp {
+  OneKeyOp(const Namespace& ns, std::string entity, OpKind kind, std::vector<OpItem> its,
+           Micros now, std::uint64_t lease = 0)
+      : name(std::move(entity)), keys{{name, "m"}}, items(std::move(its)) {
+    op = Op{.kind = kind,
+            .ns = &ns,
+            .group = name,
+            .now = now,
+            .keys = keys,
+            .items = items,
+            .handles = {},
+            .lease_id = lease,
+            .lease_expiry = now + 60 * kSec,
+            .report = true};
+  }
+  OneKeyOp(const OneKeyOp&) = delete;
+  OneKeyOp& operator=(const OneKeyOp&) = delete;
+
+  std::string name;
+  std::vector<KeyParts> keys;
+  std::vector<OpItem> items;
+  Op op;
+};
+
+// Verifies that apply_async gives what apply gives for ops off the fast path (windows,
+// concurrency slots, adjust, record, release, read, clamp, reset, a denied decide): each op
+// runs asynchronously on one entity and synchronously on another, from the same state, and
+// must report the same; every asynchronous answer comes on the client's I/O thread. A denial
+// answered asynchronously is cached like a synchronous one.
+TEST_P(RedisStoreTest, AsyncGeneralOpsGiveWhatApplyGives) {
+  RedisStore& s = make(false);  // the caller's clock: exact instants
+  const Namespace ns = s.open_namespace("t");
+  const Limit rpd = Limit::daily("rpd", 5);
+  const Limit slots = Limit::concurrency("slots", 3);
+  const Limit rpm = Limit::per_minute("rpm", 60, 10);
+  int step = 0;
+  auto both = [&](OpKind kind, const std::vector<OpItem>& items, std::uint64_t lease = 0) {
+    ++step;
+    const OneKeyOp a(ns, "a", kind, items, kStart + step, lease);
+    const OneKeyOp b(ns, "b", kind, items, kStart + step, lease);
+    std::vector<ItemResult> ra(items.size()), rb(items.size());
+    const AsyncOutcome out = apply_async_and_wait(s, a.op, ra);
+    const bool ok = s.apply(b.op, rb);
+    EXPECT_EQ(out.error, "") << "step " << step;
+    EXPECT_TRUE(out.io_thread) << "step " << step;
+    EXPECT_EQ(out.ok, ok) << "step " << step;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      EXPECT_EQ(show(ra[i]), show(rb[i])) << "step " << step << ", item " << i;
+    }
+    return std::make_pair(ok, ra);
+  };
+  const auto scripts = s.stats().scripts;
+  const auto [ok1, r1] = both(
+      OpKind::acquire,
+      {{0, &rpd, 2, 0, nullptr, 0}, {0, &slots, 2, 0, nullptr, 0}, {0, &rpm, 1, 0, nullptr, 0}}, 1);
+  ASSERT_TRUE(ok1);
+  EXPECT_EQ(r1[1].held, 2);
+  const Micros window = r1[0].window_end;
+  EXPECT_GT(window, kStart);
+  EXPECT_FALSE(
+      both(OpKind::acquire, {{0, &rpd, 2, 0, nullptr, 0}, {0, &slots, 2, 0, nullptr, 0}}, 2)
+          .first);                                                          // slots
+  EXPECT_FALSE(both(OpKind::decide, {{0, &rpd, 4, 0, nullptr, 0}}).first);  // 3 left in the window
+  // Both denials were cached: the same decide is answered here, without a script run.
+  const auto local = s.stats().local_denials;
+  {
+    const OneKeyOp again(ns, "a", OpKind::decide, {{0, &rpd, 4, 0, nullptr, 0}}, kStart + step);
+    ItemResult r[1];
+    const AsyncOutcome out = apply_async_and_wait(s, again.op, r);
+    EXPECT_FALSE(out.ok);
+    EXPECT_FALSE(out.io_thread);
+    EXPECT_EQ(s.stats().local_denials, local + 1);
+  }
+  EXPECT_TRUE(
+      both(OpKind::adjust, {{0, &rpd, 1, window, nullptr, 0}, {0, &rpm, 2, 0, nullptr, 0}}, 1)
+          .first);
+  EXPECT_TRUE(
+      both(OpKind::record, {{0, &rpm, 5, 0, nullptr, 0}, {0, &rpd, 1, 0, nullptr, 0}}).first);
+  EXPECT_TRUE(both(OpKind::release,
+                   {{0, &rpd, 2, window, nullptr, 0},
+                    {0, &slots, 2, 0, nullptr, 0},
+                    {0, &rpm, 1, 0, nullptr, 0}},
+                   1)
+                  .first);
+  const auto r7 = both(OpKind::read, {{0, &rpd, 0, 0, nullptr, 0},
+                                      {0, &slots, 0, 0, nullptr, 0},
+                                      {0, &rpm, 0, 0, nullptr, 0}})
+                      .second;
+  EXPECT_EQ(r7[0].available, 5 - 2 - 1 - 1 + 2);
+  EXPECT_EQ(r7[1].held, 0);
+  EXPECT_TRUE(both(OpKind::clamp, {{0, &rpm, 0, 0, nullptr, kStart + 10 * kSec}}).first);
+  EXPECT_TRUE(both(OpKind::reset, {{0, &rpd, 0, 0, nullptr, 0}}).first);
+  const auto r10 =
+      both(OpKind::read, {{0, &rpd, 0, 0, nullptr, 0}, {0, &rpm, 0, 0, nullptr, 0}}).second;
+  EXPECT_EQ(r10[0].available, 5);
+  EXPECT_EQ(r10[1].available, 0);  // clamped
+  EXPECT_EQ(s.stats().scripts, scripts + 2 * 10);
+}
+
+// Verifies apply_async off the fast path runs without blocking, from callbacks too: an op
+// issued from a callback on the client's I/O thread (a fast-path acquire's) takes concurrency
+// slots, and one issued from its callback releases them; each answers on the I/O thread. A
+// synchronous call from a callback (which would wait for the I/O thread it runs on) still
+// throws std::logic_error instead of hanging.
 TEST_P(RedisStoreTest, AsyncOffTheFastPathAndSyncCallsFromCallbacks) {
   RedisStore& s = make(false);
   const Namespace ns = s.open_namespace("t");
-  const std::vector<KeyParts> keys = {{"u", "m"}};
   const Limit slots = Limit::concurrency("slots", 2);
   const Limit rpm = Limit::per_minute("rpm", 600);
-  const OpItem hold[] = {{0, &slots, 2, 0, nullptr, 0}};
-  const Op general{.kind = OpKind::acquire,
-                   .ns = &ns,
-                   .group = "u",
-                   .now = kStart,
-                   .keys = keys,
-                   .items = hold,
-                   .handles = {},
-                   .lease_id = 9,
-                   .lease_expiry = kStart + kSec,
-                   .report = false};
-  ItemResult r1[1];
-  bool called = false;
-  s.apply_async(general, r1, [&](bool ok, std::exception_ptr error) {
-    EXPECT_TRUE(ok);
-    EXPECT_FALSE(error);
-    called = true;
-  });
-  EXPECT_TRUE(called);  // synchronously, on this thread
-  EXPECT_EQ(r1[0].held, 2);
-
-  const OpItem one[] = {{0, &rpm, 1, 0, nullptr, 0}};
-  const Op fast{.kind = OpKind::acquire,
-                .ns = &ns,
-                .group = "u",
-                .now = kStart,
-                .keys = keys,
-                .items = one,
-                .handles = {},
-                .lease_id = 0,
-                .lease_expiry = 0,
-                .report = false};
-  ItemResult r2[1], r3[1];
-  std::promise<std::string> inner;
-  s.apply_async(fast, r2, [&](bool ok, std::exception_ptr error) {
-    EXPECT_TRUE(ok);
-    EXPECT_FALSE(error);
-    try {
-      s.apply(fast, r3);
-      inner.set_value("no error");
-    } catch (const std::logic_error& e) {
-      inner.set_value(e.what());
-    }
-  });
-  const std::string what = inner.get_future().get();
-  EXPECT_NE(what.find("would wait for itself"), std::string::npos) << what;
+  const OneKeyOp fast(ns, "u", OpKind::acquire, {{0, &rpm, 1, 0, nullptr, 0}}, kStart);
+  ItemResult r0[1], r3[1];
+  struct Chain {  // what the callbacks saw, in order
+    std::vector<AsyncOutcome> outcomes;
+    std::vector<std::int64_t> held;
+    std::string sync_call;
+  };
+  auto done = std::make_shared<std::promise<Chain>>();
+  auto chain = std::make_shared<Chain>();
+  s.apply_async(
+      fast.op, r0, [&s, &ns, &slots, &fast, &r3, chain, done](bool ok, std::exception_ptr error) {
+        chain->outcomes.push_back(outcome_of(s, ok, error));
+        // On the I/O thread: the op and its results live on the heap until the last callback.
+        auto hold = std::make_shared<OneKeyOp>(ns, "u", OpKind::acquire,
+                                               std::vector<OpItem>{{0, &slots, 2, 0, nullptr, 0}},
+                                               kStart, 9);
+        auto results = std::make_shared<std::vector<ItemResult>>(1);
+        s.apply_async(hold->op, *results,
+                      [&s, &ns, &slots, &fast, &r3, chain, done, hold, results](
+                          bool ok2, std::exception_ptr error2) {
+                        chain->outcomes.push_back(outcome_of(s, ok2, error2));
+                        chain->held.push_back((*results)[0].held);
+                        auto release = std::make_shared<OneKeyOp>(
+                            ns, "u", OpKind::release,
+                            std::vector<OpItem>{{0, &slots, 2, 0, nullptr, 0}}, kStart, 9);
+                        s.apply_async(release->op, *results,
+                                      [&s, &fast, &r3, chain, done, release, results](
+                                          bool ok3, std::exception_ptr error3) {
+                                        chain->outcomes.push_back(outcome_of(s, ok3, error3));
+                                        chain->held.push_back((*results)[0].held);
+                                        try {
+                                          s.apply(fast.op, r3);
+                                          chain->sync_call = "no error";
+                                        } catch (const std::logic_error& e) {
+                                          chain->sync_call = e.what();
+                                        }
+                                        done->set_value(*chain);
+                                      });
+                      });
+      });
+  const Chain c = done->get_future().get();
+  ASSERT_EQ(c.outcomes.size(), 3u);
+  for (const AsyncOutcome& o : c.outcomes) {
+    EXPECT_TRUE(o.ok);
+    EXPECT_EQ(o.error, "");
+    EXPECT_TRUE(o.io_thread);
+  }
+  EXPECT_EQ(c.held, (std::vector<std::int64_t>{2, 0}));
+  EXPECT_NE(c.sync_call.find("would wait for itself"), std::string::npos) << c.sync_call;
+  ItemResult r[1];
+  const OneKeyOp read(ns, "u", OpKind::read, {{0, &slots, 0, 0, nullptr, 0}}, kStart);
+  ASSERT_TRUE(s.apply(read.op, r));
+  EXPECT_EQ(r[0].available, 2);  // released
 }
 
-// Verifies a run that cannot reach the server fails each async op with StoreUnavailable.
+// Verifies the clock retry of an asynchronous op (server time): a window acquire at a caller
+// clock 400 days off is refused by the script (its window bounds miss the server's clock),
+// re-aimed and sent again from the I/O thread, and counted in the server's current window;
+// the next op uses the offset learned and needs no retry.
+TEST_P(RedisStoreTest, AsyncGeneralOpRetriesAfterAClockError) {
+  RedisStore& s = make(true);
+  const Namespace ns = s.open_namespace("t");
+  const Limit rpd = Limit::daily("rpd", 5);
+  const Micros far_past = kStart - 400 * kMicrosPerDay;
+  const OneKeyOp op(ns, "u", OpKind::acquire, {{0, &rpd, 1, 0, nullptr, 0}}, far_past);
+  ItemResult r[1];
+  const Micros before = SystemClock().now();
+  AsyncOutcome out = apply_async_and_wait(s, op.op, r);
+  EXPECT_EQ(out.error, "");
+  EXPECT_TRUE(out.ok);
+  EXPECT_TRUE(out.io_thread);
+  EXPECT_EQ(s.stats().clock_retries, 1u);
+  EXPECT_EQ(s.stats().scripts, 2u);
+  EXPECT_EQ(r[0].available, 4);
+  EXPECT_GT(r[0].window_end, before);  // the server's day, not the caller's
+  EXPECT_LE(r[0].window_end, before + kMicrosPerDay + 10 * kSec);
+  out = apply_async_and_wait(s, op.op, r);
+  EXPECT_TRUE(out.ok);
+  EXPECT_EQ(r[0].available, 3);
+  EXPECT_EQ(s.stats().clock_retries, 1u);
+  EXPECT_EQ(s.stats().scripts, 3u);
+}
+
+// Verifies a run that cannot reach the server fails each async op with StoreUnavailable: a
+// fast-path acquire, and ops off the fast path (concurrency slots, a release).
 TEST_P(RedisStoreTest, AsyncAcquireReportsAnUnreachableServer) {
   RedisStoreOptions o;
   o.client = client_;
@@ -613,33 +789,117 @@ TEST_P(RedisStoreTest, AsyncAcquireReportsAnUnreachableServer) {
   o.prefix = prefix_;
   RedisStore s(o);
   const Namespace ns = s.open_namespace("t");
-  const std::vector<KeyParts> keys = {{"u", "m"}};
   const Limit rpm = Limit::per_minute("rpm", 600);
-  const OpItem one[] = {{0, &rpm, 1, 0, nullptr, 0}};
-  const Op op{.kind = OpKind::acquire,
-              .ns = &ns,
-              .group = "u",
-              .now = kStart,
-              .keys = keys,
-              .items = one,
-              .handles = {},
-              .lease_id = 0,
-              .lease_expiry = 0,
-              .report = false};
-  ItemResult r[1];
-  std::promise<std::string> outcome;
-  s.apply_async(op, r, [&](bool ok, std::exception_ptr error) {
-    try {
-      if (error) std::rethrow_exception(error);
-      outcome.set_value(ok ? "allowed" : "denied");
-    } catch (const StoreUnavailable& e) {
-      outcome.set_value(cat("unavailable: ", e.what()));
-    } catch (const std::exception& e) {
-      outcome.set_value(cat("other: ", e.what()));
-    }
-  });
-  const std::string what = outcome.get_future().get();
-  EXPECT_EQ(what.rfind("unavailable: ", 0), 0u) << what;
+  const Limit slots = Limit::concurrency("slots", 2);
+  const OneKeyOp fast(ns, "u", OpKind::acquire, {{0, &rpm, 1, 0, nullptr, 0}}, kStart);
+  const OneKeyOp hold(ns, "u", OpKind::acquire, {{0, &slots, 1, 0, nullptr, 0}}, kStart, 5);
+  const OneKeyOp release(ns, "u", OpKind::release, {{0, &slots, 1, 0, nullptr, 0}}, kStart, 5);
+  for (const OneKeyOp* op : {&fast, &hold, &release}) {
+    ItemResult r[1];
+    const AsyncOutcome out = apply_async_and_wait(s, op->op, r);
+    EXPECT_FALSE(out.ok);
+    EXPECT_EQ(out.error.rfind("unavailable: ", 0), 0u) << out.error;
+  }
+}
+
+// Verifies Limiter::try_acquire_async with window and concurrency limits on Redis (ops off the
+// script's fast path): every acquire completes on the client's I/O thread, the window admits
+// exactly its quota and the slots exactly their number.
+TEST_P(RedisStoreTest, LimiterAsyncWindowsAndSlotsCompleteOnTheIoThread) {
+  RedisStore& s = make(false);
+  ManualClock clock(kStart);
+  Limiter lim(s, clock, LimiterOptions{.ns = "t"});
+  lim.set_limits("w", {Limit::daily("rpd", 5)});
+  lim.set_limits("c", {Limit::concurrency("slots", 3)});
+  constexpr int kOps = 10;
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0, allowed_w = 0, off_io = 0;
+  std::vector<std::string> bad;
+  std::vector<Lease> held;  // the slots' leases, ended here (not on the I/O thread)
+  auto note = [&](const Decision& d, Code denied) {  // under mu
+    off_io += s.client().on_io_thread() ? 0 : 1;
+    if (!d.allowed && d.code != denied) bad.push_back(cat(to_string(d.code), ": ", d.reason));
+  };
+  for (int i = 0; i < kOps; ++i) {
+    lim.try_acquire_async("u", "w", {{"rpd", 1}}, [&](Lease l) {
+      l.commit();  // a window lease: keeps its unit, no store call
+      std::lock_guard g(mu);
+      note(l.decision(), Code::window_exceeded);
+      allowed_w += l.allowed() ? 1 : 0;
+      ++done;
+      cv.notify_all();
+    });
+    lim.try_acquire_async("u", "c", {{"slots", 1}}, [&](Lease l) {
+      std::lock_guard g(mu);
+      note(l.decision(), Code::concurrency_exceeded);
+      if (l.allowed()) held.push_back(std::move(l));
+      ++done;
+      cv.notify_all();
+    });
+  }
+  std::unique_lock g(mu);
+  cv.wait(g, [&] { return done == 2 * kOps; });
+  EXPECT_TRUE(bad.empty()) << bad.front();
+  EXPECT_EQ(off_io, 0);
+  EXPECT_EQ(allowed_w, 5);
+  EXPECT_EQ(held.size(), 3u);
+  EXPECT_EQ(test::available(lim, "u", "w", "rpd"), 0);
+  EXPECT_EQ(test::available(lim, "u", "c", "slots"), 0);
+  for (Lease& l : held) l.commit();  // frees the slots
+  EXPECT_EQ(test::available(lim, "u", "c", "slots"), 3);
+}
+
+// Verifies a lease ends without blocking from a callback on the I/O thread: each lease of a
+// concurrency limit, committed with Lease::commit_async (a release, off the script's fast
+// path), frees its slot; an acquire issued from the commit's callback gets it, and that lease
+// is committed from the acquire's callback. Every step answers on the I/O thread.
+TEST_P(RedisStoreTest, LeasesEndAsynchronouslyFromCallbacks) {
+  RedisStore& s = make(false);
+  ManualClock clock(kStart);
+  Limiter lim(s, clock, LimiterOptions{.ns = "t"});
+  lim.set_limits("c", {Limit::concurrency("slots", 3)});
+  std::vector<Lease> leases;
+  for (int i = 0; i < 3; ++i) {
+    leases.push_back(lim.try_acquire("u", "c", {{"slots", 1}}));
+    ASSERT_TRUE(leases.back().allowed());
+  }
+  ASSERT_FALSE(test::take(lim, "u", "c", {{"slots", 1}}).allowed);
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0, again = 0, off_io = 0;
+  std::vector<std::string> bad;
+  auto note = [&](const Decision& d) {
+    std::lock_guard g(mu);
+    off_io += s.client().on_io_thread() ? 0 : 1;
+    if (!d.allowed) bad.push_back(cat(to_string(d.code), ": ", d.reason));
+  };
+  for (Lease& l : leases) {
+    l.commit_async([&](Decision d) {
+      note(d);
+      lim.try_acquire_async("u", "c", {{"slots", 1}}, [&](Lease l2) {
+        note(l2.decision());
+        {
+          std::lock_guard g(mu);
+          again += l2.allowed() ? 1 : 0;
+        }
+        l2.commit_async([&](Decision d2) {
+          note(d2);
+          std::lock_guard g(mu);
+          ++done;
+          cv.notify_all();
+        });
+      });
+    });
+  }
+  {
+    std::unique_lock g(mu);
+    cv.wait(g, [&] { return done == 3; });
+  }
+  EXPECT_TRUE(bad.empty()) << bad.front();
+  EXPECT_EQ(off_io, 0);
+  EXPECT_EQ(again, 3);
+  EXPECT_EQ(test::available(lim, "u", "c", "slots"), 3);
 }
 
 // Verifies leases survive their owner: a process that holds concurrency slots is killed; other

@@ -73,12 +73,16 @@ class RedisStore final : public Store {
 
   bool apply(const Op& op, std::span<ItemResult> results) override;
   /**
-   * apply() without blocking: an acquire or decide of rate and adaptive limits only (the
-   * fast path) joins its lane's group commit and returns at once; `done` runs on the
-   * client's I/O thread when the run is answered (so it must be quick and must not block),
-   * with the run's StoreUnavailable if it failed. An op answered from the deny cache, and
-   * any other op (leases, windows, releases...), is applied synchronously here before
-   * `done` runs on this thread.
+   * apply() without blocking, for every kind of op: sends it and returns at once; `done`
+   * runs on the client's I/O thread when the reply comes (so it must be quick and must not
+   * block), with what apply() would return or the StoreUnavailable it would throw (a failed
+   * request, an error reply). An acquire or decide of rate and adaptive limits only (the
+   * fast path) joins its lane's group commit; any other op (windows, concurrency slots,
+   * release, adjust, record, read, reset, clamp) is a script run of its own, from a copy of
+   * the op (sent again from the I/O thread when the server's clock was outside the window
+   * bounds sent). Only an op with nothing to send (no items, or answered from the deny
+   * cache) completes here, before this returns, on this thread. Callable from a callback on
+   * the I/O thread (no synchronous client call on this path).
    */
   void apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done) override;
   /**

@@ -37,7 +37,7 @@ RedisStoreOptions validated(RedisStoreOptions o) {
 }  // namespace
 
 RedisStore::Impl::Impl(RedisStoreOptions opts)
-    : o(validated(std::move(opts))), client(o.client), denials(o.deny_cache_entries) {}
+    : o(validated(std::move(opts))), denials(o.deny_cache_entries), client(o.client) {}
 
 std::vector<std::string> RedisStore::Impl::keys_of(const Op& op) const {
   std::vector<std::string> keys;
@@ -86,38 +86,90 @@ std::uint16_t RedisStore::Impl::lane_of(const std::vector<std::string>& keys) co
   return o.client.cluster ? redis::key_slot(keys.front()) : 0;
 }
 
+std::vector<std::string> RedisStore::Impl::general_argv(const Op& op, Micros off) {
+  const Micros estimate = op.now + off - (o.server_time ? kWindowMargin : 0);
+  scripts.fetch_add(1, std::memory_order_relaxed);
+  return redis_store::encode_general(op, o.server_time, op.now, estimate);
+}
+
+std::optional<bool> RedisStore::Impl::read_general(const Op& op,
+                                                   const std::vector<std::string>& keys,
+                                                   const redis::Reply& reply,
+                                                   std::span<ItemResult> results, int attempt,
+                                                   Micros& off) {
+  const Micros caller_now = op.now;
+  if (reply.is_error()) {
+    const Micros server_now = redis_store::clock_error_now(reply.str);
+    if (server_now >= 0 && o.server_time && attempt < kClockRetries) {
+      clock_retries.fetch_add(1, std::memory_order_relaxed);
+      off = server_now - caller_now;
+      offset.store(off, std::memory_order_relaxed);
+      return std::nullopt;
+    }
+    throw StoreUnavailable("redis script: " + reply.str);
+  }
+  const bool ok = read_items(reply, caller_now, results);
+  const bool checks = op.kind == OpKind::acquire || op.kind == OpKind::decide;
+  if (o.deny_cache && checks && !ok) {
+    for (std::size_t i = 0; i < op.items.size(); ++i) {
+      const OpItem& it = op.items[i];
+      if (it.limit->kind() == LimitKind::concurrency) continue;
+      denials.remember(keys[it.key], it.limit->name(), it.amount, caller_now, detail::params(it),
+                       it.limit->capacity(), results[i]);
+    }
+  }
+  return ok;
+}
+
 bool RedisStore::Impl::apply_general(const Op& op, const std::vector<std::string>& keys,
                                      std::span<ItemResult> results) {
-  const Micros caller_now = op.now;
-  Micros off = o.server_time ? offset.load(std::memory_order_relaxed) : 0;
+  Micros off = general_offset();
   for (int attempt = 0;; ++attempt) {
-    const Micros est = caller_now + off - (o.server_time ? kWindowMargin : 0);
-    const std::vector<std::string> argv =
-        redis_store::encode_general(op, o.server_time, caller_now, est);
-    scripts.fetch_add(1, std::memory_order_relaxed);
-    const redis::Reply reply = client.evalsha(script, keys, argv);
-    if (reply.is_error()) {
-      const Micros server_now = redis_store::clock_error_now(reply.str);
-      if (server_now >= 0 && o.server_time && attempt < kClockRetries) {
-        clock_retries.fetch_add(1, std::memory_order_relaxed);
-        off = server_now - caller_now;
-        offset.store(off, std::memory_order_relaxed);
-        continue;
-      }
-      throw StoreUnavailable("redis script: " + reply.str);
+    const redis::Reply reply = client.evalsha(script, keys, general_argv(op, off));
+    if (const std::optional<bool> ok = read_general(op, keys, reply, results, attempt, off)) {
+      return *ok;
     }
-    const bool ok = read_items(reply, caller_now, results);
-    const bool checks = op.kind == OpKind::acquire || op.kind == OpKind::decide;
-    if (o.deny_cache && checks && !ok) {
-      for (std::size_t i = 0; i < op.items.size(); ++i) {
-        const OpItem& it = op.items[i];
-        if (it.limit->kind() == LimitKind::concurrency) continue;
-        denials.remember(keys[it.key], it.limit->name(), it.amount, caller_now, detail::params(it),
-                         it.limit->capacity(), results[i]);
-      }
-    }
-    return ok;
   }
+}
+
+void RedisStore::Impl::send_general(std::unique_ptr<redis_store::General> g) {
+  redis_store::General* const raw = g.get();
+  try {
+    const std::vector<std::string> argv = general_argv(raw->op.op(), raw->offset);
+    // From here the request's callback owns the op: it runs exactly once, on the I/O
+    // thread, unless async_evalsha throws (then before it took the callback).
+    g.release();
+    client.async_evalsha(script, raw->keys, argv, [this, raw](std::error_code ec, redis::Reply r) {
+      general_replied(std::unique_ptr<redis_store::General>(raw), ec, r);
+    });
+  } catch (...) {
+    if (!g) g.reset(raw);
+    const Store::ApplyCallback done = std::move(g->done);
+    g.reset();
+    done(false, std::current_exception());
+  }
+}
+
+void RedisStore::Impl::general_replied(std::unique_ptr<redis_store::General> g, std::error_code ec,
+                                       const redis::Reply& reply) {
+  bool ok = false;
+  std::exception_ptr error;
+  try {
+    if (ec) throw StoreUnavailable(reply.str);  // as the synchronous evalsha throws it
+    const std::optional<bool> answer =
+        read_general(g->op.op(), g->keys, reply, g->results, g->attempt, g->offset);
+    if (!answer) {  // the clock estimate was off: re-aimed, sent again
+      ++g->attempt;
+      send_general(std::move(g));
+      return;
+    }
+    ok = *answer;
+  } catch (...) {
+    error = std::current_exception();
+  }
+  const Store::ApplyCallback done = std::move(g->done);
+  g.reset();
+  done(ok, std::move(error));
 }
 
 RedisStore::RedisStore(RedisStoreOptions options)
@@ -155,7 +207,13 @@ void RedisStore::apply_async(const Op& op, std::span<ItemResult> results, ApplyC
       if (im.settled_locally(op, keys, results)) {
         ok = false;
       } else if (!redis_store::fast_path(op, keys)) {
-        ok = im.apply_general(op, keys, results);
+        // Encoded now (the op may be gone once this returns) from a deep copy, kept to
+        // re-encode it after a clock error; answered on the I/O thread.
+        auto g = std::make_unique<redis_store::General>(op, std::move(keys), results);
+        g->offset = im.general_offset();
+        g->done = std::move(done);
+        im.send_general(std::move(g));
+        return;
       } else {
         const std::uint16_t lane = im.lane_of(keys);
         auto p = std::make_unique<Pending>();

@@ -7,11 +7,13 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "admit/store/redis_client.hpp"
@@ -23,16 +25,35 @@
 
 namespace admit {
 
+namespace redis_store {
+
+// An asynchronous op off the fast path (apply_async) on its way: a deep copy of the op (to
+// re-encode it when the clock estimate was off, and to cache its denials), its Redis keys,
+// where its results go and who is told. Owned by its request's callback while in flight.
+struct General {
+  General(const Op& o, std::vector<std::string> k, std::span<ItemResult> r)
+      : op(o), keys(std::move(k)), results(r) {}
+
+  OwnedOp op;
+  std::vector<std::string> keys;
+  std::span<ItemResult> results;  // the caller keeps them valid until `done` ran
+  Store::ApplyCallback done;
+  Micros offset = 0;  // the clock offset the op is encoded with
+  int attempt = 0;
+};
+
+}  // namespace redis_store
+
 struct RedisStore::Impl {
   RedisStoreOptions o;
-  // Group commit (group_commit.hpp). Declared before the client, which may still run
-  // callbacks while it is destroyed.
-  redis_store::Lanes lanes;
-  redis::Client client;
+  // What the client's callbacks use (replies read, runs sent again) is declared before the
+  // client, which may still run callbacks while it is destroyed.
+  redis_store::Lanes lanes;  // group commit (group_commit.hpp)
   redis::Script script{redis::detail::kAdmitLua};
   std::atomic<Micros> offset{0};  // server clock minus caller clock, as last seen
   std::atomic<std::uint64_t> scripts{0}, local_denials{0}, clock_retries{0};
   redis_store::DenyCache denials;
+  redis::Client client;
   std::mutex ns_mu;
   std::vector<std::string> namespaces;  // index = id - 1
 
@@ -64,9 +85,30 @@ struct RedisStore::Impl {
     learn_clock(server_now, caller_now);
     return ok;
   }
-  // Any other op: one script run of its own (retried when the clock estimate was off).
+  // Any other op: one script run of its own (retried when the clock estimate was off),
+  // waited for here. Both forms run general_argv() and read_general() only.
   bool apply_general(const Op& op, const std::vector<std::string>& keys,
                      std::span<ItemResult> results);
+  // The same asynchronously: sends the run and returns; g->done runs on the I/O thread (or
+  // on this one if the request cannot be sent). Never throws; never waits for the client.
+  void send_general(std::unique_ptr<redis_store::General> g);
+  // The clock offset a general op starts with: the last one seen (server_time), else 0.
+  Micros general_offset() const {
+    return o.server_time ? offset.load(std::memory_order_relaxed) : 0;
+  }
+  // A general op's ARGV, its window bounds aimed at the caller's clock plus `off`; counts a
+  // script run.
+  std::vector<std::string> general_argv(const Op& op, Micros off);
+  // A general op's reply into `results` (attempt `attempt`, encoded with `off`): what apply()
+  // returns, with its denials cached; or nullopt when the server's clock was outside the
+  // windows sent and the op must be sent again (`off` re-aimed at the server's clock).
+  // @throws StoreUnavailable for an error reply or a reply of another shape.
+  std::optional<bool> read_general(const Op& op, const std::vector<std::string>& keys,
+                                   const redis::Reply& reply, std::span<ItemResult> results,
+                                   int attempt, Micros& off);
+  // send_general()'s completion, on the I/O thread: answers g->done, or sends again.
+  void general_replied(std::unique_ptr<redis_store::General> g, std::error_code ec,
+                       const redis::Reply& reply);
 
   // ---- group_commit.cpp: the group commit's script runs ----
 
