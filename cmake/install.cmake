@@ -2,7 +2,7 @@
 # package (CPack). Included from the top-level CMakeLists.txt when ADMIT_INSTALL is on.
 #
 #   <prefix>/include/admit/...                  headers, with the generated admit/version.hpp
-#   <prefix>/<libdir>/libadmit_<component>.a    core store limiter adapt sqlite redis (static)
+#   <prefix>/<libdir>/libadmit_<component>.a    core store limiter adapt sched sqlite redis (static)
 #   <prefix>/<libdir>/cmake/admit/              admitConfig.cmake, a targets file per component
 #   <prefix>/<libdir>/pkgconfig/                admit.pc (everything), admit-limiter.pc (memory)
 #   <prefix>/share/admit/profiles/*.yaml        the provider profiles
@@ -64,7 +64,7 @@ configure_file(cmake/admit.pc.in ${PROJECT_BINARY_DIR}/package/admit-limiter.pc 
 set(ADMIT_PC_NAME admit)
 set(ADMIT_PC_DESCRIPTION "Admission control and rate limiting for LLM API traffic: every store")
 set(ADMIT_PC_REQUIRES "absl_flat_hash_map absl_hash yaml-cpp")
-set(ADMIT_PC_LIBS "-ladmit_adapt -ladmit_limiter")
+set(ADMIT_PC_LIBS "-ladmit_sched -ladmit_adapt -ladmit_limiter")
 if(ADMIT_WITH_SQLITE)
   string(APPEND ADMIT_PC_REQUIRES " sqlite3")
   string(APPEND ADMIT_PC_LIBS " -ladmit_sqlite")

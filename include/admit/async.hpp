@@ -165,9 +165,8 @@ auto Lease::async_adjust(const Amounts& deltas, CompletionToken&& token) {
   return boost::asio::async_initiate<CompletionToken, void(Decision)>(
       [this](auto handler, const Amounts& d) {
         auto c = detail::make_token_completion<Decision>(std::move(handler));
-        adjust_async(d, [c](Decision x) mutable {
-          std::decay_t<decltype(*c)>::complete(c, std::move(x));
-        });
+        adjust_async(
+            d, [c](Decision x) mutable { std::decay_t<decltype(*c)>::complete(c, std::move(x)); });
       },
       token, deltas);
 }
@@ -177,9 +176,8 @@ auto Lease::async_commit(CompletionToken&& token) {
   return boost::asio::async_initiate<CompletionToken, void(Decision)>(
       [this](auto handler) {
         auto c = detail::make_token_completion<Decision>(std::move(handler));
-        commit_async([c](Decision x) mutable {
-          std::decay_t<decltype(*c)>::complete(c, std::move(x));
-        });
+        commit_async(
+            [c](Decision x) mutable { std::decay_t<decltype(*c)>::complete(c, std::move(x)); });
       },
       token);
 }
@@ -189,9 +187,8 @@ auto Lease::async_rollback(CompletionToken&& token) {
   return boost::asio::async_initiate<CompletionToken, void(Decision)>(
       [this](auto handler) {
         auto c = detail::make_token_completion<Decision>(std::move(handler));
-        rollback_async([c](Decision x) mutable {
-          std::decay_t<decltype(*c)>::complete(c, std::move(x));
-        });
+        rollback_async(
+            [c](Decision x) mutable { std::decay_t<decltype(*c)>::complete(c, std::move(x)); });
       },
       token);
 }

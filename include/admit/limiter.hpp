@@ -181,12 +181,14 @@ class Limiter {
    * as soon as this returns. Only the acquire itself is asynchronous: in ConfigMode::store,
    * limits not cached are read from the store before this returns.
    *
-   * Adjusting an active lease, rolling it back, or ending one that holds concurrency slots
-   * (commit, or its destructor: a lease `done` lets go of commits like any lease whose scope
-   * ends normally) calls the store synchronously: inside `done` on a RedisStore's I/O thread
-   * that would block the thread it waits for, so move the lease out (to a queue, another
-   * thread) first; its scope starts anew where it is moved to. The Limiter and its Store
-   * must outlive every pending `done`.
+   * Inside `done`, adjust or end the lease with its asynchronous forms (adjust_async,
+   * commit_async, rollback_async), which never wait for the store. The synchronous ones
+   * (adjust, rollback, and ending a lease that holds concurrency slots: commit, or its
+   * destructor, since a lease `done` lets go of commits like any lease whose scope ends
+   * normally) call the store synchronously: on a RedisStore's I/O thread that would block the
+   * thread it waits for (it throws std::logic_error instead), so move the lease out (to a
+   * queue, another thread) first; its scope starts anew where it is moved to. The Limiter and its
+   * Store must outlive every pending `done`.
    */
   void try_acquire_async(std::string_view entity, std::string_view resource, const Amounts& amounts,
                          AcquireCallback done, const AcquireOptions& options = {});

@@ -158,16 +158,16 @@ void Limiter::AsyncWaiter::cancel() {
   timer->post([self = shared_from_this()] { self->step(); });
 }
 
-void Limiter::AsyncWaiter::end_denied(std::unique_lock<std::mutex>& lk, Code code,
-                                            Micros now) {
+void Limiter::AsyncWaiter::end_denied(std::unique_lock<std::mutex>& lk, Code code, Micros now) {
   Lease out;
   Decision& d = detail::LeaseAccess::decision(out);
   d = last;
   d.allowed = false;
   d.code = code;
   d.now = now;
-  d.reason = (code == Code::cancelled ? "cancelled while waiting" : "deadline passed while waiting") +
-             (last.reason.empty() ? std::string() : "; last: " + last.reason);
+  d.reason =
+      (code == Code::cancelled ? "cancelled while waiting" : "deadline passed while waiting") +
+      (last.reason.empty() ? std::string() : "; last: " + last.reason);
   finish(lk, std::move(out));
 }
 
@@ -185,16 +185,15 @@ void Limiter::AsyncWait::cancel() {
 }
 
 Limiter::AsyncWait Limiter::acquire_async(std::string_view entity, std::string_view resource,
-                                          const Amounts& amounts,
-                                          std::chrono::microseconds timeout,
+                                          const Amounts& amounts, std::chrono::microseconds timeout,
                                           std::shared_ptr<Timer> timer, AcquireCallback done,
                                           const AcquireOptions& options) {
   if (!timer) throw ValidationError("timer", "null", "an asynchronous wait needs a Timer");
   if (!done) throw ValidationError("done", "empty", "an asynchronous wait needs a callback");
   Impl& im = *impl_;
   const Micros deadline = im.clock.now() + std::clamp<Micros>(timeout.count(), 0, kMaxExact / 4);
-  auto w = std::make_shared<AsyncWaiter>(im, entity, resource, amounts, deadline,
-                                               std::move(timer), std::move(done), options);
+  auto w = std::make_shared<AsyncWaiter>(im, entity, resource, amounts, deadline, std::move(timer),
+                                         std::move(done), options);
   w->start();
   return AsyncWait(std::move(w));
 }

@@ -154,8 +154,8 @@ Decision Limiter::Impl::lease_op(Lease& lease, const Amounts* deltas, bool refun
 // caller's object is already inactive); for an adjust, the caller's lease.
 struct Limiter::Impl::AsyncLeaseOp {
   Impl* impl = nullptr;
-  Lease owned;              // an end's lease
-  Lease* lease = nullptr;   // &owned, or the adjusted lease
+  Lease owned;             // an end's lease
+  Lease* lease = nullptr;  // &owned, or the adjusted lease
   LeaseOp lo;
   Lease::DecisionCallback done;
 };

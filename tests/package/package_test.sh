@@ -114,7 +114,7 @@ quietly cmake -S "$consumer" -B "$tmp/find-all" -G Ninja -DCMAKE_PREFIX_PATH="$p
 quietly cmake --build "$tmp/find-all"
 expect_line "$("$tmp/find-all/consumer_limiter")" "$limiter_line"
 out=$("$tmp/find-all/consumer_full" "$tmp/find-all.db")
-expect_line "$out" "full consumer: user-1 rpm: 499/500"
+expect_line "$out" "full consumer: user-1 rpm: 498/500"
 grep -q "^$full_line" <<<"$out" || fail "unexpected output: $out"
 # The profiles are found in the install: the directory compiled in, or (installed elsewhere)
 # share/admit/profiles next to the program's bin/.
@@ -129,7 +129,7 @@ step "consumer: add_subdirectory(admit), consumer_limiter only"
 quietly cmake -S "$consumer" -B "$tmp/subdir" -G Ninja -DADMIT_CONSUMER_MODE=subdirectory \
   -DADMIT_SOURCE_DIR="$src"
 quietly cmake --build "$tmp/subdir" --target consumer_limiter
-for lib in sqlite redis adapt; do
+for lib in sqlite redis adapt sched; do
   [ ! -e "$tmp/subdir/admit/libadmit_$lib.a" ] || fail "add_subdirectory built admit_$lib"
 done
 [ ! -d "$tmp/subdir/admit/tests" ] || fail "add_subdirectory configured admit's tests"
@@ -148,7 +148,7 @@ no_store_libs "$tmp/pc_limiter"
 # shellcheck disable=SC2046
 quietly g++ -std=c++20 "$consumer/full_main.cpp" -o "$tmp/pc_full" \
   $(pkg-config --cflags --libs admit)
-expect_line "$("$tmp/pc_full" "$tmp/pc.db")" "full consumer: user-1 rpm: 499/500"
+expect_line "$("$tmp/pc_full" "$tmp/pc.db")" "full consumer: user-1 rpm: 498/500"
 unset PKG_CONFIG_PATH
 
 # ---- 5. the unit ----

@@ -148,8 +148,8 @@ TEST(AsyncTryAcquire, UseFuture) {
   Fixture f;
   auto work = asio::make_work_guard(f.io);
   std::thread loop([&] { f.io.run(); });
-  std::future<Lease> fut = f.limiter.async_try_acquire(
-      "u", "model", {{"tokens", 3}}, asio::bind_executor(f.io, asio::use_future));
+  std::future<Lease> fut = f.limiter.async_try_acquire("u", "model", {{"tokens", 3}},
+                                                       asio::bind_executor(f.io, asio::use_future));
   Lease lease = fut.get();
   EXPECT_TRUE(lease.allowed());
   EXPECT_EQ(f.available(), 7);
@@ -175,7 +175,8 @@ asio::awaitable<void> wait_then_adjust(Limiter& limiter, std::vector<std::string
 
 TEST(AsyncAcquire, CoroutineWaitsForTheExactRetryAfter) {
   Fixture f;
-  ASSERT_TRUE(f.limiter.consume("u", "model", {{"tokens", 8}}).allowed);  // 2 left; 4 needs 2 more = 12 s
+  ASSERT_TRUE(
+      f.limiter.consume("u", "model", {{"tokens", 8}}).allowed);  // 2 left; 4 needs 2 more = 12 s
   std::vector<std::string> log;
   asio::co_spawn(f.io, wait_then_adjust(f.limiter, log), asio::detached);
   run_ready(f.io);

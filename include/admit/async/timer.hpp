@@ -102,9 +102,9 @@ class AsioTimer final : public Timer, public std::enable_shared_from_this<AsioTi
   boost::asio::any_io_executor executor_;
   const Clock& clock_;
   std::mutex mu_;
-  std::uint64_t gen_ = 0;       // arms and cancels so far; a firing of an older arm is dropped
-  std::uint64_t call_id_ = 0;   // the ManualClock's pending call, if any
-  std::function<void()> fn_;    // the pending arm's function
+  std::uint64_t gen_ = 0;            // arms and cancels so far; a firing of an older arm is dropped
+  std::uint64_t call_id_ = 0;        // the ManualClock's pending call, if any
+  std::function<void()> fn_;         // the pending arm's function
   boost::asio::steady_timer timer_;  // every access under mu_ (Asio objects are not thread-safe)
 };
 

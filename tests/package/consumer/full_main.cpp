@@ -1,9 +1,13 @@
-// A user of every component (admit::admit, pkg-config admit): SqliteStore and a provider
-// profile found in default_profiles_dir(). argv[1]: the SQLite file to create.
+// A user of every component (admit::admit, pkg-config admit): SqliteStore, a provider
+// profile found in default_profiles_dir(), and a completion-token acquire (admit::sched).
+// argv[1]: the SQLite file to create.
 #include <admit/adapt/profiles.hpp>
+#include <admit/async.hpp>
 #include <admit/limiter.hpp>
 #include <admit/store/sqlite_store.hpp>
 #include <admit/version.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/io_context.hpp>
 #include <iostream>
 
 int main(int argc, char** argv) {
@@ -15,6 +19,15 @@ int main(int argc, char** argv) {
   admit::Lease lease = limiter.try_acquire("user-1", "gpt-4o", {{"rpm", 1}, {"tpm", 100}});
   if (!lease) return 1;
   lease.commit();
+  boost::asio::io_context io;
+  bool async_allowed = false;
+  limiter.async_try_acquire("user-1", "gpt-4o", {{"rpm", 1}, {"tpm", 100}},
+                            boost::asio::bind_executor(io, [&](admit::Lease l) {
+                              async_allowed = l.allowed();
+                              l.commit();
+                            }));
+  io.run();
+  if (!async_allowed) return 1;
   std::cout << "full consumer: admit " << admit::version_string << ", " << store.name()
             << ", profiles " << admit::default_profiles_dir().string() << "\n";
   for (const auto& s : limiter.stats("user-1", "gpt-4o").limits) {

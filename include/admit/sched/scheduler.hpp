@@ -1,0 +1,112 @@
+// Scheduler: runs LLM requests under admit's limits. Queues per bucket (or account), weighted
+// fair queueing across tenants by tokens, dispatch up to a concurrency cap, each dispatch a
+// non-waiting Limiter acquire paced by its exact retry_after, the outcome fed back to the
+// lease (usage), AIMD and Discovery, retries with backoff and a breaker per bucket.
+// Completion tokens: callbacks, asio::use_future, asio::use_awaitable.
+#pragma once
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/use_future.hpp>
+#include <exception>
+#include <future>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "admit/limiter.hpp"
+#include "admit/sched/errors.hpp"
+#include "admit/sched/options.hpp"
+#include "admit/sched/provider.hpp"
+#include "admit/sched/request.hpp"
+#include "admit/sched/stats.hpp"
+
+namespace admit::sched {
+
+namespace detail {
+class Core;
+}
+
+/// The completion signature of async_submit: an exception (a SchedulerError, or the request
+/// function's own transport failure) or the Result.
+using SubmitSignature = void(std::exception_ptr, Result);
+
+/**
+ * Thread-safe: submit from any thread. The library owns no threads: everything runs on a
+ * strand of the executor given at construction, timed by the Limiter's Clock (a ManualClock
+ * in tests: advance it, then poll the io_context). The Limiter (and its Store and Clock) must
+ * outlive the scheduler and every request function's reply.
+ *
+ *   admit::sched::Scheduler sched(io.get_executor(), limiter, {.mode = Mode::intelligent});
+ *   Result r = co_await sched.async_submit(meta, call_model, asio::use_awaitable);
+ *
+ * Destroying the scheduler fails what is queued or waiting to retry with SchedulerClosed;
+ * requests already running finish (their outcome is accounted, then dropped).
+ */
+class Scheduler {
+ public:
+  using executor_type = boost::asio::any_io_executor;
+
+  /// @param provider the plug-in (default: HeaderProvider for OpenAI's headers).
+  /// @throws ValidationError naming the first invalid option.
+  Scheduler(executor_type executor, Limiter& limiter, SchedulerOptions options = {},
+            std::shared_ptr<ProviderPlugin> provider = nullptr);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  /**
+   * Queues `fn` under `metadata` and completes with its Result or an exception:
+   * QueueOverflow, TooManyFailedRequests, RequestTimeout, RequestRejected, RetriesExhausted,
+   * SchedulerClosed, ValidationError (bad metadata), or the last transport failure. The
+   * completion runs on the token's associated executor (default: this scheduler's), never
+   * inside this call.
+   */
+  template <class Token = boost::asio::default_completion_token_t<executor_type>>
+  auto async_submit(RequestMetadata metadata, RequestFn fn, Token&& token = {}) {
+    return boost::asio::async_initiate<Token, SubmitSignature>(
+        [this](auto handler, RequestMetadata m, RequestFn f) {
+          submit_erased(std::move(m), std::move(f),
+                        boost::asio::any_completion_handler<SubmitSignature>(std::move(handler)));
+        },
+        token, std::move(metadata), std::move(fn));
+  }
+
+  /// async_submit with asio::use_future.
+  std::future<Result> submit(RequestMetadata metadata, RequestFn fn) {
+    return async_submit(std::move(metadata), std::move(fn), boost::asio::use_future);
+  }
+
+  /**
+   * Asks the plug-in for announced limits and makes them the Limiter's learned limits of
+   * (entity, bucket) (rpm/tpm per minute, scaled by rate_limit_buffer_ratio like Discovery
+   * does). Runs on the calling thread. @return the buckets applied.
+   */
+  std::size_t discover_limits();
+
+  /// Sets a tenant's fairness weight (> 0); applies to its requests queued from now on.
+  void set_tenant_weight(std::string tenant, double weight);
+
+  /// The bucket the plug-in maps a model to.
+  std::string bucket_for(std::string_view model, std::string_view resource_type) const;
+
+  SchedulerStats stats() const;
+  /// Every queue's breaker, sorted by queue key.
+  std::vector<BucketBreaker> breakers() const;
+  /// The breaker of one queue key (closed if the queue does not exist yet).
+  BreakerState breaker_state(std::string_view queue) const;
+
+  const SchedulerOptions& options() const;
+  executor_type get_executor() const;
+
+ private:
+  void submit_erased(RequestMetadata metadata, RequestFn fn,
+                     boost::asio::any_completion_handler<SubmitSignature> done);
+
+  std::shared_ptr<detail::Core> core_;
+};
+
+}  // namespace admit::sched

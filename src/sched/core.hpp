@@ -1,0 +1,165 @@
+// Core: the scheduler's state and its dispatch loop. Everything below the public methods
+// runs on one strand of the caller's executor, so the state needs no lock; what other threads
+// read (stats, breakers) is atomic or behind its own small mutex.
+#pragma once
+
+#include <absl/container/flat_hash_map.h>
+
+#include <atomic>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/intrusive/list.hpp>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "admit/adapt/discovery.hpp"
+#include "admit/async/timer.hpp"
+#include "admit/limiter.hpp"
+#include "admit/sched/backoff.hpp"
+#include "admit/sched/breaker.hpp"
+#include "admit/sched/options.hpp"
+#include "admit/sched/provider.hpp"
+#include "admit/sched/stats.hpp"
+#include "fair_queue.hpp"
+#include "node.hpp"
+
+namespace admit::sched::detail {
+
+/// One queue: a bucket (Mode::account: an account's bucket) with its tenants' flows, its
+/// breaker, and whether the Limiter holds it until some instant.
+struct BucketQueue {
+  bi::list_member_hook<bi::link_mode<bi::safe_link>> ready_hook;  // in Core::ready_
+  std::string key;
+  std::string bucket;
+  std::string entity;  // the Limiter entity
+  FairQueue fq;
+  CircuitBreaker breaker;
+  Timed unblock_ev;
+  Micros blocked_until = 0;    // the Limiter said retry_after; 0: not held
+  bool blocked_on_slots = false;  // held by a concurrency limit: a finished lease frees it
+
+  // The one acquire in flight for this queue (its head), handed from any thread to the strand.
+  bool acquiring = false;
+  RequestNode* acquiring_for = nullptr;  // nulled if the request leaves meanwhile
+  std::atomic<int> acq_handoff{0};
+  Lease acq_lease;
+  std::shared_ptr<void> keepalive;  // the Core, while an acquire is answered on another thread
+
+  // Which of the request/token limit names resolve for (entity, bucket).
+  bool names_known = false;
+  bool names_retried = false;  // an unknown_limit denial already refreshed them once
+  std::vector<std::string> request_names;
+  std::shared_ptr<const std::vector<std::string>> token_names;
+
+  explicit BucketQueue(const BreakerOptions& b) : breaker(b) {}
+};
+
+class Core final : public std::enable_shared_from_this<Core>, public Reply::Target {
+ public:
+  Core(boost::asio::any_io_executor executor, Limiter& limiter, SchedulerOptions options,
+       std::shared_ptr<ProviderPlugin> provider);
+  ~Core();
+
+  // ---- any thread ----
+  void start_timer();  // after construction (needs shared_from_this)
+  void submit(RequestMetadata meta, RequestFn fn,
+              boost::asio::any_completion_handler<SubmitSignature> done);
+  void close();
+  void deliver(void* request, Outcome outcome) override;
+  std::size_t discover_limits();
+  void set_weight(std::string tenant, double weight);
+  std::string bucket_for(std::string_view model, std::string_view resource_type) const {
+    return provider_->bucket_for(model, resource_type);
+  }
+  SchedulerStats stats() const;
+  std::vector<BucketBreaker> breakers() const;
+  BreakerState breaker_state(std::string_view queue) const;
+  const SchedulerOptions& options() const { return options_; }
+  const boost::asio::any_io_executor& executor() const { return executor_; }
+
+ private:
+  struct BySeq {
+    bool operator()(const RequestNode& a, const RequestNode& b) const { return a.seq < b.seq; }
+  };
+  struct ByWhen {
+    bool operator()(const Timed& a, const Timed& b) const { return a.when < b.when; }
+  };
+
+  // ---- strand only ----
+  void enqueue(RequestNode* r);
+  BucketQueue& queue_for(const RequestMetadata& meta);
+  void pump();
+  void dispatch(BucketQueue& q, RequestNode& r);
+  void on_acquired(BucketQueue& q);
+  void start(RequestNode& r, Lease lease);
+  void on_reply(RequestNode& r);
+  void feed(BucketQueue& q, RequestNode& r, const Observation& obs, bool server_error);
+  void on_timer();
+  void timeout(RequestNode& r);
+  void retry_due(RequestNode& r);
+
+  Amounts amounts_for(BucketQueue& q, const RequestNode& r);
+  void refresh_names(BucketQueue& q);
+  void make_ready(BucketQueue& q);
+  void block(BucketQueue& q, Micros until, bool on_slots);
+  void unblock(BucketQueue& q);
+  void unqueue(RequestNode& r);  // out of its flow and the FIFO, not served
+  void fail_queue(BucketQueue& q, Micros now);  // the breaker opened: queued requests fail
+  void schedule(Timed& t, Micros when);
+  void unschedule(Timed& t);
+  void rearm();
+  void mirror_breaker(const BucketQueue& q, Micros now);
+
+  /// Completes `r` (posts its handler); frees it unless it is running (then on_reply does).
+  void finish(RequestNode& r, std::exception_ptr error, Result result = {});
+  template <class E, class... Args>
+  void fail(RequestNode& r, std::atomic<std::uint64_t>& counter, Args&&... args);
+
+  boost::asio::any_io_executor executor_;
+  boost::asio::strand<boost::asio::any_io_executor> strand_;
+  Limiter& limiter_;
+  const Clock& clock_;
+  const SchedulerOptions options_;
+  std::shared_ptr<ProviderPlugin> provider_;
+  std::unique_ptr<Discovery> discovery_;  // null in Mode::basic
+  Backoff backoff_;
+  std::shared_ptr<AsioTimer> timer_;
+
+  // strand only
+  absl::flat_hash_map<std::string, std::unique_ptr<BucketQueue>> queues_;
+  bi::list<BucketQueue,
+           bi::member_hook<BucketQueue, bi::list_member_hook<bi::link_mode<bi::safe_link>>,
+                           &BucketQueue::ready_hook>>
+      ready_;  // queues that may dispatch now, served round robin
+  bi::set<RequestNode, bi::member_hook<RequestNode, SetHook, &RequestNode::fifo_hook>,
+          bi::compare<BySeq>>
+      fifo_;  // queued requests, oldest first (drop_oldest)
+  bi::multiset<Timed, bi::member_hook<Timed, SetHook, &Timed::hook>, bi::compare<ByWhen>>
+      timeline_;
+  bool armed_ = false;
+  Micros armed_at_ = 0;
+  bool pumping_ = false;
+  bool closed_ = false;
+  std::size_t in_flight_ = 0;
+  std::map<std::string, double, std::less<>> weights_;
+  std::map<std::string, DiscoveredBucket, std::less<>> announced_;  // Mode::account
+
+  std::atomic<std::uint64_t> next_seq_{0};
+  mutable std::mutex announced_mu_;  // announced_ between discover_limits and the strand
+
+  // any thread
+  struct Counters {
+    std::atomic<std::uint64_t> queued{0}, in_flight{0}, delayed{0}, submitted{0}, dispatched{0},
+        completed{0}, failed{0}, retried{0}, overflowed{0}, timed_out{0}, broken{0}, rejected{0},
+        throttled{0}, breaker_trips{0};
+  };
+  Counters n_;
+  mutable std::mutex breaker_mu_;
+  std::map<std::string, BucketBreaker, std::less<>> breakers_;  // queues whose breaker tripped
+};
+
+}  // namespace admit::sched::detail

@@ -1,0 +1,40 @@
+// Scheduler: the public face of detail::Core (src/sched/core.hpp).
+#include "admit/sched/scheduler.hpp"
+
+#include "core.hpp"
+
+namespace admit::sched {
+
+Scheduler::Scheduler(executor_type executor, Limiter& limiter, SchedulerOptions options,
+                     std::shared_ptr<ProviderPlugin> provider)
+    : core_(std::make_shared<detail::Core>(std::move(executor), limiter, std::move(options),
+                                           std::move(provider))) {
+  core_->start_timer();
+}
+
+Scheduler::~Scheduler() { core_->close(); }
+
+void Scheduler::submit_erased(RequestMetadata metadata, RequestFn fn,
+                              boost::asio::any_completion_handler<SubmitSignature> done) {
+  core_->submit(std::move(metadata), std::move(fn), std::move(done));
+}
+
+std::size_t Scheduler::discover_limits() { return core_->discover_limits(); }
+
+void Scheduler::set_tenant_weight(std::string tenant, double weight) {
+  core_->set_weight(std::move(tenant), weight);
+}
+
+std::string Scheduler::bucket_for(std::string_view model, std::string_view resource_type) const {
+  return core_->bucket_for(model, resource_type);
+}
+
+SchedulerStats Scheduler::stats() const { return core_->stats(); }
+std::vector<BucketBreaker> Scheduler::breakers() const { return core_->breakers(); }
+BreakerState Scheduler::breaker_state(std::string_view queue) const {
+  return core_->breaker_state(queue);
+}
+const SchedulerOptions& Scheduler::options() const { return core_->options(); }
+Scheduler::executor_type Scheduler::get_executor() const { return core_->executor(); }
+
+}  // namespace admit::sched
