@@ -96,7 +96,8 @@ bool CircuitBreaker::on_failure(Micros now) {
       return true;
     case BreakerState::closed:
       failures_.push_back(now);
-      while (!failures_.empty() && failures_.front() <= now - options_.window) failures_.pop_front();
+      while (!failures_.empty() && failures_.front() <= now - options_.window)
+        failures_.pop_front();
       if (static_cast<int>(failures_.size()) >= options_.threshold) {
         open(now);
         return true;

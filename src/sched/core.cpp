@@ -99,9 +99,7 @@ Core::~Core() {
   for (RequestNode* r : delayed) delete r;
 }
 
-void Core::start_timer() {
-  timer_ = AsioTimer::create(strand_, clock_);
-}
+void Core::start_timer() { timer_ = AsioTimer::create(strand_, clock_); }
 
 // ---- submit ----
 
@@ -124,16 +122,15 @@ void Core::submit(RequestMetadata meta, RequestFn fn,
   r->cost = static_cast<double>(std::max<std::int64_t>(1, meta.estimated_tokens));
   r->meta = std::move(meta);
   if (bad_tokens || no_model || no_fn) {
-    const auto e = bad_tokens ? std::make_exception_ptr(ValidationError(
-                                    "estimated_tokens", std::to_string(r->meta.estimated_tokens),
-                                    "must be >= 0"))
-                   : no_model ? std::make_exception_ptr(
-                                    ValidationError("model", "", "a request needs a model"))
-                              : std::make_exception_ptr(
-                                    ValidationError("request_fn", "", "must not be empty"));
+    const auto e =
+        bad_tokens
+            ? std::make_exception_ptr(ValidationError(
+                  "estimated_tokens", std::to_string(r->meta.estimated_tokens), "must be >= 0"))
+        : no_model
+            ? std::make_exception_ptr(ValidationError("model", "", "a request needs a model"))
+            : std::make_exception_ptr(ValidationError("request_fn", "", "must not be empty"));
     bump(n_.failed);
-    boost::asio::post(executor_,
-                      boost::asio::append(std::move(r->done), e, Result{}));
+    boost::asio::post(executor_, boost::asio::append(std::move(r->done), e, Result{}));
     return;
   }
   boost::asio::post(strand_, [self = shared_from_this(), p = r.release()] { self->enqueue(p); });
@@ -144,7 +141,7 @@ BucketQueue& Core::queue_for(const RequestMetadata& meta) {
   std::string entity = options_.entity;
   std::string key;
   if (options_.mode == Mode::account) {
-    entity = !meta.account.empty() ? meta.account
+    entity = !meta.account.empty()  ? meta.account
              : !meta.tenant.empty() ? meta.tenant
                                     : options_.entity;
     key = entity + '/' + bucket;
@@ -183,8 +180,9 @@ void Core::enqueue(RequestNode* p) {
     return;
   }
   if (r.deadline != 0 && r.deadline <= now) {
-    fail<RequestTimeout>(r, n_.timed_out, r.meta.request_id,
-                         "request '" + printable(r.meta.request_id) + "' timed out before it queued");
+    fail<RequestTimeout>(
+        r, n_.timed_out, r.meta.request_id,
+        "request '" + printable(r.meta.request_id) + "' timed out before it queued");
     return;
   }
   if (fifo_.size() >= options_.max_queue_size) {

@@ -39,7 +39,7 @@ struct BucketQueue {
   FairQueue fq;
   CircuitBreaker breaker;
   Timed unblock_ev;
-  Micros blocked_until = 0;    // the Limiter said retry_after; 0: not held
+  Micros blocked_until = 0;       // the Limiter said retry_after; 0: not held
   bool blocked_on_slots = false;  // held by a concurrency limit: a finished lease frees it
 
   // The one acquire in flight for this queue (its head), handed from any thread to the strand.
@@ -107,7 +107,7 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
   void make_ready(BucketQueue& q);
   void block(BucketQueue& q, Micros until, bool on_slots);
   void unblock(BucketQueue& q);
-  void unqueue(RequestNode& r);  // out of its flow and the FIFO, not served
+  void unqueue(RequestNode& r);                 // out of its flow and the FIFO, not served
   void fail_queue(BucketQueue& q, Micros now);  // the breaker opened: queued requests fail
   void schedule(Timed& t, Micros when);
   void unschedule(Timed& t);
@@ -138,8 +138,7 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
   bi::set<RequestNode, bi::member_hook<RequestNode, SetHook, &RequestNode::fifo_hook>,
           bi::compare<BySeq>>
       fifo_;  // queued requests, oldest first (drop_oldest)
-  bi::multiset<Timed, bi::member_hook<Timed, SetHook, &Timed::hook>, bi::compare<ByWhen>>
-      timeline_;
+  bi::multiset<Timed, bi::member_hook<Timed, SetHook, &Timed::hook>, bi::compare<ByWhen>> timeline_;
   bool armed_ = false;
   Micros armed_at_ = 0;
   bool pumping_ = false;

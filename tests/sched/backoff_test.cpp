@@ -46,8 +46,8 @@ TEST(Backoff, HonoursRetryAfterEvenAboveTheCap) {
   Backoff b({.base = 100 * kMs, .max = 1000 * kMs, .multiplier = 2.0, .jitter = 0.5}, seed);
   for (int i = 0; i < 200; ++i) {
     const Micros d = b.delay(1, 5000 * kMs);
-    ASSERT_GE(d, 5000 * kMs);              // never earlier than asked
-    ASSERT_LE(d, 5000 * kMs + 50 * kMs);   // spread: at most base * jitter
+    ASSERT_GE(d, 5000 * kMs);             // never earlier than asked
+    ASSERT_LE(d, 5000 * kMs + 50 * kMs);  // spread: at most base * jitter
   }
   EXPECT_GE(b.delay(4, 0), 0);
 }

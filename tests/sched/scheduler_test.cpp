@@ -106,7 +106,8 @@ TEST_F(Sched, PacesByTheLimitersRetryAfterWithATimerNotPolling) {
   Scheduler s(io.get_executor(), limiter);
   std::vector<Done> done(5);
   const Micros t0 = clock.now();
-  for (int i = 0; i < 5; ++i) submit(s, meta(test::id("r", i), "t", "gpt"), fixed(200), done[static_cast<std::size_t>(i)]);
+  for (int i = 0; i < 5; ++i)
+    submit(s, meta(test::id("r", i), "t", "gpt"), fixed(200), done[static_cast<std::size_t>(i)]);
   settle();
   EXPECT_EQ(calls.size(), 1U);
   EXPECT_EQ(clock.pending_calls(), 1U) << "one timer for the held bucket";
@@ -189,7 +190,8 @@ TEST_F(Sched, OverflowRejectFailsTheNewRequestAtOnce) {
   limiter.set_limits("gpt", {Limit::custom("rpm", 1, 1, std::chrono::seconds(10))});
   Scheduler s(io.get_executor(), limiter, {.max_queue_size = 2});
   std::vector<Done> d(4);
-  for (std::size_t i = 0; i < 4; ++i) submit(s, meta(test::id("r", i), "t", "gpt"), fixed(200), d[i]);
+  for (std::size_t i = 0; i < 4; ++i)
+    submit(s, meta(test::id("r", i), "t", "gpt"), fixed(200), d[i]);
   settle();
   // r0 runs, r1 and r2 queue, r3 overflows.
   EXPECT_TRUE(d[3].failed_with<QueueOverflow>());
@@ -206,7 +208,8 @@ TEST_F(Sched, OverflowDropOldestFailsTheOldestQueued) {
   Scheduler s(io.get_executor(), limiter,
               {.max_queue_size = 2, .overflow = OverflowPolicy::drop_oldest});
   std::vector<Done> d(4);
-  for (std::size_t i = 0; i < 4; ++i) submit(s, meta(test::id("r", i), "t", "gpt"), fixed(200), d[i]);
+  for (std::size_t i = 0; i < 4; ++i)
+    submit(s, meta(test::id("r", i), "t", "gpt"), fixed(200), d[i]);
   settle();
   EXPECT_TRUE(d[1].failed_with<QueueOverflow>()) << "r1 was the oldest queued";
   EXPECT_FALSE(d[3].finished);
@@ -221,7 +224,8 @@ TEST_F(Sched, BasicModeRetriesA429NotBeforeTheSimulatorsRetryAfter) {
   Scheduler s(io.get_executor(), limiter,
               {.mode = Mode::basic, .request_timeout = 0, .max_attempts = 5});
   std::vector<Done> d(3);
-  for (std::size_t i = 0; i < 3; ++i) submit(s, meta(test::id("r", i), "t", "gpt"), simulated(provider), d[i]);
+  for (std::size_t i = 0; i < 3; ++i)
+    submit(s, meta(test::id("r", i), "t", "gpt"), simulated(provider), d[i]);
   settle();
   ASSERT_EQ(calls.size(), 3U);
   ASSERT_EQ(calls[2].status, 429);
@@ -272,7 +276,8 @@ TEST_F(Sched, IntelligentModePacesByLearnedLimitsWithoutA429) {
   sim::ProviderModel provider({.rpm = 4, .tpm = 0});
   Scheduler s(io.get_executor(), limiter, {.request_timeout = 0});
   std::vector<Done> d(8);
-  for (std::size_t i = 0; i < d.size(); ++i) submit(s, meta(test::id("r", i), "t", "gpt"), simulated(provider), d[i]);
+  for (std::size_t i = 0; i < d.size(); ++i)
+    submit(s, meta(test::id("r", i), "t", "gpt"), simulated(provider), d[i]);
   run_for(300 * kSec);
   for (const auto& x : d) EXPECT_TRUE(x.finished && !x.error);
   EXPECT_EQ(provider.stats().rejected, 0);
@@ -302,9 +307,11 @@ TEST_F(Sched, BreakerOpensFailsFastProbesHalfOpenAndCloses) {
   BreakerOptions b{.threshold = 3, .window = 10 * kSec, .open_for = 5 * kSec};
   Scheduler s(io.get_executor(), limiter, {.max_attempts = 1, .breaker = b});
   std::vector<Done> fails(3);
-  for (std::size_t i = 0; i < 3; ++i) submit(s, meta(test::id("f", i), "t", "gpt"), fixed(503), fails[i]);
+  for (std::size_t i = 0; i < 3; ++i)
+    submit(s, meta(test::id("f", i), "t", "gpt"), fixed(503), fails[i]);
   settle();
-  for (auto& f : fails) EXPECT_TRUE(f.failed_with<RetriesExhausted>() || f.failed_with<TooManyFailedRequests>());
+  for (auto& f : fails)
+    EXPECT_TRUE(f.failed_with<RetriesExhausted>() || f.failed_with<TooManyFailedRequests>());
   EXPECT_EQ(s.breaker_state("gpt"), BreakerState::open);
   EXPECT_EQ(s.stats().breaker_trips, 1U);
   // Open: fails fast without calling.
@@ -357,7 +364,8 @@ TEST_F(Sched, BreakerFailsTheQueuedRequestsOfItsBucket) {
   Scheduler s(io.get_executor(), limiter,
               {.max_concurrent_executions = 2, .max_attempts = 1, .breaker = b});
   std::vector<Done> d(5);
-  for (std::size_t i = 0; i < 5; ++i) submit(s, meta(test::id("r", i), "t", "gpt"), fixed(503, kSec), d[i]);
+  for (std::size_t i = 0; i < 5; ++i)
+    submit(s, meta(test::id("r", i), "t", "gpt"), fixed(503, kSec), d[i]);
   settle();
   EXPECT_EQ(calls.size(), 2U);
   run_for(1 * kSec);
@@ -410,7 +418,8 @@ TEST_F(Sched, BasicModeCallsDirectlyWithoutPacing) {
   limiter.set_limits("gpt", {Limit::custom("rpm", 1, 1, std::chrono::seconds(10))});
   Scheduler s(io.get_executor(), limiter, {.mode = Mode::basic});
   std::vector<Done> d(5);
-  for (std::size_t i = 0; i < 5; ++i) submit(s, meta(test::id("r", i), "t", "gpt"), fixed(200), d[i]);
+  for (std::size_t i = 0; i < 5; ++i)
+    submit(s, meta(test::id("r", i), "t", "gpt"), fixed(200), d[i]);
   settle();
   EXPECT_EQ(calls.size(), 5U);
   for (const auto& x : d) EXPECT_TRUE(x.finished && !x.error);
@@ -419,7 +428,8 @@ TEST_F(Sched, BasicModeCallsDirectlyWithoutPacing) {
 TEST_F(Sched, ConcurrencyCapHoldsRequestsUntilOneFinishes) {
   Scheduler s(io.get_executor(), limiter, {.mode = Mode::basic, .max_concurrent_executions = 2});
   std::vector<Done> d(5);
-  for (std::size_t i = 0; i < 5; ++i) submit(s, meta(test::id("r", i), "t", "gpt"), fixed(200, kSec), d[i]);
+  for (std::size_t i = 0; i < 5; ++i)
+    submit(s, meta(test::id("r", i), "t", "gpt"), fixed(200, kSec), d[i]);
   settle();
   EXPECT_EQ(calls.size(), 2U);
   EXPECT_EQ(s.stats().in_flight, 2U);
@@ -431,8 +441,10 @@ TEST_F(Sched, ConcurrencyCapHoldsRequestsUntilOneFinishes) {
 }
 
 TEST_F(Sched, AccountModeQueuesAndPacesPerAccount) {
-  limiter.set_entity_limits("acct-a", "gpt", {Limit::custom("rpm", 1, 1, std::chrono::seconds(10))});
-  limiter.set_entity_limits("acct-b", "gpt", {Limit::custom("rpm", 5, 5, std::chrono::seconds(10))});
+  limiter.set_entity_limits("acct-a", "gpt",
+                            {Limit::custom("rpm", 1, 1, std::chrono::seconds(10))});
+  limiter.set_entity_limits("acct-b", "gpt",
+                            {Limit::custom("rpm", 5, 5, std::chrono::seconds(10))});
   Scheduler s(io.get_executor(), limiter, {.mode = Mode::account});
   std::vector<Done> a(3), b(3);
   for (std::size_t i = 0; i < 3; ++i) {
@@ -490,8 +502,8 @@ TEST(SchedThreads, SubmitFromManyThreadsOnAThreadPool) {
   std::atomic<int> ok{0};
   std::atomic<int> failed{0};
   {
-    Scheduler s(pool.get_executor(), limiter, {.max_concurrent_executions = 8,
-                                                .max_queue_size = 10'000});
+    Scheduler s(pool.get_executor(), limiter,
+                {.max_concurrent_executions = 8, .max_queue_size = 10'000});
     std::vector<std::thread> threads;
     for (int t = 0; t < 4; ++t) {
       threads.emplace_back([&, t] {

@@ -11,9 +11,9 @@
 namespace admit::sched {
 
 struct BackoffOptions {
-  Micros base = 500'000;  ///< the first retry's nominal delay, > 0
-  Micros max = 30 * kMicrosPerSecond;   ///< nominal delays stop growing here, >= base
-  double multiplier = 2.0;              ///< growth per retry, >= 1
+  Micros base = 500'000;               ///< the first retry's nominal delay, > 0
+  Micros max = 30 * kMicrosPerSecond;  ///< nominal delays stop growing here, >= base
+  double multiplier = 2.0;             ///< growth per retry, >= 1
   /// Share of the nominal delay that is random, in [0, 1]: the delay is drawn uniformly from
   /// [nominal * (1 - jitter), nominal], so retries of a burst spread out.
   double jitter = 0.5;

@@ -58,8 +58,8 @@ class RequestTimeout : public SchedulerError {
 class RequestRejected : public SchedulerError {
  public:
   RequestRejected(std::string request_id, Decision d)
-      : SchedulerError(std::move(request_id), "request rejected (" + std::string(to_string(d.code)) +
-                                                  "): " + d.reason),
+      : SchedulerError(std::move(request_id),
+                       "request rejected (" + std::string(to_string(d.code)) + "): " + d.reason),
         decision_(std::move(d)) {}
   const Decision& decision() const { return decision_; }
 

@@ -34,7 +34,7 @@ struct RequestMetadata {
   std::string tenant;
   /// Mode::account: the queue and the Limiter entity. Empty: the tenant (then "default").
   std::string account;
-  std::string model;                                       ///< mapped to a bucket by the provider
+  std::string model;  ///< mapped to a bucket by the provider
   std::string resource_type = std::string(resource_type::text);  ///< see resource_type
   std::int64_t estimated_tokens = 0;  ///< reserved before the call, reconciled after; >= 0
   int priority = 0;                   ///< higher goes first within its tenant
@@ -46,14 +46,16 @@ struct Usage {
   std::int64_t prompt_tokens = 0;
   std::int64_t completion_tokens = 0;
   std::int64_t total_tokens = 0;  ///< 0: prompt + completion
-  std::int64_t total() const { return total_tokens > 0 ? total_tokens : prompt_tokens + completion_tokens; }
+  std::int64_t total() const {
+    return total_tokens > 0 ? total_tokens : prompt_tokens + completion_tokens;
+  }
 };
 
 /// What one attempt of a request function reports.
 struct Outcome {
-  int status = 0;          ///< HTTP status; 0 with `error` set for a transport failure
-  Headers headers;         ///< response headers (rate-limit headers are read from them)
-  std::string body;        ///< error bodies carry retry hints for some providers
+  int status = 0;              ///< HTTP status; 0 with `error` set for a transport failure
+  Headers headers;             ///< response headers (rate-limit headers are read from them)
+  std::string body;            ///< error bodies carry retry hints for some providers
   std::optional<Usage> usage;  ///< absent: the estimate stands
   /// A transport failure (no response): retried like a 5xx; the last one is rethrown.
   std::exception_ptr error;
