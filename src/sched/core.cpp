@@ -6,6 +6,7 @@
 #include <boost/asio/post.hpp>
 #include <cmath>
 #include <limits>
+#include <typeinfo>
 #include <utility>
 
 #include "admit/core/error.hpp"
@@ -73,7 +74,11 @@ Core::Core(boost::asio::any_io_executor executor, Limiter& limiter, SchedulerOpt
       clock_(limiter.clock()),
       options_((validate(options), std::move(options))),
       provider_(provider ? std::move(provider) : std::make_shared<HeaderProvider>()),
-      backoff_(options_.backoff, options_.seed) {
+      plain_headers_(typeid(*provider_) == typeid(HeaderProvider)),
+      backoff_(options_.backoff, options_.seed),
+      // Enough finished nodes to serve every running request's successor and a burst of
+      // submits from the pool; an idle scheduler holds at most this much beyond its queues.
+      pool_(std::max<std::size_t>(1024, 2 * options_.max_concurrent_executions)) {
   if (options_.mode != Mode::basic) {
     discovery_ = std::make_unique<Discovery>(limiter_, Provider::generic,
                                              discovery_options(options_.rate_limit_buffer_ratio));
@@ -86,6 +91,9 @@ Core::~Core() {
   // with a pending post. Free what the containers still hold (the io_context was destroyed
   // with handlers pending, or close() never ran).
   ready_.clear();
+  while (inbox_head_ != nullptr) {  // its drain was never run: submitted or running nodes
+    pool_.destroy(std::exchange(inbox_head_, inbox_head_->inbox_next));
+  }
   std::vector<RequestNode*> delayed;  // waiting to retry: in the timeline only
   for (Timed& t : timeline_) {
     if (t.kind == Timed::Kind::retry) delayed.push_back(static_cast<RequestNode*>(t.owner));
@@ -94,9 +102,9 @@ Core::~Core() {
   while (!fifo_.empty()) {
     RequestNode& r = *fifo_.begin();
     unqueue(r);
-    delete &r;
+    pool_.destroy(&r);
   }
-  for (RequestNode* r : delayed) delete r;
+  for (RequestNode* r : delayed) pool_.destroy(r);
 }
 
 void Core::start_timer() { timer_ = AsioTimer::create(strand_, clock_); }
@@ -105,7 +113,7 @@ void Core::start_timer() { timer_ = AsioTimer::create(strand_, clock_); }
 
 void Core::submit(RequestMetadata meta, RequestFn fn,
                   boost::asio::any_completion_handler<SubmitSignature> done) {
-  auto r = std::make_unique<RequestNode>(std::move(done));
+  RequestNode* r = pool_.make(std::move(done));
   r->submitted_at = clock_.now();
   r->seq = next_seq_.fetch_add(1, kRelaxed);
   bump(n_.submitted);
@@ -131,9 +139,42 @@ void Core::submit(RequestMetadata meta, RequestFn fn,
             : std::make_exception_ptr(ValidationError("request_fn", "", "must not be empty"));
     bump(n_.failed);
     boost::asio::post(executor_, boost::asio::append(std::move(r->done), e, Result{}));
+    pool_.destroy(r);
     return;
   }
-  boost::asio::post(strand_, [self = shared_from_this(), p = r.release()] { self->enqueue(p); });
+  push_inbox(r, /*reply=*/false);
+}
+
+void Core::push_inbox(RequestNode* r, bool reply) {
+  r->inbox_next = nullptr;
+  r->inbox_reply = reply;
+  bool post = false;
+  {
+    std::lock_guard g(inbox_mu_);
+    (inbox_tail_ != nullptr ? inbox_tail_->inbox_next : inbox_head_) = r;
+    inbox_tail_ = r;
+    post = !std::exchange(drain_posted_, true);
+  }
+  if (post) boost::asio::post(strand_, [self = shared_from_this()] { self->drain(); });
+}
+
+void Core::drain() {
+  RequestNode* batch = nullptr;
+  {
+    std::lock_guard g(inbox_mu_);
+    batch = std::exchange(inbox_head_, nullptr);
+    inbox_tail_ = nullptr;
+    drain_posted_ = false;  // what arrives from now on posts the next drain
+  }
+  // One at a time, as separate posts would have: each enqueue or reply pumps.
+  while (batch != nullptr) {
+    RequestNode* r = std::exchange(batch, batch->inbox_next);
+    if (r->inbox_reply) {
+      on_reply(*r);
+    } else {
+      enqueue(r);
+    }
+  }
 }
 
 BucketQueue& Core::queue_for(const RequestMetadata& meta) {
@@ -256,7 +297,7 @@ void Core::dispatch(BucketQueue& q, RequestNode& r) {
     start(r, Lease{});
     return;
   }
-  const Amounts amounts = amounts_for(q, r);
+  const Amounts& amounts = amounts_for(q, r);
   q.acquiring = true;
   q.acquiring_for = &r;
   r.state = RequestNode::State::acquiring;
@@ -334,12 +375,26 @@ void Core::on_acquired(BucketQueue& q) {
   pump();
 }
 
-Amounts Core::amounts_for(BucketQueue& q, const RequestNode& r) {
-  if (!q.names_known) refresh_names(q);
-  Amounts a;
-  for (const auto& n : q.request_names) a.add(n, 1);
-  for (const auto& n : *q.token_names) a.add(n, r.meta.estimated_tokens);
-  return a;
+const Amounts& Core::amounts_for(BucketQueue& q, const RequestNode& r) {
+  if (!q.names_known) {
+    refresh_names(q);
+    q.amounts_valid = false;
+  }
+  const std::int64_t tokens = r.meta.estimated_tokens;
+  if (!q.amounts_valid) {
+    Amounts a;
+    for (const auto& n : q.request_names) a.add(n, 1);
+    for (const auto& n : *q.token_names) a.add(n, tokens);
+    q.amounts = std::move(a);
+    q.amounts_tokens = tokens;
+    q.amounts_valid = true;
+  } else if (tokens != q.amounts_tokens) {
+    // A token name listed twice holds twice the estimate; adding the difference per listing
+    // keeps that, as a fresh build would.
+    for (const auto& n : *q.token_names) q.amounts.add(n, tokens - q.amounts_tokens);
+    q.amounts_tokens = tokens;
+  }
+  return q.amounts;
 }
 
 void Core::refresh_names(BucketQueue& q) {
@@ -390,9 +445,7 @@ void Core::start(RequestNode& r, Lease lease) {
 void Core::deliver(void* request, Outcome outcome) {
   auto* r = static_cast<RequestNode*>(request);
   r->reply = std::move(outcome);
-  if (r->reply_handoff.exchange(2) == 1) {
-    boost::asio::post(strand_, [self = shared_from_this(), r] { self->on_reply(*r); });
-  }
+  if (r->reply_handoff.exchange(2) == 1) push_inbox(r, /*reply=*/true);
 }
 
 // ---- outcomes ----
@@ -435,7 +488,10 @@ void Core::on_reply(RequestNode& r) {
   const bool limited = !transport && o.status == 429;
   const bool server_error = transport || o.status >= 500;
   Observation obs;
-  if (!transport && o.status > 0) obs = provider_->parse_response(o.status, o.headers, o.body, now);
+  const bool nothing_to_parse = plain_headers_ && o.status < 400 && o.headers.empty();
+  if (!transport && o.status > 0 && !nothing_to_parse) {
+    obs = provider_->parse_response(o.status, o.headers, o.body, now);
+  }
   if (limited) obs.rate_limited = true;
   feed(q, r, obs, server_error);
   if (q.blocked_on_slots) unblock(q);
@@ -454,8 +510,13 @@ void Core::on_reply(RequestNode& r) {
   }
 
   if (r.abandoned) {  // timed out while running: accounted above, nobody waits for it
-    delete &r;
-  } else if (limited || server_error) {
+    pool_.destroy(&r);
+    make_ready(q);
+    pump();
+    return;
+  }
+  r.state = RequestNode::State::replied;  // no longer running: finish() frees it
+  if (limited || server_error) {
     if (r.attempts >= options_.max_attempts) {
       if (transport) {
         const std::exception_ptr e = o.error;
@@ -531,7 +592,7 @@ void Core::finish(RequestNode& r, std::exception_ptr error, Result result) {
   if (running) {
     r.abandoned = true;  // on_reply frees it
   } else {
-    delete &r;
+    pool_.destroy(&r);
   }
 }
 
@@ -707,6 +768,7 @@ SchedulerStats Core::stats() const {
   s.queued = n_.queued.load(kRelaxed);
   s.in_flight = n_.in_flight.load(kRelaxed);
   s.delayed = n_.delayed.load(kRelaxed);
+  s.live = pool_.live();
   s.submitted = n_.submitted.load(kRelaxed);
   s.dispatched = n_.dispatched.load(kRelaxed);
   s.completed = n_.completed.load(kRelaxed);

@@ -26,6 +26,7 @@
 #include "admit/sched/stats.hpp"
 #include "fair_queue.hpp"
 #include "node.hpp"
+#include "node_pool.hpp"
 
 namespace admit::sched::detail {
 
@@ -54,6 +55,11 @@ struct BucketQueue {
   bool names_retried = false;  // an unknown_limit denial already refreshed them once
   std::vector<std::string> request_names;
   std::shared_ptr<const std::vector<std::string>> token_names;
+  // The amounts of the last acquire, reused by the next: only the token amounts change
+  // between requests (Amounts::add by the difference), so an acquire allocates nothing here.
+  Amounts amounts;
+  std::int64_t amounts_tokens = 0;  // the estimate `amounts` holds per token limit
+  bool amounts_valid = false;       // false: rebuild from the names
 
   explicit BucketQueue(const BreakerOptions& b) : breaker(b) {}
 };
@@ -89,7 +95,12 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
     bool operator()(const Timed& a, const Timed& b) const { return a.when < b.when; }
   };
 
+  // ---- any thread ----
+  /// Hands `r` (submitted, or replied to off the strand) to the strand: one post per batch.
+  void push_inbox(RequestNode* r, bool reply);
+
   // ---- strand only ----
+  void drain();  // runs what the inbox holds, in arrival order
   void enqueue(RequestNode* r);
   BucketQueue& queue_for(const RequestMetadata& meta);
   void pump();
@@ -102,7 +113,7 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
   void timeout(RequestNode& r);
   void retry_due(RequestNode& r);
 
-  Amounts amounts_for(BucketQueue& q, const RequestNode& r);
+  const Amounts& amounts_for(BucketQueue& q, const RequestNode& r);
   void refresh_names(BucketQueue& q);
   void make_ready(BucketQueue& q);
   void block(BucketQueue& q, Micros until, bool on_slots);
@@ -125,6 +136,9 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
   const Clock& clock_;
   const SchedulerOptions options_;
   std::shared_ptr<ProviderPlugin> provider_;
+  // The provider is exactly HeaderProvider, whose parse_response of a status < 400 without
+  // headers is an empty Observation: on_reply skips the call then.
+  bool plain_headers_;
   std::unique_ptr<Discovery> discovery_;  // null in Mode::basic
   Backoff backoff_;
   std::shared_ptr<AsioTimer> timer_;
@@ -148,6 +162,14 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
   std::map<std::string, DiscoveredBucket, std::less<>> announced_;  // Mode::account
 
   std::atomic<std::uint64_t> next_seq_{0};
+  NodePool pool_;
+
+  // any thread: the inbox, a FIFO through RequestNode::inbox_next. A drain is posted when the
+  // first node arrives; later ones ride along with it.
+  std::mutex inbox_mu_;
+  RequestNode* inbox_head_ = nullptr;
+  RequestNode* inbox_tail_ = nullptr;
+  bool drain_posted_ = false;
   mutable std::mutex announced_mu_;  // announced_ between discover_limits and the strand
 
   // any thread

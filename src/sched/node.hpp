@@ -35,7 +35,8 @@ struct Timed {
 };
 
 struct RequestNode {
-  enum class State : std::uint8_t { queued, acquiring, running, delayed, done };
+  // replied: its attempt's outcome is in, on_reply decides what comes next (finish frees it).
+  enum class State : std::uint8_t { queued, acquiring, running, replied, delayed, done };
 
   // `done` is move-constructed, never move-assigned: Boost 1.81's
   // any_completion_handler::operator=(&&) wraps the handler in itself and recurses forever.
@@ -68,6 +69,11 @@ struct RequestNode {
   // The reply's hand-off from any thread to the strand (see Core::start).
   std::atomic<int> reply_handoff{0};
   Outcome reply;
+
+  // In Core's inbox (guarded by its mutex): submitted, or (inbox_reply) replied from another
+  // thread, waiting for the strand's next drain.
+  RequestNode* inbox_next = nullptr;
+  bool inbox_reply = false;
 };
 
 }  // namespace admit::sched::detail

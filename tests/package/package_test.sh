@@ -184,7 +184,7 @@ for re in 'libadmit_(core|store|limiter|adapt|sqlite|redis)\.a' 'cmake/admit/adm
           'pkgconfig/admit\.pc' 'pkgconfig/admit-limiter\.pc'; do
   [ "$(grep -cE "^\./usr/lib/(.*/)?$re\$" <<<"$contents")" -ge 1 ] || fail "the .deb has no $re"
 done
-[ "$(grep -cE 'libadmit_[a-z]+\.a$' <<<"$contents")" -eq 6 ] || fail "the .deb has not 6 libraries"
+[ "$(grep -cE 'libadmit_[a-z]+\.a$' <<<"$contents")" -eq 7 ] || fail "the .deb has not 7 libraries"
 if grep -E '^\./usr/local|_CPack' <<<"$contents"; then fail "stray paths in the .deb"; fi
 info=$(dpkg-deb -I "$deb")
 grep -qE '^ +[0-9]+ bytes, .* conffiles *$' <<<"$info" ||

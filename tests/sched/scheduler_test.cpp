@@ -51,6 +51,7 @@ TEST_F(Sched, CoroutineAwaitsTheResultAndUsageIsReconciled) {
       EXPECT_EQ(st.available, 99);
     }
   }
+  EXPECT_EQ(s.stats().live, 0U) << "a finished request's record is freed";
 }
 
 TEST_F(Sched, CoroutineSeesSchedulerErrorsAsExceptions) {
@@ -184,6 +185,7 @@ TEST_F(Sched, RequestTimeoutWhileRunningAndTheLateReplyIsStillAccounted) {
   const auto st = limiter.stats("default", "gpt").limits.at(0);
   EXPECT_GE(st.available, 10'000 - 100);
   EXPECT_LT(st.available, 10'000 - 100 + 200);  // plus ~6 s of refill at 166/s
+  EXPECT_EQ(s.stats().live, 0U) << "freed once the late reply is in";
 }
 
 TEST_F(Sched, OverflowRejectFailsTheNewRequestAtOnce) {
@@ -243,6 +245,7 @@ TEST_F(Sched, BasicModeRetriesA429NotBeforeTheSimulatorsRetryAfter) {
   EXPECT_EQ(r2.back()->status, 200);
   EXPECT_EQ(d[2].result.attempts, static_cast<int>(r2.size()));
   EXPECT_GE(s.stats().retried, 1U);
+  EXPECT_EQ(s.stats().live, 0U) << "retried requests are freed too";
 }
 
 TEST_F(Sched, IntelligentModeRetriesA429AndHoldsTheBucketUntilRetryAfter) {
@@ -339,6 +342,7 @@ TEST_F(Sched, BreakerOpensFailsFastProbesHalfOpenAndCloses) {
   EXPECT_TRUE(probe.finished && !probe.error);
   EXPECT_TRUE(second.finished && !second.error);
   EXPECT_EQ(s.breaker_state("gpt"), BreakerState::closed);
+  EXPECT_EQ(s.stats().live, 0U) << "failed, fast-failed and probing requests are freed";
 }
 
 TEST_F(Sched, BreakerHalfOpenProbeFailureOpensAgain) {

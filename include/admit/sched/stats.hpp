@@ -15,6 +15,9 @@ struct SchedulerStats {
   std::uint64_t in_flight = 0;      ///< acquiring or running
   std::uint64_t delayed = 0;        ///< waiting to retry
   std::uint64_t breakers_open = 0;  ///< buckets whose breaker is open or half-open
+  /// Requests the scheduler still holds a record of: queued, running, waiting to retry, or
+  /// ended by a timeout while their reply is still due. 0 once everything has been answered.
+  std::uint64_t live = 0;
   // counters, since construction
   std::uint64_t submitted = 0;
   std::uint64_t dispatched = 0;  ///< attempts started (retries included)
