@@ -1,5 +1,6 @@
 // admitd: admission control over HTTP. Loads a YAML config into a Limiter backed by the
-// in-memory store and serves /healthz, /v1/decide, /v1/acquire and /v1/limits.
+// configured store (`store:`: memory, SQLite or Redis) and serves /healthz, /v1/decide,
+// /v1/acquire and /v1/limits.
 // Prints "listening on http://HOST:PORT" as the first line on stdout; logs on stderr.
 // Exit codes: 0 after a clean shutdown, 1 if the address cannot be listened on, 2 on bad
 // flags or config.
@@ -9,24 +10,22 @@
 #include <filesystem>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "admit/core/clock.hpp"
 #include "admit/limiter.hpp"
-#include "admit/store/memory_store.hpp"
 #include "admit/version.hpp"
 #include "common/http/server.hpp"
 #include "common/http/startup.hpp"
 #include "service/api.hpp"
+#include "service/auth.hpp"
 #include "service/config.hpp"
 #include "service/http_handler.hpp"
 
 namespace {
 
 constexpr const char* kDefaultConfig = "config/sample.yaml";
-
-bool is_loopback(const std::string& host) {
-  return host == "localhost" || host.starts_with("127.") || host == "[::1]";
-}
 
 }  // namespace
 
@@ -39,6 +38,8 @@ int main(int argc, char** argv) {
   int threads = 1;
   std::size_t max_connections = http::ServerOptions{}.max_connections;
   bool verbose = false;
+  bool insecure = false;
+  std::string token_file;
   auto* config_opt =
       app.add_option("--config", config_path,
                      "YAML config file (default: config/sample.yaml if it exists here)")
@@ -53,6 +54,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))
       ->capture_default_str();
   app.add_flag("-v,--verbose", verbose, "log one JSON line per request to stderr");
+  app.add_option("--token-file", token_file,
+                 "bearer tokens, one a line: TOKEN [decide|admin [NAMESPACE,...]]");
+  app.add_flag("--insecure", insecure,
+               "allow a non-loopback --listen without bearer tokens (no authentication)");
   app.set_version_flag("--version", "admitd " + std::string(admit::version_string));
   if (const auto rc = startup.parse(app, argc, argv)) return *rc;
 
@@ -81,27 +86,40 @@ int main(int argc, char** argv) {
 
   return startup.run([&] {
     const admit::service::Config config = admit::service::load_config(config_path);
-    admit::MemoryStore store;
+    std::vector<admit::service::TokenConfig> tokens = config.tokens;
+    if (!token_file.empty()) {
+      for (auto& t : admit::service::load_token_file(token_file)) tokens.push_back(std::move(t));
+    }
+    admit::service::Auth auth(tokens);  // std::invalid_argument: exit 2
+    if (const auto refusal = admit::service::bind_refusal(options.host, auth.enabled(), insecure)) {
+      throw std::invalid_argument(*refusal);
+    }
+    const admit::service::OpenStore store(config.store);
     admit::SystemClock clock;
     admit::LimiterOptions limiter_options;
     limiter_options.ns = config.ns;
-    admit::Limiter limiter(store, clock, limiter_options);
+    limiter_options.config = config.store.config;
+    limiter_options.config_ttl = config.store.config_ttl;
+    admit::Limiter limiter(store.store(), clock, limiter_options);
     admit::service::apply_config(config, limiter);
 
     admit::service::Api api(limiter);
-    admit::service::HttpHandler handler(api);
+    admit::service::HttpHandler handler(api, auth, admit::service::RequestGuard(config.http),
+                                        config.ns);
     http::Server server(handler, options);  // installs the signal handlers
     startup.listening(server);
-    if (!is_loopback(options.host)) {
+    if (!auth.enabled() && !admit::service::is_loopback(options.host)) {
       std::fprintf(stderr,
-                   "admitd: warning: listening on non-loopback %s; there is no authentication\n",
+                   "admitd: warning: --insecure: listening on non-loopback %s without "
+                   "authentication\n",
                    options.host.c_str());
     }
     std::fprintf(stderr,
                  "admitd listening on %s:%u, store=%s, config=%s, namespace=%s, threads=%d, "
                  "max_connections=%zu\n",
-                 options.host.c_str(), static_cast<unsigned>(server.port()), store.name().c_str(),
-                 config_path.c_str(), config.ns.c_str(), threads, server.max_connections());
+                 options.host.c_str(), static_cast<unsigned>(server.port()),
+                 store.describe().c_str(), config_path.c_str(), config.ns.c_str(), threads,
+                 server.max_connections());
     server.run();
     std::fprintf(stderr, "admitd: stopped\n");
     return http::kExitOk;

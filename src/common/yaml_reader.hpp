@@ -5,6 +5,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -83,6 +86,38 @@ class YamlReader {
     } catch (const ValidationError& e) {
       fail(at, path, value, e.reason());
     }
+  }
+
+  /// The scalar with each ${NAME} replaced by the environment variable NAME; $${ is "${".
+  std::string expand_env(const YAML::Node& n, const std::string& path) const {
+    const std::string& s = n.Scalar();
+    if (s.find('$') == std::string::npos) return s;
+    std::string out;
+    for (std::size_t i = 0; i < s.size();) {
+      if (s.compare(i, 3, "$${") == 0) {
+        out += "${";
+        i += 3;
+        continue;
+      }
+      if (s.compare(i, 2, "${") != 0) {
+        out += s[i++];
+        continue;
+      }
+      const std::size_t close = s.find('}', i + 2);
+      const std::string var = close == std::string::npos ? "" : s.substr(i + 2, close - i - 2);
+      const auto word = [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_';
+      };
+      if (var.empty() || std::isdigit(static_cast<unsigned char>(var[0])) != 0 ||
+          !std::all_of(var.begin(), var.end(), word)) {
+        fail(n, path, s, "expected ${NAME}, NAME of letters, digits and _ ($${ for a literal ${)");
+      }
+      const char* value = std::getenv(var.c_str());
+      if (value == nullptr) fail(n, path, s, "environment variable " + var + " is not set");
+      out += value;
+      i = close + 1;
+    }
+    return out;
   }
 
  protected:

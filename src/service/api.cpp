@@ -6,6 +6,7 @@
 
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
+#include "service/json_body.hpp"
 
 namespace admit::service {
 
@@ -15,11 +16,17 @@ namespace {
 
 constexpr std::size_t kMaxAmounts = 64;  // the Limiter checks at most 64 names per call
 
-/// A request the API refuses (400): what is wrong and which field.
+/// A request the API refuses (400): what is wrong, which field, and the stable code
+/// (json_body.hpp's codes).
 struct BadRequest {
   std::string error;
   std::string field;
+  std::string code = "invalid_request";
 };
+
+[[noreturn]] void refuse(const JsonError& e) {
+  throw BadRequest{e.message, e.field, std::string(to_string(e.code))};
+}
 
 struct Call {
   std::string entity;
@@ -31,43 +38,35 @@ Response reply(unsigned status, const json::object& body) {
   return Response{status, json::serialize(body), -1, {}};
 }
 
-Response error(unsigned status, std::string message, std::string field = {}) {
+Response error(unsigned status, std::string message, std::string field = {},
+               std::string code = {}) {
   json::object o;
   o["error"] = std::move(message);
+  if (!code.empty()) o["code"] = std::move(code);
   if (!field.empty()) o["field"] = std::move(field);
   return reply(status, o);
 }
 
+// A non-negative integer (json_body.hpp's strict reading: no fractions, no exponents).
 std::int64_t to_int(const json::value& v, const std::string& field) {
-  std::int64_t n = 0;
-  if (v.is_int64()) {
-    n = v.get_int64();
-  } else if (v.is_uint64()) {
-    if (v.get_uint64() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-      throw BadRequest{"must be an integer below 2^63", field};
-    }
-    n = static_cast<std::int64_t>(v.get_uint64());
-  } else {
-    throw BadRequest{"must be an integer", field};
-  }
-  if (n < 0) throw BadRequest{"must be >= 0", field};
-  return n;
+  auto n = service::to_int(v, field, 0, kMaxExact);
+  if (const JsonError* e = std::get_if<JsonError>(&n)) refuse(*e);
+  return std::get<std::int64_t>(n);
 }
 
 std::string to_str(const json::value& v, const std::string& field) {
   const json::string* s = v.if_string();
-  if (s == nullptr) throw BadRequest{"must be a string", field};
+  if (s == nullptr) throw BadRequest{"must be a string", field, "invalid_type"};
   validate_name(field, *s);  // ValidationError -> 400 naming the field
   return std::string(*s);
 }
 
-/// Parses {"entity", "resource", "amounts", ["timeout_ms"]}; throws BadRequest.
+/// Parses {"entity", "resource", "amounts", ["timeout_ms"]} strictly (duplicate keys, deep
+/// nesting, NaN, invalid UTF-8 refused: json_body.hpp); throws BadRequest.
 Call parse_call(std::string_view body, bool acquire) {
-  boost::system::error_code ec;
-  const json::value v = json::parse(body, ec);
-  if (ec) throw BadRequest{"invalid JSON: " + ec.message(), "body"};
-  const json::object* o = v.if_object();
-  if (o == nullptr) throw BadRequest{"the body must be a JSON object", "body"};
+  const auto parsed = parse_json_object(body);
+  if (const JsonError* e = std::get_if<JsonError>(&parsed)) refuse(*e);
+  const json::object* o = &std::get<json::object>(parsed);
   Call c;
   bool has_entity = false;
   bool has_resource = false;
@@ -82,23 +81,26 @@ Call parse_call(std::string_view body, bool acquire) {
       has_resource = true;
     } else if (key == "amounts") {
       const json::object* a = kv.value().if_object();
-      if (a == nullptr) throw BadRequest{"must be an object of limit name -> integer", "amounts"};
-      if (a->size() > kMaxAmounts) throw BadRequest{"at most 64 amounts", "amounts"};
+      if (a == nullptr)
+        throw BadRequest{"must be an object of limit name -> integer", "amounts", "invalid_type"};
+      if (a->size() > kMaxAmounts)
+        throw BadRequest{"at most 64 amounts", "amounts", "out_of_range"};
       for (const auto& [name, amount] : *a) {
         c.amounts.add(name, to_int(amount, "amounts." + std::string(name)));
       }
       has_amounts = true;
     } else if (acquire && key == "timeout_ms") {
       if (to_int(kv.value(), "timeout_ms") != 0) {
-        throw BadRequest{"only 0 (non-blocking) is supported in this version", "timeout_ms"};
+        throw BadRequest{"only 0 (non-blocking) is supported in this version", "timeout_ms",
+                         "out_of_range"};
       }
     } else {
-      throw BadRequest{"unknown field", std::string(key)};
+      throw BadRequest{"unknown field", std::string(key), "unknown_field"};
     }
   }
-  if (!has_entity) throw BadRequest{"missing field", "entity"};
-  if (!has_resource) throw BadRequest{"missing field", "resource"};
-  if (!has_amounts) throw BadRequest{"missing field", "amounts"};
+  if (!has_entity) throw BadRequest{"missing field", "entity", "missing_field"};
+  if (!has_resource) throw BadRequest{"missing field", "resource", "missing_field"};
+  if (!has_amounts) throw BadRequest{"missing field", "amounts", "missing_field"};
   return c;
 }
 
@@ -183,9 +185,9 @@ Response Api::handle(std::string_view method, std::string_view target,
     }
     return error(404, "no route " + printable(path));
   } catch (const BadRequest& e) {
-    return error(400, e.error, e.field);
+    return error(400, e.error, e.field, e.code);
   } catch (const ValidationError& e) {
-    return error(400, e.what(), e.field());
+    return error(400, e.what(), e.field(), "invalid_argument");
   } catch (const std::exception& e) {
     return error(500, std::string("internal error: ") + e.what());
   } catch (...) {

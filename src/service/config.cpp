@@ -3,9 +3,11 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -62,7 +64,13 @@ class Parser : detail::YamlReader {
   Config run(const std::string& text) {
     YAML::Node root;
     try {
-      root = YAML::Load(text);
+      std::vector<YAML::Node> docs = YAML::LoadAll(text);
+      if (docs.size() > 1) {
+        fail_at(second_document(text), "config", source_,
+                "a second YAML document (a config file is one document; remove the '---' "
+                "and merge it into the first)");
+      }
+      if (!docs.empty()) root = docs.front();
     } catch (const YAML::Exception& e) {
       fail_at(where(source_, e.mark), "config", source_, "YAML syntax error: " + e.msg);
     }
@@ -88,14 +96,21 @@ class Parser : detail::YamlReader {
         for (const Entry& en : entries(e.value, "entities")) {
           cfg.entities.push_back(entity(en));
         }
+      } else if (e.key == "store") {
+        cfg.store = parse_store_config(e.value, source_);
+      } else if (e.key == "auth") {
+        cfg.tokens = auth(e.value);
+      } else if (e.key == "http") {
+        cfg.http = http(e.value);
       } else if (e.key == "state" && with_state_) {
         state_list = e.value;  // checked against the limits once they are all read
       } else {
         fail(e.key_node, e.key, e.key,
-             std::string("unknown key (expected namespace, defaults, resources") +
-                 (with_state_ ? ", entities or state)" : " or entities)"));
+             std::string("unknown key (expected namespace, store, defaults, resources") +
+                 (with_state_ ? ", entities, auth, http or state)" : ", entities, auth or http)"));
       }
     }
+    check_parents_declared(cfg);
     check_cycles(cfg);
     if (state_list) state(*state_list, cfg);
     return cfg;
@@ -104,7 +119,28 @@ class Parser : detail::YamlReader {
  private:
   std::string string(const YAML::Node& n, const std::string& path) const {
     if (!n.IsScalar()) fail(n, path, show(n), "expected a string");
-    return n.Scalar();
+    return expand_env(n, path);
+  }
+
+  /// "file:line:1" of the marker that starts the second document: a "---" after content, or
+  /// a "..." (which ends the first); the file alone if none is found.
+  std::string second_document(const std::string& text) const {
+    bool content = false;  // a line of the first document that is not blank or a comment
+    std::size_t line = 1;
+    for (std::size_t pos = 0; pos < text.size(); ++line) {
+      const std::size_t end = std::min(text.find('\n', pos), text.size());
+      const std::string_view l(text.data() + pos, end - pos);
+      const bool start = l.starts_with("---");
+      if ((start && content) || l.starts_with("...")) {
+        return source_ + ":" + std::to_string(line) + ":1";
+      }
+      const std::size_t first = l.find_first_not_of(" \t\r");
+      if (!start && first != std::string_view::npos && l[first] != '#' && l[first] != '%') {
+        content = true;
+      }
+      pos = end + 1;
+    }
+    return source_;
   }
 
   std::string name(const YAML::Node& n, const std::string& path, std::string_view field) const {
@@ -116,6 +152,9 @@ class Parser : detail::YamlReader {
   std::int64_t integer(const YAML::Node& n, const std::string& path) const {
     if (!n.IsScalar()) fail(n, path, show(n), "expected a non-negative integer");
     const std::string& s = n.Scalar();
+    if (n.Tag() != "?") {  // quoted ("!") or explicitly tagged: a string, not a number
+      fail(n, path, s, "a quoted string where a number belongs (write it without quotes)");
+    }
     std::int64_t v = 0;
     const char* end = s.data() + s.size();
     const auto [p, ec] = std::from_chars(s.data(), end, v);
@@ -379,6 +418,120 @@ class Parser : detail::YamlReader {
     }
   }
 
+  // ---- auth and http ----
+
+  std::vector<std::string> string_list(const YAML::Node& n, const std::string& path) const {
+    if (!n.IsSequence()) fail(n, path, show(n), "expected a list of strings");
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < n.size(); ++i) {
+      out.push_back(string(n[i], path + "[" + std::to_string(i) + "]"));
+    }
+    return out;
+  }
+
+  std::vector<TokenConfig> auth(const YAML::Node& n) const {
+    std::vector<TokenConfig> out;
+    for (const Entry& e : entries(n, "auth")) {
+      if (e.key != "tokens") {
+        fail(e.key_node, join("auth", e.key), e.key, "unknown key (expected tokens)");
+      }
+      if (!e.value.IsSequence()) {
+        fail(e.value, "auth.tokens", show(e.value), "expected a list of tokens");
+      }
+      for (std::size_t i = 0; i < e.value.size(); ++i) {
+        out.push_back(token(e.value[i], "auth.tokens[" + std::to_string(i) + "]", out));
+      }
+    }
+    return out;
+  }
+
+  TokenConfig token(const YAML::Node& n, const std::string& path,
+                    const std::vector<TokenConfig>& before) const {
+    static const std::string kHidden = "(hidden)";  // a token never appears in a message
+    TokenConfig t;
+    t.where = where(source_, n.Mark());
+    bool has_token = false;
+    for (const Entry& e : entries(n, path)) {
+      const std::string p = join(path, e.key);
+      if (e.key == "token") {
+        t.token = string(e.value, p);
+        has_token = true;
+        if (t.token.size() < kMinTokenLength) {
+          fail(e.value, p, kHidden,
+               "shorter than " + std::to_string(kMinTokenLength) +
+                   " bytes (after ${ENV} substitution)");
+        }
+        if (!std::all_of(t.token.begin(), t.token.end(),
+                         [](char c) { return c > ' ' && c <= '~'; })) {
+          fail(e.value, p, kHidden, "holds a space, a control character or a non-ASCII byte");
+        }
+        for (std::size_t j = 0; j < before.size(); ++j) {
+          if (before[j].token == t.token) {
+            fail(e.value, p, kHidden, "the same token as auth.tokens[" + std::to_string(j) + "]");
+          }
+        }
+      } else if (e.key == "scope") {
+        const std::string s = string(e.value, p);
+        const std::optional<Scope> scope = scope_from(s);
+        if (!scope) fail(e.value, p, s, "expected decide or admin");
+        t.scope = *scope;
+      } else if (e.key == "namespaces") {
+        t.namespaces = string_list(e.value, p);
+        for (std::size_t j = 0; j < t.namespaces.size(); ++j) {
+          check_name(e.value[j], p + "[" + std::to_string(j) + "]", "namespace", t.namespaces[j]);
+        }
+      } else if (e.key == "name") {
+        t.name = name(e.value, p, "token name");
+      } else {
+        fail(e.key_node, p, e.key, "unknown key (expected token, scope, namespaces or name)");
+      }
+    }
+    if (!has_token) fail(n, join(path, "token"), "", "missing");
+    return t;
+  }
+
+  GuardOptions http(const YAML::Node& n) const {
+    GuardOptions out;
+    for (const Entry& e : entries(n, "http")) {
+      const std::string p = join("http", e.key);
+      if (e.key == "allowed_origins") {
+        out.allowed_origins = string_list(e.value, p);
+        for (std::size_t i = 0; i < out.allowed_origins.size(); ++i) {
+          const std::string& o = out.allowed_origins[i];
+          const std::size_t host = o.find("://");
+          if (!(o.starts_with("http://") || o.starts_with("https://")) || o.size() == host + 3 ||
+              o.find('/', host + 3) != std::string::npos) {
+            fail(e.value[i], p + "[" + std::to_string(i) + "]", o,
+                 "expected an origin: http[s]://HOST[:PORT], no path");
+          }
+        }
+      } else if (e.key == "allowed_hosts") {
+        out.allowed_hosts = string_list(e.value, p);
+        for (std::size_t i = 0; i < out.allowed_hosts.size(); ++i) {
+          const std::string& h = out.allowed_hosts[i];
+          if (h.empty() || h.find_first_of(" /\t") != std::string::npos) {
+            fail(e.value[i], p + "[" + std::to_string(i) + "]", h,
+                 "expected a host name, HOST:PORT or *");
+          }
+        }
+      } else {
+        fail(e.key_node, p, e.key, "unknown key (expected allowed_origins or allowed_hosts)");
+      }
+    }
+    return out;
+  }
+
+  static void check_parents_declared(const Config& cfg) {
+    std::set<std::string_view> declared;
+    for (const auto& e : cfg.entities) declared.insert(e.name);
+    for (const auto& e : cfg.entities) {
+      if (!e.parent.empty() && declared.count(e.parent) == 0) {
+        fail_at(e.parent_where, "entities." + e.name + ".parent", e.parent,
+                "parent is not declared under entities (add '" + e.parent + ": {}' there)");
+      }
+    }
+  }
+
   static void check_cycles(const Config& cfg) {
     std::map<std::string_view, std::string_view> parent;
     for (const auto& e : cfg.entities) parent[e.name] = e.parent;
@@ -542,6 +695,15 @@ std::string format_state_file(const Config& config) {
         out << YAML::EndMap;
       }
       out << YAML::EndMap;
+    }
+    // A parent with nothing of its own (a store keeps only the link) is declared, as the
+    // schema requires.
+    std::set<std::string_view> declared;
+    for (const EntityConfig& e : config.entities) declared.insert(e.name);
+    for (const EntityConfig& e : config.entities) {
+      if (!e.parent.empty() && declared.insert(e.parent).second) {
+        out << YAML::Key << e.parent << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::EndMap;
+      }
     }
     out << YAML::EndMap;
   }

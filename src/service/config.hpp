@@ -12,6 +12,9 @@
 
 #include "admit/core/limit.hpp"
 #include "admit/store/sqlite_store.hpp"
+#include "service/auth.hpp"
+#include "service/request_guard.hpp"
+#include "service/store_config.hpp"
 
 namespace admit {
 class Limiter;
@@ -33,14 +36,20 @@ struct EntityConfig {
 struct Config {
   std::string source;  ///< file name, for messages
   std::string ns = "default";
+  StoreConfig store;  ///< `store:`; the in-memory store when absent
   LimitList defaults;
   std::vector<std::pair<std::string, LimitList>> resources;  ///< in file order
   std::vector<EntityConfig> entities;                        ///< in file order
   UsageState state;  ///< a state file's usage records, in file order (a config file: none)
+  std::vector<TokenConfig> tokens;  ///< auth.tokens, ${ENV} substituted (Auth)
+  GuardOptions http;                ///< http.allowed_origins, http.allowed_hosts (RequestGuard)
 };
 
 /**
- * Reads and validates a YAML config file.
+ * Reads and validates a YAML config file. The file is one YAML document; numbers are plain
+ * (`500`, not `"500"`); a parent must be declared under `entities`. `${NAME}` in a string
+ * value is replaced by the environment variable NAME (an unset one is an error; `$${` is a
+ * literal `${`).
  * @throws ValidationError whose field() is the YAML path (e.g. "resources.gpt-4o[1].per"),
  *         whose value() is the offending value and whose message ends with "(file:line:col)".
  */

@@ -1,11 +1,26 @@
 #include "service/http_handler.hpp"
 
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "service/api.hpp"
 
 namespace admit::service {
+
+namespace json = boost::json;
+
+namespace {
+
+http::Response refuse(unsigned status, std::string_view code, const std::string& message) {
+  return to_http(
+      Response{status, json::serialize(json::object{{"error", message}, {"code", code}}), -1, {}});
+}
+
+}  // namespace
 
 http::Response to_http(const Response& r) {
   http::Response out;
@@ -19,8 +34,53 @@ http::Response to_http(const Response& r) {
   return out;
 }
 
+std::string request_namespace(std::string_view body, std::string_view fallback) {
+  boost::system::error_code ec;
+  const json::value v = json::parse(json::string_view(body.data(), body.size()), ec);
+  if (!ec && v.is_object()) {
+    if (const json::value* ns = v.get_object().if_contains("namespace")) {
+      if (const json::string* s = ns->if_string()) return std::string(*s);
+    }
+  }
+  return std::string(fallback);
+}
+
 void HttpHandler::handle(const http::Request& request, http::Exchange exchange) {
-  exchange.respond(to_http(api_.handle(request.method, request.target, request.body)));
+  if (const std::optional<Refusal> r = guard_.check(request)) {
+    return exchange.respond(refuse(r->status, r->code, r->message));
+  }
+  if (std::optional<http::Response> pre = guard_.preflight(request)) {
+    return exchange.respond(std::move(*pre));
+  }
+  const std::string_view path = request.target.substr(0, request.target.find('?'));
+  if (const std::optional<Scope> scope = required_scope(request.method, path);
+      scope && auth_.enabled()) {
+    const std::string_view authorization = request.header("Authorization");
+    const Principal* who = auth_.authenticate(authorization);
+    // The body's namespace is read only for a token limited to some namespaces.
+    const Auth::Verdict v = auth_.check(
+        who, *scope,
+        who != nullptr && !who->namespaces.empty() ? request_namespace(request.body, ns_) : ns_);
+    if (v.status != 0) {
+      const bool missing = authorization.empty();
+      http::Response res =
+          refuse(v.status, v.status == 401 ? "unauthorized" : "forbidden",
+                 missing ? std::string("a bearer token is required (Authorization: Bearer ...)")
+                 : who == nullptr ? std::string("invalid bearer token")
+                                  : v.message);
+      // RFC 6750 section 3.
+      res.headers.emplace_back("WWW-Authenticate",
+                               v.status == 403
+                                   ? R"(Bearer realm="admitd", error="insufficient_scope")"
+                               : missing ? R"(Bearer realm="admitd")"
+                                         : R"(Bearer realm="admitd", error="invalid_token")");
+      guard_.add_cors_headers(request, res);
+      return exchange.respond(std::move(res));
+    }
+  }
+  http::Response res = to_http(api_.handle(request.method, request.target, request.body));
+  guard_.add_cors_headers(request, res);
+  exchange.respond(std::move(res));
 }
 
 http::Response HttpHandler::reject(unsigned status, std::string_view message) {

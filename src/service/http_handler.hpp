@@ -1,11 +1,17 @@
-// admitd's routes on the shared HTTP server (src/common/http): each request goes to the Api,
-// whose Response becomes a JSON response (Content-Type, Retry-After, Allow). The transport
-// (keep-alive, limits, timeouts, graceful stop) is admit::http::Server's.
+// admitd's routes on the shared HTTP server (src/common/http): each request passes the
+// RequestGuard (Host, Origin, Content-Type) and, when tokens are configured, Auth (the bearer
+// token, its scope and namespaces), then goes to the Api, whose Response becomes a JSON
+// response (Content-Type, Retry-After, Allow). The transport (keep-alive, limits, timeouts,
+// graceful stop) is admit::http::Server's.
 #pragma once
 
+#include <string>
 #include <string_view>
+#include <utility>
 
 #include "common/http/server.hpp"
+#include "service/auth.hpp"
+#include "service/request_guard.hpp"
 
 namespace admit::service {
 
@@ -15,16 +21,26 @@ struct Response;
 /// The HTTP response for an Api response: JSON body and a final newline.
 http::Response to_http(const Response& r);
 
+/// The namespace a request names: the string field `namespace` of a JSON object body, else
+/// `fallback` (a body that is not such an object, or has no such field).
+std::string request_namespace(std::string_view body, std::string_view fallback);
+
 class HttpHandler final : public http::Handler {
  public:
-  /// `api` must outlive the handler.
-  explicit HttpHandler(Api& api) : api_(api) {}
+  /// `api` must outlive the handler. `ns` is the namespace of a request that names none.
+  /// Without `auth` tokens every request is allowed (the guard still checks).
+  explicit HttpHandler(Api& api, Auth auth = {}, RequestGuard guard = {},
+                       std::string ns = "default")
+      : api_(api), auth_(std::move(auth)), guard_(std::move(guard)), ns_(std::move(ns)) {}
 
   void handle(const http::Request& request, http::Exchange exchange) override;
   http::Response reject(unsigned status, std::string_view message) override;
 
  private:
   Api& api_;
+  Auth auth_;
+  RequestGuard guard_;
+  std::string ns_;
 };
 
 }  // namespace admit::service

@@ -59,6 +59,22 @@ if start "$ROOT/config/sample.yaml"; then
   req POST /v1/acquire '{"entity":"u","resource":"gpt-4o","amounts":{"rpm":1},"timeout_ms":500}'
   check "timeout_ms != 0 is 400" has '"field":"timeout_ms"'
 
+  # Strict bodies (json_body.hpp): a filter in front of admitd must not read another entity.
+  req POST /v1/acquire '{"entity":"free-user","entity":"victim","resource":"gpt-4o","amounts":{"rpm":1}}'
+  check "duplicate key 400" is 400
+  check "duplicate key code" has '"code":"duplicate_key"'
+  req POST /v1/acquire '{"entity":"u","resource":"gpt-4o","amounts":{"rpm":1.0}}'
+  check "1.0 is not an integer" has '"code":"invalid_type"'
+  req POST /v1/acquire '{"entity":"u","resource":"gpt-4o","amounts":{"rpm":NaN}}'
+  check "NaN refused" has '"code":"invalid_json"'
+  nested=$(printf '{"a":%.0s' $(seq 40))1$(printf '}%.0s' $(seq 40))
+  req POST /v1/decide "$nested"
+  check "40 levels deep refused" has '"code":"too_deep"'
+  req POST /v1/decide "$(printf '{"entity":"\xff","resource":"gpt-4o","amounts":{}}')"
+  check "invalid UTF-8 refused" has '"code":"invalid_json"'
+  req GET /healthz
+  check "still serving after the strict-body checks" is 200
+
   req POST /v1/decide '{"entity":"u","resource":"gpt-4o","amounts":{"tokens":5}}'
   check "unknown limit: decide 200" is 200
   check "unknown limit: code unknown_limit" has '"code":"unknown_limit"'
@@ -118,7 +134,8 @@ if start "$ROOT/config/sample.yaml"; then
   check "NUL in a name: 400" is 400
   check "NUL in a name: the whole message" has "invalid entity 'a\\\\x00b': must be printable ASCII"
   # The 404 body quotes the path as valid UTF-8, whatever bytes it held.
-  printf 'GET /\xff\xfe%%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' | raw send "$PORT" >"$TMP/raw"
+  # (Host: an IP address; a name like "x" gets 421, tests/service/security_test.sh)
+  printf 'GET /\xff\xfe%%00 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' | raw send "$PORT" >"$TMP/raw"
   grep -q "^HTTP/1.1 404 " "$TMP/raw" && python3 -c 'import sys; open(sys.argv[1], "rb").read().decode("utf-8")' "$TMP/raw" &&
     grep -qF 'no route /\\xff\\xfe%00' "$TMP/raw" && ok "404 of an invalid UTF-8 path: escaped" ||
     ko "404 of an invalid UTF-8 path: escaped" "$(od -c "$TMP/raw" | tail -4)"

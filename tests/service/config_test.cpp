@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -200,7 +201,171 @@ INSTANTIATE_TEST_SUITE_P(Cases, BadConfigTest, ::testing::Values(
   Bad{"- just\n- a list\n",
       "config", "t.yaml", "expected a mapping"},
   Bad{"",
-      "config", "t.yaml", "expected a mapping"}));
+      "config", "t.yaml", "expected a mapping"},
+  // A second YAML document used to be ignored silently.
+  Bad{"namespace: a\n---\nnamespace: b\n",
+      "config", "t.yaml", "a second YAML document (a config file is one document; remove the '---' and merge it into the first) (t.yaml:2:1)"},
+  Bad{"# leading comment\n---\nresources: {}\n---\nentities: {}\n",
+      "config", "t.yaml", "a second YAML document (a config file is one document; remove the '---' and merge it into the first) (t.yaml:4:1)"},
+  // A quoted number is a string, not a number.
+  Bad{"resources:\n  m:\n    - {name: rpm, per: minute, limit: \"500\"}\n",
+      "resources.m[0].limit", "500", "a quoted string where a number belongs (write it without quotes) (t.yaml:3:39)"},
+  Bad{"resources:\n  m:\n    - {name: c, concurrency: '5'}\n",
+      "resources.m[0].concurrency", "5", "where a number belongs (write it without quotes) (t.yaml:3:30)"},
+  Bad{"resources:\n  m:\n    - {name: t, per: hour, limit: 5, burst: !!str 9}\n",
+      "resources.m[0].burst", "9", "a quoted string where a number belongs"},
+  // A parent must be declared.
+  Bad{"entities:\n  user-1: {parent: team-x}\n",
+      "entities.user-1.parent", "team-x", "parent is not declared under entities (add 'team-x: {}' there) (t.yaml:2:20)"},
+  Bad{"entities:\n  a:\n    parent: b\n  b:\n    parent: c\n",
+      "entities.b.parent", "c", "not declared under entities (add 'c: {}' there) (t.yaml:5:13)"},
+  // auth and http.
+  Bad{"auth:\n  tokens:\n    - {token: short}\n",
+      "auth.tokens[0].token", "(hidden)", "shorter than 16 bytes"},
+  Bad{"auth:\n  tokens:\n    - {token: 0123456789abcdef, scope: root}\n",
+      "auth.tokens[0].scope", "root", "expected decide or admin (t.yaml:3:"},
+  Bad{"auth:\n  tokens:\n    - {token: 0123456789abcdef}\n    - {token: 0123456789abcdef}\n",
+      "auth.tokens[1].token", "(hidden)", "the same token as auth.tokens[0]"},
+  Bad{"auth:\n  tokens:\n    - {scope: admin}\n",
+      "auth.tokens[0].token", "", "missing"},
+  Bad{"auth:\n  tokens:\n    - {token: 0123456789abcdef, namespaces: [a b]}\n",
+      "auth.tokens[0].namespaces[0]", "a b", "printable ASCII"},
+  Bad{"auth:\n  tokens:\n    - {token: 0123456789abcdef, role: x}\n",
+      "auth.tokens[0].role", "role", "unknown key"},
+  Bad{"auth:\n  users: []\n",
+      "auth.users", "users", "unknown key (expected tokens)"},
+  Bad{"auth:\n  tokens:\n    - {token: \"${ADMIT_TEST_UNSET_VARIABLE}\"}\n",
+      "auth.tokens[0].token", "${ADMIT_TEST_UNSET_VARIABLE}", "environment variable ADMIT_TEST_UNSET_VARIABLE is not set (t.yaml:3:"},
+  Bad{"namespace: \"${1X}\"\n",
+      "namespace", "${1X}", "expected ${NAME}"},
+  Bad{"namespace: \"${X\"\n",
+      "namespace", "${X", "expected ${NAME}"},
+  Bad{"http:\n  allowed_origins: [\"https://app.example/path\"]\n",
+      "http.allowed_origins[0]", "https://app.example/path", "expected an origin"},
+  Bad{"http:\n  allowed_origins: [\"app.example\"]\n",
+      "http.allowed_origins[0]", "app.example", "expected an origin"},
+  Bad{"http:\n  allowed_hosts: [\"a b\"]\n",
+      "http.allowed_hosts[0]", "a b", "expected a host name"},
+  Bad{"http:\n  cors: true\n",
+      "http.cors", "cors", "unknown key (expected allowed_origins or allowed_hosts)"}));
+// clang-format on
+
+// Verifies the auth and http sections, and ${ENV} substitution in string values.
+TEST(ConfigTest, AuthHttpAndEnvironment) {
+  ASSERT_EQ(setenv("ADMIT_TEST_TOKEN", "s3cret-from-the-environment", 1), 0);
+  ASSERT_EQ(setenv("ADMIT_TEST_NS", "team-a", 1), 0);
+  const Config c = parse_config(R"(
+namespace: "${ADMIT_TEST_NS}"
+auth:
+  tokens:
+    - {token: "${ADMIT_TEST_TOKEN}", scope: decide, namespaces: [team-a, team-b], name: app}
+    - token: "admin-$${literal}-0123456789"
+      scope: admin
+http:
+  allowed_origins: ["https://app.example", "http://localhost:3000"]
+  allowed_hosts: [admit.internal, "admit.example:8443"]
+)",
+                                "t.yaml");
+  EXPECT_EQ(c.ns, "team-a");
+  ASSERT_EQ(c.tokens.size(), 2u);
+  EXPECT_EQ(c.tokens[0].token, "s3cret-from-the-environment");
+  EXPECT_EQ(c.tokens[0].scope, Scope::decide);
+  EXPECT_EQ(c.tokens[0].namespaces, (std::vector<std::string>{"team-a", "team-b"}));
+  EXPECT_EQ(c.tokens[0].name, "app");
+  EXPECT_EQ(c.tokens[0].where, "t.yaml:5:7");
+  EXPECT_EQ(c.tokens[1].token, "admin-${literal}-0123456789");
+  EXPECT_EQ(c.tokens[1].scope, Scope::admin);
+  EXPECT_TRUE(c.tokens[1].namespaces.empty());
+  EXPECT_EQ(c.http.allowed_origins,
+            (std::vector<std::string>{"https://app.example", "http://localhost:3000"}));
+  EXPECT_EQ(c.http.allowed_hosts,
+            (std::vector<std::string>{"admit.internal", "admit.example:8443"}));
+  EXPECT_NO_THROW(Auth{c.tokens});
+
+  // A token is never quoted in an error, even when it is what is wrong.
+  try {
+    (void)parse_config(
+        "auth:\n  tokens:\n    - {token: \"${ADMIT_TEST_TOKEN}\", scope: x}\n"
+        "    - {token: \"${ADMIT_TEST_TOKEN}\"}\n",
+        "t.yaml");
+    FAIL();
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(std::string(e.what()).find("s3cret"), std::string::npos) << e.what();
+  }
+  unsetenv("ADMIT_TEST_TOKEN");
+  unsetenv("ADMIT_TEST_NS");
+}
+
+// Verifies that plain numbers, quoted strings where strings belong, a lone document with its
+// markers, and declared parents (in any order) still load.
+TEST(ConfigTest, WhatTheRefusalsLeave) {
+  const Config c = parse_config(R"(%YAML 1.2
+---
+resources:
+  m:
+    - {name: w, window: day, limit: 5, reset_at: "06:00", time_zone: "UTC"}
+entities:
+  u: {parent: t}
+  t:
+...
+)",
+                                "t.yaml");
+  ASSERT_EQ(c.entities.size(), 2u);
+  EXPECT_EQ(c.entities[0].parent, "t");
+  EXPECT_EQ(c.resources[0].second[0].window_spec().reset_at, "06:00");
+}
+
+TEST(ConfigTest, StoreSection) {
+  EXPECT_EQ(parse_config("namespace: a\n", "t.yaml").store.kind, StoreKind::memory);
+  const Config sqlite =
+      parse_config("store: {url: \"sqlite:/tmp/a.db\", durability: write_behind}\n", "t.yaml");
+  EXPECT_EQ(sqlite.store.kind, StoreKind::sqlite);
+  EXPECT_EQ(sqlite.store.sqlite.path, "/tmp/a.db");
+  EXPECT_EQ(sqlite.store.sqlite.durability, Durability::write_behind);
+  EXPECT_EQ(sqlite.store.guard.policy, UnavailablePolicy::fail_closed);
+
+  ::setenv("ADMIT_TEST_REDIS_PASSWORD", "s3cret", 1);
+  const Config redis = parse_config(R"(store:
+  url: redis://:${ADMIT_TEST_REDIS_PASSWORD}@10.0.0.7:6380/2
+  prefix: team
+  unavailable: local_fallback
+  fleet_size: 3
+  limits: store
+  limits_ttl_ms: 5000
+)",
+                                    "t.yaml");
+  const StoreConfig& r = redis.store;
+  EXPECT_EQ(r.kind, StoreKind::redis);
+  EXPECT_EQ(r.redis.client.password, "s3cret");
+  EXPECT_EQ(r.redis.client.db, 2);
+  EXPECT_EQ(r.redis.client.seeds.at(0).to_string(), "10.0.0.7:6380");
+  EXPECT_EQ(r.url, "redis://10.0.0.7:6380/2") << "no password in what is logged";
+  EXPECT_EQ(r.redis.prefix, "team");
+  EXPECT_EQ(r.guard.policy, UnavailablePolicy::local_fallback);
+  EXPECT_EQ(r.guard.fleet_size, 3);
+  EXPECT_EQ(r.config, ConfigMode::store);
+  EXPECT_EQ(r.config_ttl, 5 * kMicrosPerSecond);
+
+  const Config cluster = parse_config("store: redis+cluster://a:7000, b:7001\n", "t.yaml");
+  EXPECT_TRUE(cluster.store.redis.client.cluster);
+  EXPECT_EQ(cluster.store.redis.client.seeds.size(), 2U);
+}
+
+// clang-format off
+INSTANTIATE_TEST_SUITE_P(Store, BadConfigTest, ::testing::Values(
+  Bad{"store: rediss://h:6379\n", "store", "rediss://h:6379", "TLS (rediss://) is not supported"},
+  Bad{"store: postgres://h\n", "store", "postgres://h", "expected memory, sqlite:PATH"},
+  Bad{"store: \"sqlite:\"\n", "store", "sqlite:", "needs a file path"},
+  Bad{"store: redis://h:99999\n", "store", "redis://h:99999", "port"},
+  Bad{"store: {durability: per_op}\n", "store.url", "{...}", "missing key"},
+  Bad{"store: {url: memory, unavailable: fail_open}\n", "store.unavailable", "unavailable", "always available"},
+  Bad{"store: {url: \"sqlite:a.db\", prefix: x}\n", "store.prefix", "prefix", "redis stores only"},
+  Bad{"store: {url: redis://h, durability: per_op}\n", "store.durability", "durability", "sqlite: stores only"},
+  Bad{"store: {url: redis://h, unavailable: maybe}\n", "store.unavailable", "maybe", "expected fail_closed"},
+  Bad{"store: {url: redis://h, fleet_size: \"3\"}\n", "store.fleet_size", "3", "unquoted integer"},
+  Bad{"store: {url: redis://h, fleet_size: 0}\n", "store.fleet_size", "0", "within 1..100000"},
+  Bad{"store: {url: memory, limits: remote}\n", "store.limits", "remote", "expected local or store"},
+  Bad{"store: {url: memory, colour: red}\n", "store.colour", "colour", "unknown key"}));
 // clang-format on
 
 TEST(ConfigTest, MissingFile) {
@@ -225,6 +390,7 @@ TEST(ConfigTest, ApplyChecksNamespaceAndDepth) {
   for (int i = 0; i < 4; ++i) {
     yaml += "  e" + std::to_string(i) + ": {parent: e" + std::to_string(i + 1) + "}\n";
   }
+  yaml += "  e4:\n";  // the root, declared
   const Config chain = parse_config(yaml, "t.yaml");
   EXPECT_NO_THROW(Fixture(chain, 4));
   try {
@@ -240,7 +406,7 @@ TEST(ConfigTest, ApplyChecksNamespaceAndDepth) {
 // Verifies the depth refusal names the entity whose chain is too deep whatever the order the
 // file declares the chain in (here root-first: e3 -> e4 first, e0 last).
 TEST(ConfigTest, ApplyDepthErrorNamesTheDeepestEntityInAnyOrder) {
-  std::string yaml = "entities:\n";
+  std::string yaml = "entities:\n  e4:\n";
   for (int i = 3; i >= 0; --i) {
     yaml += "  e" + std::to_string(i) + ": {parent: e" + std::to_string(i + 1) + "}\n";
   }

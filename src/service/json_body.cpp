@@ -1,0 +1,334 @@
+#include "service/json_body.hpp"
+
+#include <boost/json/basic_parser_impl.hpp>
+#include <boost/json/parse.hpp>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "admit/core/error.hpp"
+
+namespace admit::service {
+
+namespace json = boost::json;
+
+namespace {
+
+JsonError make_error(JsonErrc code, std::string field, std::string message) {
+  return JsonError{code, std::move(field), std::move(message)};
+}
+
+/// A basic_parser handler that builds nothing: it finds duplicate keys (at any depth) and
+/// remembers where they are. Boost.JSON checks the syntax, the UTF-8 and the depth;
+/// json::parse() then builds the value of a body that passed, refusing trailing bytes.
+class DuplicateKeyFinder {
+ public:
+  static constexpr std::size_t max_object_size = std::size_t(-1);
+  static constexpr std::size_t max_array_size = std::size_t(-1);
+  static constexpr std::size_t max_key_size = std::size_t(-1);
+  static constexpr std::size_t max_string_size = std::size_t(-1);
+
+  std::optional<JsonError> error;
+
+  bool on_document_begin(boost::system::error_code&) { return true; }
+  bool on_document_end(boost::system::error_code&) { return true; }
+  bool on_array_begin(boost::system::error_code&) {
+    value_begins();
+    frames_.push_back(Frame{false, {}, {}, 0});
+    return true;
+  }
+  bool on_array_end(std::size_t, boost::system::error_code&) {
+    frames_.pop_back();
+    return true;
+  }
+  bool on_object_begin(boost::system::error_code&) {
+    value_begins();
+    frames_.push_back(Frame{true, {}, {}, 0});
+    return true;
+  }
+  bool on_object_end(std::size_t, boost::system::error_code&) {
+    frames_.pop_back();
+    return true;
+  }
+  bool on_string_part(json::string_view, std::size_t, boost::system::error_code&) { return true; }
+  bool on_string(json::string_view, std::size_t, boost::system::error_code&) {
+    value_begins();
+    return true;
+  }
+  bool on_key_part(json::string_view s, std::size_t, boost::system::error_code&) {
+    key_.append(s.data(), s.size());
+    return true;
+  }
+  bool on_key(json::string_view s, std::size_t, boost::system::error_code& ec) {
+    key_.append(s.data(), s.size());
+    Frame& f = frames_.back();
+    if (!f.keys.insert(key_).second) {
+      error = make_error(JsonErrc::duplicate_key, path(key_),
+                         "duplicate key '" + printable(key_) + "'");
+      ec = json::error::syntax;  // stops the parser; `error` says why
+      return false;
+    }
+    f.key = std::move(key_);
+    key_.clear();
+    return true;
+  }
+  bool on_number_part(json::string_view, boost::system::error_code&) { return true; }
+  bool on_int64(std::int64_t, json::string_view, boost::system::error_code&) {
+    value_begins();
+    return true;
+  }
+  bool on_uint64(std::uint64_t, json::string_view, boost::system::error_code&) {
+    value_begins();
+    return true;
+  }
+  bool on_double(double d, json::string_view, boost::system::error_code& ec) {
+    value_begins();
+    if (!std::isfinite(d)) {  // 1e999, and 0e30337 which Boost.JSON 1.81 reads as infinite
+      error = make_error(JsonErrc::out_of_range, prefix(frames_.size()),
+                         "number out of range (not a finite double)");
+      ec = json::error::syntax;
+      return false;
+    }
+    return true;
+  }
+  bool on_bool(bool, boost::system::error_code&) {
+    value_begins();
+    return true;
+  }
+  bool on_null(boost::system::error_code&) {
+    value_begins();
+    return true;
+  }
+  bool on_comment_part(json::string_view, boost::system::error_code&) { return true; }
+  bool on_comment(json::string_view, boost::system::error_code&) { return true; }
+
+ private:
+  struct Frame {
+    bool object;
+    std::unordered_set<std::string> keys;  // an object's keys so far
+    std::string key;                       // an object's current key
+    std::size_t next_index;                // an array's next element
+  };
+
+  void value_begins() {
+    if (!frames_.empty() && !frames_.back().object) ++frames_.back().next_index;
+  }
+
+  /// The dotted path of `key` in the innermost object.
+  std::string path(std::string_view key) const {
+    return field_path(prefix(frames_.size() - 1), printable(key));
+  }
+
+  /// The path of the current value of the first `n` frames ("body" for none).
+  std::string prefix(std::size_t n) const {
+    std::string out;
+    for (std::size_t i = 0; i < n; ++i) {
+      const Frame& f = frames_[i];
+      if (f.object) {
+        out = field_path(out, printable(f.key));
+      } else {
+        out += '[';
+        out += std::to_string(f.next_index - 1);
+        out += ']';
+      }
+    }
+    return out.empty() && n == frames_.size() ? "body" : out;
+  }
+
+  std::vector<Frame> frames_;
+  std::string key_;  // the key being read (keys may come in parts)
+};
+
+json::parse_options options(const JsonLimits& limits) {
+  json::parse_options o;
+  o.max_depth = limits.max_depth;
+  o.allow_comments = false;
+  o.allow_trailing_commas = false;
+  o.allow_invalid_utf8 = false;
+  return o;
+}
+
+JsonError syntax_error(const boost::system::error_code& ec) {
+  if (ec == json::error::too_deep) {
+    return make_error(JsonErrc::too_deep, "body", "nested too deeply");
+  }
+  return make_error(JsonErrc::invalid_json, "body", "invalid JSON: " + ec.message());
+}
+
+const char* kind_name(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::null:
+      return "null";
+    case json::kind::bool_:
+      return "a bool";
+    case json::kind::int64:
+    case json::kind::uint64:
+    case json::kind::double_:
+      return "a number";
+    case json::kind::string:
+      return "a string";
+    case json::kind::array:
+      return "an array";
+    case json::kind::object:
+      return "an object";
+  }
+  return "a value";
+}
+
+JsonError wrong_type(const json::value& v, std::string field, std::string_view expected) {
+  return make_error(JsonErrc::invalid_type, std::move(field),
+                    "must be " + std::string(expected) + ", not " + kind_name(v));
+}
+
+JsonError missing(std::string field) {
+  return make_error(JsonErrc::missing_field, std::move(field), "missing field");
+}
+
+}  // namespace
+
+std::string_view to_string(JsonErrc c) noexcept {
+  switch (c) {
+    case JsonErrc::invalid_json:
+      return "invalid_json";
+    case JsonErrc::duplicate_key:
+      return "duplicate_key";
+    case JsonErrc::too_deep:
+      return "too_deep";
+    case JsonErrc::not_an_object:
+      return "not_an_object";
+    case JsonErrc::missing_field:
+      return "missing_field";
+    case JsonErrc::unknown_field:
+      return "unknown_field";
+    case JsonErrc::invalid_type:
+      return "invalid_type";
+    case JsonErrc::out_of_range:
+      return "out_of_range";
+  }
+  return "invalid_json";
+}
+
+json::object JsonError::to_json() const {
+  json::object o;
+  o["error"] = message;
+  o["code"] = to_string(code);
+  o["field"] = field;
+  return o;
+}
+
+std::string field_path(std::string_view path, std::string_view key) {
+  std::string out(path);
+  if (!out.empty()) out += '.';
+  out += key.empty() ? std::string_view(R"("")") : key;  // the empty key, visibly
+  return out;
+}
+
+JsonResult<json::object> parse_json_object(std::string_view body, const JsonLimits& limits) {
+  const json::parse_options opts = options(limits);
+  {
+    json::basic_parser<DuplicateKeyFinder> p(opts);
+    boost::system::error_code ec;
+    p.write_some(false, body.data(), body.size(), ec);
+    if (p.handler().error) return *p.handler().error;
+    if (ec) return syntax_error(ec);
+  }
+  boost::system::error_code ec;
+  json::value v = json::parse(json::string_view(body.data(), body.size()), ec, {}, opts);
+  if (ec) return syntax_error(ec);  // bytes after the value (the first pass stops before them)
+  json::object* o = v.if_object();
+  if (o == nullptr) {
+    return make_error(JsonErrc::not_an_object, "body",
+                      std::string("the body must be a JSON object, not ") + kind_name(v));
+  }
+  return std::move(*o);
+}
+
+JsonResult<std::int64_t> to_int(const json::value& v, std::string_view field, std::int64_t min,
+                                std::int64_t max) {
+  auto range = [&] {
+    return make_error(
+        JsonErrc::out_of_range, std::string(field),
+        "must be an integer from " + std::to_string(min) + " to " + std::to_string(max));
+  };
+  std::int64_t n = 0;
+  if (v.is_int64()) {
+    n = v.get_int64();
+  } else if (v.is_uint64()) {
+    return range();  // above INT64_MAX
+  } else if (v.is_double()) {
+    // An integer literal beyond 64 bits parses as a double; so do 1.5 and 1e3.
+    const double d = v.get_double();
+    if (std::isfinite(d) && std::trunc(d) == d && std::fabs(d) >= 0x1p63) return range();
+    return make_error(JsonErrc::invalid_type, std::string(field),
+                      "must be an integer (no fraction or exponent)");
+  } else {
+    return wrong_type(v, std::string(field), "an integer");
+  }
+  if (n < min || n > max) return range();
+  return n;
+}
+
+JsonResult<std::int64_t> get_int(const json::object& obj, std::string_view key, std::int64_t min,
+                                 std::int64_t max, std::string_view path) {
+  const json::value* v = obj.if_contains(key);
+  if (v == nullptr) return missing(field_path(path, key));
+  return to_int(*v, field_path(path, key), min, max);
+}
+
+JsonResult<std::optional<std::int64_t>> get_optional_int(const json::object& obj,
+                                                         std::string_view key, std::int64_t min,
+                                                         std::int64_t max, std::string_view path) {
+  const json::value* v = obj.if_contains(key);
+  if (v == nullptr) return std::optional<std::int64_t>();
+  auto r = to_int(*v, field_path(path, key), min, max);
+  if (auto* e = std::get_if<JsonError>(&r)) return std::move(*e);
+  return std::optional<std::int64_t>(std::get<std::int64_t>(r));
+}
+
+JsonResult<std::string_view> get_string(const json::object& obj, std::string_view key,
+                                        std::size_t max_size, std::string_view path) {
+  const json::value* v = obj.if_contains(key);
+  if (v == nullptr) return missing(field_path(path, key));
+  const json::string* s = v->if_string();
+  if (s == nullptr) return wrong_type(*v, field_path(path, key), "a string");
+  if (s->size() > max_size) {
+    return make_error(JsonErrc::out_of_range, field_path(path, key),
+                      "longer than " + std::to_string(max_size) + " bytes");
+  }
+  return std::string_view(s->data(), s->size());
+}
+
+JsonResult<bool> get_bool(const json::object& obj, std::string_view key, std::string_view path) {
+  const json::value* v = obj.if_contains(key);
+  if (v == nullptr) return missing(field_path(path, key));
+  if (!v->is_bool()) return wrong_type(*v, field_path(path, key), "a bool");
+  return v->get_bool();
+}
+
+JsonResult<const json::object*> get_object(const json::object& obj, std::string_view key,
+                                           std::string_view path) {
+  const json::value* v = obj.if_contains(key);
+  if (v == nullptr) return missing(field_path(path, key));
+  const json::object* o = v->if_object();
+  if (o == nullptr) return wrong_type(*v, field_path(path, key), "an object");
+  return o;
+}
+
+std::optional<JsonError> check_fields(const json::object& obj,
+                                      std::initializer_list<std::string_view> allowed,
+                                      std::string_view path) {
+  for (const auto& kv : obj) {
+    bool known = false;
+    for (const std::string_view a : allowed) known = known || a == kv.key();
+    if (!known) {
+      return make_error(JsonErrc::unknown_field, field_path(path, printable(kv.key())),
+                        "unknown field");
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace admit::service

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# admitd on the stores its config names (`store:`), end to end:
+#   - a SQLite admitd killed with SIGKILL and restarted keeps what it counted;
+#   - two admitd on one redis-server are one fleet: 8 concurrent clients spread over both
+#     admit at most burst + rate * t, and every token is either admitted or still in the
+#     bucket at the end (so the fleet admits all it may, not N times the limit);
+#   - an unreachable Redis: `unavailable: fail_open` admits, the default fail_closed says 503.
+# The Redis part needs ADMIT_TEST_REDIS_URL (scripts/test starts a server and sets it); without
+# it the part is skipped, unless ADMIT_REQUIRE_REDIS=1.
+# Usage: bash tests/service/stores_test.sh path/to/admitd
+BIN=${1:?usage: stores_test.sh ADMITD_BINARY}
+NAME=admitd
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+# shellcheck source=../support/http_test.sh
+source "$ROOT/tests/support/http_test.sh"
+
+# ---------------------------------------------------------------- SQLite: SIGKILL, restart
+cat >"$TMP/sqlite.yaml" <<EOF
+store:
+  url: sqlite:$TMP/admit.db
+  durability: per_op
+resources:
+  gpt-4o:
+    - {name: rpd, limit: 100, per: day}
+EOF
+acquire='{"entity":"u1","resource":"gpt-4o","amounts":{"rpd":7}}'
+decide='{"entity":"u1","resource":"gpt-4o","amounts":{"rpd":1}}'
+if start_server --config "$TMP/sqlite.yaml" --listen 127.0.0.1:0; then
+  check "startup log names the sqlite store" grep -q "store=sqlite:$TMP/admit.db (per_op, fail_closed)" "$LOG"
+  n=0
+  for _ in 1 2 3; do req POST /v1/acquire "$acquire"; is 200 && n=$((n + 1)); done
+  [ "$n" -eq 3 ] && ok "3 acquires of 7 on sqlite" || ko "3 acquires of 7 on sqlite" "$n"
+  kill -KILL "$PID"
+  wait "$PID" 2>/dev/null
+  PID=""
+  if start_server --config "$TMP/sqlite.yaml" --listen 127.0.0.1:0; then
+    req POST /v1/decide "$decide"
+    check "after SIGKILL and restart: 100 - 21 left" has '"available":79'
+    stop_server
+  fi
+fi
+
+# ---------------------------------------------------------------- config errors
+cat >"$TMP/bad.yaml" <<EOF
+store:
+  url: sqlite:$TMP/x.db
+  prefix: nope
+EOF
+"$BIN" --config "$TMP/bad.yaml" --listen 127.0.0.1:0 >"$TMP/bad.out" 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && ok "a redis-only key on sqlite: exit 2" || ko "a redis-only key on sqlite: exit 2" "rc=$rc"
+check "the error names store.prefix and file:line" grep -q "store.prefix.*bad.yaml:3" "$TMP/bad.out"
+
+# ---------------------------------------------------------------- Redis down: fail_open
+cat >"$TMP/down.yaml" <<EOF
+store:
+  url: redis://127.0.0.1:1
+  connect_timeout_ms: 200
+  unavailable: fail_open
+resources:
+  gpt-4o:
+    - {name: rpm, limit: 1, per: minute}
+EOF
+if start_server --config "$TMP/down.yaml" --listen 127.0.0.1:0; then
+  req POST /v1/acquire '{"entity":"u","resource":"gpt-4o","amounts":{"rpm":1}}'
+  check "redis unreachable, fail_open: allowed" is 200
+  cat >"$TMP/closed.yaml" <<EOF
+store: redis://127.0.0.1:1
+resources:
+  gpt-4o:
+    - {name: rpm, limit: 1, per: minute}
+EOF
+  stop_server
+  if start_server --config "$TMP/closed.yaml" --listen 127.0.0.1:0; then
+    req POST /v1/acquire '{"entity":"u","resource":"gpt-4o","amounts":{"rpm":1}}'
+    check "redis unreachable, fail_closed: 503" is 503
+    check "code store_unavailable" has '"code":"store_unavailable"'
+    stop_server
+  fi
+fi
+
+# ---------------------------------------------------------------- Redis: a fleet of two
+if [ -z "${ADMIT_TEST_REDIS_URL:-}" ]; then
+  if [ "${ADMIT_REQUIRE_REDIS:-0}" = 1 ]; then
+    ko "redis part" "ADMIT_REQUIRE_REDIS=1 but ADMIT_TEST_REDIS_URL is not set"
+  else
+    echo "skip - redis part (ADMIT_TEST_REDIS_URL not set)"
+  fi
+  summary
+  exit
+fi
+
+prefix="fleet$$"
+cat >"$TMP/fleet.yaml" <<EOF
+store:
+  url: $ADMIT_TEST_REDIS_URL
+  prefix: $prefix
+resources:
+  gpt-4o:
+    - {name: rps, limit: 100, per: second, burst: 1000}
+EOF
+# The second admitd: started by hand (start_server tracks one process).
+"$BIN" --config "$TMP/fleet.yaml" --listen 127.0.0.1:0 >"$TMP/b.out" 2>"$TMP/b.log" &
+PID_B=$!
+trap 'kill $PID_B 2>/dev/null; http_test_cleanup' EXIT
+URL_B=""
+for _ in $(seq 100); do
+  URL_B=$(head -1 "$TMP/b.out" 2>/dev/null | sed -n 's|^listening on \(http://.*\)$|\1|p')
+  [ -n "$URL_B" ] && break
+  sleep 0.1
+done
+if [ -n "$URL_B" ] && start_server --config "$TMP/fleet.yaml" --listen 127.0.0.1:0; then
+  ok "two admitd on one redis ($URL and $URL_B)"
+  # 8 clients, half on each process, for 3 s of real time. The bucket is drained first (one
+  # acquire of the whole burst), so that it stays below its capacity for the whole run and
+  # no refill is lost however the clients are scheduled: then admitted + what the bucket has
+  # at the end is exactly what refilled since the drain, and admitted alone never exceeds
+  # burst + rate * t.
+  python3 - "$URL" "$URL_B" >"$TMP/fleet.out" 2>&1 <<'PY'
+import http.client, json, sys, threading, time, urllib.parse
+
+urls = sys.argv[1:3]
+def conn(url):
+    u = urllib.parse.urlparse(url)
+    return http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+def post(c, path, body):
+    c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    r = c.getresponse()
+    return r.status, json.loads(r.read())
+
+req = {"entity": "fleet-user", "resource": "gpt-4o", "amounts": {"rps": 1}}
+c0 = conn(urls[0])
+t0 = time.monotonic()
+status, _ = post(c0, "/v1/acquire", dict(req, amounts={"rps": 1000}))
+assert status == 200, status
+t_drained = time.monotonic()
+admitted = [0] * 8
+stop = t_drained + 3.0
+def client(i):
+    c = conn(urls[i % 2])
+    while time.monotonic() < stop:
+        s, _ = post(c, "/v1/acquire", req)
+        if s == 200:
+            admitted[i] += 1
+        elif s != 429:
+            raise SystemExit("unexpected status %d" % s)
+threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+s, d = post(c0, "/v1/decide", req)
+t1 = time.monotonic()
+left = [x["available"] for x in d["stats"] if x["limit"] == "rps"][0]
+n = sum(admitted)
+upper = 1000 + 100 * (t1 - t0)   # burst + rate * t (t from before the drain)
+print("admitted %d (per client %s), left %d, upper bound %.1f, refill since the drain %.1f..%.1f"
+      % (n, admitted, left, upper, 100 * (t1 - t_drained), 100 * (t1 - t0)))
+ok = True
+if 1000 + n > upper + 1:
+    print("FAIL: admitted more than burst + rate * t"); ok = False
+if n + left < 0.99 * 100 * (t1 - t_drained) - 1:
+    print("FAIL: tokens lost: admitted + left below 99%% of the refill"); ok = False
+if n + left > 100 * (t1 - t0) + 1:
+    print("FAIL: admitted + left above the refill"); ok = False
+if min(admitted) == 0:
+    print("FAIL: a client was never admitted"); ok = False
+sys.exit(0 if ok else 1)
+PY
+  rc=$?
+  cat "$TMP/fleet.out"
+  [ "$rc" -eq 0 ] && ok "fleet of two: exact across processes" || ko "fleet of two: exact across processes" "$(cat "$TMP/fleet.out")"
+  check "startup log names the redis store" grep -q "store=redis://.* (standalone, fail_closed)" "$LOG"
+  stop_server
+fi
+kill "$PID_B" 2>/dev/null
+wait "$PID_B" 2>/dev/null
+
+summary
