@@ -1,6 +1,11 @@
 // Scheduler: the public face of detail::Core (src/sched/core.hpp).
 #include "admit/sched/scheduler.hpp"
 
+#include <exception>
+#include <future>
+#include <memory>
+#include <utility>
+
 #include "core.hpp"
 
 namespace admit::sched {
@@ -17,6 +22,19 @@ Scheduler::~Scheduler() { core_->close(); }
 void Scheduler::submit_erased(RequestMetadata metadata, RequestFn fn,
                               boost::asio::any_completion_handler<SubmitSignature> done) {
   core_->submit(std::move(metadata), std::move(fn), std::move(done));
+}
+
+std::future<Result> Scheduler::submit(RequestMetadata metadata, RequestFn fn) {
+  auto promise = std::make_shared<std::promise<Result>>();
+  std::future<Result> result = promise->get_future();
+  async_submit(std::move(metadata), std::move(fn), [promise](std::exception_ptr error, Result r) {
+    if (error) {
+      promise->set_exception(std::move(error));
+    } else {
+      promise->set_value(std::move(r));
+    }
+  });
+  return result;
 }
 
 std::size_t Scheduler::discover_limits() { return core_->discover_limits(); }
