@@ -1,6 +1,6 @@
 // admitd: admission control over HTTP. Loads a YAML config into a Limiter backed by the
 // configured store (`store:`: memory, SQLite or Redis) and serves /healthz, /v1/decide,
-// /v1/acquire and /v1/limits.
+// /v1/acquire, /v1/limits and /metrics (Prometheus).
 // Prints "listening on http://HOST:PORT" as the first line on stdout; logs on stderr.
 // Exit codes: 0 after a clean shutdown, 1 if the address cannot be listened on, 2 on bad
 // flags or config.
@@ -22,6 +22,8 @@
 #include "service/auth.hpp"
 #include "service/config.hpp"
 #include "service/http_handler.hpp"
+#include "service/metrics.hpp"
+#include "service/reload.hpp"
 
 namespace {
 
@@ -103,10 +105,25 @@ int main(int argc, char** argv) {
     admit::Limiter limiter(store.store(), clock, limiter_options);
     admit::service::apply_config(config, limiter);
 
-    admit::service::Api api(limiter);
+    // The resources with a metrics label of their own: those the config names.
+    const auto resources_of = [](const admit::service::Config& c) {
+      std::vector<std::string> names;
+      for (const auto& r : c.resources) names.push_back(r.first);
+      return names;
+    };
+    admit::service::Metrics metrics(limiter, resources_of(config));
+    metrics.watch_store(store.guard());
+    // SIGHUP reads the file again; a bad file, or one that changes what needs a restart, is
+    // refused and the config in force keeps serving (service/reload.hpp).
+    admit::service::Reloader reloader(
+        config_path, config, limiter,
+        [&](const admit::service::Config& next) { metrics.set_resources(resources_of(next)); });
+    options.on_hangup = [&reloader] { (void)reloader.reload(); };
+    admit::service::Api api(limiter, &metrics);
     admit::service::HttpHandler handler(api, auth, admit::service::RequestGuard(config.http),
                                         config.ns);
     http::Server server(handler, options);  // installs the signal handlers
+    metrics.watch_connections([&server] { return server.connections(); }, server.max_connections());
     startup.listening(server);
     if (!auth.enabled() && !admit::service::is_loopback(options.host)) {
       std::fprintf(stderr,

@@ -114,6 +114,8 @@ class Limiter {
   /// Removes limits set by the calls above (resource-level, entity-level or both).
   void remove_limits(std::string_view resource);
   void remove_entity_limits(std::string_view entity, std::string_view resource);
+  /// Removes what set_entity_default_limits() set for `entity`.
+  void remove_entity_default_limits(std::string_view entity);
 
   /**
    * Limits learned from a provider for (entity, resource) (see Discovery): each replaces the

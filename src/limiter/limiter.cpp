@@ -148,6 +148,18 @@ void Limiter::remove_entity_limits(std::string_view entity, std::string_view res
   });
 }
 
+void Limiter::remove_entity_default_limits(std::string_view entity) {
+  if (impl_->opt.config == ConfigMode::store) {
+    const ConfigKey key{ConfigKind::entity_default, entity, {}};
+    validate_config_key(key);
+    return impl_->store_config.write(key, {});
+  }
+  impl_->config.update([&](Snapshot& s) {
+    auto e = s.entities.find(av(entity));
+    if (e != s.entities.end()) e->second.defaults.reset();
+  });
+}
+
 void Limiter::set_discovered_limits(std::string entity, std::string resource,
                                     std::vector<Limit> limits) {
   validate_name("entity", entity);

@@ -1,12 +1,14 @@
 #include "service/api.hpp"
 
 #include <boost/json.hpp>
+#include <chrono>
 #include <limits>
 #include <utility>
 
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
 #include "service/json_body.hpp"
+#include "service/metrics.hpp"
 
 namespace admit::service {
 
@@ -35,7 +37,7 @@ struct Call {
 };
 
 Response reply(unsigned status, const json::object& body) {
-  return Response{status, json::serialize(body), -1, {}};
+  return Response{status, json::serialize(body), -1, {}, {}};
 }
 
 Response error(unsigned status, std::string message, std::string field = {},
@@ -158,18 +160,40 @@ std::string decision_json(const Decision& d) {
   return json::serialize(o);
 }
 
+namespace {
+
+struct Route {
+  std::string_view path;
+  std::string_view method;
+};
+constexpr Route kRoutes[] = {{"/healthz", "GET"},
+                             {"/v1/decide", "POST"},
+                             {"/v1/acquire", "POST"},
+                             {"/v1/limits", "GET"},
+                             {"/metrics", "GET"}};
+
+}  // namespace
+
 Response Api::handle(std::string_view method, std::string_view target,
                      std::string_view body) noexcept {
+  const auto start = std::chrono::steady_clock::now();
+  const std::string_view path = target.substr(0, target.find('?'));
+  Response res = route(method, path, body);
+  if (metrics_ != nullptr) {
+    std::string_view label = "other";  // unknown paths: one label value, whatever they are
+    for (const Route& r : kRoutes) {
+      if (r.path == path) label = r.path;
+    }
+    try {
+      metrics_->request(label, res.status, std::chrono::steady_clock::now() - start);
+    } catch (...) {  // out of memory: the answer matters more than its count
+    }
+  }
+  return res;
+}
+
+Response Api::route(std::string_view method, std::string_view path, std::string_view body) {
   try {
-    const std::string_view path = target.substr(0, target.find('?'));
-    struct Route {
-      std::string_view path;
-      std::string_view method;
-    };
-    static constexpr Route kRoutes[] = {{"/healthz", "GET"},
-                                        {"/v1/decide", "POST"},
-                                        {"/v1/acquire", "POST"},
-                                        {"/v1/limits", "GET"}};
     for (const Route& r : kRoutes) {
       if (r.path != path) continue;
       if (r.method != method) {
@@ -181,6 +205,7 @@ Response Api::handle(std::string_view method, std::string_view target,
       if (path == "/healthz") return reply(200, json::object{{"status", "ok"}});
       if (path == "/v1/decide") return decide(body);
       if (path == "/v1/acquire") return acquire(body);
+      if (path == "/metrics") return metrics();
       return limits();
     }
     return error(404, "no route " + printable(path));
@@ -197,7 +222,10 @@ Response Api::handle(std::string_view method, std::string_view target,
 
 Response Api::decide(std::string_view body) {
   const Call c = parse_call(body, /*acquire=*/false);
-  return Response{200, decision_json(limiter_.decide(c.entity, c.resource, c.amounts)), -1, {}};
+  const Metrics::InFlight in_flight(metrics_);
+  const Decision d = limiter_.decide(c.entity, c.resource, c.amounts);
+  if (metrics_ != nullptr) metrics_->decision("/v1/decide", c.resource, d);
+  return Response{200, decision_json(d), -1, {}, {}};
 }
 
 Response Api::acquire(std::string_view body) {
@@ -207,8 +235,10 @@ Response Api::acquire(std::string_view body) {
   // Keeps what was consumed. Concurrency limits are checked and their slot is freed at once:
   // at this stage a slot is held only for the duration of the request (explicit leases come
   // later).
+  const Metrics::InFlight in_flight(metrics_);
   const Decision d = limiter_.consume(c.entity, c.resource, c.amounts, options);
-  Response res{200, decision_json(d), -1, {}};
+  if (metrics_ != nullptr) metrics_->decision("/v1/acquire", c.resource, d);
+  Response res{200, decision_json(d), -1, {}, {}};
   if (d.allowed) return res;
   switch (d.code) {
     case Code::unknown_limit:
@@ -243,6 +273,11 @@ Response Api::limits() {
   o["namespace"] = limiter_.options().ns;
   o["resources"] = std::move(resources);
   return reply(200, o);
+}
+
+Response Api::metrics() {
+  if (metrics_ == nullptr) return error(404, "no route /metrics (metrics are off)");
+  return Response{200, metrics_->render(), -1, {}, std::string(Metrics::kContentType)};
 }
 
 }  // namespace admit::service

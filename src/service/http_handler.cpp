@@ -16,8 +16,8 @@ namespace json = boost::json;
 namespace {
 
 http::Response refuse(unsigned status, std::string_view code, const std::string& message) {
-  return to_http(
-      Response{status, json::serialize(json::object{{"error", message}, {"code", code}}), -1, {}});
+  return to_http(Response{
+      status, json::serialize(json::object{{"error", message}, {"code", code}}), -1, {}, {}});
 }
 
 }  // namespace
@@ -25,12 +25,13 @@ http::Response refuse(unsigned status, std::string_view code, const std::string&
 http::Response to_http(const Response& r) {
   http::Response out;
   out.status = r.status;
-  out.headers.emplace_back("Content-Type", "application/json");
+  out.headers.emplace_back(
+      "Content-Type", r.content_type.empty() ? std::string("application/json") : r.content_type);
   if (r.retry_after >= 0) out.headers.emplace_back("Retry-After", std::to_string(r.retry_after));
   if (!r.allow.empty()) out.headers.emplace_back("Allow", r.allow);
   out.body.reserve(r.body.size() + 1);
   out.body = r.body;
-  out.body += '\n';
+  if (r.content_type.empty()) out.body += '\n';  // JSON; other types are sent as they are
   return out;
 }
 
@@ -84,7 +85,7 @@ void HttpHandler::handle(const http::Request& request, http::Exchange exchange) 
 }
 
 http::Response HttpHandler::reject(unsigned status, std::string_view message) {
-  return to_http(Response{status, R"({"error":")" + std::string(message) + R"("})", -1, {}});
+  return to_http(Response{status, R"({"error":")" + std::string(message) + R"("})", -1, {}, {}});
 }
 
 }  // namespace admit::service

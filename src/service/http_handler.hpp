@@ -18,7 +18,8 @@ namespace admit::service {
 class Api;
 struct Response;
 
-/// The HTTP response for an Api response: JSON body and a final newline.
+/// The HTTP response for an Api response: its body with a final newline, as JSON (or, with a
+/// Response::content_type, the body as it is with that type).
 http::Response to_http(const Response& r);
 
 /// The namespace a request names: the string field `namespace` of a JSON object body, else

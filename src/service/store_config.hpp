@@ -52,6 +52,8 @@ class OpenStore {
   Store& store() const { return *top_; }
   /// "memory", "sqlite:/var/lib/admit.db (per_op, fail_closed)", "redis://host:6379/0 (...)".
   const std::string& describe() const { return description_; }
+  /// The GuardedStore around a SQLite or Redis store (its stats, degraded()); null for memory.
+  const GuardedStore* guard() const { return guard_.get(); }
 
  private:
   std::unique_ptr<Store> primary_;

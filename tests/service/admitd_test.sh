@@ -113,8 +113,14 @@ if start "$ROOT/config/sample.yaml"; then
   n431=$(raw trailers "$PORT" 8 64)
   rss1=$(rss)
   [ "$n431" = 8 ] && ok "8 endless trailers: 431 each" || ko "8 endless trailers: 431 each" "$n431"
-  [ $((rss1 - rss0)) -lt 32768 ] && ok "endless trailers: RSS ${rss0} -> ${rss1} KiB" ||
-    ko "endless trailers: RSS grew by less than 32 MiB" "${rss0} -> ${rss1} KiB"
+  # Not under the sanitizers: ASan keeps freed memory in its quarantine (256 MiB), so RSS
+  # measures the quarantine there, not the server.
+  if [ "${ADMIT_SANITIZER_BUILD:-0}" = 1 ]; then
+    echo "skip - endless trailers: RSS (sanitizer build: ${rss0} -> ${rss1} KiB)"
+  else
+    [ $((rss1 - rss0)) -lt 32768 ] && ok "endless trailers: RSS ${rss0} -> ${rss1} KiB" ||
+      ko "endless trailers: RSS grew by less than 32 MiB" "${rss0} -> ${rss1} KiB"
+  fi
   # A body the server cannot delimit is refused, never read as the next request.
   printf 'POST /v1/decide HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n' |
     raw send "$PORT" >"$TMP/raw"
@@ -139,13 +145,45 @@ if start "$ROOT/config/sample.yaml"; then
   grep -q "^HTTP/1.1 404 " "$TMP/raw" && python3 -c 'import sys; open(sys.argv[1], "rb").read().decode("utf-8")' "$TMP/raw" &&
     grep -qF 'no route /\\xff\\xfe%00' "$TMP/raw" && ok "404 of an invalid UTF-8 path: escaped" ||
     ko "404 of an invalid UTF-8 path: escaped" "$(od -c "$TMP/raw" | tail -4)"
-  # SIGHUP no longer kills the process: it is logged and the server goes on.
+  # SIGHUP does not kill the process: it reloads the (unchanged) config and goes on.
   kill -HUP "$PID"
-  for _ in $(seq 50); do grep -q SIGHUP "$LOG" && break; sleep 0.1; done
-  grep -q '"msg":"SIGHUP received' "$LOG" && ok "SIGHUP logged" || ko "SIGHUP logged" "$(tail -3 "$LOG")"
+  for _ in $(seq 50); do grep -q '"msg":"config reload' "$LOG" && break; sleep 0.1; done
+  grep -q '"msg":"config reloaded"' "$LOG" && ok "SIGHUP reloads" || ko "SIGHUP reloads" "$(tail -3 "$LOG")"
 
   req GET /healthz
   check "still healthy after bad input" is 200
+  stop_server TERM
+fi
+
+# ---------------------------------------------------------------- reload on SIGHUP
+# wait_log TEXT: waits (5 s at most) until TEXT appears in the log.
+wait_log() { for _ in $(seq 50); do grep -q "$1" "$LOG" && return 0; sleep 0.1; done; return 1; }
+cat >"$TMP/reload.yaml" <<EOF
+resources:
+  gpt-4o: [{name: rpm, per: minute, limit: 5}]
+  old-model: [{name: rpm, per: minute, limit: 1}]
+EOF
+if start "$TMP/reload.yaml"; then
+  req GET /v1/limits
+  check "before reload: rpm 5" has '"description":"rpm: 5 per 1m (burst 5)"'
+  cat >"$TMP/reload.yaml" <<EOF
+resources:
+  gpt-4o: [{name: rpm, per: minute, limit: 7}]
+EOF
+  kill -HUP "$PID"
+  check "reload logged" wait_log '"msg":"config reloaded"'
+  req GET /v1/limits
+  check "after reload: rpm 7" has '"description":"rpm: 7 per 1m (burst 7)"'
+  check "after reload: old-model removed" test "$(grep -c old-model <<<"$BODY")" -eq 0
+  echo "resources: {gpt-4o: [{name: rpm, per: fortnight, limit: 9}]}" >"$TMP/reload.yaml"
+  kill -HUP "$PID"
+  check "a bad file is refused" wait_log '"msg":"config reload refused"'
+  check "the refusal names the error" grep -q 'fortnight.*still serving the previous config' "$LOG"
+  req GET /v1/limits
+  check "the old config keeps serving" has '"description":"rpm: 7 per 1m (burst 7)"'
+  printf 'namespace: other\nresources: {gpt-4o: [{name: rpm, per: minute, limit: 9}]}\n' >"$TMP/reload.yaml"
+  kill -HUP "$PID"
+  check "a namespace change needs a restart" wait_log 'restart admitd to apply it'
   stop_server TERM
 fi
 

@@ -712,6 +712,8 @@ std::string Server::url() const { return http::url(impl_->options.host, port());
 
 std::size_t Server::max_connections() const { return impl_->max_connections; }
 
+std::size_t Server::connections() const { return impl_->registry->size(); }
+
 void Server::run() {
   Impl& im = *impl_;
   im.accept();

@@ -144,6 +144,8 @@ class Server {
 
   /// The connection cap in force: options.max_connections, lowered to fit RLIMIT_NOFILE.
   std::size_t max_connections() const;
+  /// Connections open now. Thread-safe.
+  std::size_t connections() const;
 
   /// The bound port (useful with port 0).
   std::uint16_t port() const;

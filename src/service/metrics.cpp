@@ -1,0 +1,234 @@
+#include "service/metrics.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <algorithm>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <sstream>
+#include <utility>
+
+#include "admit/core/decision.hpp"
+#include "admit/limiter.hpp"
+#include "admit/store/guarded_store.hpp"
+#include "admit/version.hpp"
+
+namespace admit::service {
+
+namespace prom = prometheus;
+
+namespace {
+
+/// Seconds; decisions on the memory store take microseconds, on Redis about a round trip.
+const prom::Histogram::BucketBoundaries kLatencyBuckets = {
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+    0.005,    0.01,    0.025,  0.05,    0.1,    0.25,  1.0};
+
+prom::MetricFamily family(std::string name, std::string help, prom::MetricType type) {
+  prom::MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+/// A family of one sample without labels.
+prom::MetricFamily single(std::string name, std::string help, prom::MetricType type, double value) {
+  prom::MetricFamily f = family(std::move(name), std::move(help), type);
+  prom::ClientMetric m;
+  if (type == prom::MetricType::Counter) {
+    m.counter.value = value;
+  } else {
+    m.gauge.value = value;
+  }
+  f.metric.push_back(std::move(m));
+  return f;
+}
+
+}  // namespace
+
+struct Metrics::Impl {
+  Impl(const Limiter& l, const std::vector<std::string>& names)
+      : limiter(l), resources(names.begin(), names.end()) {}
+
+  const Limiter& limiter;
+  mutable std::shared_mutex resources_mu;
+  std::set<std::string, std::less<>> resources;  // guarded by resources_mu
+  const GuardedStore* guard = nullptr;
+  std::function<std::size_t()> connections;
+  std::size_t max_connections = 0;
+
+  prom::Registry registry;
+  prom::Family<prom::Counter>& decisions =
+      prom::BuildCounter()
+          .Name("admit_decisions_total")
+          .Help("Decisions taken, by route (/v1/decide: dry runs), resource and code")
+          .Register(registry);
+  prom::Family<prom::Counter>& denials =
+      prom::BuildCounter()
+          .Name("admit_denials_total")
+          .Help(
+              "Denied decisions, once per limit name that refused them, by route, resource, "
+              "limit and code")
+          .Register(registry);
+  prom::Family<prom::Counter>& near_limit =
+      prom::BuildCounter()
+          .Name("admit_near_limit_total")
+          .Help("Allowed decisions that left some limit with less than 10% of its capacity")
+          .Register(registry);
+  prom::Counter& store_errors =
+      prom::BuildCounter()
+          .Name("admit_store_errors_total")
+          .Help("Decisions answered store_unavailable (the store could not be reached)")
+          .Register(registry)
+          .Add({});
+  prom::Gauge& in_flight = prom::BuildGauge()
+                               .Name("admit_decisions_in_flight")
+                               .Help("Decide and acquire calls being decided now")
+                               .Register(registry)
+                               .Add({});
+  prom::Family<prom::Counter>& requests =
+      prom::BuildCounter()
+          .Name("admit_http_requests_total")
+          .Help("Requests answered by the API, by route (other: an unknown path) and status")
+          .Register(registry);
+  prom::Family<prom::Histogram>& latency =
+      prom::BuildHistogram()
+          .Name("admit_request_duration_seconds")
+          .Help(
+              "Time the API took to answer a request (parsing, the decision, rendering), by "
+              "route")
+          .Register(registry);
+
+  std::string resource_label(std::string_view resource) const {
+    std::shared_lock g(resources_mu);
+    return std::string(resources.count(resource) != 0 ? resource : kOtherResource);
+  }
+
+  /// The families read at scrape time, after the registry's.
+  void collect_sources(std::vector<prom::MetricFamily>& out) const {
+    constexpr auto counter = prom::MetricType::Counter;
+    constexpr auto gauge = prom::MetricType::Gauge;
+    {
+      prom::MetricFamily f = family("admit_build_info", "admitd's version", gauge);
+      prom::ClientMetric m;
+      m.label.push_back({"version", std::string(version_string)});
+      m.gauge.value = 1;
+      f.metric.push_back(std::move(m));
+      out.push_back(std::move(f));
+    }
+    const CacheStats c = limiter.cache_stats();
+    out.push_back(single("admit_config_cache_hits_total",
+                         "Limit resolutions answered from the configuration cache (limits: store)",
+                         counter, static_cast<double>(c.hits)));
+    out.push_back(single("admit_config_cache_misses_total",
+                         "Limit resolutions that read the store (limits: store)", counter,
+                         static_cast<double>(c.misses)));
+    out.push_back(single("admit_config_cache_stale_total",
+                         "Expired cache entries used because the store could not be read", counter,
+                         static_cast<double>(c.stale)));
+    out.push_back(single("admit_config_cache_entries", "Configuration entries cached now", gauge,
+                         static_cast<double>(c.entries)));
+    if (guard != nullptr) {
+      const GuardedStoreStats s = guard->stats();
+      out.push_back(single("admit_store_primary_failures_total",
+                           "Store operations the primary store failed (unreachable)", counter,
+                           static_cast<double>(s.primary_failures)));
+      out.push_back(single("admit_store_fail_open_allowed_total",
+                           "fail_open: operations allowed unchecked while the store was down",
+                           counter, static_cast<double>(s.fail_open_allowed)));
+      out.push_back(single("admit_store_fallback_ops_total",
+                           "local_fallback: operations applied to the local store instead", counter,
+                           static_cast<double>(s.fallback_ops)));
+      out.push_back(single("admit_store_recoveries_total",
+                           "Transitions of the store from degraded back to healthy", counter,
+                           static_cast<double>(s.recoveries)));
+      out.push_back(single("admit_store_degraded",
+                           "1 while the primary store is unreachable (the policy applies), else 0",
+                           gauge, guard->degraded() ? 1.0 : 0.0));
+    }
+    if (connections) {
+      out.push_back(single("admit_http_connections", "Open HTTP connections", gauge,
+                           static_cast<double>(connections())));
+      out.push_back(single("admit_http_max_connections",
+                           "The connection cap in force (more get 503)", gauge,
+                           static_cast<double>(max_connections)));
+    }
+  }
+};
+
+Metrics::Metrics(const Limiter& limiter, const std::vector<std::string>& resources)
+    : impl_(std::make_unique<Impl>(limiter, resources)) {}
+
+Metrics::~Metrics() = default;
+
+void Metrics::set_resources(const std::vector<std::string>& resources) {
+  std::set<std::string, std::less<>> names(resources.begin(), resources.end());
+  std::lock_guard g(impl_->resources_mu);
+  impl_->resources.swap(names);
+}
+
+void Metrics::watch_store(const GuardedStore* guard) { impl_->guard = guard; }
+
+void Metrics::watch_connections(std::function<std::size_t()> open, std::size_t max) {
+  impl_->connections = std::move(open);
+  impl_->max_connections = max;
+}
+
+void Metrics::decision(std::string_view route, std::string_view resource, const Decision& d) {
+  Impl& im = *impl_;
+  const std::string r(route);
+  const std::string res = im.resource_label(resource);
+  const std::string code(to_string(d.code));
+  im.decisions.Add({{"route", r}, {"resource", res}, {"code", code}}).Increment();
+  if (d.code == Code::store_unavailable) im.store_errors.Increment();
+  if (d.allowed) {
+    const bool near = std::any_of(d.stats.begin(), d.stats.end(), [](const LimitStatus& s) {
+      return s.capacity > 0 && static_cast<double>(s.available) <
+                                   kNearLimitFraction * static_cast<double>(s.capacity);
+    });
+    if (near) im.near_limit.Add({{"route", r}, {"resource", res}}).Increment();
+    return;
+  }
+  // An entity and its parent refusing on their own "tpm" count once.
+  std::set<std::string_view> limits;
+  for (const Violation& v : d.violations) {
+    if (limits.insert(v.limit).second) {
+      im.denials.Add({{"route", r}, {"resource", res}, {"limit", v.limit}, {"code", code}})
+          .Increment();
+    }
+  }
+}
+
+void Metrics::request(std::string_view route, unsigned status, std::chrono::nanoseconds elapsed) {
+  Impl& im = *impl_;
+  const std::string r(route);
+  im.requests.Add({{"route", r}, {"status", std::to_string(status)}}).Increment();
+  im.latency.Add({{"route", r}}, kLatencyBuckets)
+      .Observe(std::chrono::duration<double>(elapsed).count());
+}
+
+Metrics::InFlight::InFlight(Metrics* m) : m_(m) {
+  if (m_ != nullptr) m_->impl_->in_flight.Increment();
+}
+
+Metrics::InFlight::~InFlight() {
+  if (m_ != nullptr) m_->impl_->in_flight.Decrement();
+}
+
+std::string Metrics::render() const {
+  std::vector<prom::MetricFamily> families = impl_->registry.Collect();
+  impl_->collect_sources(families);
+  std::ostringstream out;
+  prom::TextSerializer().Serialize(out, families);
+  return std::move(out).str();
+}
+
+}  // namespace admit::service

@@ -1,0 +1,85 @@
+// admitd's Prometheus metrics (GET /metrics, text exposition format 0.0.4), through
+// prometheus-cpp's core registry and text serializer (only src/service depends on it: the
+// library reports, the service exports). Two sources:
+//  * what the Api sees: each decide / acquire decision (resource, code, the limits that
+//    refused it) and each request's route, status and latency, counted as they happen;
+//  * the library's counters, read at scrape time: the Limiter's configuration cache, the
+//    GuardedStore's failures and fallbacks, and the HTTP server's open connections.
+// Labels are bounded: routes are admitd's own, codes the Decision's, limit names the
+// configuration's, and a resource that is not configured is counted as "_other" (a client
+// chooses the resource it names). No per-entity label.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace admit {
+class GuardedStore;
+class Limiter;
+struct Decision;
+}  // namespace admit
+
+namespace admit::service {
+
+class Metrics {
+ public:
+  /// The Content-Type of render()'s text.
+  static constexpr std::string_view kContentType = "text/plain; version=0.0.4; charset=utf-8";
+  /// The resource label of a resource that is not configured.
+  static constexpr std::string_view kOtherResource = "_other";
+  /// An allowed decision is "near the limit" when some limit it touched has less than this
+  /// fraction of its capacity left.
+  static constexpr double kNearLimitFraction = 0.1;
+
+  /// `limiter`: read at scrape time (cache_stats()); must outlive the Metrics. `resources`:
+  /// the configured resource names, which get a label value of their own.
+  Metrics(const Limiter& limiter, const std::vector<std::string>& resources);
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // ---- sources read at scrape time; set before serving (not thread-safe with render()) ----
+
+  /// The GuardedStore in front of a SQLite or Redis store (null: none, no admit_store_*).
+  void watch_store(const GuardedStore* guard);
+  /// Open HTTP connections, and the cap in force (admit_http_connections).
+  void watch_connections(std::function<std::size_t()> open, std::size_t max);
+
+  /// Replaces the configured resource names (after a config reload). Thread-safe.
+  void set_resources(const std::vector<std::string>& resources);
+
+  // ---- from the Api (thread-safe) ----
+
+  /// One decision of `route` ("/v1/decide", "/v1/acquire") on `resource`.
+  void decision(std::string_view route, std::string_view resource, const Decision& d);
+  /// One request answered: its route (or "other" for an unknown path), status and the time
+  /// the Api took.
+  void request(std::string_view route, unsigned status, std::chrono::nanoseconds elapsed);
+
+  /// Counts a decision in flight (admit_decisions_in_flight) for its lifetime; does nothing
+  /// with a null Metrics.
+  class InFlight {
+   public:
+    explicit InFlight(Metrics* m);
+    ~InFlight();
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+
+   private:
+    Metrics* m_;
+  };
+
+  /// Every metric in the text exposition format 0.0.4. Thread-safe.
+  std::string render() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace admit::service

@@ -1,0 +1,120 @@
+#include "service/reload.hpp"
+
+#include <boost/json.hpp>
+#include <exception>
+#include <set>
+#include <string_view>
+#include <utility>
+
+#include "admit/core/error.hpp"
+#include "admit/limiter.hpp"
+#include "common/log.hpp"
+
+namespace admit::service {
+
+namespace {
+
+bool same_store(const StoreConfig& a, const StoreConfig& b) {
+  return a.kind == b.kind && a.url == b.url && a.sqlite.path == b.sqlite.path &&
+         a.sqlite.durability == b.sqlite.durability && a.redis.prefix == b.redis.prefix &&
+         a.redis.client.password == b.redis.client.password &&
+         a.redis.client.username == b.redis.client.username && a.guard.policy == b.guard.policy &&
+         a.guard.fleet_size == b.guard.fleet_size && a.config == b.config &&
+         a.config_ttl == b.config_ttl;
+}
+
+bool same_tokens(const std::vector<TokenConfig>& a, const std::vector<TokenConfig>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i].token != b[i].token || a[i].scope != b[i].scope ||
+        a[i].namespaces != b[i].namespaces || a[i].name != b[i].name) {
+      return false;
+    }
+  }
+  return true;
+}
+
+const EntityConfig* find_entity(const Config& c, std::string_view name) {
+  for (const EntityConfig& e : c.entities) {
+    if (e.name == name) return &e;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::string restart_needed(const Config& current, const Config& next) {
+  if (current.ns != next.ns)
+    return "the namespace changed ('" + current.ns + "' -> '" + next.ns + "')";
+  if (!same_store(current.store, next.store)) return "the store section changed";
+  if (!same_tokens(current.tokens, next.tokens)) return "the auth section changed";
+  if (current.http.allowed_origins != next.http.allowed_origins ||
+      current.http.allowed_hosts != next.http.allowed_hosts) {
+    return "the http section changed";
+  }
+  return {};
+}
+
+void apply_config_change(const Config& current, const Config& next, Limiter& limiter) {
+  std::set<std::string_view> resources;
+  for (const auto& r : next.resources) resources.insert(r.first);
+  for (const auto& r : current.resources) {
+    if (!resources.contains(r.first)) limiter.remove_limits(r.first);
+  }
+  for (const EntityConfig& old : current.entities) {
+    const EntityConfig* now = find_entity(next, old.name);
+    for (const auto& [resource, limits] : old.limits) {
+      bool kept = false;
+      if (now != nullptr) {
+        for (const auto& r : now->limits) kept = kept || r.first == resource;
+      }
+      if (!kept) limiter.remove_entity_limits(old.name, resource);
+    }
+    if (old.defaults && (now == nullptr || !now->defaults)) {
+      limiter.remove_entity_default_limits(old.name);
+    }
+    if (!old.parent.empty() && (now == nullptr || now->parent != old.parent)) {
+      limiter.set_parent(old.name, "");  // unlinked first: the new links are made root-first
+    }
+  }
+  apply_config(next, limiter);
+}
+
+Reloader::Reloader(std::string path, Config current, Limiter& limiter, Applied on_applied)
+    : path_(std::move(path)),
+      limiter_(limiter),
+      on_applied_(std::move(on_applied)),
+      current_(std::move(current)) {}
+
+ReloadResult Reloader::reload() {
+  std::lock_guard g(mu_);
+  ReloadResult r;
+  try {
+    Config next = load_config(path_);
+    if (std::string why = restart_needed(current_, next); !why.empty()) {
+      r.message = why + ": restart admitd to apply it; still serving the previous config";
+    } else {
+      apply_config_change(current_, next, limiter_);
+      r.applied = true;
+      r.message = std::to_string(next.resources.size()) + " resources, " +
+                  std::to_string(next.entities.size()) + " entities";
+      current_ = std::move(next);
+      if (on_applied_) on_applied_(current_);
+    }
+  } catch (const std::exception& e) {
+    r.message = std::string(e.what()) + "; still serving the previous config";
+  }
+  log::json_line(
+      r.applied ? log::Level::info : log::Level::error,
+      boost::json::object{{"msg", r.applied ? "config reloaded" : "config reload refused"},
+                          {"config", path_},
+                          {"detail", r.message}});
+  return r;
+}
+
+Config Reloader::current() const {
+  std::lock_guard g(mu_);
+  return current_;
+}
+
+}  // namespace admit::service
