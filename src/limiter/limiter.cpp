@@ -11,6 +11,7 @@
 #include <exception>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <optional>
 
@@ -286,6 +287,21 @@ struct Limiter::Impl::AsyncAcquire {
   bool with_stats = false;
 };
 
+// One spare AsyncAcquire per thread. An acquire that a store answers inside apply_async
+// (MemoryStore, SqliteStore) gives its context back before the next acquire on the thread
+// takes it: no allocation per call. One answered on another thread (RedisStore's I/O thread)
+// leaves its context there as that thread's spare; beyond one they are freed.
+thread_local std::unique_ptr<Limiter::Impl::AsyncAcquire> Limiter::Impl::spare_async;
+
+// It keeps nothing of its acquire (a new Lease, no callback, no lease key).
+void Limiter::Impl::recycle_async(std::unique_ptr<AsyncAcquire> c) noexcept {
+  std::destroy_at(&c->lease);
+  std::construct_at(&c->lease);
+  c->done = nullptr;
+  c->key.reset();
+  if (!spare_async) spare_async = std::move(c);
+}
+
 // Inlined into attempt(), the hot path, and into the asynchronous path.
 [[gnu::always_inline]] Plan* Limiter::Impl::prepare_acquire(Lease& lease, std::string_view entity,
                                                             std::string_view resource,
@@ -392,20 +408,23 @@ void Limiter::Impl::complete_async(AsyncAcquire* ctx, bool ok, std::exception_pt
   }
   AcquireCallback done = std::move(c->done);
   Lease out = std::move(lease);
-  c.reset();  // the context is freed before `done` runs
+  recycle_async(std::move(c));  // before `done` runs, which may acquire again on this thread
   done(std::move(out));
 }
 
 void Limiter::Impl::acquire_async(std::string_view entity, std::string_view resource,
                                   const Amounts& amounts, AcquireCallback done,
                                   const AcquireOptions& options, bool respect_queue) {
-  Lease lease;
+  std::unique_ptr<AsyncAcquire> c =
+      spare_async ? std::move(spare_async) : std::make_unique<AsyncAcquire>();
+  Lease& lease = c->lease;  // a new Lease (see recycle_async)
   const Plan* plan = prepare_acquire(lease, entity, resource, amounts, respect_queue);
   if (plan == nullptr) {
-    done(std::move(lease));
+    Lease out = std::move(lease);
+    recycle_async(std::move(c));
+    done(std::move(out));
     return;
   }
-  auto c = std::make_unique<AsyncAcquire>();
   c->impl = this;
   c->key = plan->lease_key;
   const LeaseKey* key = c->key.get();
@@ -417,7 +436,6 @@ void Limiter::Impl::acquire_async(std::string_view entity, std::string_view reso
   c->expires_at = now + (options.lease_ttl > 0 ? options.lease_ttl : opt.lease_ttl);
   c->with_stats = options.with_stats;
   c->results.resize(c->ops.size());
-  c->lease = std::move(lease);
   c->done = std::move(done);
   if (c->ops.empty()) return complete_async(c.release(), true, nullptr);
   // The op points into the plan (keys, handles) and the context; the store reads it only

@@ -64,9 +64,13 @@ struct Limiter::Impl {
   struct AsyncAcquire;
   void acquire_async(std::string_view entity, std::string_view resource, const Amounts& amounts,
                      AcquireCallback done, const AcquireOptions& options, bool respect_queue);
-  // Completes an acquire_async() from the store's answer and hands the lease to `done`; frees
-  // `ctx`.
+  // Completes an acquire_async() from the store's answer and hands the lease to `done`; lets
+  // go of `ctx` (recycle_async) before `done` runs.
   static void complete_async(AsyncAcquire* ctx, bool ok, std::exception_ptr error) noexcept;
+  // This thread's spare context (see limiter.cpp), and giving one back once its lease and
+  // callback were moved out.
+  static thread_local std::unique_ptr<AsyncAcquire> spare_async;
+  static void recycle_async(std::unique_ptr<AsyncAcquire> c) noexcept;
 
   // decide (check, change nothing) or record (consume unconditionally), reporting every limit.
   Decision planned_op(OpKind kind, std::string_view entity, std::string_view resource,

@@ -94,6 +94,9 @@ Core::~Core() {
   while (inbox_head_ != nullptr) {  // its drain was never run: submitted or running nodes
     pool_.destroy(std::exchange(inbox_head_, inbox_head_->inbox_next));
   }
+  while (done_head_ != nullptr) {  // completions never run: their handlers are dropped
+    pool_.destroy(std::exchange(done_head_, done_head_->inbox_next));
+  }
   std::vector<RequestNode*> delayed;  // waiting to retry: in the timeline only
   for (Timed& t : timeline_) {
     if (t.kind == Timed::Kind::retry) delayed.push_back(static_cast<RequestNode*>(t.owner));
@@ -111,26 +114,23 @@ void Core::start_timer() { timer_ = AsioTimer::create(strand_, clock_); }
 
 // ---- submit ----
 
-void Core::submit(RequestMetadata meta, RequestFn fn,
-                  boost::asio::any_completion_handler<SubmitSignature> done) {
-  RequestNode* r = pool_.make(std::move(done));
+void Core::submit(RequestMetadata&& meta, RequestFn&& fn, SubmitHandler&& done) {
+  RequestNode* r = pool_.make(std::move(meta), std::move(fn), std::move(done));
   r->submitted_at = clock_.now();
   r->seq = next_seq_.fetch_add(1, kRelaxed);
   bump(n_.submitted);
-  r->fn = std::move(fn);
-  const bool bad_tokens = meta.estimated_tokens < 0;
-  const bool no_model = meta.model.empty();
+  const bool bad_tokens = r->meta.estimated_tokens < 0;
+  const bool no_model = r->meta.model.empty();
   const bool no_fn = !r->fn;
-  Micros deadline = meta.deadline;
+  Micros deadline = r->meta.deadline;
   if (options_.request_timeout > 0) {
     const Micros t = r->submitted_at + options_.request_timeout;
     deadline = deadline == 0 ? t : std::min(deadline, t);
   }
   r->deadline = deadline;
-  r->cost = static_cast<double>(std::max<std::int64_t>(1, meta.estimated_tokens));
-  r->meta = std::move(meta);
+  r->cost = static_cast<double>(std::max<std::int64_t>(1, r->meta.estimated_tokens));
   if (bad_tokens || no_model || no_fn) {
-    const auto e =
+    r->error =
         bad_tokens
             ? std::make_exception_ptr(ValidationError(
                   "estimated_tokens", std::to_string(r->meta.estimated_tokens), "must be >= 0"))
@@ -138,8 +138,7 @@ void Core::submit(RequestMetadata meta, RequestFn fn,
             ? std::make_exception_ptr(ValidationError("model", "", "a request needs a model"))
             : std::make_exception_ptr(ValidationError("request_fn", "", "must not be empty"));
     bump(n_.failed);
-    boost::asio::post(executor_, boost::asio::append(std::move(r->done), e, Result{}));
-    pool_.destroy(r);
+    complete(r);
     return;
   }
   push_inbox(r, /*reply=*/false);
@@ -156,6 +155,74 @@ void Core::push_inbox(RequestNode* r, bool reply) {
     post = !std::exchange(drain_posted_, true);
   }
   if (post) boost::asio::post(strand_, [self = shared_from_this()] { self->drain(); });
+}
+
+void Core::complete(RequestNode* r) {
+  if (!r->done.direct()) {
+    std::exception_ptr e = std::move(r->error);
+    Result res = e ? Result{} : std::move(r->result);
+    boost::asio::post(executor_,
+                      boost::asio::append(r->done.take_erased(), std::move(e), std::move(res)));
+    pool_.destroy(r);
+    return;
+  }
+  r->inbox_next = nullptr;
+  bool post = false;
+  {
+    std::lock_guard g(done_mu_);
+    (done_tail_ != nullptr ? done_tail_->inbox_next : done_head_) = r;
+    done_tail_ = r;
+    post = !std::exchange(completions_posted_, true);
+  }
+  if (post) {
+    boost::asio::post(executor_, [self = shared_from_this()] { self->run_completions(); });
+  }
+}
+
+void Core::run_completions() {
+  RequestNode* batch = nullptr;
+  {
+    std::lock_guard g(done_mu_);
+    batch = std::exchange(done_head_, nullptr);
+    done_tail_ = nullptr;
+    completions_posted_ = false;
+  }
+  // Each handler as if posted on its own: one that throws leaves run() with the exception,
+  // and the rest of the batch waits for the next run (posted again, ahead of later ones).
+  struct Rest {
+    Core* core;
+    RequestNode*& batch;
+    ~Rest() {
+      if (batch == nullptr) return;
+      RequestNode* last = batch;
+      while (last->inbox_next != nullptr) last = last->inbox_next;
+      bool post = false;
+      {
+        std::lock_guard g(core->done_mu_);
+        last->inbox_next = core->done_head_;
+        if (core->done_head_ == nullptr) core->done_tail_ = last;
+        core->done_head_ = batch;
+        post = !std::exchange(core->completions_posted_, true);
+      }
+      if (post) {
+        boost::asio::post(core->executor_,
+                          [self = core->shared_from_this()] { self->run_completions(); });
+      }
+    }
+  } rest{this, batch};
+  while (batch != nullptr) {
+    RequestNode* r = std::exchange(batch, batch->inbox_next);
+    struct Free {
+      NodePool& pool;
+      RequestNode* r;
+      ~Free() { pool.destroy(r); }
+    } free{pool_, r};
+    if (r->error) {
+      r->done.invoke(std::move(r->error), Result{});
+    } else {
+      r->done.invoke(nullptr, std::move(r->result));
+    }
+  }
 }
 
 void Core::drain() {
@@ -309,7 +376,7 @@ void Core::dispatch(BucketQueue& q, RequestNode& r) {
   // where a lease's commit would wait for that very thread).
   Core* self = this;
   BucketQueue* qp = &q;
-  limiter_.try_acquire_async(q.entity, q.bucket, amounts, [self, qp](Lease lease) {
+  limiter_.try_acquire_async(q.entity, q.bucket, amounts, [self, qp](Lease&& lease) {
     qp->acq_lease = std::move(lease);
     if (qp->acq_handoff.exchange(2) == 1) {
       boost::asio::post(self->strand_, [self, qp] { self->on_acquired(*qp); });
@@ -321,7 +388,7 @@ void Core::dispatch(BucketQueue& q, RequestNode& r) {
 void Core::on_acquired(BucketQueue& q) {
   const std::shared_ptr<void> keep = std::move(q.keepalive);  // the core lives to the end
   q.acquiring = false;
-  Lease lease = std::move(q.acq_lease);
+  Lease& lease = q.acq_lease;  // moved out if granted; a denial stays until the next acquire
   RequestNode* r = std::exchange(q.acquiring_for, nullptr);
   const Micros now = clock_.now();
   if (r == nullptr || closed_) {  // the request left while the acquire was out
@@ -419,7 +486,7 @@ void Core::refresh_names(BucketQueue& q) {
   q.token_names = std::move(tokens);
 }
 
-void Core::start(RequestNode& r, Lease lease) {
+void Core::start(RequestNode& r, Lease&& lease) {
   BucketQueue& q = *r.queue;
   const Micros now = clock_.now();
   r.state = RequestNode::State::running;
@@ -435,8 +502,8 @@ void Core::start(RequestNode& r, Lease lease) {
   try {
     r.fn(attempt, Reply(shared_from_this(), &r));
   } catch (...) {
-    r.reply = Outcome{};
-    r.reply.error = std::current_exception();
+    r.result.outcome = Outcome{};
+    r.result.outcome.error = std::current_exception();
     r.reply_handoff.store(2);
   }
   if (r.reply_handoff.exchange(1) == 2) on_reply(r);
@@ -444,7 +511,7 @@ void Core::start(RequestNode& r, Lease lease) {
 
 void Core::deliver(void* request, Outcome outcome) {
   auto* r = static_cast<RequestNode*>(request);
-  r->reply = std::move(outcome);
+  r->result.outcome = std::move(outcome);
   if (r->reply_handoff.exchange(2) == 1) push_inbox(r, /*reply=*/true);
 }
 
@@ -452,7 +519,7 @@ void Core::deliver(void* request, Outcome outcome) {
 
 void Core::feed(BucketQueue& q, RequestNode& r, const Observation& obs, bool server_error) {
   if (!r.lease.active()) return;
-  const Outcome& o = r.reply;
+  const Outcome& o = r.result.outcome;
   try {
     if (server_error) (void)r.lease.mark_failure();  // observe() would mark a success
     if (o.status > 0 && discovery_) {
@@ -483,7 +550,7 @@ void Core::on_reply(RequestNode& r) {
   const Micros now = clock_.now();
   --in_flight_;
   drop(n_.in_flight);
-  Outcome& o = r.reply;
+  Outcome& o = r.result.outcome;
   const bool transport = o.error != nullptr;
   const bool limited = !transport && o.status == 429;
   const bool server_error = transport || o.status >= 500;
@@ -542,14 +609,13 @@ void Core::on_reply(RequestNode& r) {
       }
     }
   } else {
-    Result res;
-    res.outcome = std::move(o);
+    Result& res = r.result;  // its outcome is the reply
     res.attempts = r.attempts;
     res.queued_for = r.first_dispatch - r.submitted_at;
     res.completed_at = now;
     res.bucket = q.bucket;
     bump(n_.completed);
-    finish(r, nullptr, std::move(res));
+    finish(r, nullptr);
   }
   make_ready(q);
   pump();
@@ -583,17 +649,20 @@ void Core::fail(RequestNode& r, std::atomic<std::uint64_t>& counter, Args&&... a
   finish(r, std::make_exception_ptr(E(std::forward<Args>(args)...)));
 }
 
-void Core::finish(RequestNode& r, std::exception_ptr error, Result result) {
+void Core::finish(RequestNode& r, std::exception_ptr error) {
   unschedule(r.deadline_ev);
   unschedule(r.retry_ev);
   const bool running = r.state == RequestNode::State::running;
   r.state = RequestNode::State::done;
-  boost::asio::post(executor_, boost::asio::append(std::move(r.done), error, std::move(result)));
   if (running) {
-    r.abandoned = true;  // on_reply frees it
-  } else {
-    pool_.destroy(&r);
+    // on_reply frees it; its handler leaves it now (a timeout: never with a result).
+    r.abandoned = true;
+    boost::asio::post(executor_,
+                      boost::asio::append(r.done.take_erased(), std::move(error), Result{}));
+    return;
   }
+  r.error = std::move(error);
+  complete(&r);
 }
 
 void Core::unqueue(RequestNode& r) {

@@ -72,8 +72,7 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
 
   // ---- any thread ----
   void start_timer();  // after construction (needs shared_from_this)
-  void submit(RequestMetadata meta, RequestFn fn,
-              boost::asio::any_completion_handler<SubmitSignature> done);
+  void submit(RequestMetadata&& meta, RequestFn&& fn, SubmitHandler&& done);
   void close();
   void deliver(void* request, Outcome outcome) override;
   std::size_t discover_limits();
@@ -98,6 +97,11 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
   // ---- any thread ----
   /// Hands `r` (submitted, or replied to off the strand) to the strand: one post per batch.
   void push_inbox(RequestNode* r, bool reply);
+  /// Completes `r`, which nothing else refers to any more, with r.error (else r.result) and
+  /// frees it: a direct handler joins the list of completions (one post per batch), any
+  /// other is posted through asio at once.
+  void complete(RequestNode* r);
+  void run_completions();  // on the executor (not the strand): calls the direct handlers
 
   // ---- strand only ----
   void drain();  // runs what the inbox holds, in arrival order
@@ -106,7 +110,7 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
   void pump();
   void dispatch(BucketQueue& q, RequestNode& r);
   void on_acquired(BucketQueue& q);
-  void start(RequestNode& r, Lease lease);
+  void start(RequestNode& r, Lease&& lease);
   void on_reply(RequestNode& r);
   void feed(BucketQueue& q, RequestNode& r, const Observation& obs, bool server_error);
   void on_timer();
@@ -125,8 +129,9 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
   void rearm();
   void mirror_breaker(const BucketQueue& q, Micros now);
 
-  /// Completes `r` (posts its handler); frees it unless it is running (then on_reply does).
-  void finish(RequestNode& r, std::exception_ptr error, Result result = {});
+  /// Completes `r` with `error`, or (null) with r.result as it stands; frees it unless it is
+  /// running (then on_reply does).
+  void finish(RequestNode& r, std::exception_ptr error);
   template <class E, class... Args>
   void fail(RequestNode& r, std::atomic<std::uint64_t>& counter, Args&&... args);
 
@@ -170,6 +175,12 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
   RequestNode* inbox_head_ = nullptr;
   RequestNode* inbox_tail_ = nullptr;
   bool drain_posted_ = false;
+  // any thread: finished requests with a direct handler, through RequestNode::inbox_next;
+  // run_completions is posted to the executor when the first arrives.
+  std::mutex done_mu_;
+  RequestNode* done_head_ = nullptr;
+  RequestNode* done_tail_ = nullptr;
+  bool completions_posted_ = false;
   mutable std::mutex announced_mu_;  // announced_ between discover_limits and the strand
 
   // any thread

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <atomic>
-#include <boost/asio/any_completion_handler.hpp>
 #include <boost/intrusive/set.hpp>
 #include <cstdint>
 #include <memory>
@@ -38,10 +37,9 @@ struct RequestNode {
   // replied: its attempt's outcome is in, on_reply decides what comes next (finish frees it).
   enum class State : std::uint8_t { queued, acquiring, running, replied, delayed, done };
 
-  // `done` is move-constructed, never move-assigned: Boost 1.81's
-  // any_completion_handler::operator=(&&) wraps the handler in itself and recurses forever.
-  explicit RequestNode(boost::asio::any_completion_handler<SubmitSignature> d)
-      : done(std::move(d)) {}
+  // `done` is move-constructed, never move-assigned (see SubmitHandler).
+  RequestNode(RequestMetadata&& m, RequestFn&& f, SubmitHandler&& d)
+      : meta(std::move(m)), fn(std::move(f)), done(std::move(d)) {}
 
   SetHook flow_hook;  // in its Flow's items while queued or acquiring
   SetHook fifo_hook;  // in Core's FIFO (by seq) while queued or acquiring
@@ -50,7 +48,7 @@ struct RequestNode {
 
   RequestMetadata meta;
   RequestFn fn;
-  boost::asio::any_completion_handler<SubmitSignature> done;
+  SubmitHandler done;
 
   std::uint64_t seq = 0;  // submission order: FIFO within a priority, drop_oldest
   double cost = 1;        // fairness cost: the estimated tokens (at least 1)
@@ -68,10 +66,14 @@ struct RequestNode {
 
   // The reply's hand-off from any thread to the strand (see Core::start).
   std::atomic<int> reply_handoff{0};
-  Outcome reply;
+  // result.outcome is the reply of the current attempt; a success hands the whole Result to
+  // the handler as it stands here (no copy of the outcome).
+  Result result;
+  std::exception_ptr error;  // what the handler receives (then with an empty Result)
 
   // In Core's inbox (guarded by its mutex): submitted, or (inbox_reply) replied from another
-  // thread, waiting for the strand's next drain.
+  // thread, waiting for the strand's next drain. Once done (direct handlers): in Core's list
+  // of completions, waiting for the completion op.
   RequestNode* inbox_next = nullptr;
   bool inbox_reply = false;
 };

@@ -19,8 +19,12 @@ Scheduler::Scheduler(executor_type executor, Limiter& limiter, SchedulerOptions 
 
 Scheduler::~Scheduler() { core_->close(); }
 
-void Scheduler::submit_erased(RequestMetadata metadata, RequestFn fn,
-                              boost::asio::any_completion_handler<SubmitSignature> done) {
+const Scheduler::executor_type& Scheduler::own_executor() const noexcept {
+  return core_->executor();
+}
+
+void Scheduler::submit_erased(RequestMetadata&& metadata, RequestFn&& fn,
+                              detail::SubmitHandler&& done) {
   core_->submit(std::move(metadata), std::move(fn), std::move(done));
 }
 

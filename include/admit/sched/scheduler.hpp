@@ -5,7 +5,6 @@
 // Completion tokens: callbacks, asio::use_future, asio::use_awaitable.
 #pragma once
 
-#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <exception>
@@ -22,16 +21,13 @@
 #include "admit/sched/provider.hpp"
 #include "admit/sched/request.hpp"
 #include "admit/sched/stats.hpp"
+#include "admit/sched/submit_handler.hpp"
 
 namespace admit::sched {
 
 namespace detail {
 class Core;
 }
-
-/// The completion signature of async_submit: an exception (a SchedulerError, or the request
-/// function's own transport failure) or the Result.
-using SubmitSignature = void(std::exception_ptr, Result);
 
 /**
  * Thread-safe: submit from any thread. The library owns no threads: everything runs on a
@@ -67,9 +63,9 @@ class Scheduler {
   template <class Token = boost::asio::default_completion_token_t<executor_type>>
   auto async_submit(RequestMetadata metadata, RequestFn fn, Token&& token = {}) {
     return boost::asio::async_initiate<Token, SubmitSignature>(
-        [this](auto handler, RequestMetadata m, RequestFn f) {
+        [this](auto handler, auto&& m, auto&& f) {
           submit_erased(std::move(m), std::move(f),
-                        boost::asio::any_completion_handler<SubmitSignature>(std::move(handler)));
+                        detail::SubmitHandler(std::move(handler), own_executor()));
         },
         token, std::move(metadata), std::move(fn));
   }
@@ -101,8 +97,8 @@ class Scheduler {
   executor_type get_executor() const;
 
  private:
-  void submit_erased(RequestMetadata metadata, RequestFn fn,
-                     boost::asio::any_completion_handler<SubmitSignature> done);
+  const executor_type& own_executor() const noexcept;
+  void submit_erased(RequestMetadata&& metadata, RequestFn&& fn, detail::SubmitHandler&& done);
 
   std::shared_ptr<detail::Core> core_;
 };
