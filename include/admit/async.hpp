@@ -51,6 +51,11 @@ class TokenCompletion {
     return boost::asio::get_associated_cancellation_slot(handler_);
   }
 
+  /// The callback the asynchronous call underneath takes: completes `self` with its value.
+  static auto callback(std::shared_ptr<TokenCompletion> self) {
+    return [self = std::move(self)](Value v) mutable { complete(std::move(self), std::move(v)); };
+  }
+
   static void complete(std::shared_ptr<TokenCompletion> self, Value v) {
     auto ex = self->work_.get_executor();
     boost::asio::post(ex, [self = std::move(self), v = std::move(v)]() mutable {
@@ -114,10 +119,7 @@ auto Limiter::async_try_acquire(std::string_view entity, std::string_view resour
       [this](auto handler, const std::string& e, const std::string& r, const Amounts& a,
              const AcquireOptions& o) {
         auto c = detail::make_token_completion<Lease>(std::move(handler));
-        try_acquire_async(
-            e, r, a,
-            [c](Lease lease) mutable { std::decay_t<decltype(*c)>::complete(c, std::move(lease)); },
-            o);
+        try_acquire_async(e, r, a, std::decay_t<decltype(*c)>::callback(c), o);
       },
       token, std::string(entity), std::string(resource), amounts, options);
 }
@@ -151,10 +153,8 @@ auto Limiter::async_acquire(std::string_view entity, std::string_view resource,
             }
           });
         }
-        AsyncWait wait = acquire_async(
-            e, r, a, timeout, std::move(timer),
-            [c](Lease lease) mutable { std::decay_t<decltype(*c)>::complete(c, std::move(lease)); },
-            o);
+        AsyncWait wait = acquire_async(e, r, a, timeout, std::move(timer),
+                                       std::decay_t<decltype(*c)>::callback(c), o);
         if (cancellation) cancellation->set(std::move(wait));
       },
       token, std::string(entity), std::string(resource), amounts, options);
@@ -165,8 +165,7 @@ auto Lease::async_adjust(const Amounts& deltas, CompletionToken&& token) {
   return boost::asio::async_initiate<CompletionToken, void(Decision)>(
       [this](auto handler, const Amounts& d) {
         auto c = detail::make_token_completion<Decision>(std::move(handler));
-        adjust_async(
-            d, [c](Decision x) mutable { std::decay_t<decltype(*c)>::complete(c, std::move(x)); });
+        adjust_async(d, std::decay_t<decltype(*c)>::callback(c));
       },
       token, deltas);
 }
@@ -176,8 +175,7 @@ auto Lease::async_commit(CompletionToken&& token) {
   return boost::asio::async_initiate<CompletionToken, void(Decision)>(
       [this](auto handler) {
         auto c = detail::make_token_completion<Decision>(std::move(handler));
-        commit_async(
-            [c](Decision x) mutable { std::decay_t<decltype(*c)>::complete(c, std::move(x)); });
+        commit_async(std::decay_t<decltype(*c)>::callback(c));
       },
       token);
 }
@@ -187,8 +185,7 @@ auto Lease::async_rollback(CompletionToken&& token) {
   return boost::asio::async_initiate<CompletionToken, void(Decision)>(
       [this](auto handler) {
         auto c = detail::make_token_completion<Decision>(std::move(handler));
-        rollback_async(
-            [c](Decision x) mutable { std::decay_t<decltype(*c)>::complete(c, std::move(x)); });
+        rollback_async(std::decay_t<decltype(*c)>::callback(c));
       },
       token);
 }

@@ -14,6 +14,7 @@
 #include <string>
 #include <utility>
 
+#include "decisions.hpp"
 #include "limiter_impl.hpp"
 #include "pair_key.hpp"
 
@@ -129,15 +130,7 @@ void Limiter::AsyncWaiter::attempted(Lease lease) {
     lease.rollback_async();  // cancelled meanwhile: give back what the attempt took
     return end_denied(lk, Code::cancelled, now);
   }
-  switch (lease.decision().code) {
-    case Code::exceeds_capacity:
-    case Code::store_unavailable:
-    case Code::unknown_limit:
-    case Code::invalid_argument:
-      return finish(lk, std::move(lease));  // waiting cannot help
-    default:
-      break;
-  }
+  if (detail::waiting_cannot_help(lease.decision().code)) return finish(lk, std::move(lease));
   last = lease.decision();
   if (stopping()) return end_denied(lk, Code::cancelled, now);
   if (now >= deadline) return end_denied(lk, Code::timeout, now);
@@ -162,12 +155,7 @@ void Limiter::AsyncWaiter::end_denied(std::unique_lock<std::mutex>& lk, Code cod
   Lease out;
   Decision& d = detail::LeaseAccess::decision(out);
   d = last;
-  d.allowed = false;
-  d.code = code;
-  d.now = now;
-  d.reason =
-      (code == Code::cancelled ? "cancelled while waiting" : "deadline passed while waiting") +
-      (last.reason.empty() ? std::string() : "; last: " + last.reason);
+  detail::end_of_wait(d, code, now);
   finish(lk, std::move(out));
 }
 

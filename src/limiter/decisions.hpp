@@ -4,6 +4,7 @@
 #pragma once
 
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "admit/core/aimd.hpp"
@@ -40,6 +41,24 @@ inline void unavailable(Decision& d, std::string_view reason) {
   d.stats.clear();
 }
 inline void unavailable(Decision& d, const StoreUnavailable& e) { unavailable(d, e.what()); }
+
+// Whether a denial with `code` can never turn into an admission by waiting (acquire() and
+// acquire_async() end the wait with it).
+inline bool waiting_cannot_help(Code code) {
+  return code == Code::exceeds_capacity || code == Code::store_unavailable ||
+         code == Code::unknown_limit || code == Code::invalid_argument;
+}
+
+// Turns the last denial of a wait into its end: code timeout or cancelled at `now`, the last
+// denial's reason kept after the cause.
+inline void end_of_wait(Decision& d, Code code, Micros now) {
+  d.allowed = false;
+  d.code = code;
+  d.now = now;
+  d.reason =
+      (code == Code::cancelled ? "cancelled while waiting" : "deadline passed while waiting") +
+      (d.reason.empty() ? std::string() : "; last: " + d.reason);
+}
 
 LimitStatus status_of(const KeyParts& k, const Limit& l, ConfigSource src, const ItemResult& r,
                       double rate = 0);

@@ -43,6 +43,7 @@ using detail::SmallVec;
 using detail::Snapshot;
 using detail::status_of;
 using detail::unavailable;
+using detail::waiting_cannot_help;
 using detail::WaitQueues;
 
 Limiter::Limiter(Store& store, const Clock& clock, LimiterOptions options)
@@ -509,17 +510,12 @@ Lease Limiter::acquire(std::string_view entity, std::string_view resource, const
         return lease;
       }
       last = lease.decision();
-      switch (last.code) {
-        case Code::exceeds_capacity:
-        case Code::store_unavailable:
-          leave();
-          throw RateLimitExceeded(std::move(last));
-        case Code::unknown_limit:
-        case Code::invalid_argument:
-          leave();
+      if (waiting_cannot_help(last.code)) {
+        leave();
+        if (last.code == Code::unknown_limit || last.code == Code::invalid_argument) {
           throw ValidationError("amounts", std::string(to_string(last.code)), last.reason);
-        default:
-          break;
+        }
+        throw RateLimitExceeded(std::move(last));
       }
       if (last.retry_after > 0) wake_at = std::min(deadline, last.now + last.retry_after);
     }
@@ -527,11 +523,7 @@ Lease Limiter::acquire(std::string_view entity, std::string_view resource, const
     const bool stopped = options.stop.stop_requested();
     if (now >= deadline || stopped) {
       leave();
-      last.allowed = false;
-      last.code = stopped ? Code::cancelled : Code::timeout;
-      last.now = now;
-      last.reason = (stopped ? "cancelled while waiting" : "deadline passed while waiting") +
-                    (last.reason.empty() ? std::string() : "; last: " + last.reason);
+      detail::end_of_wait(last, stopped ? Code::cancelled : Code::timeout, now);
       throw RateLimitExceeded(std::move(last));
     }
     im.waits.wait(self, im.clock, wake_at);
