@@ -72,9 +72,14 @@ class [[nodiscard]] Lease {
   bool allowed() const { return decision_.allowed; }
   explicit operator bool() const { return decision_.allowed; }
   const Decision& decision() const { return decision_; }
-  /// Lease id of a lease that holds concurrency slots (random-based: distinct across the
-  /// processes sharing a store); 0 otherwise.
+  /// Lease id of a lease that holds concurrency slots or is durable (random-based: distinct
+  /// across the processes sharing a store); 0 otherwise.
   std::uint64_t id() const { return id_; }
+  /// True for a lease taken with AcquireOptions::durable (or by Limiter::resume): the store
+  /// keeps its record, so any Limiter on the same store and namespace can take it up.
+  bool durable() const { return record_ != nullptr; }
+  /// A durable lease's token (what Limiter::resume takes; URL-safe); empty otherwise.
+  std::string token() const;
   /// When its concurrency slots are reclaimed if it is never ended (µs since epoch).
   Micros expires_at() const { return expires_at_; }
   /// The requesting entity and the resource of an allowed acquire; empty otherwise.
@@ -98,7 +103,9 @@ class [[nodiscard]] Lease {
    * be adjusted. Still allowed after the TTL passed (usage is usage).
    * @return the decision after the adjustment: allowed, or code store_unavailable (not
    *         allowed, nothing adjusted) when the store could not be reached.
-   * @throws LeaseError if the lease ended; ValidationError for an unknown limit name.
+   * @throws LeaseError if the lease ended (LeaseNotFound: a durable lease that ended,
+   *         expired or was changed elsewhere; this object is inactive then); ValidationError
+   *         for an unknown limit name.
    */
   Decision adjust(const Amounts& deltas);
 
@@ -134,6 +141,28 @@ class [[nodiscard]] Lease {
   auto async_commit(CompletionToken&& token);
   template <class CompletionToken>
   auto async_rollback(CompletionToken&& token);
+
+  /**
+   * Moves the lease's end to `ttl` from now (a heartbeat for a long stream): its concurrency
+   * slots and, for a durable lease, its record are reclaimed then instead. A shorter `ttl`
+   * brings the end closer. Usage is not changed.
+   * @return ok, or code store_unavailable (nothing changed) or lease_not_found (a durable
+   *         lease that ended, expired or was changed elsewhere: this object is inactive then).
+   * @throws LeaseError if the lease ended; ValidationError unless ttl > 0.
+   */
+  Decision extend(Micros ttl);
+  /// extend() without blocking on the store, as adjust_async().
+  void extend_async(Micros ttl, DecisionCallback done);
+
+  /**
+   * Lets go of a durable lease without ending it: this object becomes inactive and the lease
+   * lives on in the store until its expiry, for Limiter::resume(token) to take it up (in
+   * this process or another). If nobody ends it, the store commits it at its expiry (usage
+   * kept, slots freed).
+   * @return the token.
+   * @throws LeaseError unless the lease is active and durable.
+   */
+  std::string detach();
 
   /// Keeps what was consumed and frees the concurrency slots. Idempotent; a no-op after
   /// rollback().
@@ -186,6 +215,7 @@ class [[nodiscard]] Lease {
 
   void end(bool refund);
   void end_async(bool refund, DecisionCallback done);
+  void require_active(const char* what) const;
   /// Ends the lease as leaving its scope now would: rollback if an exception thrown since
   /// its life started is in flight, else commit.
   void end_scope() {
@@ -201,7 +231,8 @@ class [[nodiscard]] Lease {
   int uncaught_ = std::uncaught_exceptions();  // exceptions in flight when its life started
   Micros expires_at_ = 0;
   std::shared_ptr<const detail::LeaseKey> key_;
-  HeldList held_;  // one per key_->items
+  HeldList held_;                        // one per key_->items
+  std::unique_ptr<std::string> record_;  // durable: the record the store holds, exactly
 };
 
 }  // namespace admit

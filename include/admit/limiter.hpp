@@ -66,6 +66,16 @@ struct AcquireOptions {
   Micros lease_ttl = 0;     ///< 0 = LimiterOptions::lease_ttl
   bool with_stats = false;  ///< fill Decision::stats when allowed (denials always have them)
   std::stop_token stop;     ///< acquire(): cancels the wait promptly
+  /**
+   * Keep the lease's record in the store (the store must have StoreCapabilities::leases), so
+   * any Limiter on the same store and namespace, in any process, can take it up by its token
+   * (Lease::token, Limiter::resume) to adjust, extend, commit or roll it back: a load
+   * balancer may send those to another process than the acquire. Its ends are exactly once
+   * across processes (the store compares and swaps the record); one not ended by its expiry
+   * is committed by the store. Costs a record write with the acquire and a store operation
+   * for every end.
+   */
+  bool durable = false;
 };
 
 /// One limit's state as an outside source of truth (a provider's response) reports it; see
@@ -263,6 +273,17 @@ class Limiter {
   auto async_acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
                      std::chrono::microseconds timeout, const AcquireOptions& options,
                      CompletionToken&& token);
+
+  /**
+   * Takes up a durable lease (AcquireOptions::durable) by its token, as acquired by any
+   * Limiter on this store and namespace: an active Lease holding what the lease holds now,
+   * its decision allowed (no stats), ending with its scope as any lease (detach() it to let it
+   * live on). Two Limiters may resume one lease; of their changes, the first wins and the
+   * other gets LeaseNotFound.
+   * @throws ValidationError for a malformed token; LeaseNotFound if the store holds no such
+   *         lease (never acquired, ended, expired, another namespace); StoreUnavailable.
+   */
+  Lease resume(std::string_view token);
 
   /// Dry run: the decision try_acquire would take now, consuming nothing. It looks at the
   /// limits only, not at callers waiting in acquire() (try_acquire would say queue_ahead).

@@ -26,6 +26,8 @@ std::string_view to_string(Code c) {
       return "timeout";
     case Code::cancelled:
       return "cancelled";
+    case Code::lease_not_found:
+      return "lease_not_found";
   }
   return "unknown";
 }

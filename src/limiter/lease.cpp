@@ -4,6 +4,7 @@
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
 #include "lease_key.hpp"
+#include "lease_record.hpp"
 #include "limiter_impl.hpp"
 
 namespace admit {
@@ -19,7 +20,8 @@ Lease::Lease(Lease&& o) noexcept
       uncaught_(std::uncaught_exceptions()),
       expires_at_(o.expires_at_),
       key_(std::move(o.key_)),
-      held_(std::move(o.held_)) {}
+      held_(std::move(o.held_)),
+      record_(std::move(o.record_)) {}
 
 Lease& Lease::operator=(Lease&& o) noexcept {
   if (this != &o) {
@@ -32,18 +34,48 @@ Lease& Lease::operator=(Lease&& o) noexcept {
     expires_at_ = o.expires_at_;
     key_ = std::move(o.key_);
     held_ = std::move(o.held_);
+    record_ = std::move(o.record_);
   }
   return *this;
 }
 
+void Lease::require_active(const char* what) const {
+  if (limiter_ == nullptr) {
+    throw LeaseError(std::string(what) + " on a lease that has ended or was denied");
+  }
+}
+
 Decision Lease::adjust(const Amounts& deltas) {
-  if (limiter_ == nullptr) throw LeaseError("adjust on a lease that has ended or was denied");
-  return limiter_->impl_->lease_op(*this, &deltas, false);
+  require_active("adjust");
+  return limiter_->impl_->lease_op(*this, {.deltas = &deltas});
 }
 
 void Lease::adjust_async(const Amounts& deltas, DecisionCallback done) {
-  if (limiter_ == nullptr) throw LeaseError("adjust on a lease that has ended or was denied");
-  limiter_->impl_->lease_op_async(*this, &deltas, false, std::move(done));
+  require_active("adjust");
+  limiter_->impl_->lease_op_async(*this, {.deltas = &deltas}, std::move(done));
+}
+
+Decision Lease::extend(Micros ttl) {
+  require_active("extend");
+  if (ttl <= 0) throw ValidationError("ttl", std::to_string(ttl), "must be > 0");
+  return limiter_->impl_->lease_op(*this, {.extend_ttl = ttl});
+}
+
+void Lease::extend_async(Micros ttl, DecisionCallback done) {
+  require_active("extend");
+  if (ttl <= 0) throw ValidationError("ttl", std::to_string(ttl), "must be > 0");
+  limiter_->impl_->lease_op_async(*this, {.extend_ttl = ttl}, std::move(done));
+}
+
+std::string Lease::token() const {
+  return record_ ? detail::lease_token(id_, key_->entities.back()) : std::string();
+}
+
+std::string Lease::detach() {
+  require_active("detach");
+  if (!record_) throw LeaseError("detach on a lease that is not durable (AcquireOptions::durable)");
+  limiter_ = nullptr;
+  return token();
 }
 
 void Lease::commit_async(DecisionCallback done) { end_async(/*refund=*/false, std::move(done)); }
@@ -59,7 +91,7 @@ void Lease::end_async(bool refund, DecisionCallback done) {
     if (done) done(std::move(d));
     return;
   }
-  limiter_->impl_->lease_op_async(*this, nullptr, refund, std::move(done));
+  limiter_->impl_->lease_op_async(*this, {.refund = refund}, std::move(done));
 }
 
 std::string_view Lease::entity() const {
@@ -95,7 +127,7 @@ void Lease::rollback() { end(/*refund=*/true); }
 
 void Lease::end(bool refund) {
   if (limiter_ == nullptr) return;
-  if (!refund && !holds_slots_) {  // commit of rate/window usage: nothing to tell the store
+  if (!refund && !holds_slots_ && !record_) {  // commit of rate/window usage: nothing to tell
     limiter_ = nullptr;
     return;
   }
@@ -103,7 +135,7 @@ void Lease::end(bool refund) {
   // Destructors must not throw: a store failure while ending a lease leaves the slots to
   // their TTL, which reclaims them anyway.
   try {
-    (void)l->impl_->lease_op(*this, nullptr, refund);
+    (void)l->impl_->lease_op(*this, {.refund = refund});
   } catch (const std::exception&) {
   }
   limiter_ = nullptr;

@@ -38,6 +38,13 @@ struct LeaseAccess {
   static Held& held(Lease& l, std::size_t i) { return l.held_[i]; }
   static std::uint64_t id(const Lease& l) { return l.id_; }
   static Micros expires_at(const Lease& l) { return l.expires_at_; }
+  static void set_expires_at(Lease& l, Micros at) { l.expires_at_ = at; }
+  static bool slots(const Lease& l) { return l.holds_slots_; }
+  /// A durable lease's record (nullptr otherwise); set_record makes a lease durable.
+  static std::string* record(const Lease& l) { return l.record_.get(); }
+  static void set_record(Lease& l, std::string record) {
+    l.record_ = std::make_unique<std::string>(std::move(record));
+  }
 
   /// Makes `l` hold what an allowed acquire consumed: `held_count` entries (value-initialised,
   /// set through held()), then active once `limiter` is set by activate().

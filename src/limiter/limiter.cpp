@@ -263,7 +263,17 @@ Op report_op(OpKind kind, const Namespace& ns, std::string_view group, Micros no
             .handles = {},
             .lease_id = 0,
             .lease_expiry = 0,
-            .report = true};
+            .report = true,
+            .lease_record = {},
+            .lease_record_next = {},
+            .lease_guard = false};
+}
+
+/// A durable acquire on a store that keeps no lease records.
+void no_lease_records(Decision& d, const Store& store) {
+  d.code = Code::invalid_argument;
+  d.reason =
+      "durable leases need a store that keeps lease records; " + store.name() + " does not";
 }
 }  // namespace
 
@@ -286,6 +296,8 @@ struct Limiter::Impl::AsyncAcquire {
   bool adaptive = false;
   bool slots = false;
   bool with_stats = false;
+  bool durable = false;
+  DurableRecord record;  // durable: what the acquire writes
 };
 
 // One spare AsyncAcquire per thread. An acquire that a store answers inside apply_async
@@ -300,6 +312,7 @@ void Limiter::Impl::recycle_async(std::unique_ptr<AsyncAcquire> c) noexcept {
   std::construct_at(&c->lease);
   c->done = nullptr;
   c->key.reset();
+  c->durable = false;
   if (!spare_async) spare_async = std::move(c);
 }
 
@@ -357,12 +370,23 @@ Lease Limiter::Impl::attempt(std::string_view entity, std::string_view resource,
   Scratch& sc = t_scratch;
   const bool slots = acquire_items(*plan, sc.ops, sc.entries, sc.rates, sc.epochs,
                                    [plan](std::size_t i) { return plan->entries[i].limit; });
-  const std::uint64_t id = slots ? next_lease_id() : 0;
+  const std::uint64_t id = slots || options.durable ? next_lease_id() : 0;
   const Micros now = LeaseAccess::decision(lease).now;
   const Micros expires_at = now + (options.lease_ttl > 0 ? options.lease_ttl : opt.lease_ttl);
   sc.results.resize(sc.ops.size());
   bool ok = true;
-  if (!sc.ops.empty()) {
+  DurableRecord record;
+  if (options.durable) {
+    if (!store.capabilities().leases) {
+      no_lease_records(LeaseAccess::decision(lease), store);
+      return lease;
+    }
+    record = acquire_record(*plan->lease_key, sc.ops, sc.entries,
+                            plan->adaptive ? std::span<const std::uint64_t>(sc.epochs)
+                                           : std::span<const std::uint64_t>(),
+                            slots, now);
+  }
+  if (!sc.ops.empty() || options.durable) {
     const Op op{.kind = OpKind::acquire,
                 .ns = &ns,
                 .group = plan->keys.back().entity,
@@ -372,7 +396,10 @@ Lease Limiter::Impl::attempt(std::string_view entity, std::string_view resource,
                 .handles = plan->handles,
                 .lease_id = id,
                 .lease_expiry = expires_at,
-                .report = options.with_stats};
+                .report = options.with_stats,
+                .lease_record = record.data,
+                .lease_record_next = {},
+                .lease_guard = false};
     try {
       ok = store.apply(op, sc.results);
     } catch (const StoreUnavailable& e) {  // the store's policy was to fail closed
@@ -384,6 +411,7 @@ Lease Limiter::Impl::attempt(std::string_view entity, std::string_view resource,
       lease, plan->lease_key, sc.ops, sc.entries, sc.results,
       plan->adaptive ? std::span<const std::uint64_t>(sc.epochs) : std::span<const std::uint64_t>(),
       ok, options.with_stats, slots, id, expires_at);
+  if (options.durable && lease.active()) make_durable(lease, std::move(record));
   return lease;
 }
 
@@ -406,6 +434,7 @@ void Limiter::Impl::complete_async(AsyncAcquire* ctx, bool ok, std::exception_pt
         lease, c->key, c->ops, c->entries, c->results,
         c->adaptive ? std::span<const std::uint64_t>(c->epochs) : std::span<const std::uint64_t>(),
         ok, c->with_stats, c->slots, c->id, c->expires_at);
+    if (c->durable && lease.active()) make_durable(lease, std::move(c->record));
   }
   AcquireCallback done = std::move(c->done);
   Lease out = std::move(lease);
@@ -432,13 +461,27 @@ void Limiter::Impl::acquire_async(std::string_view entity, std::string_view reso
   c->slots = acquire_items(*plan, c->ops, c->entries, c->rates, c->epochs,
                            [key](std::size_t i) { return &key->items[i].limit; });
   c->adaptive = plan->adaptive;
-  c->id = c->slots ? next_lease_id() : 0;
+  c->id = c->slots || options.durable ? next_lease_id() : 0;
   const Micros now = LeaseAccess::decision(lease).now;
   c->expires_at = now + (options.lease_ttl > 0 ? options.lease_ttl : opt.lease_ttl);
   c->with_stats = options.with_stats;
   c->results.resize(c->ops.size());
+  c->durable = options.durable;
+  if (options.durable) {
+    if (!store.capabilities().leases) {
+      no_lease_records(LeaseAccess::decision(lease), store);
+      Lease out = std::move(lease);
+      recycle_async(std::move(c));
+      done(std::move(out));
+      return;
+    }
+    c->record = acquire_record(
+        *key, c->ops, c->entries,
+        c->adaptive ? std::span<const std::uint64_t>(c->epochs) : std::span<const std::uint64_t>(),
+        c->slots, now);
+  }
   c->done = std::move(done);
-  if (c->ops.empty()) return complete_async(c.release(), true, nullptr);
+  if (c->ops.empty() && !c->durable) return complete_async(c.release(), true, nullptr);
   // The op points into the plan (keys, handles) and the context; the store reads it only
   // before apply_async returns. From here the context belongs to the completion.
   const Op op{.kind = OpKind::acquire,
@@ -450,7 +493,10 @@ void Limiter::Impl::acquire_async(std::string_view entity, std::string_view reso
               .handles = plan->handles,
               .lease_id = c->id,
               .lease_expiry = c->expires_at,
-              .report = options.with_stats};
+              .report = options.with_stats,
+              .lease_record = c->record.data,
+              .lease_record_next = {},
+              .lease_guard = false};
   AsyncAcquire* ctx = c.release();
   try {
     store.apply_async(op, ctx->results, [ctx](bool ok, std::exception_ptr error) noexcept {
@@ -576,7 +622,10 @@ Decision Limiter::Impl::planned_op(OpKind kind, std::string_view entity, std::st
                 .handles = plan.handles,
                 .lease_id = 0,
                 .lease_expiry = 0,
-                .report = true};
+                .report = true,
+                .lease_record = {},
+                .lease_record_next = {},
+                .lease_guard = false};
     try {
       ok = store.apply(op, results) || kind == OpKind::record;
     } catch (const StoreUnavailable& e) {

@@ -7,12 +7,15 @@
 #include <exception>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "admit/limiter.hpp"
 #include "aimd_registry.hpp"
 #include "config_snapshot.hpp"
 #include "lease_key.hpp"
+#include "lease_record.hpp"
 #include "plan.hpp"
 #include "store_config_cache.hpp"
 #include "wait_queue.hpp"
@@ -75,19 +78,37 @@ struct Limiter::Impl {
   // decide (check, change nothing) or record (consume unconditionally), reporting every limit.
   Decision planned_op(OpKind kind, std::string_view entity, std::string_view resource,
                       const Amounts& amounts);
-  // A lease's adjust (deltas != nullptr) or end (refunding what it consumed if `refund`),
-  // synchronous or not (lease_ops.cpp).
+  // What a lease operation does: adjust (deltas), extend (extend_ttl > 0) or end (refunding
+  // what the lease consumed if `refund`).
+  struct LeaseOpArgs {
+    const Amounts* deltas = nullptr;
+    bool refund = false;
+    Micros extend_ttl = 0;
+  };
+  // A lease's adjust, extend or end, synchronous or not (lease_ops.cpp).
   struct LeaseOp;
   struct AsyncLeaseOp;
-  Decision lease_op(Lease& lease, const Amounts* deltas, bool refund);
+  Decision lease_op(Lease& lease, LeaseOpArgs args);
   // An end moves `lease` into the operation (the caller's object is inactive at once); an
-  // adjust updates `lease`, which must stay put until `done` runs.
-  void lease_op_async(Lease& lease, const Amounts* deltas, bool refund,
-                      Lease::DecisionCallback done);
-  void prepare_lease_op(LeaseOp& lo, Lease& lease, const Amounts* deltas, bool refund);
+  // adjust or extend updates `lease`, which must stay put until `done` runs.
+  void lease_op_async(Lease& lease, LeaseOpArgs args, Lease::DecisionCallback done);
+  void prepare_lease_op(LeaseOp& lo, Lease& lease, LeaseOpArgs args);
   Op lease_store_op(const LeaseOp& lo, const Lease& lease) const;
   void finish_lease_op(LeaseOp& lo, Lease& lease);
   static void complete_lease_op(AsyncLeaseOp* ctx, std::exception_ptr error) noexcept;
+
+  // Durable leases (durable.cpp): the record of an acquire about to be sent, from what its op
+  // will consume (ops[j] takes from entry entries[j] of `key`; epochs: per entry, adaptive
+  // plans only), and making an allowed lease durable with it.
+  struct DurableRecord {
+    std::string data;
+    std::vector<detail::RecordHeld> held;  // per item of the key
+  };
+  static DurableRecord acquire_record(const detail::LeaseKey& key, std::span<const OpItem> ops,
+                                      std::span<const std::size_t> entries,
+                                      std::span<const std::uint64_t> epochs, bool slots,
+                                      Micros now);
+  static void make_durable(Lease& lease, DurableRecord record);
 };
 
 }  // namespace admit

@@ -322,6 +322,11 @@ std::vector<ConfigEntry> GuardedStore::list_config(const Namespace& ns) {
   return impl_->primary.list_config(ns);
 }
 
+std::optional<LeaseRecord> GuardedStore::get_lease(const Namespace& ns, std::string_view group,
+                                                   std::uint64_t lease_id, Micros now) {
+  return impl_->primary.get_lease(ns, group, lease_id, now);
+}
+
 StoreCapabilities GuardedStore::capabilities() const { return impl_->primary.capabilities(); }
 
 std::string GuardedStore::name() const { return "guarded(" + impl_->primary.name() + ")"; }

@@ -16,8 +16,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
+#include "admit/core/error.hpp"
 #include "admit/core/limit.hpp"
 #include "admit/core/rate.hpp"
 #include "admit/store/store.hpp"
@@ -54,10 +57,49 @@ inline bool is_rate(LimitKind k) noexcept {
   return k == LimitKind::rate || k == LimitKind::adaptive;
 }
 
-/// Ops that change state (and so may create it): everything but decide, read and reset.
+/// Ops that change state (and so may create it): everything but decide, read and reset
+/// (extend changes concurrency holds only).
 inline bool consumes(OpKind k) noexcept {
   return k == OpKind::acquire || k == OpKind::record || k == OpKind::adjust ||
-         k == OpKind::release || k == OpKind::clamp;
+         k == OpKind::release || k == OpKind::clamp || k == OpKind::extend;
+}
+
+// ---- durable leases (Op::lease_record) ----
+
+/// Does `op` read the record of op.lease_id before it applies (Op::lease_guard)?
+inline bool guards_record(const Op& op) noexcept {
+  return op.lease_guard &&
+         (op.kind == OpKind::adjust || op.kind == OpKind::release || op.kind == OpKind::extend);
+}
+
+/// Checks the guard of `op` against the stored record (nullptr: none; `expiry` its expiry,
+/// a record that expired at op.now counts as none). @throws LeaseNotFound.
+inline void check_record(const Op& op, const std::string* data, Micros expiry) {
+  if (data == nullptr || expiry <= op.now || *data != op.lease_record) {
+    throw LeaseNotFound("lease " + std::to_string(op.lease_id) +
+                        (data == nullptr || expiry <= op.now
+                             ? std::string(" is not held (ended, expired or never acquired)")
+                             : std::string(" was changed by another process")));
+  }
+}
+
+/// What an applied op does to the record of op.lease_id.
+struct RecordChange {
+  enum Kind : std::uint8_t { none, put, erase } kind = none;
+  std::string_view data;
+  Micros expiry = 0;  ///< put: the new expiry; 0 keeps the stored one (adjust)
+};
+/// `ok`: what Store::apply returns for `op` (an acquire writes its record only if admitted).
+inline RecordChange record_change(const Op& op, bool ok) noexcept {
+  if (op.kind == OpKind::acquire) {
+    if (ok && !op.lease_record.empty()) {
+      return {RecordChange::put, op.lease_record, op.lease_expiry};
+    }
+    return {};
+  }
+  if (!guards_record(op)) return {};
+  if (op.kind == OpKind::release) return {RecordChange::erase, {}, 0};
+  return {RecordChange::put, op.lease_record_next, op.kind == OpKind::extend ? op.lease_expiry : 0};
 }
 
 /// Only a positive amount of acquire/decide is checked: an amount of 0 is reported, never
@@ -162,13 +204,21 @@ inline bool appends_hold(const Op& op, const OpItem& it) noexcept {
 
 /**
  * Pass 2 for a concurrency item: acquire appends the lease's hold, release removes the
- * lease's holds (and expired ones). `holds` may be nullptr only when !appends_hold().
+ * lease's holds (and expired ones), extend moves their expiry to op.lease_expiry (an expired
+ * hold stays expired). `holds` may be nullptr only when !appends_hold().
  */
 ADMIT_KERNEL_INLINE void apply_holds(const Op& op, const OpItem& it, Holds* holds,
                                      ItemResult& res) {
   if (appends_hold(op, it)) {
     holds->push_back(Hold{op.lease_id, it.amount, op.lease_expiry});
     res.held += it.amount;
+  } else if (op.kind == OpKind::extend) {
+    if (holds != nullptr) {
+      for (Hold& h : *holds) {
+        if (h.lease == op.lease_id && !expired(h, op.now)) h.expiry = op.lease_expiry;
+      }
+      res.held = held_after_expiry(*holds, op.now);
+    }
   } else if (op.kind == OpKind::release) {
     // No list: no holders (an earlier item of this op on the same key may have emptied it).
     res.held = 0;
@@ -254,7 +304,7 @@ ADMIT_KERNEL_INLINE bool run(const Op& op, std::span<ItemResult> results, Access
       check_holds(op, it, acc.holds(i, false), res);
     } else {
       static constexpr Slot kFresh{};  // stands in for absent state in read-only ops
-      const Slot* s = acc.state(i, changes);
+      const Slot* s = acc.state(i, changes && op.kind != OpKind::extend);
       check_state(op, it, s != nullptr ? *s : kFresh, res);
     }
     all_ok = all_ok && res.ok;
@@ -266,11 +316,11 @@ ADMIT_KERNEL_INLINE bool run(const Op& op, std::span<ItemResult> results, Access
     const OpItem& it = op.items[i];
     if (it.limit->kind() == LimitKind::concurrency) {
       const bool appends = appends_hold(op, it);
-      const bool touches = appends || op.kind == OpKind::release;
+      const bool touches = appends || op.kind == OpKind::release || op.kind == OpKind::extend;
       Holds* h = touches ? acc.holds(i, appends) : nullptr;
       apply_holds(op, it, h, results[i]);
       if (touches) acc.holds_changed(i, h);
-    } else {
+    } else if (op.kind != OpKind::extend) {  // extend changes holds only
       apply_state(op, it, acc.state_again(i), results[i]);
       acc.state_changed(i);
     }

@@ -84,6 +84,19 @@ struct MemoryStore::Impl {
   std::mutex ns_mu;
   std::vector<std::string> namespaces;  // index = id - 1
 
+  // Durable lease records by lease_key(): few (one per lease in flight), off the hot path.
+  std::mutex lease_mu;
+  absl::flat_hash_map<std::string, LeaseRecord> leases;
+
+  // (namespace, lease id, group) as one map key.
+  static std::string lease_key(const Namespace& ns, std::string_view group, std::uint64_t id) {
+    std::string k(12 + group.size(), '\0');
+    std::memcpy(k.data(), &ns.id, 4);
+    std::memcpy(k.data() + 4, &id, 8);
+    std::memcpy(k.data() + 12, group.data(), group.size());
+    return k;
+  }
+
   // Limit configuration, sorted as list_config() reports it.
   using ConfigId = std::tuple<std::uint32_t, ConfigKind, std::string, std::string>;
   std::mutex cfg_mu;
@@ -240,11 +253,46 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
       if (h != nullptr && h->empty()) shard(i).holds.erase(fp(i));
     }
   } acc{im.shards.get(), op, bases, shard_ids, Buf<Slot*>(op.items.size())};
-  return detail::run(op, results, acc);
+  if (!detail::guards_record(op) && op.lease_record.empty()) return detail::run(op, results, acc);
+
+  // A durable lease: its record changes with its usage, under the shard locks (taken first).
+  std::lock_guard g(im.lease_mu);
+  std::string key = Impl::lease_key(*op.ns, op.group, op.lease_id);
+  auto found = im.leases.find(key);
+  if (detail::guards_record(op)) {
+    const bool has = found != im.leases.end();
+    detail::check_record(op, has ? &found->second.data : nullptr, has ? found->second.expiry : 0);
+  }
+  const bool ok = detail::run(op, results, acc);
+  const detail::RecordChange c = detail::record_change(op, ok);
+  if (c.kind == detail::RecordChange::erase) {
+    im.leases.erase(found);
+  } else if (c.kind == detail::RecordChange::put) {
+    if (found == im.leases.end()) {
+      im.leases.emplace(std::move(key), LeaseRecord{std::string(c.data), c.expiry});
+    } else {
+      found->second.data.assign(c.data);
+      if (c.expiry != 0) found->second.expiry = c.expiry;
+    }
+  }
+  return ok;
+}
+
+std::optional<LeaseRecord> MemoryStore::get_lease(const Namespace& ns, std::string_view group,
+                                                  std::uint64_t lease_id, Micros now) {
+  std::lock_guard g(impl_->lease_mu);
+  const auto found = impl_->leases.find(Impl::lease_key(ns, group, lease_id));
+  if (found == impl_->leases.end() || found->second.expiry <= now) return std::nullopt;
+  return found->second;
 }
 
 void MemoryStore::reset_namespace(const Namespace& ns) {
   const std::uint64_t tag = std::uint64_t{ns.id} << kNsShift;
+  {
+    std::lock_guard g(impl_->lease_mu);
+    absl::erase_if(impl_->leases,
+                   [&ns](const auto& kv) { return std::memcmp(kv.first.data(), &ns.id, 4) == 0; });
+  }
   for (std::size_t i = 0; i < impl_->nshards; ++i) {
     Shard& sh = impl_->shards[i];
     std::lock_guard g(sh.mu);
@@ -255,6 +303,10 @@ void MemoryStore::reset_namespace(const Namespace& ns) {
 
 std::size_t MemoryStore::prune(Micros now) {
   std::size_t n = 0;
+  {
+    std::lock_guard g(impl_->lease_mu);
+    n += absl::erase_if(impl_->leases, [now](const auto& kv) { return kv.second.expiry <= now; });
+  }
   for (std::size_t i = 0; i < impl_->nshards; ++i) {
     Shard& sh = impl_->shards[i];
     std::lock_guard g(sh.mu);

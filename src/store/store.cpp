@@ -6,7 +6,12 @@
 
 namespace admit {
 
-OwnedOp::OwnedOp(const Op& o) : ns_(*o.ns), group_(o.group), op_(o) {
+OwnedOp::OwnedOp(const Op& o)
+    : ns_(*o.ns),
+      group_(o.group),
+      lease_record_(o.lease_record),
+      lease_record_next_(o.lease_record_next),
+      op_(o) {
   names_.reserve(2 * o.keys.size());  // no reallocation: keys_ views these strings
   for (const KeyParts& k : o.keys) {
     names_.emplace_back(k.entity);
@@ -29,6 +34,8 @@ OwnedOp::OwnedOp(const Op& o) : ns_(*o.ns), group_(o.group), op_(o) {
   op_.keys = keys_;
   op_.items = items_;
   op_.handles = handles_;
+  op_.lease_record = lease_record_;
+  op_.lease_record_next = lease_record_next_;
 }
 
 void Store::apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done) {

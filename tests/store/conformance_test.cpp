@@ -510,6 +510,240 @@ TEST_P(StoreConformance, HoldsReleaseOwnLeaseAndExpireExactly) {
   EXPECT_EQ(store().size(), 0u);
 }
 
+// ------------------------------------------------------------------------ durable leases
+
+// Applies `op` after setting its lease-record fields; returns what apply returned.
+struct RecordOp {
+  std::string_view record;
+  std::string_view next;
+  bool guard = false;
+};
+
+// Verifies a durable lease's record is written only with an admitted acquire, read back by
+// (namespace, group, id), replaced by a guarded adjust, deleted by a guarded release, and that
+// a guard that does not match (absent, ended, changed) throws LeaseNotFound and changes nothing.
+TEST_P(StoreConformance, LeaseRecordsFollowTheirLeaseExactlyOnce) {
+  ASSERT_TRUE(store().capabilities().leases) << GetParam().name;
+  const std::vector<KeyParts> keys{{"e", "r"}};
+  const Micros expiry = kStart + 30 * kSec;
+  auto run = [&](OpKind kind, Micros now, std::vector<OpItem> items, std::uint64_t id, RecordOp r,
+                 std::string_view group = "g") {
+    Applied a;
+    a.items.resize(items.size());
+    Op op = test::make_op(kind, ns_, now, keys, items, id, expiry);
+    op.group = group;
+    op.lease_record = r.record;
+    op.lease_record_next = r.next;
+    op.lease_guard = r.guard;
+    a.ok = store().apply(op, a.items);
+    return a;
+  };
+  // A denied acquire keeps no record; an admitted one does.
+  EXPECT_FALSE(run(OpKind::acquire, kStart, {OpItem{0, &rpm_, 11, 0}}, 7, {"v1", "", false}).ok);
+  EXPECT_FALSE(store().get_lease(ns_, "g", 7, kStart).has_value());
+  ASSERT_TRUE(run(OpKind::acquire, kStart, {OpItem{0, &rpm_, 4, 0}, OpItem{0, &slots_, 1, 0}}, 7,
+                  {"v1", "", false})
+                  .ok);
+  auto rec = store().get_lease(ns_, "g", 7, kStart);
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_EQ(rec->data, "v1");
+  EXPECT_EQ(rec->expiry, expiry);
+  // Other groups, ids and namespaces do not see it.
+  EXPECT_FALSE(store().get_lease(ns_, "h", 7, kStart).has_value());
+  EXPECT_FALSE(store().get_lease(ns_, "g", 8, kStart).has_value());
+  const Namespace other = store().open_namespace("conformance-other");
+  EXPECT_FALSE(store().get_lease(other, "g", 7, kStart).has_value());
+
+  // A guard that does not match changes nothing.
+  EXPECT_THROW(run(OpKind::adjust, kStart, {OpItem{0, &rpm_, -4, 0}}, 7, {"v0", "v2", true}),
+               LeaseNotFound);
+  EXPECT_THROW(run(OpKind::release, kStart, {OpItem{0, &rpm_, 4, 0}}, 8, {"v1", "", true}),
+               LeaseNotFound);
+  EXPECT_EQ(avail(kStart, keys[0], rpm_), 6);
+  // A matching adjust refunds and replaces the record; the old one no longer matches.
+  EXPECT_TRUE(run(OpKind::adjust, kStart, {OpItem{0, &rpm_, -1, 0}}, 7, {"v1", "v2", true}).ok);
+  EXPECT_EQ(avail(kStart, keys[0], rpm_), 7);
+  rec = store().get_lease(ns_, "g", 7, kStart);
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_EQ(rec->data, "v2");
+  EXPECT_EQ(rec->expiry, expiry);  // adjust keeps the expiry
+  EXPECT_THROW(run(OpKind::adjust, kStart, {OpItem{0, &rpm_, -1, 0}}, 7, {"v1", "v3", true}),
+               LeaseNotFound);
+  EXPECT_EQ(avail(kStart, keys[0], rpm_), 7);
+  // Release refunds, frees the slot and deletes the record: a second release changes nothing.
+  EXPECT_TRUE(run(OpKind::release, kStart, {OpItem{0, &rpm_, 3, 0}, OpItem{0, &slots_, 0, 0}}, 7,
+                  {"v2", "", true})
+                  .ok);
+  EXPECT_EQ(avail(kStart, keys[0], rpm_), 10);
+  EXPECT_EQ(avail(kStart, keys[0], slots_), 2);
+  EXPECT_FALSE(store().get_lease(ns_, "g", 7, kStart).has_value());
+  EXPECT_THROW(run(OpKind::release, kStart, {OpItem{0, &rpm_, 3, 0}}, 7, {"v2", "", true}),
+               LeaseNotFound);
+  EXPECT_EQ(avail(kStart, keys[0], rpm_), 10);
+}
+
+// Verifies extend moves a lease's holds and record to a new expiry (later or earlier), that a
+// record and its holds expire together, and that a guarded op on an expired lease throws.
+TEST_P(StoreConformance, ExtendMovesHoldsAndRecordExpiry) {
+  const std::vector<KeyParts> keys{{"e", "r"}};
+  auto op_with = [&](OpKind kind, Micros now, std::vector<OpItem> items, std::uint64_t id,
+                     Micros expiry, RecordOp r) {
+    Applied a;
+    a.items.resize(items.size());
+    Op op = test::make_op(kind, ns_, now, keys, items, id, expiry);
+    op.group = "g";
+    op.lease_record = r.record;
+    op.lease_record_next = r.next;
+    op.lease_guard = r.guard;
+    a.ok = store().apply(op, a.items);
+    return a;
+  };
+  ASSERT_TRUE(op_with(OpKind::acquire, kStart, {OpItem{0, &slots_, 1, 0}}, 5, kStart + 10 * kSec,
+                      {"a", "", false})
+                  .ok);
+  ASSERT_TRUE(
+      op_with(OpKind::acquire, kStart, {OpItem{0, &slots_, 1, 0}}, 6, kStart + 10 * kSec, {}).ok);
+  // Lease 5 is extended to +40 s at +5 s; lease 6 (not extended) expires at +10 s.
+  const Applied ext = op_with(OpKind::extend, kStart + 5 * kSec, {OpItem{0, &slots_, 0, 0}}, 5,
+                              kStart + 40 * kSec, {"a", "b", true});
+  EXPECT_TRUE(ext.ok);
+  EXPECT_EQ(ext.items[0].held, 2);
+  EXPECT_EQ(avail(kStart + 10 * kSec, keys[0], slots_), 1);
+  auto rec = store().get_lease(ns_, "g", 5, kStart + 39 * kSec);
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_EQ(rec->data, "b");
+  EXPECT_EQ(rec->expiry, kStart + 40 * kSec);
+  EXPECT_EQ(avail(kStart + 40 * kSec - 1, keys[0], slots_), 1);
+  // Shortened: both go at +20 s.
+  EXPECT_TRUE(op_with(OpKind::extend, kStart + 15 * kSec, {OpItem{0, &slots_, 0, 0}}, 5,
+                      kStart + 20 * kSec, {"b", "c", true})
+                  .ok);
+  EXPECT_EQ(avail(kStart + 20 * kSec - 1, keys[0], slots_), 1);
+  EXPECT_EQ(avail(kStart + 20 * kSec, keys[0], slots_), 2);
+  EXPECT_TRUE(store().get_lease(ns_, "g", 5, kStart + 20 * kSec - 1).has_value());
+  EXPECT_FALSE(store().get_lease(ns_, "g", 5, kStart + 20 * kSec).has_value());
+  EXPECT_THROW(op_with(OpKind::release, kStart + 20 * kSec, {OpItem{0, &slots_, 0, 0}}, 5, 0,
+                       {"c", "", true}),
+               LeaseNotFound);
+  // An extend without items moves only the record.
+  ASSERT_TRUE(op_with(OpKind::acquire, kStart + 30 * kSec, {OpItem{0, &rpm_, 1, 0}}, 9,
+                      kStart + 31 * kSec, {"x", "", false})
+                  .ok);
+  Applied none;
+  Op op = test::make_op(OpKind::extend, ns_, kStart + 30 * kSec, {}, {}, 9, kStart + 90 * kSec);
+  op.group = "g";
+  op.lease_record = "x";
+  op.lease_record_next = "y";
+  op.lease_guard = true;
+  EXPECT_TRUE(store().apply(op, none.items));
+  rec = store().get_lease(ns_, "g", 9, kStart + 60 * kSec);
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_EQ(rec->data, "y");
+  // reset_namespace forgets records too.
+  store().reset_namespace(ns_);
+  EXPECT_FALSE(store().get_lease(ns_, "g", 9, kStart + 60 * kSec).has_value());
+}
+
+// Verifies a durable lease acquired through one Limiter is taken up by another on the same
+// store (as another process would): adjusted there, detached, resumed again and ended exactly
+// once; a second end, or an op on a copy that another end overtook, reports lease_not_found and
+// changes nothing; extend moves its expiry; at its expiry the store commits it.
+TEST_P(StoreConformance, DurableLeasesWorkFromAnyLimiterExactlyOnce) {
+  auto a = make_limiter();
+  auto b = make_limiter();
+  for (auto* lim : {a.get(), b.get()}) {
+    lim->set_limits("m", {Limit::per_minute("tpm", 1000), Limit::concurrency("slots", 1),
+                          Limit::daily("rpd", 10)});
+  }
+  AcquireOptions durable;
+  durable.durable = true;
+  durable.lease_ttl = 60 * kSec;
+  Lease l = a->try_acquire("u", "m", {{"tpm", 600}, {"rpd", 1}}, durable);
+  ASSERT_TRUE(l.allowed()) << l.decision().reason;
+  ASSERT_TRUE(l.durable());
+  const std::string token = l.detach();
+  EXPECT_FALSE(l.active());
+  EXPECT_EQ(token, l.token());
+  EXPECT_EQ(available(*a, "u", "m", "tpm"), 400);
+  EXPECT_EQ(available(*a, "u", "m", "slots"), 0);  // the slot stays held after detach
+
+  Lease on_b = b->resume(token);
+  ASSERT_TRUE(on_b.active());
+  EXPECT_EQ(on_b.entity(), "u");
+  EXPECT_EQ(on_b.resource(), "m");
+  EXPECT_EQ(on_b.expires_at(), kStart + 60 * kSec);
+  const Decision adj = on_b.adjust({{"tpm", -200}, {"rpd", 2}});
+  EXPECT_TRUE(adj.allowed) << adj.reason;
+  EXPECT_EQ(available(*a, "u", "m", "tpm"), 600);
+  EXPECT_EQ(available(*a, "u", "m", "rpd"), 7);
+  EXPECT_EQ(on_b.detach(), token);
+
+  // Two copies: the first end wins; the other finds nothing and changes nothing.
+  Lease first = a->resume(token);
+  Lease second = b->resume(token);
+  first.rollback();  // refunds 400 tpm and 3 rpd, frees the slot
+  EXPECT_EQ(available(*a, "u", "m", "tpm"), 1000);
+  EXPECT_EQ(available(*a, "u", "m", "rpd"), 10);
+  EXPECT_EQ(available(*a, "u", "m", "slots"), 1);
+  const Decision late = second.adjust({{"tpm", -100}});
+  EXPECT_FALSE(late.allowed);
+  EXPECT_EQ(late.code, Code::lease_not_found);
+  EXPECT_FALSE(second.active());
+  EXPECT_EQ(available(*a, "u", "m", "tpm"), 1000);
+  EXPECT_THROW((void)a->resume(token), LeaseNotFound);
+  EXPECT_THROW((void)a->resume("not-a-token"), ValidationError);
+  EXPECT_THROW((void)a->resume("00000000000000ff.75"), LeaseNotFound);
+
+  // Extend moves the end; unextended, the store commits it at its expiry.
+  Lease l2 = a->try_acquire("u", "m", {{"tpm", 100}}, durable);
+  ASSERT_TRUE(l2.allowed());
+  const std::string t2 = l2.detach();
+  clock_.advance(50 * kSec);
+  Lease r2 = b->resume(t2);
+  const Decision ext = r2.extend(120 * kSec);
+  EXPECT_TRUE(ext.allowed) << ext.reason;
+  EXPECT_EQ(r2.expires_at(), kStart + 170 * kSec);
+  (void)r2.detach();
+  clock_.advance(100 * kSec);  // past the first expiry, before the new one
+  EXPECT_EQ(available(*a, "u", "m", "slots"), 0);
+  Lease r3 = a->resume(t2);
+  EXPECT_EQ(r3.expires_at(), kStart + 170 * kSec);
+  (void)r3.detach();
+  clock_.advance(20 * kSec);  // expired: the slot is free, the usage kept, the lease gone
+  EXPECT_EQ(available(*a, "u", "m", "slots"), 1);
+  EXPECT_THROW((void)b->resume(t2), LeaseNotFound);
+  // A non-durable lease has no token and cannot be detached.
+  Lease plain = a->try_acquire("u", "m", {{"tpm", 1}});
+  EXPECT_TRUE(plain.token().empty());
+  EXPECT_THROW((void)plain.detach(), LeaseError);
+}
+
+// Verifies the tokens of one namespace resolve nothing in another, and that crafted tokens
+// (another group, a flipped id) name no lease.
+TEST_P(StoreConformance, DurableLeaseTokensStayInTheirNamespace) {
+  LimiterOptions oa;
+  oa.ns = "tenant-a";
+  LimiterOptions ob;
+  ob.ns = "tenant-b";
+  auto a = make_limiter(oa);
+  auto b = make_limiter(ob);
+  for (auto* lim : {a.get(), b.get()}) lim->set_limits("m", {Limit::per_minute("tpm", 1000)});
+  AcquireOptions durable;
+  durable.durable = true;
+  Lease l = a->try_acquire("u", "m", {{"tpm", 500}}, durable);
+  ASSERT_TRUE(l.allowed());
+  const std::string token = l.detach();
+  EXPECT_THROW((void)b->resume(token), LeaseNotFound);
+  std::string other_group = token.substr(0, 17) + "76";  // group "v"
+  EXPECT_THROW((void)a->resume(other_group), LeaseNotFound);
+  std::string flipped = token;
+  flipped[15] = flipped[15] == '0' ? '1' : '0';
+  EXPECT_THROW((void)a->resume(flipped), LeaseNotFound);
+  EXPECT_EQ(available(*b, "u", "m", "tpm"), 1000);
+  a->resume(token).rollback();
+  EXPECT_EQ(available(*a, "u", "m", "tpm"), 1000);
+}
+
 // ------------------------------------------------------------------------ keys and namespaces
 
 // Verifies two Limiters with different namespaces on one store never share state, and

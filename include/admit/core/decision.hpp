@@ -24,6 +24,9 @@ enum class Code : std::uint8_t {
   store_unavailable,     ///< the store failed and the policy is fail-closed
   timeout,               ///< acquire's deadline passed while waiting
   cancelled,             ///< acquire's stop token fired while waiting
+  /// a durable lease's operation found no such lease in the store (ended, expired, or changed
+  /// by another process meanwhile): nothing was changed
+  lease_not_found,
 };
 std::string_view to_string(Code c);
 

@@ -84,4 +84,12 @@ class LeaseError : public Error {
   using Error::Error;
 };
 
+/// A durable lease the store does not hold (any more): never acquired, ended (perhaps by
+/// another process), expired, or changed by another process since it was read (see
+/// Op::lease_guard). Nothing was changed.
+class LeaseNotFound : public LeaseError {
+ public:
+  using LeaseError::LeaseError;
+};
+
 }  // namespace admit

@@ -99,6 +99,9 @@ class GuardedStore final : public Store {
   void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
                   std::span<std::optional<std::string>> values) override;
   std::vector<ConfigEntry> list_config(const Namespace& ns) override;
+  /// The primary's (a lease acquired on the fallback has no record there).
+  std::optional<LeaseRecord> get_lease(const Namespace& ns, std::string_view group,
+                                       std::uint64_t lease_id, Micros now) override;
 
   /// True after the primary's apply() threw StoreUnavailable (or its apply_async() reported
   /// it), until an apply() or apply_async() that started after that failure succeeds.

@@ -36,10 +36,12 @@ class MemoryStore final : public Store {
   void reset_namespace(const Namespace& ns) override;
   std::size_t prune(Micros now) override;
   std::size_t size() const override;
-  StoreCapabilities capabilities() const override { return {}; }
+  StoreCapabilities capabilities() const override { return {.leases = true}; }
   std::string name() const override { return "memory"; }
 
   void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) override;
+  std::optional<LeaseRecord> get_lease(const Namespace& ns, std::string_view group,
+                                       std::uint64_t lease_id, Micros now) override;
   void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
                   std::span<std::optional<std::string>> values) override;
   std::vector<ConfigEntry> list_config(const Namespace& ns) override;

@@ -49,6 +49,9 @@ enum class OpKind : std::uint8_t {
   /// lower each item's state to what an outside source of truth (a provider) reports: at
   /// most `amount` units available now, none before `until`; never raises it
   clamp,
+  /// move a lease's end: its concurrency holds (items) and its record (Op::lease_guard) are
+  /// reclaimed at Op::lease_expiry instead (earlier or later); checks nothing, refunds nothing
+  extend,
 };
 
 /// One limit of one key in an operation.
@@ -84,6 +87,31 @@ struct Op {
   /// Fill available / reset_after for every item. Without it a store may leave them 0 on
   /// items that are ok (denied items always carry them).
   bool report = true;
+
+  /**
+   * Durable leases (a lease any process on the store can take up by its id, see
+   * Store::get_lease). A lease record is opaque bytes kept per (namespace, group, lease_id)
+   * until its expiry, changed only together with the lease's usage:
+   *   - acquire with a non-empty `lease_record`: if admitted, the store keeps it as the
+   *     record of lease_id, expiring at lease_expiry (an existing record of that id is
+   *     replaced);
+   *   - adjust, release and extend with `lease_guard`: the op applies only if the record of
+   *     lease_id exists (not expired) and equals `lease_record`; otherwise nothing changes and
+   *     apply throws LeaseNotFound. Then adjust replaces the record by `lease_record_next`
+   *     (same expiry), extend replaces it and moves its expiry to lease_expiry, release
+   *     deletes it. So of two processes ending or adjusting one lease at once, one wins and
+   *     the other is told (compare and swap on the record): nothing is refunded twice.
+   * Without a record or a guard an op works as it always did.
+   */
+  std::string_view lease_record;
+  std::string_view lease_record_next;  ///< adjust / extend with lease_guard: the new record
+  bool lease_guard = false;
+};
+
+/// A durable lease's record as the store keeps it (Store::get_lease).
+struct LeaseRecord {
+  std::string data;   ///< Op::lease_record as last written
+  Micros expiry = 0;  ///< when the store drops it (µs since the epoch, the store's clock)
 };
 
 /// What a store reports for each item.
@@ -139,6 +167,7 @@ struct StoreCapabilities {
   bool durable = false;
   bool distributed = false;
   bool server_time = false;  ///< decisions use the store's clock, not the caller's
+  bool leases = false;       ///< keeps durable lease records (Op::lease_record, get_lease)
 };
 
 /**
@@ -163,6 +192,8 @@ class OwnedOp {
   std::vector<Limit> limits_;
   std::vector<RateParams> rates_;
   std::vector<OpItem> items_;
+  std::string lease_record_;
+  std::string lease_record_next_;
   Op op_;
 };
 
@@ -236,6 +267,23 @@ class Store {
                           std::span<std::optional<std::string>> values) = 0;
   /// Every entry of `ns`, sorted by (kind, entity, resource). @throws StoreUnavailable.
   virtual std::vector<ConfigEntry> list_config(const Namespace& ns) = 0;
+
+  // ---- durable leases (Op::lease_record) ----
+
+  /**
+   * The record of lease `lease_id` in (`ns`, `group`), nullopt if there is none (never
+   * written, deleted by a release, or expired at `now`). `group` is the Op::group the lease
+   * was acquired with. The default (a store without durable leases) returns nullopt.
+   * @throws StoreUnavailable.
+   */
+  virtual std::optional<LeaseRecord> get_lease(const Namespace& ns, std::string_view group,
+                                               std::uint64_t lease_id, Micros now) {
+    (void)ns;
+    (void)group;
+    (void)lease_id;
+    (void)now;
+    return std::nullopt;
+  }
 };
 
 }  // namespace admit
