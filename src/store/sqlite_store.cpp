@@ -1,15 +1,17 @@
-// SqliteStore: the class, its op paths (apply in per_op and write_behind), namespaces, pruning
-// and size. What the parts share is SqliteStore::Impl (sqlite/store_impl.hpp); the connection
-// is sqlite/db.{hpp,cpp}, the schema sqlite/schema.{hpp,cpp}, the flusher of write_behind
-// sqlite/write_behind.cpp, configuration sqlite/config.cpp, usage export / import
-// sqlite/usage_io.cpp.
+// SqliteStore: the class, its op paths (apply in per_op and write_behind, durable lease records
+// included), get_lease, namespaces, pruning and size. What the parts share is
+// SqliteStore::Impl (sqlite/store_impl.hpp); the connection is sqlite/db.{hpp,cpp}, the schema
+// sqlite/schema.{hpp,cpp}, the flusher of write_behind sqlite/write_behind.cpp, configuration
+// sqlite/config.cpp, usage export / import sqlite/usage_io.cpp.
 #include "admit/store/sqlite_store.hpp"
 
 #include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "admit/core/error.hpp"
@@ -79,6 +81,19 @@ SqliteStore::Impl::Impl(SqliteStoreOptions o) : opt(std::move(o)), db(opt.path) 
   ns_holds = db.prepare(
       "SELECT entity, resource, limit_name, lease, amount, expiry FROM holds WHERE ns = ?1 "
       "ORDER BY entity, resource, limit_name, rowid");
+  lease_get = db.prepare("SELECT data, expiry FROM leases WHERE ns = ?1 AND grp = ?2 AND id = ?3");
+  // An op's change (per_op): as a MemoryStore, a put of expiry 0 keeps a stored record's expiry.
+  lease_put = db.prepare(
+      "INSERT INTO leases (ns, grp, id, data, expiry) VALUES (?1, ?2, ?3, ?4, ?5) "
+      "ON CONFLICT (ns, grp, id) DO UPDATE SET data = excluded.data, "
+      "expiry = CASE excluded.expiry WHEN 0 THEN leases.expiry ELSE excluded.expiry END");
+  // A cached record as it is (write_behind's flush).
+  lease_replace = db.prepare(
+      "INSERT INTO leases (ns, grp, id, data, expiry) VALUES (?1, ?2, ?3, ?4, ?5) "
+      "ON CONFLICT (ns, grp, id) DO UPDATE SET data = excluded.data, expiry = excluded.expiry");
+  lease_del = db.prepare("DELETE FROM leases WHERE ns = ?1 AND grp = ?2 AND id = ?3");
+  ns_del_leases = db.prepare("DELETE FROM leases WHERE ns = ?1");
+  prune_leases = db.prepare("DELETE FROM leases WHERE expiry <= ?1");
 
   if (!per_op()) start_flusher();
 }
@@ -91,10 +106,13 @@ inline bool SqliteStore::Impl::apply_per_op(const Op& op, std::span<ItemResult> 
   {
     Txn txn(db, writes);
     try {
+      // A durable lease's record is checked, and changed, in the transaction of its usage.
+      if (detail::guards_record(op)) check_file_record(op);
       resolve(op);
       Access acc{*this};
       ok = detail::run(op, results, acc);
       for (const Entry* e : dirty) write(*e);
+      write_record_change(op, detail::record_change(op, ok));
       txn.commit();
     } catch (...) {
       drop_cache();
@@ -114,11 +132,21 @@ inline bool SqliteStore::Impl::apply_per_op(const Op& op, std::span<ItemResult> 
 
 inline bool SqliteStore::Impl::apply_write_behind(const Op& op, std::span<ItemResult> results) {
   if (flush_error) throw StoreUnavailable(*flush_error);
-  resolve(op);  // loads only: a failure changes nothing
+  // Loads only, and checks: a failure (or LeaseNotFound) changes nothing.
+  Record* rec = nullptr;
+  if (detail::guards_record(op)) {
+    rec = &cached_record(op);
+    detail::check_record(op, rec->present ? &rec->data : nullptr, rec->expiry);
+  } else if (op.kind == OpKind::acquire && !op.lease_record.empty()) {
+    rec = &cached_record(op);
+  }
+  resolve(op);
   Access acc{*this};
   const bool ok = detail::run(op, results, acc);
+  // The record goes to the file with the entries the op dirtied, in one flush.
+  if (rec != nullptr) change_record(*rec, detail::record_change(op, ok));
   ++ops;
-  if (cache.size() >= prune_at) {
+  if (cache.size() + records.size() >= prune_at) {
     try {
       prune_locked(op.now);
     } catch (const StoreUnavailable&) {  // a failed flush is in flush_error
@@ -139,6 +167,7 @@ std::size_t SqliteStore::Impl::prune_locked(Micros now) {
   if (!per_op()) flush_locked();
   std::int64_t groups = 0;
   std::int64_t states = 0;
+  std::int64_t leases = 0;
   std::int64_t remaining = 0;
   {
     Txn txn(db, true);
@@ -158,6 +187,12 @@ std::size_t SqliteStore::Impl::prune_locked(Micros now) {
       q.step();
       states = sqlite3_changes64(db.get());
     }
+    {
+      Query q(db, prune_leases);
+      q.bind(1, now);
+      q.step();
+      leases = sqlite3_changes64(db.get());
+    }
     remaining = count_locked();
     txn.commit();
   }
@@ -166,7 +201,7 @@ std::size_t SqliteStore::Impl::prune_locked(Micros now) {
   if (!per_op()) drop_cache();
   inserted_since_prune = 0;
   prune_at = std::max(sqlite_store::kMinPruneAt, 2 * static_cast<std::size_t>(remaining));
-  return static_cast<std::size_t>(states + groups);
+  return static_cast<std::size_t>(states + groups + leases);
 }
 
 // ---- SqliteStore ----
@@ -180,6 +215,27 @@ bool SqliteStore::apply(const Op& op, std::span<ItemResult> results) {
   Impl& im = *impl_;
   std::lock_guard g(im.mu);
   return im.per_op() ? im.apply_per_op(op, results) : im.apply_write_behind(op, results);
+}
+
+std::optional<LeaseRecord> SqliteStore::get_lease(const Namespace& ns, std::string_view group,
+                                                  std::uint64_t lease_id, Micros now) {
+  Impl& im = *impl_;
+  std::lock_guard g(im.mu);
+  LeaseRecord rec;
+  bool has = false;
+  const auto cached = im.per_op()
+                          ? im.records.end()
+                          : im.records.find(sqlite_store::record_key(ns.id, group, lease_id));
+  if (cached != im.records.end()) {  // write_behind: the cache is the truth for what it holds
+    has = cached->second.present;
+    if (has) rec = LeaseRecord{cached->second.data, cached->second.expiry};
+  } else {
+    Impl::Txn txn(im.db, false);
+    has = im.read_record(ns.id, group, lease_id, rec.data, rec.expiry);
+    txn.commit();
+  }
+  if (!has || rec.expiry <= now) return std::nullopt;
+  return rec;
 }
 
 Namespace SqliteStore::open_namespace(std::string_view name) {
@@ -249,6 +305,7 @@ std::size_t SqliteStore::size() const {
 StoreCapabilities SqliteStore::capabilities() const {
   StoreCapabilities c;
   c.durable = impl_->per_op();
+  c.leases = true;
   return c;
 }
 

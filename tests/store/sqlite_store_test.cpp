@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstdint>
@@ -22,6 +23,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "admit/core/clock.hpp"
@@ -187,37 +189,37 @@ std::int64_t consumed_in(const std::string& path) {
 
 // ------------------------------------------------------------------------ the file
 
-// Verifies a new file gets schema version 2, and a file from a newer version is refused with
+// Verifies a new file gets schema version 3, and a file from a newer version is refused with
 // IncompatibleSchema naming the file and both versions, and left untouched.
 TEST(SqliteStoreFile, SchemaVersionIsCheckedNewerIsRefused) {
-  static_assert(SqliteStore::kSchemaVersion == 2);
+  static_assert(SqliteStore::kSchemaVersion == 3);
   TempDir dir;
   const std::string path = dir.file("state.db");
   { SqliteStore store(opts(path)); }
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"2"});
-    raw.exec("PRAGMA user_version = 3");
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"3"});
+    raw.exec("PRAGMA user_version = 4");
   }
   try {
     SqliteStore store(opts(path));
-    ADD_FAILURE() << "opened a version 3 file";
+    ADD_FAILURE() << "opened a version 4 file";
   } catch (const IncompatibleSchema& e) {
     EXPECT_EQ(e.path(), path);
-    EXPECT_EQ(e.version(), 3);
+    EXPECT_EQ(e.version(), 4);
     EXPECT_EQ(e.supported(), SqliteStore::kSchemaVersion);
     const std::string what = e.what();
     EXPECT_NE(what.find(path), std::string::npos) << what;
+    EXPECT_NE(what.find("version 4"), std::string::npos) << what;
     EXPECT_NE(what.find("version 3"), std::string::npos) << what;
-    EXPECT_NE(what.find("version 2"), std::string::npos) << what;
   }
   EXPECT_THROW(SqliteStore(opts(path, Durability::write_behind)), IncompatibleSchema);
   RawDb raw(path);
-  EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"3"});
+  EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"4"});
 }
 
 // Verifies a version 1 file (written here with version 1's DDL, as admit 0.1 did) is migrated
-// to version 2 when opened, in both modes, keeping its namespaces, state rows and holds; the
+// to version 3 when opened, in both modes, keeping its namespaces, state rows and holds; the
 // new config table then works.
 TEST(SqliteStoreFile, Version1FileIsMigratedKeepingItsState) {
   TempDir dir;
@@ -262,10 +264,73 @@ COMMIT;)sql");
                 (std::vector<ConfigEntry>{{ConfigKind::parent, "u", "", "team"}}));
     }
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"2"});
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"3"});
     EXPECT_EQ(raw.rows("SELECT ns, kind, entity, resource, value FROM config"),
               std::vector<std::string>{"1|parent|u||team"});
     EXPECT_EQ(raw.rows("SELECT entity, a FROM state"),
+              std::vector<std::string>{cat("u|", kStart + 24 * kSec)});
+  }
+}
+
+// Verifies a version 2 file (written here with version 2's DDL) is migrated to version 3 when
+// opened, in both modes, keeping its state and configuration, and gains the leases table:
+// a durable lease acquired there keeps its record in it.
+TEST(SqliteStoreFile, Version2FileIsMigratedGainingLeases) {
+  TempDir dir;
+  for (const Durability d : {Durability::per_op, Durability::write_behind}) {
+    SCOPED_TRACE(d == Durability::per_op ? "per_op" : "write_behind");
+    const std::string path = dir.file(d == Durability::per_op ? "a.db" : "b.db");
+    {
+      RawDb raw(path);
+      raw.exec(R"sql(
+BEGIN;
+CREATE TABLE namespaces (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE state (
+  ns INTEGER NOT NULL, entity TEXT NOT NULL, resource TEXT NOT NULL,
+  limit_name TEXT NOT NULL, limit_kind TEXT NOT NULL, a INTEGER NOT NULL, b INTEGER NOT NULL,
+  PRIMARY KEY (ns, entity, resource, limit_name, limit_kind)) WITHOUT ROWID;
+CREATE TABLE holds (
+  ns INTEGER NOT NULL, entity TEXT NOT NULL, resource TEXT NOT NULL, limit_name TEXT NOT NULL,
+  lease INTEGER NOT NULL, amount INTEGER NOT NULL, expiry INTEGER NOT NULL);
+CREATE INDEX holds_by_key ON holds (ns, entity, resource, limit_name);
+CREATE TABLE config (
+  ns INTEGER NOT NULL, kind TEXT NOT NULL, entity TEXT NOT NULL, resource TEXT NOT NULL,
+  value TEXT NOT NULL, PRIMARY KEY (ns, kind, entity, resource)) WITHOUT ROWID;
+PRAGMA user_version = 2;
+COMMIT;)sql");
+      // u's rpm bucket: 4 of 10 taken at kStart; u's parent configured.
+      raw.exec(
+          cat("INSERT INTO namespaces (id, name) VALUES (1, 'default');"
+              "INSERT INTO state VALUES (1, 'u', 'm', 'rpm', 'rate', ",
+              kStart + 24 * kSec,
+              ", 0);"
+              "INSERT INTO config VALUES (1, 'parent', 'u', '', 'team');"));
+    }
+    std::uint64_t id = 0;
+    {
+      SqliteStore store(opts(path, d));
+      const Namespace ns = store.open_namespace("default");
+      EXPECT_EQ(store.list_config(ns),
+                (std::vector<ConfigEntry>{{ConfigKind::parent, "u", "", "team"}}));
+      ManualClock clock(kStart);
+      Limiter limiter(store, clock);
+      limiter.set_limits("m", {Limit::per_minute("rpm", 10)});
+      EXPECT_EQ(available(limiter, "u", "m", "rpm"), 6);
+      AcquireOptions durable;
+      durable.durable = true;
+      durable.lease_ttl = 60 * kSec;
+      Lease l = limiter.try_acquire("v", "m", {{"rpm", 2}}, durable);
+      ASSERT_TRUE(l.allowed()) << l.decision().reason;
+      id = l.id();
+      const std::string token = l.detach();
+      ASSERT_TRUE(store.get_lease(ns, "v", id, kStart).has_value());
+    }
+    RawDb raw(path);
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"3"});
+    EXPECT_EQ(raw.rows("SELECT ns, grp, id, expiry FROM leases"),
+              std::vector<std::string>{
+                  cat("1|v|", std::bit_cast<std::int64_t>(id), "|", kStart + 60 * kSec)});
+    EXPECT_EQ(raw.rows("SELECT entity, a FROM state WHERE entity = 'u'"),
               std::vector<std::string>{cat("u|", kStart + 24 * kSec)});
   }
 }
@@ -292,7 +357,7 @@ TEST(SqliteStoreFile, EmptyFileIsMigratedAndReopenKeepsState) {
     }
     EXPECT_EQ(consumed_in(path), 6);
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"2"});
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"3"});
   }
 }
 
@@ -336,8 +401,10 @@ TEST(SqliteStoreFile, Capabilities) {
   EXPECT_TRUE(a.capabilities().durable);
   EXPECT_FALSE(a.capabilities().distributed);
   EXPECT_FALSE(a.capabilities().server_time);
+  EXPECT_TRUE(a.capabilities().leases);
   SqliteStore b(opts(dir.file("b.db"), Durability::write_behind));
   EXPECT_FALSE(b.capabilities().durable);
+  EXPECT_TRUE(b.capabilities().leases);
   EXPECT_EQ(a.durable_ops(), 0u);
 }
 
@@ -970,6 +1037,278 @@ TEST(SqliteStoreState, NamespacesAreListed) {
   store.open_namespace("zeta");
   store.open_namespace("alpha");
   EXPECT_EQ(store.namespaces(), (std::vector<std::string>{"alpha", "zeta"}));
+}
+
+// ------------------------------------------------------------------------ durable leases
+
+/// A Limiter at the fixed instant kStart with a daily token budget and 3 concurrency slots
+/// (every lease holds one): nothing refills, so every unit taken or refunded shows.
+struct Leases {
+  static constexpr std::int64_t kCap = 1000;
+  static constexpr std::int64_t kSlots = 3;
+  explicit Leases(Store& store) : limiter(store, clock) {
+    limiter.set_limits("m", {Limit::per_day("tpd", kCap), Limit::concurrency("slots", kSlots)});
+  }
+  static AcquireOptions durable() {
+    AcquireOptions o;
+    o.durable = true;
+    o.lease_ttl = 60 * kSec;
+    return o;
+  }
+  /// Acquires a durable lease of `tokens` and lets go of it; returns its token.
+  std::string detached(std::int64_t tokens) {
+    Lease l = limiter.try_acquire("u", "m", {{"tpd", tokens}}, durable());
+    if (!l.allowed()) ADD_FAILURE() << l.decision().reason;
+    return l.allowed() ? l.detach() : std::string();
+  }
+  std::int64_t tokens() { return available(limiter, "u", "m", "tpd"); }
+  std::int64_t slots() { return available(limiter, "u", "m", "slots"); }
+  ManualClock clock{kStart};
+  Limiter limiter;
+};
+
+/// The decision of ending `lease` (rollback: refund, else commit), as the store reported it.
+Decision end_lease(Lease& lease, bool refund) {
+  Decision out;
+  auto done = [&out](Decision d) { out = std::move(d); };
+  if (refund) {
+    lease.rollback_async(done);
+  } else {
+    lease.commit_async(done);
+  }
+  return out;  // SqliteStore answers before *_async returns
+}
+
+// Verifies a durable lease outlives its store: acquired (per_op, and write_behind, which
+// flushes as it closes), the store closed, a new store on the file and a new Limiter resume it
+// by its token with what it holds (usage, slot, expiry) and commit it exactly once: the record
+// goes, the usage stays, the slot is freed, and a copy resumed before the commit finds nothing
+// and changes nothing, in this store and after another reopen.
+TEST(SqliteStoreLeases, DurableLeaseSurvivesReopenAndIsCommittedOnce) {
+  TempDir dir;
+  for (const Durability d : {Durability::per_op, Durability::write_behind}) {
+    SCOPED_TRACE(d == Durability::per_op ? "per_op" : "write_behind");
+    const std::string path = dir.file(d == Durability::per_op ? "a.db" : "b.db");
+    std::string token;
+    {
+      SqliteStore store(opts(path, d));
+      Leases a(store);
+      ASSERT_TRUE(a.limiter.consume("u", "m", {{"tpd", 100}}).allowed);
+      token = a.detached(600);
+      ASSERT_FALSE(token.empty());
+      EXPECT_EQ(a.tokens(), 300);
+      EXPECT_EQ(a.slots(), Leases::kSlots - 1);
+    }
+    {
+      RawDb raw(path);
+      EXPECT_EQ(raw.rows("SELECT grp, expiry FROM leases"),
+                std::vector<std::string>{cat("u|", kStart + 60 * kSec)});
+    }
+    {
+      SqliteStore store(opts(path));
+      Leases b(store);
+      EXPECT_EQ(b.tokens(), 300);
+      EXPECT_EQ(b.slots(), Leases::kSlots - 1);  // the lease's slot is still held
+      Lease copy = b.limiter.resume(token);
+      Lease l = b.limiter.resume(token);
+      ASSERT_TRUE(l.active());
+      EXPECT_EQ(l.entity(), "u");
+      EXPECT_EQ(l.expires_at(), kStart + 60 * kSec);
+      const Decision done = end_lease(l, /*refund=*/false);
+      EXPECT_EQ(done.code, Code::ok) << done.reason;
+      EXPECT_FALSE(l.active());
+      EXPECT_EQ(b.tokens(), 300);  // committed: the usage stays
+      EXPECT_EQ(b.slots(), Leases::kSlots);
+      EXPECT_THROW((void)b.limiter.resume(token), LeaseNotFound);
+      const Decision again = end_lease(copy, /*refund=*/true);
+      EXPECT_EQ(again.code, Code::lease_not_found) << again.reason;
+      EXPECT_EQ(b.tokens(), 300);  // no refund after the end
+    }
+    SqliteStore store(opts(path));
+    Leases c(store);
+    EXPECT_EQ(c.tokens(), 300);
+    EXPECT_EQ(c.slots(), Leases::kSlots);
+    EXPECT_THROW((void)c.limiter.resume(token), LeaseNotFound);
+    RawDb raw(path);
+    EXPECT_TRUE(raw.rows("SELECT * FROM leases").empty());
+  }
+}
+
+// Verifies two processes (each its own per_op SqliteStore on the file) that resumed one durable
+// lease and end it at the same moment end it exactly once: one rollback refunds, the other
+// reports lease_not_found and refunds nothing. Five rounds, a fresh lease each.
+TEST(SqliteStoreLeases, TwoProcessesEndOneLeaseExactlyOnce) {
+  TempDir dir;
+  const std::string path = dir.file("shared.db");
+  {
+    SqliteStore store(opts(path));
+    Leases setup(store);
+    ASSERT_TRUE(setup.limiter.consume("u", "m", {{"tpd", 100}}).allowed);
+  }
+  for (int round = 0; round < 5; ++round) {
+    SCOPED_TRACE(cat("round ", round));
+    std::string token;
+    {
+      SqliteStore store(opts(path));
+      Leases owner(store);
+      token = owner.detached(600);
+      ASSERT_FALSE(token.empty());
+      ASSERT_EQ(owner.tokens(), 300);
+    }  // closed: no store crosses fork()
+    Pipe ready;
+    Pipe go;
+    Pipe results;
+    std::vector<pid_t> pids;
+    for (int c = 0; c < 2; ++c) {
+      pids.push_back(spawn([&] {
+        ready.close_read();
+        go.close_write();
+        results.close_read();
+        SqliteStore store(opts(path));
+        Leases mine(store);
+        Lease l = mine.limiter.resume(token);
+        const char r = 'r';
+        if (!write_all(ready.fd[1], &r, 1)) return 4;
+        char start = 0;
+        (void)read_all(go.fd[0], &start, 1);  // returns at EOF: the parent closed it
+        const Decision d = end_lease(l, /*refund=*/true);
+        const char code = d.code == Code::ok ? 'o' : d.code == Code::lease_not_found ? 'n' : '?';
+        return write_all(results.fd[1], &code, 1) ? 0 : 4;
+      }));
+    }
+    ready.close_write();
+    go.close_read();
+    results.close_write();
+    for (int c = 0; c < 2; ++c) {  // both resumed the lease before either ends it
+      char r = 0;
+      ASSERT_TRUE(read_all(ready.fd[0], &r, 1));
+    }
+    go.close_write();  // both end it together
+    std::string codes;
+    for (int c = 0; c < 2; ++c) {
+      char code = 0;
+      ASSERT_TRUE(read_all(results.fd[0], &code, 1));
+      codes += code;
+    }
+    for (const pid_t pid : pids) {
+      const int status = wait_status(pid);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    }
+    std::sort(codes.begin(), codes.end());
+    EXPECT_EQ(codes, "no");  // one lease_not_found, one ok
+    SqliteStore store(opts(path));
+    Leases after(store);
+    EXPECT_EQ(after.tokens(), 900);  // refunded exactly once
+    EXPECT_EQ(after.slots(), Leases::kSlots);
+    EXPECT_THROW((void)after.limiter.resume(token), LeaseNotFound);
+  }
+}
+
+// Verifies what a crash of a write_behind store does to durable leases: records go to the file
+// with their usage, in the same flush. A child acquires leases A and C, flushes, then ends C
+// and acquires B (neither flushed) and is SIGKILLed: A and C are in the file with their usage
+// (C's end was lost with its refund), B is not, nor is its usage; ending C then refunds once.
+TEST(SqliteStoreLeases, WriteBehindCrashKeepsRecordsWithTheirUsage) {
+  TempDir dir;
+  const std::string path = dir.file("wb.db");
+  Pipe p;
+  const pid_t pid = spawn([&] {
+    p.close_read();
+    SqliteStoreOptions o = opts(path, Durability::write_behind);
+    o.write_behind_interval = 3600 * kSec;  // only the forced flush
+    SqliteStore store(o);
+    Leases wb(store);
+    std::string tokens[3];
+    tokens[0] = wb.detached(10);
+    tokens[1] = wb.detached(5);
+    store.flush();
+    wb.limiter.resume(tokens[1]).rollback();
+    if (wb.tokens() != Leases::kCap - 10) return 2;
+    tokens[2] = wb.detached(20);
+    for (const std::string& t : tokens) {
+      const std::uint64_t len = t.size();
+      if (t.empty() || !write_all(p.fd[1], &len, 8) || !write_all(p.fd[1], t.data(), t.size())) {
+        return 3;
+      }
+    }
+    for (;;) pause();
+  });
+  p.close_write();
+  std::string tokens[3];
+  for (std::string& t : tokens) {
+    std::uint64_t len = 0;
+    ASSERT_TRUE(read_all(p.fd[0], &len, 8));
+    t.resize(len);
+    ASSERT_TRUE(read_all(p.fd[0], t.data(), t.size()));
+  }
+  kill(pid, SIGKILL);
+  const int status = wait_status(pid);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "child status " << status;
+
+  SqliteStore store(opts(path));
+  Leases after(store);
+  EXPECT_EQ(after.tokens(), Leases::kCap - 15);  // A and C; not B
+  EXPECT_EQ(after.slots(), Leases::kSlots - 2);
+  Lease a = after.limiter.resume(tokens[0]);
+  EXPECT_EQ(a.expires_at(), kStart + 60 * kSec);
+  (void)a.detach();  // lives on
+  EXPECT_THROW((void)after.limiter.resume(tokens[2]), LeaseNotFound);
+  Lease c = after.limiter.resume(tokens[1]);
+  EXPECT_EQ(end_lease(c, /*refund=*/true).code, Code::ok);
+  EXPECT_EQ(after.tokens(), Leases::kCap - 10);
+  EXPECT_EQ(after.slots(), Leases::kSlots - 1);
+  EXPECT_THROW((void)after.limiter.resume(tokens[1]), LeaseNotFound);
+}
+
+// Verifies get_lease, prune and reset_namespace on records in both modes: an expired record
+// is not returned and prune deletes it (counted), reset_namespace deletes the namespace's
+// records only, import_state deletes them and export_state leaves them out.
+TEST(SqliteStoreLeases, RecordsArePrunedResetAndNotExported) {
+  TempDir dir;
+  for (const Durability d : {Durability::per_op, Durability::write_behind}) {
+    SCOPED_TRACE(d == Durability::per_op ? "per_op" : "write_behind");
+    SqliteStore store(opts(dir.file(d == Durability::per_op ? "a.db" : "b.db"), d));
+    const Namespace ns = store.open_namespace("default");
+    const Namespace other = store.open_namespace("other");
+    const Limit rpd = Limit::per_day("rpd", 100);
+    auto acquire = [&](const Namespace& n, std::uint64_t id, Micros expiry) {
+      const KeyParts key{"u", "m"};
+      const OpItem item{0, &rpd, 1, 0};
+      ItemResult res;
+      Op op;
+      op.kind = OpKind::acquire;
+      op.ns = &n;
+      op.now = kStart;
+      op.keys = std::span(&key, 1);
+      op.items = std::span(&item, 1);
+      op.group = "u";
+      op.lease_id = id;
+      op.lease_expiry = expiry;
+      op.lease_record = "rec";
+      return store.apply(op, std::span(&res, 1));
+    };
+    ASSERT_TRUE(acquire(ns, 1, kStart + 10 * kSec));
+    ASSERT_TRUE(acquire(ns, 2, kStart + 90 * kSec));
+    ASSERT_TRUE(acquire(other, 3, kStart + 90 * kSec));
+    EXPECT_TRUE(store.get_lease(ns, "u", 1, kStart + 10 * kSec - 1).has_value());
+    EXPECT_FALSE(store.get_lease(ns, "u", 1, kStart + 10 * kSec).has_value());
+    // Idle state is none of it (the daily window runs on): one expired record.
+    EXPECT_EQ(store.prune(kStart + 10 * kSec), 1u);
+    if (d == Durability::per_op) {  // write_behind holds the file exclusively
+      RawDb raw(store.options().path);
+      EXPECT_EQ(raw.rows("SELECT id FROM leases ORDER BY id"),
+                (std::vector<std::string>{"2", "3"}));
+    }
+    EXPECT_TRUE(store.get_lease(ns, "u", 2, kStart).has_value());
+    EXPECT_EQ(store.export_state(ns).rows.size(), 1u);
+    EXPECT_TRUE(store.export_state(ns).holds.empty());
+    store.reset_namespace(ns);
+    EXPECT_FALSE(store.get_lease(ns, "u", 2, kStart).has_value());
+    EXPECT_TRUE(store.get_lease(other, "u", 3, kStart).has_value());
+    store.import_state(other, store.export_state(other));
+    EXPECT_FALSE(store.get_lease(other, "u", 3, kStart).has_value());
+    EXPECT_EQ(store.prune(kStart + 100 * kSec), 0u);
+  }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // SqliteStore: the embedded durable store. One SQLite file (WAL) holds every key's state under
 // its real strings (namespace, entity, resource, limit), so state can be listed and migrated
-// (export_state / import_state), and the limit configuration every process shares (put_config).
+// (export_state / import_state), the limit configuration every process shares (put_config),
+// and durable lease records (Op::lease_record, get_lease), committed with the lease's usage.
 // Two durability modes: per_op (one fsync'd transaction per operation: an acknowledged
 // operation survives a process kill and a power loss; several processes may share the file)
 // and write_behind (state cached in memory, flushed in one transaction every interval; a crash
@@ -10,7 +11,9 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "admit/store/store.hpp"
@@ -79,6 +82,11 @@ struct SqliteStoreOptions {
  * Processes sharing a file (per_op) are serialised by SQLite's locks: BEGIN IMMEDIATE, with
  * busy_timeout, so no update is lost.
  *
+ * Durable leases (capabilities().leases): a lease record is read, checked and written in the
+ * transaction of its op (per_op), or cached with the rows it goes with and flushed in the same
+ * transaction as they are (write_behind), so a record and its lease's usage are on disk
+ * together or not at all.
+ *
  * Every SQLite failure (cannot open, disk full, corrupt file, locked beyond busy_timeout)
  * throws StoreUnavailable naming the file and SQLite's message; the operation then changed
  * nothing. A file with a newer schema throws IncompatibleSchema and is left untouched.
@@ -86,7 +94,7 @@ struct SqliteStoreOptions {
 class SqliteStore final : public Store {
  public:
   /// Schema version this build writes (PRAGMA user_version); older files are migrated.
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   /**
    * Opens or creates the file and migrates its schema.
@@ -103,10 +111,12 @@ class SqliteStore final : public Store {
   bool apply(const Op& op, std::span<ItemResult> results) override;
   Namespace open_namespace(std::string_view name) override;
   void reset_namespace(const Namespace& ns) override;
-  /// Deletes idle rows: rate/window state with a < now (full buckets, finished windows) and
-  /// expired holds. A full scan of the table. write_behind: flushes first.
+  /// Deletes idle rows: rate/window state with a < now (full buckets, finished windows),
+  /// expired holds and expired lease records (counted one each). A full scan of the tables.
+  /// write_behind: flushes first.
   std::size_t prune(Micros now) override;
-  /// State rows plus keys with holders. write_behind: flushes first.
+  /// State rows plus keys with holders (lease records are not counted). write_behind:
+  /// flushes first.
   std::size_t size() const override;
   StoreCapabilities capabilities() const override;
   std::string name() const override { return "sqlite"; }
@@ -118,13 +128,21 @@ class SqliteStore final : public Store {
                   std::span<std::optional<std::string>> values) override;
   std::vector<ConfigEntry> list_config(const Namespace& ns) override;
 
+  /// The record of a durable lease (the `leases` table). per_op: read from the file, so a
+  /// store sees what other processes wrote; write_behind: from the cache where it holds the
+  /// record, else from the file. @throws StoreUnavailable.
+  std::optional<LeaseRecord> get_lease(const Namespace& ns, std::string_view group,
+                                       std::uint64_t lease_id, Micros now) override;
+
   /// Every namespace the file knows (open_namespace registers one), sorted by name.
   std::vector<std::string> namespaces() const;
   /// The usage state of `ns` as of now, idle rows and expired holds included (prune() drops
-  /// them). write_behind: flushes first. @throws StoreUnavailable.
+  /// them); durable lease records are not part of it. write_behind: flushes first.
+  /// @throws StoreUnavailable.
   UsageState export_state(const Namespace& ns);
   /**
-   * Replaces the usage state of `ns` (every state row and hold) with `state`, and, given
+   * Replaces the usage state of `ns` (every state row and hold; its durable lease records
+   * are deleted, as they describe usage that is replaced) with `state`, and, given
    * `config`, its whole configuration with those entries (else the configuration stays), in
    * one transaction: a failure leaves the namespace as it was.
    * @throws ValidationError before writing anything: a bad name or config key, an empty

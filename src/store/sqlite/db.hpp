@@ -82,6 +82,16 @@ class Query {
     }
     return *this;
   }
+  // Opaque bytes (durable lease records) as a BLOB; empty is a zero-length BLOB, never NULL.
+  // The bytes must outlive the query (SQLITE_STATIC).
+  Query& bind_blob(int i, std::string_view v) {
+    if (v.size() > static_cast<std::size_t>(INT_MAX)) db_.fail("bind: blob too long");
+    if (sqlite3_bind_blob(s_, i, v.empty() ? "" : v.data(), static_cast<int>(v.size()),
+                          SQLITE_STATIC) != SQLITE_OK) {
+      db_.fail("bind");
+    }
+    return *this;
+  }
   /// @return true for a row, false when done.
   bool step() {
     const int rc = sqlite3_step(s_);
@@ -94,6 +104,12 @@ class Query {
     const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
     if (t == nullptr) return {};
     return std::string(t, static_cast<std::size_t>(sqlite3_column_bytes(s_, i)));
+  }
+  std::string blob(int i) const {
+    const void* b = sqlite3_column_blob(s_, i);
+    if (b == nullptr) return {};  // NULL or a zero-length BLOB
+    return std::string(static_cast<const char*>(b),
+                       static_cast<std::size_t>(sqlite3_column_bytes(s_, i)));
   }
 
  private:

@@ -18,6 +18,10 @@ namespace {
 //   holds: one row per lease holding slots of a concurrency limit of a key.
 //   config (version 2): one row per configuration entry (Store::put_config); kind is
 //          to_string(ConfigKind), entity / resource are '' where the kind has none.
+//   leases (version 3): one row per durable lease record (Op::lease_record), keyed by the
+//          namespace, the op's group and the lease id (the uint64 bit-cast to a signed
+//          INTEGER, as holds.lease); data is the record's opaque bytes, expiry µs since the
+//          epoch (a record with expiry <= now is gone).
 // Strings are stored as they are (no escaping needed: every part is its own column).
 constexpr const char* kMigrations[] = {
     R"sql(
@@ -54,6 +58,16 @@ CREATE TABLE config (
   resource TEXT NOT NULL,
   value TEXT NOT NULL,
   PRIMARY KEY (ns, kind, entity, resource)
+) WITHOUT ROWID;
+)sql",
+    R"sql(
+CREATE TABLE leases (
+  ns INTEGER NOT NULL,
+  grp TEXT NOT NULL,
+  id INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  expiry INTEGER NOT NULL,
+  PRIMARY KEY (ns, grp, id)
 ) WITHOUT ROWID;
 )sql",
 };

@@ -1,8 +1,9 @@
 // SqliteStore::Impl: the state every part of SqliteStore shares, and which file does what with
-// it. The class, the op paths (apply per_op and write_behind), namespaces and pruning are in
-// sqlite_store.cpp, the flusher of write_behind in write_behind.cpp, configuration in
-// config.cpp, usage export / import in usage_io.cpp; the connection is db.hpp, the schema
-// schema.hpp. The row functions below run on every operation and stay inline. Internal header.
+// it. The class, the op paths (apply per_op and write_behind), get_lease, namespaces and
+// pruning are in sqlite_store.cpp, the flusher of write_behind in write_behind.cpp,
+// configuration in config.cpp, usage export / import in usage_io.cpp; the connection is
+// db.hpp, the schema schema.hpp. The row and lease-record functions below run on every
+// operation (of a durable lease) and stay inline. Internal header.
 #pragma once
 
 #include <bit>
@@ -50,6 +51,30 @@ struct Entry {
   bool exists() const { return concurrency() ? !holds.empty() : present; }
 };
 
+// A durable lease's record (Op::lease_record) as a write_behind store knows it: loaded from the
+// file on first use, then the truth for as long as it is cached (as an Entry is), written with
+// the dirty entries in the flush's transaction. per_op keeps none: its ops read and write the
+// `leases` table inside their own transaction.
+struct Record {
+  std::uint32_t ns = 0;
+  std::string group;
+  std::uint64_t id = 0;
+  bool present = false;  // a record exists (it may have expired: prune deletes it)
+  std::string data;
+  Micros expiry = 0;
+  bool in_file = false;  // the file has its row
+  bool dirty = false;    // differs from the file; listed in Impl::dirty_records
+};
+
+// (namespace, lease id, group) as one map key: the group is the only variable-length part.
+inline std::string record_key(std::uint32_t ns, std::string_view group, std::uint64_t id) {
+  std::string k(12 + group.size(), '\0');
+  std::memcpy(k.data(), &ns, 4);
+  std::memcpy(k.data() + 4, &id, 8);
+  if (!group.empty()) std::memcpy(k.data() + 12, group.data(), group.size());
+  return k;
+}
+
 // (namespace, entity, resource, kind, limit) as one map key: length-prefixed, so no two
 // tuples share a key.
 inline std::string cache_key(std::uint32_t ns, const KeyParts& k, const Limit& l) {
@@ -84,6 +109,7 @@ std::optional<Enum> parse_enum(std::string_view text, const Enum (&all)[N]) {
 struct SqliteStore::Impl {
   using Db = sqlite_store::Db;
   using Entry = sqlite_store::Entry;
+  using Record = sqlite_store::Record;
   using Query = sqlite_store::Query;
   using StmtPtr = sqlite_store::StmtPtr;
   using Txn = sqlite_store::Txn;
@@ -97,10 +123,14 @@ struct SqliteStore::Impl {
   StmtPtr ns_put, ns_get, ns_del_state, ns_del_holds;
   StmtPtr prune_groups, prune_holds, prune_state, count_keys;
   StmtPtr cfg_put, cfg_del, cfg_del_all, cfg_get, cfg_list, ns_list, ns_rows, ns_holds;
+  StmtPtr lease_get, lease_put, lease_replace, lease_del, ns_del_leases, prune_leases;
 
   std::unordered_map<std::string, Entry> cache;  // node-based: Entry* stay valid on insert
   std::vector<Entry*> dirty;
   std::vector<Entry*> items;  // scratch: the entry of each item of the current op
+  // write_behind: durable lease records this process touched (few: one per lease in flight).
+  std::unordered_map<std::string, Record> records;  // by record_key(); node-based as cache
+  std::vector<Record*> dirty_records;
 
   std::uint64_t ops = 0;      // apply() calls that returned
   std::uint64_t durable = 0;  // ... of which on disk
@@ -208,6 +238,103 @@ struct SqliteStore::Impl {
     }
   }
 
+  // ---- durable lease records (inline: every op of a durable lease) ----
+
+  void bind_lease_key(Query& q, std::uint32_t ns, std::string_view group, std::uint64_t id) {
+    q.bind(1, static_cast<std::int64_t>(ns))
+        .bind(2, group)
+        .bind(3, std::bit_cast<std::int64_t>(id));
+  }
+
+  // Reads the record of (ns, group, id) from the file: false if it has none.
+  bool read_record(std::uint32_t ns, std::string_view group, std::uint64_t id, std::string& data,
+                   Micros& expiry) {
+    Query q(db, lease_get);
+    bind_lease_key(q, ns, group, id);
+    if (!q.step()) return false;
+    data = q.blob(0);
+    expiry = q.col(1);
+    return true;
+  }
+
+  // per_op: checks op's guard against the file (inside the op's transaction).
+  // @throws LeaseNotFound.
+  void check_file_record(const Op& op) {
+    std::string data;
+    Micros expiry = 0;
+    const bool has = read_record(op.ns->id, op.group, op.lease_id, data, expiry);
+    detail::check_record(op, has ? &data : nullptr, expiry);
+  }
+
+  // per_op: writes what the applied op does to its record (inside the op's transaction), as
+  // a MemoryStore does: a put of expiry 0 (adjust) keeps the stored expiry.
+  void write_record_change(const Op& op, const detail::RecordChange& c) {
+    if (c.kind == detail::RecordChange::none) return;
+    Query q(db, c.kind == detail::RecordChange::erase ? lease_del : lease_put);
+    bind_lease_key(q, op.ns->id, op.group, op.lease_id);
+    if (c.kind == detail::RecordChange::put) q.bind_blob(4, c.data).bind(5, c.expiry);
+    q.step();
+    if (op.kind == OpKind::acquire) ++inserted_since_prune;
+  }
+
+  // write_behind: the cached record of op's lease, loaded from the file on first use.
+  Record& cached_record(const Op& op) {
+    auto [pos, fresh] =
+        records.try_emplace(sqlite_store::record_key(op.ns->id, op.group, op.lease_id));
+    Record& r = pos->second;
+    if (fresh) {
+      r.ns = op.ns->id;
+      r.group.assign(op.group);
+      r.id = op.lease_id;
+      try {
+        r.present = r.in_file = read_record(r.ns, r.group, r.id, r.data, r.expiry);
+      } catch (...) {
+        records.erase(pos);
+        throw;
+      }
+    }
+    return r;
+  }
+
+  // write_behind: what the applied op does to its (cached) record, as a MemoryStore does.
+  void change_record(Record& r, const detail::RecordChange& c) {
+    if (c.kind == detail::RecordChange::none) return;
+    if (c.kind == detail::RecordChange::erase) {
+      r.present = false;
+      r.data.clear();
+      r.expiry = 0;
+    } else {
+      r.data.assign(c.data);
+      if (!r.present || c.expiry != 0) r.expiry = c.expiry;
+      r.present = true;
+    }
+    if (!r.dirty) {
+      r.dirty = true;
+      dirty_records.push_back(&r);
+    }
+  }
+
+  // write_behind: writes `r` to the file (inside the flush's transaction); settle() it once
+  // that commits.
+  void write(const Record& r) {
+    if (r.present) {
+      Query q(db, lease_replace);
+      bind_lease_key(q, r.ns, r.group, r.id);
+      q.bind_blob(4, r.data).bind(5, r.expiry);
+      q.step();
+      if (!r.in_file) ++inserted_since_prune;
+    } else if (r.in_file) {
+      Query q(db, lease_del);
+      bind_lease_key(q, r.ns, r.group, r.id);
+      q.step();
+    }
+  }
+
+  void settle(Record& r) {
+    r.in_file = r.present;
+    r.dirty = false;
+  }
+
   // The kernel's view of the resolved entries.
   struct Access {
     Impl& im;
@@ -244,11 +371,14 @@ struct SqliteStore::Impl {
     cache.clear();
     dirty.clear();
     items.clear();
+    records.clear();
+    dirty_records.clear();
   }
 
-  // Deletes the state rows and holds of namespace `id` (inside a write transaction).
+  // Deletes the state rows, holds and lease records of namespace `id` (inside a write
+  // transaction).
   void delete_usage(std::uint32_t id) {
-    for (const StmtPtr* s : {&ns_del_state, &ns_del_holds}) {
+    for (const StmtPtr* s : {&ns_del_state, &ns_del_holds, &ns_del_leases}) {
       Query q(db, *s);
       q.bind(1, static_cast<std::int64_t>(id));
       q.step();
@@ -260,6 +390,8 @@ struct SqliteStore::Impl {
   void drop_cached(std::uint32_t id) {
     std::erase_if(dirty, [&](const Entry* e) { return e->ns == id; });
     std::erase_if(cache, [&](const auto& kv) { return kv.second.ns == id; });
+    std::erase_if(dirty_records, [&](const Record* r) { return r->ns == id; });
+    std::erase_if(records, [&](const auto& kv) { return kv.second.ns == id; });
   }
 
   void bind_config_key(Query& q, const Namespace& ns, const ConfigKey& key) {
@@ -278,7 +410,8 @@ struct SqliteStore::Impl {
 
   // ---- write_behind.cpp: the flusher ----
 
-  // Writes every dirty entry in one transaction. @throws StoreUnavailable (kept pending).
+  // Writes every dirty entry and lease record in one transaction. @throws StoreUnavailable
+  // (kept pending).
   void flush_locked();
   void start_flusher();
   // Stops the flusher and writes what is pending (a failure there is not reported).

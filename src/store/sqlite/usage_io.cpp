@@ -1,5 +1,7 @@
 // SqliteStore's usage export and import (export_state / import_state): a namespace's state rows
-// and holds as UsageState, what `admit migrate` builds on (docs/migrate.md).
+// and holds as UsageState, what `admit migrate` builds on (docs/migrate.md). Durable lease
+// records are not usage state here: export leaves them out, import deletes the namespace's
+// (they describe the usage it replaces).
 #include <bit>
 #include <mutex>
 #include <optional>

@@ -1,5 +1,5 @@
-// write_behind: the cache's dirty entries are written in one transaction every
-// write_behind_interval (by the flusher thread), and on flush(), prune(), size() and
+// write_behind: the cache's dirty entries and lease records are written in one transaction
+// every write_behind_interval (by the flusher thread), and on flush(), prune(), size() and
 // destruction. A failed flush keeps them pending; apply() reports it (flush_error) until a
 // flush succeeds. The loss bound this gives is in docs/stores.md ("Durability").
 #include <algorithm>
@@ -14,14 +14,16 @@
 namespace admit {
 
 void SqliteStore::Impl::flush_locked() {
-  if (dirty.empty()) {
+  if (dirty.empty() && dirty_records.empty()) {
     durable = ops;
     flush_error.reset();
     return;
   }
   try {
+    // Lease records with the rows of their usage: after a crash the file has both or neither.
     Txn txn(db, true);
     for (const Entry* e : dirty) write(*e);
+    for (const Record* r : dirty_records) write(*r);
     txn.commit();
   } catch (const StoreUnavailable& e) {
     flush_error = std::string(e.what()) + " (write-behind flush failed; changes kept pending)";
@@ -29,6 +31,8 @@ void SqliteStore::Impl::flush_locked() {
   }
   for (Entry* e : dirty) settle(*e);
   dirty.clear();
+  for (Record* r : dirty_records) settle(*r);
+  dirty_records.clear();
   durable = ops;
   flush_error.reset();
 }
