@@ -93,7 +93,7 @@ struct MemoryStore::Impl {
     std::string k(12 + group.size(), '\0');
     std::memcpy(k.data(), &ns.id, 4);
     std::memcpy(k.data() + 4, &id, 8);
-    std::memcpy(k.data() + 12, group.data(), group.size());
+    if (!group.empty()) std::memcpy(k.data() + 12, group.data(), group.size());
     return k;
   }
 

@@ -538,6 +538,10 @@ TEST_P(StoreConformance, LeaseRecordsFollowTheirLeaseExactlyOnce) {
     a.ok = store().apply(op, a.items);
     return a;
   };
+  // Reads in the ops' group: a distributed store keeps it in the key (Op::group).
+  auto avail = [&](Micros now, const KeyParts&, const Limit& l) {
+    return run(OpKind::read, now, {OpItem{0, &l, 0, 0}}, 0, {}).items.at(0).available;
+  };
   // A denied acquire keeps no record; an admitted one does.
   EXPECT_FALSE(run(OpKind::acquire, kStart, {OpItem{0, &rpm_, 11, 0}}, 7, {"v1", "", false}).ok);
   EXPECT_FALSE(store().get_lease(ns_, "g", 7, kStart).has_value());
@@ -597,6 +601,10 @@ TEST_P(StoreConformance, ExtendMovesHoldsAndRecordExpiry) {
     op.lease_guard = r.guard;
     a.ok = store().apply(op, a.items);
     return a;
+  };
+  // Reads in the ops' group: a distributed store keeps it in the key (Op::group).
+  auto avail = [&](Micros now, const KeyParts&, const Limit& l) {
+    return op_with(OpKind::read, now, {OpItem{0, &l, 0, 0}}, 0, 0, {}).items.at(0).available;
   };
   ASSERT_TRUE(op_with(OpKind::acquire, kStart, {OpItem{0, &slots_, 1, 0}}, 5, kStart + 10 * kSec,
                       {"a", "", false})

@@ -1,17 +1,19 @@
 // Differential test: the Redis script (src/store/redis/admit.lua, run by RedisStore) against
 // the C++ store kernel (MemoryStore). Identical random operation sequences — every op kind,
 // rate limits with integer and fractional intervals, adaptive parameters, calendar windows in
-// zones with daylight saving, concurrency holds — must give identical results, to the
-// microsecond. RedisStore passes the op's time to the script (server_time = false) so both
-// sides decide at the same instant.
+// zones with daylight saving, concurrency holds, extends, durable lease records and their
+// guards — must give identical results, to the microsecond. RedisStore passes the op's time
+// to the script (server_time = false) so both sides decide at the same instant.
 // Needs a real redis-server: ADMIT_TEST_REDIS_URL (scripts/test starts one); skipped without
 // it unless ADMIT_REQUIRE_REDIS=1.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -19,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "admit/core/error.hpp"
 #include "admit/core/limit.hpp"
 #include "admit/store/memory_store.hpp"
 #include "admit/store/redis_store.hpp"
@@ -64,19 +67,30 @@ struct Step {
   std::vector<KeyParts> keys;
   std::vector<OpItem> items;
   std::vector<RateParams> params;  // adaptive items' rates (items point into it)
+  std::string record, next;        // Op::lease_record / lease_record_next (op points into them)
   Op op;
   std::vector<ItemResult> expect;
   bool expect_ok = false;
+  bool expect_not_found = false;  // the kernel threw LeaseNotFound
 };
+
+bool has_record(const Op& op) {
+  return op.lease_guard || (op.kind == OpKind::acquire && !op.lease_record.empty());
+}
 
 // Runs `steps` random operations, of a kind `next_kind` picks, on items of `limits` (each
 // picked with probability 1/3 per key; one "frac" variant per key and op) through the C++
 // kernel (MemoryStore, one op at a time) and the script (RedisStore), and requires identical
 // results. max_batch 1: RedisStore::apply per op; more: RedisStore::apply_batch of 1 to
 // max_batch ops at a time (random), whose fast-path ops share script runs (op 9).
+// durable_pct > 0: that share of acquires writes a lease record, and of adjusts, releases and
+// extends is guarded (mostly with the lease's current record, sometimes a stale one, or for
+// a lease without one); such an op runs alone (RedisStore::apply), must throw LeaseNotFound
+// exactly when the kernel does, and leave the same record (get_lease) behind.
 // @return how many operations were compared.
 int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
-          const std::function<OpKind(std::mt19937_64&)>& next_kind, int max_batch = 1) {
+          const std::function<OpKind(std::mt19937_64&)>& next_kind, int max_batch = 1,
+          int durable_pct = 0) {
   const std::uint64_t seed = test::test_seed();
   SCOPED_TRACE(test::seed_note(seed));
   std::mt19937_64 rng(seed);
@@ -94,10 +108,55 @@ int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
   Micros now = kStart;
   std::vector<std::uint64_t> leases;
   std::uint64_t next_lease = 1;
+  std::map<std::uint64_t, std::string> records;  // the kernel's record of each lease, as last seen
+  int record_serial = 0;
+  int guarded_applied = 0, guarded_not_found = 0, records_written = 0;
   int compared = 0;
   std::vector<std::unique_ptr<Step>> batch;  // generated, not yet run by RedisStore
   std::size_t batch_size = 1;
   // Runs the batch through RedisStore; false at the first divergence (the useful one).
+  // Runs a durable-record op alone through RedisStore.apply, as the kernel ran it.
+  auto run_durable = [&](const Step& st) -> bool {
+    Op rop = st.op;
+    rop.ns = &rns;
+    std::vector<ItemResult> got(st.items.size());
+    bool got_ok = false;
+    bool not_found = false;
+    try {
+      got_ok = redis.apply(rop, got);
+    } catch (const LeaseNotFound&) {
+      not_found = true;
+    }
+    const std::string where = "step " + std::to_string(st.step) + " (durable) op " +
+                              std::to_string(static_cast<int>(st.op.kind)) + " lease " +
+                              std::to_string(st.op.lease_id);
+    EXPECT_EQ(not_found, st.expect_not_found) << where;
+    if (!not_found && !st.expect_not_found) {
+      EXPECT_EQ(got_ok, st.expect_ok) << where;
+      for (std::size_t i = 0; i < st.items.size(); ++i) {
+        const ItemResult& e = st.expect[i];
+        const ItemResult& r = got[i];
+        const std::string item = where + " item " + st.items[i].limit->name();
+        EXPECT_EQ(r.ok, e.ok) << item;
+        EXPECT_EQ(r.never, e.never) << item;
+        EXPECT_EQ(r.available, e.available) << item;
+        EXPECT_EQ(r.retry_after, e.retry_after) << item;
+        EXPECT_EQ(r.reset_after, e.reset_after) << item;
+        EXPECT_EQ(r.window_end, e.window_end) << item;
+        EXPECT_EQ(r.held, e.held) << item;
+      }
+    }
+    const auto want = store.get_lease(ns, st.op.group, st.op.lease_id, st.op.now);
+    const auto have = redis.get_lease(rns, st.op.group, st.op.lease_id, st.op.now);
+    EXPECT_EQ(have.has_value(), want.has_value()) << where;
+    if (have && want) {
+      EXPECT_EQ(have->data, want->data) << where;
+      EXPECT_EQ(have->expiry, want->expiry) << where;
+    }
+    if (::testing::Test::HasFailure()) return false;
+    ++compared;
+    return true;
+  };
   auto run_batch = [&]() -> bool {
     if (batch.empty()) return true;
     std::vector<Op> ops;
@@ -203,33 +262,84 @@ int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
         items.push_back(it);
       }
     }
-    if (items.empty()) continue;
+    // Durable leases: an acquire that writes a record; a guarded adjust, release or extend.
+    const bool durable = durable_pct > 0 && pick(1, 100) <= durable_pct &&
+                         (kind == OpKind::acquire || kind == OpKind::adjust ||
+                          kind == OpKind::release || kind == OpKind::extend);
+    if (items.empty() && !durable) continue;
     // A lease acquires once (the Limiter's contract); other ops name a recent lease.
     if (kind == OpKind::acquire) leases.push_back(next_lease++);
-    const std::uint64_t lease = kind == OpKind::acquire || leases.empty()
-                                    ? next_lease - 1
-                                    : leases[static_cast<std::size_t>(
-                                          pick(0, static_cast<std::int64_t>(leases.size()) - 1))];
+    std::uint64_t lease = kind == OpKind::acquire || leases.empty()
+                              ? next_lease - 1
+                              : leases[static_cast<std::size_t>(
+                                    pick(0, static_cast<std::int64_t>(leases.size()) - 1))];
     if (leases.size() > 8) leases.erase(leases.begin());
-    const Micros ttl = pick(1, 30'000'000);
+    if (durable && kind != OpKind::acquire && !records.empty() && pick(0, 3) != 0) {
+      auto recent = records.rbegin();  // mostly one of the last leases with a record
+      std::advance(recent, pick(0, std::min<std::int64_t>(
+                                       4, static_cast<std::int64_t>(records.size()) - 1)));
+      lease = recent->first;
+    }
+    // Durable leases live longer, mostly: time moves by up to 15 minutes a step.
+    const Micros ttl = pick(1, durable && pick(0, 2) != 0 ? 3'600'000'000 : 30'000'000);
     const bool report = pick(0, 1) == 1;
+    if (durable) {
+      const std::string mine =
+          "rec " + std::to_string(lease) + "/" + std::to_string(++record_serial);
+      if (kind == OpKind::acquire) {
+        st->record = mine;
+      } else {
+        const auto found = records.find(lease);
+        // Mostly the record as it is (if any); sometimes one another process overtook.
+        st->record = found != records.end() && pick(0, 5) != 0 ? found->second : "stale " + mine;
+        st->next = mine;
+      }
+    }
 
     st->op = Op{.kind = kind,
                 .ns = &ns,
-                .group = {},
+                .group = "g",  // not empty: MemoryStore::Impl::lease_key memcpys from its data()
                 .now = now,
                 .keys = keys,
                 .items = items,
                 .handles = {},
                 .lease_id = lease,
                 .lease_expiry = now + ttl,
-                .report = report};
+                .report = report,
+                .lease_record = st->record,
+                .lease_record_next = st->next,
+                .lease_guard = durable && kind != OpKind::acquire};
     st->expect.resize(items.size());
-    st->expect_ok = store.apply(st->op, st->expect);
+    try {
+      st->expect_ok = store.apply(st->op, st->expect);
+    } catch (const LeaseNotFound&) {
+      st->expect_not_found = true;
+    }
+    if (has_record(st->op)) {
+      if (st->op.lease_guard) {
+        ++(st->expect_not_found ? guarded_not_found : guarded_applied);
+      } else if (st->expect_ok) {
+        ++records_written;
+      }
+      const auto rec = store.get_lease(ns, st->op.group, lease, now);
+      if (rec) {
+        records[lease] = rec->data;
+      } else {
+        records.erase(lease);
+      }
+      // Alone, after the ops before it (apply_batch would stop at its LeaseNotFound).
+      if (!run_batch() || !run_durable(*st)) return compared;
+      continue;
+    }
     batch.push_back(std::move(st));
     if (batch.size() >= batch_size && !run_batch()) return compared;
   }
   run_batch();
+  if (durable_pct > 0) {  // the sequence did exercise both outcomes of a guard
+    EXPECT_GT(records_written, 100);
+    EXPECT_GT(guarded_applied, 100);
+    EXPECT_GT(guarded_not_found, 100);
+  }
   return compared;
 }
 
@@ -250,7 +360,7 @@ TEST_F(LuaDifferential, RandomOperationsAgree) {
   };
   // Every kind; reset rarely (it empties the state the others build).
   const int compared = agree(*store_, limits, 3000, [](std::mt19937_64& rng) {
-    std::int64_t kind_no = std::uniform_int_distribution<std::int64_t>(0, 7)(rng);
+    std::int64_t kind_no = std::uniform_int_distribution<std::int64_t>(0, 8)(rng);
     if (kind_no == static_cast<int>(OpKind::reset) &&
         std::uniform_int_distribution<int>(0, 5)(rng) != 0) {
       kind_no = 0;
@@ -284,7 +394,7 @@ TEST_F(LuaDifferential, RateOnlyOperationsAgree) {
   EXPECT_GT(compared, 2000);
 }
 
-// Verifies the batch op (11, RedisStore::apply_batch): the sequences of both tests above,
+// Verifies the batch op (9, RedisStore::apply_batch): the sequences of both tests above,
 // applied in random-sized batches (1-12 ops; the fast-path ops of a batch share a script run,
 // the others run alone in order), match the kernel applied one op at a time, to the µs.
 TEST_F(LuaDifferential, BatchedOperationsAgree) {
@@ -310,6 +420,33 @@ TEST_F(LuaDifferential, BatchedOperationsAgree) {
   EXPECT_GT(agree(*store_, rate_only, 3000, kinds, 12), 2000);
   store_->reset_namespace(store_->open_namespace("diff"));
   EXPECT_GT(agree(*store_, limits, 3000, kinds, 12), 2000);
+}
+
+// Verifies durable leases (Op::lease_record, lease_guard) and extend against the kernel: random
+// sequences of every kind where half the acquires write a record and half the adjusts,
+// releases and extends are guarded (by the current record, a stale one, or none): the same
+// results, the same LeaseNotFound, the same records (data and expiry) afterwards; then the
+// same applied in batches (the guarded ops run alone between them).
+TEST_F(LuaDifferential, DurableLeaseOperationsAgree) {
+  const std::vector<Limit> limits = {
+      Limit::per_minute("rpm", 7),
+      Limit::per_minute("tpm", 30000, 5000),
+      Limit::custom("frac", 5, 3, std::chrono::seconds(1)),
+      Limit::custom("frac", 5, 7, std::chrono::seconds(2)),
+      Limit::daily("rpd", 20, "06:30", "America/Los_Angeles"),
+      Limit::concurrency("slots", 3),
+      Limit::adaptive("aimd", AimdOptions{.max_rate = 50, .initial_rate = 2}, 3),
+  };
+  static constexpr OpKind kKinds[] = {
+      OpKind::acquire, OpKind::acquire, OpKind::acquire, OpKind::acquire, OpKind::decide,
+      OpKind::adjust,  OpKind::adjust,  OpKind::release, OpKind::release, OpKind::extend,
+      OpKind::extend,  OpKind::extend,  OpKind::record,  OpKind::read,    OpKind::clamp};
+  auto kinds = [](std::mt19937_64& rng) {
+    return kKinds[std::uniform_int_distribution<std::size_t>(0, std::size(kKinds) - 1)(rng)];
+  };
+  EXPECT_GT(agree(*store_, limits, 3000, kinds, 1, 50), 2000);
+  store_->reset_namespace(store_->open_namespace("diff"));
+  EXPECT_GT(agree(*store_, limits, 3000, kinds, 12, 50), 2000);
 }
 
 }  // namespace

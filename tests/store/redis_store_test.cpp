@@ -1,8 +1,8 @@
 // RedisStore beyond the conformance suite: key layout and escaping, cluster placement, the
 // server's clock, the local over-limit cache, leases reclaimed after their holder process is
-// killed, and fleet exactness (4 processes x 2 threads on one limit). Real redis-servers from
-// scripts/test (ADMIT_TEST_REDIS_URL, ADMIT_TEST_REDIS_CLUSTER); other processes are
-// tests/store/redis_worker.cpp.
+// killed, durable leases taken up and ended across stores, and fleet exactness (4 processes x 2
+// threads on one limit). Real redis-servers from scripts/test (ADMIT_TEST_REDIS_URL,
+// ADMIT_TEST_REDIS_CLUSTER); other processes are tests/store/redis_worker.cpp.
 #include "admit/store/redis_store.hpp"
 
 #include <gtest/gtest.h>
@@ -22,9 +22,11 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "admit/core/clock.hpp"
+#include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
 #include "support/redis_env.hpp"
 #include "support/test_support.hpp"
@@ -155,6 +157,13 @@ TEST_P(RedisStoreTest, KeysAreEscapedAndTaggedByNamespaceAndGroup) {
     slots.insert(redis::key_slot(s.key_of("ns", cat("org-", i), KeyParts{"u", "m"})));
   }
   EXPECT_GT(slots.size(), 50u);
+  // A durable lease's record: the same slot as its group's usage; no usage key can name it
+  // ('#' is encoded in every part), and the usage-key pattern of prune and size skips it.
+  EXPECT_EQ(s.lease_key_of("ns", "org", 42), prefix_ + ":{ns:org}#lease:42");
+  EXPECT_EQ(redis::key_slot(s.lease_key_of("ns", "org", 42)), slot);
+  EXPECT_EQ(s.key_of("ns", "org}#lease:42", KeyParts{"#lease:42", "#"}),
+            prefix_ + ":{ns:org%7D%23lease%3A42}:%23:%23lease%3A42");
+  EXPECT_EQ(s.lease_key_of("n:s", "o}#g", 7), prefix_ + ":{n%3As:o%7D%23g}#lease:7");
 }
 
 // The key-part encoder of versions before Boost.URL encoded the parts (kept verbatim as the
@@ -306,7 +315,10 @@ TEST_P(RedisStoreTest, FastPathAcquiresKeepTheHashExpiry) {
                 .handles = {},
                 .lease_id = 0,
                 .lease_expiry = 0,
-                .report = false};
+                .report = false,
+                .lease_record = {},
+                .lease_record_next = {},
+                .lease_guard = false};
     ItemResult r[1];
     return s.apply(op, r);
   };
@@ -355,7 +367,10 @@ TEST_P(RedisStoreTest, StatesOfEarlierVersionsAreRead) {
                 .handles = {},
                 .lease_id = 0,
                 .lease_expiry = 0,
-                .report = true};
+                .report = true,
+                .lease_record = {},
+                .lease_record_next = {},
+                .lease_guard = false};
     return s.apply(op, std::span<ItemResult>(&r, 1));
   };
   ItemResult r;
@@ -485,7 +500,10 @@ TEST_P(RedisStoreTest, AsyncAcquiresShareRunsAndAdmitExactly) {
                 .handles = {},
                 .lease_id = 0,
                 .lease_expiry = 0,
-                .report = false};
+                .report = false,
+                .lease_record = {},
+                .lease_record_next = {},
+                .lease_guard = false};
     s.apply_async(op, sl.results, [&, i](bool ok, std::exception_ptr error) {
       std::lock_guard g(mu);
       ++done;
@@ -547,8 +565,8 @@ TEST_P(RedisStoreTest, LimiterAsyncAcquiresAdmitExactlyTheBurst) {
 }
 
 /// What apply_async() reported: apply()'s value, the error ("unavailable: <what>" for
-/// StoreUnavailable, "other: <what>" else, "" without one), and whether `done` ran on the
-/// client's I/O thread.
+/// StoreUnavailable, "lease_not_found: <what>" for LeaseNotFound, "other: <what>" else, ""
+/// without one), and whether `done` ran on the client's I/O thread.
 struct AsyncOutcome {
   bool ok = false;
   std::string error;
@@ -562,6 +580,8 @@ AsyncOutcome outcome_of(RedisStore& s, bool ok, const std::exception_ptr& error)
       std::rethrow_exception(error);
     } catch (const StoreUnavailable& e) {
       out.error = cat("unavailable: ", e.what());
+    } catch (const LeaseNotFound& e) {
+      out.error = cat("lease_not_found: ", e.what());
     } catch (const std::exception& e) {
       out.error = cat("other: ", e.what());
     }
@@ -599,7 +619,10 @@ struct OneKeyOp {
             .handles = {},
             .lease_id = lease,
             .lease_expiry = now + 60 * kSec,
-            .report = true};
+            .report = true,
+            .lease_record = {},
+            .lease_record_next = {},
+            .lease_guard = false};
   }
   OneKeyOp(const OneKeyOp&) = delete;
   OneKeyOp& operator=(const OneKeyOp&) = delete;
@@ -902,6 +925,191 @@ TEST_P(RedisStoreTest, LeasesEndAsynchronouslyFromCallbacks) {
   EXPECT_EQ(off_io, 0);
   EXPECT_EQ(again, 3);
   EXPECT_EQ(test::available(lim, "u", "c", "slots"), 3);
+}
+
+// ------------------------------------------------------------------------ durable leases
+
+/// The (id, group) of a durable lease's token: "<id as 16 hex digits>.<the group as hex>".
+std::pair<std::uint64_t, std::string> parse_token(const std::string& token) {
+  std::string group;
+  for (std::size_t i = 17; i + 1 < token.size(); i += 2) {
+    group += static_cast<char>(std::stoi(token.substr(i, 2), nullptr, 16));
+  }
+  return {std::stoull(token.substr(0, 16), nullptr, 16), group};
+}
+
+// Verifies a durable lease acquired through one store ("process") is taken up through another
+// store on the same server: the record is one hash in the slot of its usage (no Redis expiry
+// in the caller's time), the other store adjusts and commits it, and afterwards neither can
+// take it up again.
+TEST_P(RedisStoreTest, DurableLeasesMoveBetweenStores) {
+  RedisStore& s1 = make(false);
+  RedisStore& s2 = make(false);
+  ManualClock clock(kStart);
+  Limiter a(s1, clock, LimiterOptions{.ns = "t"});
+  Limiter b(s2, clock, LimiterOptions{.ns = "t"});
+  for (Limiter* lim : {&a, &b}) {
+    lim->set_limits("m", {Limit::per_minute("tpm", 1000), Limit::concurrency("slots", 1)});
+  }
+  EXPECT_TRUE(s1.capabilities().leases);
+  AcquireOptions durable;
+  durable.durable = true;
+  durable.lease_ttl = 60 * kSec;
+  Lease l = a.try_acquire("u", "m", {{"tpm", 600}}, durable);
+  ASSERT_TRUE(l.allowed()) << l.decision().reason;
+  const std::string token = l.detach();
+  const auto [id, group] = parse_token(token);
+  const std::string key = s1.lease_key_of("t", group, id);
+  EXPECT_EQ(redis::key_slot(key), redis::key_slot(s1.key_of("t", group, KeyParts{"u", "m"})));
+  const redis::Reply fields = s1.client().command_for_key(key, {"HGET", key, "x"});
+  EXPECT_EQ(fields.str, std::to_string(kStart + 60 * kSec)) << redis::to_string(fields);
+  EXPECT_EQ(s1.client().command_for_key(key, {"PTTL", key}).integer, -1);  // prune's
+  EXPECT_EQ(s1.size(), 2u);  // the usage hash's fields only: tpm and slots
+
+  clock.advance(kSec);
+  Lease on_b = b.resume(token);
+  ASSERT_TRUE(on_b.active());
+  EXPECT_EQ(on_b.expires_at(), kStart + 60 * kSec);
+  const Decision adj = on_b.adjust({{"tpm", -200}});
+  EXPECT_TRUE(adj.allowed) << adj.reason;
+  on_b.commit();  // keeps 400 tpm, frees the slot, deletes the record
+  EXPECT_EQ(test::available(a, "u", "m", "tpm"), 600 + 16);  // 1 s of refill at 1000/min
+  EXPECT_EQ(test::available(a, "u", "m", "slots"), 1);
+  EXPECT_EQ(s1.client().command_for_key(key, {"EXISTS", key}).integer, 0);
+  EXPECT_THROW((void)a.resume(token), LeaseNotFound);
+  EXPECT_THROW((void)b.resume(token), LeaseNotFound);
+
+  // An unended lease is gone at its expiry; prune then deletes its record (caller's time).
+  Lease l2 = a.try_acquire("u", "m", {{"tpm", 1}}, durable);
+  ASSERT_TRUE(l2.allowed());
+  const std::string t2 = l2.detach();
+  const std::string key2 = s1.lease_key_of("t", group, parse_token(t2).first);
+  clock.advance(60 * kSec);
+  EXPECT_THROW((void)b.resume(t2), LeaseNotFound);
+  EXPECT_EQ(s1.client().command_for_key(key2, {"EXISTS", key2}).integer, 1);
+  EXPECT_GE(s2.prune(clock.now()), 1u);
+  EXPECT_EQ(s1.client().command_for_key(key2, {"EXISTS", key2}).integer, 0);
+}
+
+// Verifies exactly one of many processes ending one durable lease at once wins (server time):
+// 8 threads, each through a store of its own, take the lease up, then all roll it back at
+// once; one rollback refunds, the other 7 find no lease (lease_not_found) and change nothing.
+// In server time the record key expires by itself, a minute after the lease.
+TEST_P(RedisStoreTest, RacingEndsOfOneDurableLeaseRefundExactlyOnce) {
+  constexpr int kThreads = 8;
+  SystemClock clock;
+  std::vector<std::unique_ptr<Limiter>> lims;
+  for (int i = 0; i <= kThreads; ++i) {
+    lims.push_back(std::make_unique<Limiter>(make(true), clock, LimiterOptions{.ns = "t"}));
+    lims.back()->set_limits("m", {Limit::daily("rpd", 10), Limit::concurrency("slots", 1)});
+  }
+  Limiter& first = *lims[0];
+  AcquireOptions durable;
+  durable.durable = true;
+  durable.lease_ttl = 60 * kSec;
+  Lease l = first.try_acquire("u", "m", {{"rpd", 4}}, durable);
+  ASSERT_TRUE(l.allowed()) << l.decision().reason;
+  const std::string token = l.detach();
+  ASSERT_TRUE(first.record_usage("u", "m", {{"rpd", 3}}).allowed);  // (its slot is held)
+  EXPECT_EQ(test::available(first, "u", "m", "rpd"), 3);
+  const auto [id, group] = parse_token(token);
+  RedisStore& s = *stores_.front();
+  const std::string key = s.lease_key_of("t", group, id);
+  const redis::Reply pttl = s.client().command_for_key(key, {"PTTL", key});
+  EXPECT_GT(pttl.integer, 60'000) << redis::to_string(pttl);
+  EXPECT_LE(pttl.integer, 121'000);
+
+  std::mutex mu;
+  std::condition_variable cv;
+  int resumed = 0;
+  std::vector<std::promise<Decision>> ends(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      Lease mine;
+      try {
+        mine = lims[static_cast<std::size_t>(i) + 1]->resume(token);
+      } catch (const std::exception& e) {
+        Decision d;
+        d.reason = cat("resume: ", e.what());
+        ends[static_cast<std::size_t>(i)].set_value(d);
+      }
+      {
+        std::unique_lock g(mu);
+        ++resumed;
+        cv.notify_all();
+        cv.wait(g, [&] { return resumed == kThreads; });
+      }
+      if (!mine.active()) return;
+      mine.rollback_async(
+          [&ends, i](Decision d) { ends[static_cast<std::size_t>(i)].set_value(std::move(d)); });
+    });
+  }
+  int won = 0, lost = 0;
+  for (auto& e : ends) {
+    const Decision d = e.get_future().get();
+    if (d.allowed) {
+      ++won;
+    } else if (d.code == Code::lease_not_found) {
+      ++lost;
+    } else {
+      ADD_FAILURE() << to_string(d.code) << ": " << d.reason;
+    }
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(won, 1);
+  EXPECT_EQ(lost, kThreads - 1);
+  EXPECT_EQ(test::available(first, "u", "m", "rpd"), 7);  // refunded once: 3 used
+  EXPECT_EQ(test::available(first, "u", "m", "slots"), 1);
+  EXPECT_FALSE(s.get_lease(s.open_namespace("t"), group, id, clock.now()).has_value());
+  EXPECT_THROW((void)first.resume(token), LeaseNotFound);
+}
+
+// Verifies a guarded op through apply_async (a script run of its own) reports a guard that
+// does not match (a stale record, a lease without one) as LeaseNotFound through its callback,
+// on the I/O thread, with nothing changed; the matching guard then releases the lease and
+// deletes its record, after which apply throws LeaseNotFound.
+TEST_P(RedisStoreTest, AsyncGuardedOpsReportLeaseNotFound) {
+  RedisStore& s = make(false);
+  const Namespace ns = s.open_namespace("t");
+  const Limit slots = Limit::concurrency("slots", 2);
+  const Limit rpm = Limit::per_minute("rpm", 60);
+  const std::vector<OpItem> items = {{0, &slots, 1, 0, nullptr, 0}, {0, &rpm, 5, 0, nullptr, 0}};
+  OneKeyOp acquire(ns, "u", OpKind::acquire, items, kStart, 7);
+  acquire.op.lease_record = "r1";
+  std::vector<ItemResult> r(2);
+  ASSERT_TRUE(s.apply(acquire.op, r));
+  auto release = [&](std::string_view record, std::uint64_t lease) {
+    auto op = std::make_unique<OneKeyOp>(ns, "u", OpKind::release, items, kStart + 1, lease);
+    op->op.lease_record = record;
+    op->op.lease_guard = true;
+    return op;
+  };
+  auto held = [&] {
+    const OneKeyOp read(ns, "u", OpKind::read, items, kStart + 1);
+    std::vector<ItemResult> out(2);
+    EXPECT_TRUE(s.apply(read.op, out));
+    return std::make_pair(out[0].held, out[1].available);
+  };
+  for (const auto& [record, lease] : {std::pair<std::string_view, std::uint64_t>{"r0", 7},
+                                      std::pair<std::string_view, std::uint64_t>{"r1", 8}}) {
+    const auto op = release(record, lease);
+    const AsyncOutcome out = apply_async_and_wait(s, op->op, r);
+    EXPECT_FALSE(out.ok);
+    EXPECT_EQ(out.error.rfind("lease_not_found: lease ", 0), 0u) << out.error;
+    EXPECT_TRUE(out.io_thread);
+    EXPECT_EQ(held(), std::make_pair(std::int64_t{1}, std::int64_t{55}));
+    const auto rec = s.get_lease(ns, "u", 7, kStart + 1);
+    ASSERT_TRUE(rec.has_value());
+    EXPECT_EQ(rec->data, "r1");
+  }
+  const auto ok = release("r1", 7);
+  const AsyncOutcome out = apply_async_and_wait(s, ok->op, r);
+  EXPECT_TRUE(out.ok);
+  EXPECT_EQ(out.error, "");
+  EXPECT_EQ(held(), std::make_pair(std::int64_t{0}, std::int64_t{60}));
+  EXPECT_FALSE(s.get_lease(ns, "u", 7, kStart + 1).has_value());
+  EXPECT_THROW(s.apply(ok->op, r), LeaseNotFound);
 }
 
 // Verifies leases survive their owner: a process that holds concurrency slots is killed; other

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -62,6 +63,12 @@ struct RedisStoreStats {
  *
  * Leases survive their owner: a concurrency hold records its expiry in Redis, so when a
  * process dies holding slots, every other process sees them freed after the lease TTL.
+ *
+ * Durable lease records (Op::lease_record, get_lease; capabilities().leases): one Redis hash
+ * per lease, lease_key_of(), in the hash slot of its (namespace, group)'s usage keys, so the
+ * script that applies an op checks and changes the record in the same atomic run. A guard
+ * that does not match makes the script answer an error that apply() throws (and
+ * apply_async() reports) as LeaseNotFound, with nothing changed.
  */
 class RedisStore final : public Store {
  public:
@@ -85,6 +92,13 @@ class RedisStore final : public Store {
    * the I/O thread (no synchronous client call on this path).
    */
   void apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done) override;
+  /// The record of a durable lease: one HMGET of lease_key_of(), its expiry compared with
+  /// `now` (with server_time, with `now` plus the server's clock offset as last seen).
+  /// reset_namespace() deletes the records of the namespace; expired ones are deleted by
+  /// prune() (without server_time) or by Redis a minute after their expiry (with it).
+  /// @throws StoreUnavailable; std::logic_error on the client's I/O thread (in a callback).
+  std::optional<LeaseRecord> get_lease(const Namespace& ns, std::string_view group,
+                                       std::uint64_t lease_id, Micros now) override;
   /**
    * Applies `ops` in order, each atomically on its own, as apply() one after the other would
    * (deny cache included), with fewer round trips: consecutive fast-path ops (acquire or
@@ -95,15 +109,19 @@ class RedisStore final : public Store {
    * @param ok ok[i] receives what apply(ops[i]) would return.
    * @throws std::invalid_argument unless results and ok have one entry per op;
    *         StoreUnavailable when a run fails: the ops of earlier runs are applied, those of
-   *         the failed run may or may not be (a lost connection), later ones are not sent.
+   *         the failed run may or may not be (a lost connection), later ones are not sent;
+   *         LeaseNotFound for a guarded op whose record did not match (the ops before it are
+   *         applied, it and the later ones are not).
    */
   void apply_batch(std::span<const Op> ops, std::span<const std::span<ItemResult>> results,
                    std::span<bool> ok);
   Namespace open_namespace(std::string_view name) override;
-  /// Deletes every key of the namespace (SCAN on every master, then UNLINK).
+  /// Deletes every key of the namespace, lease records included (SCAN on every master, then
+  /// UNLINK).
   void reset_namespace(const Namespace& ns) override;
   /// Removes idle fields from every key under the prefix (a SCAN of every master). With
   /// server_time Redis expires idle keys by itself; this only tidies partly idle hashes.
+  /// Without it, also deletes the lease records expired at `now` (counted in the result).
   std::size_t prune(Micros now) override;
   /// Limit states plus keys with holders under the prefix (fields of its hashes; a SCAN).
   std::size_t size() const override;
@@ -128,6 +146,11 @@ class RedisStore final : public Store {
   std::string key_of(std::string_view ns, std::string_view group, const KeyParts& key) const;
   /// The Redis hash of a namespace's configuration: "<prefix>:{<ns>}" (percent-encoded).
   std::string config_key_of(std::string_view ns) const;
+  /// The Redis hash of a durable lease's record: "<prefix>:{<ns>:<group>}#lease:<id>" (id in
+  /// decimal; fields "d", the record, and "x", its expiry in µs). No usage key has a '#'
+  /// after its tag, so none can be named so.
+  std::string lease_key_of(std::string_view ns, std::string_view group,
+                           std::uint64_t lease_id) const;
 
  private:
   struct Impl;

@@ -1,5 +1,6 @@
 // RedisStore's admin operations: namespaces (open, reset), prune and size, which SCAN every
-// master for the keys under the prefix.
+// master for the keys under the prefix. A namespace's keys (namespace_pattern) include its
+// durable lease records; the usage keys (usage_pattern) do not.
 #include <algorithm>
 #include <future>
 #include <memory>
@@ -109,6 +110,16 @@ std::size_t RedisStore::prune(Micros now) {
       throw StoreUnavailable("redis prune: " + redis::to_string(r));
     }
     removed += static_cast<std::size_t>(r.elements[0].integer);
+  }
+  if (!im.o.server_time) {  // lease records (in server time, Redis expires them)
+    const std::vector<std::string> rargv = redis_store::encode_prune(now, true);
+    for (const std::string& k : im.scan(redis_store::lease_pattern(im.o.prefix))) {
+      const redis::Reply r = im.client.evalsha(im.script, {k}, rargv);
+      if (!r.is_array() || r.elements.empty()) {
+        throw StoreUnavailable("redis prune: " + redis::to_string(r));
+      }
+      removed += static_cast<std::size_t>(r.elements[0].integer);
+    }
   }
   return removed;
 }

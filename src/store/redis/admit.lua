@@ -12,11 +12,19 @@
 --          state). Items must be distinct.
 --          In server time a hash expires (PEXPIREAT) 1-2 s after its last live field goes
 --          idle (expiry_ms).
+--          Last of KEYS when ARGV 6 is not 0 (general ops only): the op's durable lease record,
+--          a hash: field "d" = the record's bytes (Op::lease_record), field "x" = its expiry
+--          (µs, decimal; it is gone at x). In server time the key expires (PEXPIREAT) a
+--          minute after x, as garbage collection only: x decides; in the caller's time it
+--          never expires (prune: op 10 with ARGV 3 = 1).
 -- ARGV     1 op kind (OpKind: 0 acquire, 1 decide, 2 record, 3 adjust, 4 release, 5 read,
---            6 reset, 7 clamp; 8 prune: drop the idle fields of every key, no items;
+--            6 reset, 7 clamp, 8 extend (concurrency holds of the lease move to the lease
+--            expiry; nothing else changes);
 --            9: the fast path below, one or more acquires / decides of rate and adaptive
 --            items only, applied in order, each all-or-nothing on its own: a group commit,
---            one script run for many ops of one hash slot)
+--            one script run for many ops of one hash slot;
+--            10 prune: drop the idle fields of every key, no items; with ARGV 3 = 1 the keys
+--            are lease records instead, each deleted if expired)
 --          op 9: 2 a JSON array of integers: L, the number of limits, 6 values per limit
 --            (its parameters, sent once for every op of the run that names it: capacity, a,
 --            b, r, tol_us, tol_rem, RateParams), then per op: flags (0 acquire, 1 decide, +2
@@ -26,16 +34,22 @@
 --            the same key. 3 .. 2+L: each limit's field ("s" .. limit name)
 --          other ops: 2 now in µs; 0 = the server's clock (TIME), and keys then expire by
 --            themselves when idle (PEXPIREAT). Tests pass a time (keys never expire then:
---            prune). 3 report (1/0), 4 lease id (decimal string), 5 lease TTL µs, then 15
---            values per item: key index, limit name, kind (0 rate, 1 window, 2 concurrency,
---            3 adaptive), amount, capacity, a, b, r, tol_us, tol_rem (RateParams),
+--            prune). 3 report (1/0), 4 lease id (decimal string), 5 lease TTL µs (the lease
+--            expiry is now + TTL), 6 lease record mode (0 none; 1 an acquire that writes its
+--            record (7) if admitted; 2 guarded, adjust / release / extend: the op applies only
+--            if the record exists, is not expired and equals 7, else nothing changes and the
+--            reply is an error "ADMIT_LEASE <why>"; then adjust replaces its data by 8, extend
+--            replaces it and sets its expiry to the lease expiry, release deletes it),
+--            7 the lease record, 8 the next record, then 15 values per item: key index, limit
+--            name, kind (0 rate, 1 window, 2 concurrency, 3 adaptive), amount, capacity, a,
+--            b, r, tol_us, tol_rem (RateParams),
 --            window_end (adjust/release: the lease's window), until (clamp), w_start, w_end,
 --            w_next_end (windows: the window around the caller's estimate of the server's
 --            clock, and the end of the one after it)
 -- Returns  {all_ok, now, then 7 per item: ok, never, available, retry_after, reset_after,
 --          window_end, held}; op 9: an array with one reply per op, in order, each either
 --          that array or, when every item is ok and the op does not report, just `now` (an
---          integer); prune: {fields removed, now}.
+--          integer); prune: {fields (or records) removed, now}.
 --          An error "ADMIT_CLOCK <now>" when the server's time is outside
 --          [w_start, w_next_end) of a window item.
 local op = tonumber(ARGV[1])
@@ -343,7 +357,8 @@ if server_time then
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local report = ARGV[3] == '1'
-local ACQUIRE, DECIDE, RECORD, ADJUST, RELEASE, READ, RESET, CLAMP, PRUNE = 0, 1, 2, 3, 4, 5, 6, 7, 8
+local ACQUIRE, DECIDE, RECORD, ADJUST, RELEASE, READ, RESET, CLAMP, EXTEND, PRUNE =
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 10
 
 local function consume(p, tu, tr, k)  -- rate::consume
   local bu, br = base(tu, tr)
@@ -354,7 +369,8 @@ end
 local lease = ARGV[4]
 local lease_expiry = now + tonumber(ARGV[5])
 local RATE, WINDOW, CONCURRENCY, ADAPTIVE = 0, 1, 2, 3
-local changes = op == ACQUIRE or op == RECORD or op == ADJUST or op == RELEASE or op == CLAMP
+local changes = op == ACQUIRE or op == RECORD or op == ADJUST or op == RELEASE or op == CLAMP or
+                    op == EXTEND
 
 -- The hashes, read once per key name (HGETALL), changed in memory, written back at the end.
 -- Keyed by name: an op may name one key twice, and items may repeat a (key, limit): each
@@ -418,6 +434,13 @@ end
 
 if op == PRUNE then
   local removed = 0
+  if ARGV[3] == '1' then  -- lease records: deleted once expired
+    for k = 1, #KEYS do
+      local x = tonumber(redis.call('HGET', KEYS[k], 'x'))
+      if x and x <= now then removed = removed + redis.call('DEL', KEYS[k]) end
+    end
+    return {removed, now}
+  end
   for k = 1, #KEYS do
     hash(k)
     removed = removed + write_back(KEYS[k])
@@ -425,10 +448,53 @@ if op == PRUNE then
   return {removed, now}
 end
 
+-- The lease record (ARGV 6-8): a guarded op checks it before anything else.
+local RECORD_WRITE, RECORD_GUARDED = 1, 2
+local record_mode = tonumber(ARGV[6])
+local record_key = record_mode ~= 0 and KEYS[#KEYS]
+if record_mode == RECORD_GUARDED then
+  local rec = redis.call('HMGET', record_key, 'x', 'd')
+  local x = tonumber(rec[1])
+  if not x or x <= now then
+    return redis.error_reply('ADMIT_LEASE lease ' .. lease ..
+                             ' is not held (ended, expired or never acquired)')
+  end
+  if rec[2] ~= ARGV[7] then
+    return redis.error_reply('ADMIT_LEASE lease ' .. lease .. ' was changed by another process')
+  end
+end
+
+-- Writes the record `data` expiring at `x` (nil: keeps its expiry).
+local function put_record(data, x)
+  if x then
+    redis.call('HSET', record_key, 'd', data, 'x', string.format('%d', x))
+    if server_time then  -- garbage collection only, a minute late: x decides
+      redis.call('PEXPIREAT', record_key, (floor(x / 1000) + 60001))
+    end
+  else
+    redis.call('HSET', record_key, 'd', data)
+  end
+end
+
+-- What an applied op does to the record (kernel.hpp's record_change).
+local function change_record()
+  if record_mode == RECORD_WRITE then
+    put_record(ARGV[7], lease_expiry)
+  elseif record_mode == RECORD_GUARDED then
+    if op == RELEASE then
+      redis.call('DEL', record_key)
+    elseif op == EXTEND then
+      put_record(ARGV[8], lease_expiry)
+    else
+      put_record(ARGV[8], nil)
+    end
+  end
+end
+
 -- Items.
 local items = {}
-local a = 6
-local n = (#ARGV - 5) / 15
+local a = 9
+local n = (#ARGV - 8) / 15
 for i = 1, n do
   local kind = tonumber(ARGV[a + 2])
   local it = {
@@ -620,10 +686,18 @@ for i = 1, n do
       touched = true
       r.held = 0
       for _, h in pairs(holds) do r.held = r.held + h[1] end
+    elseif op == EXTEND then  -- holds has live holds only: an expired one stays expired
+      local h = holds[lease]
+      if h then h[2] = lease_expiry end
+      touched = true
+      r.held = 0
+      for _, x in pairs(holds) do
+        if x[2] > now then r.held = r.held + x[1] end
+      end
     end
     if touched then write_holds(it, holds) end  -- expired holders dropped
     r.available = math.max(0, it.capacity - r.held)
-  else
+  elseif op ~= EXTEND then  -- extend changes holds only
     local sa, sb = read_slot(it)  -- with what earlier items of this op changed
     local delta = it.amount
     if op == RELEASE then delta = -delta end
@@ -678,4 +752,5 @@ for i = 1, n do
     end
   end
 end
+if record_mode ~= 0 then change_record() end
 return finish()

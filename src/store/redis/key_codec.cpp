@@ -53,6 +53,12 @@ std::string usage_pattern(std::string_view prefix) {
   return pattern;
 }
 
+std::string lease_pattern(std::string_view prefix) {
+  std::string pattern(prefix);
+  pattern += ":{*}#lease:*";
+  return pattern;
+}
+
 void validate_prefix(const std::string& prefix) {
   if (prefix.empty()) throw ValidationError("prefix", prefix, "must not be empty");
   for (const char c : prefix) {

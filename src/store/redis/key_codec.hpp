@@ -5,6 +5,7 @@
 
 #include <boost/url/encode.hpp>
 #include <boost/url/grammar/lut_chars.hpp>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -47,6 +48,24 @@ inline std::string usage_key(std::string_view prefix, std::string_view ns, std::
   return k;
 }
 
+/// A durable lease's record (Op::lease_record): "<prefix>:{<ns>:<group>}#lease:<id>" (id in
+/// decimal), in the hash slot of the usage keys of its (namespace, group). No usage key has a
+/// '#' after its tag ('#' is not in kKeyPartChars), so no entity or resource can name it, and
+/// usage_pattern() ("}:" after the tag) never matches it; namespace_pattern() does.
+inline std::string lease_key(std::string_view prefix, std::string_view ns, std::string_view group,
+                             std::uint64_t lease_id) {
+  std::string k;
+  k.reserve(prefix.size() + ns.size() + group.size() + 32);
+  k += prefix;
+  k += ":{";
+  encode_part(k, ns);
+  k += ':';
+  encode_part(k, group);
+  k += "}#lease:";
+  k += std::to_string(lease_id);
+  return k;
+}
+
 /// A namespace's configuration hash: "<prefix>:{<ns>}".
 std::string config_key(std::string_view prefix, std::string_view ns);
 /// SCAN pattern of every usage-state key of a namespace: "<prefix>:{<ns>:*".
@@ -54,6 +73,9 @@ std::string namespace_pattern(std::string_view prefix, std::string_view ns);
 /// SCAN pattern of every usage-state key ("<prefix>:{<ns>:<group>}:..."), not the
 /// configuration hashes ("<prefix>:{<ns>}": no ':' follows the '}').
 std::string usage_pattern(std::string_view prefix);
+
+/// SCAN pattern of every durable lease record ("<prefix>:{<ns>:<group>}#lease:<id>").
+std::string lease_pattern(std::string_view prefix);
 
 /// @throws ValidationError unless `prefix` is non-empty and free of '{', '}' and glob
 ///         characters.

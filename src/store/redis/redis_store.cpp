@@ -6,6 +6,7 @@
 #include "admit/store/redis_store.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -41,11 +42,18 @@ RedisStore::Impl::Impl(RedisStoreOptions opts)
 
 std::vector<std::string> RedisStore::Impl::keys_of(const Op& op) const {
   std::vector<std::string> keys;
-  keys.reserve(op.keys.size());
+  keys.reserve(op.keys.size() + 1);
   for (const KeyParts& k : op.keys) {
     keys.push_back(redis_store::usage_key(o.prefix, op.ns->name, op.group, k));
   }
+  if (redis_store::record_mode(op) != redis_store::RecordMode::none) {
+    keys.push_back(redis_store::lease_key(o.prefix, op.ns->name, op.group, op.lease_id));
+  }
   return keys;
+}
+
+bool RedisStore::Impl::sends(const Op& op) {
+  return !op.items.empty() || redis_store::record_mode(op) != redis_store::RecordMode::none;
 }
 
 bool RedisStore::Impl::settled_locally(const Op& op, const std::vector<std::string>& keys,
@@ -99,6 +107,7 @@ std::optional<bool> RedisStore::Impl::read_general(const Op& op,
                                                    Micros& off) {
   const Micros caller_now = op.now;
   if (reply.is_error()) {
+    redis_store::throw_if_lease_error(reply.str);  // a guard that did not match: nothing changed
     const Micros server_now = redis_store::clock_error_now(reply.str);
     if (server_now >= 0 && o.server_time && attempt < kClockRetries) {
       clock_retries.fetch_add(1, std::memory_order_relaxed);
@@ -181,9 +190,14 @@ std::string RedisStore::key_of(std::string_view ns, std::string_view group,
   return redis_store::usage_key(impl_->o.prefix, ns, group, key);
 }
 
+std::string RedisStore::lease_key_of(std::string_view ns, std::string_view group,
+                                     std::uint64_t lease_id) const {
+  return redis_store::lease_key(impl_->o.prefix, ns, group, lease_id);
+}
+
 bool RedisStore::apply(const Op& op, std::span<ItemResult> results) {
   Impl& im = *impl_;
-  if (op.items.empty()) return true;
+  if (!Impl::sends(op)) return true;
   std::vector<std::string> keys = im.keys_of(op);
   if (im.settled_locally(op, keys, results)) return false;
   if (!redis_store::fast_path(op, keys)) return im.apply_general(op, keys, results);
@@ -202,7 +216,7 @@ void RedisStore::apply_async(const Op& op, std::span<ItemResult> results, ApplyC
   bool ok = true;
   std::exception_ptr error;
   try {
-    if (!op.items.empty()) {
+    if (Impl::sends(op)) {
       std::vector<std::string> keys = im.keys_of(op);
       if (im.settled_locally(op, keys, results)) {
         ok = false;
@@ -255,7 +269,7 @@ void RedisStore::apply_batch(std::span<const Op> ops,
   for (std::size_t i = 0; i < ops.size(); ++i) {
     const Op& op = ops[i];
     ok[i] = true;
-    if (op.items.empty()) continue;
+    if (!Impl::sends(op)) continue;
     std::vector<std::string> keys = im.keys_of(op);
     if (im.settled_locally(op, keys, results[i])) {
       ok[i] = false;
@@ -280,7 +294,28 @@ void RedisStore::apply_batch(std::span<const Op> ops,
 
 StoreCapabilities RedisStore::capabilities() const {
   return StoreCapabilities{
-      .durable = false, .distributed = true, .server_time = impl_->o.server_time};
+      .durable = false, .distributed = true, .server_time = impl_->o.server_time, .leases = true};
+}
+
+std::optional<LeaseRecord> RedisStore::get_lease(const Namespace& ns, std::string_view group,
+                                                 std::uint64_t lease_id, Micros now) {
+  Impl& im = *impl_;
+  im.not_on_io_thread();
+  const std::string k = lease_key_of(ns.name, group, lease_id);
+  const redis::Reply r = im.client.command_for_key(k, {"HMGET", k, "x", "d"});
+  if (!r.is_array() || r.elements.size() != 2) {
+    throw StoreUnavailable("redis get_lease: unexpected reply " + redis::to_string(r));
+  }
+  const redis::Reply& x = r.elements[0];
+  const redis::Reply& d = r.elements[1];
+  if (!x.is_string() || !d.is_string()) return std::nullopt;  // none (or not one it wrote)
+  Micros expiry = 0;
+  const char* end = x.str.data() + x.str.size();
+  if (std::from_chars(x.str.data(), end, expiry).ptr != end) return std::nullopt;
+  // As the script decides: by its clock (with server_time, the caller's plus the last offset).
+  const Micros at = now + im.general_offset();
+  if (expiry <= at) return std::nullopt;
+  return LeaseRecord{d.str, expiry};
 }
 
 RedisStoreStats RedisStore::stats() const {

@@ -85,12 +85,21 @@ void encode_fast(const std::vector<Pending*>& batch, bool server_time,
 std::vector<std::string> encode_general(const Op& op, bool server_time, Micros caller_now,
                                         Micros estimate) {
   std::vector<std::string> argv;
-  argv.reserve(5 + 15 * op.items.size());
+  argv.reserve(8 + 15 * op.items.size());
   append_num(argv, static_cast<int>(op.kind));
   append_num(argv, server_time ? 0 : caller_now);
   argv.emplace_back(op.report ? "1" : "0");
   argv.push_back(std::to_string(op.lease_id));
   append_num(argv, std::max<Micros>(0, op.lease_expiry - op.now));
+  const RecordMode mode = record_mode(op);
+  append_num(argv, static_cast<int>(mode));
+  if (mode == RecordMode::none) {
+    argv.emplace_back();
+    argv.emplace_back();
+  } else {
+    argv.emplace_back(op.lease_record);
+    argv.emplace_back(mode == RecordMode::guarded ? op.lease_record_next : std::string_view());
+  }
   for (const OpItem& it : op.items) {
     const Limit& l = *it.limit;
     const RateParams& p = detail::params(it);
@@ -111,8 +120,13 @@ std::vector<std::string> encode_general(const Op& op, bool server_time, Micros c
   return argv;
 }
 
-std::vector<std::string> encode_prune(Micros when) {
-  return {std::to_string(kOpPrune), std::to_string(when), "0", "0", "0"};
+std::vector<std::string> encode_prune(Micros when, bool records) {
+  return {std::to_string(kOpPrune), std::to_string(when), records ? "1" : "0", "0", "0"};
+}
+
+void throw_if_lease_error(const std::string& msg) {
+  const auto at = msg.find(kLeaseErrorTag);
+  if (at != std::string::npos) throw LeaseNotFound(msg.substr(at + kLeaseErrorTag.size()));
 }
 
 Micros clock_error_now(const std::string& msg) {

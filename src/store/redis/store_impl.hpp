@@ -61,8 +61,11 @@ struct RedisStore::Impl {
 
   // ---- redis_store.cpp: the op paths ----
 
-  // The op's Redis keys, in Op::keys order.
+  // The op's Redis keys, in Op::keys order, then its lease record's if it has one
+  // (redis_store::record_mode(); the record shares the usage keys' hash slot).
   std::vector<std::string> keys_of(const Op& op) const;
+  // Whether `op` needs the server: it has items, or a lease record to write or check.
+  static bool sends(const Op& op);
   // What an op does before the server sees it: answered from the deny cache (true: results
   // are filled and the op is denied), or cached denials it may lift forgotten.
   bool settled_locally(const Op& op, const std::vector<std::string>& keys,
@@ -102,7 +105,8 @@ struct RedisStore::Impl {
   // A general op's reply into `results` (attempt `attempt`, encoded with `off`): what apply()
   // returns, with its denials cached; or nullopt when the server's clock was outside the
   // windows sent and the op must be sent again (`off` re-aimed at the server's clock).
-  // @throws StoreUnavailable for an error reply or a reply of another shape.
+  // @throws LeaseNotFound for the script's ADMIT_LEASE error (a guard that did not match);
+  //         StoreUnavailable for any other error reply or a reply of another shape.
   std::optional<bool> read_general(const Op& op, const std::vector<std::string>& keys,
                                    const redis::Reply& reply, std::span<ItemResult> results,
                                    int attempt, Micros& off);
