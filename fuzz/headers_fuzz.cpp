@@ -1,4 +1,5 @@
-// libFuzzer target for admit::parse_response and the header-value dialects.
+// libFuzzer target for admit::parse_response, admit::detect_provider and the header-value
+// dialects.
 // Input layout (text): first line = HTTP status, then "name: value" header lines until an empty
 // line, then the body. Every provider parses the same response; nothing may throw or crash.
 #include <charconv>
@@ -64,6 +65,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     check(!o.retry_after || (*o.retry_after >= 0 && *o.retry_after <= admit::kMaxExact));
   }
+  // noexcept: a throw would terminate. Detection is deterministic.
+  check(admit::detect_provider(headers, body) == admit::detect_provider(headers, body));
 
   namespace d = admit::dialect;
   for (const auto& [name, value] : headers.entries()) {

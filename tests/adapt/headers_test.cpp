@@ -2,13 +2,17 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #ifndef ADMIT_FIXTURES_DIR
@@ -1008,6 +1012,201 @@ TEST(AdaptFixtures, AllFixturesParseCleanly) {
     ++count;
   }
   EXPECT_GE(count, 15);
+}
+
+// ---- detect_provider ----
+
+// Verifies every fixture is detected as the provider of its directory (its body passed for an
+// error status, as a caller would), and parses as that provider without warnings.
+TEST(AdaptDetect, EveryFixtureIsItsProvider) {
+  namespace fs = std::filesystem;
+  int count = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(ADMIT_FIXTURES_DIR)) {
+    if (!entry.is_regular_file()) continue;
+    const std::string dir = entry.path().parent_path().filename().string();
+    const std::string rel = dir + "/" + entry.path().filename().string();
+    const Fixture f = load(rel);
+    const std::string_view body = f.status >= 400 ? std::string_view(f.body) : "";
+    const std::optional<Provider> p = detect_provider(f.headers, body);
+    ASSERT_TRUE(p.has_value()) << rel;
+    EXPECT_EQ(to_string(*p), dir) << rel;
+    const Observation o = parse_response(*p, f.headers, f.status, f.body, f.now);
+    EXPECT_TRUE(o.warnings.empty()) << rel << "\n" << joined(o.warnings);
+    ++count;
+  }
+  EXPECT_GE(count, 16);
+}
+
+// Verifies which fixtures the headers identify and which only their error body does.
+TEST(AdaptDetect, HeadersFirstThenTheErrorBody) {
+  struct Case {
+    const char* rel;
+    std::optional<Provider> headers_alone;
+    Provider with_body;
+  };
+  const Case cases[] = {
+      {"openai/docs_example_200.http", Provider::openai, Provider::openai},
+      {"openai/usage_based_200.http", Provider::openai, Provider::openai},
+      {"openai/insufficient_quota_429.http", std::nullopt, Provider::openai},
+      {"azure_openai/responses_api_unknown_200.http", Provider::azure_openai,
+       Provider::azure_openai},
+      {"azure_openai/token_limit_429.http", std::nullopt, Provider::azure_openai},
+      {"anthropic/rate_limit_429.http", Provider::anthropic, Provider::anthropic},
+      {"gemini/free_tier_per_day_429.http", std::nullopt, Provider::gemini},
+      {"gemini/free_tier_multi_429.http", std::nullopt, Provider::gemini},
+      {"groq/docs_example_429.http", Provider::groq, Provider::groq},
+      {"openrouter/free_models_per_day_429.http", std::nullopt, Provider::openrouter},
+      {"openrouter/headers_200.http", Provider::openrouter, Provider::openrouter},
+      {"generic/ietf_draft_200.http", Provider::generic, Provider::generic},
+  };
+  for (const Case& c : cases) {
+    const Fixture f = load(c.rel);
+    EXPECT_EQ(detect_provider(f.headers), c.headers_alone) << c.rel;
+    EXPECT_EQ(detect_provider(f.headers, f.body), c.with_body) << c.rel;
+  }
+}
+
+// Headers minus every one whose name starts with one of `prefixes` (ignoring case).
+Headers without(const Headers& h, std::initializer_list<std::string_view> prefixes) {
+  Headers out;
+  for (const auto& [name, value] : h.entries()) {
+    bool drop = false;
+    for (std::string_view p : prefixes) {
+      std::string lower;
+      for (char c : name.substr(0, p.size())) lower += static_cast<char>(std::tolower(c));
+      drop = drop || lower == p;
+    }
+    if (!drop) out.add(name, value);
+  }
+  return out;
+}
+
+// Verifies names several providers share identify nobody: OpenAI's x-ratelimit-* names
+// (OpenAI, Azure and Groq with different windows, gateways too), bare x-ratelimit-*
+// (Together, OpenRouter, many APIs), other providers' and gateways' names; and nothing at all.
+TEST(AdaptDetect, SharedNamesIdentifyNobody) {
+  EXPECT_EQ(detect_provider(Headers{}), std::nullopt);
+  EXPECT_EQ(detect_provider(Headers{}, ""), std::nullopt);
+  EXPECT_EQ(detect_provider(Headers{{"date", "Mon, 26 May 2025 05:00:04 GMT"},
+                                    {"content-type", "application/json"},
+                                    {"x-request-id", "req_x"},
+                                    {"retry-after", "2"}}),
+            std::nullopt);
+  // The fixtures without their identifying headers: OpenAI's names alone.
+  const Headers openai =
+      without(load("openai/docs_example_200.http").headers, {"openai-", "x-request-id"});
+  ASSERT_TRUE(openai.find("x-ratelimit-limit-requests").has_value());
+  EXPECT_EQ(detect_provider(openai), std::nullopt);
+  const Headers groq = without(load("groq/docs_example_429.http").headers, {"x-groq-"});
+  ASSERT_TRUE(groq.find("x-ratelimit-reset-requests").has_value());
+  EXPECT_EQ(detect_provider(groq), std::nullopt);
+  const Headers azure =
+      without(load("azure_openai/responses_api_unknown_200.http").headers, {"apim-", "x-ms-"});
+  ASSERT_TRUE(azure.find("x-ratelimit-limit-tokens").has_value());
+  EXPECT_EQ(detect_provider(azure), std::nullopt);
+  // Bare X-RateLimit-* (OpenRouter's, Together's requests, GitHub's, ...).
+  const Headers bare = without(load("openrouter/headers_200.http").headers, {"x-generation-id"});
+  ASSERT_TRUE(bare.find("x-ratelimit-reset").has_value());
+  EXPECT_EQ(detect_provider(bare), std::nullopt);
+  // Fireworks (not a Provider): OpenAI's names plus its own.
+  EXPECT_EQ(detect_provider(Headers{{"x-ratelimit-limit-requests", "600"},
+                                    {"x-ratelimit-remaining-requests", "599"},
+                                    {"x-ratelimit-over-limit", "no"},
+                                    {"x-ratelimit-limit-tokens-cache-adjusted-prompt", "6000"}}),
+            std::nullopt);
+  // A gateway that prefixes the upstream's names (LiteLLM) hides them.
+  EXPECT_EQ(detect_provider(Headers{{"llm_provider-openai-organization", "org-x"},
+                                    {"llm_provider-x-groq-region", "dls"},
+                                    {"x-litellm-model-id", "m"}}),
+            std::nullopt);
+  // Near misses of Cerebras' windowed names.
+  EXPECT_EQ(detect_provider(Headers{{"x-ratelimit-limit-requests-week", "1"}}), std::nullopt);
+  EXPECT_EQ(detect_provider(Headers{{"x-ratelimit-used-requests-day", "1"}}), std::nullopt);
+}
+
+// Verifies markers of two providers give nullopt (a proxy, a mix), except Azure with OpenAI's
+// (Azure may pass openai-* on); names ignore case; every Cerebras window counts; the IETF
+// fields give generic only when no provider is named.
+TEST(AdaptDetect, MarkersConflictsAndPrecedence) {
+  EXPECT_EQ(detect_provider(Headers{{"openai-organization", "org-x"}, {"x-groq-region", "dls"}}),
+            std::nullopt);
+  EXPECT_EQ(detect_provider(Headers{{"anthropic-ratelimit-requests-limit", "50"},
+                                    {"openai-version", "2020-10-01"}}),
+            std::nullopt);
+  EXPECT_EQ(detect_provider(Headers{{"x-tokenlimit-limit", "3000"},
+                                    {"x-ratelimitbysize-limit-minute", "500000"}}),
+            std::nullopt);
+  EXPECT_EQ(detect_provider(Headers{{"openai-processing-ms", "412"},
+                                    {"apim-request-id", "x"},
+                                    {"x-ratelimit-remaining-tokens", "0"}}),
+            Provider::azure_openai);
+  EXPECT_EQ(detect_provider(Headers{{"azureml-model-session", "d-1"}}), Provider::azure_openai);
+  EXPECT_EQ(detect_provider(Headers{{"X-MS-Region", "East US"}}), Provider::azure_openai);
+  EXPECT_EQ(detect_provider(Headers{{"OpenAI-Organization", "org-x"}}), Provider::openai);
+  EXPECT_EQ(detect_provider(Headers{{"X-RateLimit-Remaining-Tokens_Usage_Based", "1"}}),
+            Provider::openai);
+  EXPECT_EQ(detect_provider(Headers{{"Anthropic-Organization-Id", "o"}}), Provider::anthropic);
+  EXPECT_EQ(detect_provider(Headers{{"X-Groq-Region", "dls"}}), Provider::groq);
+  EXPECT_EQ(detect_provider(Headers{{"RateLimitBySize-Remaining", "1"}}), Provider::mistral);
+  EXPECT_EQ(detect_provider(Headers{{"x-together-traceid", "t"}}), Provider::together);
+  EXPECT_EQ(detect_provider(Headers{{"X-Generation-Id", "gen-1"}}), Provider::openrouter);
+  for (const char* field : {"limit", "remaining", "reset"}) {
+    for (const char* kind : {"requests", "tokens"}) {
+      for (const char* window : {"minute", "hour", "day"}) {
+        const std::string name = std::string("x-ratelimit-") + field + "-" + kind + "-" + window;
+        EXPECT_EQ(detect_provider(Headers{{name, "1"}}), Provider::cerebras) << name;
+      }
+    }
+  }
+  // Cerebras' names next to OpenAI's plain ones are still Cerebras.
+  EXPECT_EQ(detect_provider(Headers{{"x-ratelimit-limit-requests", "1"},
+                                    {"x-ratelimit-limit-tokens-minute", "1"}}),
+            Provider::cerebras);
+
+  const Headers ietf{{"RateLimit", "\"default\";r=42;t=30"},
+                     {"RateLimit-Policy", "\"default\";q=100;w=60"}};
+  EXPECT_EQ(detect_provider(ietf), Provider::generic);
+  EXPECT_EQ(detect_provider(Headers{{"ratelimit-remaining", "1"}}), Provider::generic);
+  Headers ietf_groq = ietf;
+  ietf_groq.add("x-groq-region", "dls");
+  EXPECT_EQ(detect_provider(ietf_groq), Provider::groq);
+}
+
+// Verifies the error-body rules: each provider's envelope, headers winning over the body, the
+// body before the IETF fields, and bodies that say nothing.
+TEST(AdaptDetect, ErrorBodies) {
+  const Headers none;
+  const std::string gemini = load("gemini/free_tier_per_day_429.http").body;
+  EXPECT_EQ(detect_provider(none, gemini), Provider::gemini);
+  EXPECT_EQ(detect_provider(none, "[" + gemini + "]"), Provider::gemini);  // streaming
+  EXPECT_EQ(detect_provider(Headers{{"x-groq-region", "dls"}}, gemini), Provider::groq);
+  EXPECT_EQ(detect_provider(Headers{{"ratelimit-limit", "1"}}, gemini), Provider::gemini);
+  EXPECT_EQ(detect_provider(
+                none, R"({"type":"error","error":{"type":"overloaded_error","message":"x"}})"),
+            Provider::anthropic);
+  EXPECT_EQ(detect_provider(none, R"({"error":{"message":"Provider returned error","code":429,
+                          "metadata":{"raw":"{}","provider_name":"Together"}}})"),
+            Provider::openrouter);
+  EXPECT_EQ(detect_provider(none, R"({"error":{"type":"tokens","code":"rate_limit_exceeded",
+                          "message":"Upgrade at https://console.groq.com/settings/billing"}})"),
+            Provider::groq);
+  EXPECT_EQ(
+      detect_provider(
+          none, R"({"error":{"code":"429","message":"See https://aka.ms/oai/quotaincrease"}})"),
+      Provider::azure_openai);
+  EXPECT_EQ(detect_provider(none, R"({"error":{"code":"rate_limit_exceeded",
+                          "message":"Visit https://platform.openai.com/account/rate-limits"}})"),
+            Provider::openai);
+  // OpenAI-style envelopes with no link, a string code with a status, and non-envelopes.
+  for (
+      const char* body :
+      {R"({"error":{"message":"Rate limit reached","type":"tokens","code":"rate_limit_exceeded"}})",
+       R"({"error":{"code":"429","status":"RESOURCE_EXHAUSTED"}})",
+       R"({"error":"Too Many Requests"})", R"({"type":"error"})",
+       R"({"id":"chatcmpl-x","object":"chat.completion"})", R"(["error"])",
+       "{\"error\":", "Too Many Requests", ""}) {
+    EXPECT_EQ(detect_provider(none, body), std::nullopt) << body;
+  }
 }
 
 // ---- robustness ----

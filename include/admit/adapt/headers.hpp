@@ -14,7 +14,8 @@
 
 namespace admit {
 
-/// Upstream API whose header dialect parse_response() should read.
+/// Upstream API whose header dialect parse_response() should read (detect_provider() tells it
+/// from a response's headers).
 enum class Provider {
   openai,
   azure_openai,
@@ -122,6 +123,33 @@ struct Observation {
  */
 Observation parse_response(Provider p, const Headers& headers, int status, std::string_view body,
                            Micros now);
+
+/**
+ * Which provider's dialect a response is in, for parse_response(). Decided by header names
+ * that only one provider's responses carry (the values are not read):
+ *   - azure_openai: apim-request-id, azureml-model-session, azureml-model-group, x-ms-*
+ *   - openai: openai-* (openai-organization, openai-processing-ms, openai-version, ...),
+ *     x-ratelimit-*_usage_based
+ *   - anthropic: anthropic-ratelimit-*, anthropic-organization-id
+ *   - groq: x-groq-* (x-groq-region)
+ *   - mistral: ratelimitbysize-*, x-ratelimitbysize-*
+ *   - together: x-tokenlimit-*, x-together-*
+ *   - openrouter: x-generation-id
+ *   - cerebras: x-ratelimit-{limit,remaining,reset}-{requests,tokens}-{minute,hour,day}
+ * Azure's markers win over OpenAI's (Azure may pass openai-* on); markers of two other
+ * providers together (a proxy, a mix) give std::nullopt. With no marker, the JSON error
+ * envelope of `body` (pass the body of an error response, or nothing) decides: gemini for a
+ * google.rpc.Status (integer code and a status, e.g. RESOURCE_EXHAUSTED), anthropic for
+ * {"type":"error","error":{...}}, openrouter for error.metadata, and the links in
+ * error.message (azure_openai: "Azure OpenAI" or aka.ms/oai; groq: console.groq.com; openai:
+ * platform.openai.com). Then IETF RateLimit / RateLimit-Policy / RateLimit-* fields give
+ * generic. Otherwise std::nullopt: in particular for OpenAI's x-ratelimit-*-requests/tokens
+ * names alone (OpenAI, Azure and Groq send them with different windows, and so do gateways)
+ * and for bare x-ratelimit-limit/remaining/reset (Together, OpenRouter, many APIs). Header
+ * names are compared ignoring ASCII case. Never throws.
+ */
+std::optional<Provider> detect_provider(const Headers& headers,
+                                        std::string_view body = {}) noexcept;
 
 /// The value dialects parse_response() understands, exposed for tests and reuse. Each function
 /// trims surrounding spaces/tabs, never throws, and returns a Parsed.
