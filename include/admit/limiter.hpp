@@ -86,6 +86,27 @@ struct StateClamp {
   Micros until = 0;             ///< nothing is available before this instant; 0: no hold
 };
 
+/**
+ * A rule giving entities without an explicit parent (Limiter::set_parent) a parent by their
+ * name, so entities nobody registered (dynamic users) share a budget: see
+ * Limiter::set_parent_rules().
+ */
+struct ParentRule {
+  /// Glob over entity names: '*' matches any run of bytes (also none), '?' exactly one byte,
+  /// '\' makes the next byte literal ("\*" is a '*'). "*" alone matches every entity.
+  std::string pattern;
+  /// The parent of the entities the pattern matches; empty: they get no parent (an exception
+  /// to the rules after this one).
+  std::string parent;
+
+  bool operator==(const ParentRule&) const = default;
+};
+
+/// @throws ValidationError unless `rule.pattern` is 1 to 256 printable ASCII bytes without
+/// spaces whose escapes are complete (no trailing '\'), `rule.parent` is empty or a valid
+/// name (validate_name), and a pattern without wildcards does not name its own parent.
+void validate_parent_rule(const ParentRule& rule);
+
 /// Stats of every limit of one (entity, resource), ancestors included.
 struct ResourceStats {
   std::string entity;
@@ -118,9 +139,39 @@ class Limiter {
   /// An entity's own limits for every resource it has no specific limits for.
   void set_entity_default_limits(std::string entity, std::vector<Limit> limits);
   /// Makes `parent` an ancestor of `entity`: every acquire of `entity` also consumes from
-  /// `parent` (and its ancestors), all or nothing. An empty parent removes the link.
-  /// @throws ValidationError on a cycle or a chain deeper than max_parent_depth.
+  /// `parent` (and its ancestors), all or nothing. An explicit parent wins over the parent
+  /// rules; an empty parent removes the link (the rules apply to `entity` again).
+  /// @throws ValidationError on a cycle or a chain deeper than max_parent_depth (counting the
+  ///         links the parent rules make).
   void set_parent(std::string entity, std::string parent);
+  /**
+   * Parents by name, for entities nobody registered: an entity without an explicit parent
+   * (set_parent) gets the parent of the first rule whose pattern matches its name, skipping
+   * rules that would name the entity itself (with {"team-*", "team-shared"}, team-shared
+   * matches but gets no parent from that rule; a later rule may give it one). A rule with an
+   * empty parent gives the entities it matches no parent. The empty entity name matches no
+   * rule. {"*", "shared"} as the last rule is a default parent. Replaces the rules set before
+   * ({} removes them).
+   *
+   * The parents the rules give are links like explicit ones: consumed from, all or nothing,
+   * and checked together with the explicit links, here and at every later set_parent, which
+   * refuse a change (ValidationError; here field "parent rule" and the pattern of a rule in
+   * the chain as value) when some entity's chain would be a cycle (explicit and rule links,
+   * e.g. {"*", "org"} with set_parent("org", "team"): team gets the parent org) or deeper
+   * than max_parent_depth, where an entity a rule matches has 1 + the rule parent's
+   * ancestors. A refused change leaves everything as it was. A chain is never followed
+   * further than max_parent_depth parents in any case.
+   *
+   * ConfigMode::store: the rules stay in this Limiter (the store keeps the explicit links,
+   * which are checked against them when set): configure every process on the store with the
+   * same rules, or entities resolve to different parents in different processes.
+   * @throws ValidationError for a malformed rule (validate_parent_rule) or a refused chain;
+   *         StoreUnavailable (ConfigMode::store, rules not empty) if the stored links cannot
+   *         be read.
+   */
+  void set_parent_rules(std::vector<ParentRule> rules);
+  /// The rules set_parent_rules() set, in order.
+  std::vector<ParentRule> parent_rules() const;
   /// Removes limits set by the calls above (resource-level, entity-level or both).
   void remove_limits(std::string_view resource);
   void remove_entity_limits(std::string_view entity, std::string_view resource);

@@ -1,6 +1,7 @@
 // The Limiter's configuration: an immutable Snapshot replaced whole (copy on write) by the
 // set_* calls, each thread caching the current one; resolution over a snapshot (through
-// resolution.hpp, plus the discovered limits); the parent links and their checks.
+// resolution.hpp, plus the discovered limits); the parent links, the parent rules and their
+// checks.
 #pragma once
 
 #include <absl/container/flat_hash_map.h>
@@ -18,10 +19,30 @@
 
 #include "admit/core/decision.hpp"
 #include "admit/core/limit.hpp"
+#include "admit/limiter.hpp"
 #include "pair_key.hpp"
 #include "resolution.hpp"
 
 namespace admit::detail {
+
+// Whether `name` matches the glob `pattern` ('*' any run, '?' one byte, '\' escapes the next
+// byte; a trailing '\' is a literal one).
+bool glob_match(std::string_view pattern, std::string_view name) noexcept;
+
+// Limiter::set_parent_rules' rules, compiled: patterns without wildcards looked up by name,
+// the others matched in order.
+struct ParentRules {
+  std::vector<ParentRule> rules;
+  absl::flat_hash_map<std::string, std::size_t> literal;  // unescaped pattern -> first rule
+  std::vector<std::size_t> globs;                         // rules with wildcards, in order
+
+  // The first rule that applies to `entity` (matches it and does not name it as its own
+  // parent), or nullptr; its parent may be empty (no parent). The empty name matches none.
+  const ParentRule* match(std::string_view entity) const;
+};
+
+// Validates every rule (validate_parent_rule) and compiles them.
+ParentRules compile_parent_rules(std::vector<ParentRule> rules);
 
 // Immutable configuration; replaced whole (copy on write) by the set_* calls. In
 // ConfigMode::store also the chain of one (entity, resource) built from the store's entries
@@ -45,6 +66,9 @@ struct Snapshot {
   absl::flat_hash_map<std::string, std::vector<Limit>> resources;
   absl::flat_hash_map<std::string, EntityConf> entities;
   absl::flat_hash_map<std::string, Discovered> discovered;  // by pair_key
+  // The parents of entities without an explicit one (local to the Limiter in both modes);
+  // null: none.
+  std::shared_ptr<const ParentRules> parent_rules;
 };
 
 // A Snapshot as resolve_limits() reads it (ConfigView).
@@ -89,15 +113,41 @@ Resolved resolve_in(const Snapshot& s, std::string_view entity, std::string_view
 // learned limit of the same name, then the learned limits no configured one names.
 void remerge(Snapshot& s);
 
-inline std::string_view parent_of(const Snapshot& s, std::string_view entity) {
-  if (s.entities.empty()) return {};
-  auto e = s.entities.find(av(entity));
-  return e == s.entities.end() ? std::string_view{} : std::string_view(e->second.parent);
+// The parent of `entity`: its explicit one, else the one its first applying parent rule gives
+// (`rule`, if given, is set to that rule, or nullptr for an explicit parent or none).
+inline std::string_view parent_of(const Snapshot& s, std::string_view entity,
+                                  const ParentRule** rule = nullptr) {
+  if (rule != nullptr) *rule = nullptr;
+  if (!s.entities.empty()) {
+    auto e = s.entities.find(av(entity));
+    if (e != s.entities.end() && !e->second.parent.empty()) return e->second.parent;
+  }
+  if (s.parent_rules == nullptr) return {};
+  const ParentRule* r = s.parent_rules->match(entity);
+  if (r == nullptr) return {};
+  if (rule != nullptr) *rule = r;
+  return r->parent;
 }
 
+// What check_parent_chains() found wrong with a chain of parents.
+struct ChainProblem {
+  std::string message;
+  const ParentRule* rule = nullptr;  // a rule whose link is in that chain, if any
+};
+
+// Checks the chain of every entity `s` configures and of every entity a parent rule could
+// match (its rule parent's chain plus one) for a cycle or more than `max_depth` ancestors,
+// explicit and rule links alike.
+std::optional<ChainProblem> check_parent_chains(const Snapshot& s, int max_depth);
+
 // Makes `parent` the parent of `entity` in `s`, refusing a cycle or a chain deeper than
-// `max_depth` (through `entity` or any of its descendants). An empty parent removes the link.
+// `max_depth` (through `entity` or any of its descendants, those by rules included). An empty
+// parent removes the link (the parent rules apply to `entity` again).
 void link_parent(Snapshot& s, const std::string& entity, const std::string& parent, int max_depth);
+
+// Sets the parent rules of `s`, refusing them (ValidationError, field "parent rule") if a
+// chain of parents would be a cycle or deeper than `max_depth`.
+void set_rules(Snapshot& s, std::shared_ptr<const ParentRules> rules, int max_depth);
 
 // @throws ValidationError if two limits of the set share a name.
 void check_unique_names(const std::vector<Limit>& limits);

@@ -19,6 +19,14 @@ thread_local std::uint64_t t_lease_end = 0;
 
 }  // namespace
 
+std::uint64_t random_lease_id() {
+  thread_local std::random_device rd;  // /dev/urandom or getrandom: not predictable
+  for (;;) {
+    const std::uint64_t id = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+    if (id != 0) return id;
+  }
+}
+
 std::uint64_t next_lease_id() {
   if (t_lease_next == t_lease_end) {
     t_lease_next = g_next_lease_block.fetch_add(1, std::memory_order_relaxed) * kLeaseBlock;

@@ -11,4 +11,8 @@ namespace admit::detail {
 // (their leases) / 2^54.
 std::uint64_t next_lease_id();
 
+// A durable lease's id (AcquireOptions::durable): 64 bits from the system's entropy source
+// (getrandom), never 0, so that a client holding one lease token cannot guess another's.
+std::uint64_t random_lease_id();
+
 }  // namespace admit::detail

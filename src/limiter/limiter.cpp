@@ -121,12 +121,33 @@ void Limiter::set_parent(std::string entity, std::string parent) {
     for (const ConfigEntry& e : impl_->store.list_config(impl_->ns)) {
       if (e.kind == ConfigKind::parent) links.entities[e.entity].parent = e.value;
     }
+    links.parent_rules = impl_->config.current().parent_rules;
     link_parent(links, entity, parent, impl_->opt.max_parent_depth);
     impl_->store_config.write({ConfigKind::parent, entity, {}}, parent);
     return;
   }
   impl_->config.update(
       [&](Snapshot& s) { link_parent(s, entity, parent, impl_->opt.max_parent_depth); });
+}
+
+void Limiter::set_parent_rules(std::vector<ParentRule> rules) {
+  auto compiled =
+      std::make_shared<const detail::ParentRules>(detail::compile_parent_rules(std::move(rules)));
+  const int depth = impl_->opt.max_parent_depth;
+  if (impl_->opt.config == ConfigMode::store && !compiled->rules.empty()) {
+    // The rules stay here; checked with the links stored now (as set_parent does).
+    Snapshot links;
+    for (const ConfigEntry& e : impl_->store.list_config(impl_->ns)) {
+      if (e.kind == ConfigKind::parent) links.entities[e.entity].parent = e.value;
+    }
+    detail::set_rules(links, compiled, depth);
+  }
+  impl_->config.update([&](Snapshot& s) { detail::set_rules(s, compiled, depth); });
+}
+
+std::vector<ParentRule> Limiter::parent_rules() const {
+  const auto& rules = impl_->config.current().parent_rules;
+  return rules == nullptr ? std::vector<ParentRule>{} : rules->rules;
 }
 
 void Limiter::remove_limits(std::string_view resource) {
@@ -272,8 +293,7 @@ Op report_op(OpKind kind, const Namespace& ns, std::string_view group, Micros no
 /// A durable acquire on a store that keeps no lease records.
 void no_lease_records(Decision& d, const Store& store) {
   d.code = Code::invalid_argument;
-  d.reason =
-      "durable leases need a store that keeps lease records; " + store.name() + " does not";
+  d.reason = "durable leases need a store that keeps lease records; " + store.name() + " does not";
 }
 }  // namespace
 
@@ -370,7 +390,9 @@ Lease Limiter::Impl::attempt(std::string_view entity, std::string_view resource,
   Scratch& sc = t_scratch;
   const bool slots = acquire_items(*plan, sc.ops, sc.entries, sc.rates, sc.epochs,
                                    [plan](std::size_t i) { return plan->entries[i].limit; });
-  const std::uint64_t id = slots || options.durable ? next_lease_id() : 0;
+  const std::uint64_t id = options.durable ? detail::random_lease_id()
+                           : slots         ? next_lease_id()
+                                           : 0;
   const Micros now = LeaseAccess::decision(lease).now;
   const Micros expires_at = now + (options.lease_ttl > 0 ? options.lease_ttl : opt.lease_ttl);
   sc.results.resize(sc.ops.size());
@@ -461,7 +483,7 @@ void Limiter::Impl::acquire_async(std::string_view entity, std::string_view reso
   c->slots = acquire_items(*plan, c->ops, c->entries, c->rates, c->epochs,
                            [key](std::size_t i) { return &key->items[i].limit; });
   c->adaptive = plan->adaptive;
-  c->id = c->slots || options.durable ? next_lease_id() : 0;
+  c->id = options.durable ? detail::random_lease_id() : c->slots ? next_lease_id() : 0;
   const Micros now = LeaseAccess::decision(lease).now;
   c->expires_at = now + (options.lease_ttl > 0 ? options.lease_ttl : opt.lease_ttl);
   c->with_stats = options.with_stats;

@@ -103,6 +103,9 @@ std::shared_ptr<const Snapshot> StoreConfigCache::chain(std::string_view entity,
   std::vector<ConfigKey> keys = {{ConfigKind::system, {}, {}},
                                  {ConfigKind::resource, {}, resource}};
   std::vector<std::string> names{std::string(entity)};  // the chain: entity, then parents
+  // The parent rules are this Limiter's own (not stored): they give a parent to each member
+  // of the chain the store gives none.
+  const std::shared_ptr<const ParentRules> rules = snapshots_.current().parent_rules;
   for (int depth = 0;; ++depth) {
     const std::string& e = names.back();
     keys.push_back({ConfigKind::entity, e, resource});
@@ -123,6 +126,9 @@ std::shared_ptr<const Snapshot> StoreConfigCache::chain(std::string_view entity,
     }
     if (const auto& def = use(got[o + 1]); def.limits) conf.defaults = *def.limits;
     conf.parent = use(got[o + 2]).parent;
+    if (conf.parent.empty() && rules != nullptr) {
+      if (const ParentRule* r = rules->match(e)) conf.parent = r->parent;
+    }
     if (conf.parent.empty() || depth >= opt_.max_parent_depth) break;
     if (std::find(names.begin(), names.end(), conf.parent) != names.end()) {
       throw ValidationError("parent", conf.parent,

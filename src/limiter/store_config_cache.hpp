@@ -30,7 +30,8 @@ class StoreConfigCache {
       : store_(store), ns_(ns), opt_(opt), snapshots_(snapshots) {}
 
   // The configuration that resolves (entity, resource) and its chain of parents: a Snapshot
-  // built from the cached entries of the chain (read from the store when expired) plus the
+  // built from the cached entries of the chain (read from the store when expired), with the
+  // parents the Limiter's parent rules give members the store gives none, plus the
   // discovered limits, valid until *fresh_until. @throws StoreUnavailable (nothing cached and
   // no store); ValidationError (a stored entry that does not decode, a cycle of parents).
   std::shared_ptr<const Snapshot> chain(std::string_view entity, std::string_view resource,

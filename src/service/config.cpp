@@ -81,6 +81,7 @@ class Parser : detail::YamlReader {
     Config cfg;
     cfg.source = source_;
     std::optional<YAML::Node> state_list;
+    std::optional<ParentRuleConfig> default_parent;
     for (const Entry& e : entries(root, "")) {
       if (e.key == "namespace") {
         cfg.ns = name(e.value, "namespace", "namespace");
@@ -96,6 +97,21 @@ class Parser : detail::YamlReader {
         for (const Entry& en : entries(e.value, "entities")) {
           cfg.entities.push_back(entity(en));
         }
+      } else if (e.key == "parent_rules") {
+        if (!e.value.IsSequence()) {
+          fail(e.value, "parent_rules", show(e.value), "expected a list of {match, parent}");
+        }
+        for (std::size_t i = 0; i < e.value.size(); ++i) {
+          cfg.parent_rules.push_back(
+              parent_rule(e.value[i], "parent_rules[" + std::to_string(i) + "]"));
+        }
+      } else if (e.key == "default_parent") {
+        ParentRuleConfig r;
+        r.match = "*";
+        r.parent = name(e.value, "default_parent", "parent");
+        r.path = "default_parent";
+        r.where = where(source_, e.value.Mark());
+        default_parent = std::move(r);
       } else if (e.key == "store") {
         cfg.store = parse_store_config(e.value, source_);
       } else if (e.key == "auth") {
@@ -106,10 +122,12 @@ class Parser : detail::YamlReader {
         state_list = e.value;  // checked against the limits once they are all read
       } else {
         fail(e.key_node, e.key, e.key,
-             std::string("unknown key (expected namespace, store, defaults, resources") +
-                 (with_state_ ? ", entities, auth, http or state)" : ", entities, auth or http)"));
+             std::string("unknown key (expected namespace, store, defaults, resources, entities, "
+                         "parent_rules, default_parent") +
+                 (with_state_ ? ", auth, http or state)" : ", auth or http)"));
       }
     }
+    if (default_parent) cfg.parent_rules.push_back(std::move(*default_parent));  // the last rule
     check_parents_declared(cfg);
     check_cycles(cfg);
     if (state_list) state(*state_list, cfg);
@@ -318,6 +336,39 @@ class Parser : detail::YamlReader {
       }
     }
     return out;
+  }
+
+  // `{match: "user-*", parent: team-a}`.
+  ParentRuleConfig parent_rule(const YAML::Node& n, const std::string& path) const {
+    ParentRuleConfig r;
+    const Entry* match = nullptr;
+    const std::vector<Entry> es = entries(n, path);
+    for (const Entry& e : es) {
+      const std::string p = join(path, e.key);
+      if (e.key == "match") {
+        match = &e;
+        r.match = string(e.value, p);
+        try {
+          validate_parent_rule(ParentRule{r.match, ""});
+        } catch (const ValidationError& x) {
+          fail(e.value, p, r.match, x.reason());
+        }
+      } else if (e.key == "parent") {
+        r.parent = name(e.value, p, "parent");
+        r.path = p;
+        r.where = where(source_, e.value.Mark());
+      } else {
+        fail(e.key_node, p, e.key, "unknown key (expected match and parent)");
+      }
+    }
+    if (match == nullptr) fail(n, join(path, "match"), "", "missing");
+    if (r.path.empty()) fail(n, join(path, "parent"), "", "missing");
+    try {
+      validate_parent_rule(ParentRule{r.match, r.parent});
+    } catch (const ValidationError& x) {
+      fail(match->value, join(path, "match"), r.match, x.reason());
+    }
+    return r;
   }
 
   // ---- state records ----
@@ -530,6 +581,12 @@ class Parser : detail::YamlReader {
                 "parent is not declared under entities (add '" + e.parent + ": {}' there)");
       }
     }
+    for (const auto& r : cfg.parent_rules) {
+      if (declared.count(r.parent) == 0) {
+        fail_at(r.where, r.path, r.parent,
+                "parent is not declared under entities (add '" + r.parent + ": {}' there)");
+      }
+    }
   }
 
   static void check_cycles(const Config& cfg) {
@@ -707,6 +764,23 @@ std::string format_state_file(const Config& config) {
     }
     out << YAML::EndMap;
   }
+  // parent_rules, then default_parent (the last rule, its path "default_parent").
+  const ParentRuleConfig* default_parent = nullptr;
+  bool listed = false;
+  for (const ParentRuleConfig& r : config.parent_rules) {
+    if (r.path == "default_parent") {
+      default_parent = &r;
+      continue;
+    }
+    if (!listed) out << YAML::Key << "parent_rules" << YAML::Value << YAML::BeginSeq;
+    listed = true;
+    out << YAML::Flow << YAML::BeginMap << YAML::Key << "match" << YAML::Value << YAML::DoubleQuoted
+        << r.match << YAML::Key << "parent" << YAML::Value << r.parent << YAML::EndMap;
+  }
+  if (listed) out << YAML::EndSeq;
+  if (default_parent != nullptr) {
+    out << YAML::Key << "default_parent" << YAML::Value << default_parent->parent;
+  }
   if (!config.state.rows.empty() || !config.state.holds.empty()) {
     out << YAML::Key << "state" << YAML::Value;
     emit_state(out, config.state);
@@ -753,6 +827,23 @@ const LimitList& resolve_limits(const Config& config, std::string_view entity,
   return r.limits != nullptr ? *r.limits : config.defaults;  // none: the (empty) defaults
 }
 
+std::vector<ParentRule> limiter_parent_rules(const Config& config) {
+  std::vector<ParentRule> out;
+  if (config.parent_rules.empty()) return out;
+  // Declared entities first, with no parent: the rules are for the others.
+  for (const EntityConfig& e : config.entities) {
+    std::string literal;
+    for (const char c : e.name) {
+      if (c == '*' || c == '?' || c == '\\') literal += '\\';
+      literal += c;
+    }
+    out.push_back(ParentRule{std::move(literal), ""});
+  }
+  for (const ParentRuleConfig& r : config.parent_rules)
+    out.push_back(ParentRule{r.match, r.parent});
+  return out;
+}
+
 void apply_config(const Config& config, Limiter& limiter) {
   if (limiter.options().ns != config.ns) {
     throw ValidationError("namespace", config.ns,
@@ -766,6 +857,17 @@ void apply_config(const Config& config, Limiter& limiter) {
     if (e.defaults) limiter.set_entity_default_limits(e.name, *e.defaults);
     for (const auto& [resource, limits] : e.limits)
       limiter.set_entity_limits(e.name, resource, limits);
+  }
+  // The parent rules before the links: every entity this file declares is exempt from them,
+  // so the links already there (those a reload keeps, apply_config_change) and each one made
+  // below give chains that are parts of the final ones, never a cycle the file does not have.
+  try {
+    limiter.set_parent_rules(limiter_parent_rules(config));
+  } catch (const ValidationError& x) {
+    const auto r = std::find_if(config.parent_rules.begin(), config.parent_rules.end(),
+                                [&](const ParentRuleConfig& c) { return c.match == x.value(); });
+    if (r == config.parent_rules.end()) throw;
+    fail_at(r->where, r->path, r->parent, x.reason());
   }
   // Parents root-first (an entity's parent linked before it), so a chain deeper than
   // max_parent_depth is refused by Limiter::set_parent at the link of the entity whose

@@ -18,7 +18,8 @@
 
 namespace admit {
 class Limiter;
-}
+struct ParentRule;
+}  // namespace admit
 
 namespace admit::service {
 
@@ -32,6 +33,15 @@ struct EntityConfig {
   std::vector<std::pair<std::string, LimitList>> limits;  ///< per resource, in file order
 };
 
+/// A parent rule (`parent_rules`, `default_parent`): entities not declared under `entities`
+/// whose name matches `match` consume from `parent` too.
+struct ParentRuleConfig {
+  std::string match;   ///< glob over entity names ('*', '?', '\' escapes: admit::ParentRule)
+  std::string parent;  ///< declared under `entities`
+  std::string path;    ///< YAML path of `parent` ("parent_rules[0].parent", "default_parent")
+  std::string where;   ///< "file:line:col" of `parent`
+};
+
 /// A parsed and validated configuration (every Limit is already constructed).
 struct Config {
   std::string source;  ///< file name, for messages
@@ -40,6 +50,8 @@ struct Config {
   LimitList defaults;
   std::vector<std::pair<std::string, LimitList>> resources;  ///< in file order
   std::vector<EntityConfig> entities;                        ///< in file order
+  /// `parent_rules` in file order, then `default_parent` as match "*".
+  std::vector<ParentRuleConfig> parent_rules;
   UsageState state;  ///< a state file's usage records, in file order (a config file: none)
   std::vector<TokenConfig> tokens;  ///< auth.tokens, ${ENV} substituted (Auth)
   GuardOptions http;                ///< http.allowed_origins, http.allowed_hosts (RequestGuard)
@@ -81,8 +93,17 @@ const LimitList& resolve_limits(const Config& config, std::string_view entity,
                                 std::string_view resource);
 
 /**
+ * The Limiter's parent rules for `config` (Limiter::set_parent_rules): empty without
+ * `parent_rules` and `default_parent`; otherwise one rule giving no parent to each entity
+ * declared under `entities` (its name escaped: a declared entity has exactly the parent it
+ * declares, or none), then config.parent_rules in order.
+ */
+std::vector<ParentRule> limiter_parent_rules(const Config& config);
+
+/**
  * Applies `config` to `limiter`, whose namespace must be config.ns (a Limiter's namespace is
- * fixed at construction: build it with LimiterOptions{.ns = config.ns}).
+ * fixed at construction: build it with LimiterOptions{.ns = config.ns}): the limits, the
+ * parent rules (limiter_parent_rules, replacing the limiter's), then the parent links.
  * @throws ValidationError on a namespace mismatch or a parent chain the limiter refuses.
  */
 void apply_config(const Config& config, Limiter& limiter);

@@ -244,6 +244,227 @@ TEST_F(LimiterTest, SetParentEnforcesMaxDepthFromBothEnds) {
   EXPECT_EQ(available(l, "s", "x", "rpm"), 10);
 }
 
+// ------------------------------------------------------------------- parent rules
+
+// The entities of `entity`'s chain on resource "r", itself first (each has the default limit).
+std::vector<std::string> chain_of(Limiter& l, std::string_view entity) {
+  std::vector<std::string> out;
+  for (const LimitStatus& s : l.stats(entity, "r").limits) out.push_back(s.entity);
+  return out;
+}
+
+using Names = std::vector<std::string>;
+
+// Verifies the first rule matching an entity gives its parent, rules naming the entity itself
+// are skipped ("*" does not make shared its own parent), an empty parent gives none, and the
+// rule parents get parents by the rules too.
+TEST_F(LimiterTest, ParentRulesMatchInOrder) {
+  limiter.set_default_limits({Limit::per_minute("rpm", 100)});
+  const std::vector<ParentRule> rules{
+      {"user-?", "team-a"}, {"user-*", "team-b"}, {"admin", ""}, {"*", "shared"}};
+  limiter.set_parent_rules(rules);
+  EXPECT_EQ(limiter.parent_rules(), rules);
+  EXPECT_EQ(chain_of(limiter, "user-1"), (Names{"user-1", "team-a", "shared"}));
+  EXPECT_EQ(chain_of(limiter, "user-12"), (Names{"user-12", "team-b", "shared"}));
+  EXPECT_EQ(chain_of(limiter, "bot"), (Names{"bot", "shared"}));
+  EXPECT_EQ(chain_of(limiter, "team-a"), (Names{"team-a", "shared"}));
+  EXPECT_EQ(chain_of(limiter, "shared"), (Names{"shared"}));
+  EXPECT_EQ(chain_of(limiter, "admin"), (Names{"admin"}));
+  EXPECT_EQ(chain_of(limiter, ""), (Names{""}));  // the empty name matches no rule
+
+  // Replacing the rules replaces them all; {} removes them.
+  limiter.set_parent_rules({{"bot*", "bots"}});
+  EXPECT_EQ(chain_of(limiter, "user-1"), (Names{"user-1"}));
+  EXPECT_EQ(chain_of(limiter, "bot-7"), (Names{"bot-7", "bots"}));
+  limiter.set_parent_rules({});
+  EXPECT_TRUE(limiter.parent_rules().empty());
+  EXPECT_EQ(chain_of(limiter, "bot-7"), (Names{"bot-7"}));
+}
+
+// Verifies the glob: '*' any run (also empty), '?' one byte, '\' escapes, case matters.
+TEST_F(LimiterTest, ParentRulePatterns) {
+  limiter.set_default_limits({Limit::per_minute("rpm", 100)});
+  struct Case {
+    const char* pattern;
+    const char* name;
+    bool matches;
+  };
+  const Case cases[] = {
+      {"*", "x", true},
+      {"user-*", "user-", true},
+      {"user-*", "user", false},
+      {"*-bot", "a-b-bot", true},
+      {"*-bot", "a-bot-x", false},
+      {"a?c", "abc", true},
+      {"a?c", "ac", false},
+      {"a?c", "abbc", false},
+      {"*a*b*", "xaxxbx", true},
+      {"*a*b*", "xbxa", false},
+      {"a*b*c", "abcbc", true},
+      {"a*b*c", "abcb", false},
+      {"User-*", "user-1", false},
+      {"a\\*", "a*", true},
+      {"a\\*", "ab", false},
+      {"a\\?", "a?", true},
+      {"a\\\\b", "a\\b", true},
+      {"??", "ab", true},
+      {"??", "abc", false},
+      {"literal", "literal", true},
+      {"literal", "literals", false},
+  };
+  for (const Case& c : cases) {
+    limiter.set_parent_rules({{c.pattern, "p"}});
+    const Names want = c.matches ? Names{c.name, "p"} : Names{c.name};
+    EXPECT_EQ(chain_of(limiter, c.name), want) << c.pattern << " vs " << c.name;
+  }
+}
+
+// Verifies an explicit parent always wins over the rules, and removing it gives the entity
+// its rule parent again.
+TEST_F(LimiterTest, ExplicitParentWinsOverParentRules) {
+  limiter.set_default_limits({Limit::per_minute("rpm", 100)});
+  limiter.set_parent_rules({{"user-*", "team-a"}});
+  limiter.set_parent("user-1", "vip");
+  EXPECT_EQ(chain_of(limiter, "user-1"), (Names{"user-1", "vip"}));
+  EXPECT_EQ(chain_of(limiter, "user-2"), (Names{"user-2", "team-a"}));
+  limiter.set_parent("user-1", "");
+  EXPECT_EQ(chain_of(limiter, "user-1"), (Names{"user-1", "team-a"}));
+  // An explicit parent that a rule matches still gets its rule parent.
+  limiter.set_parent_rules({{"user-*", "team-a"}, {"vip", "org"}});
+  limiter.set_parent("user-1", "vip");
+  EXPECT_EQ(chain_of(limiter, "user-1"), (Names{"user-1", "vip", "org"}));
+}
+
+// Verifies two entities nobody registered share the rule parent's budget: each consumes from
+// its own limits and from the parent's, all or nothing, and the exhausted parent denies.
+TEST_F(LimiterTest, DefaultParentBudgetIsSharedByDynamicEntities) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 100)});
+  limiter.set_entity_limits("team-shared", "gpt", {Limit::per_minute("rpm", 5)});  // T = 12 s
+  limiter.set_parent_rules({{"*", "team-shared"}});
+
+  ASSERT_TRUE(take(limiter, "user-1", "gpt", {{"rpm", 3}}).allowed);
+  ASSERT_TRUE(take(limiter, "user-2", "gpt", {{"rpm", 2}}).allowed);
+  EXPECT_EQ(available(limiter, "user-1", "gpt", "rpm"), 97);
+  EXPECT_EQ(available(limiter, "user-2", "gpt", "rpm"), 98);
+  EXPECT_EQ(available(limiter, "team-shared", "gpt", "rpm"), 0);
+
+  const Decision d = take(limiter, "user-3", "gpt", {{"rpm", 1}});
+  EXPECT_EQ(d.code, Code::rate_exceeded);
+  ASSERT_EQ(d.violations.size(), 1u);
+  EXPECT_EQ(d.violations[0].entity, "team-shared");
+  EXPECT_EQ(d.retry_after, 12 * kSec);
+  EXPECT_EQ(available(limiter, "user-3", "gpt", "rpm"), 100);  // all or nothing
+  clock.advance(12 * kSec);
+  EXPECT_TRUE(take(limiter, "user-3", "gpt", {{"rpm", 1}}).allowed);
+}
+
+// Verifies no rule makes a cycle: a rule naming the entity itself is skipped for it (later
+// rules still apply), rules naming each other's parents and rules closing a loop of explicit
+// links are refused, whichever is set first, and a refused change leaves everything as it was.
+TEST_F(LimiterTest, ParentRulesNeverMakeCycles) {
+  limiter.set_default_limits({Limit::per_minute("rpm", 100)});
+  limiter.set_parent_rules({{"team-*", "team-shared"}, {"*", "org"}});
+  EXPECT_EQ(chain_of(limiter, "team-shared"), (Names{"team-shared", "org"}));
+  EXPECT_EQ(chain_of(limiter, "team-a"), (Names{"team-a", "team-shared", "org"}));
+  EXPECT_EQ(chain_of(limiter, "org"), (Names{"org"}));
+
+  // Two rules whose parents match each other: ax -> bx -> ax.
+  const std::vector<ParentRule> before = limiter.parent_rules();
+  try {
+    limiter.set_parent_rules({{"a*", "bx"}, {"b*", "ax"}});
+    FAIL() << "expected ValidationError";
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.field(), "parent rule");
+    EXPECT_EQ(e.value(), "a*");
+    EXPECT_NE(std::string(e.what()).find("make a cycle: bx -> ax -> bx"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(limiter.parent_rules(), before);
+
+  // An explicit link under the default parent closes a loop: org -> team-shared -> org.
+  try {
+    limiter.set_parent("org", "team-shared");
+    FAIL() << "expected ValidationError";
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.field(), "parent");
+    EXPECT_EQ(e.value(), "team-shared");
+  }
+  EXPECT_EQ(chain_of(limiter, "org"), (Names{"org"}));
+
+  // The other order: the explicit links first, then the rule that would close the loop.
+  limiter.set_parent_rules({});
+  limiter.set_parent("org", "team");
+  EXPECT_THROW(limiter.set_parent_rules({{"*", "org"}}), ValidationError);  // team -> org -> team
+  EXPECT_TRUE(limiter.parent_rules().empty());
+  // Exempting team keeps its chain acyclic.
+  limiter.set_parent_rules({{"team", ""}, {"*", "org"}});
+  EXPECT_EQ(chain_of(limiter, "org"), (Names{"org", "team"}));
+  EXPECT_EQ(chain_of(limiter, "user-1"), (Names{"user-1", "org", "team"}));
+  // Removing the explicit link of org hands it to the rules: "*" names org itself, so none.
+  limiter.set_parent("org", "");
+  EXPECT_EQ(chain_of(limiter, "org"), (Names{"org"}));
+}
+
+// Verifies the chains rules make count against max_parent_depth: an entity a rule matches has
+// 1 + the rule parent's ancestors, whether the rules or the explicit links come last.
+TEST_F(LimiterTest, ParentRulesRespectMaxParentDepth) {
+  Limiter l(store, clock, LimiterOptions{.ns = "rule-depth", .max_parent_depth = 2});
+  l.set_default_limits({Limit::per_minute("rpm", 10)});
+  l.set_parent("team", "org");
+  l.set_parent_rules({{"user-*", "team"}});
+  EXPECT_EQ(chain_of(l, "user-1"), (Names{"user-1", "team", "org"}));
+  try {
+    l.set_parent("org", "root");  // user-* would have team, org, root
+    FAIL() << "expected ValidationError";
+  } catch (const ValidationError& e) {
+    EXPECT_NE(
+        std::string(e.what()).find(
+            "the chain of an entity matching 'user-*' would be deeper than max_parent_depth 2"),
+        std::string::npos)
+        << e.what();
+  }
+  // Rule links count too: u-1 -> t-1 -> o-1 -> r would be three ancestors.
+  l.set_parent_rules({});
+  l.set_parent("team", "");
+  EXPECT_THROW(l.set_parent_rules({{"u-*", "t-1"}, {"t-*", "o-1"}, {"o-*", "r"}}), ValidationError);
+  l.set_parent_rules({{"u-*", "t-1"}, {"t-*", "o-1"}});
+  EXPECT_EQ(chain_of(l, "u-1"), (Names{"u-1", "t-1", "o-1"}));
+
+  Limiter flat(store, clock, LimiterOptions{.ns = "rule-flat", .max_parent_depth = 0});
+  EXPECT_THROW(flat.set_parent_rules({{"*", "p"}}), ValidationError);
+  flat.set_parent_rules({{"*", ""}});  // gives no parent: allowed
+}
+
+// Verifies malformed rules are refused with the field and value named, and nothing changes.
+TEST_F(LimiterTest, ParentRulesAreValidated) {
+  limiter.set_parent_rules({{"ok-*", "p"}});
+  struct Case {
+    ParentRule rule;
+    const char* field;
+  };
+  const Case cases[] = {
+      {{"", "p"}, "parent rule"},
+      {{"a b", "p"}, "parent rule"},
+      {{"a\\", "p"}, "parent rule"},
+      {{std::string(257, 'a'), "p"}, "parent rule"},
+      {{"user-*", "team a"}, "parent"},
+      {{"shared", "shared"}, "parent rule"},
+      {{"sh\\ared", "shared"}, "parent rule"},
+  };
+  for (const Case& c : cases) {
+    EXPECT_THROW(validate_parent_rule(c.rule), ValidationError) << c.rule.pattern;
+    try {
+      limiter.set_parent_rules({{"x-*", "q"}, c.rule});
+      ADD_FAILURE() << "accepted '" << c.rule.pattern << "' -> '" << c.rule.parent << "'";
+    } catch (const ValidationError& e) {
+      EXPECT_EQ(e.field(), c.field) << e.what();
+    }
+  }
+  EXPECT_EQ(limiter.parent_rules(), (std::vector<ParentRule>{{"ok-*", "p"}}));
+  validate_parent_rule({"a\\\\", "p"});         // an escaped backslash is complete
+  validate_parent_rule({"shared*", "shared"});  // skipped for shared itself
+}
+
 // ------------------------------------------------------------------- resolution
 
 // Verifies resolution order entity(resource) > entity default > resource > system, with the
@@ -1059,6 +1280,43 @@ TEST(LimiterStoreConfig, BadStoredEntriesAreClearErrors) {
   EXPECT_THROW(lim.set_parent("b", "c"), ValidationError);  // c -> a -> b -> c
   EXPECT_TRUE(lim.try_acquire("c", "m", {{"rpm", 1}}).allowed());
   EXPECT_EQ(lim.stats("c", "m").limits.size(), 3u);  // c, a and b each have rpm
+}
+
+// Verifies parent rules in ConfigMode::store: they stay in each Limiter (one without them gives
+// no parent), the budget of the parent they name is in the store (two Limiters with the same
+// rules draw on one), a stored explicit parent wins, and set_parent and set_parent_rules check
+// the stored links together with the rules.
+TEST(LimiterStoreConfig, ParentRulesAreLocalAndTheirBudgetShared) {
+  MemoryStore store;
+  ManualClock clock(kStart);
+  Limiter a(store, clock, store_config(kMicrosPerSecond));
+  Limiter b(store, clock, store_config(kMicrosPerSecond));
+  Limiter plain(store, clock, store_config(kMicrosPerSecond));
+  a.set_limits("gpt", {Limit::per_minute("rpm", 100)});
+  a.set_entity_limits("team-shared", "gpt", {Limit::per_minute("rpm", 5)});
+  for (Limiter* l : {&a, &b}) l->set_parent_rules({{"user-*", "team-shared"}});
+  EXPECT_EQ(b.parent_rules(), (std::vector<ParentRule>{{"user-*", "team-shared"}}));
+
+  ASSERT_TRUE(take(a, "user-1", "gpt", {{"rpm", 3}}).allowed);
+  ASSERT_TRUE(take(b, "user-2", "gpt", {{"rpm", 2}}).allowed);
+  const Decision d = take(b, "user-3", "gpt", {{"rpm", 1}});
+  EXPECT_EQ(d.code, Code::rate_exceeded);
+  ASSERT_EQ(d.violations.size(), 1u);
+  EXPECT_EQ(d.violations[0].entity, "team-shared");
+  EXPECT_TRUE(plain.parent_rules().empty());
+  EXPECT_TRUE(take(plain, "user-3", "gpt", {{"rpm", 1}}).allowed);  // no rules: no parent
+  EXPECT_EQ(plain.stats("user-3", "gpt").limits.size(), 1u);
+
+  // A stored explicit parent wins, in every process.
+  a.set_parent("user-4", "vip");
+  EXPECT_EQ(b.stats("user-4", "gpt").limits.back().entity, "vip");
+  // team-shared -> user-9 -> (user-*) team-shared.
+  EXPECT_THROW(a.set_parent("team-shared", "user-9"), ValidationError);
+  // boss -> user-8 stored; then team-* -> boss would close boss -> user-8 -> team-shared -> boss.
+  a.set_parent("boss", "user-8");
+  EXPECT_THROW(a.set_parent_rules({{"user-*", "team-shared"}, {"team-*", "boss"}}),
+               ValidationError);
+  EXPECT_EQ(a.parent_rules(), b.parent_rules());
 }
 
 // Verifies config_ttl 0 reads the store on every resolution, invalidate_config() forgets the

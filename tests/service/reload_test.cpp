@@ -7,6 +7,7 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "admit/core/clock.hpp"
@@ -106,6 +107,69 @@ TEST(Reload, StoreNamespaceAndAccessChangesNeedARestart) {
     EXPECT_NE(r.message.find("restart admitd"), std::string::npos) << r.message;
     EXPECT_EQ(names(f.limiter, "team-a", "gpt-4o"), std::vector<std::string>{"rpm:1000:entity"});
   }
+}
+
+// The entities of `entity`'s chain on gpt-4o, itself first.
+std::vector<std::string> chain_of(Limiter& limiter, std::string_view entity) {
+  std::vector<std::string> out;
+  for (const LimitStatus& s : limiter.stats(entity, "gpt-4o").limits) out.push_back(s.entity);
+  return out;
+}
+
+using Names = std::vector<std::string>;
+
+// Verifies a reload applies changed parent rules: new rules, a new default parent, and none.
+TEST(Reload, AppliesChangedParentRules) {
+  Fixture f;
+  EXPECT_EQ(chain_of(f.limiter, "user-7"), (Names{"user-7"}));
+  const std::string teams =
+      "resources:\n  gpt-4o: [{name: rpm, per: minute, limit: 600}]\n"
+      "entities:\n  team-a: {}\n  team-b: {}\n  user-1: {parent: team-a}\n";
+  write(f.file, teams + "parent_rules:\n  - {match: \"user-*\", parent: team-a}\n");
+  ReloadResult r = f.reloader->reload();
+  ASSERT_TRUE(r.applied) << r.message;
+  EXPECT_EQ(chain_of(f.limiter, "user-7"), (Names{"user-7", "team-a"}));
+  EXPECT_EQ(chain_of(f.limiter, "bot-1"), (Names{"bot-1"}));
+
+  write(f.file, teams + "default_parent: team-b\n");
+  r = f.reloader->reload();
+  ASSERT_TRUE(r.applied) << r.message;
+  EXPECT_EQ(chain_of(f.limiter, "user-7"), (Names{"user-7", "team-b"}));
+  EXPECT_EQ(chain_of(f.limiter, "bot-1"), (Names{"bot-1", "team-b"}));
+  EXPECT_EQ(chain_of(f.limiter, "user-1"), (Names{"user-1", "team-a"}));  // declared: its own
+  EXPECT_EQ(chain_of(f.limiter, "team-a"), (Names{"team-a"}));
+
+  write(f.file, kSecond);
+  r = f.reloader->reload();
+  ASSERT_TRUE(r.applied) << r.message;
+  EXPECT_TRUE(f.limiter.parent_rules().empty());
+  EXPECT_EQ(chain_of(f.limiter, "user-7"), (Names{"user-7"}));
+}
+
+// Verifies links move under parent rules without a refused step: the new rules come before the
+// new links, so x -> p is not checked with p still under the old default parent r (which the
+// new file puts below x: r -> x -> p -> r would be a cycle), and an unlinked entity declared in
+// the old file gets no parent from the old rules.
+TEST(Reload, RelinksUnderParentRules) {
+  Fixture f;
+  const std::string gpt = "resources:\n  gpt-4o: [{name: rpm, per: minute, limit: 600}]\n";
+  write(f.file, gpt + "entities:\n  r: {}\n  x: {}\ndefault_parent: r\n");
+  ReloadResult r = f.reloader->reload();
+  ASSERT_TRUE(r.applied) << r.message;
+  EXPECT_EQ(chain_of(f.limiter, "p"), (Names{"p", "r"}));
+
+  write(f.file,
+        gpt + "entities:\n  p: {}\n  x: {parent: p}\n  r: {parent: x}\ndefault_parent: r\n");
+  r = f.reloader->reload();
+  ASSERT_TRUE(r.applied) << r.message;
+  EXPECT_EQ(chain_of(f.limiter, "u"), (Names{"u", "r", "x", "p"}));
+  EXPECT_EQ(chain_of(f.limiter, "p"), (Names{"p"}));
+
+  // x loses its parent: under the old rules it is declared, so it gets none (not r: a cycle).
+  write(f.file, gpt + "entities:\n  p: {}\n  x: {}\n  r: {parent: x}\ndefault_parent: r\n");
+  r = f.reloader->reload();
+  ASSERT_TRUE(r.applied) << r.message;
+  EXPECT_EQ(chain_of(f.limiter, "u"), (Names{"u", "r", "x"}));
 }
 
 }  // namespace
