@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   std::size_t max_connections = http::ServerOptions{}.max_connections;
   bool verbose = false;
   bool insecure = false;
+  admit::service::ApiOptions api_options;
   std::string token_file;
   auto* config_opt =
       app.add_option("--config", config_path,
@@ -58,6 +59,8 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "log one JSON line per request to stderr");
   app.add_option("--token-file", token_file,
                  "bearer tokens, one a line: TOKEN [decide|admin [NAMESPACE,...]]");
+  app.add_flag("--openai-headers", api_options.openai_headers,
+               "also answer OpenAI-style x-ratelimit-* headers (docs/api.md)");
   app.add_flag("--insecure", insecure,
                "allow a non-loopback --listen without bearer tokens (no authentication)");
   app.set_version_flag("--version", "admitd " + std::string(admit::version_string));
@@ -119,7 +122,7 @@ int main(int argc, char** argv) {
         config_path, config, limiter,
         [&](const admit::service::Config& next) { metrics.set_resources(resources_of(next)); });
     options.on_hangup = [&reloader] { (void)reloader.reload(); };
-    admit::service::Api api(limiter, &metrics);
+    admit::service::Api api(limiter, &metrics, api_options);
     admit::service::HttpHandler handler(api, auth, admit::service::RequestGuard(config.http),
                                         config.ns);
     http::Server server(handler, options);  // installs the signal handlers

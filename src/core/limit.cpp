@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "admit/core/error.hpp"
+#include "admit/core/rate.hpp"
 #include "admit/core/window.hpp"
 
 namespace admit {
@@ -268,6 +269,28 @@ std::string format_period(Micros us) {
   return std::to_string(us) + "us";
 }
 }  // namespace
+
+Micros Limit::period() const {
+  if (unlimited()) return 0;
+  if (kind_ == LimitKind::rate) {
+    const rate::Int128 p = static_cast<rate::Int128>(capacity_) * refill_period_ / refill_amount_;
+    return static_cast<Micros>(p);
+  }
+  if (kind_ != LimitKind::window) return 0;
+  switch (window_spec().unit) {
+    case WindowUnit::minute:
+      return kMicrosPerMinute;
+    case WindowUnit::hour:
+      return 60 * kMicrosPerMinute;
+    case WindowUnit::day:
+      return kMicrosPerDay;
+    case WindowUnit::week:
+      return 7 * kMicrosPerDay;
+    case WindowUnit::month:
+      return 30 * kMicrosPerDay;
+  }
+  return 0;
+}
 
 std::string Limit::describe() const {
   std::string s = name_ + ": ";

@@ -42,7 +42,8 @@ void fill_details(Decision& d, const LeaseKey& key, std::span<const OpItem> ops,
     const auto& it = key.items[entries[j]];
     const ItemResult& r = results[j];
     d.stats.push_back(LimitStatus{key.entities[it.key], it.limit.name(), it.limit.kind(), it.source,
-                                  it.limit.capacity(), r.available, r.reset_after, 0});
+                                  it.limit.capacity(), r.available, r.reset_after, 0,
+                                  it.limit.period()});
   }
   if (allowed) return;
   bool never = false;
@@ -82,8 +83,8 @@ void fill_details(Decision& d, const LeaseKey& key, std::span<const OpItem> ops,
 
 LimitStatus status_of(const KeyParts& k, const Limit& l, ConfigSource src, const ItemResult& r,
                       double rate) {
-  return LimitStatus{std::string(k.entity), l.name(),    l.kind(),      src,
-                     l.capacity(),          r.available, r.reset_after, rate};
+  return LimitStatus{std::string(k.entity), l.name(),      l.kind(), src,       l.capacity(),
+                     r.available,           r.reset_after, rate,     l.period()};
 }
 
 RateParams adaptive_params(const Limit& l, const AimdLaw* ctl, double* rate_out) {

@@ -46,7 +46,7 @@ void Limiter::Impl::make_durable(Lease& lease, DurableRecord record) {
 
 Lease Limiter::resume(std::string_view token) {
   const std::optional<detail::ParsedToken> t = detail::parse_lease_token(token);
-  if (!t) throw ValidationError("lease", std::string(token), "is not a lease token");
+  if (!t) throw ValidationError("lease_id", std::string(token), "is not a lease token");
   Impl& im = *impl_;
   const Micros now = im.clock.now();
   std::optional<LeaseRecord> rec = im.store.get_lease(im.ns, t->group, t->id, now);

@@ -46,14 +46,14 @@ int hex_value(char c) {
 }  // namespace
 
 std::string encode_lease_record(const LeaseKey& key, std::span<const RecordHeld> held, bool slots) {
-  std::vector<Limit> limits;
-  limits.reserve(key.items.size());
-  for (const auto& it : key.items) limits.push_back(it.limit);
+  // Each item: [key index, source, consumed, window_end, the limit as limit_codec writes it]
+  // (one by one: the limits of a chain may share names).
   json::array items;
   for (std::size_t i = 0; i < key.items.size(); ++i) {
     const auto& it = key.items[i];
+    json::value limit = json::parse(encode_limits(std::span(&it.limit, 1)));
     items.push_back(json::array{it.key, json::string(to_string(it.source)), held[i].consumed,
-                                held[i].window_end});
+                                held[i].window_end, std::move(limit.as_array().at(0))});
   }
   json::array entities;
   for (const auto& e : key.entities) entities.emplace_back(e);
@@ -62,7 +62,6 @@ std::string encode_lease_record(const LeaseKey& key, std::span<const RecordHeld>
   o["resource"] = key.resource;
   o["entities"] = std::move(entities);
   o["slots"] = slots;
-  o["limits"] = json::parse(encode_limits(limits));
   o["items"] = std::move(items);
   return json::serialize(o);
 }
@@ -76,12 +75,10 @@ std::optional<DecodedRecord> decode_lease_record(std::string_view data) {
   const json::value* resource = field(o, "resource");
   const json::value* entities = field(o, "entities");
   const json::value* slots = field(o, "slots");
-  const json::value* limits = field(o, "limits");
   const json::value* items = field(o, "items");
   if (resource == nullptr || !resource->is_string() || entities == nullptr ||
       !entities->is_array() || entities->get_array().empty() || slots == nullptr ||
-      !slots->is_bool() || limits == nullptr || !limits->is_array() || items == nullptr ||
-      !items->is_array()) {
+      !slots->is_bool() || items == nullptr || !items->is_array()) {
     return std::nullopt;
   }
   DecodedRecord r;
@@ -92,18 +89,17 @@ std::optional<DecodedRecord> decode_lease_record(std::string_view data) {
     r.key->entities.emplace_back(e.get_string());
   }
   r.slots = slots->get_bool();
-  std::vector<Limit> decoded;
-  try {
-    decoded = decode_limits(json::serialize(*limits));
-  } catch (const ValidationError&) {
-    return std::nullopt;
-  }
   const json::array& list = items->get_array();
-  if (list.size() != decoded.size()) return std::nullopt;
   for (std::size_t i = 0; i < list.size(); ++i) {
     const json::array* it = list[i].if_array();
-    if (it == nullptr || it->size() != 4 || !(*it)[0].is_int64() || !(*it)[1].is_string() ||
-        !(*it)[2].is_int64() || !(*it)[3].is_int64()) {
+    if (it == nullptr || it->size() != 5 || !(*it)[0].is_int64() || !(*it)[1].is_string() ||
+        !(*it)[2].is_int64() || !(*it)[3].is_int64() || !(*it)[4].is_object()) {
+      return std::nullopt;
+    }
+    std::vector<Limit> decoded;
+    try {
+      decoded = decode_limits("[" + json::serialize((*it)[4]) + "]");
+    } catch (const ValidationError&) {
       return std::nullopt;
     }
     const std::int64_t k = (*it)[0].get_int64();
@@ -112,7 +108,7 @@ std::optional<DecodedRecord> decode_lease_record(std::string_view data) {
       return std::nullopt;
     }
     r.key->items.push_back(
-        LeaseKey::Item{std::move(decoded[i]), *source, static_cast<std::uint16_t>(k), nullptr});
+        LeaseKey::Item{std::move(decoded.at(0)), *source, static_cast<std::uint16_t>(k), nullptr});
     r.held.push_back(RecordHeld{(*it)[2].get_int64(), (*it)[3].get_int64()});
   }
   return r;

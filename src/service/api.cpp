@@ -1,47 +1,171 @@
 #include "service/api.hpp"
 
-#include <boost/json.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/url/decode_view.hpp>
+#include <boost/url/parse_query.hpp>
 #include <chrono>
+#include <future>
 #include <limits>
 #include <utility>
 
 #include "admit/core/error.hpp"
+#include "admit/core/limit_codec.hpp"
 #include "admit/limiter.hpp"
-#include "service/json_body.hpp"
+#include "openapi_json.hpp"  // generated from src/service/openapi.json
+#include "service/api_impl.hpp"
 #include "service/metrics.hpp"
+#include "service/rate_limit_headers.hpp"
 
 namespace admit::service {
-
-namespace json = boost::json;
 
 namespace {
 
 constexpr std::size_t kMaxAmounts = 64;  // the Limiter checks at most 64 names per call
 
-/// A request the API refuses (400): what is wrong, which field, and the stable code
-/// (json_body.hpp's codes).
-struct BadRequest {
-  std::string error;
-  std::string field;
-  std::string code = "invalid_request";
-};
+std::string str(std::string_view s) { return std::string(s); }
 
-[[noreturn]] void refuse(const JsonError& e) {
-  throw BadRequest{e.message, e.field, std::string(to_string(e.code))};
+// The limit as PUT /v1/limits/... takes it (limit_codec.hpp's form: it can be sent back as
+// it is), with where it came from and a description.
+json::object limit_json(const Limit& l, ConfigSource source) {
+  json::value v = json::parse(encode_limits(std::span(&l, 1)));
+  json::object o = std::move(v.as_array().at(0).as_object());
+  o["source"] = str(to_string(source));
+  o["unlimited"] = l.unlimited();
+  o["description"] = l.describe();
+  return o;
 }
 
-struct Call {
-  std::string entity;
-  std::string resource;
-  Amounts amounts;
+// ---- the route table ----
+
+using Handler = void (*)(Api::Impl&, const ApiRequest&, Api::Reply&);
+
+template <Response (Api::Impl::*F)()>
+void plain(Api::Impl& im, const ApiRequest&, Api::Reply& done) {
+  done((im.*F)());
+}
+template <Response (Api::Impl::*F)(const ApiRequest&)>
+void sync(Api::Impl& im, const ApiRequest& r, Api::Reply& done) {
+  done((im.*F)(r));
+}
+template <void (Api::Impl::*F)(const ApiRequest&, Api::Reply&)>
+void async(Api::Impl& im, const ApiRequest& r, Api::Reply& done) {
+  (im.*F)(r, done);
+}
+void openapi(Api::Impl&, const ApiRequest&, Api::Reply& done) {
+  done(Response{200, std::string(kOpenApiJson), -1, {}, {}, {}});
+}
+void commit(Api::Impl& im, const ApiRequest& r, Api::Reply& done) { im.lease_end(r, done, false); }
+void rollback(Api::Impl& im, const ApiRequest& r, Api::Reply& done) { im.lease_end(r, done, true); }
+
+struct Route {
+  RouteInfo info;
+  Handler handler;
 };
+
+using I = Api::Impl;
+const Route kRoutes[] = {
+    {{"GET", "/healthz", "none", "Liveness: the process serves"}, plain<&I::health>},
+    {{"GET", "/readyz", "none", "Readiness: the store answers"}, plain<&I::ready>},
+    {{"GET", "/openapi.json", "none", "This API as an OpenAPI 3.1 document"}, openapi},
+    {{"GET", "/metrics", "decide", "Prometheus metrics"}, plain<&I::render_metrics>},
+    {{"POST", "/v1/decide", "decide", "The decision an acquire would get; consumes nothing"},
+     sync<&I::decide>},
+    {{"POST", "/v1/acquire", "decide",
+      "Consume if allowed (optionally waiting), returning a lease"},
+     async<&I::acquire>},
+    {{"POST", "/v1/record", "decide", "Count usage after the fact, unconditionally"},
+     sync<&I::record>},
+    {{"POST", "/v1/observe", "decide",
+      "Learn from a provider's response: discovered limits, clamps, AIMD marks"},
+     sync<&I::observe>},
+    {{"GET", "/v1/leases/{lease_id}", "decide", "A lease's entity, resource and expiry"},
+     async<&I::lease_get>},
+    {{"POST", "/v1/leases/{lease_id}/adjust", "decide",
+      "Reconcile a lease with the real usage (positive: more, negative: refund)"},
+     async<&I::lease_adjust>},
+    {{"POST", "/v1/leases/{lease_id}/extend", "decide",
+      "Move a lease's expiry (heartbeat for long streams)"},
+     async<&I::lease_extend>},
+    {{"POST", "/v1/leases/{lease_id}/commit", "decide",
+      "End a lease keeping its usage; frees its slots"},
+     commit},
+    {{"POST", "/v1/leases/{lease_id}/rollback", "decide",
+      "End a lease giving its usage back; frees its slots"},
+     rollback},
+    {{"GET", "/v1/limits", "decide", "Every resource's limits"}, plain<&I::list_limits>},
+    {{"GET", "/v1/limits/resolve", "decide",
+      "The limits of (entity, resource) and where each comes from"},
+     sync<&I::resolve>},
+    {{"PUT", "/v1/limits/system", "admin", "Set the system defaults"}, sync<&I::put_limits>},
+    {{"DELETE", "/v1/limits/system", "admin", "Remove the system defaults"},
+     sync<&I::delete_limits>},
+    {{"PUT", "/v1/limits/resources/{resource}", "admin", "Set a resource's limits"},
+     sync<&I::put_limits>},
+    {{"DELETE", "/v1/limits/resources/{resource}", "admin", "Remove a resource's limits"},
+     sync<&I::delete_limits>},
+    {{"PUT", "/v1/limits/entities/{entity}", "admin", "Set an entity's limits for every resource"},
+     sync<&I::put_limits>},
+    {{"DELETE", "/v1/limits/entities/{entity}", "admin",
+      "Remove an entity's limits for every resource"},
+     sync<&I::delete_limits>},
+    {{"PUT", "/v1/limits/entities/{entity}/resources/{resource}", "admin",
+      "Set an entity's limits for one resource"},
+     sync<&I::put_limits>},
+    {{"DELETE", "/v1/limits/entities/{entity}/resources/{resource}", "admin",
+      "Remove an entity's limits for one resource"},
+     sync<&I::delete_limits>},
+    {{"PUT", "/v1/limits/parents/{entity}", "admin", "Set an entity's parent"},
+     sync<&I::put_parent>},
+    {{"DELETE", "/v1/limits/parents/{entity}", "admin", "Remove an entity's parent"},
+     sync<&I::delete_parent>},
+    {{"GET", "/v1/stats", "decide", "Usage state per entity and resource"}, sync<&I::stats>},
+};
+
+// Matches `path` against a template: literal segments equal, {name} segments any non-empty
+// segment (percent-decoded into `params`).
+bool matches(std::string_view tmpl, std::string_view path, std::vector<std::string>& params) {
+  params.clear();
+  while (!tmpl.empty() || !path.empty()) {
+    if (tmpl.empty() || path.empty() || tmpl[0] != '/' || path[0] != '/') return false;
+    tmpl.remove_prefix(1);
+    path.remove_prefix(1);
+    const std::size_t te = std::min(tmpl.find('/'), tmpl.size());
+    const std::size_t pe = std::min(path.find('/'), path.size());
+    const std::string_view ts = tmpl.substr(0, te);
+    const std::string_view ps = path.substr(0, pe);
+    if (!ts.empty() && ts.front() == '{') {
+      if (ps.empty()) return false;
+      const std::string segment(ps);  // a copy: see query_param
+      auto decoded = boost::urls::make_pct_string_view(segment);
+      if (!decoded) return false;
+      params.emplace_back(decoded->decode());
+    } else if (ts != ps) {
+      return false;
+    }
+    tmpl.remove_prefix(te);
+    path.remove_prefix(pe);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::span<const RouteInfo> routes() {
+  static const std::vector<RouteInfo> all = [] {
+    std::vector<RouteInfo> v;
+    for (const Route& r : kRoutes) v.push_back(r.info);
+    return v;
+  }();
+  return all;
+}
+
+// ---- helpers shared by the route files ----
 
 Response reply(unsigned status, const json::object& body) {
-  return Response{status, json::serialize(body), -1, {}, {}};
+  return Response{status, json::serialize(body), -1, {}, {}, {}};
 }
 
-Response error(unsigned status, std::string message, std::string field = {},
-               std::string code = {}) {
+Response error(unsigned status, std::string message, std::string field, std::string code) {
   json::object o;
   o["error"] = std::move(message);
   if (!code.empty()) o["code"] = std::move(code);
@@ -49,87 +173,7 @@ Response error(unsigned status, std::string message, std::string field = {},
   return reply(status, o);
 }
 
-// A non-negative integer (json_body.hpp's strict reading: no fractions, no exponents).
-std::int64_t to_int(const json::value& v, const std::string& field) {
-  auto n = service::to_int(v, field, 0, kMaxExact);
-  if (const JsonError* e = std::get_if<JsonError>(&n)) refuse(*e);
-  return std::get<std::int64_t>(n);
-}
-
-std::string to_str(const json::value& v, const std::string& field) {
-  const json::string* s = v.if_string();
-  if (s == nullptr) throw BadRequest{"must be a string", field, "invalid_type"};
-  validate_name(field, *s);  // ValidationError -> 400 naming the field
-  return std::string(*s);
-}
-
-/// Parses {"entity", "resource", "amounts", ["timeout_ms"]} strictly (duplicate keys, deep
-/// nesting, NaN, invalid UTF-8 refused: json_body.hpp); throws BadRequest.
-Call parse_call(std::string_view body, bool acquire) {
-  const auto parsed = parse_json_object(body);
-  if (const JsonError* e = std::get_if<JsonError>(&parsed)) refuse(*e);
-  const json::object* o = &std::get<json::object>(parsed);
-  Call c;
-  bool has_entity = false;
-  bool has_resource = false;
-  bool has_amounts = false;
-  for (const auto& kv : *o) {
-    const std::string_view key = kv.key();
-    if (key == "entity") {
-      c.entity = to_str(kv.value(), "entity");
-      has_entity = true;
-    } else if (key == "resource") {
-      c.resource = to_str(kv.value(), "resource");
-      has_resource = true;
-    } else if (key == "amounts") {
-      const json::object* a = kv.value().if_object();
-      if (a == nullptr)
-        throw BadRequest{"must be an object of limit name -> integer", "amounts", "invalid_type"};
-      if (a->size() > kMaxAmounts)
-        throw BadRequest{"at most 64 amounts", "amounts", "out_of_range"};
-      for (const auto& [name, amount] : *a) {
-        c.amounts.add(name, to_int(amount, "amounts." + std::string(name)));
-      }
-      has_amounts = true;
-    } else if (acquire && key == "timeout_ms") {
-      if (to_int(kv.value(), "timeout_ms") != 0) {
-        throw BadRequest{"only 0 (non-blocking) is supported in this version", "timeout_ms",
-                         "out_of_range"};
-      }
-    } else {
-      throw BadRequest{"unknown field", std::string(key), "unknown_field"};
-    }
-  }
-  if (!has_entity) throw BadRequest{"missing field", "entity", "missing_field"};
-  if (!has_resource) throw BadRequest{"missing field", "resource", "missing_field"};
-  if (!has_amounts) throw BadRequest{"missing field", "amounts", "missing_field"};
-  return c;
-}
-
-std::string str(std::string_view s) { return std::string(s); }
-
-json::object limit_json(const Limit& l, ConfigSource source) {
-  json::object o;
-  o["name"] = l.name();
-  o["kind"] = str(to_string(l.kind()));
-  o["source"] = str(to_string(source));
-  o["capacity"] = l.capacity();
-  o["unlimited"] = l.unlimited();
-  if (l.kind() == LimitKind::rate && !l.unlimited()) {
-    o["refill_amount"] = l.refill_amount();
-    o["refill_period_us"] = l.refill_period();
-  } else if (l.kind() == LimitKind::window) {
-    o["window"] = str(to_string(l.window_spec().unit));
-    o["reset_at"] = l.window_spec().reset_at;
-    o["time_zone"] = l.window_spec().time_zone;
-  }
-  o["description"] = l.describe();
-  return o;
-}
-
-}  // namespace
-
-std::string decision_json(const Decision& d) {
+json::object decision_object(const Decision& d) {
   json::object o;
   o["allowed"] = d.allowed;
   o["code"] = str(to_string(d.code));
@@ -157,127 +201,241 @@ std::string decision_json(const Decision& d) {
                                  {"reset_after_us", s.reset_after}});
   }
   o["stats"] = std::move(stats);
-  return json::serialize(o);
+  return o;
 }
 
-namespace {
+std::string decision_json(const Decision& d) { return json::serialize(decision_object(d)); }
 
-struct Route {
-  std::string_view path;
-  std::string_view method;
-};
-constexpr Route kRoutes[] = {{"/healthz", "GET"},
-                             {"/v1/decide", "POST"},
-                             {"/v1/acquire", "POST"},
-                             {"/v1/limits", "GET"},
-                             {"/metrics", "GET"}};
-
-}  // namespace
-
-Response Api::handle(std::string_view method, std::string_view target,
-                     std::string_view body) noexcept {
-  const auto start = std::chrono::steady_clock::now();
-  const std::string_view path = target.substr(0, target.find('?'));
-  Response res = route(method, path, body);
-  if (metrics_ != nullptr) {
-    std::string_view label = "other";  // unknown paths: one label value, whatever they are
-    for (const Route& r : kRoutes) {
-      if (r.path == path) label = r.path;
-    }
-    try {
-      metrics_->request(label, res.status, std::chrono::steady_clock::now() - start);
-    } catch (...) {  // out of memory: the answer matters more than its count
-    }
-  }
-  return res;
-}
-
-Response Api::route(std::string_view method, std::string_view path, std::string_view body) {
-  try {
-    for (const Route& r : kRoutes) {
-      if (r.path != path) continue;
-      if (r.method != method) {
-        Response res =
-            error(405, "method " + printable(method) + " not allowed on " + printable(path));
-        res.allow = r.method;
-        return res;
-      }
-      if (path == "/healthz") return reply(200, json::object{{"status", "ok"}});
-      if (path == "/v1/decide") return decide(body);
-      if (path == "/v1/acquire") return acquire(body);
-      if (path == "/metrics") return metrics();
-      return limits();
-    }
-    return error(404, "no route " + printable(path));
-  } catch (const BadRequest& e) {
-    return error(400, e.error, e.field, e.code);
-  } catch (const ValidationError& e) {
-    return error(400, e.what(), e.field(), "invalid_argument");
-  } catch (const std::exception& e) {
-    return error(500, std::string("internal error: ") + e.what());
-  } catch (...) {
-    return error(500, "internal error");
-  }
-}
-
-Response Api::decide(std::string_view body) {
-  const Call c = parse_call(body, /*acquire=*/false);
-  const Metrics::InFlight in_flight(metrics_);
-  const Decision d = limiter_.decide(c.entity, c.resource, c.amounts);
-  if (metrics_ != nullptr) metrics_->decision("/v1/decide", c.resource, d);
-  return Response{200, decision_json(d), -1, {}, {}};
-}
-
-Response Api::acquire(std::string_view body) {
-  const Call c = parse_call(body, /*acquire=*/true);
-  AcquireOptions options;
-  options.with_stats = true;
-  // Keeps what was consumed. Concurrency limits are checked and their slot is freed at once:
-  // at this stage a slot is held only for the duration of the request (explicit leases come
-  // later).
-  const Metrics::InFlight in_flight(metrics_);
-  const Decision d = limiter_.consume(c.entity, c.resource, c.amounts, options);
-  if (metrics_ != nullptr) metrics_->decision("/v1/acquire", c.resource, d);
-  Response res{200, decision_json(d), -1, {}, {}};
-  if (d.allowed) return res;
+unsigned status_of(const Decision& d) {
+  if (d.allowed) return 200;
   switch (d.code) {
     case Code::unknown_limit:
     case Code::invalid_argument:
-      res.status = 400;
-      break;
+      return 400;
+    case Code::lease_not_found:
+      return 404;
     case Code::exceeds_capacity:
-      res.status = 422;  // can never fit: retrying does not help
-      break;
+      return 422;  // can never fit: retrying does not help
     case Code::store_unavailable:
-      res.status = 503;
-      res.retry_after = d.retry_after_header();
-      break;
+      return 503;
     default:
-      res.status = 429;
-      res.retry_after = d.retry_after_header();
-      break;
+      return 429;
   }
+}
+
+Response decision_response(const Decision& d, json::object body, bool openai_headers) {
+  Response res = reply(status_of(d), body);
+  if (res.status == 429 || res.status == 503) res.retry_after = d.retry_after_header();
+  add_rate_limit_headers(d, openai_headers, res.headers);
   return res;
 }
 
-Response Api::limits() {
+json::object parse_body(std::string_view body, bool empty_ok) {
+  if (empty_ok && body.find_first_not_of(" \t\r\n") == std::string_view::npos) return {};
+  auto parsed = parse_json_object(body);
+  if (const JsonError* e = std::get_if<JsonError>(&parsed)) refuse(*e);
+  return std::move(std::get<json::object>(parsed));
+}
+
+std::string name_field(const json::value& v, const std::string& field) {
+  const json::string* s = v.if_string();
+  if (s == nullptr) throw BadRequest{"must be a string", field, "invalid_type"};
+  validate_name(field, *s);  // ValidationError -> 400 naming the field
+  return std::string(*s);
+}
+
+std::int64_t int_field(const json::value& v, const std::string& field, std::int64_t min,
+                       std::int64_t max) {
+  auto n = to_int(v, field, min, max);
+  if (const JsonError* e = std::get_if<JsonError>(&n)) refuse(*e);
+  return std::get<std::int64_t>(n);
+}
+
+Amounts amounts_field(const json::value& v, const std::string& field, std::int64_t min) {
+  const json::object* a = v.if_object();
+  if (a == nullptr) {
+    throw BadRequest{"must be an object of limit name -> integer", field, "invalid_type"};
+  }
+  if (a->size() > kMaxAmounts) throw BadRequest{"at most 64 amounts", field, "out_of_range"};
+  Amounts out;
+  for (const auto& [name, amount] : *a) {
+    const std::string f = field + "." + std::string(name);
+    validate_name(f, name);
+    out.add(name, int_field(amount, f, min, kMaxExact));
+  }
+  return out;
+}
+
+void only_fields(const json::object& o, std::initializer_list<std::string_view> allowed) {
+  for (const auto& kv : o) {
+    bool known = false;
+    for (const std::string_view a : allowed) known = known || kv.key() == a;
+    if (!known) throw BadRequest{"unknown field", std::string(kv.key()), "unknown_field"};
+  }
+}
+
+std::optional<std::string> query_param(std::string_view query, std::string_view key) {
+  // A copy: Boost.URL 1.81's parse_query reads the last value up to the end of the buffer,
+  // past the end of a view into a longer one (the request target here).
+  const std::string own(query);
+  auto params = boost::urls::parse_query(own);
+  if (!params) throw BadRequest{"malformed query string", "query", "invalid_request"};
+  for (const auto& p : *params) {
+    if (p.key.decode() == key) return p.has_value ? p.value.decode() : std::string();
+  }
+  return std::nullopt;
+}
+
+// ---- Api ----
+
+Api::Impl::Impl(Limiter& l, Metrics* m, ApiOptions o)
+    : limiter(l), metrics(m), options(o), work(boost::asio::make_work_guard(waits)) {
+  waiter = std::thread([this] { waits.run(); });
+}
+
+Api::Impl::~Impl() {
+  work.reset();
+  waits.stop();  // pending waits are dropped: the server stopped before the Api is destroyed
+  waiter.join();
+}
+
+Api::Api(Limiter& limiter, Metrics* metrics, ApiOptions options)
+    : impl_(std::make_unique<Impl>(limiter, metrics, options)) {}
+Api::~Api() = default;
+
+void Api::handle(std::string_view method, std::string_view target, std::string_view body,
+                 Reply done) noexcept {
+  const auto start = std::chrono::steady_clock::now();
+  const std::size_t q = target.find('?');
+  ApiRequest r{method,
+               target.substr(0, q),
+               q == std::string_view::npos ? std::string_view() : target.substr(q + 1),
+               body,
+               {}};
+  // The route's label for the request metrics: its template, so ids make no new series.
+  std::string_view label = "other";
+  for (const Route& route : kRoutes) {
+    std::vector<std::string> ignored;
+    if (matches(route.info.path, r.path, ignored)) label = route.info.path;
+  }
+  Metrics* metrics = impl_->metrics;
+  Reply counted = [metrics, label, start, done = std::move(done)](Response res) mutable {
+    if (metrics != nullptr) {
+      try {
+        metrics->request(label, res.status, std::chrono::steady_clock::now() - start);
+      } catch (...) {  // out of memory: the answer matters more than its count
+      }
+    }
+    done(std::move(res));
+  };
+  impl_->route(r, counted);
+}
+
+Response Api::handle(std::string_view method, std::string_view target,
+                     std::string_view body) noexcept {
+  std::promise<Response> p;
+  std::future<Response> f = p.get_future();
+  handle(method, target, body, [&p](Response res) { p.set_value(std::move(res)); });
+  return f.get();
+}
+
+void Api::Impl::route(const ApiRequest& req, Reply& done) {
+  // `done` is moved out by an asynchronous route; every failure before that answers here.
+  try {
+    ApiRequest r = req;
+    std::string allow;
+    for (const Route& route : kRoutes) {
+      if (!matches(route.info.path, r.path, r.params)) continue;
+      if (route.info.method != r.method) {
+        if (!allow.empty()) allow += ", ";
+        allow += route.info.method;
+        continue;
+      }
+      return route.handler(*this, r, done);
+    }
+    if (!allow.empty()) {
+      Response res =
+          error(405, "method " + printable(r.method) + " not allowed on " + printable(r.path), {},
+                "method_not_allowed");
+      res.allow = std::move(allow);
+      return done(std::move(res));
+    }
+    return done(error(404, "no route " + printable(r.path), {}, "no_route"));
+  } catch (const BadRequest& e) {
+    if (done) done(error(e.status, e.error, e.field, e.code));
+  } catch (const ValidationError& e) {
+    if (done) done(error(400, e.what(), e.field(), "invalid_argument"));
+  } catch (const LeaseNotFound& e) {
+    if (done) done(error(404, e.what(), "lease_id", "lease_not_found"));
+  } catch (const StoreUnavailable& e) {
+    if (done) {
+      Response res = error(503, e.what(), {}, "store_unavailable");
+      res.retry_after = 1;
+      done(std::move(res));
+    }
+  } catch (const std::exception& e) {
+    if (done) done(error(500, std::string("internal error: ") + e.what(), {}, "internal"));
+  } catch (...) {
+    if (done) done(error(500, "internal error", {}, "internal"));
+  }
+}
+
+json::object Api::Impl::body_of(const ApiRequest& r, bool empty_ok) const {
+  json::object o = parse_body(r.body, empty_ok);
+  if (const json::value* ns = o.if_contains("namespace")) {
+    const json::string* s = ns->if_string();
+    if (s == nullptr) throw BadRequest{"must be a string", "namespace", "invalid_type"};
+    if (*s != limiter.options().ns) {
+      throw BadRequest{"this admitd serves namespace '" + limiter.options().ns + "', not '" +
+                           printable(*s) + "'",
+                       "namespace", "unknown_namespace", 404};
+    }
+    o.erase("namespace");
+  }
+  return o;
+}
+
+Response Api::Impl::health() { return reply(200, json::object{{"status", "ok"}}); }
+
+Response Api::Impl::ready() {
+  // One configuration read: the store answers (a Redis server is reachable, a SQLite file is
+  // readable). The in-memory store always is.
+  try {
+    const ConfigKey key{ConfigKind::system, {}, {}};
+    std::optional<std::string> value;
+    Store& store = limiter.store();
+    store.get_config(store.open_namespace(limiter.options().ns), std::span(&key, 1),
+                     std::span(&value, 1));
+  } catch (const std::exception& e) {
+    Response res = reply(503, json::object{{"status", "unavailable"},
+                                           {"store", limiter.store().name()},
+                                           {"reason", e.what()}});
+    res.retry_after = 1;
+    return res;
+  }
+  return reply(200, json::object{{"status", "ready"}, {"store", limiter.store().name()}});
+}
+
+Response Api::Impl::list_limits() {
   json::array resources;
-  for (const std::string& r : limiter_.resources()) {
+  for (const std::string& r : limiter.resources()) {
     json::array limits;
-    for (const auto& [limit, source] : limiter_.resolve("", r)) {
+    for (const auto& [limit, source] : limiter.resolve("", r)) {
       limits.push_back(limit_json(limit, source));
     }
     resources.push_back(json::object{{"resource", r}, {"limits", std::move(limits)}});
   }
   json::object o;
-  o["namespace"] = limiter_.options().ns;
+  o["namespace"] = limiter.options().ns;
   o["resources"] = std::move(resources);
   return reply(200, o);
 }
 
-Response Api::metrics() {
-  if (metrics_ == nullptr) return error(404, "no route /metrics (metrics are off)");
-  return Response{200, metrics_->render(), -1, {}, std::string(Metrics::kContentType)};
+Response Api::Impl::render_metrics() {
+  if (metrics == nullptr) return error(404, "no route /metrics (metrics are off)", {}, "no_route");
+  return Response{200, metrics->render(), -1, {}, std::string(Metrics::kContentType), {}};
 }
+
+json::object limit_object(const Limit& l, ConfigSource source) { return limit_json(l, source); }
 
 }  // namespace admit::service

@@ -1,10 +1,19 @@
 // admitd's HTTP API without the networking: routes a request (method, target, body) to the
-// Limiter and renders the JSON response. Thread-safe (the Limiter is); never throws.
+// Limiter and renders the JSON response. The routes and their bodies are docs/api.md's (and
+// GET /openapi.json's, which a test checks against the route table here). Thread-safe (the
+// Limiter is); never throws.
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
+
+#include "admit/core/time.hpp"
 
 namespace admit {
 class Limiter;
@@ -19,32 +28,56 @@ struct Response {
   std::int64_t retry_after = -1;  ///< seconds for a Retry-After header; -1: none
   std::string allow;              ///< methods for an Allow header (405); empty: none
   std::string content_type;       ///< empty: application/json
+  std::vector<std::pair<std::string, std::string>> headers;  ///< more (RateLimit, ...)
 };
 
 /// Renders a Decision as the JSON object the API returns.
 std::string decision_json(const Decision& d);
 
+/// One route: what GET /openapi.json and docs/api.md describe. `path` is a template
+/// ("/v1/leases/{lease_id}/commit"); `scope` is "none", "decide" or "admin" (auth.hpp).
+struct RouteInfo {
+  std::string_view method;
+  std::string_view path;
+  std::string_view scope;
+  std::string_view summary;
+};
+/// Every route the Api serves, in the order docs/api.md lists them.
+std::span<const RouteInfo> routes();
+
 class Metrics;
+
+struct ApiOptions {
+  /// The longest wait an acquire's timeout_ms may ask for.
+  Micros max_wait = 5 * kMicrosPerMinute;
+  /// Also answer OpenAI-style x-ratelimit-* headers (rate_limit_headers.hpp).
+  bool openai_headers = false;
+};
 
 class Api {
  public:
   /// `metrics` (optional; must outlive the Api) counts each decision and request and serves
-  /// GET /metrics; without it, /metrics is a 404.
-  explicit Api(Limiter& limiter, Metrics* metrics = nullptr)
-      : limiter_(limiter), metrics_(metrics) {}
+  /// GET /metrics; without it, /metrics is a 404. Starts one thread for waiting acquires
+  /// (timeout_ms > 0): a waiter costs a timer on it, not a thread.
+  explicit Api(Limiter& limiter, Metrics* metrics = nullptr, ApiOptions options = {});
+  ~Api();
+  Api(const Api&) = delete;
+  Api& operator=(const Api&) = delete;
 
-  /// Handles one request. `target` is the request target (a query string is ignored).
+  using Reply = std::function<void(Response)>;
+
+  /// Handles one request; `done` receives the response exactly once: inside this call, or
+  /// later on another thread (a waiting acquire, a store's I/O thread). `target` is the
+  /// request target (a query string is read by the routes that take one).
+  void handle(std::string_view method, std::string_view target, std::string_view body,
+              Reply done) noexcept;
+  /// The same, waiting for the response (tests, tools).
   Response handle(std::string_view method, std::string_view target, std::string_view body) noexcept;
 
- private:
-  Response route(std::string_view method, std::string_view path, std::string_view body);
-  Response decide(std::string_view body);
-  Response acquire(std::string_view body);
-  Response limits();
-  Response metrics();
+  struct Impl;
 
-  Limiter& limiter_;
-  Metrics* metrics_;
+ private:
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace admit::service

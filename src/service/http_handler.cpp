@@ -17,7 +17,7 @@ namespace {
 
 http::Response refuse(unsigned status, std::string_view code, const std::string& message) {
   return to_http(Response{
-      status, json::serialize(json::object{{"error", message}, {"code", code}}), -1, {}, {}});
+      status, json::serialize(json::object{{"error", message}, {"code", code}}), -1, {}, {}, {}});
 }
 
 }  // namespace
@@ -29,6 +29,7 @@ http::Response to_http(const Response& r) {
       "Content-Type", r.content_type.empty() ? std::string("application/json") : r.content_type);
   if (r.retry_after >= 0) out.headers.emplace_back("Retry-After", std::to_string(r.retry_after));
   if (!r.allow.empty()) out.headers.emplace_back("Allow", r.allow);
+  for (const auto& h : r.headers) out.headers.push_back(h);
   out.body.reserve(r.body.size() + 1);
   out.body = r.body;
   if (r.content_type.empty()) out.body += '\n';  // JSON; other types are sent as they are
@@ -79,13 +80,21 @@ void HttpHandler::handle(const http::Request& request, http::Exchange exchange) 
       return exchange.respond(std::move(res));
     }
   }
-  http::Response res = to_http(api_.handle(request.method, request.target, request.body));
-  guard_.add_cors_headers(request, res);
-  exchange.respond(std::move(res));
+  // The CORS headers depend on the request's Origin, read now: the answer may come later, on
+  // another thread, when the request's views are gone.
+  http::Response cors;
+  guard_.add_cors_headers(request, cors);
+  api_.handle(request.method, request.target, request.body,
+              [exchange, cors = std::move(cors.headers)](Response r) {
+                http::Response res = to_http(r);
+                res.headers.insert(res.headers.end(), cors.begin(), cors.end());
+                exchange.respond(std::move(res));
+              });
 }
 
 http::Response HttpHandler::reject(unsigned status, std::string_view message) {
-  return to_http(Response{status, R"({"error":")" + std::string(message) + R"("})", -1, {}, {}});
+  return to_http(
+      Response{status, R"({"error":")" + std::string(message) + R"("})", -1, {}, {}, {}});
 }
 
 }  // namespace admit::service

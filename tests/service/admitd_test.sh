@@ -56,8 +56,10 @@ if start "$ROOT/config/sample.yaml"; then
   check "negative amount 400" is 400
   req POST /v1/decide '{"entity":"bad entity","resource":"gpt-4o","amounts":{}}'
   check "invalid entity name 400 (ValidationError)" is 400
-  req POST /v1/acquire '{"entity":"u","resource":"gpt-4o","amounts":{"rpm":1},"timeout_ms":500}'
-  check "timeout_ms != 0 is 400" has '"field":"timeout_ms"'
+  req POST /v1/acquire '{"entity":"u","resource":"gpt-4o","amounts":{"rpm":1},"timeout_ms":-1}'
+  check "negative timeout_ms is 400" has '"field":"timeout_ms"'
+  req POST /v1/acquire '{"entity":"u","resource":"gpt-4o","amounts":{"rpm":1},"timeout_ms":300001}'
+  check "timeout_ms beyond the 5 min cap is 400" has '"code":"out_of_range"'
 
   # Strict bodies (json_body.hpp): a filter in front of admitd must not read another entity.
   req POST /v1/acquire '{"entity":"free-user","entity":"victim","resource":"gpt-4o","amounts":{"rpm":1}}'
@@ -152,6 +154,123 @@ if start "$ROOT/config/sample.yaml"; then
 
   req GET /healthz
   check "still healthy after bad input" is 200
+  stop_server TERM
+fi
+
+# ---------------------------------------------------------------- the lease lifecycle
+# acquire -> lease id; get; adjust (refund and more); extend; commit; a second commit is a
+# 404; rollback refunds; a waiting acquire; the rate-limit headers; admin routes.
+jq_get() { python3 -c 'import json,sys; d=json.load(sys.stdin)
+for k in sys.argv[1].split("."): d=d[int(k)] if isinstance(d,list) else d[k]
+print(d)' "$1" <<<"$BODY"; }
+lacks() { ! has "$1"; }
+tpd_of() { python3 -c 'import json,sys; d=json.load(sys.stdin)
+print([s["available"] for s in d["stats"] if s["limit"]=="tpd"][0])' <<<"$BODY"; }
+if start "$ROOT/config/sample.yaml"; then
+  req POST /v1/acquire '{"entity":"lease-user","resource":"gpt-4o","amounts":{"rpm":1,"tpm":1200},"ttl_ms":60000}'
+  check "acquire with a lease 200" is 200
+  check "acquire returns a lease" has '"lease":{"id":"'
+  check "RateLimit-Policy on 200" header_matches ratelimit-policy '"rpm";q=500;w=60'
+  check "RateLimit on 200" header_matches ratelimit '"tpm";r=28800;t=3'
+  check "no x-ratelimit-* without --openai-headers" no_header x-ratelimit-limit-tokens
+  LEASE=$(jq_get lease.id)
+  check "lease expires in 60 s" test "$(jq_get lease.expires_in_ms)" = 60000
+  req GET "/v1/leases/$LEASE"
+  check "get lease 200" is 200
+  check "get lease names its entity" has '"entity":"lease-user"'
+  # Exact amounts on a calendar window (nothing refills while the test runs).
+  req PUT /v1/limits/resources/daily-model '{"limits":[{"name":"tpd","kind":"window","capacity":30000,"unit":"day","reset_at":"00:00","time_zone":"UTC"}]}'
+  check "PUT a window limit 200" is 200
+  req POST /v1/acquire '{"entity":"lease-user","resource":"daily-model","amounts":{"tpd":1200}}'
+  LEASE=$(jq_get lease.id)
+  check "acquired 1200 tpd" test "$(tpd_of)" = 28800
+  req POST "/v1/leases/$LEASE/adjust" '{"amounts":{"tpd":-700}}'
+  check "adjust (refund) 200" is 200
+  check "adjust refunded 700" test "$(tpd_of)" = 29500
+  req POST "/v1/leases/$LEASE/adjust" '{"amounts":{"tpd":300}}'
+  check "adjust (more) 200" is 200
+  check "adjust consumed 300 more" test "$(tpd_of)" = 29200
+  req POST "/v1/leases/$LEASE/adjust" '{"amounts":{"tpd":-5000}}'
+  check "a refund is capped at what the lease holds (800)" test "$(tpd_of)" = 30000
+  req POST "/v1/leases/$LEASE/adjust" '{"amounts":{"tpd":1000}}'
+  req POST "/v1/leases/$LEASE/adjust" '{"amounts":{"rpm":1}}'
+  check "adjust of a limit the lease lacks 400" is 400
+  req POST "/v1/leases/$LEASE/extend" '{"ttl_ms":600000}'
+  check "extend 200" is 200
+  check "extend moved the expiry" test "$(jq_get lease.expires_in_ms)" = 600000
+  req POST "/v1/leases/$LEASE/commit" '{}'
+  check "commit 200" is 200
+  check "commit says committed" has '"ended":"committed"'
+  req POST "/v1/leases/$LEASE/commit" '{}'
+  check "second commit 404" is 404
+  check "second commit: lease_not_found" has '"code":"lease_not_found"'
+  req POST "/v1/leases/$LEASE/rollback" '{}'
+  check "rollback after commit 404" is 404
+  req POST /v1/decide '{"entity":"lease-user","resource":"daily-model","amounts":{"tpd":1}}'
+  check "the commit kept 1000, once" test "$(tpd_of)" = 29000
+  req POST "/v1/leases/$LEASE/adjust" '{"amounts":{"tpd":-100}}'
+  check "adjust after commit 404" is 404
+  req GET "/v1/leases/0000000000000001.7573"
+  check "unknown lease 404" is 404
+  req GET "/v1/leases/not-a-lease"
+  check "malformed lease id 400" is 400
+  # rollback gives everything back
+  req POST /v1/acquire '{"entity":"lease-2","resource":"daily-model","amounts":{"tpd":5000}}'
+  LEASE=$(jq_get lease.id)
+  req POST "/v1/leases/$LEASE/rollback" '{}'
+  check "rollback 200" is 200
+  req POST /v1/decide '{"entity":"lease-2","resource":"daily-model","amounts":{"tpd":1}}'
+  check "rollback refunded everything" test "$(tpd_of)" = 30000
+  # a concurrency slot is held by the lease until it ends
+  req PUT /v1/limits/resources/one-slot '{"limits":[{"name":"slots","kind":"concurrency","capacity":1}]}'
+  check "PUT resource limits 200" is 200
+  req POST /v1/acquire '{"entity":"s","resource":"one-slot","amounts":{}}'
+  SLOT=$(jq_get lease.id)
+  req POST /v1/acquire '{"entity":"s","resource":"one-slot","amounts":{}}'
+  check "second slot: 429 concurrency_exceeded" has '"code":"concurrency_exceeded"'
+  check "second slot: 429" is 429
+  req POST "/v1/leases/$SLOT/commit" '{}'
+  req POST /v1/acquire '{"entity":"s","resource":"one-slot","amounts":{},"lease":false}'
+  check "after commit the slot is free (lease:false)" is 200
+  check "lease:false returns no lease" lacks '"lease"' 
+  # a waiting acquire: claude-sonnet-4 refills 40000 tpm a minute; drain it, then wait
+  req POST /v1/acquire '{"entity":"waiter","resource":"claude-sonnet-4","amounts":{"tpm":40000}}'
+  check "drain 200" is 200
+  req POST /v1/acquire '{"entity":"waiter","resource":"claude-sonnet-4","amounts":{"tpm":100}}'
+  check "no wait: 429" is 429
+  req POST /v1/acquire '{"entity":"waiter","resource":"claude-sonnet-4","amounts":{"tpm":100},"timeout_ms":20000}'
+  check "waiting acquire admitted" is 200
+  req POST /v1/acquire '{"entity":"waiter","resource":"claude-sonnet-4","amounts":{"tpm":30000},"timeout_ms":50}'
+  check "waiting acquire that cannot fit in time: 429 timeout" has '"code":"timeout"'
+  # record, stats, resolve, parents, limits
+  req POST /v1/record '{"entity":"rec","resource":"daily-model","amounts":{"tpd":1000}}'
+  check "record 200" is 200
+  check "record counted" test "$(tpd_of)" = 29000
+  req GET "/v1/stats?entity=rec&resource=gpt-4o"
+  check "stats 200" is 200
+  check "stats name the entity" has '"entity":"rec","resource":"gpt-4o"'
+  req GET "/v1/limits/resolve?entity=user-1&resource=gpt-4o"
+  check "resolve 200" is 200
+  check "resolve names the source" has '"source":"resource"'
+  req PUT /v1/limits/parents/dyn-1 '{"parent":"team-a"}'
+  check "PUT parent 200" is 200
+  req POST /v1/decide '{"entity":"dyn-1","resource":"gpt-4o","amounts":{"tpm":1}}'
+  check "the new parent's limits apply" has '"entity":"team-a"'
+  req PUT /v1/limits/parents/team-a '{"parent":"dyn-1"}'
+  check "a parent cycle is 400" is 400
+  req DELETE /v1/limits/resources/one-slot
+  check "DELETE resource limits 200" is 200
+  req PUT /v1/limits/system '{"limits":[{"name":"rpm","kind":"rate","capacity":-1}]}'
+  check "a bad limit is 400" is 400
+  req POST /v1/observe '{"entity":"acct","resource":"gpt-4o","status":200,"headers":{"x-ratelimit-limit-requests":"500","x-ratelimit-remaining-requests":"10","x-ratelimit-reset-requests":"1s","x-ratelimit-limit-tokens":"30000","x-ratelimit-remaining-tokens":"100","x-ratelimit-reset-tokens":"6m0s","openai-processing-ms":"12"}}'
+  check "observe 200" is 200
+  check "observe detected the OpenAI dialect" has '"provider":"openai","detected":true'
+  check "observe learned the tpm limit" has '"provider_limit":30000'
+  req GET /readyz
+  check "readyz 200" is 200
+  req GET /openapi.json
+  check "openapi.json 200" is 200
+  check "openapi.json describes /v1/acquire" has '"/v1/acquire"'
   stop_server TERM
 fi
 

@@ -92,8 +92,11 @@ TEST_F(ApiTest, DecideReturnsTheDecision) {
 
 // The sample's gpt-4o allows 500 rpm: 500 acquires pass, the 501st gets 429 + Retry-After.
 TEST_F(ApiTest, AcquireExhaustsRpm500) {
+  // Without a lease (each would hold one of the 50 concurrent slots until it ends).
+  const std::string one =
+      R"({"entity":"load","resource":"gpt-4o","amounts":{"rpm":1},"lease":false})";
   for (int i = 0; i < 500; ++i) {
-    const json::object o = call("POST", "/v1/acquire", kOne, 200);
+    const json::object o = call("POST", "/v1/acquire", one, 200);
     ASSERT_EQ(o.at("allowed"), true) << i;
     ASSERT_EQ(last.retry_after, -1);
   }
@@ -158,15 +161,29 @@ TEST_F(ApiTest, BadRequestsName400Field) {
       {R"({"entity":"u","resource":"m","amounts":{"rpm":true}})", "amounts.rpm"},
       {R"({"entity":"u","resource":"m","amounts":{},"extra":1})", "extra"},
       {R"({"entity":"u","resource":"m","amounts":{},"timeout_ms":0})", "timeout_ms"},
+      {R"({"entity":"u","resource":"m","amounts":{},"namespace":7})", "namespace"},
   };
   for (const Case& c : cases) {
     const json::object o = call("POST", "/v1/decide", c.body, 400);
     EXPECT_EQ(o.at("field").as_string(), c.field) << c.body;
     EXPECT_TRUE(o.at("error").is_string());
   }
-  const json::object o = call("POST", "/v1/acquire",
-                              R"({"entity":"u","resource":"m","amounts":{},"timeout_ms":10})", 400);
-  EXPECT_EQ(o.at("field"), "timeout_ms");
+  for (const char* body : {R"({"entity":"u","resource":"m","amounts":{},"timeout_ms":-1})",
+                           R"({"entity":"u","resource":"m","amounts":{},"timeout_ms":300001})",
+                           R"({"entity":"u","resource":"m","amounts":{},"ttl_ms":0})",
+                           R"({"entity":"u","resource":"m","amounts":{},"lease":1})"}) {
+    const json::object o = call("POST", "/v1/acquire", body, 400);
+    EXPECT_TRUE(o.at("field") == "timeout_ms" || o.at("field") == "ttl_ms" ||
+                o.at("field") == "lease")
+        << body;
+  }
+  // The namespace a body names must be the one served (auth.hpp checks tokens against it).
+  const json::object o =
+      call("POST", "/v1/decide",
+           R"({"entity":"u","resource":"m","amounts":{},"namespace":"other"})", 404);
+  EXPECT_EQ(o.at("code"), "unknown_namespace");
+  (void)call("POST", "/v1/decide",
+             R"({"entity":"u","resource":"m","amounts":{},"namespace":"default"})", 200);
 }
 
 TEST_F(ApiTest, LimitsListsResources) {

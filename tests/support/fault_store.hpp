@@ -37,8 +37,9 @@
 namespace admit::test {
 
 struct FaultStoreOptions {
-  std::string name = "fault";               ///< what name() reports
-  StoreCapabilities capabilities = {};      ///< what capabilities() reports
+  std::string name = "fault";  ///< what name() reports
+  /// what capabilities() reports (the inner MemoryStore keeps durable lease records)
+  StoreCapabilities capabilities = {.leases = true};
   std::string down_reason = "fault: down";  ///< the StoreUnavailable's message while `down`
   bool defer_async = false;                 ///< queue apply_async() ops until the test answers them
 };
@@ -170,6 +171,11 @@ class FaultStore final : public Store {
   std::vector<ConfigEntry> list_config(const Namespace& ns) override {
     check_up();
     return inner.list_config(ns);
+  }
+  std::optional<LeaseRecord> get_lease(const Namespace& ns, std::string_view group,
+                                       std::uint64_t lease_id, Micros now) override {
+    check_up();
+    return inner.get_lease(ns, group, lease_id, now);
   }
 
  private:

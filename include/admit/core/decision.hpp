@@ -55,6 +55,7 @@ struct LimitStatus {
   std::int64_t available = 0;  ///< whole units that would fit now
   Micros reset_after = 0;      ///< until full again (rate), until the window ends (window)
   double rate = 0;             ///< adaptive limits: the AIMD controller's rate (per second)
+  Micros period = 0;           ///< Limit::period(): what the capacity is stated over
 };
 
 /**

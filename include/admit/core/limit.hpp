@@ -119,6 +119,11 @@ class Limit {
   /// the rate changes. rate() is rate_at(initial rate).
   RateParams rate_at(double per_second) const;
 
+  /// The period a policy is stated over: rate limits, the time to refill the capacity from
+  /// empty; window limits, the window's nominal length (a month counts 30 days); 0 for
+  /// concurrency, adaptive and unlimited limits.
+  Micros period() const;
+
   /// Human-readable description, e.g. "rpm: 100 per 1m (burst 100)".
   std::string describe() const;
 

@@ -1,0 +1,128 @@
+// Api::Impl: what the route files share: the Limiter, the metrics, the thread that runs
+// waiting acquires, the providers' Discovery objects, and the request and response helpers.
+// Routes: api.cpp (the table, health, limits listing, metrics), api_leases.cpp (acquire and
+// the lease lifecycle), api_admin.cpp (limits and parents, stats), api_observe.cpp (provider
+// responses). Internal header.
+#pragma once
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/json.hpp>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "admit/adapt/discovery.hpp"
+#include "admit/amounts.hpp"
+#include "admit/core/decision.hpp"
+#include "admit/limiter.hpp"
+#include "service/api.hpp"
+#include "service/json_body.hpp"
+
+namespace admit::service {
+
+namespace json = boost::json;
+
+/// A request the API refuses (4xx): what is wrong, which field, and the stable code.
+struct BadRequest {
+  std::string error;
+  std::string field;
+  std::string code = "invalid_request";
+  unsigned status = 400;
+};
+
+[[noreturn]] inline void refuse(const JsonError& e) {
+  throw BadRequest{e.message, e.field, std::string(to_string(e.code))};
+}
+
+/// A request as the routes see it: the path's parameters ({lease_id}, ...), the query.
+struct ApiRequest {
+  std::string_view method;
+  std::string_view path;
+  std::string_view query;
+  std::string_view body;
+  std::vector<std::string> params;  ///< the path template's {...} parts, in order
+};
+
+Response reply(unsigned status, const json::object& body);
+Response error(unsigned status, std::string message, std::string field = {}, std::string code = {});
+/// The JSON object of a decision (decision_json's), to add fields to.
+json::object decision_object(const Decision& d);
+/// The status of a denial: 429 (retry), 422 (never fits), 400 (bad request), 503 (store),
+/// 404 (lease_not_found); 200 if allowed.
+unsigned status_of(const Decision& d);
+/// The response for a decision: its status, Retry-After when retrying helps, the
+/// RateLimit fields.
+Response decision_response(const Decision& d, json::object body, bool openai_headers);
+
+/// The body as one strict JSON object (json_body.hpp); an empty body is {} when `empty_ok`.
+json::object parse_body(std::string_view body, bool empty_ok = false);
+/// A valid name (entity, resource, limit, ...), else BadRequest naming `field`.
+std::string name_field(const json::value& v, const std::string& field);
+/// An integer in [min, max], else BadRequest.
+std::int64_t int_field(const json::value& v, const std::string& field, std::int64_t min,
+                       std::int64_t max);
+/// {"limit": amount, ...}: at most 64 entries, amounts in [min, kMaxExact].
+Amounts amounts_field(const json::value& v, const std::string& field, std::int64_t min);
+/// Refuses the first key of `o` not in `allowed` (unknown_field).
+void only_fields(const json::object& o, std::initializer_list<std::string_view> allowed);
+/// A limit as GET /v1/limits and /v1/limits/resolve show it.
+json::object limit_object(const Limit& l, ConfigSource source);
+/// The value of `key` in a query string ("a=1&b=x%3Ay", percent-decoded), if present.
+std::optional<std::string> query_param(std::string_view query, std::string_view key);
+
+struct Api::Impl {
+  Impl(Limiter& l, Metrics* m, ApiOptions o);
+  ~Impl();
+
+  Limiter& limiter;
+  Metrics* metrics;
+  ApiOptions options;
+
+  // Waiting acquires run their timers here (one thread, no request holds it).
+  boost::asio::io_context waits;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work;
+  std::thread waiter;
+
+  // One Discovery per provider, made on first use (observe).
+  std::mutex discovery_mu;
+  std::map<Provider, std::unique_ptr<Discovery>> discovery;
+  Discovery& discovery_for(Provider p);
+
+  void route(const ApiRequest& r, Reply& done);
+  /// The request's body (parse_body), without its optional "namespace" field, which must name
+  /// the namespace this admitd serves (auth.hpp reads it to check a token's namespaces).
+  json::object body_of(const ApiRequest& r, bool empty_ok = false) const;
+
+  // api.cpp
+  Response health();
+  Response ready();
+  Response list_limits();
+  Response render_metrics();
+  // api_leases.cpp
+  // Asynchronous routes move `done` out only once nothing can throw any more: a failure
+  // before that is answered by route().
+  void acquire(const ApiRequest& r, Reply& done);
+  void lease_get(const ApiRequest& r, Reply& done);
+  void lease_adjust(const ApiRequest& r, Reply& done);
+  void lease_extend(const ApiRequest& r, Reply& done);
+  void lease_end(const ApiRequest& r, Reply& done, bool refund);
+  Response decide(const ApiRequest& r);
+  Response record(const ApiRequest& r);
+  // api_admin.cpp
+  Response resolve(const ApiRequest& r);
+  Response stats(const ApiRequest& r);
+  Response put_limits(const ApiRequest& r);
+  Response delete_limits(const ApiRequest& r);
+  Response put_parent(const ApiRequest& r);
+  Response delete_parent(const ApiRequest& r);
+  // api_observe.cpp
+  Response observe(const ApiRequest& r);
+};
+
+}  // namespace admit::service

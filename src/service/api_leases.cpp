@@ -1,0 +1,218 @@
+// The decision routes: decide, record, acquire (at once, or waiting up to timeout_ms in FIFO
+// order on the Api's wait thread) and the lifecycle of the lease it returns: get, adjust,
+// extend, commit, rollback. Leases are durable (AcquireOptions::durable): their id is a token
+// any admitd on the same store resumes, so the commit may reach another process than the
+// acquire.
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "admit/async/timer.hpp"
+#include "admit/core/error.hpp"
+#include "admit/limiter.hpp"
+#include "service/api_impl.hpp"
+#include "service/metrics.hpp"
+
+namespace admit::service {
+
+namespace {
+
+struct Call {
+  std::string entity;
+  std::string resource;
+  Amounts amounts;
+};
+
+// {"entity", "resource", "amounts", <extra>...}: the fields every call names.
+Call read_call(const json::object& o, std::initializer_list<std::string_view> extra = {}) {
+  Call c;
+  bool has_entity = false;
+  bool has_resource = false;
+  bool has_amounts = false;
+  for (const auto& kv : o) {
+    const std::string_view key = kv.key();
+    if (key == "entity") {
+      c.entity = name_field(kv.value(), "entity");
+      has_entity = true;
+    } else if (key == "resource") {
+      c.resource = name_field(kv.value(), "resource");
+      has_resource = true;
+    } else if (key == "amounts") {
+      c.amounts = amounts_field(kv.value(), "amounts", 0);
+      has_amounts = true;
+    } else {
+      bool known = false;
+      for (const std::string_view e : extra) known = known || key == e;
+      if (!known) throw BadRequest{"unknown field", std::string(key), "unknown_field"};
+    }
+  }
+  if (!has_entity) throw BadRequest{"missing field", "entity", "missing_field"};
+  if (!has_resource) throw BadRequest{"missing field", "resource", "missing_field"};
+  if (!has_amounts) throw BadRequest{"missing field", "amounts", "missing_field"};
+  return c;
+}
+
+std::optional<std::int64_t> optional_int(const json::object& o, std::string_view key,
+                                         std::int64_t min, std::int64_t max) {
+  const json::value* v = o.if_contains(key);
+  if (v == nullptr) return std::nullopt;
+  return int_field(*v, std::string(key), min, max);
+}
+
+// A resumed lease that must never end by leaving its scope: a route ends it explicitly
+// (commit, rollback) or lets go of it (detach), and this holder lets go of whatever is left.
+struct Resumed {
+  Lease lease;
+  explicit Resumed(Lease l) : lease(std::move(l)) {}
+  Resumed(const Resumed&) = delete;
+  Resumed& operator=(const Resumed&) = delete;
+  ~Resumed() {
+    if (lease.active() && lease.durable()) (void)lease.detach();
+  }
+};
+
+json::object lease_object(const Lease& l, std::string_view token, Micros now) {
+  return json::object{{"id", std::string(token)},
+                      {"entity", std::string(l.entity())},
+                      {"resource", std::string(l.resource())},
+                      {"expires_at_us", l.expires_at()},
+                      {"expires_in_ms", std::max<Micros>(0, l.expires_at() - now) / 1000}};
+}
+
+}  // namespace
+
+Response Api::Impl::decide(const ApiRequest& r) {
+  const Call c = read_call(body_of(r));
+  const Metrics::InFlight in_flight(metrics);
+  const Decision d = limiter.decide(c.entity, c.resource, c.amounts);
+  if (metrics != nullptr) metrics->decision("/v1/decide", c.resource, d);
+  Response res = decision_response(d, decision_object(d), options.openai_headers);
+  // A dry run: a denial is the answer, not a refusal (200); an unreachable store is not.
+  if (res.status != 503) {
+    res.status = 200;
+    res.retry_after = -1;
+  }
+  return res;
+}
+
+Response Api::Impl::record(const ApiRequest& r) {
+  const Call c = read_call(body_of(r));
+  const Decision d = limiter.record_usage(c.entity, c.resource, c.amounts);
+  if (metrics != nullptr) metrics->decision("/v1/record", c.resource, d);
+  return decision_response(d, decision_object(d), options.openai_headers);
+}
+
+void Api::Impl::acquire(const ApiRequest& r, Reply& done) {
+  const json::object o = body_of(r);
+  const Call c = read_call(o, {"timeout_ms", "ttl_ms", "lease"});
+  const Micros timeout =
+      optional_int(o, "timeout_ms", 0, options.max_wait / 1000).value_or(0) * 1000;
+  const std::optional<std::int64_t> ttl_ms = optional_int(o, "ttl_ms", 1, 7 * 24 * 3600 * 1000LL);
+  bool lease = true;
+  if (const json::value* v = o.if_contains("lease")) {
+    if (!v->is_bool()) throw BadRequest{"must be true or false", "lease", "invalid_type"};
+    lease = v->get_bool();
+  }
+  AcquireOptions ao;
+  ao.with_stats = true;
+  ao.durable = lease;
+  if (ttl_ms) ao.lease_ttl = *ttl_ms * 1000;
+  if (!lease && timeout == 0) {
+    // The plain case: consume and answer (concurrency limits checked, not held).
+    const Metrics::InFlight in_flight(metrics);
+    const Decision d = limiter.consume(c.entity, c.resource, c.amounts, ao);
+    if (metrics != nullptr) metrics->decision("/v1/acquire", c.resource, d);
+    return done(decision_response(d, decision_object(d), options.openai_headers));
+  }
+  // From here the answer comes from the Limiter's callback (perhaps on another thread).
+  auto in_flight = std::make_shared<Metrics::InFlight>(metrics);
+  Limiter::AcquireCallback answer = [this, lease, resource = c.resource, in_flight,
+                                     done = std::move(done)](Lease l) {
+    const Decision d = l.decision();  // a copy: commit_async below moves the lease away
+    if (metrics != nullptr) metrics->decision("/v1/acquire", resource, d);
+    json::object body = decision_object(d);
+    if (l.active()) {
+      if (lease) {
+        const std::string token = l.detach();
+        body["lease"] = lease_object(l, token, d.now);
+      } else {
+        l.commit_async();  // never blocks (the store's I/O thread may be running this)
+      }
+    }
+    done(decision_response(d, std::move(body), options.openai_headers));
+  };
+  if (timeout == 0) {
+    return limiter.try_acquire_async(c.entity, c.resource, c.amounts, std::move(answer), ao);
+  }
+  (void)limiter.acquire_async(c.entity, c.resource, c.amounts, std::chrono::microseconds(timeout),
+                              AsioTimer::create(waits.get_executor(), limiter.clock()),
+                              std::move(answer), ao);
+}
+
+void Api::Impl::lease_get(const ApiRequest& r, Reply& done) {
+  const Resumed held(limiter.resume(r.params.at(0)));
+  done(reply(200, lease_object(held.lease, r.params.at(0), limiter.clock().now())));
+}
+
+void Api::Impl::lease_adjust(const ApiRequest& r, Reply& done) {
+  const json::object o = body_of(r);
+  only_fields(o, {"amounts"});
+  const json::value* v = o.if_contains("amounts");
+  if (v == nullptr) throw BadRequest{"missing field", "amounts", "missing_field"};
+  const Amounts deltas = amounts_field(*v, "amounts", -kMaxExact);
+  auto held = std::make_shared<Resumed>(limiter.resume(r.params.at(0)));
+  auto once = std::make_shared<Reply>(std::move(done));
+  try {
+    // Throws (ValidationError: a limit the lease does not have) before anything is sent.
+    held->lease.adjust_async(
+        deltas, [this, held, token = r.params.at(0), once](Decision d) mutable {
+          json::object body = decision_object(d);
+          if (held->lease.active()) body["lease"] = lease_object(held->lease, token, d.now);
+          Response res = decision_response(d, std::move(body), options.openai_headers);
+          held.reset();  // lets go of the lease (detach) before the answer goes out
+          (*once)(std::move(res));
+        });
+  } catch (...) {
+    done = std::move(*once);  // the callback never runs: route() answers
+    throw;
+  }
+}
+
+void Api::Impl::lease_extend(const ApiRequest& r, Reply& done) {
+  const json::object o = body_of(r);
+  only_fields(o, {"ttl_ms"});
+  const json::value* v = o.if_contains("ttl_ms");
+  if (v == nullptr) throw BadRequest{"missing field", "ttl_ms", "missing_field"};
+  const Micros ttl = int_field(*v, "ttl_ms", 1, 7 * 24 * 3600 * 1000LL) * 1000;
+  auto held = std::make_shared<Resumed>(limiter.resume(r.params.at(0)));
+  held->lease.extend_async(
+      ttl, [this, held, token = r.params.at(0), done = std::move(done)](Decision d) mutable {
+        json::object body = decision_object(d);
+        if (held->lease.active()) body["lease"] = lease_object(held->lease, token, d.now);
+        Response res = decision_response(d, std::move(body), options.openai_headers);
+        held.reset();
+        done(std::move(res));
+      });
+}
+
+void Api::Impl::lease_end(const ApiRequest& r, Reply& done, bool refund) {
+  const json::object o = body_of(r, /*empty_ok=*/true);
+  only_fields(o, {});
+  Lease lease = limiter.resume(r.params.at(0));
+  auto answer = [this, token = r.params.at(0), refund, done = std::move(done)](Decision d) {
+    json::object body = decision_object(d);
+    if (d.allowed) {
+      body["lease"] = json::object{{"id", token}, {"ended", refund ? "rolled_back" : "committed"}};
+    }
+    done(decision_response(d, std::move(body), options.openai_headers));
+  };
+  // The lease ends at once (this object is inactive); the store is told in the background.
+  if (refund) {
+    lease.rollback_async(std::move(answer));
+  } else {
+    lease.commit_async(std::move(answer));
+  }
+}
+
+}  // namespace admit::service
