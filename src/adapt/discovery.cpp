@@ -105,10 +105,13 @@ ObserveResult Discovery::observe(std::string_view entity, std::string_view resou
     }
   }
   // A 429 holds every limit of the key: a request carries all of them, so holding only the
-  // exhausted one would hold it anyway, and a 429 without headers names none.
+  // exhausted one would hold it anyway, and a 429 without headers names none. A calendar
+  // window can only be held by using it up until it ends: it is held only when the
+  // retry-after reaches its end (else a 3 s retry-after would close a day's window).
   if (obs.rate_limited) {
     for (const auto& [limit, source] : limiter_.resolve(entity, resource)) {
       if (limit.kind() == LimitKind::concurrency || limit.unlimited()) continue;
+      if (limit.kind() == LimitKind::window && res.hold_until < limit.window_at(now).end) continue;
       auto c = std::find_if(clamps.begin(), clamps.end(),
                             [&](const StateClamp& x) { return x.limit == limit.name(); });
       if (c == clamps.end()) clamps.push_back(StateClamp{limit.name(), -1, res.hold_until});

@@ -367,6 +367,24 @@ TEST_F(DiscoveryTest, BareRateLimitHoldsForTheDefault) {
   EXPECT_EQ(d.retry_after, 1 * kSec);
 }
 
+// Verifies a 429 holds a calendar window only when its retry-after reaches the window's end:
+// a 3 s retry-after must not close a day's window for the rest of the day.
+TEST_F(DiscoveryTest, RateLimitedHoldsAWindowOnlyToItsEnd) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 100), Limit::daily("rpd", 1000)});
+  Observation o;
+  o.rate_limited = true;
+  o.retry_after = 3 * kSec;
+  const ObserveResult r = discovery.observe("acct", "gpt", o);
+  ASSERT_EQ(r.clamped.size(), 1u);
+  EXPECT_EQ(r.clamped[0].limit, "rpm");
+  EXPECT_EQ(available(limiter, "acct", "gpt", "rpd"), 1000);
+  EXPECT_EQ(take(limiter, "acct", "gpt", {{"rpm", 1}, {"rpd", 1}}).retry_after, 3 * kSec);
+  // A retry-after past the window's end (a day's quota is gone) holds it too.
+  o.retry_after = kMicrosPerDay;
+  EXPECT_EQ(discovery.observe("acct", "gpt", o).clamped.size(), 2u);
+  EXPECT_EQ(available(limiter, "acct", "gpt", "rpd"), 0);
+}
+
 // Verifies slot names follow each provider's window (Groq's requests are per day) and can be
 // set explicitly, and that bad options are refused.
 TEST_F(DiscoveryTest, NamesFollowWindowsAndOptionsAreValidated) {
