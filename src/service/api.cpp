@@ -52,7 +52,7 @@ void async(Api::Impl& im, const ApiRequest& r, Api::Reply& done) {
   (im.*F)(r, done);
 }
 void openapi(Api::Impl&, const ApiRequest&, Api::Reply& done) {
-  done(Response{200, std::string(kOpenApiJson), -1, {}, {}, {}});
+  done(Response{200, std::string(kOpenApiJson), -1, {}, {}, {}, {}});
 }
 void commit(Api::Impl& im, const ApiRequest& r, Api::Reply& done) { im.lease_end(r, done, false); }
 void rollback(Api::Impl& im, const ApiRequest& r, Api::Reply& done) { im.lease_end(r, done, true); }
@@ -162,7 +162,7 @@ std::span<const RouteInfo> routes() {
 // ---- helpers shared by the route files ----
 
 Response reply(unsigned status, const json::object& body) {
-  return Response{status, json::serialize(body), -1, {}, {}, {}};
+  return Response{status, json::serialize(body), -1, {}, {}, {}, {}};
 }
 
 Response error(unsigned status, std::string message, std::string field, std::string code) {
@@ -228,6 +228,12 @@ Response decision_response(const Decision& d, json::object body, bool openai_hea
   if (res.status == 429 || res.status == 503) res.retry_after = d.retry_after_header();
   add_rate_limit_headers(d, openai_headers, res.headers);
   return res;
+}
+
+void log_call(Response& r, std::string_view entity, std::string_view resource, const Decision& d) {
+  r.log.emplace_back("entity", std::string(entity));
+  r.log.emplace_back("resource", std::string(resource));
+  r.log.emplace_back("code", std::string(to_string(d.code)));
 }
 
 json::object parse_body(std::string_view body, bool empty_ok) {
@@ -433,7 +439,7 @@ Response Api::Impl::list_limits() {
 
 Response Api::Impl::render_metrics() {
   if (metrics == nullptr) return error(404, "no route /metrics (metrics are off)", {}, "no_route");
-  return Response{200, metrics->render(), -1, {}, std::string(Metrics::kContentType), {}};
+  return Response{200, metrics->render(), -1, {}, std::string(Metrics::kContentType), {}, {}};
 }
 
 json::object limit_object(const Limit& l, ConfigSource source) { return limit_json(l, source); }

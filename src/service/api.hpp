@@ -29,6 +29,8 @@ struct Response {
   std::string allow;              ///< methods for an Allow header (405); empty: none
   std::string content_type;       ///< empty: application/json
   std::vector<std::pair<std::string, std::string>> headers;  ///< more (RateLimit, ...)
+  /// Not sent: fields for the access log line (entity, resource, code).
+  std::vector<std::pair<std::string, std::string>> log;
 };
 
 /// Renders a Decision as the JSON object the API returns.

@@ -59,6 +59,8 @@ unsigned status_of(const Decision& d);
 /// The response for a decision: its status, Retry-After when retrying helps, the
 /// RateLimit fields.
 Response decision_response(const Decision& d, json::object body, bool openai_headers);
+/// Names the call in the request's access log line.
+void log_call(Response& r, std::string_view entity, std::string_view resource, const Decision& d);
 
 /// The body as one strict JSON object (json_body.hpp); an empty body is {} when `empty_ok`.
 json::object parse_body(std::string_view body, bool empty_ok = false);

@@ -93,6 +93,7 @@ Response Api::Impl::decide(const ApiRequest& r) {
     res.status = 200;
     res.retry_after = -1;
   }
+  log_call(res, c.entity, c.resource, d);
   return res;
 }
 
@@ -100,7 +101,9 @@ Response Api::Impl::record(const ApiRequest& r) {
   const Call c = read_call(body_of(r));
   const Decision d = limiter.record_usage(c.entity, c.resource, c.amounts);
   if (metrics != nullptr) metrics->decision("/v1/record", c.resource, d);
-  return decision_response(d, decision_object(d), options.openai_headers);
+  Response res = decision_response(d, decision_object(d), options.openai_headers);
+  log_call(res, c.entity, c.resource, d);
+  return res;
 }
 
 void Api::Impl::acquire(const ApiRequest& r, Reply& done) {
@@ -123,12 +126,14 @@ void Api::Impl::acquire(const ApiRequest& r, Reply& done) {
     const Metrics::InFlight in_flight(metrics);
     const Decision d = limiter.consume(c.entity, c.resource, c.amounts, ao);
     if (metrics != nullptr) metrics->decision("/v1/acquire", c.resource, d);
-    return done(decision_response(d, decision_object(d), options.openai_headers));
+    Response res = decision_response(d, decision_object(d), options.openai_headers);
+    log_call(res, c.entity, c.resource, d);
+    return done(std::move(res));
   }
   // From here the answer comes from the Limiter's callback (perhaps on another thread).
   auto in_flight = std::make_shared<Metrics::InFlight>(metrics);
-  Limiter::AcquireCallback answer = [this, lease, resource = c.resource, in_flight,
-                                     done = std::move(done)](Lease l) {
+  Limiter::AcquireCallback answer = [this, lease, entity = c.entity, resource = c.resource,
+                                     in_flight, done = std::move(done)](Lease l) {
     const Decision d = l.decision();  // a copy: commit_async below moves the lease away
     if (metrics != nullptr) metrics->decision("/v1/acquire", resource, d);
     json::object body = decision_object(d);
@@ -140,7 +145,9 @@ void Api::Impl::acquire(const ApiRequest& r, Reply& done) {
         l.commit_async();  // never blocks (the store's I/O thread may be running this)
       }
     }
-    done(decision_response(d, std::move(body), options.openai_headers));
+    Response res = decision_response(d, std::move(body), options.openai_headers);
+    log_call(res, entity, resource, d);
+    done(std::move(res));
   };
   if (timeout == 0) {
     return limiter.try_acquire_async(c.entity, c.resource, c.amounts, std::move(answer), ao);
@@ -170,6 +177,7 @@ void Api::Impl::lease_adjust(const ApiRequest& r, Reply& done) {
           json::object body = decision_object(d);
           if (held->lease.active()) body["lease"] = lease_object(held->lease, token, d.now);
           Response res = decision_response(d, std::move(body), options.openai_headers);
+          log_call(res, held->lease.entity(), held->lease.resource(), d);
           held.reset();  // lets go of the lease (detach) before the answer goes out
           (*once)(std::move(res));
         });
@@ -191,6 +199,7 @@ void Api::Impl::lease_extend(const ApiRequest& r, Reply& done) {
         json::object body = decision_object(d);
         if (held->lease.active()) body["lease"] = lease_object(held->lease, token, d.now);
         Response res = decision_response(d, std::move(body), options.openai_headers);
+        log_call(res, held->lease.entity(), held->lease.resource(), d);
         held.reset();
         done(std::move(res));
       });
@@ -200,12 +209,15 @@ void Api::Impl::lease_end(const ApiRequest& r, Reply& done, bool refund) {
   const json::object o = body_of(r, /*empty_ok=*/true);
   only_fields(o, {});
   Lease lease = limiter.resume(r.params.at(0));
-  auto answer = [this, token = r.params.at(0), refund, done = std::move(done)](Decision d) {
+  auto answer = [this, token = r.params.at(0), refund, entity = std::string(lease.entity()),
+                 resource = std::string(lease.resource()), done = std::move(done)](Decision d) {
     json::object body = decision_object(d);
     if (d.allowed) {
       body["lease"] = json::object{{"id", token}, {"ended", refund ? "rolled_back" : "committed"}};
     }
-    done(decision_response(d, std::move(body), options.openai_headers));
+    Response res = decision_response(d, std::move(body), options.openai_headers);
+    log_call(res, entity, resource, d);
+    done(std::move(res));
   };
   // The lease ends at once (this object is inactive); the store is told in the background.
   if (refund) {

@@ -16,8 +16,13 @@ namespace json = boost::json;
 namespace {
 
 http::Response refuse(unsigned status, std::string_view code, const std::string& message) {
-  return to_http(Response{
-      status, json::serialize(json::object{{"error", message}, {"code", code}}), -1, {}, {}, {}});
+  return to_http(Response{status,
+                          json::serialize(json::object{{"error", message}, {"code", code}}),
+                          -1,
+                          {},
+                          {},
+                          {},
+                          {}});
 }
 
 }  // namespace
@@ -30,6 +35,7 @@ http::Response to_http(const Response& r) {
   if (r.retry_after >= 0) out.headers.emplace_back("Retry-After", std::to_string(r.retry_after));
   if (!r.allow.empty()) out.headers.emplace_back("Allow", r.allow);
   for (const auto& h : r.headers) out.headers.push_back(h);
+  out.log_fields = r.log;
   out.body.reserve(r.body.size() + 1);
   out.body = r.body;
   if (r.content_type.empty()) out.body += '\n';  // JSON; other types are sent as they are
@@ -94,7 +100,7 @@ void HttpHandler::handle(const http::Request& request, http::Exchange exchange) 
 
 http::Response HttpHandler::reject(unsigned status, std::string_view message) {
   return to_http(
-      Response{status, R"({"error":")" + std::string(message) + R"("})", -1, {}, {}, {}});
+      Response{status, R"({"error":")" + std::string(message) + R"("})", -1, {}, {}, {}, {}});
 }
 
 }  // namespace admit::service

@@ -274,6 +274,26 @@ if start "$ROOT/config/sample.yaml"; then
   stop_server TERM
 fi
 
+# ---------------------------------------------------------------- the access log (-v)
+# One JSON line per request with its request id (X-Request-Id echoed, else generated and
+# sent back), and, for decision routes, the entity, resource and code.
+if start_server --config "$ROOT/config/sample.yaml" --listen 127.0.0.1:0 -v; then
+  BODY=$(curl -s -D "$TMP/h" -H 'X-Request-Id: trace-42' "$URL/v1/decide" --json '{"entity":"log-user","resource":"gpt-4o","amounts":{"rpm":1}}')
+  grep -qi '^X-Request-Id: trace-42' "$TMP/h" && ok "X-Request-Id echoed" || ko "X-Request-Id echoed" "$(cat "$TMP/h")"
+  BODY=$(curl -s -D "$TMP/h2" "$URL/v1/acquire" --json '{"entity":"log-user","resource":"claude-sonnet-4","amounts":{"tpm":50000}}')
+  gen=$(grep -i '^X-Request-Id:' "$TMP/h2" | cut -d: -f2 | tr -d ' \r')
+  [[ "$gen" =~ ^[0-9a-f]{16}$ ]] && ok "a request id is generated ($gen)" || ko "a request id is generated" "'$gen'"
+  for _ in $(seq 50); do
+    grep -q "\"request_id\":\"$gen\"" "$LOG" && grep -q '"request_id":"trace-42"' "$LOG" && break
+    sleep 0.1
+  done
+  grep -q '"request_id":"trace-42","entity":"log-user","resource":"gpt-4o","code":"ok"' "$LOG" &&
+    ok "access line: request id, entity, resource, code" || ko "access line fields" "$(tail -3 "$LOG")"
+  grep -q "\"request_id\":\"$gen\",\"entity\":\"log-user\",\"resource\":\"claude-sonnet-4\",\"code\":\"exceeds_capacity\"" "$LOG" &&
+    ok "access line of a refusal names its code" || ko "access line of a refusal" "$(tail -3 "$LOG")"
+  stop_server TERM
+fi
+
 # ---------------------------------------------------------------- reload on SIGHUP
 # wait_log TEXT: waits (5 s at most) until TEXT appears in the log.
 wait_log() { for _ in $(seq 50); do grep -q "$1" "$LOG" && return 0; sleep 0.1; done; return 1; }

@@ -19,6 +19,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -173,7 +174,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void begin_stream(Response r, Exchange::Continuation next) {
     if (answered_) return;
-    note_response(r.status);
+    note_response(r);
     head_.emplace(static_cast<bhttp::status>(r.status), version_);
     set_headers(*head_, r);
     head_->chunked(true);
@@ -359,22 +360,40 @@ class Session : public std::enable_shared_from_this<Session> {
   template <class Message>
   void set_headers(Message& m, const Response& r) {
     if (!options_.name.empty()) m.set(bhttp::field::server, options_.name);
+    if (!request_id_.empty()) m.set("X-Request-Id", request_id_);
     for (const auto& [name, value] : r.headers) m.set(name, value);
   }
 
+  /// The request's id: its X-Request-Id when that is 1-128 printable bytes without spaces
+  /// (echoed back), else, with the access log on, a new random one (16 hex digits).
+  std::string request_id() const {
+    const std::string_view given = sv(parser_->get()["X-Request-Id"]);
+    if (!given.empty() && given.size() <= 128 &&
+        std::all_of(given.begin(), given.end(), [](char c) { return c > 0x20 && c < 0x7f; })) {
+      return std::string(given);
+    }
+    if (!options_.access_log) return {};
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
+    return buf;
+  }
+
   /// For the access log: what is being answered.
-  void note_response(unsigned status) {
+  void note_response(Response& r) {
     busy_ = true;
     answered_ = true;
+    request_id_ = request_id();
     if (!options_.access_log) return;
     const auto& req = parser_->get();
-    status_ = status;
+    status_ = r.status;
     method_ = std::string(sv(req.method_string()));
     target_ = std::string(sv(req.target()));
+    log_fields_ = std::move(r.log_fields);
   }
 
   void send(Response r, bool keep_alive) {
-    note_response(r.status);
+    note_response(r);
     res_.emplace();
     res_->version(version_);
     res_->result(r.status);
@@ -408,6 +427,8 @@ class Session : public std::enable_shared_from_this<Session> {
                           {"path", printable(target_.substr(0, target_.find('?')))},
                           {"status", status_},
                           {"us", us}};
+    if (!request_id_.empty()) o["request_id"] = printable(request_id_);
+    for (const auto& [k, v] : log_fields_) o[k] = printable(v);
     if (ec) o["error"] = ec.message();
     log::json_line(log::Level::info, o);
   }
@@ -459,6 +480,8 @@ class Session : public std::enable_shared_from_this<Session> {
   unsigned status_ = 0;  // access log
   std::string method_;
   std::string target_;
+  std::string request_id_;  // X-Request-Id of the request being answered
+  std::vector<std::pair<std::string, std::string>> log_fields_;
 };
 
 }  // namespace detail

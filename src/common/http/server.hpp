@@ -45,6 +45,9 @@ struct Response {
   /// Connection are the server's.
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  /// Not sent: more fields of the request's access log line (ServerOptions::access_log), e.g.
+  /// the entity and the decision's code.
+  std::vector<std::pair<std::string, std::string>> log_fields;
 };
 
 /// How a Handler answers one request, once: respond(), or begin_stream(), write()... end().
