@@ -122,6 +122,10 @@ int main(int argc, char** argv) {
         config_path, config, limiter,
         [&](const admit::service::Config& next) { metrics.set_resources(resources_of(next)); });
     options.on_hangup = [&reloader] { (void)reloader.reload(); };
+    api_options.reload = [&reloader] {
+      const admit::service::ReloadResult r = reloader.reload();
+      return std::pair(r.applied, r.message);
+    };
     admit::service::Api api(limiter, &metrics, api_options);
     admit::service::HttpHandler handler(api, auth, admit::service::RequestGuard(config.http),
                                         config.ns);

@@ -119,6 +119,9 @@ const Route kRoutes[] = {
     {{"DELETE", "/v1/limits/parents/{entity}", "admin", "Remove an entity's parent"},
      sync<&I::delete_parent>},
     {{"GET", "/v1/stats", "decide", "Usage state per entity and resource"}, sync<&I::stats>},
+    {{"POST", "/v1/admin/reload", "admin",
+      "Read the config file again; a bad file is refused and the old config keeps serving"},
+     sync<&I::reload>},
 };
 
 // Matches `path` against a template: literal segments equal, {name} segments any non-empty
@@ -399,6 +402,14 @@ json::object Api::Impl::body_of(const ApiRequest& r, bool empty_ok) const {
     o.erase("namespace");
   }
   return o;
+}
+
+Response Api::Impl::reload(const ApiRequest& r) {
+  only_fields(body_of(r, /*empty_ok=*/true), {});
+  if (!options.reload) return error(404, "reload is not available here", {}, "no_route");
+  const auto [applied, message] = options.reload();
+  if (!applied) return error(422, message, "config", "config_refused");
+  return reply(200, json::object{{"applied", true}, {"message", message}});
 }
 
 Response Api::Impl::health() { return reply(200, json::object{{"status", "ok"}}); }

@@ -54,6 +54,9 @@ struct ApiOptions {
   Micros max_wait = 5 * kMicrosPerMinute;
   /// Also answer OpenAI-style x-ratelimit-* headers (rate_limit_headers.hpp).
   bool openai_headers = false;
+  /// POST /v1/admin/reload: reads the config file again (Reloader::reload); applied, and a
+  /// message (what changed, or why the file was refused). Empty: the route answers 404.
+  std::function<std::pair<bool, std::string>()> reload;
 };
 
 class Api {

@@ -106,6 +106,7 @@ struct Api::Impl {
   Response ready();
   Response list_limits();
   Response render_metrics();
+  Response reload(const ApiRequest& r);
   // api_leases.cpp
   // Asynchronous routes move `done` out only once nothing can throw any more: a failure
   // before that is answered by route().

@@ -320,6 +320,15 @@ EOF
   check "the refusal names the error" grep -q 'fortnight.*still serving the previous config' "$LOG"
   req GET /v1/limits
   check "the old config keeps serving" has '"description":"rpm: 7 per 1m (burst 7)"'
+  # The admin route does the same and answers how it went.
+  req POST /v1/admin/reload '{}'
+  check "POST /v1/admin/reload of a bad file: 422" is 422
+  check "POST /v1/admin/reload names the error" has 'fortnight'
+  echo "resources: {gpt-4o: [{name: rpm, per: minute, limit: 8}]}" >"$TMP/reload.yaml"
+  req POST /v1/admin/reload '{}'
+  check "POST /v1/admin/reload applies a good file" is 200
+  req GET /v1/limits
+  check "after the admin reload: rpm 8" has '"description":"rpm: 8 per 1m (burst 8)"'
   printf 'namespace: other\nresources: {gpt-4o: [{name: rpm, per: minute, limit: 9}]}\n' >"$TMP/reload.yaml"
   kill -HUP "$PID"
   check "a namespace change needs a restart" wait_log 'restart admitd to apply it'

@@ -263,7 +263,14 @@ class ApiRoutes : public ::testing::Test {
   ManualClock clock;
   Limiter limiter{store, clock};
   Metrics metrics{limiter, {"gpt-4o", "claude-sonnet-4"}};
-  Api api{limiter, &metrics};
+  Api api{limiter, &metrics, options()};
+
+  // With a reload hook, so that POST /v1/admin/reload is served.
+  static ApiOptions options() {
+    ApiOptions o;
+    o.reload = [] { return std::pair(true, std::string("reloaded")); };
+    return o;
+  }
 };
 
 TEST_F(ApiRoutes, OpenApiJsonIsTheDocument) {
