@@ -2,6 +2,7 @@
 // leases of one plan) and the Limiter's access to a Lease's private state (LeaseAccess).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -27,6 +28,8 @@ struct LeaseKey {
   std::string resource;
   std::vector<std::string> entities;  // requester, then ancestors
   std::vector<Item> items;
+  /// Durable leases: this key as their records write it (lease_record.cpp), made on first use.
+  mutable std::atomic<std::shared_ptr<const std::string>> record_json;
 };
 
 /// The Limiter's side of a Lease: the only code besides Lease that reads or sets its private

@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 #include <charconv>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -45,25 +46,60 @@ int hex_value(char c) {
 
 }  // namespace
 
-std::string encode_lease_record(const LeaseKey& key, std::span<const RecordHeld> held, bool slots) {
-  // Each item: [key index, source, consumed, window_end, the limit as limit_codec writes it]
-  // (one by one: the limits of a chain may share names).
+namespace {
+
+// The key part of a record (the same for every lease of the key, so made once per LeaseKey):
+// {"resource":R,"entities":[...],"items":[[key index, source, limit], ...]}, each limit as
+// limit_codec writes it (one by one: the limits of a chain may share names).
+std::shared_ptr<const std::string> key_json(const LeaseKey& key) {
+  std::shared_ptr<const std::string> cached = key.record_json.load(std::memory_order_acquire);
+  if (cached) return cached;
   json::array items;
-  for (std::size_t i = 0; i < key.items.size(); ++i) {
-    const auto& it = key.items[i];
+  for (const auto& it : key.items) {
     json::value limit = json::parse(encode_limits(std::span(&it.limit, 1)));
-    items.push_back(json::array{it.key, json::string(to_string(it.source)), held[i].consumed,
-                                held[i].window_end, std::move(limit.as_array().at(0))});
+    items.push_back(
+        json::array{it.key, json::string(to_string(it.source)), std::move(limit.as_array().at(0))});
   }
   json::array entities;
   for (const auto& e : key.entities) entities.emplace_back(e);
   json::object o;
-  o["v"] = kRecordVersion;
   o["resource"] = key.resource;
   o["entities"] = std::move(entities);
-  o["slots"] = slots;
   o["items"] = std::move(items);
-  return json::serialize(o);
+  auto made = std::make_shared<const std::string>(json::serialize(o));
+  key.record_json.store(made, std::memory_order_release);  // a racing thread makes the same
+  return made;
+}
+
+void append_int(std::string& s, std::int64_t v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  s.append(buf, r.ptr);
+}
+
+}  // namespace
+
+std::string encode_lease_record(const LeaseKey& key, std::span<const RecordHeld> held, bool slots) {
+  // {"v":1,"slots":B,"held":[[consumed, window_end], ...],"key":{...}}: the holdings written
+  // here, the key part made once (key_json).
+  const std::shared_ptr<const std::string> k = key_json(key);
+  std::string s;
+  s.reserve(40 + 24 * held.size() + k->size());
+  s += R"({"v":)";
+  append_int(s, kRecordVersion);
+  s += slots ? R"(,"slots":true,"held":[)" : R"(,"slots":false,"held":[)";
+  for (std::size_t i = 0; i < held.size(); ++i) {
+    if (i > 0) s += ',';
+    s += '[';
+    append_int(s, held[i].consumed);
+    s += ',';
+    append_int(s, held[i].window_end);
+    s += ']';
+  }
+  s += R"(],"key":)";
+  s += *k;
+  s += '}';
+  return s;
 }
 
 std::optional<DecodedRecord> decode_lease_record(std::string_view data) {
@@ -72,13 +108,20 @@ std::optional<DecodedRecord> decode_lease_record(std::string_view data) {
   if (ec || !v.is_object()) return std::nullopt;
   const json::object& o = v.get_object();
   if (int_field(o, "v") != kRecordVersion) return std::nullopt;
-  const json::value* resource = field(o, "resource");
-  const json::value* entities = field(o, "entities");
   const json::value* slots = field(o, "slots");
-  const json::value* items = field(o, "items");
+  const json::value* held = field(o, "held");
+  const json::value* key = field(o, "key");
+  if (slots == nullptr || !slots->is_bool() || held == nullptr || !held->is_array() ||
+      key == nullptr || !key->is_object()) {
+    return std::nullopt;
+  }
+  const json::object& ko = key->get_object();
+  const json::value* resource = field(ko, "resource");
+  const json::value* entities = field(ko, "entities");
+  const json::value* items = field(ko, "items");
   if (resource == nullptr || !resource->is_string() || entities == nullptr ||
-      !entities->is_array() || entities->get_array().empty() || slots == nullptr ||
-      !slots->is_bool() || items == nullptr || !items->is_array()) {
+      !entities->is_array() || entities->get_array().empty() || items == nullptr ||
+      !items->is_array() || items->get_array().size() != held->get_array().size()) {
     return std::nullopt;
   }
   DecodedRecord r;
@@ -92,24 +135,27 @@ std::optional<DecodedRecord> decode_lease_record(std::string_view data) {
   const json::array& list = items->get_array();
   for (std::size_t i = 0; i < list.size(); ++i) {
     const json::array* it = list[i].if_array();
-    if (it == nullptr || it->size() != 5 || !(*it)[0].is_int64() || !(*it)[1].is_string() ||
-        !(*it)[2].is_int64() || !(*it)[3].is_int64() || !(*it)[4].is_object()) {
+    const json::array* h = held->get_array()[i].if_array();
+    if (it == nullptr || it->size() != 3 || !(*it)[0].is_int64() || !(*it)[1].is_string() ||
+        !(*it)[2].is_object() || h == nullptr || h->size() != 2 || !(*h)[0].is_int64() ||
+        !(*h)[1].is_int64()) {
       return std::nullopt;
     }
     std::vector<Limit> decoded;
     try {
-      decoded = decode_limits("[" + json::serialize((*it)[4]) + "]");
+      decoded = decode_limits("[" + json::serialize((*it)[2]) + "]");
     } catch (const ValidationError&) {
       return std::nullopt;
     }
     const std::int64_t k = (*it)[0].get_int64();
     const std::optional<ConfigSource> source = source_named((*it)[1].get_string());
-    if (k < 0 || static_cast<std::size_t>(k) >= r.key->entities.size() || !source) {
+    if (k < 0 || static_cast<std::size_t>(k) >= r.key->entities.size() || !source ||
+        decoded.size() != 1) {
       return std::nullopt;
     }
     r.key->items.push_back(
-        LeaseKey::Item{std::move(decoded.at(0)), *source, static_cast<std::uint16_t>(k), nullptr});
-    r.held.push_back(RecordHeld{(*it)[2].get_int64(), (*it)[3].get_int64()});
+        LeaseKey::Item{std::move(decoded[0]), *source, static_cast<std::uint16_t>(k), nullptr});
+    r.held.push_back(RecordHeld{(*h)[0].get_int64(), (*h)[1].get_int64()});
   }
   return r;
 }
