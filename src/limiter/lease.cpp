@@ -83,6 +83,9 @@ void Lease::commit_async(DecisionCallback done) { end_async(/*refund=*/false, st
 void Lease::rollback_async(DecisionCallback done) { end_async(/*refund=*/true, std::move(done)); }
 
 void Lease::end_async(bool refund, DecisionCallback done) {
+  if (limiter_ != nullptr && !refund && !holds_slots_ && !record_) {
+    limiter_ = nullptr;  // commit of rate/window usage: nothing to tell the store (as end())
+  }
   if (limiter_ == nullptr) {  // ended or denied: nothing to do, like commit() and rollback()
     Decision d;
     d.now = decision_.now;

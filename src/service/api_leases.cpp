@@ -121,15 +121,6 @@ void Api::Impl::acquire(const ApiRequest& r, Reply& done) {
   ao.with_stats = true;
   ao.durable = lease;
   if (ttl_ms) ao.lease_ttl = *ttl_ms * 1000;
-  if (!lease && timeout == 0) {
-    // The plain case: consume and answer (concurrency limits checked, not held).
-    const Metrics::InFlight in_flight(metrics);
-    const Decision d = limiter.consume(c.entity, c.resource, c.amounts, ao);
-    if (metrics != nullptr) metrics->decision("/v1/acquire", c.resource, d);
-    Response res = decision_response(d, decision_object(d), options.openai_headers);
-    log_call(res, c.entity, c.resource, d);
-    return done(std::move(res));
-  }
   // From here the answer comes from the Limiter's callback (perhaps on another thread).
   auto in_flight = std::make_shared<Metrics::InFlight>(metrics);
   Limiter::AcquireCallback answer = [this, lease, entity = c.entity, resource = c.resource,
