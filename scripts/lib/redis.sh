@@ -4,6 +4,9 @@
 #   redis_start_standalone DIR  -> ADMIT_TEST_REDIS_URL=redis://127.0.0.1:P
 #   redis_start_auth DIR        -> ADMIT_TEST_REDIS_AUTH_URL=redis://:secret@127.0.0.1:P
 #   redis_start_cluster DIR     -> ADMIT_TEST_REDIS_CLUSTER=127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3
+#   redis_start_tls DIR         -> ADMIT_TEST_REDIS_TLS_URL=rediss://127.0.0.1:P?ca=..&cert=..&key=..
+#                                  (TLS only, client certificates required; see the function)
+#   redis_start_tls_cluster DIR -> ADMIT_TEST_REDIS_TLS_CLUSTER_URL=rediss+cluster://127.0.0.1:P1,..?ca=..
 # Each server gets its own fresh directory under DIR (data, log, cluster config). Works under
 # `set -euo pipefail`. redis_stop_all stops only the servers started here; safe to call twice.
 
@@ -14,12 +17,23 @@ _redis_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# _redis_cli ARGS...: redis-cli; over TLS with the test client certificate when
+# _REDIS_TLS_DIR is set (see _redis_launch).
+_redis_cli() {
+  if [ -n "${_REDIS_TLS_DIR:-}" ]; then
+    redis-cli --tls --cacert "$_REDIS_TLS_DIR/ca.crt" --cert "$_REDIS_TLS_DIR/client.crt" \
+      --key "$_REDIS_TLS_DIR/client.key" "$@"
+  else
+    redis-cli "$@"
+  fi
+}
+
 # _redis_wait_ping PORT PID [PASSWORD]: waits up to 10 s for PONG; fails if PID exits.
 _redis_wait_ping() {
   local port=$1 pid=$2 pass=${3:-} i out
   for ((i = 0; i < 200; i++)); do
     if ! kill -0 "$pid" 2>/dev/null; then return 1; fi
-    out=$(REDISCLI_AUTH="$pass" redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null || true)
+    out=$(REDISCLI_AUTH="$pass" _redis_cli -h 127.0.0.1 -p "$port" ping 2>/dev/null || true)
     if [ "$out" = "PONG" ]; then return 0; fi
     sleep 0.05
   done
@@ -28,7 +42,8 @@ _redis_wait_ping() {
 
 # _redis_launch DIR PASSWORD EXTRA_ARGS...: starts one server on a free port (retrying on a
 # port collision) and sets _REDIS_PORT. An EXTRA_ARG "@FREE_PORT@" becomes another free port
-# (each attempt). The server runs in the background of this shell.
+# (each attempt). The server runs in the background of this shell. With _REDIS_TLS_DIR set
+# (a directory made by _redis_make_certs) the port is a TLS port and there is no plain one.
 _redis_launch() {
   local parent=$1 pass=$2
   shift 2
@@ -40,6 +55,11 @@ _redis_launch() {
     dir=$(mktemp -d "$parent/redis-$port.XXXXXX")
     local args=(--port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no
       --dir "$dir" --logfile "$dir/redis.log")
+    if [ -n "${_REDIS_TLS_DIR:-}" ]; then
+      args=(--port 0 --tls-port "$port" "${args[@]:2}"
+        --tls-cert-file "$_REDIS_TLS_DIR/server.crt" --tls-key-file "$_REDIS_TLS_DIR/server.key"
+        --tls-ca-cert-file "$_REDIS_TLS_DIR/ca.crt")
+    fi
     if [ -n "$pass" ]; then args+=(--requirepass "$pass"); fi
     for a in "$@"; do
       if [ "$a" = "@FREE_PORT@" ]; then a=$(_redis_free_port); fi
@@ -74,15 +94,23 @@ redis_start_auth() {
 
 # Three masters, no replicas. The cluster bus port is another free port (--cluster-port).
 redis_start_cluster() {
-  local parent=${1:?usage: redis_start_cluster DIR} ports=() i port ok
+  _redis_cluster "${1:?usage: redis_start_cluster DIR}" || return 1
+  export ADMIT_TEST_REDIS_CLUSTER=$_REDIS_CLUSTER
+}
+
+# _redis_cluster DIR [EXTRA_ARGS...]: three masters; sets _REDIS_CLUSTER to their seed list.
+# Over TLS (client port and cluster bus) when _REDIS_TLS_DIR is set.
+_redis_cluster() {
+  local parent=$1 ports=() i port ok
+  shift
   for _ in 1 2 3; do
     _redis_launch "$parent" "" --cluster-enabled yes --cluster-config-file nodes.conf \
-      --cluster-port @FREE_PORT@ --cluster-node-timeout 5000 || return 1
+      --cluster-port @FREE_PORT@ --cluster-node-timeout 5000 "$@" || return 1
     ports+=("$_REDIS_PORT")
   done
   local addrs=()
   for port in "${ports[@]}"; do addrs+=("127.0.0.1:$port"); done
-  if ! redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes \
+  if ! _redis_cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes \
     >"$parent/cluster-create.log" 2>&1; then
     cat "$parent/cluster-create.log" >&2
     return 1
@@ -91,10 +119,10 @@ redis_start_cluster() {
   for ((i = 0; i < 400; i++)); do
     ok=1
     for port in "${ports[@]}"; do
-      if ! redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null |
+      if ! _redis_cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null |
         grep -q '^cluster_state:ok'; then
         ok=0
-      elif [ "$(redis-cli -h 127.0.0.1 -p "$port" cluster nodes 2>/dev/null |
+      elif [ "$(_redis_cli -h 127.0.0.1 -p "$port" cluster nodes 2>/dev/null |
         grep -c master)" -ne 3 ]; then
         ok=0
       fi
@@ -107,7 +135,98 @@ redis_start_cluster() {
     return 1
   fi
   local IFS=,
-  export ADMIT_TEST_REDIS_CLUSTER="${addrs[*]}"
+  _REDIS_CLUSTER="${addrs[*]}"
+}
+
+# _redis_make_certs DIR: a throwaway test PKI in DIR (P-256 keys, valid 2 days):
+#   ca.crt, ca.key            the test CA
+#   server.crt, server.key    for 127.0.0.1 and localhost (subjectAltName), signed by the CA;
+#                             also a client certificate (cluster nodes connect to each other)
+#   client.crt, client.key    a client certificate signed by the CA
+#   client-encrypted.key      client.key under a passphrase ("secret")
+#   other-ca.crt              another CA, which signed nothing here (for "wrong CA" tests)
+_redis_make_certs() {
+  local d=$1 n
+  mkdir -p "$d"
+  cat >"$d/openssl.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth,clientAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = clientAuth
+authorityKeyIdentifier = keyid
+EOF
+  local new=(openssl req -config "$d/openssl.cnf" -newkey ec -pkeyopt ec_paramgen_curve:prime256v1
+    -nodes)
+  {
+    "${new[@]}" -x509 -extensions ca -days 2 -subj "/CN=admit test CA" \
+      -keyout "$d/ca.key" -out "$d/ca.crt" &&
+      "${new[@]}" -x509 -extensions ca -days 2 -subj "/CN=admit other test CA" \
+        -keyout "$d/other-ca.key" -out "$d/other-ca.crt" &&
+      for n in server client; do
+        "${new[@]}" -subj "/CN=admit test $n" -keyout "$d/$n.key" -out "$d/$n.csr" &&
+          openssl x509 -req -in "$d/$n.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
+            -set_serial "0x$(openssl rand -hex 8)" -days 2 -extfile "$d/openssl.cnf" \
+            -extensions "$n" -out "$d/$n.crt" || return 1
+      done &&
+      openssl pkey -in "$d/client.key" -aes256 -passout pass:secret -out "$d/client-encrypted.key"
+  } >"$d/openssl.log" 2>&1 || {
+    cat "$d/openssl.log" >&2
+    echo "redis.sh: could not make the test certificates (openssl)" >&2
+    return 1
+  }
+}
+
+# A TLS-only server (--port 0 --tls-port P) that requires client certificates (redis-server's
+# default tls-auth-clients yes), with a fresh test PKI in DIR/tls-XXXXXX. Exports
+#   ADMIT_TEST_REDIS_TLS_URL       rediss://127.0.0.1:P?ca=CA&cert=CERT&key=KEY
+#   ADMIT_TEST_REDIS_TLS_CA        the CA that signed the server's and the client's certificates
+#   ADMIT_TEST_REDIS_TLS_CERT      the client certificate
+#   ADMIT_TEST_REDIS_TLS_KEY       its key
+#   ADMIT_TEST_REDIS_TLS_OTHER_CA  a CA that signed neither
+# The server's certificate names 127.0.0.1 and localhost. Needs openssl and a redis-server
+# built with TLS (Debian's is). The paths go into the URL as they are: DIR must not contain
+# '?', '&', '#' or '%'.
+redis_start_tls() {
+  local parent=${1:?usage: redis_start_tls DIR} certs
+  mkdir -p "$parent"
+  parent=$(cd "$parent" && pwd)
+  certs=$(mktemp -d "$parent/tls-XXXXXX")
+  _redis_make_certs "$certs" || return 1
+  local _REDIS_TLS_DIR=$certs # seen by _redis_launch and _redis_wait_ping
+  _redis_launch "$parent" "" || return 1
+  export ADMIT_TEST_REDIS_TLS_CA="$certs/ca.crt" ADMIT_TEST_REDIS_TLS_CERT="$certs/client.crt" \
+    ADMIT_TEST_REDIS_TLS_KEY="$certs/client.key" ADMIT_TEST_REDIS_TLS_OTHER_CA="$certs/other-ca.crt"
+  export ADMIT_TEST_REDIS_TLS_URL="rediss://127.0.0.1:$_REDIS_PORT?ca=$ADMIT_TEST_REDIS_TLS_CA&cert=$ADMIT_TEST_REDIS_TLS_CERT&key=$ADMIT_TEST_REDIS_TLS_KEY"
+}
+
+# The cluster of redis_start_cluster over TLS: TLS-only nodes, the cluster bus over TLS too
+# (--tls-cluster yes), client certificates required, a fresh test PKI in DIR/tls-XXXXXX (as
+# redis_start_tls's). Exports ADMIT_TEST_REDIS_TLS_CLUSTER_URL:
+#   rediss+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3?ca=CA&cert=CERT&key=KEY
+redis_start_tls_cluster() {
+  local parent=${1:?usage: redis_start_tls_cluster DIR} certs
+  mkdir -p "$parent"
+  parent=$(cd "$parent" && pwd)
+  certs=$(mktemp -d "$parent/tls-XXXXXX")
+  _redis_make_certs "$certs" || return 1
+  local _REDIS_TLS_DIR=$certs
+  _redis_cluster "$parent" --tls-cluster yes || return 1
+  export ADMIT_TEST_REDIS_TLS_CLUSTER_URL="rediss+cluster://$_REDIS_CLUSTER?ca=$certs/ca.crt&cert=$certs/client.crt&key=$certs/client.key"
 }
 
 redis_stop_all() {

@@ -18,7 +18,8 @@ bool same_store(const StoreConfig& a, const StoreConfig& b) {
   return a.kind == b.kind && a.url == b.url && a.sqlite.path == b.sqlite.path &&
          a.sqlite.durability == b.sqlite.durability && a.redis.prefix == b.redis.prefix &&
          a.redis.client.password == b.redis.client.password &&
-         a.redis.client.username == b.redis.client.username && a.guard.policy == b.guard.policy &&
+         a.redis.client.username == b.redis.client.username &&
+         a.redis.client.tls == b.redis.client.tls && a.guard.policy == b.guard.policy &&
          a.guard.fleet_size == b.guard.fleet_size && a.config == b.config &&
          a.config_ttl == b.config_ttl;
 }

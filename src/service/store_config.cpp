@@ -18,7 +18,6 @@ namespace {
 using detail::show;
 
 constexpr std::string_view kSqlite = "sqlite:";
-constexpr std::string_view kCluster = "redis+cluster://";
 
 class StoreReader : detail::YamlReader {
  public:
@@ -153,22 +152,17 @@ class StoreReader : detail::YamlReader {
         c.sqlite.path = url.substr(kSqlite.size());
         if (c.sqlite.path.empty()) fail(n, path, url, "sqlite: needs a file path (sqlite:PATH)");
         c.url = url;
-      } else if (url.starts_with("rediss://")) {
-        fail(n, path, url,
-             "TLS (rediss://) is not supported yet: use redis:// on a trusted network");
-      } else if (url.starts_with(kCluster)) {
-        c.kind = StoreKind::redis;
-        c.redis.client.cluster = true;
-        c.redis.client.seeds = redis::parse_endpoints(url.substr(kCluster.size()));
-        c.url = url;
-      } else if (url.starts_with("redis://")) {
+      } else if (url.starts_with("redis://") || url.starts_with("rediss://") ||
+                 url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://")) {
+        // rediss: TLS, its files and checks as URL parameters (?ca=...&cert=...&key=...).
         c.kind = StoreKind::redis;
         c.redis.client = redis::parse_url(url);
-        // For logs: the address without credentials.
-        c.url = "redis://" + c.redis.client.seeds.front().to_string() + "/" +
-                std::to_string(c.redis.client.db);
+        // For logs: the address without credentials or parameters.
+        c.url = redis::display_url(c.redis.client);
       } else {
-        fail(n, path, url, "expected memory, sqlite:PATH, redis://... or redis+cluster://...");
+        fail(n, path, url,
+             "expected memory, sqlite:PATH, redis://..., rediss://... (TLS), "
+             "redis+cluster://... or rediss+cluster://...");
       }
     } catch (const ValidationError& e) {
       if (e.field() == path) throw;  // already located

@@ -34,8 +34,9 @@ struct StoreConfig {
 
 /**
  * Reads a `store:` value: a URL string (`memory`, `sqlite:PATH`, `redis://...`,
- * `redis+cluster://host:port,host:port`) or a mapping with `url` and the options (see
- * docs/admitd.md). `source` names the file in messages.
+ * `redis+cluster://host:port,host:port`, over TLS `rediss://...` and `rediss+cluster://...`
+ * with the TLS files as URL parameters: redis::parse_url) or a mapping with `url` and the
+ * options (see docs/admitd.md). `source` names the file in messages.
  * @throws ValidationError naming the YAML path and file:line:col.
  */
 StoreConfig parse_store_config(const YAML::Node& node, const std::string& source);

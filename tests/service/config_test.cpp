@@ -349,11 +349,37 @@ TEST(ConfigTest, StoreSection) {
   const Config cluster = parse_config("store: redis+cluster://a:7000, b:7001\n", "t.yaml");
   EXPECT_TRUE(cluster.store.redis.client.cluster);
   EXPECT_EQ(cluster.store.redis.client.seeds.size(), 2U);
+  EXPECT_EQ(cluster.store.url, "redis+cluster://a:7000,b:7001");
+
+  // TLS: the files and checks are URL parameters; the logged URL has neither them nor the
+  // password.
+  const Config tls = parse_config(R"(store:
+  url: rediss://:pw@redis.internal:6380/1?ca=/etc/admit/ca.crt&cert=/etc/admit/c.crt&key=/etc/admit/c.key
+  connect_timeout_ms: 500
+)",
+                                  "t.yaml");
+  const redis::ClientOptions& t = tls.store.redis.client;
+  EXPECT_EQ(tls.store.kind, StoreKind::redis);
+  EXPECT_TRUE(t.tls.enabled);
+  EXPECT_TRUE(t.tls.verify);
+  EXPECT_EQ(t.tls.ca_file, "/etc/admit/ca.crt");
+  EXPECT_EQ(t.tls.cert_file, "/etc/admit/c.crt");
+  EXPECT_EQ(t.tls.key_file, "/etc/admit/c.key");
+  EXPECT_EQ(t.password, "pw");
+  EXPECT_EQ(t.connect_timeout.count(), 500);
+  EXPECT_EQ(tls.store.url, "rediss://redis.internal:6380/1");
+  const Config tls_cluster =
+      parse_config("store: rediss+cluster://a:7000,b:7001?verify=none\n", "t.yaml");
+  EXPECT_TRUE(tls_cluster.store.redis.client.cluster);
+  EXPECT_TRUE(tls_cluster.store.redis.client.tls.enabled);
+  EXPECT_FALSE(tls_cluster.store.redis.client.tls.verify);
+  EXPECT_EQ(tls_cluster.store.url, "rediss+cluster://a:7000,b:7001");
 }
 
 // clang-format off
 INSTANTIATE_TEST_SUITE_P(Store, BadConfigTest, ::testing::Values(
-  Bad{"store: rediss://h:6379\n", "store", "rediss://h:6379", "TLS (rediss://) is not supported"},
+  Bad{"store: rediss://h:6379?ca\n", "store", "rediss://h:6379?ca", "the parameter 'ca' needs a value"},
+  Bad{"store: rediss://h:6379?tls=yes\n", "store", "rediss://h:6379?tls=yes", "unknown parameter 'tls'"},
   Bad{"store: postgres://h\n", "store", "postgres://h", "expected memory, sqlite:PATH"},
   Bad{"store: \"sqlite:\"\n", "store", "sqlite:", "needs a file path"},
   Bad{"store: redis://h:99999\n", "store", "redis://h:99999", "port"},
@@ -457,6 +483,158 @@ entities:
   EXPECT_EQ(resolve_limits(c, "bare", "gpt").at(0).capacity(), 10);
   EXPECT_TRUE(resolve_limits(c, "bare", "other").empty());
 }
+
+// The entities of `entity`'s chain on "gpt", itself first.
+std::vector<std::string> chain_of(Limiter& l, std::string_view entity) {
+  std::vector<std::string> out;
+  for (const LimitStatus& s : l.stats(entity, "gpt").limits) out.push_back(s.entity);
+  return out;
+}
+
+using Names = std::vector<std::string>;
+
+constexpr const char* kParentRules = R"(
+resources:
+  gpt: [{name: rpm, per: minute, limit: 100}]
+entities:
+  team-a:
+    limits:
+      gpt: [{name: rpm, per: minute, limit: 10}]
+  team-shared:
+    limits:
+      gpt: [{name: rpm, per: minute, limit: 5}]
+  org: {}
+  alice: {parent: org}
+  user-vip: {}
+parent_rules:
+  - {match: "user-*", parent: team-a}
+default_parent: team-shared
+)";
+
+// Verifies parent_rules and default_parent: parsed in order (default last), applied as rules
+// for the entities the file does not declare (declared ones keep exactly their own parent),
+// two such entities sharing the default parent's budget, and written back by
+// format_state_file.
+TEST(ConfigTest, ParentRulesAndDefaultParent) {
+  const Config c = parse_config(kParentRules, "t.yaml");
+  ASSERT_EQ(c.parent_rules.size(), 2U);
+  EXPECT_EQ(c.parent_rules[0].match, "user-*");
+  EXPECT_EQ(c.parent_rules[0].parent, "team-a");
+  EXPECT_EQ(c.parent_rules[0].path, "parent_rules[0].parent");
+  EXPECT_EQ(c.parent_rules[0].where, "t.yaml:15:31");
+  EXPECT_EQ(c.parent_rules[1].match, "*");
+  EXPECT_EQ(c.parent_rules[1].parent, "team-shared");
+  EXPECT_EQ(c.parent_rules[1].path, "default_parent");
+  EXPECT_EQ(c.parent_rules[1].where, "t.yaml:16:17");
+  const std::vector<ParentRule> rules = limiter_parent_rules(c);
+  EXPECT_EQ(rules, (std::vector<ParentRule>{{"team-a", ""},
+                                            {"team-shared", ""},
+                                            {"org", ""},
+                                            {"alice", ""},
+                                            {"user-vip", ""},
+                                            {"user-*", "team-a"},
+                                            {"*", "team-shared"}}));
+
+  Fixture f(c);
+  EXPECT_EQ(f.limiter.parent_rules(), rules);
+  EXPECT_EQ(chain_of(f.limiter, "user-1"), (Names{"user-1", "team-a"}));
+  EXPECT_EQ(chain_of(f.limiter, "bob"), (Names{"bob", "team-shared"}));
+  EXPECT_EQ(chain_of(f.limiter, "alice"), (Names{"alice", "org"}));
+  for (const char* declared : {"org", "user-vip", "team-a", "team-shared"}) {
+    EXPECT_EQ(chain_of(f.limiter, declared), (Names{declared}));
+  }
+  ASSERT_TRUE(f.limiter.consume("bob", "gpt", {{"rpm", 3}}).allowed);
+  ASSERT_TRUE(f.limiter.consume("carol", "gpt", {{"rpm", 2}}).allowed);
+  const Decision d = f.limiter.consume("dave", "gpt", {{"rpm", 1}});
+  EXPECT_EQ(d.code, Code::rate_exceeded);
+  ASSERT_EQ(d.violations.size(), 1U);
+  EXPECT_EQ(d.violations[0].entity, "team-shared");
+
+  const Config back = parse_state_file(format_state_file(c), "back.yaml");
+  ASSERT_EQ(back.parent_rules.size(), 2U);
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(back.parent_rules[i].match, c.parent_rules[i].match);
+    EXPECT_EQ(back.parent_rules[i].parent, c.parent_rules[i].parent);
+    EXPECT_EQ(back.parent_rules[i].path, c.parent_rules[i].path);
+  }
+  // No rules, no exemptions.
+  EXPECT_TRUE(limiter_parent_rules(parse_config("entities:\n  a: {}\n", "t.yaml")).empty());
+}
+
+// Verifies declared names with glob characters are exempt as themselves only.
+TEST(ConfigTest, DeclaredNamesAreEscapedInTheRules) {
+  const Config c = parse_config(R"(
+resources:
+  gpt: [{name: rpm, per: minute, limit: 100}]
+entities:
+  "a*": {}
+  shared: {}
+default_parent: shared
+)",
+                                "t.yaml");
+  EXPECT_EQ(limiter_parent_rules(c).front(), (ParentRule{"a\\*", ""}));
+  Fixture f(c);
+  EXPECT_EQ(chain_of(f.limiter, "a*"), (Names{"a*"}));
+  EXPECT_EQ(chain_of(f.limiter, "ab"), (Names{"ab", "shared"}));
+}
+
+// Verifies a chain that the rules make too deep is refused with file:line: at the parent link
+// that deepens it on a first apply, at the rule when the links are there already.
+TEST(ConfigTest, ParentRulesChainsAreCheckedOnApply) {
+  const std::string links = "entities:\n  e0: {parent: e1}\n  e1: {parent: e2}\n  e2: {}\n";
+  const Config with_rule =
+      parse_config(links + "parent_rules:\n  - {match: \"user-*\", parent: e0}\n", "t.yaml");
+  EXPECT_NO_THROW(Fixture(with_rule, 3));
+  try {
+    Fixture f(with_rule, 2);  // user-* would have e0, e1, e2
+    FAIL();
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.field(), "entities.e0.parent");
+    EXPECT_NE(
+        std::string(e.what()).find(
+            "the chain of an entity matching 'user-*' would be deeper than max_parent_depth 2"),
+        std::string::npos)
+        << e.what();
+  }
+  Fixture f(parse_config(links, "t.yaml"), 2);
+  try {
+    apply_config(with_rule, f.limiter);
+    FAIL();
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.field(), "parent_rules[0].parent");
+    EXPECT_EQ(e.value(), "e0");
+    EXPECT_NE(std::string(e.what()).find("deeper than max_parent_depth 2 (t.yaml:6:31)"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(f.limiter.parent_rules().empty());
+}
+
+// clang-format off
+INSTANTIATE_TEST_SUITE_P(ParentRules, BadConfigTest, ::testing::Values(
+  Bad{"parent_rules:\n  - {match: \"user-*\", parent: team-x}\n",
+      "parent_rules[0].parent", "team-x", "parent is not declared under entities (add 'team-x: {}' there) (t.yaml:2:31)"},
+  Bad{"default_parent: team-x\n",
+      "default_parent", "team-x", "parent is not declared under entities (add 'team-x: {}' there) (t.yaml:1:17)"},
+  Bad{"default_parent: a b\n",
+      "default_parent", "a b", "printable ASCII"},
+  Bad{"parent_rules: {match: x}\n",
+      "parent_rules", "{...}", "expected a list of {match, parent}"},
+  Bad{"parent_rules:\n  - {match: \"a b\", parent: p}\nentities:\n  p: {}\n",
+      "parent_rules[0].match", "a b", "printable ASCII"},
+  Bad{"parent_rules:\n  - {match: 'a\\', parent: p}\nentities:\n  p: {}\n",
+      "parent_rules[0].match", "a\\", "incomplete escape"},
+  Bad{"parent_rules:\n  - {parent: p}\nentities:\n  p: {}\n",
+      "parent_rules[0].match", "", "missing"},
+  Bad{"parent_rules:\n  - {match: x}\n",
+      "parent_rules[0].parent", "", "missing"},
+  Bad{"parent_rules:\n  - {match: x, parent: p, to: y}\nentities:\n  p: {}\n",
+      "parent_rules[0].to", "to", "unknown key (expected match and parent)"},
+  Bad{"parent_rules:\n  - {match: p, parent: p}\nentities:\n  p: {}\n",
+      "parent_rules[0].match", "p", "would make p its own parent (t.yaml:2:13)"},
+  Bad{"parent_rules:\n  - {match: x, parent: \"a b\"}\n",
+      "parent_rules[0].parent", "a b", "printable ASCII"}));
+// clang-format on
 
 }  // namespace
 }  // namespace admit::service

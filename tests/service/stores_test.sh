@@ -4,9 +4,11 @@
 #   - two admitd on one redis-server are one fleet: 8 concurrent clients spread over both
 #     admit at most burst + rate * t, and every token is either admitted or still in the
 #     bucket at the end (so the fleet admits all it may, not N times the limit);
-#   - an unreachable Redis: `unavailable: fail_open` admits, the default fail_closed says 503.
-# The Redis part needs ADMIT_TEST_REDIS_URL (scripts/test starts a server and sets it); without
-# it the part is skipped, unless ADMIT_REQUIRE_REDIS=1.
+#   - an unreachable Redis: `unavailable: fail_open` admits, the default fail_closed says 503;
+#   - Redis over TLS (`store: rediss://...?ca=...&cert=...&key=...`): acquires count on the
+#     server; a server certificate the configured CA did not sign makes the store unavailable.
+# The Redis parts need ADMIT_TEST_REDIS_URL and ADMIT_TEST_REDIS_TLS_URL (scripts/test starts
+# the servers and sets them); without them the parts are skipped, unless ADMIT_REQUIRE_REDIS=1.
 # Usage: bash tests/service/stores_test.sh path/to/admitd
 BIN=${1:?usage: stores_test.sh ADMITD_BINARY}
 NAME=admitd
@@ -80,6 +82,46 @@ EOF
   fi
 fi
 
+# ---------------------------------------------------------------- Redis over TLS (rediss://)
+# The TLS-only server of redis_start_tls (client certificates required): one admitd whose
+# `store:` is that rediss:// URL (CA, client certificate and key as URL parameters) counts on
+# it; one whose CA did not sign the server's certificate cannot reach its store (503).
+if [ -n "${ADMIT_TEST_REDIS_TLS_URL:-}" ]; then
+  cat >"$TMP/tls.yaml" <<EOF
+store:
+  url: "$ADMIT_TEST_REDIS_TLS_URL"
+  prefix: tls$$
+resources:
+  gpt-4o:
+    - {name: rpm, limit: 2, per: minute}
+EOF
+  acquire='{"entity":"u","resource":"gpt-4o","amounts":{"rpm":1}}'
+  if start_server --config "$TMP/tls.yaml" --listen 127.0.0.1:0; then
+    check "startup log names the rediss store" \
+      grep -q "store=rediss://127.0.0.1:[0-9]*/0 (standalone, fail_closed)" "$LOG"
+    req POST /v1/acquire "$acquire"
+    check "acquire over TLS: 200" is 200
+    req POST /v1/acquire "$acquire"
+    check "second acquire over TLS: 200" is 200
+    req POST /v1/acquire "$acquire"
+    check "third acquire over TLS: 429 (counted on the server)" is 429
+    stop_server
+  fi
+  # The same server, another CA: the handshake fails, the store is unavailable.
+  sed "s|ca=[^&]*|ca=$ADMIT_TEST_REDIS_TLS_OTHER_CA|" "$TMP/tls.yaml" >"$TMP/tls-other-ca.yaml"
+  if start_server --config "$TMP/tls-other-ca.yaml" --listen 127.0.0.1:0; then
+    req POST /v1/acquire "$acquire"
+    check "a server certificate of another CA: 503" is 503
+    check "code store_unavailable" has '"code":"store_unavailable"'
+    check "the reason names the certificate check" has 'certificate verify failed'
+    stop_server
+  fi
+elif [ "${ADMIT_REQUIRE_REDIS:-0}" = 1 ]; then
+  ko "redis TLS part" "ADMIT_REQUIRE_REDIS=1 but ADMIT_TEST_REDIS_TLS_URL is not set"
+else
+  echo "skip - redis TLS part (ADMIT_TEST_REDIS_TLS_URL not set)"
+fi
+
 # ---------------------------------------------------------------- Redis: a fleet of two
 if [ -z "${ADMIT_TEST_REDIS_URL:-}" ]; then
   if [ "${ADMIT_REQUIRE_REDIS:-0}" = 1 ]; then
@@ -99,6 +141,9 @@ store:
 resources:
   gpt-4o:
     - {name: rps, limit: 100, per: second, burst: 1000}
+  leased:
+    - {name: tpd, window: day, limit: 6000}
+    - {name: slots, concurrency: 1}
 EOF
 # The second admitd: started by hand (start_server tracks one process).
 "$BIN" --config "$TMP/fleet.yaml" --listen 127.0.0.1:0 >"$TMP/b.out" 2>"$TMP/b.log" &
@@ -170,6 +215,52 @@ PY
   cat "$TMP/fleet.out"
   [ "$rc" -eq 0 ] && ok "fleet of two: exact across processes" || ko "fleet of two: exact across processes" "$(cat "$TMP/fleet.out")"
   check "startup log names the redis store" grep -q "store=redis://.* (standalone, fail_closed)" "$LOG"
+
+  # A lease taken on one admitd is adjusted, extended and committed on the other (a load
+  # balancer may send them anywhere); its slot is held across the fleet until then; a second
+  # end, on either process, is a 404 and refunds nothing.
+  python3 - "$URL" "$URL_B" >"$TMP/lease.out" 2>&1 <<'PY'
+import http.client, json, sys, urllib.parse
+
+a, b = sys.argv[1:3]
+def call(url, method, path, body=None):
+    u = urllib.parse.urlparse(url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    c.request(method, path, None if body is None else json.dumps(body),
+              {"Content-Type": "application/json"})
+    r = c.getresponse()
+    return r.status, json.loads(r.read())
+def tpm(d):
+    return [s["available"] for s in d["stats"] if s["limit"] == "tpd"][0]
+fails = []
+def expect(what, cond, got=None):
+    print(("ok   " if cond else "FAIL ") + what + ("" if cond else " (got %r)" % (got,)))
+    if not cond: fails.append(what)
+
+s, d = call(a, "POST", "/v1/acquire", {"entity": "u", "resource": "leased", "amounts": {"tpd": 3000}})
+expect("acquire on A", s == 200 and "lease" in d, (s, d))
+lease = d["lease"]["id"]
+s, d = call(b, "POST", "/v1/acquire", {"entity": "u", "resource": "leased", "amounts": {"tpd": 1}})
+expect("the slot is held fleet-wide: B refuses a second lease", s == 429 and d["code"] == "concurrency_exceeded", (s, d))
+s, d = call(b, "POST", "/v1/leases/%s/adjust" % lease, {"amounts": {"tpd": -2000}})
+expect("adjust on B", s == 200 and tpm(d) == 5000, (s, d))
+s, d = call(b, "POST", "/v1/leases/%s/extend" % lease, {"ttl_ms": 600000})
+expect("extend on B", s == 200 and d["lease"]["expires_in_ms"] == 600000, (s, d))
+s, d = call(a, "GET", "/v1/leases/%s" % lease)
+expect("A sees the extended lease", s == 200 and d["expires_in_ms"] > 590000, (s, d))
+s, d = call(b, "POST", "/v1/leases/%s/commit" % lease, {})
+expect("commit on B", s == 200 and d["lease"]["ended"] == "committed", (s, d))
+s, d = call(a, "POST", "/v1/leases/%s/rollback" % lease, {})
+expect("rollback after the commit, on A: 404", s == 404 and d["code"] == "lease_not_found", (s, d))
+s, d = call(a, "POST", "/v1/decide", {"entity": "u", "resource": "leased", "amounts": {"tpd": 1}})
+expect("usage kept once: 5000 tpd left", tpm(d) == 5000, d)
+s, d = call(a, "POST", "/v1/acquire", {"entity": "u", "resource": "leased", "amounts": {"tpd": 1}, "lease": False})
+expect("the slot is free again", s == 200, (s, d))
+sys.exit(1 if fails else 0)
+PY
+  rc=$?
+  cat "$TMP/lease.out"
+  [ "$rc" -eq 0 ] && ok "a lease moves across the fleet" || ko "a lease moves across the fleet" "$(cat "$TMP/lease.out")"
   stop_server
 fi
 kill "$PID_B" 2>/dev/null

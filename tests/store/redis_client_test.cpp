@@ -130,10 +130,71 @@ TEST(RedisOptions, ParsesUrlsAndSeedLists) {
   EXPECT_EQ(o.seeds[0], (Endpoint{"::1", 6390}));
   EXPECT_EQ(o.seeds[0].to_string(), "[::1]:6390");
 
-  for (const char* bad : {"rediss://h:1", "http://h:1", "redis://h:0", "redis://h:99999",
-                          "redis://h:1/x", "redis://h:1?timeout=3", "redis://", "nonsense"}) {
+  EXPECT_FALSE(o.tls.enabled);
+  EXPECT_FALSE(o.cluster);
+
+  for (const char* bad :
+       {"http://h:1", "redis://h:0", "redis://h:99999", "redis://h:1/x", "redis://h:1?timeout=3",
+        "redis://h:1?ca=/ca.crt", "redis://h:1#x", "redis://", "nonsense"}) {
     EXPECT_THROW(parse_url(bad), ValidationError) << bad;
   }
+}
+
+// Verifies rediss:// and the cluster URLs: TLS on, its parameters percent-decoded, and that
+// bad parameters name what is wrong.
+TEST(RedisOptions, ParsesTlsAndClusterUrls) {
+  auto o = parse_url("rediss://u:p@redis.example:6380/2");
+  EXPECT_TRUE(o.tls.enabled);
+  EXPECT_TRUE(o.tls.verify);
+  EXPECT_EQ(o.tls.ca_file, "");  // the system's CA store
+  EXPECT_EQ(o.seeds.at(0), (Endpoint{"redis.example", 6380}));
+  EXPECT_EQ(o.username, "u");
+  EXPECT_EQ(o.password, "p");
+  EXPECT_EQ(o.db, 2);
+  EXPECT_EQ(display_url(o), "rediss://redis.example:6380/2");
+
+  o = parse_url(
+      "rediss://10.0.0.1?ca=/etc/ssl/a%20b/ca.crt&cert=/c/client+1.crt&key=/c/client.key"
+      "&verify=none&server_name=redis.internal");
+  EXPECT_EQ(o.seeds.at(0), (Endpoint{"10.0.0.1", 6379}));
+  EXPECT_EQ(o.tls.ca_file, "/etc/ssl/a b/ca.crt");
+  EXPECT_EQ(o.tls.cert_file, "/c/client+1.crt");  // '+' is not a space
+  EXPECT_EQ(o.tls.key_file, "/c/client.key");
+  EXPECT_FALSE(o.tls.verify);
+  EXPECT_EQ(o.tls.server_name, "redis.internal");
+  EXPECT_TRUE(parse_url("rediss://h?verify=full").tls.verify);
+
+  o = parse_url("redis+cluster://a:7000, b:7001");
+  EXPECT_TRUE(o.cluster);
+  EXPECT_FALSE(o.tls.enabled);
+  ASSERT_EQ(o.seeds.size(), 2u);
+  EXPECT_EQ(o.seeds[1], (Endpoint{"b", 7001}));
+  EXPECT_EQ(display_url(o), "redis+cluster://a:7000,b:7001");
+  o = parse_url("rediss+cluster://:s%40cret@[::1]:7000,10.0.0.2:7001?ca=/ca.crt");
+  EXPECT_TRUE(o.cluster);
+  EXPECT_TRUE(o.tls.enabled);
+  EXPECT_EQ(o.password, "s@cret");
+  EXPECT_EQ(o.seeds.at(0), (Endpoint{"::1", 7000}));
+  EXPECT_EQ(o.tls.ca_file, "/ca.crt");
+  EXPECT_EQ(display_url(o), "rediss+cluster://[::1]:7000,10.0.0.2:7001");
+
+  auto reason = [](const char* url) -> std::string {
+    try {
+      (void)parse_url(url);
+    } catch (const ValidationError& e) {
+      EXPECT_EQ(e.field(), "url");
+      return e.reason();
+    }
+    return "(accepted)";
+  };
+  EXPECT_NE(reason("rediss://h?cafile=/x").find("unknown parameter 'cafile'"), std::string::npos);
+  EXPECT_NE(reason("rediss://h?ca=/x&ca=/y").find("given twice"), std::string::npos);
+  EXPECT_NE(reason("rediss://h?verify=maybe").find("full or none"), std::string::npos);
+  EXPECT_NE(reason("rediss://h?ca=").find("needs a value"), std::string::npos);
+  EXPECT_NE(reason("redis://h?verify=none").find("rediss://"), std::string::npos);
+  EXPECT_NE(reason("redis+cluster://a:1?ca=/x").find("rediss+cluster://"), std::string::npos);
+  EXPECT_NE(reason("rediss+cluster://a").find("host:port"), std::string::npos);
+  EXPECT_NE(reason("redisss://h").find("scheme"), std::string::npos);
 
   auto seeds = parse_endpoints("127.0.0.1:7000, 127.0.0.1:7001,[::1]:7002");
   ASSERT_EQ(seeds.size(), 3u);

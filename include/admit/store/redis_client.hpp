@@ -45,7 +45,7 @@ std::string to_string(const Reply& reply);
 /// Why a request got no reply from the server. The category is `redis::error_category()`.
 enum class Errc {
   timeout = 1,          ///< no reply within ClientOptions::command_timeout
-  connection_failed,    ///< could not connect (or SELECT failed); also during reconnect backoff
+  connection_failed,    ///< could not connect (TLS handshake, SELECT failed); also during backoff
   connection_lost,      ///< the connection broke with the request sent: it may have run
   auth_failed,          ///< the server refused AUTH
   protocol_error,       ///< the server sent something that is not RESP, or an unexpected reply
@@ -67,6 +67,29 @@ struct Endpoint {
   friend bool operator==(const Endpoint&, const Endpoint&) = default;
 };
 
+/// TLS for every connection of a client (rediss://, rediss+cluster://): Boost.Asio SSL over
+/// OpenSSL, TLS 1.2 or later. By default the server's certificate must chain to a trusted CA
+/// (the system's CA store, or `ca_file`) and name the host connected to (a DNS name, or an IP
+/// address for an IP literal); the host name is also sent as SNI (not for IP literals).
+struct TlsOptions {
+  bool enabled = false;  ///< false: plain TCP; the other fields must then be empty/default
+  /// PEM file of the CA certificates to trust instead of the system's store (URL: `ca=`).
+  std::string ca_file;
+  /// Client certificate (PEM, may hold the chain) and its private key (PEM, unencrypted) for
+  /// servers that verify clients (redis-server's `tls-auth-clients yes`, its default). Both or
+  /// neither (URL: `cert=`, `key=`).
+  std::string cert_file;
+  std::string key_file;
+  /// false: accept any certificate for any name (URL: `verify=none`). For tests only: it
+  /// lets anyone on the path read and change the traffic.
+  bool verify = true;
+  /// The name the server's certificate must carry, also sent as SNI; empty: each node's host
+  /// (URL: `server_name=`). For a server reached by an address its certificate does not name.
+  std::string server_name;
+
+  friend bool operator==(const TlsOptions&, const TlsOptions&) = default;
+};
+
 /// Everything a Client is configured with. Validated by the Client constructor, which throws
 /// ValidationError (admit/core/error.hpp) naming the field.
 struct ClientOptions {
@@ -77,7 +100,7 @@ struct ClientOptions {
   std::string password;  ///< empty: no AUTH
   int db = 0;            ///< SELECTed on every connection when not 0; must be 0 in cluster mode
   bool cluster = false;  ///< Redis Cluster: route by key slot, follow MOVED and ASK
-  /// Bounds resolving, connecting, AUTH and SELECT of one connection attempt.
+  /// Bounds resolving, connecting, the TLS handshake, AUTH and SELECT of one attempt.
   std::chrono::milliseconds connect_timeout{2000};
   /// Bounds a request from submission to reply, queueing and redirects included.
   std::chrono::milliseconds command_timeout{1000};
@@ -91,16 +114,30 @@ struct ClientOptions {
   /// for this long, doubling per consecutive failure up to reconnect_backoff_max.
   std::chrono::milliseconds reconnect_backoff{100};
   std::chrono::milliseconds reconnect_backoff_max{2000};
+  /// TLS on every connection (rediss://). The files are read by the constructor: a missing
+  /// or invalid one throws ValidationError naming the field ("tls.ca_file", ...).
+  TlsOptions tls;
 };
 
 /**
- * Parses "redis://[[user]:password@]host[:port][/db]" (port 6379 by default; user and
- * password percent-decoded; IPv6 hosts in brackets). Only `seeds`, `username`, `password`
- * and `db` are set; the rest keep their defaults.
- * @throws ValidationError for another scheme (rediss:// is not supported), a missing host, a
- *         bad port or db, or a query or fragment.
+ * Parses a server URL:
+ *   - "redis://[[user]:password@]host[:port][/db]": one server (port 6379 by default; user
+ *     and password percent-decoded; IPv6 hosts in brackets);
+ *   - "rediss://...[?tls parameters]": the same over TLS (tls.enabled);
+ *   - "redis+cluster://[[user]:password@]host:port,host:port,...": Redis Cluster seeds
+ *     (cluster = true; see parse_endpoints), "rediss+cluster://...[?tls parameters]" over TLS.
+ * TLS parameters (rediss only; values percent-decoded; each at most once): `ca=FILE`,
+ * `cert=FILE`, `key=FILE`, `verify=full|none` (default full), `server_name=NAME` (TlsOptions).
+ * Only `seeds`, `cluster`, `username`, `password`, `db` and `tls` are set; the rest keep their
+ * defaults.
+ * @throws ValidationError for another scheme, a missing host, a bad port or db, a query on
+ *         redis:// or an unknown or repeated parameter, or a fragment.
  */
 ClientOptions parse_url(std::string_view url);
+
+/// "redis://host:port/db", "rediss://host:port/db" or "redis+cluster://host:port,..." /
+/// "rediss+cluster://...": the address without credentials or parameters (for logs).
+std::string display_url(const ClientOptions& options);
 
 /**
  * Parses a seed list "host1:port1,host2:port2" ("[::1]:7000" for IPv6; spaces around entries

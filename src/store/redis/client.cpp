@@ -26,9 +26,52 @@ constexpr std::size_t kSlots = 16384;
 // A MOVED or a lost node asks for a new slot map; at most one load per this interval.
 constexpr auto kMinRefreshInterval = std::chrono::milliseconds(100);
 
+// The TLS context of every connection: TLS 1.2+, the CA store, the client certificate. Files
+// are read here, so a bad one fails the constructor (ValidationError), not each connection.
+std::unique_ptr<asio::ssl::context> make_tls_context(const TlsOptions& t) {
+  if (!t.enabled) return nullptr;
+  namespace ssl = asio::ssl;
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+  boost::system::error_code ec;
+  auto check = [&ec](const char* field, const std::string& value, const char* what) {
+    if (ec) throw ValidationError(field, value, what + (": " + ec.message()));
+  };
+  if (SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION) != 1) {
+    throw ValidationError("tls", "", "OpenSSL refused TLS 1.2 as the minimum version");
+  }
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_compression, ec);
+  check("tls", "", "cannot set the TLS options");
+  if (t.ca_file.empty()) {
+    if (t.verify) {
+      ctx->set_default_verify_paths(ec);
+      check("tls.ca_file", "", "the system's CA store cannot be loaded");
+    }
+  } else {
+    ctx->load_verify_file(t.ca_file, ec);
+    check("tls.ca_file", t.ca_file, "cannot be loaded");
+  }
+  ctx->set_verify_mode(t.verify ? ssl::verify_peer : ssl::verify_none, ec);
+  check("tls.verify", t.verify ? "full" : "none", "cannot be set");
+  if (!t.cert_file.empty()) {
+    // No passphrase: OpenSSL would otherwise ask for one on the terminal (and wait).
+    ctx->set_password_callback(
+        [](std::size_t, ssl::context::password_purpose) { return std::string(); }, ec);
+    check("tls.key_file", t.key_file, "cannot be set up");
+    ctx->use_certificate_chain_file(t.cert_file, ec);
+    check("tls.cert_file", t.cert_file, "cannot be loaded");
+    ctx->use_private_key_file(t.key_file, ssl::context::pem, ec);
+    check("tls.key_file", t.key_file, "cannot be loaded");
+    if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
+      throw ValidationError("tls.key_file", t.key_file, "is not the key of tls.cert_file");
+    }
+  }
+  return ctx;
+}
+
 }  // namespace
 
-Core::Core(ClientOptions options) : options_(std::move(options)) {
+Core::Core(ClientOptions options)
+    : options_(std::move(options)), tls_(make_tls_context(options_.tls)) {
   if (!options_.cluster) standalone_ = node(options_.seeds.front());
   thread_ = std::thread([this] {
     for (;;) {
@@ -435,6 +478,15 @@ ClientOptions validated(ClientOptions o) {
         std::to_string(o.reconnect_backoff.count()), "must be >= 0 ms");
   check(o.reconnect_backoff_max >= o.reconnect_backoff, "reconnect_backoff_max",
         std::to_string(o.reconnect_backoff_max.count()), "must be >= reconnect_backoff");
+  const TlsOptions& t = o.tls;
+  if (!t.enabled) {
+    const TlsOptions off;
+    check(t == off, "tls.enabled", "false",
+          "TLS options are set but TLS is off (enable it, or use rediss://)");
+  }
+  check(t.cert_file.empty() == t.key_file.empty(),
+        t.cert_file.empty() ? "tls.cert_file" : "tls.key_file", "",
+        "a client certificate needs both tls.cert_file and tls.key_file");
   return o;
 }
 

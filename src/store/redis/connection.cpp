@@ -4,6 +4,8 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/write.hpp>
 #include <utility>
 
@@ -24,6 +26,25 @@ constexpr auto kFlushAfter = std::chrono::microseconds(50);
 std::string millis(Clock::duration d) {
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(d).count();
   return std::to_string(ms) + " ms";
+}
+
+bool closed_by_peer(const error_code& ec) {
+  // A TLS peer that closes without close_notify: stream_truncated.
+  return ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+}
+
+// An I/O error for messages; OpenSSL's are marked as TLS errors.
+std::string describe(const error_code& ec) {
+  if (ec.category() == asio::error::get_ssl_category()) return "TLS error: " + ec.message();
+  return ec.message();
+}
+
+// "/CN=redis.internal" of a certificate, for messages.
+std::string subject_of(X509* cert) {
+  if (cert == nullptr) return "(none)";
+  char buf[256];
+  X509_NAME_oneline(X509_get_subject_name(cert), buf, sizeof buf);
+  return buf;
 }
 
 }  // namespace
@@ -92,34 +113,43 @@ void Connection::start_connect() {
   state_ = State::connecting;
   const auto gen = ++gen_;
   auto self = shared_from_this();
+  // TLS: a fresh stream per attempt (an SSL session cannot be reused after an error), its
+  // socket opened by the connect below.
+  if (core_.tls_context() != nullptr) {
+    tls_ = std::make_shared<TlsStream>(core_.io(), *core_.tls_context());
+  }
   connect_timer_.expires_after(core_.options().connect_timeout);
   connect_timer_.async_wait([self, gen](const error_code& ec) {
     if (ec || gen != self->gen_ ||
         (self->state_ != State::connecting && self->state_ != State::handshaking)) {
       return;
     }
-    self->connect_failed(Errc::connection_failed,
-                         "connecting to " + self->name_ + " timed out after " +
-                             millis(self->core_.options().connect_timeout));
+    const std::string after = " timed out after " + millis(self->core_.options().connect_timeout);
+    // A plain server waits for the end of a line that a TLS ClientHello never sends.
+    const std::string why = self->tls_handshaking_ ? "TLS handshake with " + self->name_ + after +
+                                                         " (is that port a TLS port?)"
+                                                   : "connecting to " + self->name_ + after;
+    self->connect_failed(Errc::connection_failed, why);
   });
   error_code ec;
   const auto address = asio::ip::make_address(endpoint_.host, ec);
   if (!ec) {
-    socket_.async_connect(tcp::endpoint(address, endpoint_.port),
-                          [self, gen](const error_code& e) { self->on_connected(gen, e); });
+    tcp_socket().async_connect(
+        tcp::endpoint(address, endpoint_.port),
+        [self, gen, keep = tls_](const error_code& e) { self->on_connected(gen, e); });
     return;
   }
   resolver_.async_resolve(
       endpoint_.host, std::to_string(endpoint_.port),
-      [self, gen](const error_code& e, const tcp::resolver::results_type& results) {
+      [self, gen, keep = tls_](const error_code& e, const tcp::resolver::results_type& results) {
         if (gen != self->gen_) return;
         if (e) {
           self->connect_failed(Errc::connection_failed,
                                "resolving " + self->name_ + " failed: " + e.message());
           return;
         }
-        asio::async_connect(self->socket_, results,
-                            [self, gen](const error_code& e2, const tcp::endpoint&) {
+        asio::async_connect(self->tcp_socket(), results,
+                            [self, gen, keep](const error_code& e2, const tcp::endpoint&) {
                               self->on_connected(gen, e2);
                             });
       });
@@ -132,7 +162,70 @@ void Connection::on_connected(std::uint64_t gen, const error_code& ec) {
     return;
   }
   error_code ignored;
-  socket_.set_option(tcp::no_delay(true), ignored);
+  tcp_socket().set_option(tcp::no_delay(true), ignored);
+  if (!tls_) {
+    start_session();
+    return;
+  }
+  // TLS: the handshake, still bounded by connect_timeout (the timer and State::connecting).
+  const TlsOptions& t = core_.options().tls;
+  const std::string host = t.server_name.empty() ? endpoint_.host : t.server_name;
+  error_code not_ip;
+  (void)asio::ip::make_address(host, not_ip);
+  // SNI: managed services route by it. Never an IP address (RFC 6066).
+  // (SSL_set_tlsext_host_name is this call behind an old-style cast.)
+  if (not_ip && SSL_ctrl(tls_->native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME,
+                         TLSEXT_NAMETYPE_host_name, const_cast<char*>(host.c_str())) != 1) {
+    connect_failed(Errc::connection_failed, "TLS: cannot send the server name " + host);
+    return;
+  }
+  tls_verify_error_.clear();
+  if (t.verify) {  // the context verifies the chain (verify_peer); this adds the name
+    tls_->set_verify_callback([this, host](bool preverified, asio::ssl::verify_context& ctx) {
+      return verify_certificate(host, preverified, ctx);
+    });
+  }
+  tls_handshaking_ = true;
+  tls_->async_handshake(asio::ssl::stream_base::client,
+                        [self = shared_from_this(), gen, keep = tls_](const error_code& e) {
+                          self->on_tls_handshake(gen, e);
+                        });
+}
+
+bool Connection::verify_certificate(const std::string& host, bool preverified,
+                                    asio::ssl::verify_context& ctx) {
+  X509_STORE_CTX* store = ctx.native_handle();
+  if (!preverified) {
+    const int err = X509_STORE_CTX_get_error(store);
+    tls_verify_error_ = std::string("certificate verify failed: ") +
+                        X509_verify_cert_error_string(err) + " (certificate " +
+                        subject_of(X509_STORE_CTX_get_current_cert(store)) + ")";
+    return false;
+  }
+  if (!asio::ssl::host_name_verification(host)(preverified, ctx)) {
+    tls_verify_error_ = "the server's certificate (" +
+                        subject_of(X509_STORE_CTX_get_current_cert(store)) + ") is not valid for " +
+                        host;
+    return false;
+  }
+  return true;
+}
+
+void Connection::on_tls_handshake(std::uint64_t gen, const error_code& ec) {
+  if (gen != gen_ || state_ != State::connecting) return;
+  tls_handshaking_ = false;
+  if (ec) {
+    std::string why = tls_verify_error_;
+    if (why.empty()) {
+      why = closed_by_peer(ec) ? "the server closed the connection" : describe(ec);
+    }
+    connect_failed(Errc::connection_failed, "TLS handshake with " + name_ + " failed: " + why);
+    return;
+  }
+  start_session();
+}
+
+void Connection::start_session() {
   reader_.reset();
   start_read();
 
@@ -142,7 +235,7 @@ void Connection::on_connected(std::uint64_t gen, const error_code& ec) {
   auto add = [this](std::span<const std::string_view> args, Errc on_error) {
     const Command c = Command::encode(args);
     write_buf_.append(c.data(), c.size());
-    in_flight_.push_back({nullptr, Kind::handshake, on_error});
+    in_flight_.push_back({nullptr, Kind::handshake, on_error, args.front().data()});
     ++handshake_left_;
   };
   if (!o.password.empty()) {
@@ -159,16 +252,29 @@ void Connection::on_connected(std::uint64_t gen, const error_code& ec) {
     const std::string_view args[] = {"SELECT", db};
     add(args, Errc::connection_failed);
   }
+  if (handshake_left_ == 0 && tls_) {
+    // With TLS 1.3 a server refuses a client certificate only after the client's handshake
+    // is done: a reply proves the session before anything queued is sent.
+    const std::string_view args[] = {"PING"};
+    add(args, Errc::connection_failed);
+  }
   if (handshake_left_ == 0) {
     on_ready();
     return;
   }
   state_ = State::handshaking;
+  start_write();
+}
+
+void Connection::start_write() {
   writing_ = true;
-  asio::async_write(socket_, asio::buffer(write_buf_),
-                    [self = shared_from_this(), gen](const error_code& e, std::size_t) {
-                      self->on_written(gen, e);
-                    });
+  auto done = [self = shared_from_this(), gen = gen_, keep = tls_](
+                  const error_code& e, std::size_t) { self->on_written(gen, e); };
+  if (tls_) {
+    asio::async_write(*tls_, asio::buffer(write_buf_), std::move(done));
+  } else {
+    asio::async_write(socket_, asio::buffer(write_buf_), std::move(done));
+  }
 }
 
 void Connection::on_ready() {
@@ -183,9 +289,13 @@ void Connection::on_ready() {
 }
 
 void Connection::start_read() {
-  socket_.async_read_some(asio::buffer(read_buf_),
-                          [self = shared_from_this(), gen = gen_](
-                              const error_code& ec, std::size_t n) { self->on_read(gen, ec, n); });
+  auto done = [self = shared_from_this(), gen = gen_, keep = tls_](
+                  const error_code& ec, std::size_t n) { self->on_read(gen, ec, n); };
+  if (tls_) {
+    tls_->async_read_some(asio::buffer(read_buf_), std::move(done));
+  } else {
+    socket_.async_read_some(asio::buffer(read_buf_), std::move(done));
+  }
 }
 
 void Connection::on_read(std::uint64_t gen, const error_code& ec, std::size_t n) {
@@ -198,9 +308,9 @@ void Connection::on_read(std::uint64_t gen, const error_code& ec, std::size_t n)
     }
   };
   if (ec) {
-    broken(Errc::connection_lost, ec == asio::error::eof
+    broken(Errc::connection_lost, closed_by_peer(ec)
                                       ? "connection closed by " + name_
-                                      : "reading from " + name_ + " failed: " + ec.message());
+                                      : "reading from " + name_ + " failed: " + describe(ec));
     return;
   }
   if (!reader_.feed(read_buf_.data(), n)) {
@@ -246,9 +356,8 @@ void Connection::dispatch(InFlight entry, Reply reply) {
       return;
     case Kind::handshake:
       if (reply.is_error()) {
-        connect_failed(entry.handshake_error,
-                       std::string(entry.handshake_error == Errc::auth_failed ? "AUTH" : "SELECT") +
-                           " failed on " + name_ + ": " + reply.str);
+        connect_failed(entry.handshake_error, std::string(entry.handshake_step) + " failed on " +
+                                                  name_ + ": " + reply.str);
         return;
       }
       if (--handshake_left_ == 0) on_ready();
@@ -290,12 +399,8 @@ void Connection::flush() {
     in_flight_.push_back({std::move(req), Kind::request});
   }
   if (!write_buf_.empty()) {
-    writing_ = true;
     Stats::add(core_.stats().writes);
-    asio::async_write(socket_, asio::buffer(write_buf_),
-                      [self = shared_from_this(), gen = gen_](const error_code& e, std::size_t) {
-                        self->on_written(gen, e);
-                      });
+    start_write();
   }
   for (auto& r : expired) {
     core_.fail(
@@ -308,7 +413,7 @@ void Connection::on_written(std::uint64_t gen, const error_code& ec) {
   if (gen != gen_) return;
   writing_ = false;
   if (ec) {
-    const std::string why = "writing to " + name_ + " failed: " + ec.message();
+    const std::string why = "writing to " + name_ + " failed: " + describe(ec);
     if (state_ == State::ready) {
       lost(Errc::connection_lost, why, Clock::now());
     } else {
@@ -370,6 +475,13 @@ void Connection::close_socket() {
     core_.stats().ready_connections.fetch_sub(1, std::memory_order_relaxed);
   error_code ignored;
   socket_.close(ignored);
+  if (tls_) {
+    // Closing the socket completes the stream's operations (aborted); their handlers hold the
+    // stream until they have run. No TLS close_notify: the connection is dropped either way.
+    tls_->next_layer().close(ignored);
+    tls_.reset();
+  }
+  tls_handshaking_ = false;
   resolver_.cancel();
   connect_timer_.cancel();
   writing_ = false;

@@ -1,8 +1,11 @@
-// One node's connection: a socket that is (re)opened on demand, a FIFO of requests waiting to
-// be written, a FIFO of requests written and awaiting their replies. I/O thread only.
+// One node's connection: a socket (plain TCP, or TLS when the client's options say so) that is
+// (re)opened on demand, a FIFO of requests waiting to be written, a FIFO of requests written
+// and awaiting their replies. I/O thread only.
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/ssl/verify_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <deque>
 #include <memory>
@@ -40,18 +43,31 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void shutdown();
 
  private:
+  // connecting: resolving, TCP connect and (TLS) the TLS handshake; handshaking: AUTH,
+  // SELECT (TLS: or a PING) sent, waiting for their replies.
   enum class State { idle, connecting, handshaking, ready, closed };
   enum class Kind { request, discard, handshake };
   struct InFlight {
     RequestPtr req;  // null for discard and handshake entries
     Kind kind = Kind::request;
     Errc handshake_error = Errc::auth_failed;
+    const char* handshake_step = "";  // "AUTH", "SELECT", "PING"
   };
+  using TlsStream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
 
+  /// The TCP socket of the current attempt (TLS: the one under the TLS stream).
+  boost::asio::ip::tcp::socket& tcp_socket() { return tls_ ? tls_->next_layer() : socket_; }
   void start_connect();
   void on_connected(std::uint64_t gen, const boost::system::error_code& ec);
+  void on_tls_handshake(std::uint64_t gen, const boost::system::error_code& ec);
+  /// TLS certificate check (verify=full): the chain, then the name `host`.
+  bool verify_certificate(const std::string& host, bool preverified,
+                          boost::asio::ssl::verify_context& ctx);
+  /// Connected (and TLS established): starts reading, sends AUTH and SELECT.
+  void start_session();
   void on_ready();
   void start_read();
+  void start_write();
   void on_read(std::uint64_t gen, const boost::system::error_code& ec, std::size_t n);
   void dispatch(InFlight entry, Reply reply);
   void schedule_flush();
@@ -68,7 +84,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Core& core_;
   const Endpoint endpoint_;
   const std::string name_;
-  boost::asio::ip::tcp::socket socket_;
+  boost::asio::ip::tcp::socket socket_;  // plain TCP
+  // TLS: a new stream (with its own socket) per attempt. Every handler of an operation on it
+  // holds it (a TLS operation still uses the stream after its socket was closed), so closing
+  // drops this pointer and the stream goes when the last aborted handler has run.
+  std::shared_ptr<TlsStream> tls_;
+  std::string tls_verify_error_;  // why verify_certificate() refused, for the message
+  bool tls_handshaking_ = false;  // the TLS handshake is under way (for the timeout's message)
   boost::asio::ip::tcp::resolver resolver_;
   boost::asio::steady_timer connect_timer_;
   State state_ = State::idle;

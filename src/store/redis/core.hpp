@@ -5,6 +5,7 @@
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
@@ -98,6 +99,9 @@ class Core {
   void submit_rejected(RequestPtr req, Errc e, std::string why);
   bool on_io_thread() const { return std::this_thread::get_id() == io_thread_id_; }
   const ClientOptions& options() const { return options_; }
+  /// The TLS settings every connection uses (CA, client certificate, verification); null
+  /// without TLS.
+  boost::asio::ssl::context* tls_context() const { return tls_.get(); }
   Stats& stats() { return stats_; }
   const Stats& stats() const { return stats_; }
   /// Fails every request with Errc::shutdown and joins the I/O thread.
@@ -132,6 +136,8 @@ class Core {
   void stop_all();
 
   const ClientOptions options_;
+  // Before io_ and the nodes: every TLS stream is gone before it is.
+  const std::unique_ptr<boost::asio::ssl::context> tls_;
   Stats stats_;
   boost::asio::io_context io_{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_{

@@ -1,9 +1,13 @@
 // The value types of redis_client.hpp: replies, errors, endpoints and URLs, key slots, scripts.
+#include <algorithm>
 #include <array>
 #include <boost/url/parse.hpp>
+#include <boost/url/parse_query.hpp>
+#include <boost/url/pct_string_view.hpp>
 #include <boost/url/url_view.hpp>
 #include <charconv>
 #include <cstdio>
+#include <utility>
 
 #include "admit/core/error.hpp"
 #include "admit/store/redis_client.hpp"
@@ -162,18 +166,132 @@ std::string_view trim(std::string_view s) {
 
 }  // namespace
 
+namespace {
+
+constexpr std::string_view kTlsParameters = "ca, cert, key, verify, server_name";
+
+// Applies the query of a rediss:// URL ("ca=...&verify=none") to o.tls.
+void apply_tls_query(std::string_view query, const std::string& value, ClientOptions& o) {
+  const auto params = boost::urls::parse_query(query);
+  if (!params) throw ValidationError("url", value, "the query is not valid");
+  std::vector<std::string> seen;
+  for (const auto& p : *params) {
+    const std::string key = p.key.decode();
+    const std::string v = p.value.decode();
+    if (key.empty() && !p.has_value) continue;  // "rediss://h?" or "?a=1&&b=2"
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
+      throw ValidationError("url", value, "the parameter '" + key + "' is given twice");
+    }
+    seen.push_back(key);
+    const bool needs_value = key != "verify";
+    if (needs_value && (!p.has_value || v.empty())) {
+      throw ValidationError("url", value, "the parameter '" + key + "' needs a value");
+    }
+    if (key == "ca") {
+      o.tls.ca_file = v;
+    } else if (key == "cert") {
+      o.tls.cert_file = v;
+    } else if (key == "key") {
+      o.tls.key_file = v;
+    } else if (key == "server_name") {
+      o.tls.server_name = v;
+    } else if (key == "verify") {
+      if (v == "full") {
+        o.tls.verify = true;
+      } else if (v == "none") {
+        o.tls.verify = false;
+      } else {
+        throw ValidationError("url", value, "verify must be full or none");
+      }
+    } else {
+      throw ValidationError(
+          "url", value,
+          "unknown parameter '" + key + "' (expected " + std::string(kTlsParameters) + ")");
+    }
+  }
+}
+
+std::string decoded(std::string_view part, const std::string& value) {
+  const auto pct = boost::urls::make_pct_string_view(part);
+  if (!pct) throw ValidationError("url", value, "bad percent-encoding in the credentials");
+  return pct->decode();
+}
+
+// "user:password" (either part may be empty) into o.username, o.password.
+void set_credentials(std::string user, std::string password, ClientOptions& o) {
+  o.username = std::move(user);
+  o.password = std::move(password);
+  if (!o.username.empty() && o.password.empty()) {
+    // "redis://secret@host" is how some tools write a password without a user.
+    o.password = std::exchange(o.username, {});
+  }
+}
+
+// "[rediss+]cluster://[userinfo@]host:port,host:port[?query]" after the scheme.
+ClientOptions parse_cluster_url(std::string_view rest, bool tls, const std::string& value) {
+  ClientOptions o;
+  o.cluster = true;
+  o.tls.enabled = tls;
+  if (rest.find('#') != std::string_view::npos) {
+    throw ValidationError("url", value, "a fragment is not supported");
+  }
+  const auto q = rest.find('?');
+  const std::string_view query = q == std::string_view::npos ? "" : rest.substr(q + 1);
+  std::string_view hosts = rest.substr(0, q);
+  if (q != std::string_view::npos) {
+    if (!tls) throw ValidationError("url", value, "parameters need rediss+cluster:// (TLS)");
+    apply_tls_query(query, value, o);
+  }
+  const auto at = hosts.rfind('@');
+  if (at != std::string_view::npos) {
+    const std::string_view userinfo = hosts.substr(0, at);
+    const auto colon = userinfo.find(':');
+    set_credentials(decoded(userinfo.substr(0, colon), value),
+                    colon == std::string_view::npos ? std::string()
+                                                    : decoded(userinfo.substr(colon + 1), value),
+                    o);
+    hosts.remove_prefix(at + 1);
+  }
+  if (!hosts.empty() && hosts.back() == '/') hosts.remove_suffix(1);
+  try {
+    o.seeds = parse_endpoints(hosts);
+  } catch (const ValidationError& e) {
+    throw ValidationError("url", value, e.reason());
+  }
+  return o;
+}
+
+}  // namespace
+
 ClientOptions parse_url(std::string_view url) {
   const std::string value(url);
+  constexpr std::string_view kCluster = "redis+cluster://";
+  constexpr std::string_view kTlsCluster = "rediss+cluster://";
+  if (url.starts_with(kCluster)) {
+    return parse_cluster_url(url.substr(kCluster.size()), false, value);
+  }
+  if (url.starts_with(kTlsCluster)) {
+    return parse_cluster_url(url.substr(kTlsCluster.size()), true, value);
+  }
   const auto parsed = boost::urls::parse_uri(url);
   if (!parsed) throw ValidationError("url", value, "not a URL (" + parsed.error().message() + ")");
   const boost::urls::url_view& u = *parsed;
-  if (u.scheme() != "redis") {
-    throw ValidationError("url", value, "the scheme must be redis:// (TLS is not supported)");
+  const bool tls = u.scheme() == "rediss";
+  if (u.scheme() != "redis" && !tls) {
+    throw ValidationError(
+        "url", value,
+        "the scheme must be redis://, rediss:// (TLS), redis+cluster:// or rediss+cluster://");
   }
-  if (u.has_query() || u.has_fragment()) {
-    throw ValidationError("url", value, "query and fragment are not supported");
-  }
+  if (u.has_fragment()) throw ValidationError("url", value, "a fragment is not supported");
   ClientOptions o;
+  o.tls.enabled = tls;
+  if (u.has_query()) {
+    if (!tls) {
+      throw ValidationError("url", value,
+                            "a query is not supported (TLS parameters need rediss://)");
+    }
+    apply_tls_query(u.encoded_query(), value, o);
+  }
   Endpoint ep;
   ep.host = u.host_address();
   if (ep.host.empty()) throw ValidationError("url", value, "the host is missing");
@@ -182,12 +300,7 @@ ClientOptions parse_url(std::string_view url) {
   }
   o.seeds.push_back(std::move(ep));
   if (u.has_userinfo()) {
-    o.username = u.user();
-    if (u.has_password()) o.password = u.password();
-    if (!o.username.empty() && o.password.empty()) {
-      // "redis://secret@host" is how some tools write a password without a user.
-      o.password = std::exchange(o.username, {});
-    }
+    set_credentials(u.user(), u.has_password() ? std::string(u.password()) : std::string(), o);
   }
   std::string_view path = u.encoded_path();
   if (!path.empty() && path != "/") {
@@ -200,6 +313,21 @@ ClientOptions parse_url(std::string_view url) {
     o.db = db;
   }
   return o;
+}
+
+std::string display_url(const ClientOptions& options) {
+  std::string out = options.tls.enabled ? "rediss" : "redis";
+  if (options.cluster) {
+    out += "+cluster://";
+    for (std::size_t i = 0; i < options.seeds.size(); ++i) {
+      if (i > 0) out += ',';
+      out += options.seeds[i].to_string();
+    }
+    return out;
+  }
+  out += "://";
+  if (!options.seeds.empty()) out += options.seeds.front().to_string();
+  return out + "/" + std::to_string(options.db);
 }
 
 std::vector<Endpoint> parse_endpoints(std::string_view list) {
