@@ -512,12 +512,28 @@ TEST_P(StoreConformance, HoldsReleaseOwnLeaseAndExpireExactly) {
 
 // ------------------------------------------------------------------------ durable leases
 
-// Applies `op` after setting its lease-record fields; returns what apply returned.
+// The lease-record fields of an op (Op::lease_record, lease_record_next, lease_guard).
 struct RecordOp {
   std::string_view record;
   std::string_view next;
   bool guard = false;
 };
+
+// One op on key (e, r) in group "g" with the record fields `r`; reads in that group too (a
+// distributed store keeps the group in the key: Op::group).
+Applied leased_op(Store& store, const Namespace& ns, OpKind kind, Micros now,
+                  std::vector<OpItem> items, std::uint64_t id, Micros expiry, RecordOp r) {
+  static const std::vector<KeyParts> keys{{"e", "r"}};
+  Applied a;
+  a.items.resize(items.size());
+  Op op = test::make_op(kind, ns, now, keys, items, id, expiry);
+  op.group = "g";
+  op.lease_record = r.record;
+  op.lease_record_next = r.next;
+  op.lease_guard = r.guard;
+  a.ok = store.apply(op, a.items);
+  return a;
+}
 
 // Verifies a durable lease's record is written only with an admitted acquire, read back by
 // (namespace, group, id), replaced by a guarded adjust, deleted by a guarded release, and that
@@ -526,19 +542,9 @@ TEST_P(StoreConformance, LeaseRecordsFollowTheirLeaseExactlyOnce) {
   ASSERT_TRUE(store().capabilities().leases) << GetParam().name;
   const std::vector<KeyParts> keys{{"e", "r"}};
   const Micros expiry = kStart + 30 * kSec;
-  auto run = [&](OpKind kind, Micros now, std::vector<OpItem> items, std::uint64_t id, RecordOp r,
-                 std::string_view group = "g") {
-    Applied a;
-    a.items.resize(items.size());
-    Op op = test::make_op(kind, ns_, now, keys, items, id, expiry);
-    op.group = group;
-    op.lease_record = r.record;
-    op.lease_record_next = r.next;
-    op.lease_guard = r.guard;
-    a.ok = store().apply(op, a.items);
-    return a;
+  auto run = [&](OpKind kind, Micros now, std::vector<OpItem> items, std::uint64_t id, RecordOp r) {
+    return leased_op(store(), ns_, kind, now, items, id, expiry, r);
   };
-  // Reads in the ops' group: a distributed store keeps it in the key (Op::group).
   auto avail = [&](Micros now, const KeyParts&, const Limit& l) {
     return run(OpKind::read, now, {OpItem{0, &l, 0, 0}}, 0, {}).items.at(0).available;
   };
@@ -592,17 +598,8 @@ TEST_P(StoreConformance, ExtendMovesHoldsAndRecordExpiry) {
   const std::vector<KeyParts> keys{{"e", "r"}};
   auto op_with = [&](OpKind kind, Micros now, std::vector<OpItem> items, std::uint64_t id,
                      Micros expiry, RecordOp r) {
-    Applied a;
-    a.items.resize(items.size());
-    Op op = test::make_op(kind, ns_, now, keys, items, id, expiry);
-    op.group = "g";
-    op.lease_record = r.record;
-    op.lease_record_next = r.next;
-    op.lease_guard = r.guard;
-    a.ok = store().apply(op, a.items);
-    return a;
+    return leased_op(store(), ns_, kind, now, items, id, expiry, r);
   };
-  // Reads in the ops' group: a distributed store keeps it in the key (Op::group).
   auto avail = [&](Micros now, const KeyParts&, const Limit& l) {
     return op_with(OpKind::read, now, {OpItem{0, &l, 0, 0}}, 0, 0, {}).items.at(0).available;
   };
