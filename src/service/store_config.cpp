@@ -52,6 +52,11 @@ class StoreReader : detail::YamlReader {
         } else {
           fail(e.value, path, v, "expected per_op or write_behind");
         }
+      } else if (e.key == "max_keys") {
+        if (c.kind != StoreKind::memory) {
+          fail(e.key_node, path, e.key, "applies to the memory store only");
+        }
+        c.memory.max_keys = static_cast<std::size_t>(integer(e.value, path, 1, 1'000'000'000'000));
       } else if (e.key == "write_behind_ms") {
         only(c, StoreKind::sqlite, e, path);
         c.sqlite.write_behind_interval = integer(e.value, path, 1, 3'600'000) * 1000;
@@ -105,7 +110,8 @@ class StoreReader : detail::YamlReader {
         c.config_ttl = integer(e.value, path, 0, 86'400'000) * 1000;
       } else {
         fail(e.key_node, path, e.key,
-             "unknown key (expected url, durability, write_behind_ms, busy_timeout_ms, prefix, "
+             "unknown key (expected url, max_keys, durability, write_behind_ms, busy_timeout_ms, "
+             "prefix, "
              "username, password, command_timeout_ms, connect_timeout_ms, unavailable, "
              "fleet_size, limits or limits_ttl_ms)");
       }
@@ -184,9 +190,11 @@ StoreConfig parse_store_config(const YAML::Node& node, const std::string& source
 OpenStore::OpenStore(const StoreConfig& config) {
   switch (config.kind) {
     case StoreKind::memory:
-      primary_ = std::make_unique<MemoryStore>();
+      primary_ = std::make_unique<MemoryStore>(config.memory);
       top_ = primary_.get();
-      description_ = "memory";
+      description_ = config.memory.max_keys == 0
+                         ? std::string("memory")
+                         : "memory (max_keys " + std::to_string(config.memory.max_keys) + ")";
       return;
     case StoreKind::sqlite:
       primary_ = std::make_unique<SqliteStore>(config.sqlite);

@@ -12,6 +12,7 @@
 #include "admit/core/time.hpp"
 #include "admit/limiter.hpp"
 #include "admit/store/guarded_store.hpp"
+#include "admit/store/memory_store.hpp"
 #include "admit/store/redis_store.hpp"
 #include "admit/store/sqlite_store.hpp"
 #include "admit/store/store.hpp"
@@ -24,6 +25,7 @@ enum class StoreKind { memory, sqlite, redis };
 struct StoreConfig {
   StoreKind kind = StoreKind::memory;
   std::string url = "memory";  ///< as written, password removed (for logs)
+  MemoryStoreOptions memory;   ///< kind memory (`max_keys`)
   SqliteStoreOptions sqlite;   ///< kind sqlite
   RedisStoreOptions redis;     ///< kind redis
   /// sqlite, redis: the unavailable policy (fail_closed unless `unavailable:` says otherwise).

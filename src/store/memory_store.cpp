@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -102,8 +103,12 @@ struct MemoryStore::Impl {
   std::mutex cfg_mu;
   std::map<ConfigId, std::string, std::less<>> config;
 
+  std::size_t shard_cap = 0;  // MemoryStoreOptions::max_keys per shard; 0 = none
+  std::atomic<std::uint64_t> cap_refusals{0};
+
   explicit Impl(const MemoryStoreOptions& o)
-      : nshards(std::bit_ceil(std::max<std::size_t>(o.shards, 1))) {
+      : nshards(std::bit_ceil(std::max<std::size_t>(o.shards, 1))),
+        shard_cap(o.max_keys == 0 ? 0 : (o.max_keys + nshards - 1) / nshards) {
     shards = std::make_unique<Shard[]>(nshards);
     mask = nshards - 1;
     std::mt19937_64 rng;
@@ -210,6 +215,25 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
     }
   }
 
+  // The key cap: an acquire or record needing a new key in a full shard (after pruning it) is
+  // refused before anything changes.
+  if (im.shard_cap != 0 && (op.kind == OpKind::acquire || op.kind == OpKind::record)) {
+    for (const OpItem& it : op.items) {
+      Shard& sh = im.shards[shard_ids[it.key]];
+      if (sh.states.size() + sh.holds.size() < im.shard_cap) continue;
+      const Fp f = Impl::derive(bases[it.key], *it.limit);
+      const bool exists =
+          it.limit->kind() == LimitKind::concurrency ? sh.holds.contains(f) : sh.states.contains(f);
+      if (exists) continue;
+      sh.prune_locked(now);
+      if (sh.states.size() + sh.holds.size() < im.shard_cap) continue;
+      im.cap_refusals.fetch_add(1, std::memory_order_relaxed);
+      throw StoreUnavailable("memory store: max_keys reached (" +
+                             std::to_string(im.shard_cap * im.nshards) +
+                             " live keys); a new key waits until idle ones are pruned");
+    }
+  }
+
   // The kernel checks and changes; this store only locates state in the locked shards.
   struct Access {
     Shard* shards;
@@ -313,6 +337,10 @@ std::size_t MemoryStore::prune(Micros now) {
     n += sh.prune_locked(now);
   }
   return n;
+}
+
+std::uint64_t MemoryStore::key_cap_refusals() const {
+  return impl_->cap_refusals.load(std::memory_order_relaxed);
 }
 
 std::size_t MemoryStore::size() const {

@@ -323,6 +323,11 @@ TEST(ConfigTest, StoreSection) {
   EXPECT_EQ(sqlite.store.sqlite.path, "/tmp/a.db");
   EXPECT_EQ(sqlite.store.sqlite.durability, Durability::write_behind);
   EXPECT_EQ(sqlite.store.guard.policy, UnavailablePolicy::fail_closed);
+  const Config capped = parse_config("store: {url: memory, max_keys: 1000000}\n", "t.yaml");
+  EXPECT_EQ(capped.store.memory.max_keys, 1'000'000u);
+  EXPECT_THROW(parse_config("store: {url: \"sqlite:/tmp/a.db\", max_keys: 5}\n", "t.yaml"),
+               ValidationError);
+  EXPECT_THROW(parse_config("store: {url: memory, max_keys: 0}\n", "t.yaml"), ValidationError);
 
   ::setenv("ADMIT_TEST_REDIS_PASSWORD", "s3cret", 1);
   const Config redis = parse_config(R"(store:

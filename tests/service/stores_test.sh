@@ -43,6 +43,31 @@ if start_server --config "$TMP/sqlite.yaml" --listen 127.0.0.1:0; then
   fi
 fi
 
+# ---------------------------------------------------------------- memory: the live-key cap
+# max_keys 64 over 64 shards: one live key per shard. New entities fill the shards; one that
+# needs a key in a full shard gets 503 store_unavailable naming max_keys, while an entity
+# already admitted keeps being served.
+cat >"$TMP/capped.yaml" <<EOF
+store: {url: memory, max_keys: 64}
+resources:
+  m: [{name: rpd, window: day, limit: 1000}]
+EOF
+if start_server --config "$TMP/capped.yaml" --listen 127.0.0.1:0; then
+  n200=0 n503=0 first=""
+  for i in $(seq 200); do
+    req POST /v1/acquire "{\"entity\":\"e$i\",\"resource\":\"m\",\"amounts\":{\"rpd\":1},\"lease\":false}"
+    if is 200; then n200=$((n200 + 1)); [ -z "$first" ] && first=e$i; fi
+    if is 503 && has max_keys; then n503=$((n503 + 1)); fi
+  done
+  [ "$n200" -le 64 ] && [ "$n503" -gt 0 ] && [ $((n200 + n503)) -eq 200 ] &&
+    ok "max_keys 64: $n200 new keys admitted, $n503 refused with 503" ||
+    ko "max_keys 64: at most 64 admitted, the rest 503" "200: $n200, 503: $n503"
+  req POST /v1/acquire "{\"entity\":\"$first\",\"resource\":\"m\",\"amounts\":{\"rpd\":1},\"lease\":false}"
+  check "a live key keeps working at the cap" is 200
+  check "startup log names the cap" grep -q "store=memory (max_keys 64)" "$LOG"
+  stop_server
+fi
+
 # ---------------------------------------------------------------- config errors
 cat >"$TMP/bad.yaml" <<EOF
 store:

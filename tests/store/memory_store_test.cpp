@@ -51,6 +51,31 @@ class StoreTest : public ::testing::Test {
   }
 };
 
+// Verifies the key cap: with max_keys reached, an acquire or record needing a new key is
+// refused (StoreUnavailable, counted) while live keys keep working and lease ops go through;
+// once keys go idle, pruning makes room again.
+TEST(MemoryStoreCap, NewKeysWaitForRoomLiveKeysKeepWorking) {
+  MemoryStoreOptions o;
+  o.shards = 1;
+  o.max_keys = 3;
+  MemoryStore capped(o);
+  const Namespace n = capped.open_namespace("cap");
+  const Limit l = Limit::per_minute("rpm", 10);
+  auto acquire = [&](std::string_view entity, Micros now, OpKind kind = OpKind::acquire) {
+    const std::vector<KeyParts> keys{{entity, "m"}};
+    return test::apply_op(capped, n, kind, now, keys, {OpItem{0, &l, 1, 0}});
+  };
+  for (const char* e : {"a", "b", "c"}) EXPECT_TRUE(acquire(e, kStart).ok) << e;
+  EXPECT_THROW(acquire("d", kStart), StoreUnavailable);
+  EXPECT_THROW(acquire("d", kStart, OpKind::record), StoreUnavailable);
+  EXPECT_EQ(capped.key_cap_refusals(), 2u);
+  EXPECT_TRUE(acquire("a", kStart).ok);  // a live key keeps working
+  EXPECT_EQ(capped.size(), 3u);
+  // One refill period (6 s per unit, 2 units) later a, b, c are idle: pruned for d.
+  EXPECT_TRUE(acquire("d", kStart + 13 * kMicrosPerSecond).ok);
+  EXPECT_LE(capped.size(), 3u);
+}
+
 // Verifies a prepared KeyHandle addresses the same state as the raw key parts.
 TEST_F(StoreTest, PreparedHandlesAddressTheSameState) {
   const std::vector<KeyParts> keys = {{"child", "r"}, {"parent", "r"}};

@@ -15,6 +15,15 @@ struct MemoryStoreOptions {
   std::size_t shards = 64;  ///< rounded up to a power of two
   /// Secret seed for key fingerprints; 0 = random per store (recommended).
   std::uint64_t seed = 0;
+  /**
+   * The most live keys (states and hold lists) the store keeps; 0 = no cap. Split evenly over
+   * the shards: a shard holds at most ceil(max_keys / shards). An acquire or record that needs
+   * a new key in a full shard first prunes that shard's idle keys; if it is still full, the op
+   * is refused with StoreUnavailable (code store_unavailable: nothing is evicted, so no live
+   * usage is ever lost) and counted (key_cap_refusals). Keys already live keep working; lease
+   * ops (adjust, release, extend) and clamps are never refused.
+   */
+  std::size_t max_keys = 0;
 };
 
 /**
@@ -36,6 +45,8 @@ class MemoryStore final : public Store {
   void reset_namespace(const Namespace& ns) override;
   std::size_t prune(Micros now) override;
   std::size_t size() const override;
+  /// Ops refused because a shard was full (MemoryStoreOptions::max_keys).
+  std::uint64_t key_cap_refusals() const;
   StoreCapabilities capabilities() const override { return {.leases = true}; }
   std::string name() const override { return "memory"; }
 
