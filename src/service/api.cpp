@@ -24,9 +24,11 @@ constexpr std::size_t kMaxAmounts = 64;  // the Limiter checks at most 64 names 
 
 std::string str(std::string_view s) { return std::string(s); }
 
+}  // namespace
+
 // The limit as PUT /v1/limits/... takes it (limit_codec.hpp's form: it can be sent back as
 // it is), with where it came from and a description.
-json::object limit_json(const Limit& l, ConfigSource source) {
+json::object limit_object(const Limit& l, ConfigSource source) {
   json::value v = json::parse(encode_limits(std::span(&l, 1)));
   json::object o = std::move(v.as_array().at(0).as_object());
   o["source"] = str(to_string(source));
@@ -34,6 +36,8 @@ json::object limit_json(const Limit& l, ConfigSource source) {
   o["description"] = l.describe();
   return o;
 }
+
+namespace {
 
 // ---- the route table ----
 
@@ -321,23 +325,7 @@ void Api::handle(std::string_view method, std::string_view target, std::string_v
                q == std::string_view::npos ? std::string_view() : target.substr(q + 1),
                body,
                {}};
-  // The route's label for the request metrics: its template, so ids make no new series.
-  std::string_view label = "other";
-  for (const Route& route : kRoutes) {
-    std::vector<std::string> ignored;
-    if (matches(route.info.path, r.path, ignored)) label = route.info.path;
-  }
-  Metrics* metrics = impl_->metrics;
-  Reply counted = [metrics, label, start, done = std::move(done)](Response res) mutable {
-    if (metrics != nullptr) {
-      try {
-        metrics->request(label, res.status, std::chrono::steady_clock::now() - start);
-      } catch (...) {  // out of memory: the answer matters more than its count
-      }
-    }
-    done(std::move(res));
-  };
-  impl_->route(r, counted);
+  impl_->route(r, std::move(done), start);
 }
 
 Response Api::handle(std::string_view method, std::string_view target,
@@ -348,20 +336,35 @@ Response Api::handle(std::string_view method, std::string_view target,
   return f.get();
 }
 
-void Api::Impl::route(const ApiRequest& req, Reply& done) {
+void Api::Impl::route(const ApiRequest& req, Reply reply,
+                      std::chrono::steady_clock::time_point start) {
+  // One pass over the table: the route of (method, path), else the methods the path has.
+  ApiRequest r = req;
+  const Route* found = nullptr;
+  std::string_view label = "other";  // the metrics label: the template, so ids add no series
+  std::string allow;
+  for (const Route& route : kRoutes) {
+    if (!matches(route.info.path, r.path, r.params)) continue;
+    label = route.info.path;
+    if (route.info.method == r.method) {
+      found = &route;
+      break;
+    }
+    if (!allow.empty()) allow += ", ";
+    allow += route.info.method;
+  }
+  Reply done = [m = metrics, label, start, reply = std::move(reply)](Response res) mutable {
+    if (m != nullptr) {
+      try {
+        m->request(label, res.status, std::chrono::steady_clock::now() - start);
+      } catch (...) {  // out of memory: the answer matters more than its count
+      }
+    }
+    reply(std::move(res));
+  };
   // `done` is moved out by an asynchronous route; every failure before that answers here.
   try {
-    ApiRequest r = req;
-    std::string allow;
-    for (const Route& route : kRoutes) {
-      if (!matches(route.info.path, r.path, r.params)) continue;
-      if (route.info.method != r.method) {
-        if (!allow.empty()) allow += ", ";
-        allow += route.info.method;
-        continue;
-      }
-      return route.handler(*this, r, done);
-    }
+    if (found != nullptr) return found->handler(*this, r, done);
     if (!allow.empty()) {
       Response res =
           error(405, "method " + printable(r.method) + " not allowed on " + printable(r.path), {},
@@ -438,7 +441,7 @@ Response Api::Impl::list_limits() {
   for (const std::string& r : limiter.resources()) {
     json::array limits;
     for (const auto& [limit, source] : limiter.resolve("", r)) {
-      limits.push_back(limit_json(limit, source));
+      limits.push_back(limit_object(limit, source));
     }
     resources.push_back(json::object{{"resource", r}, {"limits", std::move(limits)}});
   }
@@ -452,7 +455,5 @@ Response Api::Impl::render_metrics() {
   if (metrics == nullptr) return error(404, "no route /metrics (metrics are off)", {}, "no_route");
   return Response{200, metrics->render(), -1, {}, std::string(Metrics::kContentType), {}, {}};
 }
-
-json::object limit_object(const Limit& l, ConfigSource source) { return limit_json(l, source); }
 
 }  // namespace admit::service

@@ -8,6 +8,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -96,7 +97,8 @@ struct Api::Impl {
   std::map<Provider, std::unique_ptr<Discovery>> discovery;
   Discovery& discovery_for(Provider p);
 
-  void route(const ApiRequest& r, Reply& done);
+  /// Answers `r` through its route (counting it in the metrics), or 404 / 405.
+  void route(const ApiRequest& r, Reply reply, std::chrono::steady_clock::time_point start);
   /// The request's body (parse_body), without its optional "namespace" field, which must name
   /// the namespace this admitd serves (auth.hpp reads it to check a token's namespaces).
   json::object body_of(const ApiRequest& r, bool empty_ok = false) const;
