@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <cstddef>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -101,32 +102,39 @@ int main(int argc, char** argv) {
     }
     const admit::service::OpenStore store(config.store);
     admit::SystemClock clock;
-    admit::LimiterOptions limiter_options;
-    limiter_options.ns = config.ns;
-    limiter_options.config = config.store.config;
-    limiter_options.config_ttl = config.store.config_ttl;
-    admit::Limiter limiter(store.store(), clock, limiter_options);
-    admit::service::apply_config(config, limiter);
+    // A Limiter per namespace, on the one store; the first serves requests naming none.
+    std::deque<admit::Limiter> limiter_storage;
+    std::vector<admit::Limiter*> limiters;
+    for (const admit::service::NamespaceConfig* ns : config.namespaces()) {
+      admit::LimiterOptions limiter_options;
+      limiter_options.ns = ns->ns;
+      limiter_options.config = config.store.config;
+      limiter_options.config_ttl = config.store.config_ttl;
+      limiters.push_back(&limiter_storage.emplace_back(store.store(), clock, limiter_options));
+      admit::service::apply_config(*ns, *limiters.back());
+    }
 
     // The resources with a metrics label of their own: those the config names.
     const auto resources_of = [](const admit::service::Config& c) {
       std::vector<std::string> names;
-      for (const auto& r : c.resources) names.push_back(r.first);
+      for (const admit::service::NamespaceConfig* ns : c.namespaces()) {
+        for (const auto& r : ns->resources) names.push_back(r.first);
+      }
       return names;
     };
-    admit::service::Metrics metrics(limiter, resources_of(config));
+    admit::service::Metrics metrics(*limiters.front(), resources_of(config));
     metrics.watch_store(store.guard());
     // SIGHUP reads the file again; a bad file, or one that changes what needs a restart, is
     // refused and the config in force keeps serving (service/reload.hpp).
     admit::service::Reloader reloader(
-        config_path, config, limiter,
+        config_path, config, limiters,
         [&](const admit::service::Config& next) { metrics.set_resources(resources_of(next)); });
     options.on_hangup = [&reloader] { (void)reloader.reload(); };
     api_options.reload = [&reloader] {
       const admit::service::ReloadResult r = reloader.reload();
       return std::pair(r.applied, r.message);
     };
-    admit::service::Api api(limiter, &metrics, api_options);
+    admit::service::Api api(limiters, &metrics, api_options);
     admit::service::HttpHandler handler(api, auth, admit::service::RequestGuard(config.http),
                                         config.ns);
     http::Server server(handler, options);  // installs the signal handlers
@@ -138,11 +146,15 @@ int main(int argc, char** argv) {
                    "authentication\n",
                    options.host.c_str());
     }
+    std::string namespaces;
+    for (const admit::service::NamespaceConfig* ns : config.namespaces()) {
+      namespaces += (namespaces.empty() ? "" : ",") + ns->ns;
+    }
     std::fprintf(stderr,
-                 "admitd listening on %s:%u, store=%s, config=%s, namespace=%s, threads=%d, "
+                 "admitd listening on %s:%u, store=%s, config=%s, namespaces=%s, threads=%d, "
                  "max_connections=%zu\n",
                  options.host.c_str(), static_cast<unsigned>(server.port()),
-                 store.describe().c_str(), config_path.c_str(), config.ns.c_str(), threads,
+                 store.describe().c_str(), config_path.c_str(), namespaces.c_str(), threads,
                  server.max_connections());
     server.run();
     std::fprintf(stderr, "admitd: stopped\n");

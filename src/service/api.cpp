@@ -6,6 +6,7 @@
 #include <chrono>
 #include <future>
 #include <limits>
+#include <stdexcept>
 #include <utility>
 
 #include "admit/core/error.hpp"
@@ -96,7 +97,7 @@ const Route kRoutes[] = {
     {{"POST", "/v1/leases/{lease_id}/rollback", "decide",
       "End a lease giving its usage back; frees its slots"},
      rollback},
-    {{"GET", "/v1/limits", "decide", "Every resource's limits"}, plain<&I::list_limits>},
+    {{"GET", "/v1/limits", "decide", "Every resource's limits"}, sync<&I::list_limits>},
     {{"GET", "/v1/limits/resolve", "decide",
       "The limits of (entity, resource) and where each comes from"},
      sync<&I::resolve>},
@@ -301,8 +302,9 @@ std::optional<std::string> query_param(std::string_view query, std::string_view 
 
 // ---- Api ----
 
-Api::Impl::Impl(Limiter& l, Metrics* m, ApiOptions o)
-    : limiter(l), metrics(m), options(o), work(boost::asio::make_work_guard(waits)) {
+Api::Impl::Impl(std::vector<Limiter*> l, Metrics* m, ApiOptions o)
+    : limiters(std::move(l)), metrics(m), options(o), work(boost::asio::make_work_guard(waits)) {
+  if (limiters.empty()) throw std::invalid_argument("Api: no namespace to serve");
   waiter = std::thread([this] { waits.run(); });
 }
 
@@ -313,7 +315,9 @@ Api::Impl::~Impl() {
 }
 
 Api::Api(Limiter& limiter, Metrics* metrics, ApiOptions options)
-    : impl_(std::make_unique<Impl>(limiter, metrics, options)) {}
+    : Api(std::vector<Limiter*>{&limiter}, metrics, std::move(options)) {}
+Api::Api(std::vector<Limiter*> limiters, Metrics* metrics, ApiOptions options)
+    : impl_(std::make_unique<Impl>(std::move(limiters), metrics, std::move(options))) {}
 Api::~Api() = default;
 
 void Api::handle(std::string_view method, std::string_view target, std::string_view body,
@@ -392,19 +396,54 @@ void Api::Impl::route(const ApiRequest& req, Reply reply,
   }
 }
 
+Limiter* Api::Impl::find_namespace(std::string_view ns) const {
+  for (Limiter* l : limiters) {
+    if (l->options().ns == ns) return l;
+  }
+  return nullptr;
+}
+
+namespace {
+
+[[noreturn]] void unknown_namespace(const std::vector<Limiter*>& limiters, std::string_view ns) {
+  std::string served;
+  for (const Limiter* l : limiters)
+    served += (served.empty() ? "'" : ", '") + l->options().ns + "'";
+  throw BadRequest{"no namespace '" + printable(ns) + "' here (this admitd serves " + served + ")",
+                   "namespace", "unknown_namespace", 404};
+}
+
+}  // namespace
+
 json::object Api::Impl::body_of(const ApiRequest& r, bool empty_ok) const {
   json::object o = parse_body(r.body, empty_ok);
   if (const json::value* ns = o.if_contains("namespace")) {
     const json::string* s = ns->if_string();
     if (s == nullptr) throw BadRequest{"must be a string", "namespace", "invalid_type"};
-    if (*s != limiter.options().ns) {
-      throw BadRequest{"this admitd serves namespace '" + limiter.options().ns + "', not '" +
-                           printable(*s) + "'",
-                       "namespace", "unknown_namespace", 404};
+    Limiter* l = find_namespace(*s);
+    if (l == nullptr) unknown_namespace(limiters, *s);
+    if (!r.query.empty()) {
+      const std::optional<std::string> q = query_param(r.query, "namespace");
+      if (q && *q != *s) {
+        throw BadRequest{"the body and the query name different namespaces", "namespace",
+                         "invalid_request"};
+      }
     }
+    r.limiter = l;
     o.erase("namespace");
   }
   return o;
+}
+
+Limiter& Api::Impl::lim(const ApiRequest& r) const {
+  if (r.limiter == nullptr) {
+    // The first namespace without a query (the common case: no query string to parse).
+    const std::optional<std::string> ns =
+        r.query.empty() ? std::nullopt : query_param(r.query, "namespace");
+    r.limiter = ns ? find_namespace(*ns) : limiters.front();
+    if (r.limiter == nullptr) unknown_namespace(limiters, *ns);
+  }
+  return *r.limiter;
 }
 
 Response Api::Impl::reload(const ApiRequest& r) {
@@ -423,20 +462,21 @@ Response Api::Impl::ready() {
   try {
     const ConfigKey key{ConfigKind::system, {}, {}};
     std::optional<std::string> value;
-    Store& store = limiter.store();
-    store.get_config(store.open_namespace(limiter.options().ns), std::span(&key, 1),
+    Store& store = limiters.front()->store();
+    store.get_config(store.open_namespace(limiters.front()->options().ns), std::span(&key, 1),
                      std::span(&value, 1));
   } catch (const std::exception& e) {
     Response res = reply(503, json::object{{"status", "unavailable"},
-                                           {"store", limiter.store().name()},
+                                           {"store", limiters.front()->store().name()},
                                            {"reason", e.what()}});
     res.retry_after = 1;
     return res;
   }
-  return reply(200, json::object{{"status", "ready"}, {"store", limiter.store().name()}});
+  return reply(200, json::object{{"status", "ready"}, {"store", limiters.front()->store().name()}});
 }
 
-Response Api::Impl::list_limits() {
+Response Api::Impl::list_limits(const ApiRequest& req) {
+  Limiter& limiter = lim(req);
   json::array resources;
   for (const std::string& r : limiter.resources()) {
     json::array limits;

@@ -65,6 +65,11 @@ class Api {
   /// GET /metrics; without it, /metrics is a 404. Starts one thread for waiting acquires
   /// (timeout_ms > 0): a waiter costs a timer on it, not a thread.
   explicit Api(Limiter& limiter, Metrics* metrics = nullptr, ApiOptions options = {});
+  /// Several namespaces, a Limiter each (of distinct namespaces, sharing one store or not):
+  /// a request names its namespace in its body's "namespace" field or the query's
+  /// `namespace`; one that names none goes to limiters[0]. @throws std::invalid_argument for
+  /// an empty list.
+  Api(std::vector<Limiter*> limiters, Metrics* metrics = nullptr, ApiOptions options = {});
   ~Api();
   Api(const Api&) = delete;
   Api& operator=(const Api&) = delete;

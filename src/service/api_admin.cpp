@@ -70,7 +70,7 @@ Response Api::Impl::resolve(const ApiRequest& r) {
   validate_name("resource", *resource);
   if (entity) validate_name("entity", *entity);
   json::array limits;
-  for (const auto& [limit, source] : limiter.resolve(entity.value_or(""), *resource)) {
+  for (const auto& [limit, source] : lim(r).resolve(entity.value_or(""), *resource)) {
     limits.push_back(limit_object(limit, source));
   }
   return reply(200, json::object{{"entity", entity.value_or("")},
@@ -86,11 +86,11 @@ Response Api::Impl::stats(const ApiRequest& r) {
   if (!entity) throw BadRequest{"missing query parameter", "entity", "missing_field"};
   json::array out;
   if (resource) {
-    out.push_back(stats_object(limiter.stats(*entity, *resource)));
+    out.push_back(stats_object(lim(r).stats(*entity, *resource)));
   } else {
-    for (const ResourceStats& rs : limiter.all_stats(*entity)) out.push_back(stats_object(rs));
+    for (const ResourceStats& rs : lim(r).all_stats(*entity)) out.push_back(stats_object(rs));
   }
-  return reply(200, json::object{{"namespace", limiter.options().ns}, {"stats", std::move(out)}});
+  return reply(200, json::object{{"namespace", lim(r).options().ns}, {"stats", std::move(out)}});
 }
 
 Response Api::Impl::put_limits(const ApiRequest& r) {
@@ -104,16 +104,16 @@ Response Api::Impl::put_limits(const ApiRequest& r) {
   const json::value echo = json::parse(encode_limits(limits));
   switch (l.kind) {
     case Level::system:
-      limiter.set_default_limits(std::move(limits));
+      lim(r).set_default_limits(std::move(limits));
       break;
     case Level::per_resource:
-      limiter.set_limits(l.resource, std::move(limits));
+      lim(r).set_limits(l.resource, std::move(limits));
       break;
     case Level::per_entity_default:
-      limiter.set_entity_default_limits(l.entity, std::move(limits));
+      lim(r).set_entity_default_limits(l.entity, std::move(limits));
       break;
     case Level::per_entity:
-      limiter.set_entity_limits(l.entity, l.resource, std::move(limits));
+      lim(r).set_entity_limits(l.entity, l.resource, std::move(limits));
       break;
   }
   return reply(200, json::object{{"entity", l.entity}, {"resource", l.resource}, {"limits", echo}});
@@ -123,16 +123,16 @@ Response Api::Impl::delete_limits(const ApiRequest& r) {
   const Level l = level_of(r);
   switch (l.kind) {
     case Level::system:
-      limiter.set_default_limits({});
+      lim(r).set_default_limits({});
       break;
     case Level::per_resource:
-      limiter.remove_limits(l.resource);
+      lim(r).remove_limits(l.resource);
       break;
     case Level::per_entity_default:
-      limiter.remove_entity_default_limits(l.entity);
+      lim(r).remove_entity_default_limits(l.entity);
       break;
     case Level::per_entity:
-      limiter.remove_entity_limits(l.entity, l.resource);
+      lim(r).remove_entity_limits(l.entity, l.resource);
       break;
   }
   return reply(200, json::object{{"entity", l.entity}, {"resource", l.resource}});
@@ -146,14 +146,14 @@ Response Api::Impl::put_parent(const ApiRequest& r) {
   const json::value* v = o.if_contains("parent");
   if (v == nullptr) throw BadRequest{"missing field", "parent", "missing_field"};
   const std::string parent = name_field(*v, "parent");
-  limiter.set_parent(entity, parent);  // ValidationError on a cycle or too deep a chain
+  lim(r).set_parent(entity, parent);  // ValidationError on a cycle or too deep a chain
   return reply(200, json::object{{"entity", entity}, {"parent", parent}});
 }
 
 Response Api::Impl::delete_parent(const ApiRequest& r) {
   const std::string& entity = r.params.at(0);
   validate_name("entity", entity);
-  limiter.set_parent(entity, "");
+  lim(r).set_parent(entity, "");
   return reply(200, json::object{{"entity", entity}, {"parent", nullptr}});
 }
 

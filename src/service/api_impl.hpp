@@ -48,6 +48,8 @@ struct ApiRequest {
   std::string_view query;
   std::string_view body;
   std::vector<std::string> params;  ///< the path template's {...} parts, in order
+  /// The namespace's Limiter (Api::Impl::lim), once known.
+  mutable Limiter* limiter = nullptr;
 };
 
 Response reply(unsigned status, const json::object& body);
@@ -80,10 +82,11 @@ json::object limit_object(const Limit& l, ConfigSource source);
 std::optional<std::string> query_param(std::string_view query, std::string_view key);
 
 struct Api::Impl {
-  Impl(Limiter& l, Metrics* m, ApiOptions o);
+  Impl(std::vector<Limiter*> l, Metrics* m, ApiOptions o);
   ~Impl();
 
-  Limiter& limiter;
+  /// One per namespace served; the first serves requests that name none.
+  const std::vector<Limiter*> limiters;
   Metrics* metrics;
   ApiOptions options;
 
@@ -92,21 +95,27 @@ struct Api::Impl {
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work;
   std::thread waiter;
 
-  // One Discovery per provider, made on first use (observe).
+  // One Discovery per namespace and provider, made on first use (observe).
   std::mutex discovery_mu;
-  std::map<Provider, std::unique_ptr<Discovery>> discovery;
-  Discovery& discovery_for(Provider p);
+  std::map<std::pair<Limiter*, Provider>, std::unique_ptr<Discovery>> discovery;
+  Discovery& discovery_for(Limiter& limiter, Provider p);
 
   /// Answers `r` through its route (counting it in the metrics), or 404 / 405.
   void route(const ApiRequest& r, Reply reply, std::chrono::steady_clock::time_point start);
-  /// The request's body (parse_body), without its optional "namespace" field, which must name
-  /// the namespace this admitd serves (auth.hpp reads it to check a token's namespaces).
+  /// The request's body (parse_body), without its optional "namespace" field, which names the
+  /// request's namespace (HttpHandler reads it too, to check a token's namespaces). Call it
+  /// before lim(r).
   json::object body_of(const ApiRequest& r, bool empty_ok = false) const;
+  /// The Limiter of the request's namespace: the body's "namespace" (body_of), else the query's
+  /// `namespace`, else the first namespace. 404 unknown_namespace for one not served.
+  Limiter& lim(const ApiRequest& r) const;
+  /// The Limiter serving namespace `ns`, or null.
+  Limiter* find_namespace(std::string_view ns) const;
 
   // api.cpp
   Response health();
   Response ready();
-  Response list_limits();
+  Response list_limits(const ApiRequest& r);
   Response render_metrics();
   Response reload(const ApiRequest& r);
   // api_leases.cpp

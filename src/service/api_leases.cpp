@@ -85,7 +85,7 @@ json::object lease_object(const Lease& l, std::string_view token, Micros now) {
 Response Api::Impl::decide(const ApiRequest& r) {
   const Call c = read_call(body_of(r));
   const Metrics::InFlight in_flight(metrics);
-  const Decision d = limiter.decide(c.entity, c.resource, c.amounts);
+  const Decision d = lim(r).decide(c.entity, c.resource, c.amounts);
   if (metrics != nullptr) metrics->decision("/v1/decide", c.resource, d);
   Response res = decision_response(d, decision_object(d), options.openai_headers);
   // A dry run: a denial is the answer, not a refusal (200); an unreachable store is not.
@@ -99,7 +99,7 @@ Response Api::Impl::decide(const ApiRequest& r) {
 
 Response Api::Impl::record(const ApiRequest& r) {
   const Call c = read_call(body_of(r));
-  const Decision d = limiter.record_usage(c.entity, c.resource, c.amounts);
+  const Decision d = lim(r).record_usage(c.entity, c.resource, c.amounts);
   if (metrics != nullptr) metrics->decision("/v1/record", c.resource, d);
   Response res = decision_response(d, decision_object(d), options.openai_headers);
   log_call(res, c.entity, c.resource, d);
@@ -141,16 +141,16 @@ void Api::Impl::acquire(const ApiRequest& r, Reply& done) {
     done(std::move(res));
   };
   if (timeout == 0) {
-    return limiter.try_acquire_async(c.entity, c.resource, c.amounts, std::move(answer), ao);
+    return lim(r).try_acquire_async(c.entity, c.resource, c.amounts, std::move(answer), ao);
   }
-  (void)limiter.acquire_async(c.entity, c.resource, c.amounts, std::chrono::microseconds(timeout),
-                              AsioTimer::create(waits.get_executor(), limiter.clock()),
-                              std::move(answer), ao);
+  (void)lim(r).acquire_async(c.entity, c.resource, c.amounts, std::chrono::microseconds(timeout),
+                             AsioTimer::create(waits.get_executor(), lim(r).clock()),
+                             std::move(answer), ao);
 }
 
 void Api::Impl::lease_get(const ApiRequest& r, Reply& done) {
-  const Resumed held(limiter.resume(r.params.at(0)));
-  done(reply(200, lease_object(held.lease, r.params.at(0), limiter.clock().now())));
+  const Resumed held(lim(r).resume(r.params.at(0)));
+  done(reply(200, lease_object(held.lease, r.params.at(0), lim(r).clock().now())));
 }
 
 void Api::Impl::lease_adjust(const ApiRequest& r, Reply& done) {
@@ -159,7 +159,7 @@ void Api::Impl::lease_adjust(const ApiRequest& r, Reply& done) {
   const json::value* v = o.if_contains("amounts");
   if (v == nullptr) throw BadRequest{"missing field", "amounts", "missing_field"};
   const Amounts deltas = amounts_field(*v, "amounts", -kMaxExact);
-  auto held = std::make_shared<Resumed>(limiter.resume(r.params.at(0)));
+  auto held = std::make_shared<Resumed>(lim(r).resume(r.params.at(0)));
   auto once = std::make_shared<Reply>(std::move(done));
   try {
     // Throws (ValidationError: a limit the lease does not have) before anything is sent.
@@ -184,7 +184,7 @@ void Api::Impl::lease_extend(const ApiRequest& r, Reply& done) {
   const json::value* v = o.if_contains("ttl_ms");
   if (v == nullptr) throw BadRequest{"missing field", "ttl_ms", "missing_field"};
   const Micros ttl = int_field(*v, "ttl_ms", 1, 7 * 24 * 3600 * 1000LL) * 1000;
-  auto held = std::make_shared<Resumed>(limiter.resume(r.params.at(0)));
+  auto held = std::make_shared<Resumed>(lim(r).resume(r.params.at(0)));
   held->lease.extend_async(
       ttl, [this, held, token = r.params.at(0), done = std::move(done)](Decision d) mutable {
         json::object body = decision_object(d);
@@ -199,7 +199,7 @@ void Api::Impl::lease_extend(const ApiRequest& r, Reply& done) {
 void Api::Impl::lease_end(const ApiRequest& r, Reply& done, bool refund) {
   const json::object o = body_of(r, /*empty_ok=*/true);
   only_fields(o, {});
-  Lease lease = limiter.resume(r.params.at(0));
+  Lease lease = lim(r).resume(r.params.at(0));
   auto answer = [this, token = r.params.at(0), refund, entity = std::string(lease.entity()),
                  resource = std::string(lease.resource()), done = std::move(done)](Decision d) {
     json::object body = decision_object(d);

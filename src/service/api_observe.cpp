@@ -22,9 +22,9 @@ constexpr std::size_t kMaxBody = 64 * 1024;
 
 }  // namespace
 
-Discovery& Api::Impl::discovery_for(Provider p) {
+Discovery& Api::Impl::discovery_for(Limiter& limiter, Provider p) {
   std::lock_guard g(discovery_mu);
-  std::unique_ptr<Discovery>& d = discovery[p];
+  std::unique_ptr<Discovery>& d = discovery[{&limiter, p}];
   if (!d) d = std::make_unique<Discovery>(limiter, p);
   return *d;
 }
@@ -71,7 +71,7 @@ Response Api::Impl::observe(const ApiRequest& r) {
     detected = provider.has_value();
   }
   const Provider dialect = provider.value_or(Provider::generic);
-  Discovery& learner = discovery_for(dialect);
+  Discovery& learner = discovery_for(lim(r), dialect);
 
   ObserveResult result;
   std::string entity;
@@ -83,7 +83,7 @@ Response Api::Impl::observe(const ApiRequest& r) {
     }
     const json::string* token = id->if_string();
     if (token == nullptr) throw BadRequest{"must be a string", "lease_id", "invalid_type"};
-    Lease lease = limiter.resume(*token);
+    Lease lease = lim(r).resume(*token);
     result = learner.observe(lease, headers, status, body);
     entity = std::string(lease.entity());
     resource = std::string(lease.resource());
@@ -96,7 +96,7 @@ Response Api::Impl::observe(const ApiRequest& r) {
     entity = name_field(*e, "entity");
     resource = name_field(*res, "resource");
     result = learner.observe(entity, resource,
-                             parse_response(dialect, headers, status, body, limiter.clock().now()));
+                             parse_response(dialect, headers, status, body, lim(r).clock().now()));
   }
 
   json::array clamped;

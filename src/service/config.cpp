@@ -19,6 +19,7 @@
 #include <string_view>
 #include <tuple>
 
+#include "admit/adapt/profiles.hpp"
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
 #include "common/yaml_reader.hpp"
@@ -82,36 +83,17 @@ class Parser : detail::YamlReader {
     cfg.source = source_;
     std::optional<YAML::Node> state_list;
     std::optional<ParentRuleConfig> default_parent;
-    for (const Entry& e : entries(root, "")) {
+    const Entry* top_level = nullptr;  // the first key of a namespace's at the top level
+    const Entry* nested = nullptr;     // `namespaces`
+    const std::vector<Entry> top = entries(root, "");
+    for (const Entry& e : top) {
       if (e.key == "namespace") {
         cfg.ns = name(e.value, "namespace", "namespace");
-      } else if (e.key == "defaults") {
-        cfg.defaults = limits(e.value, "defaults");
-      } else if (e.key == "resources") {
-        for (const Entry& r : entries(e.value, "resources")) {
-          const std::string path = "resources." + r.key;
-          check_name(r.key_node, path, "resource", r.key);
-          cfg.resources.emplace_back(r.key, limits(r.value, path));
-        }
-      } else if (e.key == "entities") {
-        for (const Entry& en : entries(e.value, "entities")) {
-          cfg.entities.push_back(entity(en));
-        }
-      } else if (e.key == "parent_rules") {
-        if (!e.value.IsSequence()) {
-          fail(e.value, "parent_rules", show(e.value), "expected a list of {match, parent}");
-        }
-        for (std::size_t i = 0; i < e.value.size(); ++i) {
-          cfg.parent_rules.push_back(
-              parent_rule(e.value[i], "parent_rules[" + std::to_string(i) + "]"));
-        }
-      } else if (e.key == "default_parent") {
-        ParentRuleConfig r;
-        r.match = "*";
-        r.parent = name(e.value, "default_parent", "parent");
-        r.path = "default_parent";
-        r.where = where(source_, e.value.Mark());
-        default_parent = std::move(r);
+        top_level = top_level != nullptr ? top_level : &e;
+      } else if (namespace_key(e, "", cfg, default_parent)) {
+        top_level = top_level != nullptr ? top_level : &e;
+      } else if (e.key == "namespaces") {
+        nested = &e;
       } else if (e.key == "store") {
         cfg.store = parse_store_config(e.value, source_);
       } else if (e.key == "auth") {
@@ -122,19 +104,158 @@ class Parser : detail::YamlReader {
         state_list = e.value;  // checked against the limits once they are all read
       } else {
         fail(e.key_node, e.key, e.key,
-             std::string("unknown key (expected namespace, store, defaults, resources, entities, "
-                         "parent_rules, default_parent") +
+             std::string("unknown key (expected namespace, namespaces, store, defaults, "
+                         "resources, profiles, entities, parent_rules, default_parent") +
                  (with_state_ ? ", auth, http or state)" : ", auth or http)"));
       }
     }
-    if (default_parent) cfg.parent_rules.push_back(std::move(*default_parent));  // the last rule
-    check_parents_declared(cfg);
-    check_cycles(cfg);
+    finish_namespace(cfg, "", std::move(default_parent));
+    if (nested != nullptr) {
+      if (top_level != nullptr) {
+        fail(top_level->key_node, top_level->key, top_level->key,
+             "a namespace's key at the top level of a file with 'namespaces' (move it under "
+             "namespaces.<name>)");
+      }
+      if (with_state_) {
+        fail(nested->key_node, "namespaces", "namespaces",
+             "a state file holds one namespace (use the top-level form)");
+      }
+      namespaces(nested->value, cfg);
+    }
     if (state_list) state(*state_list, cfg);
     return cfg;
   }
 
  private:
+  /// Reads `e` into `cfg` if it is one of a namespace's keys (defaults, resources, profiles,
+  /// entities, parent_rules, default_parent); `prefix` starts its YAML paths.
+  bool namespace_key(const Entry& e, const std::string& prefix, NamespaceConfig& cfg,
+                     std::optional<ParentRuleConfig>& default_parent) const {
+    const std::string path = prefix + e.key;
+    if (e.key == "defaults") {
+      cfg.defaults = limits(e.value, path);
+    } else if (e.key == "resources") {
+      for (const Entry& r : entries(e.value, path)) {
+        const std::string rp = path + "." + r.key;
+        check_name(r.key_node, rp, "resource", r.key);
+        cfg.resources.emplace_back(r.key, limits(r.value, rp));
+      }
+    } else if (e.key == "profiles") {
+      if (!e.value.IsSequence()) {
+        fail(e.value, path, show(e.value), "expected a list of {provider, tier}");
+      }
+      for (std::size_t i = 0; i < e.value.size(); ++i) {
+        cfg.profiles.push_back(profile(e.value[i], path + "[" + std::to_string(i) + "]"));
+      }
+    } else if (e.key == "entities") {
+      for (const Entry& en : entries(e.value, path)) cfg.entities.push_back(entity(en, prefix));
+    } else if (e.key == "parent_rules") {
+      if (!e.value.IsSequence()) {
+        fail(e.value, path, show(e.value), "expected a list of {match, parent}");
+      }
+      for (std::size_t i = 0; i < e.value.size(); ++i) {
+        cfg.parent_rules.push_back(parent_rule(e.value[i], path + "[" + std::to_string(i) + "]"));
+      }
+    } else if (e.key == "default_parent") {
+      ParentRuleConfig r;
+      r.match = "*";
+      r.parent = name(e.value, path, "parent");
+      r.path = path;
+      r.where = where(source_, e.value.Mark());
+      default_parent = std::move(r);
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  /// The checks and expansions of a namespace once its keys are read.
+  void finish_namespace(NamespaceConfig& cfg, const std::string& prefix,
+                        std::optional<ParentRuleConfig> default_parent) const {
+    if (default_parent) cfg.parent_rules.push_back(std::move(*default_parent));  // the last rule
+    check_parents_declared(cfg, prefix);
+    check_cycles(cfg, prefix);
+    expand_profiles(cfg, prefix);
+  }
+
+  // `namespaces: {NAME: {defaults, resources, ...}, ...}`: the first is `cfg` itself.
+  void namespaces(const YAML::Node& n, Config& cfg) const {
+    const std::vector<Entry> es = entries(n, "namespaces");
+    if (es.empty()) fail(n, "namespaces", show(n), "expected at least one namespace");
+    for (std::size_t i = 0; i < es.size(); ++i) {
+      const Entry& e = es[i];
+      const std::string prefix = "namespaces." + e.key + ".";
+      check_name(e.key_node, "namespaces." + e.key, "namespace", e.key);
+      NamespaceConfig& ns = i == 0 ? static_cast<NamespaceConfig&>(cfg) : cfg.more.emplace_back();
+      ns.ns = e.key;
+      std::optional<ParentRuleConfig> default_parent;
+      if (!e.value.IsNull()) {
+        for (const Entry& k : entries(e.value, "namespaces." + e.key)) {
+          if (!namespace_key(k, prefix, ns, default_parent)) {
+            fail(k.key_node, prefix + k.key, k.key,
+                 "unknown key (expected defaults, resources, profiles, entities, parent_rules "
+                 "or default_parent)");
+          }
+        }
+      }
+      finish_namespace(ns, prefix, std::move(default_parent));
+    }
+  }
+
+  // `{provider: openai, tier: tier-1}`.
+  ProfileConfig profile(const YAML::Node& n, const std::string& path) const {
+    ProfileConfig p;
+    p.where = where(source_, n.Mark());
+    bool has_provider = false;
+    bool has_tier = false;
+    for (const Entry& e : entries(n, path)) {
+      const std::string kp = join(path, e.key);
+      if (e.key == "provider") {
+        p.provider = string(e.value, kp);
+        has_provider = true;
+      } else if (e.key == "tier") {
+        p.tier = string(e.value, kp);
+        has_tier = true;
+      } else {
+        fail(e.key_node, kp, e.key, "unknown key (expected provider and tier)");
+      }
+    }
+    if (!has_provider) fail(n, join(path, "provider"), "", "missing");
+    if (!has_tier) fail(n, join(path, "tier"), "", "missing");
+    return p;
+  }
+
+  /// Puts the models of each profile before `resources`, those `resources` lists left out.
+  void expand_profiles(NamespaceConfig& cfg, const std::string& prefix) const {
+    if (cfg.profiles.empty()) return;
+    std::vector<std::pair<std::string, LimitList>> from_profiles;
+    for (std::size_t i = 0; i < cfg.profiles.size(); ++i) {
+      const ProfileConfig& pc = cfg.profiles[i];
+      const std::string path = prefix + "profiles[" + std::to_string(i) + "]";
+      ProviderProfile p;
+      try {
+        p = load_profile_by_name(pc.provider, pc.tier);
+      } catch (const ValidationError& x) {
+        const bool tier = x.field() == "tier";
+        fail_at(pc.where, join(path, tier ? "tier" : "provider"), tier ? pc.tier : pc.provider,
+                x.reason());
+      }
+      for (const auto& [model, quota] : p.models) {
+        const auto listed = [&](const auto& r) { return r.first == model; };
+        if (std::any_of(cfg.resources.begin(), cfg.resources.end(), listed)) continue;
+        const auto earlier = std::find_if(from_profiles.begin(), from_profiles.end(), listed);
+        if (earlier != from_profiles.end()) {
+          fail_at(pc.where, path, pc.provider + "/" + pc.tier,
+                  "model '" + model + "' is also in an earlier profile (list it under " + prefix +
+                      "resources to choose its limits)");
+        }
+        from_profiles.emplace_back(model, to_limits(quota, p.day_time_zone, ZeroQuota::unlimited));
+      }
+    }
+    for (auto& r : cfg.resources) from_profiles.push_back(std::move(r));
+    cfg.resources = std::move(from_profiles);
+  }
+
   std::string string(const YAML::Node& n, const std::string& path) const {
     if (!n.IsScalar()) fail(n, path, show(n), "expected a string");
     return expand_env(n, path);
@@ -307,8 +428,8 @@ class Parser : detail::YamlReader {
     return {};
   }
 
-  EntityConfig entity(const Entry& en) const {
-    const std::string path = "entities." + en.key;
+  EntityConfig entity(const Entry& en, const std::string& prefix) const {
+    const std::string path = prefix + "entities." + en.key;
     check_name(en.key_node, path, "entity", en.key);
     EntityConfig out;
     out.name = en.key;
@@ -572,12 +693,12 @@ class Parser : detail::YamlReader {
     return out;
   }
 
-  static void check_parents_declared(const Config& cfg) {
+  static void check_parents_declared(const NamespaceConfig& cfg, const std::string& prefix) {
     std::set<std::string_view> declared;
     for (const auto& e : cfg.entities) declared.insert(e.name);
     for (const auto& e : cfg.entities) {
       if (!e.parent.empty() && declared.count(e.parent) == 0) {
-        fail_at(e.parent_where, "entities." + e.name + ".parent", e.parent,
+        fail_at(e.parent_where, prefix + "entities." + e.name + ".parent", e.parent,
                 "parent is not declared under entities (add '" + e.parent + ": {}' there)");
       }
     }
@@ -589,7 +710,7 @@ class Parser : detail::YamlReader {
     }
   }
 
-  static void check_cycles(const Config& cfg) {
+  static void check_cycles(const NamespaceConfig& cfg, const std::string& prefix) {
     std::map<std::string_view, std::string_view> parent;
     for (const auto& e : cfg.entities) parent[e.name] = e.parent;
     for (const auto& e : cfg.entities) {
@@ -598,7 +719,7 @@ class Parser : detail::YamlReader {
       for (std::size_t steps = 0; !p.empty() && steps <= cfg.entities.size(); ++steps) {
         chain += " -> " + std::string(p);
         if (p == e.name) {
-          fail_at(e.parent_where, "entities." + e.name + ".parent", e.parent,
+          fail_at(e.parent_where, prefix + "entities." + e.name + ".parent", e.parent,
                   "parent chain is a cycle: " + chain);
         }
         const auto it = parent.find(p);
@@ -706,6 +827,12 @@ void emit_state(YAML::Emitter& out, const UsageState& state) {
 
 }  // namespace
 
+std::vector<const NamespaceConfig*> Config::namespaces() const {
+  std::vector<const NamespaceConfig*> out{this};
+  for (const NamespaceConfig& n : more) out.push_back(&n);
+  return out;
+}
+
 Config parse_config(const std::string& yaml, const std::string& source) {
   return Parser(source, false).run(yaml);
 }
@@ -768,7 +895,7 @@ std::string format_state_file(const Config& config) {
   const ParentRuleConfig* default_parent = nullptr;
   bool listed = false;
   for (const ParentRuleConfig& r : config.parent_rules) {
-    if (r.path == "default_parent") {
+    if (r.path.ends_with("default_parent")) {
       default_parent = &r;
       continue;
     }
@@ -794,7 +921,7 @@ namespace {
 
 // A parsed configuration as the Limiter's resolution reads it (admit::detail::ConfigView).
 struct ConfigFileView {
-  const Config& c;
+  const NamespaceConfig& c;
 
   admit::detail::EntityLevels entity(std::string_view name, std::string_view res) const {
     const auto e = std::find_if(c.entities.begin(), c.entities.end(),
@@ -821,13 +948,13 @@ struct ConfigFileView {
 
 }  // namespace
 
-const LimitList& resolve_limits(const Config& config, std::string_view entity,
+const LimitList& resolve_limits(const NamespaceConfig& config, std::string_view entity,
                                 std::string_view resource) {
   const auto r = admit::detail::resolve_limits(ConfigFileView{config}, entity, resource);
   return r.limits != nullptr ? *r.limits : config.defaults;  // none: the (empty) defaults
 }
 
-std::vector<ParentRule> limiter_parent_rules(const Config& config) {
+std::vector<ParentRule> limiter_parent_rules(const NamespaceConfig& config) {
   std::vector<ParentRule> out;
   if (config.parent_rules.empty()) return out;
   // Declared entities first, with no parent: the rules are for the others.
@@ -844,11 +971,10 @@ std::vector<ParentRule> limiter_parent_rules(const Config& config) {
   return out;
 }
 
-void apply_config(const Config& config, Limiter& limiter) {
+void apply_config(const NamespaceConfig& config, Limiter& limiter) {
   if (limiter.options().ns != config.ns) {
     throw ValidationError("namespace", config.ns,
-                          "the limiter was built for namespace '" + limiter.options().ns + "' (" +
-                              config.source + ")");
+                          "the limiter was built for namespace '" + limiter.options().ns + "'");
   }
 
   limiter.set_default_limits(config.defaults);

@@ -43,18 +43,39 @@ struct ParentRuleConfig {
 };
 
 /// A parsed and validated configuration (every Limit is already constructed).
-struct Config {
-  std::string source;  ///< file name, for messages
+/// A provider profile a namespace takes its resources from (`profiles:`): every model of
+/// tier `tier` in the provider's profile file (admit::load_profile_by_name) becomes a resource.
+struct ProfileConfig {
+  std::string provider;  ///< e.g. "openai"
+  std::string tier;      ///< e.g. "tier-1"
+  std::string where;     ///< "file:line:col" of the entry
+};
+
+/// What one namespace has: its limits, entities and parent rules.
+struct NamespaceConfig {
   std::string ns = "default";
-  StoreConfig store;  ///< `store:`; the in-memory store when absent
   LimitList defaults;
-  std::vector<std::pair<std::string, LimitList>> resources;  ///< in file order
-  std::vector<EntityConfig> entities;                        ///< in file order
+  /// In file order: `resources`, after the models of `profiles` that `resources` does not
+  /// list (a resource listed there replaces the profile's limits for that model).
+  std::vector<std::pair<std::string, LimitList>> resources;
+  std::vector<ProfileConfig> profiles;  ///< `profiles`, in file order (already expanded)
+  std::vector<EntityConfig> entities;   ///< in file order
   /// `parent_rules` in file order, then `default_parent` as match "*".
   std::vector<ParentRuleConfig> parent_rules;
+};
+
+/// A config file. Its first namespace is the Config itself (the top-level `namespace`,
+/// `defaults`, ... or the first entry of `namespaces`); `more` holds the others.
+struct Config : NamespaceConfig {
+  std::string source;                 ///< file name, for messages
+  StoreConfig store;                  ///< `store:`; the in-memory store when absent
+  std::vector<NamespaceConfig> more;  ///< `namespaces` after the first, in file order
   UsageState state;  ///< a state file's usage records, in file order (a config file: none)
   std::vector<TokenConfig> tokens;  ///< auth.tokens, ${ENV} substituted (Auth)
   GuardOptions http;                ///< http.allowed_origins, http.allowed_hosts (RequestGuard)
+
+  /// Every namespace: the first, then `more`.
+  std::vector<const NamespaceConfig*> namespaces() const;
 };
 
 /**
@@ -89,7 +110,7 @@ std::string format_state_file(const Config& config);
 
 /// The limits `config` gives (entity, resource), most specific first: the entity's limits
 /// for the resource, else its defaults, else the resource's limits, else the system defaults.
-const LimitList& resolve_limits(const Config& config, std::string_view entity,
+const LimitList& resolve_limits(const NamespaceConfig& config, std::string_view entity,
                                 std::string_view resource);
 
 /**
@@ -98,7 +119,7 @@ const LimitList& resolve_limits(const Config& config, std::string_view entity,
  * declared under `entities` (its name escaped: a declared entity has exactly the parent it
  * declares, or none), then config.parent_rules in order.
  */
-std::vector<ParentRule> limiter_parent_rules(const Config& config);
+std::vector<ParentRule> limiter_parent_rules(const NamespaceConfig& config);
 
 /**
  * Applies `config` to `limiter`, whose namespace must be config.ns (a Limiter's namespace is
@@ -106,6 +127,6 @@ std::vector<ParentRule> limiter_parent_rules(const Config& config);
  * parent rules (limiter_parent_rules, replacing the limiter's), then the parent links.
  * @throws ValidationError on a namespace mismatch or a parent chain the limiter refuses.
  */
-void apply_config(const Config& config, Limiter& limiter);
+void apply_config(const NamespaceConfig& config, Limiter& limiter);
 
 }  // namespace admit::service

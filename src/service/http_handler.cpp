@@ -3,6 +3,8 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <boost/url/decode_view.hpp>
+#include <boost/url/parse_query.hpp>
 #include <optional>
 #include <string>
 #include <utility>
@@ -42,12 +44,23 @@ http::Response to_http(const Response& r) {
   return out;
 }
 
-std::string request_namespace(std::string_view body, std::string_view fallback) {
+std::string request_namespace(std::string_view target, std::string_view body,
+                              std::string_view fallback) {
   boost::system::error_code ec;
   const json::value v = json::parse(json::string_view(body.data(), body.size()), ec);
   if (!ec && v.is_object()) {
     if (const json::value* ns = v.get_object().if_contains("namespace")) {
       if (const json::string* s = ns->if_string()) return std::string(*s);
+    }
+  }
+  const std::size_t q = target.find('?');
+  if (q != std::string_view::npos) {
+    // A copy: Boost.URL 1.81's parse_query may read past the end of a view (see query_param).
+    const std::string query(target.substr(q + 1));
+    if (const auto params = boost::urls::parse_query(query)) {
+      for (const auto& p : *params) {
+        if (p.key.decode() == "namespace" && p.has_value) return p.value.decode();
+      }
     }
   }
   return std::string(fallback);
@@ -66,9 +79,10 @@ void HttpHandler::handle(const http::Request& request, http::Exchange exchange) 
     const std::string_view authorization = request.header("Authorization");
     const Principal* who = auth_.authenticate(authorization);
     // The body's namespace is read only for a token limited to some namespaces.
-    const Auth::Verdict v = auth_.check(
-        who, *scope,
-        who != nullptr && !who->namespaces.empty() ? request_namespace(request.body, ns_) : ns_);
+    const Auth::Verdict v = auth_.check(who, *scope,
+                                        who != nullptr && !who->namespaces.empty()
+                                            ? request_namespace(request.target, request.body, ns_)
+                                            : ns_);
     if (v.status != 0) {
       const bool missing = authorization.empty();
       http::Response res =

@@ -22,9 +22,10 @@ struct Response;
 /// Response::content_type, the body as it is with that type).
 http::Response to_http(const Response& r);
 
-/// The namespace a request names: the string field `namespace` of a JSON object body, else
-/// `fallback` (a body that is not such an object, or has no such field).
-std::string request_namespace(std::string_view body, std::string_view fallback);
+/// The namespace a request names, as the Api reads it: the string field `namespace` of a JSON
+/// object body, else the query's `namespace` parameter, else `fallback`.
+std::string request_namespace(std::string_view target, std::string_view body,
+                              std::string_view fallback);
 
 class HttpHandler final : public http::Handler {
  public:

@@ -35,7 +35,7 @@ bool same_tokens(const std::vector<TokenConfig>& a, const std::vector<TokenConfi
   return true;
 }
 
-const EntityConfig* find_entity(const Config& c, std::string_view name) {
+const EntityConfig* find_entity(const NamespaceConfig& c, std::string_view name) {
   for (const EntityConfig& e : c.entities) {
     if (e.name == name) return &e;
   }
@@ -45,8 +45,15 @@ const EntityConfig* find_entity(const Config& c, std::string_view name) {
 }  // namespace
 
 std::string restart_needed(const Config& current, const Config& next) {
-  if (current.ns != next.ns)
-    return "the namespace changed ('" + current.ns + "' -> '" + next.ns + "')";
+  const auto names = [](const Config& c) {
+    std::string out;
+    for (const NamespaceConfig* n : c.namespaces())
+      out += (out.empty() ? "'" : ", '") + n->ns + "'";
+    return out;
+  };
+  if (names(current) != names(next)) {
+    return "the namespaces changed (" + names(current) + " -> " + names(next) + ")";
+  }
   if (!same_store(current.store, next.store)) return "the store section changed";
   if (!same_tokens(current.tokens, next.tokens)) return "the auth section changed";
   if (current.http.allowed_origins != next.http.allowed_origins ||
@@ -56,7 +63,8 @@ std::string restart_needed(const Config& current, const Config& next) {
   return {};
 }
 
-void apply_config_change(const Config& current, const Config& next, Limiter& limiter) {
+void apply_config_change(const NamespaceConfig& current, const NamespaceConfig& next,
+                         Limiter& limiter) {
   std::set<std::string_view> resources;
   for (const auto& r : next.resources) resources.insert(r.first);
   for (const auto& r : current.resources) {
@@ -82,8 +90,13 @@ void apply_config_change(const Config& current, const Config& next, Limiter& lim
 }
 
 Reloader::Reloader(std::string path, Config current, Limiter& limiter, Applied on_applied)
+    : Reloader(std::move(path), std::move(current), std::vector<Limiter*>{&limiter},
+               std::move(on_applied)) {}
+
+Reloader::Reloader(std::string path, Config current, std::vector<Limiter*> limiters,
+                   Applied on_applied)
     : path_(std::move(path)),
-      limiter_(limiter),
+      limiters_(std::move(limiters)),
       on_applied_(std::move(on_applied)),
       current_(std::move(current)) {}
 
@@ -95,10 +108,19 @@ ReloadResult Reloader::reload() {
     if (std::string why = restart_needed(current_, next); !why.empty()) {
       r.message = why + ": restart admitd to apply it; still serving the previous config";
     } else {
-      apply_config_change(current_, next, limiter_);
+      const std::vector<const NamespaceConfig*> before = current_.namespaces();
+      const std::vector<const NamespaceConfig*> after = next.namespaces();
+      std::size_t resources = 0;
+      std::size_t entities = 0;
+      for (std::size_t i = 0; i < after.size(); ++i) {
+        apply_config_change(*before[i], *after[i], *limiters_[i]);
+        resources += after[i]->resources.size();
+        entities += after[i]->entities.size();
+      }
       r.applied = true;
-      r.message = std::to_string(next.resources.size()) + " resources, " +
-                  std::to_string(next.entities.size()) + " entities";
+      r.message = std::to_string(resources) + " resources, " + std::to_string(entities) +
+                  " entities" +
+                  (after.size() > 1 ? " in " + std::to_string(after.size()) + " namespaces" : "");
       current_ = std::move(next);
       if (on_applied_) on_applied_(current_);
     }

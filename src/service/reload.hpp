@@ -1,13 +1,14 @@
 // Reloading admitd's config while it serves (SIGHUP): the new file is parsed and checked in
 // full before anything changes, so a bad file is refused and the old config keeps serving.
 // Limits, entities and parents change in place (what the new file no longer has is removed);
-// the store, the namespace and the access sections (auth, http) need a restart, and a file
+// the store, the set of namespaces and the access sections (auth, http) need a restart, and a file
 // that changes them is refused with that message.
 #pragma once
 
 #include <functional>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "service/config.hpp"
 
@@ -29,9 +30,10 @@ struct ReloadResult {
  * (apply_config). Both must be for the limiter's namespace.
  * @throws ValidationError like apply_config (a parent chain the limiter refuses).
  */
-void apply_config_change(const Config& current, const Config& next, Limiter& limiter);
+void apply_config_change(const NamespaceConfig& current, const NamespaceConfig& next,
+                         Limiter& limiter);
 
-/// Why `next` cannot replace `current` without a restart (store, namespace, auth or http
+/// Why `next` cannot replace `current` without a restart (store, namespaces, auth or http
 /// changed), or empty if it can.
 std::string restart_needed(const Config& current, const Config& next);
 
@@ -43,6 +45,9 @@ class Reloader {
 
   /// `current` is what `limiter` was configured with from `path`; `limiter` must outlive this.
   Reloader(std::string path, Config current, Limiter& limiter, Applied on_applied = {});
+  /// Several namespaces: `limiters[i]` serves current.namespaces()[i]; each must outlive this.
+  Reloader(std::string path, Config current, std::vector<Limiter*> limiters,
+           Applied on_applied = {});
 
   /// Reads the file again and applies it, or refuses it and keeps the current config; logs a
   /// JSON line either way.
@@ -53,7 +58,7 @@ class Reloader {
 
  private:
   const std::string path_;
-  Limiter& limiter_;
+  const std::vector<Limiter*> limiters_;
   const Applied on_applied_;
   mutable std::mutex mu_;
   Config current_;

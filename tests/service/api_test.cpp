@@ -186,6 +186,82 @@ TEST_F(ApiTest, BadRequestsName400Field) {
              R"({"entity":"u","resource":"m","amounts":{},"namespace":"default"})", 200);
 }
 
+// One Api serving two namespaces on one store: a request names its namespace (body or
+// query), and nothing of one namespace is reachable from the other, crafted lease ids included.
+TEST(ApiNamespacesTest, NamespacesAreApart) {
+  MemoryStore store;
+  ManualClock clock;
+  LimiterOptions oa;
+  oa.ns = "team-a";
+  LimiterOptions ob;
+  ob.ns = "team-b";
+  Limiter a(store, clock, oa);
+  Limiter b(store, clock, ob);
+  a.set_limits("m", {Limit::concurrency("slots", 1)});
+  b.set_limits("m", {Limit::concurrency("slots", 1)});
+  Api api(std::vector<Limiter*>{&a, &b});
+  auto call = [&](std::string_view method, std::string_view target, std::string_view body,
+                  unsigned status) {
+    const Response r = api.handle(method, target, body);
+    EXPECT_EQ(r.status, status) << method << " " << target << " " << body << "\n" << r.body;
+    return json::parse(r.body).as_object();
+  };
+  constexpr std::string_view kA = R"({"entity":"u","resource":"m","amounts":{"slots":1}})";
+  constexpr std::string_view kB =
+      R"({"entity":"u","resource":"m","amounts":{"slots":1},"namespace":"team-b"})";
+  // The first namespace serves requests that name none; each namespace has its own slot.
+  const std::string in_a(call("POST", "/v1/acquire", kA, 200).at("lease").at("id").as_string());
+  (void)call("POST", "/v1/acquire", kA, 429);
+  const std::string in_b(call("POST", "/v1/acquire", kB, 200).at("lease").at("id").as_string());
+  (void)call("POST", "/v1/acquire", kB, 429);
+  (void)call("POST", "/v1/acquire?namespace=team-b", kA, 429);
+
+  // A lease id of one namespace is unknown in the other, whatever way the namespace is named.
+  EXPECT_EQ(call("GET", "/v1/leases/" + in_a + "?namespace=team-b", "", 404).at("code"),
+            "lease_not_found");
+  EXPECT_EQ(
+      call("POST", "/v1/leases/" + in_a + "/commit", R"({"namespace":"team-b"})", 404).at("code"),
+      "lease_not_found");
+  EXPECT_EQ(call("POST", "/v1/leases/" + in_b + "/rollback", "", 404).at("code"),
+            "lease_not_found");
+  EXPECT_EQ(
+      call("POST", "/v1/leases/" + in_b + "/adjust", R"({"amounts":{"slots":-1}})", 404).at("code"),
+      "lease_not_found");
+  // Crafted ids: the same group with other ids, in either namespace.
+  const std::string group = in_a.substr(in_a.find('.'));
+  EXPECT_EQ(group, in_b.substr(in_b.find('.')));  // same entity and resource: same group
+  for (const std::string id : {"0000000000000001", "ffffffffffffffff", "0123456789abcdef"}) {
+    for (const std::string_view ns : {"", "?namespace=team-b"}) {
+      EXPECT_EQ(call("POST", "/v1/leases/" + id + group + "/commit" + std::string(ns), "", 404)
+                    .at("code"),
+                "lease_not_found");
+    }
+  }
+  (void)call("GET", "/v1/leases/" + in_a, "", 200);
+  (void)call("GET", "/v1/leases/" + in_b + "?namespace=team-b", "", 200);
+
+  // Limits, stats and the unknown namespace.
+  EXPECT_EQ(call("GET", "/v1/limits?namespace=team-b", "", 200).at("namespace"), "team-b");
+  EXPECT_EQ(call("GET", "/v1/limits", "", 200).at("namespace"), "team-a");
+  EXPECT_EQ(
+      call(
+          "PUT", "/v1/limits/resources/n",
+          R"({"namespace":"team-b","limits":[{"name":"rpm","kind":"rate","capacity":1,"refill_amount":1,"refill_period_us":60000000}]})",
+          200)
+          .at("resource"),
+      "n");
+  EXPECT_EQ(b.resources(), (std::vector<std::string>{"m", "n"}));
+  EXPECT_EQ(a.resources(), (std::vector<std::string>{"m"}));
+  EXPECT_EQ(call("GET", "/v1/limits?namespace=nope", "", 404).at("code"), "unknown_namespace");
+  EXPECT_EQ(call("POST", "/v1/decide?namespace=team-a", kB, 400).at("code"), "invalid_request");
+
+  // The ends: once each, in the lease's own namespace.
+  (void)call("POST", "/v1/leases/" + in_b + "/commit?namespace=team-b", "", 200);
+  (void)call("POST", "/v1/leases/" + in_a + "/commit", "", 200);
+  (void)call("POST", "/v1/acquire", kA, 200);
+  (void)call("POST", "/v1/acquire", kB, 200);
+}
+
 TEST_F(ApiTest, LimitsListsResources) {
   const json::object o = call("GET", "/v1/limits", "", 200);
   EXPECT_EQ(o.at("namespace"), "default");

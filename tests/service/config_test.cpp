@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "admit/adapt/profiles.hpp"
 #include "admit/core/clock.hpp"
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
@@ -639,6 +640,101 @@ INSTANTIATE_TEST_SUITE_P(ParentRules, BadConfigTest, ::testing::Values(
       "parent_rules[0].match", "p", "would make p its own parent (t.yaml:2:13)"},
   Bad{"parent_rules:\n  - {match: x, parent: \"a b\"}\n",
       "parent_rules[0].parent", "a b", "printable ASCII"}));
+// clang-format on
+
+TEST(ConfigTest, SeveralNamespaces) {
+  const Config c = parse_config(R"(store: memory
+namespaces:
+  team-a:
+    resources:
+      m: [{name: rpm, per: minute, limit: 5}]
+    entities:
+      u: {parent: p}
+      p: {}
+  team-b:
+    defaults: [{name: rpm, per: minute, limit: 7}]
+    default_parent: q
+    entities:
+      q: {}
+)",
+                                "t.yaml");
+  ASSERT_EQ(c.namespaces().size(), 2u);
+  EXPECT_EQ(c.ns, "team-a");  // the first is the Config itself
+  EXPECT_EQ(c.resources.size(), 1u);
+  EXPECT_EQ(c.entities.size(), 2u);
+  ASSERT_EQ(c.more.size(), 1u);
+  EXPECT_EQ(c.more[0].ns, "team-b");
+  EXPECT_EQ(c.more[0].defaults, (LimitList{Limit::per_minute("rpm", 7)}));
+  ASSERT_EQ(c.more[0].parent_rules.size(), 1u);
+  EXPECT_EQ(c.more[0].parent_rules[0].path, "namespaces.team-b.default_parent");
+
+  // Each namespace applies to a Limiter of its own; one store holds both, apart.
+  MemoryStore store;
+  ManualClock clock;
+  Limiter a(store, clock, Fixture::options("team-a", 8));
+  Limiter b(store, clock, Fixture::options("team-b", 8));
+  apply_config(*c.namespaces()[0], a);
+  apply_config(*c.namespaces()[1], b);
+  EXPECT_EQ(a.resources(), std::vector<std::string>{"m"});
+  EXPECT_TRUE(b.resources().empty());
+  EXPECT_EQ(resolve_limits(c.more[0], "x", "m"), (LimitList{Limit::per_minute("rpm", 7)}));
+  EXPECT_THROW(apply_config(*c.namespaces()[1], a), ValidationError);  // namespace mismatch
+}
+
+TEST(ConfigTest, ProfilesBecomeResources) {
+  const Config c = parse_config(R"(profiles:
+  - {provider: openai, tier: tier-1}
+resources:
+  gpt-4o: [{name: rpm, per: minute, limit: 3}]
+  mine: [{name: rpm, per: minute, limit: 1}]
+)",
+                                "t.yaml");
+  const ProviderProfile p = load_profile_by_name("openai", "tier-1");
+  ASSERT_FALSE(p.models.empty());
+  ASSERT_EQ(c.profiles.size(), 1u);
+  // Every model of the profile, then the file's own resources; gpt-4o is the file's.
+  EXPECT_EQ(c.resources.size(), p.models.size() + 1);
+  EXPECT_EQ(resolve_limits(c, "", "gpt-4o"), (LimitList{Limit::per_minute("rpm", 3)}));
+  EXPECT_EQ(resolve_limits(c, "", "mine"), (LimitList{Limit::per_minute("rpm", 1)}));
+  const auto& mini = p.models.at("gpt-4o-mini");
+  EXPECT_EQ(resolve_limits(c, "", "gpt-4o-mini"),
+            to_limits(mini, p.day_time_zone, ZeroQuota::unlimited));
+  EXPECT_EQ(resolve_limits(c, "", "gpt-4o-mini").front(),
+            Limit::per_minute("rpm", mini.rpm, mini.rpm));
+  Fixture f(c);
+  EXPECT_EQ(f.limiter.resources().size(), p.models.size() + 1);
+
+  // A model in two profiles must be chosen under resources.
+  EXPECT_THROW((void)parse_config("profiles:\n  - {provider: openai, tier: tier-1}\n"
+                                  "  - {provider: openai, tier: tier-2}\n",
+                                  "t.yaml"),
+               ValidationError);
+}
+
+// clang-format off
+INSTANTIATE_TEST_SUITE_P(Namespaces, BadConfigTest, ::testing::Values(
+  Bad{"namespace: a\nnamespaces:\n  b: {}\n",
+      "namespace", "namespace", "a namespace's key at the top level of a file with 'namespaces' (move it under namespaces.<name>) (t.yaml:1:1)"},
+  Bad{"namespaces:\n  b:\n    store: memory\n",
+      "namespaces.b.store", "store", "unknown key (expected defaults, resources, profiles, entities, parent_rules or default_parent) (t.yaml:3:5)"},
+  Bad{"namespaces:\n  b:\n    entities:\n      u: {parent: p}\n",
+      "namespaces.b.entities.u.parent", "p", "parent is not declared under entities"},
+  Bad{"namespaces:\n  b:\n    resources:\n      m: [{name: rpm, per: minute, limit: \"5\"}]\n",
+      "namespaces.b.resources.m[0].limit", "5", "a quoted string where a number belongs"},
+  Bad{"namespaces:\n  \"a b\": {}\n",
+      "namespaces.a b", "a b", "printable ASCII"},
+  Bad{"namespaces: {}\n",
+      "namespaces", "{...}", "expected at least one namespace"},
+  Bad{"profiles:\n  - {provider: openai, tier: tier-9}\n",
+      "profiles[0].tier", "tier-9", "tier-1"},
+  Bad{"profiles:\n  - {provider: nobody, tier: tier-1}\n",
+      "profiles[0].provider", "nobody", "openai"},
+  Bad{"profiles:\n  - {provider: openai}\n",
+      "profiles[0].tier", "", "missing"},
+  Bad{"profiles:\n  - {provider: openai, tier: tier-1, region: eu}\n",
+      "profiles[0].region", "region", "unknown key (expected provider and tier)"},
+  Bad{"profiles: {provider: openai}\n",
+      "profiles", "{...}", "expected a list of {provider, tier}"}));
 // clang-format on
 
 }  // namespace

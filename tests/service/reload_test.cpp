@@ -109,6 +109,47 @@ TEST(Reload, StoreNamespaceAndAccessChangesNeedARestart) {
   }
 }
 
+TEST(Reload, EachNamespaceFollowsItsPart) {
+  test::TempDir dir{"reload-ns"};
+  const std::string file = dir.file("admitd.yaml");
+  const auto two = [](int a, int b) {
+    return "namespaces:\n  team-a:\n    resources: {m: [{name: rpm, per: minute, limit: " +
+           std::to_string(a) + "}]}\n  team-b:\n    resources: {m: [{name: rpm, per: minute, " +
+           "limit: " + std::to_string(b) + "}]}\n";
+  };
+  write(file, two(1, 2));
+  Config c = load_config(file);
+  ManualClock clock;
+  MemoryStore store;
+  LimiterOptions oa;
+  oa.ns = "team-a";
+  LimiterOptions ob;
+  ob.ns = "team-b";
+  Limiter a(store, clock, oa);
+  Limiter b(store, clock, ob);
+  apply_config(*c.namespaces()[0], a);
+  apply_config(*c.namespaces()[1], b);
+  Reloader reloader(file, std::move(c), std::vector<Limiter*>{&a, &b});
+
+  write(file, two(3, 4));
+  ReloadResult r = reloader.reload();
+  EXPECT_TRUE(r.applied) << r.message;
+  EXPECT_EQ(r.message, "2 resources, 0 entities in 2 namespaces");
+  EXPECT_EQ(names(a, "x", "m"), std::vector<std::string>{"rpm:3:resource"});
+  EXPECT_EQ(names(b, "x", "m"), std::vector<std::string>{"rpm:4:resource"});
+
+  // Adding, removing or renaming a namespace needs a restart.
+  for (const std::string& text :
+       {two(5, 6) + "  team-c: {}\n", std::string("namespaces:\n  team-a: {}\n"),
+        std::string("resources: {m: [{name: rpm, per: minute, limit: 5}]}\n")}) {
+    write(file, text);
+    r = reloader.reload();
+    EXPECT_FALSE(r.applied) << text;
+    EXPECT_NE(r.message.find("the namespaces changed"), std::string::npos) << r.message;
+    EXPECT_EQ(names(a, "x", "m"), std::vector<std::string>{"rpm:3:resource"});
+  }
+}
+
 // The entities of `entity`'s chain on gpt-4o, itself first.
 std::vector<std::string> chain_of(Limiter& limiter, std::string_view entity) {
   std::vector<std::string> out;

@@ -191,6 +191,88 @@ if start_server --config "$TMP/tokens.yaml" --listen 127.0.0.1:0; then
   stop_server TERM
 fi
 
+# ---------------------------------------------------------------- several namespaces
+# One admitd serving team-a (the first: requests naming none) and team-b on one store, a
+# token for each. Every way of reaching the other team's counts or leases fails.
+export ADMIT_SEC_A="team-a-0123456789abcdef" ADMIT_SEC_B="team-b-0123456789abcdef"
+cat >"$TMP/namespaces.yaml" <<'EOF'
+namespaces:
+  team-a:
+    resources:
+      gpt-4o: [{name: slots, concurrency: 1}, {name: rpd, window: day, limit: 100}]
+  team-b:
+    resources:
+      gpt-4o: [{name: slots, concurrency: 1}, {name: rpd, window: day, limit: 100}]
+auth:
+  tokens:
+    - {token: "${ADMIT_SEC_A}", scope: decide, namespaces: [team-a], name: a}
+    - {token: "${ADMIT_SEC_B}", scope: decide, namespaces: [team-b], name: b}
+    - {token: "${ADMIT_SEC_ADMIN}", scope: admin, name: ops}
+EOF
+one='"entity":"u","resource":"gpt-4o","amounts":{"slots":1,"rpd":1}'
+lease_of() { sed -n 's/.*"lease":{"id":"\([0-9a-f.]*\)".*/\1/p' <<<"$BODY"; }
+if start_server --config "$TMP/namespaces.yaml" --listen 127.0.0.1:0; then
+  grep -q "namespaces=team-a,team-b" "$LOG" && ok "startup line names both namespaces" ||
+    ko "startup line names both namespaces" "$(cat "$LOG")"
+  req POST /v1/acquire "{$one}" -H "$(bearer "$ADMIT_SEC_A")"
+  check "team-a token, no namespace named: 200" is 200
+  lease_a=$(lease_of)
+  req POST /v1/acquire "{\"namespace\":\"team-b\",$one}" -H "$(bearer "$ADMIT_SEC_B")"
+  check "team-b token in team-b (body): 200" is 200
+  lease_b=$(lease_of)
+  [ -n "$lease_a" ] && [ -n "$lease_b" ] && ok "two lease ids" || ko "two lease ids" "$lease_a $lease_b"
+  req POST /v1/acquire "{$one}" -H "$(bearer "$ADMIT_SEC_B")"
+  check "team-b token on the first namespace: 403" is 403
+  req POST "/v1/acquire?namespace=team-a" "{$one}" -H "$(bearer "$ADMIT_SEC_B")"
+  check "team-b token naming team-a in the query: 403" is 403
+  req POST /v1/acquire "{\"namespace\":\"team-b\",$one}" -H "$(bearer "$ADMIT_SEC_A")"
+  check "team-a token naming team-b in the body: 403" is 403
+  req POST "/v1/acquire?namespace=team-a" "{\"namespace\":\"team-b\",$one}" -H "$(bearer "$ADMIT_SEC_A")"
+  check "team-a token, body team-b, query team-a: 403" is 403
+  req POST "/v1/acquire?namespace=team-b" "{\"namespace\":\"team-a\",$one}" -H "$(bearer "$ADMIT_SEC_A")"
+  check "body team-a, query team-b: 400 (they must agree)" is 400
+  req GET "/v1/limits?namespace=team-b" "" -H "$(bearer "$ADMIT_SEC_A")"
+  check "team-a token reads no limits of team-b: 403" is 403
+  req GET "/v1/stats?entity=u&namespace=team-b" "" -H "$(bearer "$ADMIT_SEC_A")"
+  check "team-a token reads no stats of team-b: 403" is 403
+  # team-b's token with team-a's lease id (and crafted ids) in team-b: not found there.
+  for id in "$lease_a" "0000000000000001.${lease_a#*.}" "ffffffffffffffff.${lease_a#*.}"; do
+    for route in "GET /v1/leases/$id" "POST /v1/leases/$id/commit" "POST /v1/leases/$id/rollback" \
+                 "POST /v1/leases/$id/extend" "POST /v1/leases/$id/adjust"; do
+      case $route in
+        */extend) body='{"namespace":"team-b","ttl_ms":1000}' ;;
+        */adjust) body='{"namespace":"team-b","amounts":{"rpd":-1}}' ;;
+        GET*) body="" ;;
+        *) body='{"namespace":"team-b"}' ;;
+      esac
+      if [ -z "$body" ]; then
+        req GET "${route#GET }?namespace=team-b" "" -H "$(bearer "$ADMIT_SEC_B")"
+      else
+        req POST "${route#POST }" "$body" -H "$(bearer "$ADMIT_SEC_B")"
+      fi
+      [ "$STATUS" = 404 ] && has '"code":"lease_not_found"' && ok "$route in team-b: 404" ||
+        ko "$route in team-b: 404" "$STATUS $BODY"
+    done
+  done
+  # team-a's token may not touch team-b's lease at all, and does not find it in team-a.
+  req POST "/v1/leases/$lease_b/commit?namespace=team-b" "" -H "$(bearer "$ADMIT_SEC_A")"
+  check "team-a token on team-b's lease: 403" is 403
+  req POST "/v1/leases/$lease_b/commit" "" -H "$(bearer "$ADMIT_SEC_A")"
+  check "team-b's lease in team-a: 404" is 404
+  alive "cross-namespace attempts"
+  # Nothing above consumed or freed anything: each team holds its one slot and one rpd.
+  req POST /v1/decide "{\"namespace\":\"team-a\",$one}" -H "$(bearer "$ADMIT_SEC_ADMIN")"
+  check "team-a: 1 rpd used" has '"limit":"rpd","kind":"window","source":"resource","capacity":100,"available":99,'
+  check "team-a: its slot is held" has '"violations":[{"entity":"u","limit":"slots"'
+  req POST /v1/decide "{\"namespace\":\"team-b\",$one}" -H "$(bearer "$ADMIT_SEC_ADMIN")"
+  check "team-b: 1 rpd used" has '"limit":"rpd","kind":"window","source":"resource","capacity":100,"available":99,'
+  req POST "/v1/leases/$lease_a/commit" "" -H "$(bearer "$ADMIT_SEC_A")"
+  check "team-a commits its own lease: 200" is 200
+  req POST "/v1/leases/$lease_b/commit?namespace=team-b" "" -H "$(bearer "$ADMIT_SEC_B")"
+  check "team-b commits its own lease: 200" is 200
+  stop_server TERM
+fi
+
 # ---------------------------------------------------------------- the bind rule
 expect_exit "0.0.0.0 without tokens: exit 2" 2 "--insecure" \
   --config "$ROOT/config/sample.yaml" --listen 0.0.0.0:0
