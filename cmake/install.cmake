@@ -2,7 +2,8 @@
 # package (CPack). Included from the top-level CMakeLists.txt when ADMIT_INSTALL is on.
 #
 #   <prefix>/include/admit/...                  headers, with the generated admit/version.hpp
-#   <prefix>/<libdir>/libadmit_<component>.a    core store limiter adapt sched sqlite redis (static)
+#   <prefix>/<libdir>/libadmit_<component>.a    core tokens store limiter adapt sched sqlite redis
+#                                               (static; libadmit_tokens.a holds the rank tables)
 #   <prefix>/<libdir>/cmake/admit/              admitConfig.cmake, a targets file per component
 #   <prefix>/<libdir>/pkgconfig/                admit.pc (everything), admit-limiter.pc (memory)
 #   <prefix>/share/admit/profiles/*.yaml        the provider profiles
@@ -23,6 +24,9 @@ if(NOT ADMIT_WITH_SQLITE)
 endif()
 if(NOT ADMIT_WITH_REDIS)
   list(APPEND _admit_header_excludes PATTERN redis_*.hpp EXCLUDE)
+endif()
+if(NOT ADMIT_WITH_TOKENS)
+  list(APPEND _admit_header_excludes PATTERN tokens.hpp EXCLUDE)
 endif()
 install(DIRECTORY include/admit DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT dev
         FILES_MATCHING PATTERN "*.hpp" ${_admit_header_excludes})
@@ -73,7 +77,12 @@ if(ADMIT_WITH_REDIS)
   string(APPEND ADMIT_PC_REQUIRES " hiredis libssl")
   string(APPEND ADMIT_PC_LIBS " -ladmit_redis")
 endif()
-string(APPEND ADMIT_PC_LIBS " -ladmit_store -ladmit_core")
+string(APPEND ADMIT_PC_LIBS " -ladmit_store")
+if(ADMIT_WITH_TOKENS)
+  string(APPEND ADMIT_PC_REQUIRES " libpcre2-8")
+  string(APPEND ADMIT_PC_LIBS " -ladmit_tokens")
+endif()
+string(APPEND ADMIT_PC_LIBS " -ladmit_core")
 if(ADMIT_WITH_REDIS)
   string(APPEND ADMIT_PC_LIBS " -lboost_url")
 endif()

@@ -27,7 +27,7 @@ pkg-config files (admit, admit-limiter).")
 # needs the -dev packages below.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS
-    "libabsl-dev, libhowardhinnant-date-dev, libboost-json1.81-dev, libboost-url1.81-dev, libyaml-cpp-dev, libsqlite3-dev, libhiredis-dev, libssl-dev, pkg-config")
+    "libabsl-dev, libhowardhinnant-date-dev, libboost-json1.81-dev, libboost-url1.81-dev, libyaml-cpp-dev, libsqlite3-dev, libhiredis-dev, libssl-dev, libpcre2-dev, pkg-config")
 if(ADMIT_BUILD_APPS)  # /etc/admit/admitd.yaml: dpkg keeps local edits on upgrades
   configure_file(${PROJECT_SOURCE_DIR}/packaging/conffiles
                  ${PROJECT_BINARY_DIR}/package/deb/conffiles COPYONLY)

@@ -1,8 +1,13 @@
 // admit: the command-line tool. `admit migrate --from A --to B` moves one namespace's limits
 // and usage state between a YAML state file and a SqliteStore file, the direction chosen by the
 // file extensions (docs/migrate.md). Progress, warnings and the summary go to stderr.
+// `admit tokens [--model M | --encoding E] [FILE|-]` counts tokens offline (tokens_command.cpp,
+// docs/tokens.md).
+// `admit audit --store URL` prints a namespace's audit log, one JSON object per line
+// (audit_command.cpp).
 // Exit codes: 0 done; 1 the migration failed (a bad input file, a database error, an existing
-// YAML file without --force); 2 a bad command line.
+// YAML file without --force), the input to count could not be read or the audit log's store
+// could not be opened or read; 2 a bad command line.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cctype>
@@ -13,7 +18,9 @@
 
 #include "admit/core/error.hpp"
 #include "admit/version.hpp"
+#include "audit_command.hpp"
 #include "service/migrate.hpp"
+#include "tokens_command.hpp"
 
 namespace {
 
@@ -69,11 +76,17 @@ int main(int argc, char** argv) {
       migrate->add_option("--namespace", ns, "export only: the namespace to export")
           ->capture_default_str();
   migrate->add_flag("--force", force, "export only: overwrite an existing YAML file");
+  admit::cli::TokensOptions tokens_options;
+  CLI::App* tokens = admit::cli::add_tokens_command(app, tokens_options);
+  admit::cli::AuditOptions audit_options;
+  CLI::App* audit = admit::cli::add_audit_command(app, audit_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
+  if (tokens->parsed()) return admit::cli::run_tokens(tokens_options);
+  if (audit->parsed()) return admit::cli::run_audit(audit_options);
 
   const FileKind source = kind_of(from);
   const FileKind target = kind_of(to);

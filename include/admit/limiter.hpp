@@ -144,6 +144,10 @@ class Limiter {
   /// @throws ValidationError on a cycle or a chain deeper than max_parent_depth (counting the
   ///         links the parent rules make).
   void set_parent(std::string entity, std::string parent);
+  /// The parent of `entity`: the one set_parent() gave it, else the one the parent rules give
+  /// it; empty if none. @throws ValidationError for an invalid name; StoreUnavailable
+  /// (ConfigMode::store: the link is read from the store).
+  std::string parent(std::string_view entity) const;
   /**
    * Parents by name, for entities nobody registered: an entity without an explicit parent
    * (set_parent) gets the parent of the first rule whose pattern matches its name, skipping
@@ -369,6 +373,22 @@ class Limiter {
 
   /// Callers waiting in acquire() or acquire_async() on (entity, resource).
   std::size_t waiting(std::string_view entity, std::string_view resource) const;
+
+  // ---- the audit log (the store's, of this Limiter's namespace; admit/store/audit.hpp) ----
+  // The Limiter writes no event by itself (set_limits() and friends do not): the caller that
+  // makes a change knows who made it, and writes the event.
+
+  /**
+   * Appends `event` to the store's audit log of this Limiter's namespace (Store::append_audit);
+   * a `time` of 0 is filled with clock().now().
+   * @return the id the store gave the event.
+   * @throws ValidationError (validate_audit_event); StoreUnavailable (also from a store
+   *         without an audit log: capabilities().audit false).
+   */
+  std::uint64_t audit(AuditEvent event);
+  /// The events of this Limiter's namespace that `query` selects (Store::read_audit).
+  /// @throws ValidationError (validate_audit_query); StoreUnavailable.
+  std::vector<AuditEvent> audit_log(const AuditQuery& query = {});
 
   const Clock& clock() const;
   Store& store();

@@ -268,6 +268,32 @@ std::string format_period(Micros us) {
   }
   return std::to_string(us) + "us";
 }
+
+// describe() without the shadow flag.
+std::string describe_value(const Limit& l) {
+  std::string s = l.name() + ": ";
+  if (l.unlimited()) return s + "unlimited";
+  switch (l.kind()) {
+    case LimitKind::rate:
+      return s + std::to_string(l.refill_amount()) + " per " + format_period(l.refill_period()) +
+             " (burst " + std::to_string(l.capacity()) + ")";
+    case LimitKind::window: {
+      const auto& w = l.window_spec();
+      return s + std::to_string(l.capacity()) + " per " + std::string(to_string(w.unit)) +
+             " (resets " + w.reset_at + " " + w.time_zone + ")";
+    }
+    case LimitKind::concurrency:
+      return s + std::to_string(l.capacity()) + " concurrent";
+    case LimitKind::adaptive: {
+      char buf[128];
+      std::snprintf(buf, sizeof buf, "adaptive %g..%g per 1s (AIMD, burst %lld)",
+                    l.aimd_options().min_rate, l.aimd_options().max_rate,
+                    static_cast<long long>(l.capacity()));
+      return s + buf;
+    }
+  }
+  return s;
+}
 }  // namespace
 
 Micros Limit::period() const {
@@ -292,33 +318,20 @@ Micros Limit::period() const {
   return 0;
 }
 
+Limit Limit::with_shadow(bool shadow) const {
+  Limit l = *this;
+  l.shadow_ = shadow;
+  return l;
+}
+
 std::string Limit::describe() const {
-  std::string s = name_ + ": ";
-  if (unlimited()) return s + "unlimited";
-  switch (kind_) {
-    case LimitKind::rate:
-      return s + std::to_string(refill_amount_) + " per " + format_period(refill_period_) +
-             " (burst " + std::to_string(capacity_) + ")";
-    case LimitKind::window: {
-      const auto& w = window_spec();
-      return s + std::to_string(capacity_) + " per " + std::string(to_string(w.unit)) +
-             " (resets " + w.reset_at + " " + w.time_zone + ")";
-    }
-    case LimitKind::concurrency:
-      return s + std::to_string(capacity_) + " concurrent";
-    case LimitKind::adaptive: {
-      char buf[128];
-      std::snprintf(buf, sizeof buf, "adaptive %g..%g per 1s (AIMD, burst %lld)",
-                    aimd_options().min_rate, aimd_options().max_rate,
-                    static_cast<long long>(capacity_));
-      return s + buf;
-    }
-  }
+  std::string s = describe_value(*this);
+  if (shadow_) s += ", shadow";
   return s;
 }
 
 bool Limit::operator==(const Limit& o) const {
-  if (name_ != o.name_ || kind_ != o.kind_ || capacity_ != o.capacity_ ||
+  if (name_ != o.name_ || kind_ != o.kind_ || shadow_ != o.shadow_ || capacity_ != o.capacity_ ||
       refill_amount_ != o.refill_amount_ || refill_period_ != o.refill_period_) {
     return false;
   }

@@ -51,6 +51,8 @@ json::object encode_one(const Limit& l) {
       break;
     }
   }
+  // Only when set: a limit that is not shadow encodes as it did before the flag existed.
+  if (l.shadow()) o["shadow"] = true;
   return o;
 }
 
@@ -95,6 +97,14 @@ class Reader {
     throw ValidationError(path(k), json::serialize(v), "must be a finite number");
   }
 
+  // An optional boolean: `absent` when the field is missing.
+  bool flag(std::string_view k, bool absent) const {
+    const json::value* v = o_.if_contains(k);
+    if (v == nullptr) return absent;
+    if (!v->is_bool()) throw ValidationError(path(k), json::serialize(*v), "must be true or false");
+    return v->get_bool();
+  }
+
   std::string path(std::string_view k) const { return where_ + "." + std::string(k); }
 
  private:
@@ -108,9 +118,7 @@ WindowUnit window_unit(const Reader& r) {
   throw ValidationError(r.path("unit"), u, "must be minute, hour, day, week or month");
 }
 
-Limit decode_one(const json::value& v, const std::string& where) {
-  if (!v.is_object()) throw ValidationError(where, json::serialize(v), "must be an object");
-  const Reader r(v.get_object(), where);
+Limit decode_kind(const Reader& r) {
   const std::string name = r.text("name");
   const std::string kind = r.text("kind");
   // Fields are read in a fixed order (not as function arguments), so the first bad one is
@@ -141,6 +149,15 @@ Limit decode_one(const json::value& v, const std::string& where) {
     return Limit::adaptive(name, a, r.integer("burst"));
   }
   throw ValidationError(r.path("kind"), kind, "must be rate, window, concurrency or adaptive");
+}
+
+Limit decode_one(const json::value& v, const std::string& where) {
+  if (!v.is_object()) throw ValidationError(where, json::serialize(v), "must be an object");
+  const Reader r(v.get_object(), where);
+  Limit l = decode_kind(r);
+  // Encodings written before shadow mode existed have no "shadow": not shadow.
+  if (r.flag("shadow", false)) l = l.with_shadow();
+  return l;
 }
 
 }  // namespace

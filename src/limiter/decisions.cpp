@@ -36,33 +36,40 @@ Code code_for(LimitKind k) {
 
 void fill_details(Decision& d, const LeaseKey& key, std::span<const OpItem> ops,
                   std::span<const std::size_t> entries, std::span<const ItemResult> results,
-                  bool allowed) {
-  d.stats.reserve(ops.size());
-  for (std::size_t j = 0; j < ops.size(); ++j) {
-    const auto& it = key.items[entries[j]];
-    const ItemResult& r = results[j];
-    d.stats.push_back(LimitStatus{key.entities[it.key], it.limit.name(), it.limit.kind(), it.source,
-                                  it.limit.capacity(), r.available, r.reset_after, 0,
-                                  it.limit.period()});
+                  bool allowed, bool with_stats) {
+  if (with_stats || !allowed) {
+    d.stats.reserve(ops.size());
+    for (std::size_t j = 0; j < ops.size(); ++j) {
+      const auto& it = key.items[entries[j]];
+      const ItemResult& r = results[j];
+      d.stats.push_back(LimitStatus{key.entities[it.key], it.limit.name(), it.limit.kind(),
+                                    it.source, it.limit.capacity(), r.available, r.reset_after, 0,
+                                    it.limit.period(), it.limit.shadow()});
+    }
   }
-  if (allowed) return;
+  // Every refusal: a shadow limit's is reported apart and decides nothing (not even the code
+  // exceeds_capacity: a shadow limit that can never fit the amount only reports it).
   bool never = false;
-  const Violation* worst = nullptr;
   for (std::size_t j = 0; j < ops.size(); ++j) {
     const ItemResult& r = results[j];
     if (r.ok) continue;
     const auto& it = key.items[entries[j]];
-    d.violations.push_back(Violation{key.entities[it.key], it.limit.name(), it.limit.kind(),
-                                     ops[j].amount, r.available, r.retry_after});
-    never = never || r.never;
+    const bool shadow = it.limit.shadow();
+    if (allowed && !shadow) continue;  // an allowed decision has no violations
+    (shadow ? d.shadow_violations : d.violations)
+        .push_back(Violation{key.entities[it.key], it.limit.name(), it.limit.kind(), ops[j].amount,
+                             r.available, r.retry_after});
+    never = never || (r.never && !shadow);
   }
+  if (allowed) return;
+  const Violation* worst = nullptr;
   for (const auto& v : d.violations) {
     if (worst == nullptr || v.retry_after > worst->retry_after) worst = &v;
   }
   if (never) {
     d.code = Code::exceeds_capacity;
     for (std::size_t j = 0, v = 0; j < ops.size(); ++j) {
-      if (results[j].ok) continue;
+      if (results[j].ok || key.items[entries[j]].limit.shadow()) continue;
       if (results[j].never) {
         const Violation& x = d.violations[v];
         d.reason = "'" + x.limit + "' of " + x.entity + " on " + key.resource + " can never fit " +
@@ -83,8 +90,8 @@ void fill_details(Decision& d, const LeaseKey& key, std::span<const OpItem> ops,
 
 LimitStatus status_of(const KeyParts& k, const Limit& l, ConfigSource src, const ItemResult& r,
                       double rate) {
-  return LimitStatus{std::string(k.entity), l.name(),      l.kind(), src,       l.capacity(),
-                     r.available,           r.reset_after, rate,     l.period()};
+  return LimitStatus{std::string(k.entity), l.name(),      l.kind(), src,        l.capacity(),
+                     r.available,           r.reset_after, rate,     l.period(), l.shadow()};
 }
 
 RateParams adaptive_params(const Limit& l, const AimdLaw* ctl, double* rate_out) {

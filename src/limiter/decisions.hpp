@@ -16,21 +16,26 @@
 
 namespace admit::detail {
 
-// fill_decision's slow part: the stats and, if denied, the violations, code and reason.
+// fill_decision's slow part: the stats (with_stats, or denied), the shadow limits that
+// refused (shadow_violations) and, if denied, the violations, code and reason.
 void fill_details(Decision& d, const LeaseKey& key, std::span<const OpItem> ops,
                   std::span<const std::size_t> entries, std::span<const ItemResult> results,
-                  bool allowed);
+                  bool allowed, bool with_stats);
 
 // Fills `d` from the store's answer to an op over `key`'s limits: `results[j]` answers
 // `ops[j]`, which is entry `entries[j]` of `key` (a plan's entries are its lease key's items).
 // Reads only `key` and the spans, never the plan, so an asynchronous completion can use it.
+// A key with shadow limits always takes the slow part (their refusals are reported even when
+// allowed).
 inline void fill_decision(Decision& d, const LeaseKey& key, std::span<const OpItem> ops,
                           std::span<const std::size_t> entries, std::span<const ItemResult> results,
                           bool allowed, bool with_stats) {
   d.allowed = allowed;
   d.code = Code::ok;
   d.retry_after = 0;
-  if (with_stats || !allowed) fill_details(d, key, ops, entries, results, allowed);
+  if (with_stats || !allowed || key.shadow) {
+    fill_details(d, key, ops, entries, results, allowed, with_stats);
+  }
 }
 
 // A decision the store could not make: code store_unavailable, the store's reason.

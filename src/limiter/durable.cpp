@@ -36,12 +36,23 @@ Limiter::Impl::DurableRecord Limiter::Impl::acquire_record(const LeaseKey& key,
   return r;
 }
 
-void Limiter::Impl::make_durable(Lease& lease, DurableRecord record) {
-  // The lease holds exactly what its record says (windows as the caller's clock put them).
+bool Limiter::Impl::make_durable(Lease& lease, DurableRecord record) {
+  // The lease holds exactly what its record says (windows as the caller's clock put them),
+  // except on the shadow limits that refused: the store did not charge them, the acquire left
+  // their holdings at 0 (finish_acquire), and the record the store keeps says otherwise until
+  // it is rewritten. Nobody else can take the lease up before that: its token is not out yet
+  // (if the process dies first, the lease only expires, which commits and refunds nothing).
+  bool stale = false;
   for (std::size_t i = 0; i < record.held.size(); ++i) {
-    LeaseAccess::held(lease, i) = {record.held[i].consumed, record.held[i].window_end};
+    LeaseAccess::Held& h = LeaseAccess::held(lease, i);
+    if (h.consumed == 0 && record.held[i].consumed != 0) {
+      stale = true;
+    } else {
+      h = {record.held[i].consumed, record.held[i].window_end};
+    }
   }
   LeaseAccess::set_record(lease, std::move(record.data));
+  return stale;
 }
 
 Lease Limiter::resume(std::string_view token) {

@@ -28,6 +28,7 @@ struct LeaseKey {
   std::string resource;
   std::vector<std::string> entities;  // requester, then ancestors
   std::vector<Item> items;
+  bool shadow = false;  ///< some item's limit is shadow (Limit::shadow)
   /// Durable leases: this key as their records write it (lease_record.cpp), made on first use.
   mutable std::atomic<std::shared_ptr<const std::string>> record_json;
 };

@@ -188,7 +188,8 @@ void Limiter::Impl::finish_lease_op(LeaseOp& lo, Lease& lease) {
     }
     lo.d.stats.push_back(LimitStatus{lk.entities[it.key], it.limit.name(), it.limit.kind(),
                                      it.source, it.limit.capacity(), lo.results[j].available,
-                                     lo.results[j].reset_after, 0, it.limit.period()});
+                                     lo.results[j].reset_after, 0, it.limit.period(),
+                                     it.limit.shadow()});
   }
   if (lo.durable && lo.adjust) {
     // The lease holds exactly what its record says (the record's windows are the caller's).

@@ -130,6 +130,17 @@ void Limiter::set_parent(std::string entity, std::string parent) {
       [&](Snapshot& s) { link_parent(s, entity, parent, impl_->opt.max_parent_depth); });
 }
 
+std::string Limiter::parent(std::string_view entity) const {
+  validate_name("entity", entity);
+  if (impl_->opt.config == ConfigMode::store) {
+    const ConfigKey key{ConfigKind::parent, std::string(entity), {}};
+    std::optional<std::string> link;
+    impl_->store.get_config(impl_->ns, std::span(&key, 1), std::span(&link, 1));
+    if (link && !link->empty()) return *link;
+  }
+  return std::string(detail::parent_of(impl_->config.current(), entity));
+}
+
 void Limiter::set_parent_rules(std::vector<ParentRule> rules) {
   auto compiled =
       std::make_shared<const detail::ParentRules>(detail::compile_parent_rules(std::move(rules)));
@@ -272,6 +283,9 @@ struct Scratch {
 };
 thread_local Scratch t_scratch;
 
+// An adjust by nothing: a durable lease's guarded op that only rewrites its record.
+const Amounts kNoDeltas;
+
 /// An op over `plan`'s keys that reports every item: reset, read (stats), clamp.
 Op report_op(OpKind kind, const Namespace& ns, std::string_view group, Micros now, const Plan& plan,
              std::span<const OpItem> items) {
@@ -288,6 +302,16 @@ Op report_op(OpKind kind, const Namespace& ns, std::string_view group, Micros no
             .lease_record = {},
             .lease_record_next = {},
             .lease_guard = false};
+}
+
+/// Whether an admitted acquire holds a concurrency slot: some concurrency item the store
+/// charged (a shadow one that refused took none).
+bool holds_any_slot(const LeaseKey& key, std::span<const OpItem> ops,
+                    std::span<const std::size_t> entries, std::span<const ItemResult> results) {
+  for (std::size_t j = 0; j < ops.size(); ++j) {
+    if (key.items[entries[j]].limit.kind() == LimitKind::concurrency && results[j].ok) return true;
+  }
+  return false;
 }
 
 /// A durable acquire on a store that keeps no lease records.
@@ -369,11 +393,14 @@ void Limiter::Impl::recycle_async(std::unique_ptr<AsyncAcquire> c) noexcept {
     // throws, its destructor (during unwinding: a rollback) refunds all it consumed. Only
     // hold() can throw before that (out of memory); the usage then stays counted and
     // concurrency slots return at their TTL.
+    // A shadow limit that refused was not charged (no slot taken either): the lease holds
+    // nothing of it, so an end frees and refunds nothing there.
+    if (key->shadow && slots) slots = holds_any_slot(*key, ops, entries, results);
     LeaseAccess::hold(lease, id, slots, expires_at, key);
     for (std::size_t j = 0; j < ops.size(); ++j) {
       const std::size_t i = entries[j];
       LeaseAccess::Held& h = LeaseAccess::held(lease, i);
-      h = LeaseAccess::Held{ops[j].amount, results[j].window_end};
+      h = LeaseAccess::Held{results[j].ok ? ops[j].amount : 0, results[j].window_end};
       if (!epochs.empty() && key->items[i].aimd) h.window_end = static_cast<Micros>(epochs[i]);
     }
     LeaseAccess::activate(lease, &self);
@@ -433,7 +460,9 @@ Lease Limiter::Impl::attempt(std::string_view entity, std::string_view resource,
       lease, plan->lease_key, sc.ops, sc.entries, sc.results,
       plan->adaptive ? std::span<const std::uint64_t>(sc.epochs) : std::span<const std::uint64_t>(),
       ok, options.with_stats, slots, id, expires_at);
-  if (options.durable && lease.active()) make_durable(lease, std::move(record));
+  if (options.durable && lease.active() && make_durable(lease, std::move(record))) {
+    (void)lease_op(lease, LeaseOpArgs{.deltas = &kNoDeltas});  // rewrites the record (durable.cpp)
+  }
   return lease;
 }
 
@@ -456,12 +485,27 @@ void Limiter::Impl::complete_async(AsyncAcquire* ctx, bool ok, std::exception_pt
         lease, c->key, c->ops, c->entries, c->results,
         c->adaptive ? std::span<const std::uint64_t>(c->epochs) : std::span<const std::uint64_t>(),
         ok, c->with_stats, c->slots, c->id, c->expires_at);
-    if (c->durable && lease.active()) make_durable(lease, std::move(c->record));
+    if (c->durable && lease.active() && make_durable(lease, std::move(c->record))) {
+      // The record is rewritten (durable.cpp) before `done` gets the lease.
+      auto fix = std::make_shared<RecordFix>(RecordFix{std::move(lease), std::move(c->done)});
+      Impl* impl = c->impl;
+      recycle_async(std::move(c));
+      return rewrite_record_async(impl, std::move(fix));
+    }
   }
   AcquireCallback done = std::move(c->done);
   Lease out = std::move(lease);
   recycle_async(std::move(c));  // before `done` runs, which may acquire again on this thread
   done(std::move(out));
+}
+
+void Limiter::Impl::rewrite_record_async(Impl* impl, std::shared_ptr<RecordFix> fix) noexcept {
+  try {
+    impl->lease_op_async(fix->lease, LeaseOpArgs{.deltas = &kNoDeltas},
+                         [fix](Decision) { fix->done(std::move(fix->lease)); });
+  } catch (...) {  // nothing was sent (out of memory): the lease keeps the record it has
+    fix->done(std::move(fix->lease));
+  }
 }
 
 void Limiter::Impl::acquire_async(std::string_view entity, std::string_view resource,

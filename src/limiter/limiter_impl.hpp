@@ -74,6 +74,12 @@ struct Limiter::Impl {
   // callback were moved out.
   static thread_local std::unique_ptr<AsyncAcquire> spare_async;
   static void recycle_async(std::unique_ptr<AsyncAcquire> c) noexcept;
+  // A durable lease whose record must be rewritten (make_durable) before `done` gets it.
+  struct RecordFix {
+    Lease lease;
+    AcquireCallback done;
+  };
+  static void rewrite_record_async(Impl* impl, std::shared_ptr<RecordFix> fix) noexcept;
 
   // decide (check, change nothing) or record (consume unconditionally), reporting every limit.
   Decision planned_op(OpKind kind, std::string_view entity, std::string_view resource,
@@ -99,7 +105,10 @@ struct Limiter::Impl {
 
   // Durable leases (durable.cpp): the record of an acquire about to be sent, from what its op
   // will consume (ops[j] takes from entry entries[j] of `key`; epochs: per entry, adaptive
-  // plans only), and making an allowed lease durable with it.
+  // plans only), and making an allowed lease durable with it. make_durable returns true when
+  // the lease holds less than the record says (a shadow limit refused, so the store did not
+  // charge it): the caller then rewrites the stored record from the lease's holdings with a
+  // guarded adjust by nothing, before anyone else can know the lease's token.
   struct DurableRecord {
     std::string data;
     std::vector<detail::RecordHeld> held;  // per item of the key
@@ -108,7 +117,7 @@ struct Limiter::Impl {
                                       std::span<const std::size_t> entries,
                                       std::span<const std::uint64_t> epochs, bool slots,
                                       Micros now);
-  static void make_durable(Lease& lease, DurableRecord record);
+  [[nodiscard]] static bool make_durable(Lease& lease, DurableRecord record);
 };
 
 }  // namespace admit

@@ -174,6 +174,7 @@ Plan& Limiter::Impl::plan_for(std::string_view entity, std::string_view resource
         c.plan.adaptive = true;
       }
       key->items.push_back({*en.limit, en.source, en.key, std::move(ctl)});
+      key->shadow = key->shadow || en.limit->shadow();
     }
     c.plan.lease_key = std::move(key);
   }

@@ -66,12 +66,14 @@ RateParams scale(const RateParams& p, std::int64_t fleet) {
   return s;
 }
 
-// Window and concurrency limits: the same limit (name, kind, calendar) with its capacity
-// divided. Same name and kind, so the same state in the fallback store.
+// Window and concurrency limits: the same limit (name, kind, calendar, shadow flag) with its
+// capacity divided. Same name and kind, so the same state in the fallback store.
 Limit scaled_limit(const Limit& l, std::int64_t fleet) {
   const std::int64_t cap = share(l.capacity(), fleet);
-  if (l.kind() == LimitKind::window) return Limit::window(l.name(), cap, l.window_spec());
-  return Limit::concurrency(l.name(), cap);
+  if (l.kind() == LimitKind::window) {
+    return Limit::window(l.name(), cap, l.window_spec()).with_shadow(l.shadow());
+  }
+  return Limit::concurrency(l.name(), cap).with_shadow(l.shadow());
 }
 
 GuardedStoreOptions validated(GuardedStoreOptions o) {
@@ -325,6 +327,16 @@ std::vector<ConfigEntry> GuardedStore::list_config(const Namespace& ns) {
 std::optional<LeaseRecord> GuardedStore::get_lease(const Namespace& ns, std::string_view group,
                                                    std::uint64_t lease_id, Micros now) {
   return impl_->primary.get_lease(ns, group, lease_id, now);
+}
+
+// The audit log is the primary's under every policy: an event kept in the process-local
+// fallback would be missing from the fleet's log, so a failed append reaches the caller.
+std::uint64_t GuardedStore::append_audit(const Namespace& ns, AuditEvent event) {
+  return impl_->primary.append_audit(ns, std::move(event));
+}
+
+std::vector<AuditEvent> GuardedStore::read_audit(const Namespace& ns, const AuditQuery& query) {
+  return impl_->primary.read_audit(ns, query);
 }
 
 StoreCapabilities GuardedStore::capabilities() const { return impl_->primary.capabilities(); }

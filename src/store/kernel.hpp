@@ -102,6 +102,15 @@ inline RecordChange record_change(const Op& op, bool ok) noexcept {
   return {RecordChange::put, op.lease_record_next, op.kind == OpKind::extend ? op.lease_expiry : 0};
 }
 
+/// Shadow mode (Limit::shadow): an item of a shadow limit is checked and reported like any
+/// other, but its refusal (ok false) does not refuse the op; an acquire then leaves that item
+/// out of pass 2 (not charged: its state stays what enforcing it alone would have left; a
+/// concurrency item takes no slot) and applies the others. Does item `it`, answered `res`,
+/// let the op through?
+inline bool admits(const OpItem& it, const ItemResult& res) noexcept {
+  return res.ok || it.limit->shadow();
+}
+
 /// Only a positive amount of acquire/decide is checked: an amount of 0 is reported, never
 /// denied.
 inline bool checks(const Op& op, const OpItem& it) noexcept {
@@ -273,7 +282,9 @@ ADMIT_KERNEL_INLINE void apply_state(const Op& op, const OpItem& it, Slot& s, It
 /**
  * Store::apply over a store's state, all items of `op` in two passes: pass 1 locates, checks
  * and reports every item; pass 2 (ops that change state, and an acquire only if every item
- * was ok) applies them. The caller makes the whole call atomic (locks, a transaction).
+ * was ok or of a shadow limit: admits()) applies them, except the shadow items that refused
+ * (they keep pass 1's report, which is their state). The caller makes the whole call atomic
+ * (locks, a transaction).
  *
  * `Access` locates item i's state (items of one key and limit share it):
  *   - `void forget(std::size_t i)`: reset: drop the state (slot or holds);
@@ -307,13 +318,14 @@ ADMIT_KERNEL_INLINE bool run(const Op& op, std::span<ItemResult> results, Access
       const Slot* s = acc.state(i, changes && op.kind != OpKind::extend);
       check_state(op, it, s != nullptr ? *s : kFresh, res);
     }
-    all_ok = all_ok && res.ok;
+    all_ok = all_ok && admits(it, res);
   }
   if (!changes) return all_ok;
   if (op.kind == OpKind::acquire && !all_ok) return false;
 
   for (std::size_t i = 0; i < op.items.size(); ++i) {
     const OpItem& it = op.items[i];
+    if (!results[i].ok) continue;  // an admitted acquire's refusing shadow item: not charged
     if (it.limit->kind() == LimitKind::concurrency) {
       const bool appends = appends_hold(op, it);
       const bool touches = appends || op.kind == OpKind::release || op.kind == OpKind::extend;

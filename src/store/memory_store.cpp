@@ -8,6 +8,7 @@
 #include <array>
 #include <atomic>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <random>
@@ -106,9 +107,21 @@ struct MemoryStore::Impl {
   std::size_t shard_cap = 0;  // MemoryStoreOptions::max_keys per shard; 0 = none
   std::atomic<std::uint64_t> cap_refusals{0};
 
+  // The audit log of each namespace (by id): its last id given and the events kept, by
+  // ascending id (appended in id order, dropped from the front).
+  struct AuditLog {
+    std::uint64_t last = 0;
+    std::deque<AuditEvent> events;
+  };
+  std::mutex audit_mu;
+  std::map<std::uint32_t, AuditLog> audit;
+  std::size_t audit_retention = kDefaultAuditRetention;
+
   explicit Impl(const MemoryStoreOptions& o)
       : nshards(std::bit_ceil(std::max<std::size_t>(o.shards, 1))),
-        shard_cap(o.max_keys == 0 ? 0 : (o.max_keys + nshards - 1) / nshards) {
+        shard_cap(o.max_keys == 0 ? 0 : (o.max_keys + nshards - 1) / nshards),
+        audit_retention(o.audit_retention) {
+    validate_audit_retention(audit_retention);
     shards = std::make_unique<Shard[]>(nshards);
     mask = nshards - 1;
     std::mt19937_64 rng;
@@ -382,6 +395,48 @@ std::vector<ConfigEntry> MemoryStore::list_config(const Namespace& ns) {
        it != impl_->config.end() && std::get<0>(it->first) == ns.id; ++it) {
     const auto& [id, kind, entity, resource] = it->first;
     out.push_back(ConfigEntry{kind, entity, resource, it->second});
+  }
+  return out;
+}
+
+// ---- the audit log ----
+
+std::uint64_t MemoryStore::append_audit(const Namespace& ns, AuditEvent event) {
+  validate_audit_event(event);
+  std::lock_guard g(impl_->audit_mu);
+  Impl::AuditLog& log = impl_->audit[ns.id];
+  event.id = ++log.last;
+  log.events.push_back(std::move(event));
+  while (log.events.size() > impl_->audit_retention) log.events.pop_front();
+  return log.last;
+}
+
+std::vector<AuditEvent> MemoryStore::read_audit(const Namespace& ns, const AuditQuery& query) {
+  validate_audit_query(query);
+  std::vector<AuditEvent> out;
+  std::lock_guard g(impl_->audit_mu);
+  const auto found = impl_->audit.find(ns.id);
+  if (found == impl_->audit.end()) return out;
+  const std::deque<AuditEvent>& events = found->second.events;
+  const auto by_id = [](const AuditEvent& e, std::uint64_t id) { return e.id < id; };
+  // [first, last): the events within the query's bounds.
+  auto first = std::lower_bound(events.begin(), events.end(), query.after_id, by_id);
+  if (first != events.end() && first->id == query.after_id) ++first;
+  const auto last = query.before_id == 0
+                        ? events.end()
+                        : std::lower_bound(first, events.end(), query.before_id, by_id);
+  const auto take = [&](const AuditEvent& e) {
+    if (audit_matches(e, query)) out.push_back(e);
+    return out.size() < query.limit;
+  };
+  if (query.newest_first) {
+    for (auto it = last; it != first;) {
+      if (!take(*--it)) break;
+    }
+  } else {
+    for (auto it = first; it != last; ++it) {
+      if (!take(*it)) break;
+    }
   }
   return out;
 }

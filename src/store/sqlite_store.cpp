@@ -30,6 +30,7 @@ SqliteStore::Impl::Impl(SqliteStoreOptions o) : opt(std::move(o)), db(opt.path) 
     throw ValidationError("busy_timeout", std::to_string(opt.busy_timeout.count()),
                           "must be 0 to 2^31-1 ms");
   }
+  validate_audit_retention(opt.audit_retention);
   db.open(opt.busy_timeout, !per_op());
   sqlite_store::migrate(db);
 
@@ -94,6 +95,7 @@ SqliteStore::Impl::Impl(SqliteStoreOptions o) : opt(std::move(o)), db(opt.path) 
   lease_del = db.prepare("DELETE FROM leases WHERE ns = ?1 AND grp = ?2 AND id = ?3");
   ns_del_leases = db.prepare("DELETE FROM leases WHERE ns = ?1");
   prune_leases = db.prepare("DELETE FROM leases WHERE expiry <= ?1");
+  prepare_audit();
 
   if (!per_op()) start_flusher();
 }
@@ -306,6 +308,7 @@ StoreCapabilities SqliteStore::capabilities() const {
   StoreCapabilities c;
   c.durable = impl_->per_op();
   c.leases = true;
+  c.audit = true;
   return c;
 }
 

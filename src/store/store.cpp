@@ -49,6 +49,18 @@ void Store::apply_async(const Op& op, std::span<ItemResult> results, ApplyCallba
   done(ok, std::move(error));
 }
 
+std::uint64_t Store::append_audit(const Namespace& ns, AuditEvent event) {
+  (void)ns;
+  validate_audit_event(event);
+  throw StoreUnavailable("store '" + name() + "' keeps no audit log");
+}
+
+std::vector<AuditEvent> Store::read_audit(const Namespace& ns, const AuditQuery& query) {
+  (void)ns;
+  validate_audit_query(query);
+  return {};
+}
+
 std::string_view to_string(ConfigKind k) {
   switch (k) {
     case ConfigKind::system:

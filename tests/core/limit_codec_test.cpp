@@ -55,6 +55,39 @@ TEST(LimitCodec, RoundTripsEveryKind) {
   EXPECT_TRUE(decode_limits("[]").empty());
 }
 
+// Verifies the shadow flag round-trips for every kind, is written only when set (a limit that is
+// not shadow encodes exactly as before the flag existed), and that an encoding without it (any
+// earlier one) decodes as not shadow.
+TEST(LimitCodec, ShadowFlagRoundTripsAndOldTextIsNotShadow) {
+  const std::vector<Limit> limits = {
+      Limit::per_minute("rpm", 500).with_shadow(),
+      Limit::per_minute("tpm", 30'000),
+      Limit::daily("rpd", 10'000, "07:30", "America/Los_Angeles").with_shadow(),
+      Limit::concurrency("slots", 8).with_shadow(),
+      Limit::adaptive("aimd", AimdOptions{.max_rate = 10}).with_shadow(),
+  };
+  const std::string text = encode_limits(limits);
+  const std::vector<Limit> back = decode_limits(text);
+  expect_same(back, limits);
+  ASSERT_EQ(back.size(), limits.size());
+  for (std::size_t i = 0; i < back.size(); ++i) EXPECT_EQ(back[i].shadow(), limits[i].shadow());
+  EXPECT_NE(text.find(R"("refill_period_us":60000000,"shadow":true})"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"({"name":"tpm","kind":"rate","capacity":30000,"refill_amount":30000,)"
+                      R"("refill_period_us":60000000})"),
+            std::string::npos)
+      << text;
+  const std::vector<Limit> old = decode_limits(
+      R"([{"name":"rpm","kind":"rate","capacity":500,"refill_amount":500,)"
+      R"("refill_period_us":60000000},{"name":"slots","kind":"concurrency","capacity":8}])");
+  ASSERT_EQ(old.size(), 2u);
+  EXPECT_FALSE(old[0].shadow());
+  EXPECT_FALSE(old[1].shadow());
+  EXPECT_EQ(old[0], Limit::per_minute("rpm", 500));
+  EXPECT_FALSE(decode_limits(R"([{"name":"c","kind":"concurrency","capacity":1,"shadow":false}])")
+                   .at(0)
+                   .shadow());
+}
+
 // Verifies random AIMD settings (doubles of every magnitude) round-trip bit for bit.
 TEST(LimitCodec, DoublesRoundTripExactly) {
   const std::uint64_t seed = test::test_seed();
@@ -116,6 +149,10 @@ TEST(LimitCodec, RefusesBadText) {
                  R"({"name":"c","kind":"concurrency","capacity":2}])",
                  "limits[1].name");
   expect_refused(R"([{"name":"bad name","kind":"concurrency","capacity":1}])", "limit name");
+  expect_refused(R"([{"name":"c","kind":"concurrency","capacity":1,"shadow":"yes"}])",
+                 "limits[0].shadow");
+  expect_refused(R"([{"name":"c","kind":"concurrency","capacity":1,"shadow":1}])",
+                 "limits[0].shadow");
 }
 
 }  // namespace

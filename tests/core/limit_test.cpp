@@ -102,6 +102,29 @@ TEST(Limit, Equality) {
   EXPECT_NE(Limit::per_minute("rpm", 10).name_hash(), Limit::concurrency("rpm", 10).name_hash());
 }
 
+// Verifies the shadow flag: off by default, set and cleared by with_shadow() on a copy, part of
+// equality and of describe(), not of the state's identity (name_hash).
+TEST(Limit, ShadowFlag) {
+  const Limit rpm = Limit::per_minute("rpm", 10);
+  EXPECT_FALSE(rpm.shadow());
+  const Limit shadow = rpm.with_shadow();
+  EXPECT_TRUE(shadow.shadow());
+  EXPECT_FALSE(rpm.shadow());  // a copy: the original is unchanged
+  EXPECT_FALSE(shadow == rpm);
+  EXPECT_EQ(shadow.with_shadow(false), rpm);
+  EXPECT_EQ(shadow.name_hash(), rpm.name_hash());
+  EXPECT_EQ(shadow.capacity(), 10);
+  EXPECT_EQ(shadow.rate(), rpm.rate());
+  EXPECT_EQ(rpm.describe(), "rpm: 10 per 1m (burst 10)");
+  EXPECT_EQ(shadow.describe(), "rpm: 10 per 1m (burst 10), shadow");
+  EXPECT_EQ(Limit::concurrency("slots", 2).with_shadow().describe(), "slots: 2 concurrent, shadow");
+  const Limit day = Limit::daily("rpd", 5, "06:00", "Europe/Berlin").with_shadow();
+  EXPECT_TRUE(day.shadow());
+  EXPECT_EQ(day.window_spec().time_zone, "Europe/Berlin");
+  EXPECT_EQ(day.window_at(0).end,
+            Limit::daily("rpd", 5, "06:00", "Europe/Berlin").window_at(0).end);
+}
+
 // Verifies decision codes print as their stable wire strings.
 TEST(Decision, CodesAreWireStrings) {
   EXPECT_EQ(to_string(Code::ok), "ok");

@@ -894,6 +894,112 @@ TEST_F(LimiterTest, DailyWindowExhaustsUntilWindowEnd) {
   EXPECT_EQ(take(limiter, "a", "gpt", {{"rpd", 1}}).retry_after, kMicrosPerDay);
 }
 
+// ------------------------------------------------------------------- shadow limits
+
+// Verifies a shadow limit (Limit::shadow) past its capacity: try_acquire (without stats),
+// acquire (no wait), decide and an amount it can never fit are all allowed with code ok,
+// retry_after 0 and the would-be denial in shadow_violations; the shadow limit is charged only
+// for what it would have admitted (its retry_after stays the enforced limit's), the others
+// for everything; record_usage and a lease's positive adjust count on it like on any limit.
+TEST_F(LimiterTest, ShadowLimitReportsWouldDenyWithoutDenying) {
+  // rpm: T = 1 s, shadow; tpm: T = 10 ms.
+  limiter.set_limits("gpt",
+                     {Limit::per_minute("rpm", 60).with_shadow(), Limit::per_minute("tpm", 6000)});
+  for (int i = 0; i < 60; ++i) {
+    const Decision d = take(limiter, "alice", "gpt", {{"rpm", 1}});
+    ASSERT_TRUE(d.allowed) << i;
+    ASSERT_TRUE(d.shadow_violations.empty()) << i;
+  }
+  Decision d = take(limiter, "alice", "gpt", {{"rpm", 1}, {"tpm", 100}});
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.code, Code::ok);
+  EXPECT_EQ(d.retry_after, 0);
+  EXPECT_TRUE(d.reason.empty());
+  EXPECT_TRUE(d.violations.empty());
+  EXPECT_TRUE(d.stats.empty());  // with_stats is off; the report is there regardless
+  ASSERT_EQ(d.shadow_violations.size(), 1u);
+  EXPECT_EQ(d.shadow_violations[0].entity, "alice");
+  EXPECT_EQ(d.shadow_violations[0].limit, "rpm");
+  EXPECT_EQ(d.shadow_violations[0].requested, 1);
+  EXPECT_EQ(d.shadow_violations[0].available, 0);
+  EXPECT_EQ(d.shadow_violations[0].retry_after, kSec);
+
+  // acquire() never waits for a shadow limit.
+  Lease waited = limiter.acquire("alice", "gpt", {{"rpm", 1}}, std::chrono::seconds(10));
+  EXPECT_TRUE(waited.allowed());
+  EXPECT_EQ(clock.now(), kStart);
+  EXPECT_EQ(waited.decision().shadow_violations.size(), 1u);
+  waited.commit();
+  // An amount it can never fit: reported (retry_after 0), not exceeds_capacity.
+  d = take(limiter, "alice", "gpt", {{"rpm", 61}});
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.code, Code::ok);
+  ASSERT_EQ(d.shadow_violations.size(), 1u);
+  EXPECT_EQ(d.shadow_violations[0].requested, 61);
+  EXPECT_EQ(d.shadow_violations[0].retry_after, 0);
+  // None of the three was charged on rpm.
+  d = limiter.decide("alice", "gpt", {{"rpm", 1}});
+  EXPECT_TRUE(d.allowed);
+  ASSERT_EQ(d.shadow_violations.size(), 1u);
+  EXPECT_EQ(d.shadow_violations[0].retry_after, kSec);
+  EXPECT_EQ(available(limiter, "alice", "gpt", "tpm"), 5900);
+
+  // record_usage counts (into debt) and reports nothing: it refuses nothing.
+  d = limiter.record_usage("alice", "gpt", {{"rpm", 10}});
+  EXPECT_TRUE(d.allowed);
+  EXPECT_TRUE(d.shadow_violations.empty());
+  EXPECT_EQ(limiter.decide("alice", "gpt", {{"rpm", 1}}).shadow_violations.at(0).retry_after,
+            11 * kSec);
+
+  // A lease admitted past rpm holds none of it: a positive adjust counts, a refund gives back
+  // at most that, and rollback refunds only tpm.
+  Lease l = limiter.try_acquire("alice", "gpt", {{"rpm", 1}, {"tpm", 100}});
+  ASSERT_TRUE(l.allowed());
+  EXPECT_EQ(l.decision().shadow_violations.at(0).retry_after, 11 * kSec);
+  EXPECT_EQ(available(limiter, "alice", "gpt", "tpm"), 5800);
+  EXPECT_TRUE(l.adjust({{"rpm", 2}}).allowed);
+  EXPECT_EQ(limiter.decide("alice", "gpt", {{"rpm", 1}}).shadow_violations.at(0).retry_after,
+            13 * kSec);
+  EXPECT_TRUE(l.adjust({{"rpm", -5}}).allowed);
+  EXPECT_EQ(limiter.decide("alice", "gpt", {{"rpm", 1}}).shadow_violations.at(0).retry_after,
+            11 * kSec);
+  l.rollback();
+  EXPECT_EQ(available(limiter, "alice", "gpt", "tpm"), 5900);
+  EXPECT_EQ(limiter.decide("alice", "gpt", {{"rpm", 1}}).shadow_violations.at(0).retry_after,
+            11 * kSec);
+}
+
+// Verifies a shadow limit of a parent: members pass it, the report names the parent, their own
+// limits are charged and the parent's shadow budget only with what it would have admitted.
+TEST_F(LimiterTest, ShadowLimitOnAParent) {
+  limiter.set_limits("gpt", {Limit::per_minute("tpm", 6000)});
+  limiter.set_entity_limits("team", "gpt", {Limit::per_minute("tpm", 150).with_shadow()});
+  limiter.set_parent("bob", "team");
+  limiter.set_parent("carol", "team");
+  EXPECT_TRUE(take(limiter, "bob", "gpt", {{"tpm", 100}}).shadow_violations.empty());
+  const Decision d = take(limiter, "carol", "gpt", {{"tpm", 100}});
+  EXPECT_TRUE(d.allowed);
+  ASSERT_EQ(d.shadow_violations.size(), 1u);
+  EXPECT_EQ(d.shadow_violations[0].entity, "team");
+  EXPECT_EQ(d.shadow_violations[0].available, 50);
+  EXPECT_EQ(d.shadow_violations[0].retry_after, 20 * kSec);  // 50 more at 400 ms each
+  EXPECT_EQ(available(limiter, "carol", "gpt", "tpm"), 5900);
+  EXPECT_EQ(available(limiter, "carol", "gpt", "tpm", "team"), 50);
+  // The parent's enforced limit next to it still denies, and the shadow one is listed too.
+  limiter.set_entity_limits(
+      "team", "gpt", {Limit::per_minute("tpm", 150).with_shadow(), Limit::per_minute("rpm", 1)});
+  ASSERT_TRUE(take(limiter, "bob", "gpt", {{"rpm", 1}}).allowed);
+  const Decision denied = take(limiter, "carol", "gpt", {{"rpm", 1}, {"tpm", 100}});
+  EXPECT_FALSE(denied.allowed);
+  EXPECT_EQ(denied.code, Code::rate_exceeded);
+  ASSERT_EQ(denied.violations.size(), 1u);
+  EXPECT_EQ(denied.violations[0].limit, "rpm");
+  EXPECT_EQ(denied.retry_after, 60 * kSec);
+  ASSERT_EQ(denied.shadow_violations.size(), 1u);
+  EXPECT_EQ(denied.shadow_violations[0].entity, "team");
+  EXPECT_EQ(available(limiter, "carol", "gpt", "tpm"), 5900);  // a denial charges nothing
+}
+
 // ------------------------------------------------------------------- reset, namespaces, ids
 
 // Verifies reset(entity, resource) refills only that key and reset_all refills the namespace.
@@ -956,6 +1062,71 @@ TEST_F(LimiterTest, CraftedIdsDoNotCollide) {
     EXPECT_FALSE(take(limiter, e, r, {{"rpm", 1}}).allowed);
   }
   for (const auto& [e, r] : keys) EXPECT_EQ(available(limiter, e, r, "rpm"), 0);
+}
+
+// ------------------------------------------------------------------- the audit log
+
+// Verifies audit() appends to the store's log of the Limiter's namespace, filling a time of 0
+// from the Limiter's clock and keeping a given one; audit_log() reads that namespace only; the
+// Limiter's own configuration calls write no event; bad events and queries are refused.
+TEST_F(LimiterTest, AuditAppendsToTheNamespacesLogWithTheClocksTime) {
+  Limiter other(store, clock, LimiterOptions{.ns = "tenant-b"});
+  AuditEvent e;
+  e.principal = "library";
+  e.action = std::string(to_string(AuditAction::limits_set));
+  e.resource = "gpt";
+  e.after = R"([{"name":"rpm","rate":{"limit":5,"period_us":60000000}}])";
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 5)});
+  limiter.set_parent("alice", "team");
+  EXPECT_TRUE(limiter.audit_log().empty());  // the Limiter writes none by itself
+
+  clock.advance(kSec);
+  EXPECT_EQ(limiter.audit(e), 1u);
+  AuditEvent timed = e;
+  timed.time = kStart - kSec;
+  timed.action = std::string(to_string(AuditAction::parent_set));
+  timed.entity = "alice";
+  timed.after = R"("team")";
+  EXPECT_EQ(limiter.audit(timed), 2u);
+  EXPECT_EQ(other.audit(e), 1u);  // its own namespace, its own ids
+
+  const std::vector<AuditEvent> log = limiter.audit_log();
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[0].id, 1u);
+  EXPECT_EQ(log[0].time, kStart + kSec);
+  EXPECT_EQ(log[0].after, e.after);
+  timed.id = 2;
+  EXPECT_EQ(log[1], timed);
+  EXPECT_EQ(limiter.audit_log({.entity = "alice"}), std::vector<AuditEvent>{timed});
+  EXPECT_EQ(limiter.audit_log({.limit = 1, .newest_first = true}), std::vector<AuditEvent>{timed});
+  EXPECT_EQ(store.read_audit(store.open_namespace("default"), {}), log);
+  ASSERT_EQ(other.audit_log().size(), 1u);
+  EXPECT_EQ(other.audit_log()[0].time, kStart + kSec);
+
+  AuditEvent bad = e;
+  bad.action = "Limits Set";
+  EXPECT_THROW((void)limiter.audit(bad), ValidationError);
+  EXPECT_THROW((void)limiter.audit_log({.limit = 0}), ValidationError);
+  EXPECT_EQ(limiter.audit_log().size(), 2u);
+}
+
+// Verifies a store that cannot be reached makes audit() and audit_log() throw
+// StoreUnavailable (an event is never dropped silently), and appending goes on afterwards.
+TEST(LimiterAudit, StoreUnavailableReachesTheCaller) {
+  test::FaultStore store;
+  ManualClock clock(kStart);
+  Limiter limiter(store, clock);
+  AuditEvent e;
+  e.principal = "token:ops";
+  e.action = "limits_deleted";
+  e.resource = "gpt";
+  e.before = "[]";
+  store.down = true;
+  EXPECT_THROW((void)limiter.audit(e), StoreUnavailable);
+  EXPECT_THROW((void)limiter.audit_log(), StoreUnavailable);
+  store.down = false;
+  EXPECT_EQ(limiter.audit(e), 1u);
+  EXPECT_EQ(limiter.audit_log().size(), 1u);
 }
 
 // ------------------------------------------------------------------- stats
@@ -1253,6 +1424,25 @@ TEST(LimiterStoreConfig, ServesStaleEntriesWhileTheStoreIsDown) {
   EXPECT_EQ(lim.try_acquire("u", "m", {{"rpm", 3}}).decision().code, Code::rate_exceeded);
 }
 
+// Verifies shadow limits kept in the store (ConfigMode::store) keep their flag: another Limiter
+// on the store resolves them as shadow and is not denied by them.
+TEST(LimiterStoreConfig, ShadowFlagIsStoredWithTheLimits) {
+  MemoryStore store;
+  ManualClock clock(kStart);
+  Limiter writer(store, clock, store_config(kMicrosPerSecond));
+  Limiter reader(store, clock, store_config(kMicrosPerSecond));
+  writer.set_limits("m", {Limit::per_minute("rpm", 1).with_shadow(), Limit::per_minute("tpm", 10)});
+  const auto resolved = reader.resolve("u", "m");
+  ASSERT_EQ(resolved.size(), 2u);
+  EXPECT_TRUE(resolved[0].first.shadow());
+  EXPECT_FALSE(resolved[1].first.shadow());
+  ASSERT_TRUE(take(reader, "u", "m", {{"rpm", 1}}).allowed);
+  const Decision d = take(reader, "u", "m", {{"rpm", 1}});
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.shadow_violations.size(), 1u);
+  EXPECT_EQ(take(reader, "u", "m", {{"tpm", 11}}).code, Code::exceeds_capacity);
+}
+
 // Verifies stored entries that cannot be used give clear invalid_argument decisions: text
 // that does not decode, and parents (written by another process) that make a cycle; and that
 // set_parent checks the links already stored.
@@ -1398,6 +1588,16 @@ void expect_same(const Decision& sync, const Decision& async, const std::string&
     EXPECT_EQ(a.available, b.available) << i;
     EXPECT_EQ(a.retry_after, b.retry_after) << i;
   }
+  ASSERT_EQ(sync.shadow_violations.size(), async.shadow_violations.size());
+  for (std::size_t i = 0; i < sync.shadow_violations.size(); ++i) {
+    const Violation& a = sync.shadow_violations[i];
+    const Violation& b = async.shadow_violations[i];
+    EXPECT_EQ(a.entity, b.entity) << i;
+    EXPECT_EQ(a.limit, b.limit) << i;
+    EXPECT_EQ(a.requested, b.requested) << i;
+    EXPECT_EQ(a.available, b.available) << i;
+    EXPECT_EQ(a.retry_after, b.retry_after) << i;
+  }
   ASSERT_EQ(sync.stats.size(), async.stats.size());
   for (std::size_t i = 0; i < sync.stats.size(); ++i) {
     const LimitStatus& a = sync.stats[i];
@@ -1527,6 +1727,35 @@ TEST_F(AsyncAcquireTest, ConcurrencyLeasesHoldAndReleaseSlots) {
   a2.commit();
   EXPECT_EQ(test::available(async, "u", "m", "inflight"), 2);
   EXPECT_EQ(test::available(sync, "u", "m", "inflight"), 2);
+}
+
+// Verifies try_acquire_async reports shadow limits exactly like try_acquire: allowed past them
+// with the same shadow_violations (with and without stats), denied by an enforced limit with
+// them listed too, and a shadow concurrency limit holding only free slots.
+TEST_F(AsyncAcquireTest, ShadowLimitsLikeTryAcquire) {
+  configure([](Limiter& l) {
+    l.set_limits("m", {Limit::per_minute("rpm", 2).with_shadow(), Limit::per_minute("tpm", 1000),
+                       Limit::concurrency("inflight", 1).with_shadow()});
+  });
+  AcquireOptions stats;
+  stats.with_stats = true;
+  auto [s1, a1] = both("u", "m", {{"rpm", 2}, {"tpm", 100}});
+  EXPECT_TRUE(a1.decision().shadow_violations.empty());
+  auto [s2, a2] = both("u", "m", {{"rpm", 1}, {"tpm", 100}}, stats);
+  ASSERT_TRUE(a2.allowed());
+  EXPECT_EQ(a2.decision().shadow_violations.size(), 2u);  // rpm and inflight
+  EXPECT_EQ(a2.decision().stats.size(), 3u);
+  const Decision denied = take_both("u", "m", {{"rpm", 1}, {"tpm", 900}});
+  EXPECT_FALSE(denied.allowed);
+  EXPECT_EQ(denied.violations.size(), 1u);
+  EXPECT_EQ(denied.shadow_violations.size(), 2u);
+  s2.commit();
+  a2.commit();
+  EXPECT_EQ(test::available(async, "u", "m", "inflight"), 0);  // a2 took no slot to free
+  s1.commit();
+  a1.commit();
+  EXPECT_EQ(test::available(async, "u", "m", "inflight"), 1);
+  EXPECT_EQ(test::available(sync, "u", "m", "inflight"), 1);
 }
 
 // Verifies adaptive limits: paced at the controller's rate, and the lease from the callback

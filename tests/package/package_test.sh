@@ -60,14 +60,15 @@ built_prefix=$(cache CMAKE_INSTALL_PREFIX)
 step "cmake --install $build --prefix $prefix"
 quietly cmake --install "$build" --prefix "$prefix"
 for f in bin/admitd bin/admit include/admit/limiter.hpp include/admit/version.hpp \
-         include/admit/store/sqlite_store.hpp share/admit/profiles/openai.yaml \
+         include/admit/store/sqlite_store.hpp include/admit/tokens.hpp \
+         share/admit/profiles/openai.yaml \
          lib/systemd/system/admitd.service etc/admit/admitd.yaml; do
   [ -e "$prefix/$f" ] || fail "not installed: $f"
 done
 config_dir=$(dirname "$(find "$prefix" -name admitConfig.cmake)")
 pc_dir=$(dirname "$(find "$prefix" -name admit.pc)")
 for f in admitConfigVersion.cmake admit-core-targets.cmake admit-limiter-targets.cmake \
-         admit-sqlite-targets.cmake admit-redis-targets.cmake; do
+         admit-sqlite-targets.cmake admit-redis-targets.cmake admit-tokens-targets.cmake; do
   [ -f "$config_dir/$f" ] || fail "not installed: $config_dir/$f"
 done
 [ -f "$pc_dir/admit-limiter.pc" ] || fail "not installed: $pc_dir/admit-limiter.pc"
@@ -115,6 +116,7 @@ quietly cmake --build "$tmp/find-all"
 expect_line "$("$tmp/find-all/consumer_limiter")" "$limiter_line"
 out=$("$tmp/find-all/consumer_full" "$tmp/find-all.db")
 expect_line "$out" "full consumer: user-1 rpm: 498/500"
+expect_line "$out" "full consumer: tokens 2 o200k_base"  # the rank tables came with the library
 grep -q "^$full_line" <<<"$out" || fail "unexpected output: $out"
 # The profiles are found in the install: the directory compiled in, or (installed elsewhere)
 # share/admit/profiles next to the program's bin/.
@@ -148,7 +150,9 @@ no_store_libs "$tmp/pc_limiter"
 # shellcheck disable=SC2046
 quietly g++ -std=c++20 "$consumer/full_main.cpp" -o "$tmp/pc_full" \
   $(pkg-config --cflags --libs admit)
-expect_line "$("$tmp/pc_full" "$tmp/pc.db")" "full consumer: user-1 rpm: 498/500"
+out=$("$tmp/pc_full" "$tmp/pc.db")
+expect_line "$out" "full consumer: user-1 rpm: 498/500"
+expect_line "$out" "full consumer: tokens 2 o200k_base"
 unset PKG_CONFIG_PATH
 
 # ---- 5. the unit ----
@@ -180,11 +184,11 @@ for f in ./usr/bin/admitd ./usr/bin/admit ./usr/include/admit/limiter.hpp \
          ./etc/admit/admitd.yaml; do
   expect_line "$contents" "$f"
 done
-for re in 'libadmit_(core|store|limiter|adapt|sqlite|redis)\.a' 'cmake/admit/admitConfig\.cmake' \
+for re in 'libadmit_(core|tokens|store|limiter|adapt|sqlite|redis)\.a' 'cmake/admit/admitConfig\.cmake' \
           'pkgconfig/admit\.pc' 'pkgconfig/admit-limiter\.pc'; do
   [ "$(grep -cE "^\./usr/lib/(.*/)?$re\$" <<<"$contents")" -ge 1 ] || fail "the .deb has no $re"
 done
-[ "$(grep -cE 'libadmit_[a-z]+\.a$' <<<"$contents")" -eq 7 ] || fail "the .deb has not 7 libraries"
+[ "$(grep -cE 'libadmit_[a-z]+\.a$' <<<"$contents")" -eq 8 ] || fail "the .deb has not 8 libraries"
 if grep -E '^\./usr/local|_CPack' <<<"$contents"; then fail "stray paths in the .deb"; fi
 info=$(dpkg-deb -I "$deb")
 grep -qE '^ +[0-9]+ bytes, .* conffiles *$' <<<"$info" ||

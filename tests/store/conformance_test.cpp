@@ -7,11 +7,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <memory>
 #include <ostream>
 #include <random>
@@ -51,25 +53,38 @@ constexpr Micros kUtcDayEnd = (kStart / kMicrosPerDay + 1) * kMicrosPerDay;
 /// A fresh directory under $TMPDIR (or /tmp), removed with everything in it.
 using test::TempDir;
 
+/// What a case may ask of the store it makes; the rest is the store's default.
+struct StoreTuning {
+  std::size_t audit_retention = kDefaultAuditRetention;
+};
+
 /// Makes a fresh, empty store whose files (if any) live under `dir`; returns nullptr and
 /// sets `why` when the store cannot be made here (the cases then skip).
-using MakeStore = std::function<std::unique_ptr<Store>(const std::string& dir, std::string& why)>;
+using MakeStore = std::function<std::unique_ptr<Store>(
+    const std::string& dir, const StoreTuning& tuning, std::string& why)>;
 
 struct StoreFactory {
   std::string name;
-  MakeStore make;
+  MakeStore make_tuned;
   /// A new store made over the same directory sees the state of the previous one.
   bool persistent = false;
   /// Several stores may be open over one directory at once (as several processes would be).
   bool shared = false;
+
+  std::unique_ptr<Store> make(const std::string& dir, std::string& why,
+                              const StoreTuning& tuning = {}) const {
+    return make_tuned(dir, tuning, why);
+  }
 };
 
 void PrintTo(const StoreFactory& f, std::ostream* os) { *os << f.name; }
 
-std::unique_ptr<Store> make_sqlite(const std::string& dir, Durability durability) {
+std::unique_ptr<Store> make_sqlite(const std::string& dir, Durability durability,
+                                   const StoreTuning& tuning) {
   SqliteStoreOptions o;
   o.path = dir + "/conformance.db";
   o.durability = durability;
+  o.audit_retention = tuning.audit_retention;
   o.write_behind_interval = 5 * kMs;  // the flusher runs often, between the cases' operations
   return std::make_unique<SqliteStore>(o);
 }
@@ -77,11 +92,13 @@ std::unique_ptr<Store> make_sqlite(const std::string& dir, Durability durability
 // A RedisStore deciding at the cases' (manual) time, its keys under a prefix of its own per
 // directory: remade over the same directory, it sees the same keys. The deny cache is off here:
 // a locally answered denial reports only the cached limit (RedisStoreTest covers it).
-std::unique_ptr<Store> make_redis(const std::string& dir, bool cluster, std::string& why) {
+std::unique_ptr<Store> make_redis(const std::string& dir, bool cluster, const StoreTuning& tuning,
+                                  std::string& why) {
   const auto client = test::redis_options(cluster, why);
   if (!client) return nullptr;
   RedisStoreOptions o;
   o.client = *client;
+  o.audit_retention = tuning.audit_retention;
   o.prefix = "admit-conformance/" + std::filesystem::path(dir).filename().string();
   o.server_time = false;
   o.deny_cache = false;
@@ -92,22 +109,30 @@ std::unique_ptr<Store> make_redis(const std::string& dir, bool cluster, std::str
 // reason (the cases skip, or fail with ADMIT_REQUIRE_REDIS=1).
 const StoreFactory kFactories[] = {
     {"memory",
-     [](const std::string&, std::string&) -> std::unique_ptr<Store> {
-       return std::make_unique<MemoryStore>();
+     [](const std::string&, const StoreTuning& t, std::string&) -> std::unique_ptr<Store> {
+       return std::make_unique<MemoryStore>(
+           MemoryStoreOptions{.audit_retention = t.audit_retention});
      }},
     {"sqlite",
-     [](const std::string& dir, std::string&) { return make_sqlite(dir, Durability::per_op); },
+     [](const std::string& dir, const StoreTuning& t, std::string&) {
+       return make_sqlite(dir, Durability::per_op, t);
+     },
      true, true},
     {"sqlite_write_behind",
-     [](const std::string& dir, std::string&) {
-       return make_sqlite(dir, Durability::write_behind);
+     [](const std::string& dir, const StoreTuning& t, std::string&) {
+       return make_sqlite(dir, Durability::write_behind, t);
      },
      true},
-    {"redis", [](const std::string& dir, std::string& why) { return make_redis(dir, false, why); },
+    {"redis",
+     [](const std::string& dir, const StoreTuning& t, std::string& why) {
+       return make_redis(dir, false, t, why);
+     },
      true, true},
     {"redis_cluster",
-     [](const std::string& dir, std::string& why) { return make_redis(dir, true, why); }, true,
-     true},
+     [](const std::string& dir, const StoreTuning& t, std::string& why) {
+       return make_redis(dir, true, t, why);
+     },
+     true, true},
 };
 
 using test::Applied;
@@ -749,6 +774,243 @@ TEST_P(StoreConformance, DurableLeaseTokensStayInTheirNamespace) {
   EXPECT_EQ(available(*a, "u", "m", "tpm"), 1000);
 }
 
+// ------------------------------------------------------------------------ shadow limits
+
+// Verifies shadow items at store level: checked and reported like any item but never refusing
+// the op; an admitted acquire leaves a refusing shadow item unchanged (no charge: its state is
+// the enforced limit's, which shares it) and charges the others; an enforced refusal refuses
+// the op and still reports the shadow one; a shadow concurrency item takes a slot only when
+// one is free, so a release of that lease frees nothing.
+TEST_P(StoreConformance, ShadowItemsReportButNeverRefuse) {
+  const KeyParts k{"e", "r"};
+  const Limit rpm = rpm_.with_shadow();  // 10 per minute, T = 6 s; the state of rpm_
+  const Limit slots = slots_.with_shadow();
+  ASSERT_TRUE(one(OpKind::acquire, kStart, k, rpm, 10).ok);
+  const Applied past =
+      apply(OpKind::acquire, kStart, {k}, {OpItem{0, &rpm, 1, 0}, OpItem{0, &rpd_, 2, 0}});
+  EXPECT_TRUE(past.ok);
+  EXPECT_FALSE(past.items[0].ok);
+  EXPECT_FALSE(past.items[0].never);
+  EXPECT_EQ(past.items[0].retry_after, 6 * kSec);
+  EXPECT_EQ(past.items[0].available, 0);
+  EXPECT_TRUE(past.items[1].ok);
+  EXPECT_EQ(avail(kStart, k, rpd_), 3);                       // charged
+  EXPECT_EQ(avail(kStart + 6 * kSec, k, rpm), 1);             // not charged: one unit back after T
+  EXPECT_FALSE(one(OpKind::acquire, kStart, k, rpm_, 1).ok);  // enforced, the same state
+  const Applied dec = one(OpKind::decide, kStart, k, rpm, 1);
+  EXPECT_TRUE(dec.ok);
+  EXPECT_FALSE(dec.items[0].ok);
+  EXPECT_EQ(dec.items[0].retry_after, 6 * kSec);
+  const Applied never = one(OpKind::acquire, kStart, k, rpm, 11);
+  EXPECT_TRUE(never.ok);
+  EXPECT_TRUE(never.items[0].never);
+  // An enforced refusal refuses the op; nothing is charged; the shadow refusal is reported.
+  const Applied both =
+      apply(OpKind::acquire, kStart, {k}, {OpItem{0, &rpm, 1, 0}, OpItem{0, &rpd_, 4, 0}});
+  EXPECT_FALSE(both.ok);
+  EXPECT_FALSE(both.items[0].ok);
+  EXPECT_EQ(both.items[0].retry_after, 6 * kSec);
+  EXPECT_FALSE(both.items[1].ok);
+  EXPECT_EQ(avail(kStart, k, rpd_), 3);
+  // A full shadow window: admitted, not counted past its cap.
+  const Limit rpd = rpd_.with_shadow();
+  const Applied cap = one(OpKind::acquire, kStart, k, rpd, 4);
+  EXPECT_TRUE(cap.ok);
+  EXPECT_FALSE(cap.items[0].ok);
+  EXPECT_EQ(cap.items[0].retry_after, kUtcDayEnd - kStart);
+  EXPECT_EQ(avail(kStart, k, rpd_), 3);
+
+  // Concurrency: leases 1 and 2 take the two slots; lease 3 is admitted without one.
+  ASSERT_TRUE(one(OpKind::acquire, kStart, k, slots, 1, 1, kStart + 10 * kSec).ok);
+  ASSERT_TRUE(one(OpKind::acquire, kStart, k, slots, 1, 2, kStart + 20 * kSec).ok);
+  const Applied full =
+      apply(OpKind::acquire, kStart, {k}, {OpItem{0, &slots, 1, 0}, OpItem{0, &rpd_, 1, 0}}, 3,
+            kStart + 30 * kSec);
+  EXPECT_TRUE(full.ok);
+  EXPECT_FALSE(full.items[0].ok);
+  EXPECT_EQ(full.items[0].held, 2);
+  EXPECT_EQ(full.items[0].retry_after, 10 * kSec);
+  EXPECT_EQ(avail(kStart, k, rpd_), 2);
+  EXPECT_EQ(one(OpKind::release, kStart, k, slots, 0, 3).items[0].held, 2);  // took none
+  EXPECT_EQ(avail(kStart, k, slots), 0);
+  EXPECT_EQ(one(OpKind::release, kStart, k, slots, 0, 1).items[0].held, 1);
+  EXPECT_EQ(avail(kStart + 20 * kSec, k, slots), 2);  // lease 2 expired; lease 3 held nothing
+}
+
+// Verifies shadow limits through the Limiter: consume, try_acquire, decide past a shadow limit
+// are allowed with shadow_violations (its own retry_after) and nothing in violations or
+// retry_after; the shadow limit is not charged for them, the others are; a denial by an
+// enforced limit keeps its own code and retry_after and still lists the shadow refusal;
+// record_usage counts on a shadow limit like on any; a lease refunds nothing of a shadow limit
+// it was not charged on.
+TEST_P(StoreConformance, ShadowLimitsAreReportedNotEnforced) {
+  auto lim = make_limiter();
+  // rpm: T = 30 s, shadow; tpm: T = 60 ms.
+  lim->set_limits("m", {Limit::per_minute("rpm", 2).with_shadow(), Limit::per_minute("tpm", 1000)});
+  for (int i = 0; i < 2; ++i) {
+    const Decision d = lim->consume("u", "m", {{"rpm", 1}, {"tpm", 100}});
+    ASSERT_TRUE(d.allowed) << i;
+    EXPECT_TRUE(d.shadow_violations.empty()) << i;
+  }
+  Decision d = lim->consume("u", "m", {{"rpm", 1}, {"tpm", 100}});
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.code, Code::ok);
+  EXPECT_TRUE(d.violations.empty());
+  EXPECT_EQ(d.retry_after, 0);
+  EXPECT_EQ(d.retry_after_header(), 0);
+  ASSERT_EQ(d.shadow_violations.size(), 1u);
+  EXPECT_EQ(d.shadow_violations[0].entity, "u");
+  EXPECT_EQ(d.shadow_violations[0].limit, "rpm");
+  EXPECT_EQ(d.shadow_violations[0].kind, LimitKind::rate);
+  EXPECT_EQ(d.shadow_violations[0].requested, 1);
+  EXPECT_EQ(d.shadow_violations[0].available, 0);
+  EXPECT_EQ(d.shadow_violations[0].retry_after, 30 * kSec);
+  EXPECT_EQ(available(*lim, "u", "m", "tpm"), 700);
+
+  Lease l = lim->try_acquire("u", "m", {{"rpm", 1}, {"tpm", 300}});
+  ASSERT_TRUE(l.allowed());
+  ASSERT_EQ(l.decision().shadow_violations.size(), 1u);
+  EXPECT_EQ(available(*lim, "u", "m", "tpm"), 400);
+  EXPECT_TRUE(l.adjust({{"rpm", -1}, {"tpm", -100}}).allowed);  // holds no rpm: refunds none
+  EXPECT_EQ(available(*lim, "u", "m", "tpm"), 500);
+  l.rollback();
+  EXPECT_EQ(available(*lim, "u", "m", "tpm"), 700);
+  EXPECT_EQ(available(*lim, "u", "m", "rpm"), 0);
+  clock_.advance(30 * kSec);  // charged twice only: one unit back (three charges: none)
+  EXPECT_EQ(available(*lim, "u", "m", "rpm"), 1);
+
+  ASSERT_TRUE(lim->consume("u", "m", {{"tpm", 900}}).allowed);  // tpm: 100 left
+  d = lim->consume("u", "m", {{"rpm", 2}, {"tpm", 200}});
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.code, Code::rate_exceeded);
+  EXPECT_EQ(d.retry_after, 6 * kSec);  // tpm's, not the shadow rpm's 30 s
+  ASSERT_EQ(d.violations.size(), 1u);
+  EXPECT_EQ(d.violations[0].limit, "tpm");
+  ASSERT_EQ(d.shadow_violations.size(), 1u);
+  EXPECT_EQ(d.shadow_violations[0].limit, "rpm");
+  EXPECT_EQ(d.shadow_violations[0].retry_after, 30 * kSec);
+  EXPECT_EQ(available(*lim, "u", "m", "rpm"), 1);  // a denial charges nothing
+  EXPECT_EQ(available(*lim, "u", "m", "tpm"), 100);
+
+  d = lim->decide("u", "m", {{"rpm", 2}});
+  EXPECT_TRUE(d.allowed);
+  ASSERT_EQ(d.shadow_violations.size(), 1u);
+  EXPECT_EQ(d.shadow_violations[0].retry_after, 30 * kSec);
+  EXPECT_TRUE(lim->decide("u", "m", {{"rpm", 1}}).shadow_violations.empty());
+
+  // record_usage never refuses: it counts on the shadow limit, into debt like any limit.
+  d = lim->record_usage("u", "m", {{"rpm", 5}});
+  EXPECT_TRUE(d.allowed);
+  EXPECT_TRUE(d.shadow_violations.empty());
+  d = lim->decide("u", "m", {{"rpm", 1}});
+  ASSERT_EQ(d.shadow_violations.size(), 1u);
+  EXPECT_EQ(d.shadow_violations[0].retry_after, 150 * kSec);
+}
+
+// Verifies a shadow concurrency limit: a lease takes a slot only when one is free; one admitted
+// without a slot frees none when it ends (commit or rollback), so the count stays exact.
+TEST_P(StoreConformance, ShadowConcurrencyHoldsOnlyFreeSlots) {
+  auto lim = make_limiter();
+  lim->set_limits("c",
+                  {Limit::concurrency("inflight", 1).with_shadow(), Limit::per_minute("rpm", 100)});
+  AcquireOptions ttl;
+  ttl.lease_ttl = 10 * kSec;
+  Lease a = lim->try_acquire("u", "c", {{"rpm", 1}}, ttl);
+  ASSERT_TRUE(a.allowed());
+  EXPECT_TRUE(a.decision().shadow_violations.empty());
+  EXPECT_EQ(available(*lim, "u", "c", "inflight"), 0);
+  clock_.advance(kSec);
+  Lease b = lim->try_acquire("u", "c", {{"rpm", 1}}, ttl);
+  ASSERT_TRUE(b.allowed());
+  ASSERT_EQ(b.decision().shadow_violations.size(), 1u);
+  EXPECT_EQ(b.decision().shadow_violations[0].limit, "inflight");
+  EXPECT_EQ(b.decision().shadow_violations[0].kind, LimitKind::concurrency);
+  EXPECT_EQ(b.decision().shadow_violations[0].retry_after, 9 * kSec);
+  Lease c = lim->try_acquire("u", "c", {{"rpm", 1}}, ttl);
+  ASSERT_TRUE(c.allowed());
+  EXPECT_EQ(available(*lim, "u", "c", "rpm"), 98);  // a's unit came back in the second
+  b.commit();
+  c.rollback();
+  EXPECT_EQ(available(*lim, "u", "c", "inflight"), 0);  // a still holds the only slot
+  EXPECT_EQ(available(*lim, "u", "c", "rpm"), 99);      // c's request refunded
+  a.commit();
+  EXPECT_EQ(available(*lim, "u", "c", "inflight"), 1);
+  // consume() checks and frees at once: a held slot makes it report, never refuse.
+  Lease d = lim->try_acquire("u", "c", {{"rpm", 1}}, ttl);
+  ASSERT_TRUE(d.allowed());
+  const Decision once = lim->consume("u", "c", {{"rpm", 1}});
+  EXPECT_TRUE(once.allowed);
+  EXPECT_EQ(once.shadow_violations.size(), 1u);
+  d.commit();
+  EXPECT_EQ(available(*lim, "u", "c", "inflight"), 1);
+}
+
+// Verifies a shadow limit on a parent: the team's shadow budget reports the member who would
+// pass it, with the team as the entity; the member's own limits are charged, the team's
+// shadow one is not.
+TEST_P(StoreConformance, ShadowLimitOfAParentReportsTheParent) {
+  auto lim = make_limiter();
+  lim->set_limits("m", {Limit::per_minute("rpm", 100)});
+  lim->set_entity_limits("team", "m", {Limit::per_minute("tpm", 100).with_shadow()});
+  lim->set_parent("u1", "team");
+  lim->set_parent("u2", "team");
+  ASSERT_TRUE(lim->consume("u1", "m", {{"rpm", 1}, {"tpm", 80}}).allowed);
+  const Decision d = lim->consume("u2", "m", {{"rpm", 1}, {"tpm", 80}});
+  EXPECT_TRUE(d.allowed);
+  ASSERT_EQ(d.shadow_violations.size(), 1u);
+  EXPECT_EQ(d.shadow_violations[0].entity, "team");
+  EXPECT_EQ(d.shadow_violations[0].limit, "tpm");
+  EXPECT_EQ(d.shadow_violations[0].available, 20);
+  EXPECT_EQ(available(*lim, "u2", "m", "rpm"), 99);
+  EXPECT_EQ(available(*lim, "u2", "m", "tpm", "team"), 20);
+  // A lease of a member below the team's shadow budget, rolled back: all refunded.
+  Lease l = lim->try_acquire("u2", "m", {{"rpm", 1}, {"tpm", 20}});
+  ASSERT_TRUE(l.allowed());
+  EXPECT_TRUE(l.decision().shadow_violations.empty());
+  EXPECT_EQ(available(*lim, "u2", "m", "tpm", "team"), 0);
+  l.rollback();
+  EXPECT_EQ(available(*lim, "u2", "m", "tpm", "team"), 20);
+}
+
+// Verifies a durable lease admitted past a shadow limit: its record holds nothing of that
+// limit (it was not charged), so another Limiter that resumes it and rolls it back refunds the
+// enforced limits only; the same through try_acquire_async.
+TEST_P(StoreConformance, DurableLeasePastAShadowLimitRefundsOnlyWhatItTook) {
+  auto a = make_limiter();
+  auto b = make_limiter();
+  for (auto* lim : {a.get(), b.get()}) {
+    lim->set_limits("d", {Limit::per_minute("tpm", 1000).with_shadow(),
+                          Limit::per_minute("rpm", 10), Limit::concurrency("slots", 5)});
+  }
+  AcquireOptions durable;
+  durable.durable = true;
+  durable.lease_ttl = 60 * kSec;
+  ASSERT_TRUE(a->consume("u", "d", {{"tpm", 800}, {"rpm", 1}}).allowed);
+  Lease l = a->try_acquire("u", "d", {{"tpm", 500}, {"rpm", 1}}, durable);
+  ASSERT_TRUE(l.allowed()) << l.decision().reason;
+  ASSERT_EQ(l.decision().shadow_violations.size(), 1u);
+  EXPECT_EQ(available(*a, "u", "d", "rpm"), 8);
+  Lease on_b = b->resume(l.detach());
+  on_b.rollback();
+  EXPECT_EQ(available(*a, "u", "d", "rpm"), 9);
+  EXPECT_EQ(available(*a, "u", "d", "tpm"), 200);  // not 700: the lease held no tpm
+  EXPECT_EQ(available(*a, "u", "d", "slots"), 5);
+
+  std::promise<Lease> answered;
+  a->try_acquire_async(
+      "u", "d", {{"tpm", 500}, {"rpm", 1}},
+      [&answered](Lease x) { answered.set_value(std::move(x)); }, durable);
+  Lease la = answered.get_future().get();
+  ASSERT_TRUE(la.allowed()) << la.decision().reason;
+  ASSERT_EQ(la.decision().shadow_violations.size(), 1u);
+  EXPECT_EQ(available(*a, "u", "d", "rpm"), 8);
+  EXPECT_EQ(available(*a, "u", "d", "slots"), 4);
+  b->resume(la.detach()).rollback();
+  EXPECT_EQ(available(*a, "u", "d", "rpm"), 9);
+  EXPECT_EQ(available(*a, "u", "d", "tpm"), 200);
+  EXPECT_EQ(available(*a, "u", "d", "slots"), 5);
+}
+
 // ------------------------------------------------------------------------ keys and namespaces
 
 // Verifies two Limiters with different namespaces on one store never share state, and
@@ -949,6 +1211,311 @@ TEST_P(StoreConformance, LimitsInTheStoreAreSharedWithinTheTtl) {
   ASSERT_FALSE(listed.empty());
   EXPECT_EQ(listed[0].kind, ConfigKind::system);
   EXPECT_EQ(decode_limits(listed[0].value), (std::vector<Limit>{Limit::per_minute("rpm", 60)}));
+}
+
+// ------------------------------------------------------------------------ the audit log
+
+// Event n of the cases below: entity, resource, principal, action and states vary with n.
+AuditEvent audit_event(int n, std::string entity, std::string resource) {
+  AuditEvent e;
+  e.time = kStart + n * kMs;
+  e.principal = cat("token:ops-", n % 3);
+  e.action = std::string(to_string(n % 2 == 0 ? AuditAction::limits_set : AuditAction::parent_set));
+  e.entity = std::move(entity);
+  e.resource = std::move(resource);
+  if (n % 4 != 0) e.before = cat(R"([{"name":"rpm","rate":)", n, "}]");
+  if (n % 5 != 0) e.after = cat(R"({"n":)", n, R"(,"text":"caf\u00e9 \"q\""})");
+  return e;
+}
+
+// Appends events 1..n to `ns` of `s`: entities cycle through user-0, user-1 and team-a (every
+// third), resources gpt-4o and (every fifth) none. @return them as read back (ids 1..n).
+std::vector<AuditEvent> fill_audit(Store& s, const Namespace& ns, int n) {
+  std::vector<AuditEvent> out;
+  for (int i = 1; i <= n; ++i) {
+    AuditEvent e =
+        audit_event(i, i % 3 == 0 ? "team-a" : cat("user-", i % 2), i % 5 == 0 ? "" : "gpt-4o");
+    e.id = 999;  // ignored: the store gives the id
+    const std::uint64_t id = s.append_audit(ns, e);
+    EXPECT_EQ(id, static_cast<std::uint64_t>(i));
+    e.id = id;
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+// Every event `q` selects, page by page (each page `q.limit` events, the cursor its last id).
+std::vector<AuditEvent> read_pages(Store& s, const Namespace& ns, AuditQuery q,
+                                   std::size_t* pages = nullptr) {
+  std::vector<AuditEvent> out;
+  for (std::size_t n = 1;; ++n) {
+    const std::vector<AuditEvent> page = s.read_audit(ns, q);
+    EXPECT_LE(page.size(), q.limit);
+    out.insert(out.end(), page.begin(), page.end());
+    if (page.size() < q.limit) {
+      if (pages != nullptr) *pages = n;
+      return out;
+    }
+    (q.newest_first ? q.before_id : q.after_id) = page.back().id;
+  }
+}
+
+std::vector<std::uint64_t> ids_of(const std::vector<AuditEvent>& events) {
+  std::vector<std::uint64_t> ids;
+  for (const AuditEvent& e : events) ids.push_back(e.id);
+  return ids;
+}
+
+std::vector<std::uint64_t> id_range(std::uint64_t from, std::uint64_t to) {
+  std::vector<std::uint64_t> ids;
+  for (std::uint64_t i = from; i <= to; ++i) ids.push_back(i);
+  return ids;
+}
+
+// Verifies appends get ids 1, 2, 3, ... in order, events read back exactly as appended (ids
+// aside), oldest first by default and newest first on request; pages by after_id / before_id
+// cover every event once; bounds are exclusive and the limit is checked.
+TEST_P(StoreConformance, AuditLogAppendsInOrderAndPages) {
+  EXPECT_TRUE(store().capabilities().audit);
+  EXPECT_TRUE(store().read_audit(ns_, {}).empty());
+  const std::vector<AuditEvent> all = fill_audit(store(), ns_, 25);
+  EXPECT_EQ(store().read_audit(ns_, {}), all);
+
+  std::size_t pages = 0;
+  EXPECT_EQ(read_pages(store(), ns_, {.limit = 10}, &pages), all);
+  EXPECT_EQ(pages, 3u);
+  std::vector<AuditEvent> reversed(all.rbegin(), all.rend());
+  EXPECT_EQ(read_pages(store(), ns_, {.limit = 7, .newest_first = true}, &pages), reversed);
+  EXPECT_EQ(pages, 4u);
+  EXPECT_EQ(read_pages(store(), ns_, {.limit = 5}, &pages), all);  // the last page is empty
+  EXPECT_EQ(pages, 6u);
+
+  EXPECT_EQ(ids_of(store().read_audit(ns_, {.after_id = 5, .before_id = 9})), id_range(6, 8));
+  EXPECT_EQ(ids_of(store().read_audit(ns_, {.after_id = 5, .before_id = 9, .newest_first = true})),
+            (std::vector<std::uint64_t>{8, 7, 6}));
+  EXPECT_EQ(ids_of(store().read_audit(ns_, {.after_id = 20})), id_range(21, 25));
+  EXPECT_EQ(ids_of(store().read_audit(ns_, {.before_id = 3})), id_range(1, 2));
+  EXPECT_EQ(ids_of(store().read_audit(ns_, {.limit = 1})), id_range(1, 1));
+  EXPECT_EQ(ids_of(store().read_audit(ns_, {.limit = 1, .newest_first = true})), id_range(25, 25));
+  for (const AuditQuery& none :
+       {AuditQuery{.after_id = 8, .before_id = 9}, AuditQuery{.after_id = 9, .before_id = 9},
+        AuditQuery{.after_id = 12, .before_id = 3}, AuditQuery{.after_id = 25},
+        AuditQuery{.before_id = 1}, AuditQuery{.after_id = ~std::uint64_t{0}},
+        AuditQuery{.after_id = ~std::uint64_t{0}, .newest_first = true}}) {
+    EXPECT_TRUE(store().read_audit(ns_, none).empty())
+        << none.after_id << " < id < " << none.before_id;
+  }
+  EXPECT_EQ(store().read_audit(ns_, {.before_id = ~std::uint64_t{0}}), all);
+  EXPECT_EQ(store().read_audit(ns_, {.limit = kAuditMaxReadLimit}), all);
+  EXPECT_THROW(store().read_audit(ns_, {.limit = 0}), ValidationError);
+  EXPECT_THROW(store().read_audit(ns_, {.limit = kAuditMaxReadLimit + 1}), ValidationError);
+  EXPECT_EQ(store().append_audit(ns_, audit_event(26, "", "")), 26u);
+}
+
+// Verifies the entity and resource filters select exactly the events with that entity and/or
+// resource (exact match), also page by page and newest first.
+TEST_P(StoreConformance, AuditLogFiltersByEntityAndResource) {
+  const std::vector<AuditEvent> all = fill_audit(store(), ns_, 40);
+  auto only = [&](const std::string& entity, const std::string& resource) {
+    std::vector<AuditEvent> out;
+    for (const AuditEvent& e : all) {
+      if ((entity.empty() || e.entity == entity) && (resource.empty() || e.resource == resource))
+        out.push_back(e);
+    }
+    return out;
+  };
+  for (const auto& [entity, resource] :
+       std::vector<std::pair<std::string, std::string>>{{"team-a", ""},
+                                                        {"user-1", ""},
+                                                        {"", "gpt-4o"},
+                                                        {"user-0", "gpt-4o"},
+                                                        {"team-a", "x"},
+                                                        {"team", ""},
+                                                        {"", "gpt"}}) {
+    SCOPED_TRACE(cat("entity '", entity, "' resource '", resource, "'"));
+    const std::vector<AuditEvent> want = only(entity, resource);
+    EXPECT_EQ(store().read_audit(ns_, {.entity = entity, .resource = resource}), want);
+    EXPECT_EQ(read_pages(store(), ns_, {.limit = 3, .entity = entity, .resource = resource}), want);
+    EXPECT_EQ(
+        read_pages(store(), ns_,
+                   {.limit = 2, .entity = entity, .resource = resource, .newest_first = true}),
+        std::vector<AuditEvent>(want.rbegin(), want.rend()));
+  }
+  // A filter with bounds: team-a's events (3, 6, 9, ...) after 10 and before 30.
+  EXPECT_EQ(ids_of(store().read_audit(ns_, {.after_id = 10, .before_id = 30, .entity = "team-a"})),
+            (std::vector<std::uint64_t>{12, 15, 18, 21, 24, 27}));
+  EXPECT_THROW(store().read_audit(ns_, {.entity = "has space"}), ValidationError);
+  EXPECT_THROW(store().read_audit(ns_, {.resource = std::string(kAuditMaxNameBytes + 1, 'r')}),
+               ValidationError);
+}
+
+// Verifies the retention: a store keeps the newest audit_retention events of each namespace
+// (dropping the oldest as it appends), per namespace, and ids go on where they were (also
+// after reopening a persistent store).
+TEST_P(StoreConformance, AuditLogKeepsTheNewestEventsPerNamespace) {
+  TempDir other_dir;
+  std::string why;
+  std::unique_ptr<Store> small = GetParam().make(other_dir.path(), why, {.audit_retention = 5});
+  ASSERT_NE(small, nullptr) << why;
+  Namespace a = small->open_namespace("a");
+  Namespace b = small->open_namespace("b");
+  const std::vector<AuditEvent> in_a = fill_audit(*small, a, 12);
+  const std::vector<AuditEvent> in_b = fill_audit(*small, b, 3);
+  EXPECT_EQ(small->read_audit(a, {}), std::vector<AuditEvent>(in_a.begin() + 7, in_a.end()));
+  EXPECT_EQ(small->read_audit(b, {}), in_b);
+  EXPECT_EQ(ids_of(small->read_audit(a, {.after_id = 2})), id_range(8, 12));
+  EXPECT_EQ(ids_of(small->read_audit(a, {.before_id = 10, .newest_first = true})),
+            (std::vector<std::uint64_t>{9, 8}));
+  EXPECT_EQ(small->append_audit(a, audit_event(13, "", "")), 13u);
+  EXPECT_EQ(ids_of(small->read_audit(a, {})), id_range(9, 13));
+  if (GetParam().persistent) {
+    small.reset();
+    small = GetParam().make(other_dir.path(), why, {.audit_retention = 5});
+    ASSERT_NE(small, nullptr) << why;
+    a = small->open_namespace("a");
+    b = small->open_namespace("b");
+    EXPECT_EQ(ids_of(small->read_audit(a, {})), id_range(9, 13));
+    EXPECT_EQ(small->read_audit(b, {}), in_b);
+    EXPECT_EQ(small->append_audit(a, audit_event(14, "", "")), 14u);
+    EXPECT_EQ(ids_of(small->read_audit(a, {})), id_range(10, 14));
+  }
+  // The default keeps them all here.
+  const std::vector<AuditEvent> kept = fill_audit(store(), ns_, 12);
+  EXPECT_EQ(store().read_audit(ns_, {}), kept);
+  EXPECT_THROW(GetParam().make(other_dir.path(), why, {.audit_retention = 0}), ValidationError);
+}
+
+// Verifies an event appended in one namespace is never read in another (crafted names
+// included), each namespace has its own ids, and the log is not usage state: reset_namespace,
+// prune and size() leave it alone.
+TEST_P(StoreConformance, AuditLogNamespacesAreIsolated) {
+  const Namespace other = store().open_namespace("other");
+  const Namespace crafted = store().open_namespace("conformance}#audit");
+  const Namespace prefixed = store().open_namespace("conformance:x");
+  const std::size_t size = store().size();
+  const std::vector<AuditEvent> mine = fill_audit(store(), ns_, 4);
+  const std::vector<AuditEvent> theirs = fill_audit(store(), other, 2);
+  EXPECT_EQ(store().read_audit(ns_, {}), mine);
+  EXPECT_EQ(store().read_audit(other, {}), theirs);
+  EXPECT_TRUE(store().read_audit(other, {.entity = "team-a"}).empty());  // only mine have it
+  EXPECT_TRUE(store().read_audit(crafted, {}).empty());
+  EXPECT_TRUE(store().read_audit(prefixed, {}).empty());
+  EXPECT_EQ(store().append_audit(crafted, audit_event(1, "a", "")), 1u);
+  EXPECT_EQ(store().append_audit(prefixed, audit_event(1, "b", "")), 1u);
+  EXPECT_EQ(store().read_audit(ns_, {}), mine);
+
+  EXPECT_EQ(store().size(), size);
+  store().reset_namespace(ns_);
+  store().reset_namespace(other);
+  (void)store().prune(kStart + 365 * kMicrosPerDay);
+  EXPECT_EQ(store().read_audit(ns_, {}), mine);
+  EXPECT_EQ(store().read_audit(other, {}), theirs);
+  EXPECT_EQ(store().size(), size);
+}
+
+// Verifies every bound of an event: each bad field is refused with a ValidationError naming
+// it, nothing is appended (the next id is still 1); values at the bounds are kept exactly.
+TEST_P(StoreConformance, AuditLogRefusesEventsOutOfBounds) {
+  using namespace std::string_literals;
+  const AuditEvent good = audit_event(1, "user-1", "gpt-4o");
+  struct Bad {
+    std::string field;
+    std::function<void(AuditEvent&)> spoil;
+  };
+  const std::string big_json = cat('"', std::string(kAuditMaxStateBytes - 1, 'x'), '"');  // 1 over
+  const std::vector<Bad> bad = {
+      {"time", [](AuditEvent& e) { e.time = -1; }},
+      {"principal", [](AuditEvent& e) { e.principal.clear(); }},
+      {"principal", [](AuditEvent& e) { e.principal.assign(kAuditMaxPrincipalBytes + 1, 'p'); }},
+      {"principal", [](AuditEvent& e) { e.principal = "ops\nroot"; }},
+      {"principal", [](AuditEvent& e) { e.principal = "nul\0x"s; }},
+      {"principal", [](AuditEvent& e) { e.principal = "bad \xff utf-8"; }},
+      {"principal", [](AuditEvent& e) { e.principal = "overlong \xc0\xaf"; }},
+      {"action", [](AuditEvent& e) { e.action.clear(); }},
+      {"action", [](AuditEvent& e) { e.action = "Limits_set"; }},
+      {"action", [](AuditEvent& e) { e.action = "limits set"; }},
+      {"action", [](AuditEvent& e) { e.action = "1limits"; }},
+      {"action", [](AuditEvent& e) { e.action.assign(kAuditMaxActionBytes + 1, 'a'); }},
+      {"entity", [](AuditEvent& e) { e.entity = "has space"; }},
+      {"entity", [](AuditEvent& e) { e.entity = "x\0y"s; }},
+      {"entity", [](AuditEvent& e) { e.entity.assign(kAuditMaxNameBytes + 1, 'e'); }},
+      {"resource", [](AuditEvent& e) { e.resource = "caf\xc3\xa9"; }},
+      {"before", [](AuditEvent& e) { e.before = std::string(1, '{'); }},
+      {"before", [](AuditEvent& e) { e.before = "not json"; }},
+      {"before", [&](AuditEvent& e) { e.before = big_json; }},
+      {"after", [](AuditEvent& e) { e.after = "[1] [2]"; }},
+      {"after", [](AuditEvent& e) { e.after = "\"\xff\""; }},
+  };
+  for (const Bad& b : bad) {
+    AuditEvent e = good;
+    b.spoil(e);
+    try {
+      (void)store().append_audit(ns_, e);
+      ADD_FAILURE() << "accepted a bad " << b.field << ": " << printable(e.principal);
+    } catch (const ValidationError& err) {
+      EXPECT_EQ(err.field(), b.field) << err.what();
+    }
+  }
+  EXPECT_TRUE(store().read_audit(ns_, {}).empty());
+
+  // At the bounds: kept byte for byte.
+  AuditEvent edge = good;
+  edge.time = 0;
+  edge.principal = "config:/etc/admit/admit-\xc3\xa9t\xc3\xa9.yaml ";
+  edge.principal.append(kAuditMaxPrincipalBytes - edge.principal.size(), 'p');
+  edge.action.assign(kAuditMaxActionBytes, 'z');
+  edge.entity.assign(kAuditMaxNameBytes, '*');
+  edge.resource = "r:{x}#audit-0";
+  edge.before = cat('"', std::string(kAuditMaxStateBytes - 2, 'x'), '"');
+  edge.after = " [] ";
+  EXPECT_EQ(store().append_audit(ns_, edge), 1u);
+  edge.id = 1;
+  EXPECT_EQ(store().read_audit(ns_, {}), std::vector<AuditEvent>{edge});
+}
+
+// Verifies appends through several store objects on the same data (several processes, where
+// the store allows it) and several threads make one sequence: ids unique, increasing in the
+// order each thread appended, and every event read back once, in id order.
+TEST_P(StoreConformance, AuditLogIsOneSequenceAcrossStoreObjectsAndThreads) {
+  std::unique_ptr<Store> second;
+  if (GetParam().shared) {
+    std::string why;
+    second = GetParam().make(dir_.path(), why);
+    ASSERT_NE(second, nullptr) << why;
+  }
+  Store& other = second ? *second : store();
+  const Namespace other_ns = other.open_namespace("conformance");
+  constexpr std::size_t kThreads = 4;
+  constexpr std::size_t kEach = 15;
+  std::vector<std::vector<std::uint64_t>> ids(kThreads);
+  std::vector<std::thread> threads;
+  for (std::size_t t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Store& s = t % 2 == 0 ? store() : other;
+      const Namespace& ns = t % 2 == 0 ? ns_ : other_ns;
+      for (std::size_t i = 0; i < kEach; ++i) {
+        ids[t].push_back(
+            s.append_audit(ns, audit_event(static_cast<int>(t * 100 + i), cat("thread-", t), "")));
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  std::vector<std::uint64_t> every;
+  for (std::size_t t = 0; t < kThreads; ++t) {
+    EXPECT_TRUE(std::is_sorted(ids[t].begin(), ids[t].end())) << "thread " << t;
+    every.insert(every.end(), ids[t].begin(), ids[t].end());
+  }
+  std::sort(every.begin(), every.end());
+  EXPECT_EQ(every, id_range(1, kThreads * kEach));
+  for (Store* s : {&store(), &other}) {
+    const std::vector<AuditEvent> read = read_pages(*s, s == &store() ? ns_ : other_ns, {});
+    EXPECT_EQ(ids_of(read), every);
+    for (std::size_t t = 0; t < kThreads; ++t) {  // each thread's events, in its order
+      AuditQuery q{.entity = cat("thread-", t)};
+      q.limit = kEach + 1;
+      EXPECT_EQ(ids_of(s->read_audit(s == &store() ? ns_ : other_ns, q)), ids[t]);
+    }
+  }
 }
 
 // ------------------------------------------------------------------------ prune and size

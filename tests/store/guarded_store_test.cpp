@@ -328,6 +328,51 @@ TEST(GuardedStore, LocalFallbackDividesLimitsByFleet) {
   EXPECT_GT(g.fallback().size(), 0u);
 }
 
+// Verifies shadow limits keep shadow through GuardedStore: on the primary, and in the local
+// fallback, whose divided windows and slots stay shadow (reported past the fleet's share,
+// never refusing), next to an enforced limit that still refuses.
+TEST(GuardedStore, ShadowLimitsStayShadowInTheFallback) {
+  test::FaultStore flaky(flaky_options());
+  GuardedStore g(flaky, policy(UnavailablePolicy::local_fallback, 2));
+  ManualClock clock;
+  Limiter limiter(g, clock);
+  limiter.set_limits(
+      "m", {Limit::per_minute("rpm", 4).with_shadow(), Limit::daily("rpd", 4).with_shadow(),
+            Limit::concurrency("conc", 2).with_shadow(), Limit::per_minute("tpm", 100)});
+  // The primary: rpm 4 admits 4, the fifth is reported.
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_TRUE(take(limiter, "a", "m", {{"rpm", 1}}).d.shadow_violations.empty()) << i;
+  }
+  Decision d = take(limiter, "a", "m", {{"rpm", 1}}).d;
+  EXPECT_TRUE(d.allowed);
+  ASSERT_EQ(d.shadow_violations.size(), 1u);
+  EXPECT_EQ(d.shadow_violations[0].limit, "rpm");
+
+  flaky.down = true;  // the fallback: each limit halved
+  EXPECT_TRUE(take(limiter, "b", "m", {{"rpm", 2}, {"rpd", 2}}).d.shadow_violations.empty());
+  d = take(limiter, "b", "m", {{"rpm", 1}, {"rpd", 1}, {"tpm", 10}}).d;
+  EXPECT_TRUE(d.allowed) << d.reason;
+  ASSERT_EQ(d.shadow_violations.size(), 2u);
+  EXPECT_EQ(d.shadow_violations[0].limit, "rpm");
+  EXPECT_EQ(d.shadow_violations[1].limit, "rpd");
+  Lease first = limiter.try_acquire("b", "m", {});
+  ASSERT_TRUE(first.allowed());
+  EXPECT_TRUE(first.decision().shadow_violations.empty());
+  Lease second = limiter.try_acquire("b", "m", {});  // 2 / 2 = 1 slot: reported, admitted
+  ASSERT_TRUE(second.allowed());
+  ASSERT_EQ(second.decision().shadow_violations.size(), 1u);
+  EXPECT_EQ(second.decision().shadow_violations[0].limit, "conc");
+  second.commit();
+  first.commit();
+  d = take(limiter, "b", "m", {{"tpm", 40}}).d;  // 100 / 2 = 50, 10 taken; then a refusal
+  EXPECT_TRUE(d.allowed);
+  d = take(limiter, "b", "m", {{"rpm", 1}, {"tpm", 1}}).d;
+  EXPECT_EQ(d.code, Code::rate_exceeded);
+  EXPECT_EQ(d.violations.size(), 1u);
+  EXPECT_EQ(d.shadow_violations.size(), 1u);
+  EXPECT_GT(g.stats().fallback_ops, 0u);
+}
+
 TEST(GuardedStore, LocalFallbackDividesAdaptiveLimits) {
   test::FaultStore flaky(flaky_options());
   GuardedStore g(flaky, policy(UnavailablePolicy::local_fallback, 2));
@@ -590,6 +635,57 @@ TEST(GuardedStore, DocsExample) {
   for (int i = 1; i < 100; ++i) (void)take(limiter, "team-a", "gpt-4o", {{"rpm", 1}});
   EXPECT_EQ(take(limiter, "team-a", "gpt-4o", {{"rpm", 1}}).d.code, Code::rate_exceeded);
   EXPECT_EQ(store.name(), "guarded(redis)");
+}
+
+// Verifies the audit log is the primary's under every policy: appends and reads go to it;
+// while it is down (a FaultStore, then a RedisStore where nothing listens) both throw
+// StoreUnavailable, nothing is kept in the fallback, and degraded() and the counters do not
+// move; once it is back, ids go on where they were.
+TEST(GuardedStore, AuditLogIsThePrimarysUnderEveryPolicy) {
+  AuditEvent e;
+  e.principal = "token:ops";
+  e.action = "limits_set";
+  e.resource = "m";
+  e.after = R"([{"name":"rpm"}])";
+  for (const UnavailablePolicy p : {UnavailablePolicy::fail_closed, UnavailablePolicy::fail_open,
+                                    UnavailablePolicy::local_fallback}) {
+    SCOPED_TRACE(to_string(p));
+    test::FaultStore flaky({.name = "flaky", .down_reason = "flaky: down"});
+    GuardedStore g(flaky, policy(p, 2));
+    EXPECT_TRUE(g.capabilities().audit);
+    ManualClock clock(kStart);
+    Limiter limiter(g, clock);
+    limiter.set_limits("m", {Limit::per_minute("rpm", 10)});
+    EXPECT_EQ(limiter.audit(e), 1u);
+    EXPECT_EQ(flaky.inner.read_audit(flaky.inner.open_namespace("default"), {}).size(), 1u);
+
+    flaky.down = true;
+    EXPECT_THROW((void)limiter.audit(e), StoreUnavailable);
+    EXPECT_THROW((void)g.append_audit(g.open_namespace("default"), e), StoreUnavailable);
+    EXPECT_THROW((void)limiter.audit_log(), StoreUnavailable);
+    EXPECT_FALSE(g.degraded());
+    EXPECT_EQ(g.stats().primary_failures, 0u);
+    EXPECT_TRUE(g.fallback().read_audit(g.fallback().open_namespace("default"), {}).empty());
+    // Admission meanwhile follows the policy, as without the audit calls.
+    EXPECT_EQ(take(limiter, "u", "m", {{"rpm", 1}}).d.allowed, p != UnavailablePolicy::fail_closed);
+    EXPECT_TRUE(g.degraded());
+
+    flaky.down = false;
+    EXPECT_EQ(limiter.audit(e), 2u);
+    const std::vector<AuditEvent> log = limiter.audit_log();
+    ASSERT_EQ(log.size(), 2u);
+    EXPECT_EQ(log[1].id, 2u);
+    EXPECT_EQ(log[1].time, kStart);
+  }
+  RedisStoreOptions o;
+  o.client = redis::parse_url("redis://127.0.0.1:1");  // nothing listens
+  RedisStore redis(o);
+  GuardedStore g(redis, policy(UnavailablePolicy::local_fallback, 8));
+  const Namespace ns = g.open_namespace("default");
+  EXPECT_THROW((void)g.append_audit(ns, e), StoreUnavailable);
+  EXPECT_THROW((void)g.read_audit(ns, {}), StoreUnavailable);
+  EXPECT_FALSE(g.degraded());
+  EXPECT_TRUE(g.fallback().read_audit(g.fallback().open_namespace("default"), {}).empty());
 }
 
 // ------------------------------------------------------------------ apply_async

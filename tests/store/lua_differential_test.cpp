@@ -79,7 +79,8 @@ bool has_record(const Op& op) {
 }
 
 // Runs `steps` random operations, of a kind `next_kind` picks, on items of `limits` (each
-// picked with probability 1/3 per key; one "frac" variant per key and op) through the C++
+// picked with probability 1/3 per key; one limit of a name per key and op: later ones of the
+// same name are variants of the first, e.g. "frac" reconfigured) through the C++
 // kernel (MemoryStore, one op at a time) and the script (RedisStore), and requires identical
 // results. max_batch 1: RedisStore::apply per op; more: RedisStore::apply_batch of 1 to
 // max_batch ops at a time (random), whose fast-path ops share script runs (op 9).
@@ -87,10 +88,12 @@ bool has_record(const Op& op) {
 // extends is guarded (mostly with the lease's current record, sometimes a stale one, or for
 // a lease without one); such an op runs alone (RedisStore::apply), must throw LeaseNotFound
 // exactly when the kernel does, and leave the same record (get_lease) behind.
+// shadow_admitted: if set, receives how many acquires the kernel admitted although some item
+// refused (a shadow limit's).
 // @return how many operations were compared.
 int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
           const std::function<OpKind(std::mt19937_64&)>& next_kind, int max_batch = 1,
-          int durable_pct = 0) {
+          int durable_pct = 0, int* shadow_admitted = nullptr) {
   const std::uint64_t seed = test::test_seed();
   SCOPED_TRACE(test::seed_note(seed));
   std::mt19937_64 rng(seed);
@@ -232,14 +235,12 @@ int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
     std::vector<RateParams>& params = st->params;
     params.reserve(16);
     for (std::uint16_t k = 0; k < keys.size(); ++k) {
-      bool frac = false;  // one of the two "frac" variants per key and op
+      std::vector<std::string_view> names;  // one variant of a name per key and op
       for (std::size_t li = 0; li < limits.size(); ++li) {
         if (pick(0, 2) != 0) continue;
         const Limit& l = limits[li];
-        if (l.name() == "frac") {
-          if (frac) continue;
-          frac = true;
-        }
+        if (std::find(names.begin(), names.end(), l.name()) != names.end()) continue;
+        names.push_back(l.name());
         OpItem it{k, &l, 0, 0};
         const std::int64_t cap = l.capacity();
         switch (kind) {
@@ -314,6 +315,11 @@ int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
       st->expect_ok = store.apply(st->op, st->expect);
     } catch (const LeaseNotFound&) {
       st->expect_not_found = true;
+    }
+    if (shadow_admitted != nullptr && kind == OpKind::acquire && st->expect_ok &&
+        std::any_of(st->expect.begin(), st->expect.end(),
+                    [](const ItemResult& r) { return !r.ok; })) {
+      ++*shadow_admitted;
     }
     if (has_record(st->op)) {
       if (st->op.lease_guard) {
@@ -447,6 +453,113 @@ TEST_F(LuaDifferential, DurableLeaseOperationsAgree) {
   EXPECT_GT(agree(*store_, limits, 3000, kinds, 1, 50), 2000);
   store_->reset_namespace(store_->open_namespace("diff"));
   EXPECT_GT(agree(*store_, limits, 3000, kinds, 12, 50), 2000);
+}
+
+// Verifies shadow mode (Limit::shadow) against the kernel: a shadow limit's refusal is
+// reported but does not refuse the op, and an admitted acquire leaves that item unchanged (no
+// charge, no slot) while it charges the others. Shadow limits of every kind, some sharing
+// their state with an enforced variant of the same limit (shadow mode switched on and off);
+// every op kind through the general path, the rate-only ops through the fast path in batches,
+// and with durable lease records.
+TEST_F(LuaDifferential, ShadowLimitOperationsAgree) {
+  const std::vector<Limit> limits = {
+      Limit::per_minute("rpm", 7).with_shadow(),
+      Limit::per_minute("rpm", 7),  // the same state, enforced
+      Limit::per_minute("tpm", 30000, 5000),
+      Limit::custom("frac", 5, 3, std::chrono::seconds(1)).with_shadow(),
+      Limit::custom("frac", 5, 7, std::chrono::seconds(2)),
+      Limit::per_second("fast", 2'000'000).with_shadow(),
+      Limit::daily("rpd", 20, "06:30", "America/Los_Angeles").with_shadow(),
+      Limit::window("rph", 50, WindowSpec{WindowUnit::hour, "00:00", "Asia/Kolkata"}),
+      Limit::concurrency("slots", 3).with_shadow(),
+      Limit::concurrency("seats", 2),
+      Limit::adaptive("aimd", AimdOptions{.max_rate = 50, .initial_rate = 2}, 3).with_shadow(),
+  };
+  std::vector<Limit> rate_only;
+  for (const Limit& l : limits) {
+    if (l.kind() == LimitKind::rate || l.kind() == LimitKind::adaptive) rate_only.push_back(l);
+  }
+  static constexpr OpKind kKinds[] = {
+      OpKind::acquire, OpKind::acquire, OpKind::acquire, OpKind::acquire, OpKind::acquire,
+      OpKind::decide,  OpKind::decide,  OpKind::record,  OpKind::adjust,  OpKind::release,
+      OpKind::release, OpKind::extend,  OpKind::clamp,   OpKind::read,    OpKind::acquire};
+  auto kinds = [](std::mt19937_64& rng) {
+    return kKinds[std::uniform_int_distribution<std::size_t>(0, std::size(kKinds) - 1)(rng)];
+  };
+  int general = 0, batched = 0, durable = 0;
+  EXPECT_GT(agree(*store_, limits, 3000, kinds, 1, 0, &general), 2000);
+  store_->reset_namespace(store_->open_namespace("diff"));
+  EXPECT_GT(agree(*store_, rate_only, 3000, kinds, 12, 0, &batched), 2000);
+  store_->reset_namespace(store_->open_namespace("diff"));
+  EXPECT_GT(agree(*store_, limits, 3000, kinds, 1, 50, &durable), 2000);
+  // The sequences did admit acquires past a shadow limit's refusal, on every path.
+  EXPECT_GT(general, 100);
+  EXPECT_GT(batched, 100);
+  EXPECT_GT(durable, 100);
+}
+
+// Verifies the audit log's script (src/store/redis/audit.lua) against MemoryStore's log:
+// random appends to two namespaces (entities, resources and states from small sets, so the
+// filters match often) with a retention of 20, interleaved with random reads (bounds around
+// the live ids, limits 1-12, filters, both orders); every id and every page must be equal.
+TEST_F(LuaDifferential, AuditLogOperationsAgree) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
+  std::mt19937_64 rng(seed);
+  auto pick = [&](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
+  RedisStoreOptions o = store_->options();
+  o.prefix += "-audit";
+  o.audit_retention = 20;
+  RedisStore redis(o);
+  MemoryStore memory(MemoryStoreOptions{.audit_retention = 20});
+  const std::string names[] = {"diff-a", "diff-b"};
+  const std::string entities[] = {"", "user-1", "user-2", "team-*"};
+  const std::string resources[] = {"", "gpt-4o", "claude"};
+  const std::string states[] = {"", "[]", R"([{"name":"rpm","rate":{"limit":10}}])", "\"x\""};
+  std::uint64_t last[2] = {0, 0};
+  int reads = 0;
+  int nonempty = 0;
+  for (int step = 0; step < 1500; ++step) {
+    SCOPED_TRACE(step);
+    const std::size_t n = pick(2);
+    const Namespace rns = redis.open_namespace(names[n]);
+    const Namespace mns = memory.open_namespace(names[n]);
+    if (pick(3) == 0) {
+      AuditEvent e;
+      e.time = kStart + step;
+      e.principal = pick(2) == 0 ? "library" : "token:ops";
+      e.action = pick(2) == 0 ? "limits_set" : "parent_deleted";
+      e.entity = entities[pick(std::size(entities))];
+      e.resource = resources[pick(std::size(resources))];
+      e.before = states[pick(std::size(states))];
+      e.after = states[pick(std::size(states))];
+      const std::uint64_t id = redis.append_audit(rns, e);
+      ASSERT_EQ(id, memory.append_audit(mns, e));
+      ASSERT_EQ(id, ++last[n]);
+    } else {
+      AuditQuery q;
+      const std::uint64_t span = last[n] + 3;
+      if (pick(2) == 0) q.after_id = rng() % span;
+      if (pick(2) == 0) q.before_id = rng() % span;
+      q.limit = 1 + pick(12);
+      q.entity = entities[pick(std::size(entities))];
+      q.resource = pick(2) == 0 ? "" : resources[pick(std::size(resources))];
+      q.newest_first = pick(2) == 0;
+      const std::vector<AuditEvent> got = redis.read_audit(rns, q);
+      ASSERT_EQ(got, memory.read_audit(mns, q))
+          << q.after_id << " < id < " << q.before_id << ", limit " << q.limit << ", entity '"
+          << q.entity << "', resource '" << q.resource << "', newest first " << q.newest_first;
+      ++reads;
+      if (!got.empty()) ++nonempty;
+    }
+  }
+  EXPECT_GT(last[0], 30u);  // the retention dropped events in both
+  EXPECT_GT(last[1], 30u);
+  EXPECT_GT(nonempty, reads / 3);
+  for (const std::string& name : names) {
+    const std::string k = redis.audit_key_of(name);
+    (void)redis.client().command_for_key(k, {"DEL", k, k + ":seq"});
+  }
 }
 
 }  // namespace

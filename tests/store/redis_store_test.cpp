@@ -11,12 +11,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <exception>
 #include <future>
 #include <mutex>
+#include <numeric>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -427,6 +429,32 @@ TEST_P(RedisStoreTest, DenyCacheAnswersKnownDenialsLocally) {
   const auto before = s.stats().local_denials;
   EXPECT_TRUE(test::take(lim, "u", "m", {{"tpm", 30}}).allowed);  // the server, not the cache
   EXPECT_EQ(s.stats().local_denials, before);
+}
+
+// Verifies the deny cache with a shadow limit: a denial the server gave on it is cached but
+// never refuses an acquire by itself (the server answers, admitting it), and it is reported
+// with an enforced limit's known denial that the cache answers locally.
+TEST_P(RedisStoreTest, DenyCacheNeverRefusesForAShadowLimit) {
+  RedisStore& s = make(false);
+  ManualClock clock(kStart);
+  Limiter lim(s, clock, LimiterOptions{.ns = "t"});
+  lim.set_limits("m", {Limit::per_minute("rpm", 1).with_shadow(), Limit::per_minute("tpm", 100)});
+  EXPECT_TRUE(test::take(lim, "u", "m", {{"rpm", 1}, {"tpm", 95}}).allowed);
+  const Decision d1 = test::take(lim, "u", "m", {{"rpm", 1}, {"tpm", 10}});  // both refuse
+  ASSERT_FALSE(d1.allowed);
+  EXPECT_EQ(d1.shadow_violations.size(), 1u);
+  const auto scripts = s.stats().scripts;
+  const Decision d2 = test::take(lim, "u", "m", {{"rpm", 1}});  // rpm's denial is cached
+  EXPECT_TRUE(d2.allowed);
+  EXPECT_EQ(d2.shadow_violations.size(), 1u);
+  EXPECT_EQ(s.stats().scripts, scripts + 1);  // the server admitted it
+  EXPECT_EQ(s.stats().local_denials, 0u);
+  const Decision d3 = test::take(lim, "u", "m", {{"rpm", 1}, {"tpm", 10}});  // answered here
+  EXPECT_FALSE(d3.allowed);
+  EXPECT_EQ(d3.code, Code::rate_exceeded);
+  EXPECT_EQ(d3.retry_after, d1.retry_after);
+  EXPECT_EQ(d3.shadow_violations.size(), 1u);
+  EXPECT_EQ(s.stats().local_denials, 1u);
 }
 
 // Verifies the group commit is exact: 8 threads acquire one unit of one limit of one key at
@@ -1228,6 +1256,188 @@ TEST_P(RedisStoreTest, LimitsWrittenByAnotherProcessAreSeenWithinTheTtl) {
   EXPECT_EQ(test::take(limiter, "u", "m", {{"rpm", 1}}).code, Code::rate_exceeded);
   const std::string key = s.config_key_of("workers");
   EXPECT_EQ(s.client().command_for_key(key, {"DEL", key}).integer, 1);
+}
+
+// ------------------------------------------------------------------------ the audit log
+
+AuditEvent audit_event(std::uint64_t n, std::string entity) {
+  AuditEvent e;
+  e.time = kStart + static_cast<Micros>(n);
+  e.principal = "token:ops";
+  e.action = "limits_set";
+  e.entity = std::move(entity);
+  e.resource = "gpt-4o";
+  e.after = cat("[", n, "]");
+  return e;
+}
+
+std::vector<std::uint64_t> audit_ids(const std::vector<AuditEvent>& events) {
+  std::vector<std::uint64_t> ids;
+  for (const AuditEvent& e : events) ids.push_back(e.id);
+  return ids;
+}
+
+// Verifies two RedisStores (two clients, as two processes would have) appending from 8
+// threads at once make one sequence: ids unique, increasing in each thread's order, 1..200 in
+// all; the layout (a stream in the namespace's slot, entry "n-0" per event, the counter next
+// to it); the log is not usage state; and each append trims to its own store's retention.
+TEST_P(RedisStoreTest, AuditLogIsOneSequenceAcrossStores) {
+  RedisStore& s1 = make(false);
+  RedisStore& s2 = make(true);
+  const Namespace n1 = s1.open_namespace("audit");
+  const Namespace n2 = s2.open_namespace("audit");
+  const std::string key = s1.audit_key_of("audit");
+  EXPECT_EQ(key, prefix_ + ":{audit}#audit");
+  EXPECT_EQ(s1.audit_key_of("n:s}#"), prefix_ + ":{n%3As%7D%23}#audit");
+  EXPECT_EQ(redis::key_slot(key), redis::key_slot(s1.config_key_of("audit")));
+  EXPECT_TRUE(s1.capabilities().audit);
+
+  constexpr std::size_t kThreads = 8;
+  constexpr std::size_t kEach = 25;
+  std::vector<std::vector<std::uint64_t>> ids(kThreads);
+  std::vector<std::thread> threads;
+  for (std::size_t t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (std::size_t i = 0; i < kEach; ++i) {
+        const AuditEvent e = audit_event(t * 100 + i, cat("t", t));
+        ids[t].push_back(t % 2 == 0 ? s1.append_audit(n1, e) : s2.append_audit(n2, e));
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  std::vector<std::uint64_t> every;
+  for (std::size_t t = 0; t < kThreads; ++t) {
+    EXPECT_TRUE(std::is_sorted(ids[t].begin(), ids[t].end())) << "thread " << t;
+    every.insert(every.end(), ids[t].begin(), ids[t].end());
+  }
+  std::sort(every.begin(), every.end());
+  std::vector<std::uint64_t> want(kThreads * kEach);
+  std::iota(want.begin(), want.end(), 1);
+  EXPECT_EQ(every, want);
+  const std::vector<AuditEvent> all = s1.read_audit(n1, {.limit = 1000});
+  EXPECT_EQ(audit_ids(all), want);
+  EXPECT_EQ(s2.read_audit(n2, {.limit = 1000}), all);
+  for (std::size_t t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(audit_ids(s2.read_audit(n2, {.entity = cat("t", t)})), ids[t]) << "thread " << t;
+  }
+
+  auto cmd = [&](std::vector<std::string> args) {
+    return s1.client().command_for_key(args.at(1), args);
+  };
+  EXPECT_EQ(cmd({"TYPE", key}).str, "stream");
+  EXPECT_EQ(cmd({"XLEN", key}).integer, 200);
+  EXPECT_EQ(cmd({"GET", key + ":seq"}).str, "200");
+  const redis::Reply first = cmd({"XRANGE", key, "-", "+", "COUNT", "1"});
+  ASSERT_TRUE(first.is_array() && first.elements.size() == 1) << redis::to_string(first);
+  EXPECT_EQ(first.elements[0].elements.at(0).str, "1-0");
+  EXPECT_EQ(s1.size(), 0u);
+  s1.reset_namespace(n1);
+  (void)s1.prune(kStart);
+  EXPECT_EQ(cmd({"XLEN", key}).integer, 200);
+
+  // A store with a retention of 50 trims to 50; one with the default keeps what it finds.
+  RedisStoreOptions small = s1.options();
+  small.audit_retention = 50;
+  RedisStore s3(small);
+  EXPECT_EQ(s3.append_audit(s3.open_namespace("audit"), audit_event(1, "")), 201u);
+  EXPECT_EQ(cmd({"XLEN", key}).integer, 50);
+  EXPECT_EQ(audit_ids(s1.read_audit(n1, {.limit = 1})), std::vector<std::uint64_t>{152});
+  EXPECT_EQ(s1.append_audit(n1, audit_event(2, "")), 202u);
+  EXPECT_EQ(cmd({"XLEN", key}).integer, 51);
+  EXPECT_EQ(cmd({"DEL", key, key + ":seq"}).integer, 2);
+}
+
+// Verifies entries the store did not write as events (an id other than "n-0", a field
+// missing, a time that is not a number) are skipped and pages stay full; a well-formed one
+// written by hand is an event (extra fields ignored, a field given twice read as its last
+// value, by the filter as by the parser); the counter, deleted or left behind the stream,
+// goes on after the stream's last id; a counter or stream that cannot be used (not a number,
+// at 2^53, the wrong type) makes the call throw StoreUnavailable having appended nothing.
+TEST_P(RedisStoreTest, AuditLogSkipsForeignEntriesAndRecoversItsCounter) {
+  RedisStore& s = make(false);
+  const Namespace ns = s.open_namespace("audit");
+  const std::string key = s.audit_key_of("audit");
+  const std::string seq = key + ":seq";
+  auto cmd = [&](std::vector<std::string> args) {
+    const redis::Reply r = s.client().command_for_key(args.at(1), args);
+    EXPECT_FALSE(r.is_error()) << redis::to_string(r);
+    return r;
+  };
+  EXPECT_EQ(s.append_audit(ns, audit_event(1, "e1")), 1u);
+  EXPECT_EQ(s.append_audit(ns, audit_event(2, "e2")), 2u);
+  const std::vector<std::string> fields = {"t", "5", "p", "hand", "a", "parent_set", "e",
+                                           "",  "r", "",  "b",    "",  "f",          ""};
+  auto xadd = [&](const std::string& id, std::vector<std::string> f) {
+    std::vector<std::string> args = {"XADD", key, id};
+    args.insert(args.end(), f.begin(), f.end());
+    return cmd(args);
+  };
+  (void)xadd("3-0", {"p", "only"});  // fields missing
+  (void)xadd("4-1", fields);         // not an id this store gives
+  std::vector<std::string> bad_time = fields;
+  bad_time[1] = "soon";
+  (void)xadd("5-0", bad_time);
+  std::vector<std::string> extra = fields;
+  extra[7] = "e6";
+  extra.insert(extra.end(), {"x", "extra"});
+  (void)xadd("6-0", extra);  // an event: id 6, entity e6
+  std::vector<std::string> twice = fields;
+  twice[7] = "first";
+  twice.insert(twice.end(), {"e", "second"});
+  (void)xadd("7-0", twice);  // an event: id 7, entity second
+  std::vector<std::string> bad_json = fields;
+  bad_json[13] = "{";
+  (void)xadd("7-1", bad_json);
+
+  // The counter (2) is behind the stream (7-1): the append goes on after it.
+  EXPECT_EQ(s.append_audit(ns, audit_event(8, "e8")), 8u);
+  EXPECT_EQ(cmd({"GET", seq}).str, "8");
+  const std::vector<std::uint64_t> want = {1, 2, 6, 7, 8};
+  EXPECT_EQ(audit_ids(s.read_audit(ns, {})), want);
+  std::vector<std::uint64_t> paged;
+  for (AuditQuery q{.limit = 2};;) {
+    const auto page = s.read_audit(ns, q);
+    for (const AuditEvent& e : page) paged.push_back(e.id);
+    if (page.size() < q.limit) break;
+    q.after_id = page.back().id;
+  }
+  EXPECT_EQ(paged, want);
+  EXPECT_EQ(audit_ids(s.read_audit(ns, {.limit = 2, .newest_first = true})),
+            (std::vector<std::uint64_t>{8, 7}));
+  EXPECT_EQ(audit_ids(s.read_audit(ns, {.before_id = 7, .limit = 1, .newest_first = true})),
+            std::vector<std::uint64_t>{6});
+  const std::vector<AuditEvent> second = s.read_audit(ns, {.entity = "second"});
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0], (AuditEvent{7, 5, "hand", "parent_set", "second", "", "", ""}));
+  EXPECT_TRUE(s.read_audit(ns, {.entity = "first"}).empty());
+  EXPECT_EQ(audit_ids(s.read_audit(ns, {.entity = "e6"})), std::vector<std::uint64_t>{6});
+
+  // The counter deleted: the next append still follows the stream.
+  EXPECT_EQ(cmd({"DEL", seq}).integer, 1);
+  EXPECT_EQ(s.append_audit(ns, audit_event(9, "")), 9u);
+
+  // Unusable counters: refused, nothing appended.
+  for (const std::vector<std::string>& spoil :
+       {std::vector<std::string>{"SET", seq, "abc"},
+        std::vector<std::string>{"SET", seq, "9007199254740991"},
+        std::vector<std::string>{"HSET", seq, "f", "v"}}) {
+    SCOPED_TRACE(spoil[0] + " " + spoil.back());
+    (void)cmd({"DEL", seq});
+    (void)cmd(spoil);
+    EXPECT_THROW((void)s.append_audit(ns, audit_event(10, "")), StoreUnavailable);
+    EXPECT_EQ(cmd({"XLEN", key}).integer, 10);
+  }
+  (void)cmd({"SET", seq, "9"});
+  EXPECT_EQ(s.append_audit(ns, audit_event(10, "")), 10u);
+
+  // A stream key of another type: appends and reads fail, loudly.
+  const Namespace other = s.open_namespace("audit-other");
+  const std::string other_key = s.audit_key_of("audit-other");
+  (void)cmd({"SET", other_key, "not a stream"});
+  EXPECT_THROW((void)s.append_audit(other, audit_event(1, "")), StoreUnavailable);
+  EXPECT_THROW((void)s.read_audit(other, {}), StoreUnavailable);
+  (void)cmd({"DEL", other_key, other_key + ":seq"});
+  (void)cmd({"DEL", key, seq});
 }
 
 INSTANTIATE_TEST_SUITE_P(Servers, RedisStoreTest, ::testing::Values(false, true),

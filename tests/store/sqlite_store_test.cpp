@@ -189,37 +189,37 @@ std::int64_t consumed_in(const std::string& path) {
 
 // ------------------------------------------------------------------------ the file
 
-// Verifies a new file gets schema version 3, and a file from a newer version is refused with
+// Verifies a new file gets schema version 4, and a file from a newer version is refused with
 // IncompatibleSchema naming the file and both versions, and left untouched.
 TEST(SqliteStoreFile, SchemaVersionIsCheckedNewerIsRefused) {
-  static_assert(SqliteStore::kSchemaVersion == 3);
+  static_assert(SqliteStore::kSchemaVersion == 4);
   TempDir dir;
   const std::string path = dir.file("state.db");
   { SqliteStore store(opts(path)); }
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"3"});
-    raw.exec("PRAGMA user_version = 4");
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"4"});
+    raw.exec("PRAGMA user_version = 5");
   }
   try {
     SqliteStore store(opts(path));
-    ADD_FAILURE() << "opened a version 4 file";
+    ADD_FAILURE() << "opened a version 5 file";
   } catch (const IncompatibleSchema& e) {
     EXPECT_EQ(e.path(), path);
-    EXPECT_EQ(e.version(), 4);
+    EXPECT_EQ(e.version(), 5);
     EXPECT_EQ(e.supported(), SqliteStore::kSchemaVersion);
     const std::string what = e.what();
     EXPECT_NE(what.find(path), std::string::npos) << what;
+    EXPECT_NE(what.find("version 5"), std::string::npos) << what;
     EXPECT_NE(what.find("version 4"), std::string::npos) << what;
-    EXPECT_NE(what.find("version 3"), std::string::npos) << what;
   }
   EXPECT_THROW(SqliteStore(opts(path, Durability::write_behind)), IncompatibleSchema);
   RawDb raw(path);
-  EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"4"});
+  EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"5"});
 }
 
 // Verifies a version 1 file (written here with version 1's DDL, as admit 0.1 did) is migrated
-// to version 3 when opened, in both modes, keeping its namespaces, state rows and holds; the
+// to version 4 when opened, in both modes, keeping its namespaces, state rows and holds; the
 // new config table then works.
 TEST(SqliteStoreFile, Version1FileIsMigratedKeepingItsState) {
   TempDir dir;
@@ -264,7 +264,7 @@ COMMIT;)sql");
                 (std::vector<ConfigEntry>{{ConfigKind::parent, "u", "", "team"}}));
     }
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"3"});
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"4"});
     EXPECT_EQ(raw.rows("SELECT ns, kind, entity, resource, value FROM config"),
               std::vector<std::string>{"1|parent|u||team"});
     EXPECT_EQ(raw.rows("SELECT entity, a FROM state"),
@@ -272,7 +272,7 @@ COMMIT;)sql");
   }
 }
 
-// Verifies a version 2 file (written here with version 2's DDL) is migrated to version 3 when
+// Verifies a version 2 file (written here with version 2's DDL) is migrated to version 4 when
 // opened, in both modes, keeping its state and configuration, and gains the leases table:
 // a durable lease acquired there keeps its record in it.
 TEST(SqliteStoreFile, Version2FileIsMigratedGainingLeases) {
@@ -326,7 +326,7 @@ COMMIT;)sql");
       ASSERT_TRUE(store.get_lease(ns, "v", id, kStart).has_value());
     }
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"3"});
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"4"});
     EXPECT_EQ(raw.rows("SELECT ns, grp, id, expiry FROM leases"),
               std::vector<std::string>{
                   cat("1|v|", std::bit_cast<std::int64_t>(id), "|", kStart + 60 * kSec)});
@@ -357,7 +357,7 @@ TEST(SqliteStoreFile, EmptyFileIsMigratedAndReopenKeepsState) {
     }
     EXPECT_EQ(consumed_in(path), 6);
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"3"});
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"4"});
   }
 }
 
@@ -402,9 +402,11 @@ TEST(SqliteStoreFile, Capabilities) {
   EXPECT_FALSE(a.capabilities().distributed);
   EXPECT_FALSE(a.capabilities().server_time);
   EXPECT_TRUE(a.capabilities().leases);
+  EXPECT_TRUE(a.capabilities().audit);
   SqliteStore b(opts(dir.file("b.db"), Durability::write_behind));
   EXPECT_FALSE(b.capabilities().durable);
   EXPECT_TRUE(b.capabilities().leases);
+  EXPECT_TRUE(b.capabilities().audit);
   EXPECT_EQ(a.durable_ops(), 0u);
 }
 
@@ -1309,6 +1311,197 @@ TEST(SqliteStoreLeases, RecordsArePrunedResetAndNotExported) {
     EXPECT_FALSE(store.get_lease(other, "u", 3, kStart).has_value());
     EXPECT_EQ(store.prune(kStart + 100 * kSec), 0u);
   }
+}
+
+// ------------------------------------------------------------------------ the audit log
+
+std::vector<std::uint64_t> ids_of_events(const std::vector<AuditEvent>& events) {
+  std::vector<std::uint64_t> ids;
+  for (const AuditEvent& e : events) ids.push_back(e.id);
+  return ids;
+}
+
+AuditEvent audit_event(int n, std::string entity = "") {
+  AuditEvent e;
+  e.time = kStart + n;
+  e.principal = "config:/etc/admit/admit.yaml";
+  e.action = "limits_set";
+  e.entity = std::move(entity);
+  e.resource = "m";
+  e.before = n == 1 ? "" : cat("[", n - 1, "]");
+  e.after = cat("[", n, "]");
+  return e;
+}
+
+// Verifies a version 3 file (written here with version 3's DDL) is migrated to version 4 when
+// opened, in both modes, keeping its state, configuration and lease records, and gains the
+// audit log: events appended there are rows of the `audit` table, their ids in `audit_seq`.
+TEST(SqliteStoreFile, Version3FileIsMigratedGainingTheAuditLog) {
+  TempDir dir;
+  for (const Durability d : {Durability::per_op, Durability::write_behind}) {
+    SCOPED_TRACE(d == Durability::per_op ? "per_op" : "write_behind");
+    const std::string path = dir.file(d == Durability::per_op ? "a.db" : "b.db");
+    {
+      RawDb raw(path);
+      raw.exec(R"sql(
+BEGIN;
+CREATE TABLE namespaces (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE state (
+  ns INTEGER NOT NULL, entity TEXT NOT NULL, resource TEXT NOT NULL,
+  limit_name TEXT NOT NULL, limit_kind TEXT NOT NULL, a INTEGER NOT NULL, b INTEGER NOT NULL,
+  PRIMARY KEY (ns, entity, resource, limit_name, limit_kind)) WITHOUT ROWID;
+CREATE TABLE holds (
+  ns INTEGER NOT NULL, entity TEXT NOT NULL, resource TEXT NOT NULL, limit_name TEXT NOT NULL,
+  lease INTEGER NOT NULL, amount INTEGER NOT NULL, expiry INTEGER NOT NULL);
+CREATE INDEX holds_by_key ON holds (ns, entity, resource, limit_name);
+CREATE TABLE config (
+  ns INTEGER NOT NULL, kind TEXT NOT NULL, entity TEXT NOT NULL, resource TEXT NOT NULL,
+  value TEXT NOT NULL, PRIMARY KEY (ns, kind, entity, resource)) WITHOUT ROWID;
+CREATE TABLE leases (
+  ns INTEGER NOT NULL, grp TEXT NOT NULL, id INTEGER NOT NULL, data BLOB NOT NULL,
+  expiry INTEGER NOT NULL, PRIMARY KEY (ns, grp, id)) WITHOUT ROWID;
+PRAGMA user_version = 3;
+COMMIT;)sql");
+      // u's rpm bucket: 4 of 10 taken at kStart; u's parent configured; a lease record of v.
+      raw.exec(
+          cat("INSERT INTO namespaces (id, name) VALUES (1, 'default');"
+              "INSERT INTO state VALUES (1, 'u', 'm', 'rpm', 'rate', ",
+              kStart + 24 * kSec,
+              ", 0);"
+              "INSERT INTO config VALUES (1, 'parent', 'u', '', 'team');"
+              "INSERT INTO leases VALUES (1, 'v', 7, x'0102', ",
+              kStart + 60 * kSec, ");"));
+    }
+    {
+      SqliteStore store(opts(path, d));
+      const Namespace ns = store.open_namespace("default");
+      EXPECT_EQ(store.list_config(ns),
+                (std::vector<ConfigEntry>{{ConfigKind::parent, "u", "", "team"}}));
+      const auto record = store.get_lease(ns, "v", 7, kStart);
+      ASSERT_TRUE(record.has_value());
+      EXPECT_EQ(record->data, std::string("\x01\x02"));
+      ManualClock clock(kStart);
+      Limiter limiter(store, clock);
+      limiter.set_limits("m", {Limit::per_minute("rpm", 10)});
+      EXPECT_EQ(available(limiter, "u", "m", "rpm"), 6);
+      EXPECT_TRUE(limiter.audit_log().empty());
+      EXPECT_EQ(limiter.audit(audit_event(1, "u")), 1u);
+      EXPECT_EQ(limiter.audit(audit_event(2)), 2u);
+      EXPECT_EQ(ids_of_events(limiter.audit_log()), (std::vector<std::uint64_t>{1, 2}));
+    }
+    RawDb raw(path);
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"4"});
+    EXPECT_EQ(raw.rows("SELECT ns, id, time_us, principal, action, entity, resource, "
+                       "state_before, state_after FROM audit ORDER BY id"),
+              (std::vector<std::string>{
+                  cat("1|1|", kStart + 1, "|config:/etc/admit/admit.yaml|limits_set|u|m||[1]"),
+                  cat("1|2|", kStart + 2, "|config:/etc/admit/admit.yaml|limits_set||m|[1]|[2]")}));
+    EXPECT_EQ(raw.rows("SELECT ns, last FROM audit_seq"), std::vector<std::string>{"1|2"});
+    EXPECT_EQ(raw.rows("SELECT entity, a FROM state WHERE entity = 'u'"),
+              std::vector<std::string>{cat("u|", kStart + 24 * kSec)});
+  }
+}
+
+// Verifies a write_behind store writes audit events to the file at once, in append order: a
+// child appends three (with usage state pending, never flushed), reports their ids on a pipe
+// and is SIGKILLed; the events are in the file, the unflushed state is not, and the next id
+// follows them.
+TEST(SqliteStoreAudit, WriteBehindWritesEventsAtOnceInOrder) {
+  TempDir dir;
+  const std::string path = dir.file("wb.db");
+  Pipe p;
+  const pid_t pid = spawn([&] {
+    p.close_read();
+    SqliteStoreOptions o = opts(path, Durability::write_behind);
+    o.write_behind_interval = 3600 * kSec;  // no flush before the kill
+    SqliteStore store(o);
+    Counter c(store);
+    std::uint64_t ids[3] = {};
+    for (int i = 0; i < 3; ++i) {
+      if (!c.acquire()) return 2;
+      ids[i] = c.limiter.audit(audit_event(i + 1, cat("e", i)));
+    }
+    if (!write_all(p.fd[1], ids, sizeof ids)) return 3;
+    for (;;) pause();
+  });
+  p.close_write();
+  std::uint64_t ids[3] = {};
+  ASSERT_TRUE(read_all(p.fd[0], ids, sizeof ids));
+  kill(pid, SIGKILL);
+  const int status = wait_status(pid);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "child status " << status;
+  EXPECT_EQ(std::vector<std::uint64_t>(ids, ids + 3), (std::vector<std::uint64_t>{1, 2, 3}));
+  EXPECT_EQ(consumed_in(path), 0);
+  SqliteStore store(opts(path));
+  const Namespace ns = store.open_namespace("default");
+  std::vector<AuditEvent> want;
+  for (int i = 0; i < 3; ++i) {
+    want.push_back(audit_event(i + 1, cat("e", i)));
+    want.back().id = static_cast<std::uint64_t>(i + 1);
+  }
+  EXPECT_EQ(store.read_audit(ns, {}), want);
+  EXPECT_EQ(store.append_audit(ns, audit_event(4)), 4u);
+}
+
+// Verifies rows no SqliteStore wrote (a hand-edited or damaged file) are skipped, never
+// returned or crashed on, with pages still full where valid events remain; and a damaged id
+// sequence (not an integer, negative, at the end of the range, or behind the rows) makes an
+// append throw StoreUnavailable having changed nothing.
+TEST(SqliteStoreAudit, CorruptRowsAreSkippedAndABadSequenceIsRefused) {
+  TempDir dir;
+  const std::string path = dir.file("audit.db");
+  SqliteStore store(opts(path));
+  const Namespace ns = store.open_namespace("default");
+  EXPECT_EQ(store.append_audit(ns, audit_event(1)), 1u);
+  EXPECT_EQ(store.append_audit(ns, audit_event(2)), 2u);
+  const std::string ok_row = "'config:x', 'limits_set', 'e', 'm', '', '[1]'";
+  RawDb raw(path);
+  raw.exec(cat("INSERT INTO audit VALUES (1, 3, 'soon', ", ok_row, ");",  // time not a number
+               "INSERT INTO audit VALUES (1, 'x', 5, ", ok_row, ");",     // id not a number
+               "INSERT INTO audit VALUES (1, 4.5, 5, ", ok_row, ");",     // id not an integer
+               "INSERT INTO audit VALUES (1, 5, 5, 'a' || char(10) || 'b', 'limits_set', '', "
+               "'', '', '');",                                                     // control char
+               "INSERT INTO audit VALUES (1, 6, 5, 'p', 'BAD', '', '', '', '');",  // action
+               "INSERT INTO audit VALUES (1, 7, 5, 'p', 'limits_set', '', '', 'not json', '');",
+               "INSERT INTO audit VALUES (1, 8, 5, x'ff', 'limits_set', '', '', '', '');",
+               "INSERT INTO audit VALUES (1, 9, -5, 'p', 'limits_set', '', '', '', '');",
+               "INSERT INTO audit VALUES (1, 10, 5, 'p', 'limits_set', 'has space', '', '', '');",
+               "INSERT INTO audit VALUES (1, -1, 5, 'p', 'limits_set', '', '', '', '');",
+               "INSERT INTO audit VALUES (1, 0, 5, 'p', 'limits_set', '', '', '', '');",
+               "INSERT INTO audit VALUES (1, 11, 5, 'by hand', 'limits_set', 'e', 'm', '', '[0]');",
+               "UPDATE audit_seq SET last = 11;"));
+  AuditEvent by_hand{11, 5, "by hand", "limits_set", "e", "m", "", "[0]"};
+  std::vector<AuditEvent> want = {audit_event(1), audit_event(2), by_hand};
+  want[0].id = 1;
+  want[1].id = 2;
+  EXPECT_EQ(store.read_audit(ns, {}), want);
+  EXPECT_EQ(store.read_audit(ns, {.newest_first = true}),
+            (std::vector<AuditEvent>{want[2], want[1], want[0]}));
+  EXPECT_EQ(store.read_audit(ns, {.after_id = 2, .limit = 1}), std::vector<AuditEvent>{by_hand});
+  EXPECT_EQ(store.read_audit(ns, {.before_id = 11, .limit = 1, .newest_first = true}),
+            std::vector<AuditEvent>{want[1]});
+  EXPECT_EQ(store.read_audit(ns, {.entity = "e"}), std::vector<AuditEvent>{by_hand});
+
+  for (const char* last :
+       {"'abc'", "-3", "0.5", "9223372036854775806", "9223372036854775807", "1"}) {
+    SCOPED_TRACE(last);
+    raw.exec(cat("UPDATE audit_seq SET last = ", last));
+    EXPECT_THROW((void)store.append_audit(ns, audit_event(12)), StoreUnavailable);
+    EXPECT_EQ(raw.rows("SELECT last FROM audit_seq"),
+              raw.rows(cat("SELECT ", last)));  // rolled back
+    EXPECT_EQ(store.read_audit(ns, {}), want);
+  }
+  raw.exec("UPDATE audit_seq SET last = 11");
+  EXPECT_EQ(store.append_audit(ns, audit_event(12)), 12u);
+}
+
+// Verifies bad audit_retention options are refused before the file is touched.
+TEST(SqliteStoreAudit, RetentionMustKeepAnEvent) {
+  TempDir dir;
+  SqliteStoreOptions o = opts(dir.file("r.db"));
+  o.audit_retention = 0;
+  EXPECT_THROW(SqliteStore{o}, ValidationError);
+  EXPECT_FALSE(std::filesystem::exists(o.path));
 }
 
 }  // namespace

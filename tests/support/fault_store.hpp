@@ -1,7 +1,7 @@
 // FaultStore: the one test Store that injects faults. It wraps a MemoryStore (`inner`) and
 //  - while `down` is set, throws StoreUnavailable(options.down_reason) from every op that
-//    reaches the store (apply, answered async ops, reset_namespace, the config ops), the way
-//    an unreachable store does; `served` counts the ops that reached `inner`;
+//    reaches the store (apply, answered async ops, reset_namespace, the config and audit
+//    ops), the way an unreachable store does; `served` counts the ops that reached `inner`;
 //  - with options.defer_async, answers apply_async() later, on whichever thread the test
 //    chooses, the way a networked store answers on its I/O thread: it copies the op when it
 //    is called (as RedisStore encodes it) and queues it; run_one() / run_all() apply queued
@@ -38,8 +38,9 @@ namespace admit::test {
 
 struct FaultStoreOptions {
   std::string name = "fault";  ///< what name() reports
-  /// what capabilities() reports (the inner MemoryStore keeps durable lease records)
-  StoreCapabilities capabilities = {.leases = true};
+  /// what capabilities() reports (the inner MemoryStore keeps durable lease records and an
+  /// audit log)
+  StoreCapabilities capabilities = {.leases = true, .audit = true};
   std::string down_reason = "fault: down";  ///< the StoreUnavailable's message while `down`
   bool defer_async = false;                 ///< queue apply_async() ops until the test answers them
 };
@@ -176,6 +177,14 @@ class FaultStore final : public Store {
                                        std::uint64_t lease_id, Micros now) override {
     check_up();
     return inner.get_lease(ns, group, lease_id, now);
+  }
+  std::uint64_t append_audit(const Namespace& ns, AuditEvent event) override {
+    check_up();
+    return inner.append_audit(ns, std::move(event));
+  }
+  std::vector<AuditEvent> read_audit(const Namespace& ns, const AuditQuery& query) override {
+    check_up();
+    return inner.read_audit(ns, query);
   }
 
  private:

@@ -30,7 +30,8 @@ enum class Code : std::uint8_t {
 };
 std::string_view to_string(Code c);
 
-/// One limit that refused the request.
+/// One limit that refused the request (or, in Decision::shadow_violations, a shadow limit that
+/// would have).
 struct Violation {
   std::string entity;  ///< which entity of the chain (the requester or an ancestor)
   std::string limit;   ///< limit name
@@ -56,12 +57,16 @@ struct LimitStatus {
   Micros reset_after = 0;      ///< until full again (rate), until the window ends (window)
   double rate = 0;             ///< adaptive limits: the AIMD controller's rate (per second)
   Micros period = 0;           ///< Limit::period(): what the capacity is stated over
+  bool shadow = false;         ///< Limit::shadow(): reported, never enforced
 };
 
 /**
  * The outcome of try_acquire / acquire / consume / decide / record_usage / Lease::adjust.
  * retry_after is exact: with nothing else happening, the same request at now + retry_after
  * is allowed and 1 µs earlier it is not (0 when allowed or when it can never fit).
+ * Shadow limits (Limit::shadow) never deny: one that would have refused is reported in
+ * shadow_violations (allowed or denied alike) and counts neither in `code`, `reason`,
+ * `retry_after` nor `violations`.
  * [[nodiscard]]: a call whose Decision is dropped was not checked; write (void) where that is
  * meant.
  */
@@ -71,8 +76,11 @@ struct [[nodiscard]] Decision {
   std::string reason;
   Micros retry_after = 0;
   std::vector<Violation> violations;  ///< empty when allowed
-  std::vector<LimitStatus> stats;     ///< every limit the request touched
-  Micros now = 0;                     ///< the instant the decision was taken at
+  /// The shadow limits that would have refused (each with its own retry_after); filled on
+  /// allowed and denied decisions of acquires, decides and consumes.
+  std::vector<Violation> shadow_violations;
+  std::vector<LimitStatus> stats;  ///< every limit the request touched
+  Micros now = 0;                  ///< the instant the decision was taken at
 
   explicit operator bool() const { return allowed; }
   std::chrono::microseconds retry_after_duration() const {

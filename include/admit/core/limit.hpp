@@ -124,14 +124,28 @@ class Limit {
   /// concurrency, adaptive and unlimited limits.
   Micros period() const;
 
-  /// Human-readable description, e.g. "rpm: 100 per 1m (burst 100)".
+  /**
+   * Shadow mode (envoy ratelimit's `shadow_mode`): a shadow limit is resolved, checked,
+   * counted and reported like any other, but never denies. Where it would refuse an acquire
+   * (or a decide), the request goes on as if that limit were not part of it: the refusal is
+   * reported in Decision::shadow_violations, and the shadow limit is not charged for that
+   * request (its state stays what enforcing it alone would have left). Operations that never
+   * refuse (record_usage, adjust, release, clamp, reset) treat it like any limit.
+   * with_shadow() returns a copy with the flag set (or cleared); the state (name and kind)
+   * is the same either way, so turning shadow mode on or off keeps the usage counted.
+   */
+  Limit with_shadow(bool shadow = true) const;
+  bool shadow() const { return shadow_; }
+
+  /// Human-readable description, e.g. "rpm: 100 per 1m (burst 100)"; a shadow limit's ends
+  /// with ", shadow".
   std::string describe() const;
 
   /// A 64-bit hash of (name, kind), fixed at construction: stores use it to tell the limits
   /// of one key apart without hashing the name on every call.
   std::uint64_t name_hash() const { return name_hash_; }
 
-  /// Same name, kind and numbers (time zone included).
+  /// Same name, kind, numbers (time zone included) and shadow flag.
   bool operator==(const Limit& o) const;
 
  private:
@@ -146,6 +160,7 @@ class Limit {
   Micros refill_period_ = 0;
   RateParams rate_;
   std::uint64_t name_hash_ = 0;
+  bool shadow_ = false;
   std::shared_ptr<const WindowCalendar> calendar_;
   std::shared_ptr<const AimdOptions> aimd_;
 };

@@ -18,11 +18,14 @@ namespace admit {
  * "refill_period_us":60000000},{"name":"rpd","kind":"window","capacity":1000,"unit":"day",
  * "reset_at":"00:00","time_zone":"UTC"},{"name":"slots","kind":"concurrency","capacity":8},
  * {"name":"aimd","kind":"adaptive","burst":1,"max_rate":"50","initial_rate":"1",...}].
+ * A shadow limit (Limit::shadow) carries "shadow":true; the field is left out otherwise, so
+ * a limit that is not shadow encodes as it did before the flag existed.
  */
 std::string encode_limits(std::span<const Limit> limits);
 
 /**
- * The limits encode_limits() wrote (decode(encode(x)) == x, limit by limit).
+ * The limits encode_limits() wrote (decode(encode(x)) == x, limit by limit). An object
+ * without "shadow" (any earlier encoding) is not shadow; "shadow" must be a boolean.
  * @throws ValidationError naming what is wrong (not JSON, a missing or mistyped field, a
  *         value a Limit factory refuses, a name twice).
  */

@@ -102,6 +102,11 @@ class GuardedStore final : public Store {
   /// The primary's (a lease acquired on the fallback has no record there).
   std::optional<LeaseRecord> get_lease(const Namespace& ns, std::string_view group,
                                        std::uint64_t lease_id, Micros now) override;
+  /// The primary's audit log, under every policy: a StoreUnavailable (or any error) reaches
+  /// the caller, so an event is never kept only in this process or silently lost; nothing
+  /// goes to the fallback. Audit calls do not change degraded().
+  std::uint64_t append_audit(const Namespace& ns, AuditEvent event) override;
+  std::vector<AuditEvent> read_audit(const Namespace& ns, const AuditQuery& query) override;
 
   /// True after the primary's apply() threw StoreUnavailable (or its apply_async() reported
   /// it), until an apply() or apply_async() that started after that failure succeeds.

@@ -24,6 +24,8 @@ struct MemoryStoreOptions {
    * ops (adjust, release, extend) and clamps are never refused.
    */
   std::size_t max_keys = 0;
+  /// The audit log: the newest events kept per namespace (>= 1; append_audit drops older ones).
+  std::size_t audit_retention = kDefaultAuditRetention;
 };
 
 /**
@@ -34,6 +36,7 @@ struct MemoryStoreOptions {
  */
 class MemoryStore final : public Store {
  public:
+  /// @throws ValidationError for a bad audit_retention.
   explicit MemoryStore(MemoryStoreOptions options = {});
   ~MemoryStore() override;
   MemoryStore(const MemoryStore&) = delete;
@@ -47,7 +50,7 @@ class MemoryStore final : public Store {
   std::size_t size() const override;
   /// Ops refused because a shard was full (MemoryStoreOptions::max_keys).
   std::uint64_t key_cap_refusals() const;
-  StoreCapabilities capabilities() const override { return {.leases = true}; }
+  StoreCapabilities capabilities() const override { return {.leases = true, .audit = true}; }
   std::string name() const override { return "memory"; }
 
   void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) override;
@@ -56,6 +59,11 @@ class MemoryStore final : public Store {
   void get_config(const Namespace& ns, std::span<const ConfigKey> keys,
                   std::span<std::optional<std::string>> values) override;
   std::vector<ConfigEntry> list_config(const Namespace& ns) override;
+
+  /// The audit log: per namespace, in memory (as long as the store lives), the newest
+  /// MemoryStoreOptions::audit_retention events.
+  std::uint64_t append_audit(const Namespace& ns, AuditEvent event) override;
+  std::vector<AuditEvent> read_audit(const Namespace& ns, const AuditQuery& query) override;
 
   /// Bytes held by the tables (slots and control bytes, excluding malloc overhead).
   std::size_t memory_bytes() const;

@@ -38,6 +38,9 @@ struct RedisStoreOptions {
    */
   bool deny_cache = true;
   std::size_t deny_cache_entries = 1 << 16;  ///< cleared when full
+  /// The audit log: the newest events kept per namespace (>= 1; each append trims the
+  /// namespace's stream to it exactly, so the processes of a fleet should agree on it).
+  std::size_t audit_retention = kDefaultAuditRetention;
 };
 
 /// Counters since construction (relaxed; each read atomically).
@@ -135,6 +138,13 @@ class RedisStore final : public Store {
                   std::span<std::optional<std::string>> values) override;
   std::vector<ConfigEntry> list_config(const Namespace& ns) override;
 
+  /// The audit log: one stream per namespace, audit_key_of(), and its id counter (one script
+  /// run per append: INCR and XADD together, so ids increase in append order across the fleet;
+  /// one per read, more only to replace entries that are not events). Kept by reset_namespace,
+  /// prune and size. @throws std::logic_error on the client's I/O thread (in a callback).
+  std::uint64_t append_audit(const Namespace& ns, AuditEvent event) override;
+  std::vector<AuditEvent> read_audit(const Namespace& ns, const AuditQuery& query) override;
+
   RedisStoreStats stats() const;
   const RedisStoreOptions& options() const;
   /// The underlying client (its stats, or commands of your own on the same connections).
@@ -146,6 +156,9 @@ class RedisStore final : public Store {
   std::string key_of(std::string_view ns, std::string_view group, const KeyParts& key) const;
   /// The Redis hash of a namespace's configuration: "<prefix>:{<ns>}" (percent-encoded).
   std::string config_key_of(std::string_view ns) const;
+  /// The Redis stream of a namespace's audit log: "<prefix>:{<ns>}#audit" (an event of id n is
+  /// the entry "n-0"; fields t, p, a, e, r, b, f), its id counter "<prefix>:{<ns>}#audit:seq".
+  std::string audit_key_of(std::string_view ns) const;
   /// The Redis hash of a durable lease's record: "<prefix>:{<ns>:<group>}#lease:<id>" (id in
   /// decimal; fields "d", the record, and "x", its expiry in µs). No usage key has a '#'
   /// after its tag, so none can be named so.

@@ -1,7 +1,8 @@
 // SqliteStore: the embedded durable store. One SQLite file (WAL) holds every key's state under
 // its real strings (namespace, entity, resource, limit), so state can be listed and migrated
 // (export_state / import_state), the limit configuration every process shares (put_config),
-// and durable lease records (Op::lease_record, get_lease), committed with the lease's usage.
+// durable lease records (Op::lease_record, get_lease), committed with the lease's usage, and
+// the audit log (append_audit, read_audit).
 // Two durability modes: per_op (one fsync'd transaction per operation: an acknowledged
 // operation survives a process kill and a power loss; several processes may share the file)
 // and write_behind (state cached in memory, flushed in one transaction every interval; a crash
@@ -74,6 +75,9 @@ struct SqliteStoreOptions {
   /// How long an operation waits for another process's transaction before it fails with
   /// StoreUnavailable ("database is locked").
   std::chrono::milliseconds busy_timeout{5000};
+  /// The audit log: the newest events kept per namespace (>= 1; append_audit deletes older
+  /// ones). Processes sharing the file should agree on it (each append trims to its own).
+  std::size_t audit_retention = kDefaultAuditRetention;
 };
 
 /**
@@ -94,7 +98,7 @@ struct SqliteStoreOptions {
 class SqliteStore final : public Store {
  public:
   /// Schema version this build writes (PRAGMA user_version); older files are migrated.
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   /**
    * Opens or creates the file and migrates its schema.
@@ -133,6 +137,13 @@ class SqliteStore final : public Store {
   /// record, else from the file. @throws StoreUnavailable.
   std::optional<LeaseRecord> get_lease(const Namespace& ns, std::string_view group,
                                        std::uint64_t lease_id, Micros now) override;
+
+  /// The audit log (the `audit` table): an append is its own transaction, written to the file
+  /// at once in both durability modes (write_behind does not cache it), so an event is on disk
+  /// when append_audit returns, and ids follow the order of the appends of every process on
+  /// the file. Reads come from the file. Not part of export_state / import_state.
+  std::uint64_t append_audit(const Namespace& ns, AuditEvent event) override;
+  std::vector<AuditEvent> read_audit(const Namespace& ns, const AuditQuery& query) override;
 
   /// Every namespace the file knows (open_namespace registers one), sorted by name.
   std::vector<std::string> namespaces() const;

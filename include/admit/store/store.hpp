@@ -14,6 +14,7 @@
 
 #include "admit/core/limit.hpp"
 #include "admit/core/time.hpp"
+#include "admit/store/audit.hpp"
 
 namespace admit {
 
@@ -168,6 +169,7 @@ struct StoreCapabilities {
   bool distributed = false;
   bool server_time = false;  ///< decisions use the store's clock, not the caller's
   bool leases = false;       ///< keeps durable lease records (Op::lease_record, get_lease)
+  bool audit = false;        ///< keeps an audit log (append_audit, read_audit)
 };
 
 /**
@@ -206,10 +208,13 @@ class Store {
   virtual ~Store() = default;
 
   /**
-   * Applies `op` atomically. For acquire, consumes only if every item is ok.
+   * Applies `op` atomically. For acquire, consumes only if every item is ok. An item of a
+   * shadow limit (Limit::shadow) is checked and reported like the others but never refuses:
+   * when it is not ok the op goes on without it (an acquire consumes the other items and
+   * leaves that one unchanged: no charge, no concurrency slot).
    * @param results one entry per op.items, filled in order.
-   * @return true if every item was ok (for acquire: consumed; for others: always true
-   *         except decide, which reports like acquire).
+   * @return true if every item was ok or of a shadow limit (for acquire: consumed; for
+   *         others: always true except decide, which reports like acquire).
    * @throws StoreUnavailable if the store cannot be reached.
    */
   virtual bool apply(const Op& op, std::span<ItemResult> results) = 0;
@@ -284,6 +289,31 @@ class Store {
     (void)now;
     return std::nullopt;
   }
+
+  // ---- the audit log (admit/store/audit.hpp) ----
+  // Kept per namespace, shared by every process on the store; not usage state:
+  // reset_namespace(), prune() and size() leave it alone. Each store keeps the newest
+  // `audit_retention` events of a namespace (an option of the store; kDefaultAuditRetention).
+
+  /**
+   * Appends `event` to `ns`'s log, after the events appended before it (by any process on
+   * the store), and drops the oldest beyond the retention. Atomic; durable as the store's
+   * configuration is (SqliteStore: on disk when this returns, in both durability modes).
+   * @return the id the store gave it (event.id is ignored): greater than every id of `ns`
+   *         before it; 1, 2, 3, ... from a new namespace.
+   * @throws ValidationError (validate_audit_event); StoreUnavailable if the store cannot be
+   *         reached, and from a store that keeps no audit log (capabilities().audit false:
+   *         this default).
+   */
+  virtual std::uint64_t append_audit(const Namespace& ns, AuditEvent event);
+  /**
+   * The events of `ns`'s log that `query` selects (see AuditQuery), in its order. Every event
+   * returned passes validate_audit_event and has an id > 0: an entry the store cannot read
+   * as one (a corrupt row, a foreign stream entry) is skipped.
+   * @throws ValidationError (validate_audit_query); StoreUnavailable. The default (a store
+   *         without an audit log) returns nothing.
+   */
+  virtual std::vector<AuditEvent> read_audit(const Namespace& ns, const AuditQuery& query);
 };
 
 }  // namespace admit

@@ -25,9 +25,9 @@
 --            one script run for many ops of one hash slot;
 --            10 prune: drop the idle fields of every key, no items; with ARGV 3 = 1 the keys
 --            are lease records instead, each deleted if expired)
---          op 9: 2 a JSON array of integers: L, the number of limits, 6 values per limit
+--          op 9: 2 a JSON array of integers: L, the number of limits, 7 values per limit
 --            (its parameters, sent once for every op of the run that names it: capacity, a,
---            b, r, tol_us, tol_rem, RateParams), then per op: flags (0 acquire, 1 decide, +2
+--            b, r, tol_us, tol_rem, RateParams, then shadow 1/0), then per op: flags (0 acquire, 1 decide, +2
 --            report), now (µs; 0 = the server's clock: one TIME for the whole run), n items,
 --            then 3 values per item: key index (1-based, into KEYS), limit (1-based, into
 --            the limit table), amount (>= 0); no two items of an op name the same limit of
@@ -40,12 +40,15 @@
 --            if the record exists, is not expired and equals 7, else nothing changes and the
 --            reply is an error "ADMIT_LEASE <why>"; then adjust replaces its data by 8, extend
 --            replaces it and sets its expiry to the lease expiry, release deletes it),
---            7 the lease record, 8 the next record, then 15 values per item: key index, limit
+--            7 the lease record, 8 the next record, then 16 values per item: key index, limit
 --            name, kind (0 rate, 1 window, 2 concurrency, 3 adaptive), amount, capacity, a,
 --            b, r, tol_us, tol_rem (RateParams),
 --            window_end (adjust/release: the lease's window), until (clamp), w_start, w_end,
 --            w_next_end (windows: the window around the caller's estimate of the server's
---            clock, and the end of the one after it)
+--            clock, and the end of the one after it), shadow (1/0)
+-- Shadow   an item of a shadow limit (Limit::shadow) is checked and reported like the others
+--          but its refusal (ok 0) does not refuse the op (all_ok ignores it); an acquire then
+--          leaves it unchanged (no charge, no slot) and applies the others (kernel.hpp).
 -- Returns  {all_ok, now, then 7 per item: ok, never, available, retry_after, reset_after,
 --          window_end, held}; op 9: an array with one reply per op, in order, each either
 --          that array or, when every item is ok and the op does not report, just `now` (an
@@ -94,19 +97,20 @@ local function expiry_ms(idle) return (floor(idle / 1000000) + 2) * 1000 end
 -- tonumber per value), the limits' parameters in arrays indexed by the limit (LC[j]...).
 local replies, fast_ops = {}, nil  -- fast_ops: {reply index, first item in A, n, now, report,
                                    -- denied items, applied, states}
-local A, LF, LC, LA, LB, LR, LTU, LTR  -- op 9's numbers, then its limit table
+local A, LF, LC, LA, LB, LR, LTU, LTR, LS  -- op 9's numbers, then its limit table
 if op == FAST then
   local call, KEYS, unpack = redis.call, KEYS, unpack
   A = cjson.decode(ARGV[2])
   local nl = A[1]
-  LF, LC, LA, LB, LR, LTU, LTR = {}, {}, {}, {}, {}, {}, {}
+  LF, LC, LA, LB, LR, LTU, LTR, LS = {}, {}, {}, {}, {}, {}, {}, {}
   for j = 1, nl do
-    local a = 2 + 6 * (j - 1)
+    local a = 2 + 7 * (j - 1)
     LF[j] = ARGV[2 + j]
     LC[j], LA[j], LB[j], LR[j], LTU[j], LTR[j] = A[a], A[a + 1], A[a + 2], A[a + 3], A[a + 4],
                                                  A[a + 5]
+    LS[j] = A[a + 6] == 1
   end
-  local pos, nargs, nreplies = 2 + 6 * nl, #A, 0
+  local pos, nargs, nreplies = 2 + 7 * nl, #A, 0
   local server_now
   -- Reused by every op of the run: item x's state as read (SA, SB) and as it would be after
   -- the op (NA, NB); per run of items on one key: its first and last item and the latest
@@ -124,7 +128,9 @@ if op == FAST then
       end
       now = server_now
     end
-    local nruns, denied = 0, false  -- denied[x] = true
+    -- denied[x] = true: item x refused; `refused` counts those of non-shadow limits (the op
+    -- is denied), shadow refusals leave their item unchanged (na, nb = sa, sb)
+    local nruns, denied, refused = 0, false, false
     local i, a = 1, first
     while i <= n do
       local k = A[a]
@@ -173,6 +179,7 @@ if op == FAST then
           if not ok then
             denied = denied or {}
             denied[x] = true
+            if not LS[j] then refused = true end
           end
         end
         SA[x], SB[x], NA[x], NB[x] = sa, sb, na, nb
@@ -182,7 +189,7 @@ if op == FAST then
       nruns = nruns + 3
       i = e
     end
-    local applied = flags % 2 == 0 and not denied  -- an acquire, all ok
+    local applied = flags % 2 == 0 and not refused  -- an acquire, all ok (or shadow)
     if applied then
       for r = 1, nruns, 3 do
         local m, last = 0, 0
@@ -190,7 +197,9 @@ if op == FAST then
         local b = first + 3 * (x0 - 1)
         for x = x0, runs[r + 1] do
           local na = NA[x]
-          if na >= now then  -- live: written (normalized, as the kernel writes it)
+          -- live: written (normalized, as the kernel writes it); a refusing shadow item is
+          -- left as it is, not even normalized (the kernel does not touch it)
+          if na >= now and not (denied and denied[x]) then
             set[m + 1] = LF[A[b + 1]]
             set[m + 2] = spack(STATE, na, NB[x])
             m = m + 2
@@ -221,7 +230,8 @@ if op == FAST then
         states[4 * x - 3], states[4 * x - 2], states[4 * x - 1], states[4 * x] =
             SA[x], SB[x], NA[x], NB[x]
       end
-      fast_ops[#fast_ops + 1] = {nreplies, first, n, now, flags >= 2, denied, applied, states}
+      fast_ops[#fast_ops + 1] = {nreplies, first, n, now, flags >= 2, denied, applied, states,
+                                 refused}
       replies[nreplies] = false
     else
       replies[nreplies] = now
@@ -314,9 +324,9 @@ end
 if fast_ops then
   local params = {}  -- params[j]: limit j's RateParams as the helpers take them
   for _, f in ipairs(fast_ops) do
-    local slot, first, n, at, report, denied, applied, st = unpack(f, 1, 8)
+    local slot, first, n, at, report, denied, applied, st, refused = unpack(f, 1, 9)
     now = at
-    local out = {denied and 0 or 1, now}
+    local out = {refused and 0 or 1, now}
     for x = 1, n do
       local a = first + 3 * (x - 1)
       local j = A[a + 1]
@@ -333,7 +343,7 @@ if fast_ops then
         _, never, retry_after = check(p, st[4 * x - 3], st[4 * x - 2], A[a + 2])
       end
       if report or d then  -- the state after an applied acquire, else the state read
-        local y = applied and 4 * x - 1 or 4 * x - 3
+        local y = (applied and not d) and 4 * x - 1 or 4 * x - 3
         avail = available(p, st[y], st[y + 1])
         reset = reset_after(st[y], st[y + 1])
       end
@@ -494,7 +504,7 @@ end
 -- Items.
 local items = {}
 local a = 9
-local n = (#ARGV - 8) / 15
+local n = (#ARGV - 8) / 16
 for i = 1, n do
   local kind = tonumber(ARGV[a + 2])
   local it = {
@@ -506,11 +516,11 @@ for i = 1, n do
          tol_rem = tonumber(ARGV[a + 9])},
     window_end = tonumber(ARGV[a + 10]), ['until'] = tonumber(ARGV[a + 11]),
     w_start = tonumber(ARGV[a + 12]), w_end = tonumber(ARGV[a + 13]),
-    w_next_end = tonumber(ARGV[a + 14]),
+    w_next_end = tonumber(ARGV[a + 14]), shadow = ARGV[a + 15] == '1',
   }
   it.capacity = it.p.capacity
   items[i] = it
-  a = a + 15
+  a = a + 16
 end
 
 local function checks(it) return (op == ACQUIRE or op == DECIDE) and it.amount > 0 end
@@ -642,7 +652,7 @@ for i = 1, n do
       r.reset_after = wend - now
     end
   end
-  all_ok = all_ok and r.ok
+  all_ok = all_ok and (r.ok or it.shadow)
 end
 
 local function reply()
@@ -673,7 +683,8 @@ if not changes or (op == ACQUIRE and not all_ok) then return reply() end
 for i = 1, n do
   local it = items[i]
   local r = results[i]
-  if it.kind == CONCURRENCY then
+  if not r.ok then  -- an admitted acquire's refusing shadow item: unchanged, reported as read
+  elseif it.kind == CONCURRENCY then
     local holds = read_holds(it)  -- with what earlier items of this op changed
     local touched = false
     if op == ACQUIRE and it.amount > 0 then

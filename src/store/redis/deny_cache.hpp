@@ -53,7 +53,9 @@ class DenyCache {
   }
 
   /// Answers an acquire/decide (`keys`: its Redis keys) when one of its items is known
-  /// denied: fills `results` and returns true. Concurrency limits are never cached.
+  /// denied: fills `results` and returns true. Concurrency limits are never cached. A known
+  /// denial of a shadow limit (Limit::shadow) never refuses the op: it is only reported
+  /// (ok false) when another item's known denial answers the op here.
   bool answer(const Op& op, const std::vector<std::string>& keys, std::span<ItemResult> results) {
     bool denied = false;
     for (std::size_t i = 0; i < op.items.size(); ++i) {
@@ -67,7 +69,7 @@ class DenyCache {
       r.retry_after = d->until - op.now;
       r.available = d->available;
       r.reset_after = std::max<Micros>(0, d->reset_at - op.now);
-      denied = true;
+      denied = denied || !it.limit->shadow();
     }
     return denied;
   }

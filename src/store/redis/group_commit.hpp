@@ -38,6 +38,7 @@ class Pending {
     std::int64_t amount = 0;
     std::int64_t capacity = 0;
     RateParams params;
+    bool shadow = false;  // Limit::shadow: its refusal does not refuse the op
   };
   std::vector<std::string> keys;  // the op's Redis keys
   std::vector<Item> items;
@@ -72,7 +73,8 @@ class Pending {
 };
 
 inline bool same_limit(const Pending::Item& x, const Pending::Item& y) {
-  return x.field == y.field && x.capacity == y.capacity && x.params == y.params;
+  return x.field == y.field && x.capacity == y.capacity && x.params == y.params &&
+         x.shadow == y.shadow;
 }
 
 // Per lane, the script runs in flight and the fast-path ops waiting for the next one.

@@ -39,6 +39,10 @@ std::string config_key(std::string_view prefix, std::string_view ns) {
   return k;
 }
 
+std::string audit_key(std::string_view prefix, std::string_view ns) {
+  return config_key(prefix, ns) + "#audit";
+}
+
 std::string namespace_pattern(std::string_view prefix, std::string_view ns) {
   std::string pattern(prefix);
   pattern += ":{";

@@ -68,6 +68,10 @@ inline std::string lease_key(std::string_view prefix, std::string_view ns, std::
 
 /// A namespace's configuration hash: "<prefix>:{<ns>}".
 std::string config_key(std::string_view prefix, std::string_view ns);
+/// A namespace's audit log, a stream: "<prefix>:{<ns>}#audit", in the slot of its
+/// configuration hash; its id counter is the string "<prefix>:{<ns>}#audit:seq". No other
+/// pattern (usage, lease, namespace) matches either: no ':' follows their '}'.
+std::string audit_key(std::string_view prefix, std::string_view ns);
 /// SCAN pattern of every usage-state key of a namespace: "<prefix>:{<ns>:*".
 std::string namespace_pattern(std::string_view prefix, std::string_view ns);
 /// SCAN pattern of every usage-state key ("<prefix>:{<ns>:<group>}:..."), not the

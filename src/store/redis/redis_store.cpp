@@ -32,6 +32,7 @@ constexpr int kClockRetries = 2;
 
 RedisStoreOptions validated(RedisStoreOptions o) {
   redis_store::validate_prefix(o.prefix);
+  validate_audit_retention(o.audit_retention);
   return o;
 }
 
@@ -79,7 +80,7 @@ void RedisStore::Impl::fill(Pending& p, const Op& op, std::vector<std::string> k
   p.items.reserve(op.items.size());
   for (const OpItem& it : op.items) {
     p.items.push_back(Pending::Item{it.key, "s" + it.limit->name(), it.amount, it.limit->capacity(),
-                                    detail::params(it)});
+                                    detail::params(it), it.limit->shadow()});
   }
 }
 
@@ -293,8 +294,11 @@ void RedisStore::apply_batch(std::span<const Op> ops,
 }
 
 StoreCapabilities RedisStore::capabilities() const {
-  return StoreCapabilities{
-      .durable = false, .distributed = true, .server_time = impl_->o.server_time, .leases = true};
+  return StoreCapabilities{.durable = false,
+                           .distributed = true,
+                           .server_time = impl_->o.server_time,
+                           .leases = true,
+                           .audit = true};
 }
 
 std::optional<LeaseRecord> RedisStore::get_lease(const Namespace& ns, std::string_view group,

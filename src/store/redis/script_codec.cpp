@@ -62,8 +62,9 @@ void encode_fast(const std::vector<Pending*>& batch, bool server_time,
   json += '[';
   append_json(json, static_cast<std::int64_t>(limits.size()));
   for (const Pending::Item* it : limits) {
-    for (const std::int64_t v : {it->capacity, it->params.a, it->params.b, it->params.r,
-                                 it->params.tol_us, it->params.tol_rem}) {
+    for (const std::int64_t v :
+         {it->capacity, it->params.a, it->params.b, it->params.r, it->params.tol_us,
+          it->params.tol_rem, static_cast<std::int64_t>(it->shadow ? 1 : 0)}) {
       append_json(json, v);
     }
   }
@@ -85,7 +86,7 @@ void encode_fast(const std::vector<Pending*>& batch, bool server_time,
 std::vector<std::string> encode_general(const Op& op, bool server_time, Micros caller_now,
                                         Micros estimate) {
   std::vector<std::string> argv;
-  argv.reserve(8 + 15 * op.items.size());
+  argv.reserve(8 + 16 * op.items.size());
   append_num(argv, static_cast<int>(op.kind));
   append_num(argv, server_time ? 0 : caller_now);
   argv.emplace_back(op.report ? "1" : "0");
@@ -113,7 +114,8 @@ std::vector<std::string> encode_general(const Op& op, bool server_time, Micros c
     argv.push_back(l.name());
     for (const std::int64_t v :
          {static_cast<std::int64_t>(kind_code(l.kind())), it.amount, l.capacity(), p.a, p.b, p.r,
-          p.tol_us, p.tol_rem, it.window_end, it.until, w.start, w.end, next_end}) {
+          p.tol_us, p.tol_rem, it.window_end, it.until, w.start, w.end, next_end,
+          static_cast<std::int64_t>(l.shadow() ? 1 : 0)}) {
       append_num(argv, v);
     }
   }

@@ -100,6 +100,9 @@ class Query {
     db_.fail(sqlite3_sql(s_));
   }
   std::int64_t col(int i) const { return sqlite3_column_int64(s_, i); }
+  /// SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT, SQLITE_BLOB or SQLITE_NULL: what column i of
+  /// the row holds (col() and text() convert any of them).
+  int type(int i) const { return sqlite3_column_type(s_, i); }
   std::string text(int i) const {
     const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
     if (t == nullptr) return {};

@@ -22,6 +22,10 @@ namespace {
 //          namespace, the op's group and the lease id (the uint64 bit-cast to a signed
 //          INTEGER, as holds.lease); data is the record's opaque bytes, expiry µs since the
 //          epoch (a record with expiry <= now is gone).
+//   audit (version 4): the audit log (Store::append_audit), one row per event, keyed by the
+//          namespace and the event's id; time_us is µs since the epoch, state_before and
+//          state_after JSON text ('' for none). audit_seq: the last id given per namespace,
+//          so ids are never given twice, whatever rows the retention deleted.
 // Strings are stored as they are (no escaping needed: every part is its own column).
 constexpr const char* kMigrations[] = {
     R"sql(
@@ -69,6 +73,24 @@ CREATE TABLE leases (
   expiry INTEGER NOT NULL,
   PRIMARY KEY (ns, grp, id)
 ) WITHOUT ROWID;
+)sql",
+    R"sql(
+CREATE TABLE audit (
+  ns INTEGER NOT NULL,
+  id INTEGER NOT NULL,
+  time_us INTEGER NOT NULL,
+  principal TEXT NOT NULL,
+  action TEXT NOT NULL,
+  entity TEXT NOT NULL,
+  resource TEXT NOT NULL,
+  state_before TEXT NOT NULL,
+  state_after TEXT NOT NULL,
+  PRIMARY KEY (ns, id)
+);
+CREATE TABLE audit_seq (
+  ns INTEGER PRIMARY KEY,
+  last INTEGER NOT NULL
+);
 )sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion);

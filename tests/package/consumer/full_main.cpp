@@ -1,10 +1,12 @@
 // A user of every component (admit::admit, pkg-config admit): SqliteStore, a provider
-// profile found in default_profiles_dir(), and a completion-token acquire (admit::sched).
+// profile found in default_profiles_dir(), a completion-token acquire (admit::sched), and a
+// token count (admit::tokens: its rank tables are inside libadmit_tokens.a).
 // argv[1]: the SQLite file to create.
 #include <admit/adapt/profiles.hpp>
 #include <admit/async.hpp>
 #include <admit/limiter.hpp>
 #include <admit/store/sqlite_store.hpp>
+#include <admit/tokens.hpp>
 #include <admit/version.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/io_context.hpp>
@@ -36,4 +38,7 @@ int main(int argc, char** argv) {
                 << s.capacity << "\n";
     }
   }
+  const admit::TokenCount tokens = admit::count_tokens("hello world", "gpt-4o");
+  std::cout << "full consumer: tokens " << tokens.tokens << " " << admit::to_string(tokens.encoding)
+            << "\n";
 }
