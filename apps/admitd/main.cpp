@@ -124,14 +124,15 @@ int main(int argc, char** argv) {
     };
     admit::service::Metrics metrics(*limiters.front(), resources_of(config));
     metrics.watch_store(store.guard());
+    metrics.watch_memory_store(store.memory());
     // SIGHUP reads the file again; a bad file, or one that changes what needs a restart, is
     // refused and the config in force keeps serving (service/reload.hpp).
     admit::service::Reloader reloader(
         config_path, config, limiters,
         [&](const admit::service::Config& next) { metrics.set_resources(resources_of(next)); });
     options.on_hangup = [&reloader] { (void)reloader.reload(); };
-    api_options.reload = [&reloader] {
-      const admit::service::ReloadResult r = reloader.reload();
+    api_options.reload = [&reloader](std::string_view principal) {
+      const admit::service::ReloadResult r = reloader.reload(principal);
       return std::pair(r.applied, r.message);
     };
     admit::service::Api api(limiters, &metrics, api_options);

@@ -27,8 +27,8 @@ std::string str(std::string_view s) { return std::string(s); }
 
 }  // namespace
 
-// The limit as PUT /v1/limits/... takes it (limit_codec.hpp's form: it can be sent back as
-// it is), with where it came from and a description.
+// The limit as PUT /v1/limits/... takes it (limit_codec.hpp's form, "shadow":true included:
+// it can be sent back as it is), with where it came from and a description.
 json::object limit_object(const Limit& l, ConfigSource source) {
   json::value v = json::parse(encode_limits(std::span(&l, 1)));
   json::object o = std::move(v.as_array().at(0).as_object());
@@ -83,6 +83,8 @@ const Route kRoutes[] = {
     {{"POST", "/v1/observe", "decide",
       "Learn from a provider's response: discovered limits, clamps, AIMD marks"},
      sync<&I::observe>},
+    {{"POST", "/v1/tokens", "decide", "Count the tokens of a text or of chat messages, offline"},
+     sync<&I::tokens>},
     {{"GET", "/v1/leases/{lease_id}", "decide", "A lease's entity, resource and expiry"},
      async<&I::lease_get>},
     {{"POST", "/v1/leases/{lease_id}/adjust", "decide",
@@ -127,6 +129,9 @@ const Route kRoutes[] = {
     {{"POST", "/v1/admin/reload", "admin",
       "Read the config file again; a bad file is refused and the old config keeps serving"},
      sync<&I::reload>},
+    {{"GET", "/v1/audit", "admin",
+      "The audit log: every change of limits, parents and config, who made it, before and after"},
+     sync<&I::audit_log>},
 };
 
 // Matches `path` against a template: literal segments equal, {name} segments any non-empty
@@ -181,32 +186,43 @@ Response error(unsigned status, std::string message, std::string field, std::str
   return reply(status, o);
 }
 
-json::object decision_object(const Decision& d) {
-  json::object o;
+json::object decision_object(const Decision& d, json::storage_ptr sp) {
+  json::object o(sp);
   o["allowed"] = d.allowed;
   o["code"] = str(to_string(d.code));
   o["reason"] = d.reason;
   o["retry_after_us"] = d.retry_after;
   o["retry_after_s"] = d.retry_after_header();
-  json::array violations;
-  for (const Violation& v : d.violations) {
-    violations.push_back(json::object{{"entity", v.entity},
-                                      {"limit", v.limit},
-                                      {"kind", str(to_string(v.kind))},
-                                      {"requested", v.requested},
-                                      {"available", v.available},
-                                      {"retry_after_us", v.retry_after}});
-  }
-  o["violations"] = std::move(violations);
-  json::array stats;
+  auto violation_array = [&sp](const std::vector<Violation>& list) {
+    json::array a(sp);
+    for (const Violation& v : list) {
+      a.push_back(json::object({{"entity", v.entity},
+                                {"limit", v.limit},
+                                {"kind", str(to_string(v.kind))},
+                                {"requested", v.requested},
+                                {"available", v.available},
+                                {"retry_after_us", v.retry_after}},
+                               0, sp));
+    }
+    return a;
+  };
+  o["violations"] = violation_array(d.violations);
+  // Shadow limits that would have refused (Limit::shadow): only when there are some.
+  if (!d.shadow_violations.empty()) o["shadow_violations"] = violation_array(d.shadow_violations);
+  json::array stats(sp);
+  stats.reserve(d.stats.size());
   for (const LimitStatus& s : d.stats) {
-    stats.push_back(json::object{{"entity", s.entity},
-                                 {"limit", s.limit},
-                                 {"kind", str(to_string(s.kind))},
-                                 {"source", str(to_string(s.source))},
-                                 {"capacity", s.capacity},
-                                 {"available", s.available},
-                                 {"reset_after_us", s.reset_after}});
+    json::object& st = stats
+                           .emplace_back(json::object({{"entity", s.entity},
+                                                       {"limit", s.limit},
+                                                       {"kind", str(to_string(s.kind))},
+                                                       {"source", str(to_string(s.source))},
+                                                       {"capacity", s.capacity},
+                                                       {"available", s.available},
+                                                       {"reset_after_us", s.reset_after}},
+                                                      0, sp))
+                           .as_object();
+    if (s.shadow) st["shadow"] = true;
   }
   o["stats"] = std::move(stats);
   return o;
@@ -239,14 +255,15 @@ Response decision_response(const Decision& d, json::object body, bool openai_hea
 }
 
 void log_call(Response& r, std::string_view entity, std::string_view resource, const Decision& d) {
+  r.log.reserve(r.log.size() + 3);
   r.log.emplace_back("entity", std::string(entity));
   r.log.emplace_back("resource", std::string(resource));
   r.log.emplace_back("code", std::string(to_string(d.code)));
 }
 
-json::object parse_body(std::string_view body, bool empty_ok) {
+json::object parse_body(std::string_view body, bool empty_ok, json::storage_ptr sp) {
   if (empty_ok && body.find_first_not_of(" \t\r\n") == std::string_view::npos) return {};
-  auto parsed = parse_json_object(body);
+  auto parsed = parse_json_object(body, {}, std::move(sp));
   if (const JsonError* e = std::get_if<JsonError>(&parsed)) refuse(*e);
   return std::move(std::get<json::object>(parsed));
 }
@@ -321,14 +338,15 @@ Api::Api(std::vector<Limiter*> limiters, Metrics* metrics, ApiOptions options)
 Api::~Api() = default;
 
 void Api::handle(std::string_view method, std::string_view target, std::string_view body,
-                 Reply done) noexcept {
+                 Reply done, std::string_view principal) noexcept {
   const auto start = std::chrono::steady_clock::now();
   const std::size_t q = target.find('?');
   ApiRequest r{method,
                target.substr(0, q),
                q == std::string_view::npos ? std::string_view() : target.substr(q + 1),
                body,
-               {}};
+               {},
+               principal};
   impl_->route(r, std::move(done), start);
 }
 
@@ -415,8 +433,8 @@ namespace {
 
 }  // namespace
 
-json::object Api::Impl::body_of(const ApiRequest& r, bool empty_ok) const {
-  json::object o = parse_body(r.body, empty_ok);
+json::object Api::Impl::body_of(const ApiRequest& r, bool empty_ok, json::storage_ptr sp) const {
+  json::object o = parse_body(r.body, empty_ok, std::move(sp));
   if (const json::value* ns = o.if_contains("namespace")) {
     const json::string* s = ns->if_string();
     if (s == nullptr) throw BadRequest{"must be a string", "namespace", "invalid_type"};
@@ -449,7 +467,7 @@ Limiter& Api::Impl::lim(const ApiRequest& r) const {
 Response Api::Impl::reload(const ApiRequest& r) {
   only_fields(body_of(r, /*empty_ok=*/true), {});
   if (!options.reload) return error(404, "reload is not available here", {}, "no_route");
-  const auto [applied, message] = options.reload();
+  const auto [applied, message] = options.reload(r.principal.empty() ? "anonymous" : r.principal);
   if (!applied) return error(422, message, "config", "config_refused");
   return reply(200, json::object{{"applied", true}, {"message", message}});
 }

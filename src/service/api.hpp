@@ -54,9 +54,10 @@ struct ApiOptions {
   Micros max_wait = 5 * kMicrosPerMinute;
   /// Also answer OpenAI-style x-ratelimit-* headers (rate_limit_headers.hpp).
   bool openai_headers = false;
-  /// POST /v1/admin/reload: reads the config file again (Reloader::reload); applied, and a
-  /// message (what changed, or why the file was refused). Empty: the route answers 404.
-  std::function<std::pair<bool, std::string>()> reload;
+  /// POST /v1/admin/reload: reads the config file again (Reloader::reload) on behalf of the
+  /// principal given; applied, and a message (what changed, or why the file was refused).
+  /// Empty: the route answers 404.
+  std::function<std::pair<bool, std::string>(std::string_view principal)> reload;
 };
 
 class Api {
@@ -79,8 +80,9 @@ class Api {
   /// Handles one request; `done` receives the response exactly once: inside this call, or
   /// later on another thread (a waiting acquire, a store's I/O thread). `target` is the
   /// request target (a query string is read by the routes that take one).
-  void handle(std::string_view method, std::string_view target, std::string_view body,
-              Reply done) noexcept;
+  /// `principal` names the caller in the audit log (a token's name; empty: "anonymous").
+  void handle(std::string_view method, std::string_view target, std::string_view body, Reply done,
+              std::string_view principal = {}) noexcept;
   /// The same, waiting for the response (tests, tools).
   Response handle(std::string_view method, std::string_view target, std::string_view body) noexcept;
 

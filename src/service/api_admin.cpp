@@ -1,6 +1,7 @@
 // The admin routes: limits at system, resource and entity level and parents (PUT, DELETE),
 // and the read-only views of them (resolve) and of usage (stats). Limits travel in the exact
 // form the stores keep them in (admit/core/limit_codec.hpp).
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -8,6 +9,7 @@
 #include "admit/core/error.hpp"
 #include "admit/core/limit_codec.hpp"
 #include "admit/limiter.hpp"
+#include "admit/store/audit.hpp"
 #include "service/api_impl.hpp"
 
 namespace admit::service {
@@ -42,6 +44,28 @@ Level level_of(const ApiRequest& r) {
   return l;
 }
 
+/// The limits `limiter` has at level `l` (its own, not inherited), as limit_codec's JSON.
+std::string limits_at(const Limiter& limiter, const Level& l) {
+  // A level below the resource's is read through a resource that has no limits of its own.
+  std::string resource = l.resource;
+  if (resource.empty()) {
+    const std::vector<std::string> configured = limiter.resources();
+    resource = "audit-probe";
+    while (std::find(configured.begin(), configured.end(), resource) != configured.end()) {
+      resource += "-";
+    }
+  }
+  const ConfigSource want = l.kind == Level::system               ? ConfigSource::system
+                            : l.kind == Level::per_resource       ? ConfigSource::resource
+                            : l.kind == Level::per_entity_default ? ConfigSource::entity_default
+                                                                  : ConfigSource::entity;
+  std::vector<Limit> out;
+  for (const auto& [limit, source] : limiter.resolve(l.entity, resource)) {
+    if (source == want) out.push_back(limit);
+  }
+  return encode_limits(out);
+}
+
 json::object status_object(const LimitStatus& s) {
   json::object o{{"entity", s.entity},
                  {"limit", s.limit},
@@ -51,6 +75,7 @@ json::object status_object(const LimitStatus& s) {
                  {"available", s.available},
                  {"reset_after_us", s.reset_after}};
   if (s.kind == LimitKind::adaptive) o["rate"] = s.rate;
+  if (s.shadow) o["shadow"] = true;
   return o;
 }
 
@@ -101,7 +126,9 @@ Response Api::Impl::put_limits(const ApiRequest& r) {
   if (v == nullptr) throw BadRequest{"missing field", "limits", "missing_field"};
   if (!v->is_array()) throw BadRequest{"must be an array of limits", "limits", "invalid_type"};
   std::vector<Limit> limits = decode_limits(json::serialize(*v));  // ValidationError -> 400
-  const json::value echo = json::parse(encode_limits(limits));
+  const std::string after = encode_limits(limits);
+  const json::value echo = json::parse(after);
+  const std::string before = limits_at(lim(r), l);
   switch (l.kind) {
     case Level::system:
       lim(r).set_default_limits(std::move(limits));
@@ -116,11 +143,13 @@ Response Api::Impl::put_limits(const ApiRequest& r) {
       lim(r).set_entity_limits(l.entity, l.resource, std::move(limits));
       break;
   }
+  audit(r, AuditAction::limits_set, l.entity, l.resource, before, after);
   return reply(200, json::object{{"entity", l.entity}, {"resource", l.resource}, {"limits", echo}});
 }
 
 Response Api::Impl::delete_limits(const ApiRequest& r) {
   const Level l = level_of(r);
+  const std::string before = limits_at(lim(r), l);
   switch (l.kind) {
     case Level::system:
       lim(r).set_default_limits({});
@@ -135,6 +164,7 @@ Response Api::Impl::delete_limits(const ApiRequest& r) {
       lim(r).remove_entity_limits(l.entity, l.resource);
       break;
   }
+  audit(r, AuditAction::limits_deleted, l.entity, l.resource, before, "");
   return reply(200, json::object{{"entity", l.entity}, {"resource", l.resource}});
 }
 
@@ -146,14 +176,18 @@ Response Api::Impl::put_parent(const ApiRequest& r) {
   const json::value* v = o.if_contains("parent");
   if (v == nullptr) throw BadRequest{"missing field", "parent", "missing_field"};
   const std::string parent = name_field(*v, "parent");
+  const std::string before = lim(r).parent(entity);
   lim(r).set_parent(entity, parent);  // ValidationError on a cycle or too deep a chain
+  audit(r, AuditAction::parent_set, entity, "", json_string(before), json_string(parent));
   return reply(200, json::object{{"entity", entity}, {"parent", parent}});
 }
 
 Response Api::Impl::delete_parent(const ApiRequest& r) {
   const std::string& entity = r.params.at(0);
   validate_name("entity", entity);
+  const std::string before = lim(r).parent(entity);
   lim(r).set_parent(entity, "");
+  audit(r, AuditAction::parent_deleted, entity, "", json_string(before), "");
   return reply(200, json::object{{"entity", entity}, {"parent", nullptr}});
 }
 

@@ -22,6 +22,7 @@
 #include "admit/amounts.hpp"
 #include "admit/core/decision.hpp"
 #include "admit/limiter.hpp"
+#include "admit/store/audit.hpp"
 #include "service/api.hpp"
 #include "service/json_body.hpp"
 
@@ -48,6 +49,7 @@ struct ApiRequest {
   std::string_view query;
   std::string_view body;
   std::vector<std::string> params;  ///< the path template's {...} parts, in order
+  std::string_view principal;       ///< who asks: a token's name; empty without tokens
   /// The namespace's Limiter (Api::Impl::lim), once known.
   mutable Limiter* limiter = nullptr;
 };
@@ -55,7 +57,7 @@ struct ApiRequest {
 Response reply(unsigned status, const json::object& body);
 Response error(unsigned status, std::string message, std::string field = {}, std::string code = {});
 /// The JSON object of a decision (decision_json's), to add fields to.
-json::object decision_object(const Decision& d);
+json::object decision_object(const Decision& d, json::storage_ptr sp = {});
 /// The status of a denial: 429 (retry), 422 (never fits), 400 (bad request), 503 (store),
 /// 404 (lease_not_found); 200 if allowed.
 unsigned status_of(const Decision& d);
@@ -66,7 +68,7 @@ Response decision_response(const Decision& d, json::object body, bool openai_hea
 void log_call(Response& r, std::string_view entity, std::string_view resource, const Decision& d);
 
 /// The body as one strict JSON object (json_body.hpp); an empty body is {} when `empty_ok`.
-json::object parse_body(std::string_view body, bool empty_ok = false);
+json::object parse_body(std::string_view body, bool empty_ok = false, json::storage_ptr sp = {});
 /// A valid name (entity, resource, limit, ...), else BadRequest naming `field`.
 std::string name_field(const json::value& v, const std::string& field);
 /// An integer in [min, max], else BadRequest.
@@ -78,8 +80,19 @@ Amounts amounts_field(const json::value& v, const std::string& field, std::int64
 void only_fields(const json::object& o, std::initializer_list<std::string_view> allowed);
 /// A limit as GET /v1/limits and /v1/limits/resolve show it.
 json::object limit_object(const Limit& l, ConfigSource source);
+/// `s` as a JSON string ("" for an empty `s`: an audit event's "none").
+std::string json_string(std::string_view s);
 /// The value of `key` in a query string ("a=1&b=x%3Ay", percent-decoded), if present.
 std::optional<std::string> query_param(std::string_view query, std::string_view key);
+
+/// Memory for the JSON of one request or response, on the stack: a monotonic_resource over a
+/// local buffer (spilling to the heap beyond it), so a small body or decision costs no
+/// allocation. Objects made from `sp` must not outlive the Scratch.
+struct JsonScratch {
+  unsigned char buffer[4096];
+  json::monotonic_resource resource{buffer, sizeof buffer};
+  json::storage_ptr sp{&resource};
+};
 
 struct Api::Impl {
   Impl(std::vector<Limiter*> l, Metrics* m, ApiOptions o);
@@ -105,7 +118,7 @@ struct Api::Impl {
   /// The request's body (parse_body), without its optional "namespace" field, which names the
   /// request's namespace (HttpHandler reads it too, to check a token's namespaces). Call it
   /// before lim(r).
-  json::object body_of(const ApiRequest& r, bool empty_ok = false) const;
+  json::object body_of(const ApiRequest& r, bool empty_ok = false, json::storage_ptr sp = {}) const;
   /// The Limiter of the request's namespace: the body's "namespace" (body_of), else the query's
   /// `namespace`, else the first namespace. 404 unknown_namespace for one not served.
   Limiter& lim(const ApiRequest& r) const;
@@ -137,6 +150,14 @@ struct Api::Impl {
   Response delete_parent(const ApiRequest& r);
   // api_observe.cpp
   Response observe(const ApiRequest& r);
+  // api_tokens.cpp
+  Response tokens(const ApiRequest& r);
+  // api_audit.cpp
+  /// Appends a change to the namespace's audit log (a failure is logged, not answered: the
+  /// change is made).
+  void audit(const ApiRequest& r, AuditAction action, std::string_view entity,
+             std::string_view resource, std::string before, std::string after);
+  Response audit_log(const ApiRequest& r);
 };
 
 }  // namespace admit::service

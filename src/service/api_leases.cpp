@@ -72,22 +72,25 @@ struct Resumed {
   }
 };
 
-json::object lease_object(const Lease& l, std::string_view token, Micros now) {
-  return json::object{{"id", std::string(token)},
-                      {"entity", std::string(l.entity())},
-                      {"resource", std::string(l.resource())},
-                      {"expires_at_us", l.expires_at()},
-                      {"expires_in_ms", std::max<Micros>(0, l.expires_at() - now) / 1000}};
+json::object lease_object(const Lease& l, std::string_view token, Micros now,
+                          json::storage_ptr sp = {}) {
+  return json::object({{"id", json::string_view(token.data(), token.size())},
+                       {"entity", json::string_view(l.entity().data(), l.entity().size())},
+                       {"resource", json::string_view(l.resource().data(), l.resource().size())},
+                       {"expires_at_us", l.expires_at()},
+                       {"expires_in_ms", std::max<Micros>(0, l.expires_at() - now) / 1000}},
+                      0, std::move(sp));
 }
 
 }  // namespace
 
 Response Api::Impl::decide(const ApiRequest& r) {
-  const Call c = read_call(body_of(r));
+  JsonScratch scratch;
+  const Call c = read_call(body_of(r, false, scratch.sp));
   const Metrics::InFlight in_flight(metrics);
   const Decision d = lim(r).decide(c.entity, c.resource, c.amounts);
   if (metrics != nullptr) metrics->decision("/v1/decide", c.resource, d);
-  Response res = decision_response(d, decision_object(d), options.openai_headers);
+  Response res = decision_response(d, decision_object(d, scratch.sp), options.openai_headers);
   // A dry run: a denial is the answer, not a refusal (200); an unreachable store is not.
   if (res.status != 503) {
     res.status = 200;
@@ -98,16 +101,18 @@ Response Api::Impl::decide(const ApiRequest& r) {
 }
 
 Response Api::Impl::record(const ApiRequest& r) {
-  const Call c = read_call(body_of(r));
+  JsonScratch scratch;
+  const Call c = read_call(body_of(r, false, scratch.sp));
   const Decision d = lim(r).record_usage(c.entity, c.resource, c.amounts);
   if (metrics != nullptr) metrics->decision("/v1/record", c.resource, d);
-  Response res = decision_response(d, decision_object(d), options.openai_headers);
+  Response res = decision_response(d, decision_object(d, scratch.sp), options.openai_headers);
   log_call(res, c.entity, c.resource, d);
   return res;
 }
 
 void Api::Impl::acquire(const ApiRequest& r, Reply& done) {
-  const json::object o = body_of(r);
+  JsonScratch scratch;
+  const json::object o = body_of(r, false, scratch.sp);
   const Call c = read_call(o, {"timeout_ms", "ttl_ms", "lease"});
   const Micros timeout =
       optional_int(o, "timeout_ms", 0, options.max_wait / 1000).value_or(0) * 1000;
@@ -127,11 +132,12 @@ void Api::Impl::acquire(const ApiRequest& r, Reply& done) {
                                      in_flight, done = std::move(done)](Lease l) {
     const Decision d = l.decision();  // a copy: commit_async below moves the lease away
     if (metrics != nullptr) metrics->decision("/v1/acquire", resource, d);
-    json::object body = decision_object(d);
+    JsonScratch response;
+    json::object body = decision_object(d, response.sp);
     if (l.active()) {
       if (lease) {
         const std::string token = l.detach();
-        body["lease"] = lease_object(l, token, d.now);
+        body["lease"] = lease_object(l, token, d.now, response.sp);
       } else {
         l.commit_async();  // never blocks (the store's I/O thread may be running this)
       }

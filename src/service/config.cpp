@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -323,10 +324,21 @@ class Parser : detail::YamlReader {
     return out;
   }
 
+  /// A plain `true` or `false` (not quoted, no other spelling).
+  bool boolean(const YAML::Node& n, const std::string& path) const {
+    if (!n.IsScalar() || n.Tag() != "?" || (n.Scalar() != "true" && n.Scalar() != "false")) {
+      fail(n, path, show(n), "expected true or false");
+    }
+    return n.Scalar() == "true";
+  }
+
+  // One limit object; any form may carry `shadow: true` (Limit::shadow: reported, not enforced).
   Limit limit(const YAML::Node& n, const std::string& path) const {
-    static constexpr std::string_view kKinds[] = {"per", "period_ms", "window", "concurrency"};
+    static constexpr std::string_view kKinds[] = {"per", "period_ms", "window", "concurrency",
+                                                  "adaptive"};
     static const std::map<std::string_view, std::vector<std::string_view>> kAllowed = {
         {"per", {"name", "per", "limit", "burst"}},
+        {"adaptive", {"name", "adaptive", "burst"}},
         {"period_ms", {"name", "period_ms", "capacity", "refill"}},
         {"window", {"name", "window", "limit", "reset_at", "time_zone"}},
         {"concurrency", {"name", "concurrency"}},
@@ -340,15 +352,18 @@ class Parser : detail::YamlReader {
       if (kind != nullptr) {
         fail(e->key_node, join(path, e->key), e->key,
              "conflicts with '" + kind->key +
-                 "' (a limit has exactly one of per, period_ms, window, concurrency)");
+                 "' (a limit has exactly one of per, period_ms, window, concurrency, "
+                 "adaptive)");
       }
       kind = e;
     }
     if (kind == nullptr) {
-      fail(n, path, show(n), "a limit needs one of per, period_ms, window or concurrency");
+      fail(n, path, show(n),
+           "a limit needs one of per, period_ms, window, concurrency or adaptive");
     }
     const auto& allowed = kAllowed.at(kind->key);
     for (const Entry& e : es) {
+      if (e.key == "shadow") continue;  // every form
       if (std::find(allowed.begin(), allowed.end(), e.key) == allowed.end()) {
         const bool known = e.key == "limit" || e.key == "burst" || e.key == "capacity" ||
                            e.key == "refill" || e.key == "reset_at" || e.key == "time_zone";
@@ -373,6 +388,8 @@ class Parser : detail::YamlReader {
     };
 
     const std::string lname = string(need("name").value, join(path, "name"));
+    const Entry* shadow_e = find("shadow");
+    const bool shadow = shadow_e != nullptr && boolean(shadow_e->value, join(path, "shadow"));
     const std::string kpath = join(path, kind->key);
     // The library validates the rest; its errors are mapped back to the YAML key below.
     try {
@@ -381,7 +398,7 @@ class Parser : detail::YamlReader {
         const std::int64_t lim = integer(need("limit").value, join(path, "limit"));
         const std::int64_t burst = int_of("burst", 0);
         for (const PerUnit& u : kPerUnits) {
-          if (unit == u.name) return u.make(lname, lim, burst);
+          if (unit == u.name) return u.make(lname, lim, burst).with_shadow(shadow);
         }
         fail(kind->value, kpath, unit, "expected second, minute, hour or day");
       }
@@ -390,17 +407,24 @@ class Parser : detail::YamlReader {
         if (ms > kMaxExact / 1000) fail(kind->value, kpath, std::to_string(ms), "too large");
         const std::int64_t cap = integer(need("capacity").value, join(path, "capacity"));
         const std::int64_t refill = integer(need("refill").value, join(path, "refill"));
-        return Limit::custom(lname, cap, refill, std::chrono::milliseconds(ms));
+        return Limit::custom(lname, cap, refill, std::chrono::milliseconds(ms)).with_shadow(shadow);
       }
       if (kind->key == "window") {
         const std::string unit = string(kind->value, kpath);
         const std::optional<WindowUnit> u = window_unit_from(unit);  // `window: day`
         if (!u) fail(kind->value, kpath, unit, "expected minute, hour, day, week or month");
         const std::int64_t lim = integer(need("limit").value, join(path, "limit"));
-        return Limit::window(
-            lname, lim, WindowSpec{*u, str_of("reset_at", "00:00"), str_of("time_zone", "UTC")});
+        WindowSpec spec{*u, str_of("reset_at", "00:00"), str_of("time_zone", "UTC")};
+        return Limit::window(lname, lim, std::move(spec)).with_shadow(shadow);
       }
-      return Limit::concurrency(lname, integer(kind->value, kpath));
+      if (kind->key == "adaptive") {
+        const AimdOptions o = aimd(kind->value, kpath);
+        const Entry* burst = find("burst");
+        return Limit::adaptive(lname, o,
+                               burst == nullptr ? 1 : integer(burst->value, join(path, "burst")))
+            .with_shadow(shadow);
+      }
+      return Limit::concurrency(lname, integer(kind->value, kpath)).with_shadow(shadow);
     } catch (const ValidationError& e) {
       if (e.field() == kpath || e.field().starts_with(path + ".")) throw;  // ours already
       const std::string key = yaml_key(e.field(), kind->key, find("burst") != nullptr);
@@ -410,6 +434,60 @@ class Parser : detail::YamlReader {
       fail(at->value, join(path, key), at->value.IsScalar() ? at->value.Scalar() : e.value(),
            e.reason());
     }
+  }
+
+  /// A plain non-negative number (integer or decimal, not quoted).
+  double real(const YAML::Node& n, const std::string& path) const {
+    if (!n.IsScalar()) fail(n, path, show(n), "expected a number");
+    const std::string& s = n.Scalar();
+    if (n.Tag() != "?") {
+      fail(n, path, s, "a quoted string where a number belongs (write it without quotes)");
+    }
+    double v = 0;
+    const char* end = s.data() + s.size();
+    const auto [p, ec] = std::from_chars(s.data(), end, v);
+    if (s.empty() || ec != std::errc() || p != end || !std::isfinite(v) || v < 0) {
+      fail(n, path, s, "expected a non-negative number");
+    }
+    return v;
+  }
+
+  // `adaptive: {max_rate, initial_rate, min_rate, additive_increase, multiplicative_decrease,
+  // slow_start_threshold}`: AimdOptions, rates in units per second.
+  AimdOptions aimd(const YAML::Node& n, const std::string& path) const {
+    AimdOptions o;
+    bool has_max = false;
+    for (const Entry& e : entries(n, path)) {
+      const std::string p = join(path, e.key);
+      if (e.key == "max_rate") {
+        o.max_rate = real(e.value, p);
+        has_max = true;
+      } else if (e.key == "initial_rate") {
+        o.initial_rate = real(e.value, p);
+      } else if (e.key == "min_rate") {
+        o.min_rate = real(e.value, p);
+      } else if (e.key == "additive_increase") {
+        o.additive_increase = real(e.value, p);
+      } else if (e.key == "multiplicative_decrease") {
+        o.multiplicative_decrease = real(e.value, p);
+      } else if (e.key == "slow_start_threshold") {
+        o.slow_start_threshold = real(e.value, p);
+      } else {
+        fail(e.key_node, p, e.key,
+             "unknown key (expected max_rate, initial_rate, min_rate, additive_increase, "
+             "multiplicative_decrease or slow_start_threshold)");
+      }
+    }
+    if (!has_max) fail(n, join(path, "max_rate"), "", "missing (the rate's upper bound)");
+    try {
+      validate(o);
+    } catch (const ValidationError& x) {
+      const std::string key = x.field().substr(x.field().rfind('.') + 1);
+      const YAML::Node at = n[key];
+      if (at) fail(at, join(path, key), at.IsScalar() ? at.Scalar() : x.value(), x.reason());
+      fail(n, path, x.value(), x.reason());
+    }
+    return o;
   }
 
   /// The YAML key behind a field name the Limit factories report.
@@ -425,6 +503,7 @@ class Parser : detail::YamlReader {
     if (field == "refill_period") return "period_ms";
     if (field == "slots") return "concurrency";
     if (field == "reset_at" || field == "time_zone") return field;
+    if (kind == "adaptive") return "adaptive";  // an AimdOptions field (min_rate too slow, ...)
     return {};
   }
 
@@ -783,9 +862,21 @@ void emit_limit(YAML::Emitter& out, const Limit& l, const std::string& path) {
     case LimitKind::concurrency:
       out << YAML::Key << "concurrency" << YAML::Value << l.capacity();
       break;
-    case LimitKind::adaptive:
-      throw ValidationError(path, l.describe(), "has no form in the YAML schema: it is adaptive");
+    case LimitKind::adaptive: {
+      const AimdOptions& o = l.aimd_options();
+      out << YAML::Key << "adaptive" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
+          << "max_rate" << YAML::Value << o.max_rate << YAML::Key << "initial_rate" << YAML::Value
+          << o.initial_rate << YAML::Key << "min_rate" << YAML::Value << o.min_rate << YAML::Key
+          << "additive_increase" << YAML::Value << o.additive_increase << YAML::Key
+          << "multiplicative_decrease" << YAML::Value << o.multiplicative_decrease;
+      if (o.slow_start_threshold) {
+        out << YAML::Key << "slow_start_threshold" << YAML::Value << *o.slow_start_threshold;
+      }
+      out << YAML::EndMap << YAML::Key << "burst" << YAML::Value << l.capacity();
+      break;
+    }
   }
+  if (l.shadow()) out << YAML::Key << "shadow" << YAML::Value << true;
   out << YAML::EndMap;
 }
 

@@ -103,8 +103,8 @@ Config parse_state_file(const std::string& yaml, const std::string& source);
 /**
  * `config` and its usage records as a state file, every limit in the schema's own form
  * ({name, per, limit, burst}, ...), which parse_state_file reads back to the same limits.
- * @throws ValidationError naming a limit the schema cannot express: an adaptive limit, a rate
- *         limit whose refill period is not a whole number of milliseconds.
+ * @throws ValidationError naming a limit the schema cannot express: a rate limit whose refill
+ *         period is not a whole number of milliseconds.
  */
 std::string format_state_file(const Config& config);
 

@@ -29,17 +29,17 @@ http::Response refuse(unsigned status, std::string_view code, const std::string&
 
 }  // namespace
 
-http::Response to_http(const Response& r) {
+http::Response to_http(Response r) {
   http::Response out;
   out.status = r.status;
+  out.headers.reserve(r.headers.size() + 3);
   out.headers.emplace_back(
       "Content-Type", r.content_type.empty() ? std::string("application/json") : r.content_type);
   if (r.retry_after >= 0) out.headers.emplace_back("Retry-After", std::to_string(r.retry_after));
-  if (!r.allow.empty()) out.headers.emplace_back("Allow", r.allow);
-  for (const auto& h : r.headers) out.headers.push_back(h);
-  out.log_fields = r.log;
-  out.body.reserve(r.body.size() + 1);
-  out.body = r.body;
+  if (!r.allow.empty()) out.headers.emplace_back("Allow", std::move(r.allow));
+  for (auto& h : r.headers) out.headers.push_back(std::move(h));
+  out.log_fields = std::move(r.log);
+  out.body = std::move(r.body);
   if (r.content_type.empty()) out.body += '\n';  // JSON; other types are sent as they are
   return out;
 }
@@ -74,10 +74,11 @@ void HttpHandler::handle(const http::Request& request, http::Exchange exchange) 
     return exchange.respond(std::move(*pre));
   }
   const std::string_view path = request.target.substr(0, request.target.find('?'));
+  const Principal* who = nullptr;
   if (const std::optional<Scope> scope = required_scope(request.method, path);
       scope && auth_.enabled()) {
     const std::string_view authorization = request.header("Authorization");
-    const Principal* who = auth_.authenticate(authorization);
+    who = auth_.authenticate(authorization);
     // The body's namespace is read only for a token limited to some namespaces.
     const Auth::Verdict v = auth_.check(who, *scope,
                                         who != nullptr && !who->namespaces.empty()
@@ -104,12 +105,14 @@ void HttpHandler::handle(const http::Request& request, http::Exchange exchange) 
   // another thread, when the request's views are gone.
   http::Response cors;
   guard_.add_cors_headers(request, cors);
-  api_.handle(request.method, request.target, request.body,
-              [exchange, cors = std::move(cors.headers)](Response r) {
-                http::Response res = to_http(r);
-                res.headers.insert(res.headers.end(), cors.begin(), cors.end());
-                exchange.respond(std::move(res));
-              });
+  api_.handle(
+      request.method, request.target, request.body,
+      [exchange, cors = std::move(cors.headers)](Response r) {
+        http::Response res = to_http(std::move(r));
+        res.headers.insert(res.headers.end(), cors.begin(), cors.end());
+        exchange.respond(std::move(res));
+      },
+      who != nullptr ? std::string_view(who->name) : std::string_view());
 }
 
 http::Response HttpHandler::reject(unsigned status, std::string_view message) {

@@ -20,7 +20,7 @@ struct Response;
 
 /// The HTTP response for an Api response: its body with a final newline, as JSON (or, with a
 /// Response::content_type, the body as it is with that type).
-http::Response to_http(const Response& r);
+http::Response to_http(Response r);
 
 /// The namespace a request names, as the Api reads it: the string field `namespace` of a JSON
 /// object body, else the query's `namespace` parameter, else `fallback`.

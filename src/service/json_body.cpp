@@ -1,5 +1,6 @@
 #include "service/json_body.hpp"
 
+#include <algorithm>
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
 #include <cmath>
@@ -37,7 +38,7 @@ class DuplicateKeyFinder {
   bool on_document_end(boost::system::error_code&) { return true; }
   bool on_array_begin(boost::system::error_code&) {
     value_begins();
-    frames_.push_back(Frame{false, {}, {}, 0});
+    frames_.push_back(Frame{false, {}, {}, {}, 0});
     return true;
   }
   bool on_array_end(std::size_t, boost::system::error_code&) {
@@ -46,7 +47,7 @@ class DuplicateKeyFinder {
   }
   bool on_object_begin(boost::system::error_code&) {
     value_begins();
-    frames_.push_back(Frame{true, {}, {}, 0});
+    frames_.push_back(Frame{true, {}, {}, {}, 0});
     return true;
   }
   bool on_object_end(std::size_t, boost::system::error_code&) {
@@ -65,7 +66,7 @@ class DuplicateKeyFinder {
   bool on_key(json::string_view s, std::size_t, boost::system::error_code& ec) {
     key_.append(s.data(), s.size());
     Frame& f = frames_.back();
-    if (!f.keys.insert(key_).second) {
+    if (!f.insert(key_)) {
       error = make_error(JsonErrc::duplicate_key, path(key_),
                          "duplicate key '" + printable(key_) + "'");
       ec = json::error::syntax;  // stops the parser; `error` says why
@@ -108,9 +109,25 @@ class DuplicateKeyFinder {
  private:
   struct Frame {
     bool object;
-    std::unordered_set<std::string> keys;  // an object's keys so far
+    std::vector<std::string> few;          // an object's first keys (most objects stop there)
+    std::unordered_set<std::string> keys;  // its keys once there are more than kFewKeys
     std::string key;                       // an object's current key
     std::size_t next_index;                // an array's next element
+
+    static constexpr std::size_t kFewKeys = 16;
+    /// Adds `k`; false if the object has it already.
+    bool insert(const std::string& k) {
+      if (!keys.empty()) return keys.insert(k).second;
+      if (std::find(few.begin(), few.end(), k) != few.end()) return false;
+      if (few.size() < kFewKeys) {
+        if (few.empty()) few.reserve(kFewKeys / 2);
+        few.push_back(k);
+        return true;
+      }
+      keys.insert(few.begin(), few.end());  // linear search stops here: a set from now on
+      few.clear();
+      return keys.insert(k).second;
+    }
   };
 
   void value_begins() {
@@ -226,7 +243,8 @@ std::string field_path(std::string_view path, std::string_view key) {
   return out;
 }
 
-JsonResult<json::object> parse_json_object(std::string_view body, const JsonLimits& limits) {
+JsonResult<json::object> parse_json_object(std::string_view body, const JsonLimits& limits,
+                                           json::storage_ptr sp) {
   const json::parse_options opts = options(limits);
   {
     json::basic_parser<DuplicateKeyFinder> p(opts);
@@ -236,7 +254,7 @@ JsonResult<json::object> parse_json_object(std::string_view body, const JsonLimi
     if (ec) return syntax_error(ec);
   }
   boost::system::error_code ec;
-  json::value v = json::parse(json::string_view(body.data(), body.size()), ec, {}, opts);
+  json::value v = json::parse(json::string_view(body.data(), body.size()), ec, std::move(sp), opts);
   if (ec) return syntax_error(ec);  // bytes after the value (the first pass stops before them)
   json::object* o = v.if_object();
   if (o == nullptr) {

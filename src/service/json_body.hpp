@@ -81,8 +81,11 @@ using JsonResult = std::variant<T, JsonError>;
  * deeper than limits.max_depth and a top level that is not an object. Never throws except
  * std::bad_alloc.
  */
+/// The object is allocated from `sp` (a request-scoped monotonic_resource saves the
+/// allocations of a small body), which must outlive it.
 JsonResult<boost::json::object> parse_json_object(std::string_view body,
-                                                  const JsonLimits& limits = {});
+                                                  const JsonLimits& limits = {},
+                                                  boost::json::storage_ptr sp = {});
 
 /// "path.key" (or "key" for an empty path; the empty key is written ""): the field name
 /// getters report.

@@ -9,15 +9,21 @@
 #include <prometheus/text_serializer.h>
 
 #include <algorithm>
+#include <charconv>
+#include <initializer_list>
+#include <map>
 #include <mutex>
 #include <set>
 #include <shared_mutex>
 #include <sstream>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include "admit/core/decision.hpp"
 #include "admit/limiter.hpp"
 #include "admit/store/guarded_store.hpp"
+#include "admit/store/memory_store.hpp"
 #include "admit/version.hpp"
 
 namespace admit::service {
@@ -52,6 +58,42 @@ prom::MetricFamily single(std::string name, std::string help, prom::MetricType t
   return f;
 }
 
+/// The children of a labelled family by their label values: prometheus-cpp's Family::Add
+/// builds and hashes a std::map of the labels on every call, which costs more than the rest of
+/// a decision's accounting; this finds a child by its values joined, under a shared lock.
+template <class T>
+class Children {
+ public:
+  using Labels = std::initializer_list<std::pair<std::string_view, std::string_view>>;
+
+  /// The child with `labels`; `args` are Family::Add's after the labels (a histogram's
+  /// buckets), used the first time only.
+  template <class... Args>
+  T& get(prom::Family<T>& family, Labels labels, const Args&... args) {
+    thread_local std::string key;
+    key.clear();
+    for (const auto& l : labels) key.append(l.second).push_back('\x1f');
+    {
+      std::shared_lock g(mu_);
+      if (const auto it = map_.find(std::string_view(key)); it != map_.end()) return *it->second;
+    }
+    std::map<std::string, std::string> m;
+    for (const auto& [name, value] : labels) m.emplace(name, value);
+    T& child = family.Add(m, args...);  // the same child for the same labels, thread-safe
+    std::lock_guard g(mu_);
+    map_.emplace(key, &child);
+    return child;
+  }
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::shared_mutex mu_;
+  std::unordered_map<std::string, T*, Hash, std::equal_to<>> map_;
+};
+
 }  // namespace
 
 struct Metrics::Impl {
@@ -62,6 +104,7 @@ struct Metrics::Impl {
   mutable std::shared_mutex resources_mu;
   std::set<std::string, std::less<>> resources;  // guarded by resources_mu
   const GuardedStore* guard = nullptr;
+  const MemoryStore* memory = nullptr;
   std::function<std::size_t()> connections;
   std::size_t max_connections = 0;
 
@@ -77,6 +120,13 @@ struct Metrics::Impl {
           .Help(
               "Denied decisions, once per limit name that refused them, by route, resource, "
               "limit and code")
+          .Register(registry);
+  prom::Family<prom::Counter>& shadow_denials =
+      prom::BuildCounter()
+          .Name("admit_shadow_denials_total")
+          .Help(
+              "Decisions a shadow limit would have denied (it only reports), allowed or denied, "
+              "once per limit name, by route, resource and limit")
           .Register(registry);
   prom::Family<prom::Counter>& near_limit =
       prom::BuildCounter()
@@ -106,6 +156,9 @@ struct Metrics::Impl {
               "Time the API took to answer a request (parsing, the decision, rendering), by "
               "route")
           .Register(registry);
+
+  Children<prom::Counter> decisions_by, denials_by, shadow_denials_by, near_limit_by, requests_by;
+  Children<prom::Histogram> latency_by;
 
   std::string resource_label(std::string_view resource) const {
     std::shared_lock g(resources_mu);
@@ -154,6 +207,14 @@ struct Metrics::Impl {
                            "1 while the primary store is unreachable (the policy applies), else 0",
                            gauge, guard->degraded() ? 1.0 : 0.0));
     }
+    if (memory != nullptr) {
+      out.push_back(single("admit_store_keys",
+                           "Live keys in the in-memory store (usage state, leases, config)", gauge,
+                           static_cast<double>(memory->size())));
+      out.push_back(single("admit_store_key_cap_refusals_total",
+                           "New keys the in-memory store refused at its max_keys cap (503)",
+                           counter, static_cast<double>(memory->key_cap_refusals())));
+    }
     if (connections) {
       out.push_back(single("admit_http_connections", "Open HTTP connections", gauge,
                            static_cast<double>(connections())));
@@ -177,6 +238,8 @@ void Metrics::set_resources(const std::vector<std::string>& resources) {
 
 void Metrics::watch_store(const GuardedStore* guard) { impl_->guard = guard; }
 
+void Metrics::watch_memory_store(const MemoryStore* store) { impl_->memory = store; }
+
 void Metrics::watch_connections(std::function<std::size_t()> open, std::size_t max) {
   impl_->connections = std::move(open);
   impl_->max_connections = max;
@@ -184,24 +247,34 @@ void Metrics::watch_connections(std::function<std::size_t()> open, std::size_t m
 
 void Metrics::decision(std::string_view route, std::string_view resource, const Decision& d) {
   Impl& im = *impl_;
-  const std::string r(route);
+  const std::string_view r = route;
   const std::string res = im.resource_label(resource);
-  const std::string code(to_string(d.code));
-  im.decisions.Add({{"route", r}, {"resource", res}, {"code", code}}).Increment();
+  const std::string_view code = to_string(d.code);
+  im.decisions_by.get(im.decisions, {{"route", r}, {"resource", res}, {"code", code}}).Increment();
   if (d.code == Code::store_unavailable) im.store_errors.Increment();
+  // Shadow limits that would have refused (an entity and its parent on one name count once).
+  std::set<std::string_view> shadow;
+  for (const Violation& v : d.shadow_violations) {
+    if (shadow.insert(v.limit).second) {
+      im.shadow_denials_by
+          .get(im.shadow_denials, {{"route", r}, {"resource", res}, {"limit", v.limit}})
+          .Increment();
+    }
+  }
   if (d.allowed) {
     const bool near = std::any_of(d.stats.begin(), d.stats.end(), [](const LimitStatus& s) {
       return s.capacity > 0 && static_cast<double>(s.available) <
                                    kNearLimitFraction * static_cast<double>(s.capacity);
     });
-    if (near) im.near_limit.Add({{"route", r}, {"resource", res}}).Increment();
+    if (near) im.near_limit_by.get(im.near_limit, {{"route", r}, {"resource", res}}).Increment();
     return;
   }
   // An entity and its parent refusing on their own "tpm" count once.
   std::set<std::string_view> limits;
   for (const Violation& v : d.violations) {
     if (limits.insert(v.limit).second) {
-      im.denials.Add({{"route", r}, {"resource", res}, {"limit", v.limit}, {"code", code}})
+      im.denials_by
+          .get(im.denials, {{"route", r}, {"resource", res}, {"limit", v.limit}, {"code", code}})
           .Increment();
     }
   }
@@ -209,9 +282,14 @@ void Metrics::decision(std::string_view route, std::string_view resource, const 
 
 void Metrics::request(std::string_view route, unsigned status, std::chrono::nanoseconds elapsed) {
   Impl& im = *impl_;
-  const std::string r(route);
-  im.requests.Add({{"route", r}, {"status", std::to_string(status)}}).Increment();
-  im.latency.Add({{"route", r}}, kLatencyBuckets)
+  char digits[12];
+  const auto end = std::to_chars(digits, digits + sizeof digits, status).ptr;
+  im.requests_by
+      .get(im.requests,
+           {{"route", route},
+            {"status", std::string_view(digits, static_cast<std::size_t>(end - digits))}})
+      .Increment();
+  im.latency_by.get(im.latency, {{"route", route}}, kLatencyBuckets)
       .Observe(std::chrono::duration<double>(elapsed).count());
 }
 

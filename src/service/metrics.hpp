@@ -20,6 +20,7 @@
 
 namespace admit {
 class GuardedStore;
+class MemoryStore;
 class Limiter;
 struct Decision;
 }  // namespace admit
@@ -47,6 +48,9 @@ class Metrics {
 
   /// The GuardedStore in front of a SQLite or Redis store (null: none, no admit_store_*).
   void watch_store(const GuardedStore* guard);
+  /// The in-memory store (null: none): its live keys and key-cap refusals
+  /// (admit_store_keys, admit_store_key_cap_refusals_total).
+  void watch_memory_store(const MemoryStore* store);
   /// Open HTTP connections, and the cap in force (admit_http_connections).
   void watch_connections(std::function<std::size_t()> open, std::size_t max);
 

@@ -50,7 +50,7 @@ void add_rate_limit_headers(const Decision& d, bool openai, HeaderList& out) {
   std::string policy;
   std::string state;
   for (const LimitStatus& s : d.stats) {
-    if (s.kind == LimitKind::concurrency || s.capacity <= 0) continue;
+    if (s.kind == LimitKind::concurrency || s.capacity <= 0 || s.shadow) continue;
     const std::string name = item_name(s, requester);
     const Micros window = s.period;  // rate: refill of the capacity; window: its length
     if (!policy.empty()) policy += ", ";

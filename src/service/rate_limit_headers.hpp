@@ -16,7 +16,8 @@ using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
 /**
  * Appends the fields for `d`'s stats (rate and window limits; concurrency limits have no
- * window and are left out):
+ * window and are left out, shadow limits are not enforced and are left out too, so that a
+ * client pacing itself by these fields does not enforce them):
  *   RateLimit-Policy: "tpm";q=30000;w=60, "team-a/tpm";q=100000;w=60
  *   RateLimit: "tpm";r=28800;t=3, "team-a/tpm";r=98800;t=1
  * q: capacity, w: the refill period or window in seconds (rounded up), r: available now, t:

@@ -7,7 +7,9 @@
 #include <utility>
 
 #include "admit/core/error.hpp"
+#include "admit/core/limit_codec.hpp"
 #include "admit/limiter.hpp"
+#include "admit/store/audit.hpp"
 #include "common/log.hpp"
 
 namespace admit::service {
@@ -100,7 +102,34 @@ Reloader::Reloader(std::string path, Config current, std::vector<Limiter*> limit
       on_applied_(std::move(on_applied)),
       current_(std::move(current)) {}
 
-ReloadResult Reloader::reload() {
+std::string audit_summary(const NamespaceConfig& ns) {
+  for (const bool with_limits : {true, false}) {
+    boost::json::object resources;
+    boost::json::array names;
+    for (const auto& [name, limits] : ns.resources) {
+      if (with_limits) {
+        resources[name] = boost::json::parse(encode_limits(limits));
+      } else {
+        names.push_back(boost::json::string(name));
+      }
+    }
+    boost::json::array entities;
+    for (const EntityConfig& e : ns.entities) entities.push_back(boost::json::string(e.name));
+    boost::json::object o;
+    if (with_limits) {
+      o["resources"] = std::move(resources);
+    } else {
+      o["resource_names"] = std::move(names);
+    }
+    o["entities"] = std::move(entities);
+    o["parent_rules"] = ns.parent_rules.size();
+    std::string text = boost::json::serialize(o);
+    if (text.size() <= kAuditMaxStateBytes) return text;
+  }
+  return "{\"truncated\":true}";
+}
+
+ReloadResult Reloader::reload(std::string_view principal) {
   std::lock_guard g(mu_);
   ReloadResult r;
   try {
@@ -121,6 +150,21 @@ ReloadResult Reloader::reload() {
       r.message = std::to_string(resources) + " resources, " + std::to_string(entities) +
                   " entities" +
                   (after.size() > 1 ? " in " + std::to_string(after.size()) + " namespaces" : "");
+      for (std::size_t i = 0; i < after.size(); ++i) {
+        AuditEvent e;
+        e.principal = principal.empty() ? "config:" + path_ : std::string(principal);
+        e.action = std::string(to_string(AuditAction::config_reloaded));
+        e.before = audit_summary(*before[i]);
+        e.after = audit_summary(*after[i]);
+        try {
+          (void)limiters_[i]->audit(std::move(e));
+        } catch (const std::exception& x) {
+          log::json_line(log::Level::error, boost::json::object{{"msg", "audit event not written"},
+                                                                {"action", "config_reloaded"},
+                                                                {"namespace", after[i]->ns},
+                                                                {"error", x.what()}});
+        }
+      }
       current_ = std::move(next);
       if (on_applied_) on_applied_(current_);
     }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "service/config.hpp"
@@ -37,6 +38,11 @@ void apply_config_change(const NamespaceConfig& current, const NamespaceConfig& 
 /// changed), or empty if it can.
 std::string restart_needed(const Config& current, const Config& next);
 
+/// A namespace's config as an audit event's state: {"resources": {name: limits}, "entities":
+/// [names], "parent_rules": N}; the limits give way to names alone when that exceeds the
+/// audit log's 64 KiB.
+std::string audit_summary(const NamespaceConfig& ns);
+
 /// The config file admitd serves, reloadable. Thread-safe (reloads are serialised).
 class Reloader {
  public:
@@ -50,8 +56,10 @@ class Reloader {
            Applied on_applied = {});
 
   /// Reads the file again and applies it, or refuses it and keeps the current config; logs a
-  /// JSON line either way.
-  ReloadResult reload();
+  /// JSON line either way. An applied reload appends a config_reloaded event to each
+  /// namespace's audit log, `principal` its author ("config:PATH" when empty: a SIGHUP), with
+  /// a summary of the namespace before and after (audit_summary).
+  ReloadResult reload(std::string_view principal = {});
 
   /// The config in force.
   Config current() const;

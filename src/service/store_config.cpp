@@ -192,6 +192,7 @@ OpenStore::OpenStore(const StoreConfig& config) {
     case StoreKind::memory:
       primary_ = std::make_unique<MemoryStore>(config.memory);
       top_ = primary_.get();
+      memory_ = static_cast<const MemoryStore*>(top_);
       description_ = config.memory.max_keys == 0
                          ? std::string("memory")
                          : "memory (max_keys " + std::to_string(config.memory.max_keys) + ")";

@@ -57,11 +57,14 @@ class OpenStore {
   const std::string& describe() const { return description_; }
   /// The GuardedStore around a SQLite or Redis store (its stats, degraded()); null for memory.
   const GuardedStore* guard() const { return guard_.get(); }
+  /// The in-memory store (its live keys and key-cap refusals); null for SQLite and Redis.
+  const MemoryStore* memory() const { return memory_; }
 
  private:
   std::unique_ptr<Store> primary_;
   std::unique_ptr<GuardedStore> guard_;
   Store* top_ = nullptr;
+  const MemoryStore* memory_ = nullptr;
   std::string description_;
 };
 

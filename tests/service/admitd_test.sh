@@ -236,7 +236,8 @@ if start "$ROOT/config/sample.yaml"; then
   # a waiting acquire: claude-sonnet-4 refills 40000 tpm a minute; drain it, then wait
   req POST /v1/acquire '{"entity":"waiter","resource":"claude-sonnet-4","amounts":{"tpm":40000}}'
   check "drain 200" is 200
-  req POST /v1/acquire '{"entity":"waiter","resource":"claude-sonnet-4","amounts":{"tpm":100}}'
+  # (30000 needs 45 s of refill: a 429 however slowly the requests follow each other)
+  req POST /v1/acquire '{"entity":"waiter","resource":"claude-sonnet-4","amounts":{"tpm":30000}}'
   check "no wait: 429" is 429
   req POST /v1/acquire '{"entity":"waiter","resource":"claude-sonnet-4","amounts":{"tpm":100},"timeout_ms":20000}'
   check "waiting acquire admitted" is 200
@@ -329,6 +330,10 @@ EOF
   check "POST /v1/admin/reload applies a good file" is 200
   req GET /v1/limits
   check "after the admin reload: rpm 8" has '"description":"rpm: 8 per 1m (burst 8)"'
+  req GET '/v1/audit?order=newest&limit=1'
+  check "GET /v1/audit 200" is 200
+  check "the reload is in the audit log" has '"principal":"anonymous","action":"config_reloaded"'
+  check "the audit event holds the new limits" has '"capacity":8,'
   printf 'namespace: other\nresources: {gpt-4o: [{name: rpm, per: minute, limit: 9}]}\n' >"$TMP/reload.yaml"
   kill -HUP "$PID"
   check "a namespace change needs a restart" wait_log 'restart admitd to apply it'
@@ -374,6 +379,55 @@ if start "$HERE/test_config.yaml"; then
   check "other entity unaffected" is 200
   stop_server INT
 fi
+
+# ---------------------------------------------------------------- shadow limits
+# rpm is shadow (5 per hour), tpm enforced (100 per hour): acquires past rpm are 200 with
+# shadow_violations (no Retry-After, rpm not in the RateLimit headers) and
+# admit_shadow_denials_total rises; tpm still refuses, and its 429 lists the shadow refusal too.
+cat >"$TMP/shadow.yaml" <<'EOF'
+resources:
+  small-model:
+    - {name: rpm, per: hour, limit: 5, shadow: true}
+    - {name: tpm, per: hour, limit: 100}
+EOF
+shadow_count() {
+  req GET /metrics
+  python3 -c 'import re,sys
+n=[l.split()[-1] for l in sys.stdin if re.match(r"admit_shadow_denials_total\{", l) and
+   "limit=\"rpm\"" in l and "route=\"/v1/acquire\"" in l]
+print(n[0] if n else "none")' <<<"$BODY"
+}
+if start "$TMP/shadow.yaml"; then
+  body='{"entity":"u","resource":"small-model","amounts":{"rpm":1,"tpm":10},"lease":false}'
+  n200=0
+  for _ in 1 2 3 4 5; do req POST /v1/acquire "$body"; is 200 && lacks shadow_violations && n200=$((n200 + 1)); done
+  check "shadow: 5 acquires within rpm: 200 without shadow_violations" test "$n200" = 5
+  check "shadow: no counter before a would-be denial" test "$(shadow_count)" = none
+  req POST /v1/acquire "$body"
+  check "shadow: acquire past rpm 200" is 200
+  check "shadow: allowed" has '"allowed":true,"code":"ok"'
+  check "shadow: shadow_violations names rpm" has '"violations":[],"shadow_violations":[{"entity":"u","limit":"rpm","kind":"rate","requested":1,"available":0,'
+  check "shadow: no Retry-After on the 200" no_header retry-after
+  check "shadow: RateLimit-Policy lists tpm only" header_is ratelimit-policy '"tpm";q=100;w=3600'
+  check "shadow: stats mark rpm shadow" has '"shadow":true}'
+  check "shadow: counter 1" test "$(shadow_count)" = 1
+  for _ in 7 8 9 10; do req POST /v1/acquire "$body"; done
+  check "shadow: 10th acquire still 200" is 200
+  check "shadow: counter 5" test "$(shadow_count)" = 5
+  req POST /v1/acquire "$body"
+  check "shadow: the enforced tpm refuses the 11th (429)" is 429
+  check "shadow: the 429's violation is tpm" has '"violations":[{"entity":"u","limit":"tpm",'
+  check "shadow: the 429 lists rpm too" has '"shadow_violations":[{"entity":"u","limit":"rpm"'
+  check "shadow: counter 6" test "$(shadow_count)" = 6
+  req GET '/v1/limits/resolve?entity=u&resource=small-model'
+  check "shadow: resolve shows the flag" has '"name":"rpm","kind":"rate","capacity":5,"refill_amount":5,"refill_period_us":3600000000,"shadow":true'
+  stop_server TERM
+fi
+printf 'resources:\n  m:\n    - {name: rpm, per: minute, limit: 5, shadow: yes}\n' >"$TMP/bad-shadow.yaml"
+"$BIN" --config "$TMP/bad-shadow.yaml" --listen 127.0.0.1:0 >"$TMP/bad-shadow.log" 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -qF "resources.m[0].shadow 'yes': expected true or false" "$TMP/bad-shadow.log" &&
+  ok "shadow: a non-boolean is refused (exit 2)" || ko "shadow: non-boolean refused" "rc=$rc $(cat "$TMP/bad-shadow.log")"
 
 # ---------------------------------------------------------------- bad flags and config
 printf 'resources:\n  m:\n    - {name: rpm, per: fortnight, limit: 5}\n' >"$TMP/bad.yaml"

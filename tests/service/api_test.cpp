@@ -11,6 +11,7 @@
 #include "admit/core/clock.hpp"
 #include "admit/limiter.hpp"
 #include "admit/store/memory_store.hpp"
+#include "admit/tokens.hpp"
 #include "service/config.hpp"
 
 namespace admit::service {
@@ -262,6 +263,99 @@ TEST(ApiNamespacesTest, NamespacesAreApart) {
   (void)call("POST", "/v1/acquire", kB, 200);
 }
 
+// Every change through the API lands in the store's audit log with its principal, before and
+// after; GET /v1/audit reads it back, filtered and paged.
+TEST_F(ApiTest, ChangesAreAudited) {
+  (void)call(
+      "PUT", "/v1/limits/resources/gpt-4o",
+      R"({"limits":[{"name":"rpm","kind":"rate","capacity":600,"refill_amount":600,"refill_period_us":60000000}]})",
+      200);
+  (void)call("DELETE", "/v1/limits/resources/claude-sonnet-4", "", 200);
+  (void)call("PUT", "/v1/limits/parents/dyn-1", R"({"parent":"team-a"})", 200);
+  (void)call("DELETE", "/v1/limits/parents/dyn-1", "", 200);
+  (void)call("PUT", "/v1/limits/entities/dyn-2", R"({"limits":[]})", 200);
+  const Response r = api.handle("GET", "/v1/audit", "");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  const json::object o = json::parse(r.body).as_object();
+  EXPECT_EQ(o.at("namespace"), "default");
+  const json::array& ev = o.at("events").as_array();
+  ASSERT_EQ(ev.size(), 5u) << r.body;
+  const json::object& set = ev[0].as_object();
+  EXPECT_EQ(set.at("id"), 1);
+  EXPECT_EQ(set.at("principal"), "anonymous");
+  EXPECT_EQ(set.at("action"), "limits_set");
+  EXPECT_EQ(set.at("resource"), "gpt-4o");
+  EXPECT_EQ(set.at("before").as_array().size(), 4u);  // the sample's four gpt-4o limits
+  EXPECT_EQ(set.at("after").as_array().at(0).as_object().at("capacity"), 600);
+  const json::object& del = ev[1].as_object();
+  EXPECT_EQ(del.at("action"), "limits_deleted");
+  EXPECT_EQ(del.at("before").as_array().size(), 2u);
+  EXPECT_TRUE(del.at("after").is_null());
+  EXPECT_EQ(ev[2].as_object().at("action"), "parent_set");
+  EXPECT_TRUE(ev[2].as_object().at("before").is_null());
+  EXPECT_EQ(ev[2].as_object().at("after"), "team-a");
+  EXPECT_EQ(ev[3].as_object().at("action"), "parent_deleted");
+  EXPECT_EQ(ev[3].as_object().at("before"), "team-a");
+  EXPECT_EQ(ev[4].as_object().at("entity"), "dyn-2");
+  EXPECT_TRUE(ev[4].as_object().at("before").is_array());  // none of its own: []
+
+  // Filters and paging.
+  const auto events = [&](std::string_view target) {
+    const Response res = api.handle("GET", target, "");
+    EXPECT_EQ(res.status, 200u) << target << " " << res.body;
+    return json::parse(res.body).as_object().at("events").as_array();
+  };
+  EXPECT_EQ(events("/v1/audit?entity=dyn-1").size(), 2u);
+  EXPECT_EQ(events("/v1/audit?resource=gpt-4o").size(), 1u);
+  const json::array newest = events("/v1/audit?order=newest&limit=2");
+  ASSERT_EQ(newest.size(), 2u);
+  EXPECT_EQ(newest[0].as_object().at("id"), 5);
+  EXPECT_EQ(events("/v1/audit?after_id=3").size(), 2u);
+  EXPECT_EQ(events("/v1/audit?order=newest&before_id=2").size(), 1u);
+  for (const std::string_view bad :
+       {"/v1/audit?limit=0", "/v1/audit?limit=1001", "/v1/audit?after_id=-1",
+        "/v1/audit?after_id=x", "/v1/audit?order=sideways", "/v1/audit?entity=a%20b"}) {
+    EXPECT_EQ(api.handle("GET", bad, "").status, 400u) << bad;
+  }
+  // A principal passed by the HTTP layer (a token's name) is who.
+  unsigned status = 0;
+  api.handle(
+      "DELETE", "/v1/limits/entities/dyn-2", "", [&](Response res) { status = res.status; },
+      "ops-team");
+  EXPECT_EQ(status, 200u);  // a synchronous route answers inside handle()
+  const json::array after = events("/v1/audit?order=newest&limit=1");
+  EXPECT_EQ(after[0].as_object().at("principal"), "ops-team");
+}
+
+// POST /v1/tokens counts as the library does (whose counts are checked against js-tiktoken).
+TEST_F(ApiTest, TokensCountsTextAndMessages) {
+  json::object o = call("POST", "/v1/tokens", R"({"model":"gpt-4o","text":"hello world"})", 200);
+  EXPECT_EQ(o.at("tokens"),
+            static_cast<std::int64_t>(count_tokens("hello world", Encoding::o200k_base)));
+  EXPECT_EQ(o.at("encoding"), "o200k_base");
+  EXPECT_EQ(o.at("estimate"), false);
+  o = call(
+      "POST", "/v1/tokens",
+      R"({"encoding":"cl100k_base","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hi","name":"bob"}]})",
+      200);
+  const ChatMessage chat[] = {{"system", "You are terse.", std::nullopt}, {"user", "Hi", "bob"}};
+  EXPECT_EQ(o.at("tokens"),
+            static_cast<std::int64_t>(count_chat_tokens(chat, Encoding::cl100k_base)));
+  EXPECT_EQ(
+      call("POST", "/v1/tokens", R"({"model":"no-such-model","text":"abc"})", 200).at("estimate"),
+      true);
+  for (const std::string_view bad :
+       {R"({"text":"x"})", R"({"model":"gpt-4o"})",
+        R"({"model":"gpt-4o","encoding":"o200k_base","text":"x"})",
+        R"({"encoding":"p50k","text":"x"})", R"({"model":"gpt-4o","text":"x","messages":[]})",
+        R"({"model":"gpt-4o","messages":[{"content":"x"}]})",
+        R"({"model":"gpt-4o","messages":[{"role":"user","extra":1}]})",
+        R"({"model":"gpt-4o","messages":"x"})", R"({"model":"","text":"x"})",
+        R"({"model":7,"text":"x"})"}) {
+    (void)call("POST", "/v1/tokens", bad, 400);
+  }
+}
+
 TEST_F(ApiTest, LimitsListsResources) {
   const json::object o = call("GET", "/v1/limits", "", 200);
   EXPECT_EQ(o.at("namespace"), "default");
@@ -273,6 +367,49 @@ TEST_F(ApiTest, LimitsListsResources) {
   EXPECT_EQ(ls[2].as_object().at("description"),
             "rpd: 10000 per day (resets 00:00 America/Los_Angeles)");
   EXPECT_EQ(ls[3].as_object().at("kind"), "concurrency");
+}
+
+// Verifies "shadow" over the HTTP API: PUT /v1/limits takes it and echoes it, the limit lists
+// show it (only on shadow limits, as the stored form has it), and a request past a shadow limit
+// is a 200 with shadow_violations (absent when there are none).
+TEST_F(ApiTest, ShadowLimitsOverHttp) {
+  const json::object put =
+      call("PUT", "/v1/limits/resources/shadow-model",
+           R"({"limits":[{"name":"rpm","kind":"rate","capacity":1,"refill_amount":1,)"
+           R"("refill_period_us":60000000,"shadow":true},{"name":"tpm","kind":"rate",)"
+           R"("capacity":100,"refill_amount":100,"refill_period_us":60000000}]})",
+           200);
+  const json::array& echo = put.at("limits").as_array();
+  ASSERT_EQ(echo.size(), 2u);
+  EXPECT_EQ(echo[0].as_object().at("shadow"), true);
+  EXPECT_FALSE(echo[1].as_object().contains("shadow"));
+  call("PUT", "/v1/limits/resources/bad",
+       R"({"limits":[{"name":"c","kind":"concurrency",)"
+       R"("capacity":1,"shadow":"yes"}]})",
+       400);
+
+  const json::object resolved =
+      call("GET", "/v1/limits/resolve?entity=u&resource=shadow-model", "", 200);
+  const json::array& ls = resolved.at("limits").as_array();
+  ASSERT_EQ(ls.size(), 2u);
+  EXPECT_EQ(ls[0].as_object().at("shadow"), true);
+  EXPECT_EQ(ls[0].as_object().at("description"), "rpm: 1 per 1m (burst 1), shadow");
+  EXPECT_FALSE(ls[1].as_object().contains("shadow"));
+
+  const std::string body =
+      R"({"entity":"u","resource":"shadow-model","amounts":{"rpm":1,"tpm":1},"lease":false})";
+  EXPECT_FALSE(call("POST", "/v1/acquire", body, 200).contains("shadow_violations"));
+  const json::object past = call("POST", "/v1/acquire", body, 200);
+  EXPECT_EQ(past.at("allowed"), true);
+  EXPECT_EQ(past.at("code"), "ok");
+  EXPECT_TRUE(past.at("violations").as_array().empty());
+  const json::array& sv = past.at("shadow_violations").as_array();
+  ASSERT_EQ(sv.size(), 1u);
+  EXPECT_EQ(sv[0].as_object().at("limit"), "rpm");
+  EXPECT_EQ(sv[0].as_object().at("kind"), "rate");
+  EXPECT_EQ(sv[0].as_object().at("available"), 0);
+  EXPECT_EQ(sv[0].as_object().at("retry_after_us"), 60'000'000);
+  EXPECT_EQ(last.retry_after, -1);  // no Retry-After on a 200
 }
 
 // Mutations of a valid body: every answer is 200 or 400 with a JSON body, never a crash.

@@ -110,6 +110,47 @@ entities:
   EXPECT_EQ(f.limiter.stats("x", "m").limits.back().entity, "y");
 }
 
+// Verifies `shadow: true` on every limit form (and `shadow: false`) reaches the Limiter as a
+// shadow limit (reported, never denying), and that format_state_file writes it back.
+TEST(ConfigTest, ShadowLimits) {
+  const Config c = parse_config(R"(
+resources:
+  m:
+    - {name: a, per: minute, limit: 1, shadow: true}
+    - {name: b, period_ms: 1500, capacity: 30, refill: 3, shadow: true}
+    - {name: c, window: day, limit: 5, shadow: true}
+    - {name: d, concurrency: 2, shadow: true}
+    - {name: e, per: minute, limit: 5, shadow: false}
+entities:
+  x:
+    limits:
+      m: [{name: a, per: hour, limit: 1, shadow: true}]
+)",
+                                "t.yaml");
+  ASSERT_EQ(c.resources.size(), 1u);
+  EXPECT_EQ(
+      c.resources[0].second,
+      (std::vector<Limit>{Limit::per_minute("a", 1).with_shadow(),
+                          Limit::custom("b", 30, 3, std::chrono::milliseconds(1500)).with_shadow(),
+                          Limit::daily("c", 5).with_shadow(),
+                          Limit::concurrency("d", 2).with_shadow(), Limit::per_minute("e", 5)}));
+  ASSERT_EQ(c.entities.size(), 1u);
+  EXPECT_TRUE(c.entities[0].limits.at(0).second.at(0).shadow());
+  Fixture f(c);
+  ASSERT_TRUE(f.limiter.consume("u", "m", {{"a", 1}}).allowed);
+  const Decision d = f.limiter.consume("u", "m", {{"a", 1}});
+  EXPECT_TRUE(d.allowed);
+  ASSERT_EQ(d.shadow_violations.size(), 1u);
+  EXPECT_EQ(d.shadow_violations[0].limit, "a");
+
+  const std::string text = format_state_file(c);
+  EXPECT_NE(text.find("{name: a, per: minute, limit: 1, shadow: true}"), std::string::npos) << text;
+  EXPECT_NE(text.find("{name: e, per: minute, limit: 5}"), std::string::npos) << text;
+  const Config back = parse_state_file(text, "back.yaml");
+  EXPECT_EQ(back.resources, c.resources);
+  EXPECT_EQ(back.entities.at(0).limits, c.entities.at(0).limits);
+}
+
 struct Bad {
   const char* yaml;
   const char* field;  // the YAML path
@@ -156,13 +197,21 @@ INSTANTIATE_TEST_SUITE_P(Cases, BadConfigTest, ::testing::Values(
   Bad{"resources:\n  m:\n    - {name: r pm, per: minute, limit: 5}\n",
       "resources.m[0].name", "r pm", "printable ASCII"},
   Bad{"resources:\n  m:\n    - {name: rpm, limit: 5}\n",
-      "resources.m[0]", "{...}", "needs one of per, period_ms, window or concurrency"},
+      "resources.m[0]", "{...}", "needs one of per, period_ms, window, concurrency or adaptive"},
   Bad{"resources:\n  m:\n    - {name: rpm, per: minute, limit: 5, concurrency: 3}\n",
       "resources.m[0].concurrency", "concurrency", "conflicts with 'per'"},
   Bad{"resources:\n  m:\n    - {name: rpm, per: minute, limit: 5, brust: 3}\n",
       "resources.m[0].brust", "brust", "unknown key"},
   Bad{"resources:\n  m:\n    - {name: c, concurrency: 5, burst: 3}\n",
       "resources.m[0].burst", "burst", "not allowed with 'concurrency'"},
+  Bad{"resources:\n  m:\n    - {name: rpm, per: minute, limit: 5, shadow: yes}\n",
+      "resources.m[0].shadow", "yes", "expected true or false (t.yaml:3:"},
+  Bad{"resources:\n  m:\n    - {name: c, concurrency: 2, shadow: \"true\"}\n",
+      "resources.m[0].shadow", "true", "expected true or false"},
+  Bad{"resources:\n  m:\n    - {name: c, concurrency: 2, shadow: 1}\n",
+      "resources.m[0].shadow", "1", "expected true or false"},
+  Bad{"resources:\n  m:\n    - {name: c, concurrency: 2, shadow: [true]}\n",
+      "resources.m[0].shadow", "[...]", "expected true or false"},
   Bad{"resources:\n  m:\n    - {name: w, window: year, limit: 5}\n",
       "resources.m[0].window", "year", "expected minute, hour, day, week or month"},
   Bad{"resources:\n  m:\n    - {name: w, window: day, limit: 5, time_zone: Mars/Olympus}\n",
@@ -680,6 +729,54 @@ namespaces:
   EXPECT_EQ(resolve_limits(c.more[0], "x", "m"), (LimitList{Limit::per_minute("rpm", 7)}));
   EXPECT_THROW(apply_config(*c.namespaces()[1], a), ValidationError);  // namespace mismatch
 }
+
+// Verifies the adaptive form: its AIMD options, its burst, and that format_state_file writes
+// it back in a form that reads back the same.
+TEST(ConfigTest, AdaptiveLimits) {
+  const Config c = parse_config(R"(resources:
+  m:
+    - {name: pace, adaptive: {max_rate: 50, initial_rate: 5, min_rate: 0.5, additive_increase: 2, multiplicative_decrease: 0.7, slow_start_threshold: 20}, burst: 3}
+    - {name: slow, adaptive: {max_rate: 10}}
+)",
+                                "t.yaml");
+  AimdOptions o;
+  o.max_rate = 50;
+  o.initial_rate = 5;
+  o.min_rate = 0.5;
+  o.additive_increase = 2;
+  o.multiplicative_decrease = 0.7;
+  o.slow_start_threshold = 20;
+  AimdOptions slow;
+  slow.max_rate = 10;
+  const LimitList want{Limit::adaptive("pace", o, 3), Limit::adaptive("slow", slow)};
+  ASSERT_EQ(c.resources.size(), 1u);
+  EXPECT_EQ(c.resources[0].second, want);
+  EXPECT_EQ(parse_state_file(format_state_file(c), "again.yaml").resources[0].second, want);
+  Fixture f(c);
+  EXPECT_EQ(limits_of(f.limiter, "", "m", ConfigSource::resource), want);
+}
+
+// clang-format off
+INSTANTIATE_TEST_SUITE_P(Adaptive, BadConfigTest, ::testing::Values(
+  Bad{"resources:\n  m:\n    - {name: p, adaptive: {initial_rate: 1}}\n",
+      "resources.m[0].adaptive.max_rate", "", "missing (the rate's upper bound)"},
+  Bad{"resources:\n  m:\n    - {name: p, adaptive: {max_rate: \"5\"}}\n",
+      "resources.m[0].adaptive.max_rate", "5", "a quoted string where a number belongs"},
+  Bad{"resources:\n  m:\n    - {name: p, adaptive: {max_rate: -5}}\n",
+      "resources.m[0].adaptive.max_rate", "-5", "expected a non-negative number"},
+  Bad{"resources:\n  m:\n    - {name: p, adaptive: {max_rate: 5, min_rate: 9}}\n",
+      "resources.m[0].adaptive.min_rate", "9", "must be <= max_rate"},
+  Bad{"resources:\n  m:\n    - {name: p, adaptive: {max_rate: 5, multiplicative_decrease: 1.5}}\n",
+      "resources.m[0].adaptive.multiplicative_decrease", "1.5", "(0, 1)"},
+  Bad{"resources:\n  m:\n    - {name: p, adaptive: {max_rate: 5, speed: 2}}\n",
+      "resources.m[0].adaptive.speed", "speed", "unknown key (expected max_rate"},
+  Bad{"resources:\n  m:\n    - {name: p, adaptive: {max_rate: 5}, burst: 0}\n",
+      "resources.m[0].burst", "0", "must be within 1..1000000"},
+  Bad{"resources:\n  m:\n    - {name: p, adaptive: {max_rate: 5}, limit: 3}\n",
+      "resources.m[0].limit", "limit", "not allowed with 'adaptive'"},
+  Bad{"resources:\n  m:\n    - {name: p, adaptive: 5}\n",
+      "resources.m[0].adaptive", "5", "expected a mapping"}));
+// clang-format on
 
 TEST(ConfigTest, ProfilesBecomeResources) {
   const Config c = parse_config(R"(profiles:

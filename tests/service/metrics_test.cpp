@@ -285,6 +285,60 @@ TEST_F(MetricsTest, ALimitRefusingAtEntityAndParentCountsOnce) {
             1);
 }
 
+// A shadow limit's would-be denials: counted in admit_shadow_denials_total once per limit name
+// (user-1's and team-a's shadow rpm count once), on allowed decisions (200, with
+// shadow_violations in the body) and denied ones alike; never in admit_denials_total.
+TEST_F(MetricsTest, ShadowLimitsCountWouldBeDenials) {
+  limiter.set_limits("gpt-4o",
+                     {Limit::per_minute("rpm", 2).with_shadow(), Limit::per_minute("tpm", 100)});
+  limiter.set_entity_limits("team-a", "gpt-4o", {Limit::per_minute("rpm", 2).with_shadow()});
+  const std::string body =
+      R"({"entity":"user-1","resource":"gpt-4o","amounts":{"rpm":1,"tpm":10},"lease":false})";
+  for (int i = 0; i < 2; ++i) {
+    const Response r = call("POST", "/v1/acquire", body);
+    EXPECT_EQ(r.status, 200u) << r.body;
+    EXPECT_EQ(r.body.find("shadow_violations"), std::string::npos) << r.body;
+  }
+  const Response past = call("POST", "/v1/acquire", body);
+  EXPECT_EQ(past.status, 200u);
+  EXPECT_NE(past.body.find(R"("shadow_violations":[{"entity":"user-1","limit":"rpm")"),
+            std::string::npos)
+      << past.body;
+  EXPECT_NE(past.body.find(R"({"entity":"team-a","limit":"rpm")"), std::string::npos) << past.body;
+  EXPECT_EQ(call("POST", "/v1/decide",
+                 R"({"entity":"user-1","resource":"gpt-4o","amounts":{"rpm":1,"tpm":10}})")
+                .status,
+            200u);
+  const Response denied =
+      call("POST", "/v1/acquire",
+           R"({"entity":"user-1","resource":"gpt-4o","amounts":{"rpm":1,"tpm":90},"lease":false})");
+  EXPECT_EQ(denied.status, 429u);  // tpm refuses (30 of 100 used); rpm only reports
+  EXPECT_NE(denied.body.find("shadow_violations"), std::string::npos) << denied.body;
+
+  const std::vector<Sample> m = scrape();
+  const auto shadow = [&](const char* route) {
+    return value(m, "admit_shadow_denials_total",
+                 {{"route", route}, {"resource", "gpt-4o"}, {"limit", "rpm"}});
+  };
+  EXPECT_EQ(shadow("/v1/acquire"), 2);
+  EXPECT_EQ(shadow("/v1/decide"), 1);
+  EXPECT_EQ(value(m, "admit_decisions_total",
+                  {{"route", "/v1/acquire"}, {"resource", "gpt-4o"}, {"code", "ok"}}),
+            3);
+  EXPECT_EQ(value(m, "admit_denials_total",
+                  {{"route", "/v1/acquire"},
+                   {"resource", "gpt-4o"},
+                   {"limit", "tpm"},
+                   {"code", "rate_exceeded"}}),
+            1);
+  EXPECT_EQ(value(m, "admit_denials_total",
+                  {{"route", "/v1/acquire"},
+                   {"resource", "gpt-4o"},
+                   {"limit", "rpm"},
+                   {"code", "rate_exceeded"}}),
+            std::nullopt);
+}
+
 TEST_F(MetricsTest, NoMetricsNoRoute) {
   Api plain(limiter);
   EXPECT_EQ(plain.handle("GET", "/metrics", "").status, 404u);

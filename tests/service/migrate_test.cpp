@@ -243,15 +243,14 @@ TEST(Migrate, FormatStateFileRoundTripsEveryForm) {
   EXPECT_EQ(back.state, c.state) << text;
   EXPECT_EQ(format_state_file(back), text);
 
-  Config adaptive;
+  Config adaptive;  // an adaptive limit has a form: its AIMD options and burst
   adaptive.resources = {
-      {"m", {Limit::per_second("ok", 1), Limit::adaptive("aimd", {.max_rate = 5})}}};
-  ValidationError e = error_of([&] { format_state_file(adaptive); });
-  EXPECT_EQ(e.field(), "resources.m[1]");
-  EXPECT_NE(e.reason().find("adaptive"), std::string::npos) << e.what();
+      {"m", {Limit::per_second("ok", 1), Limit::adaptive("aimd", {.max_rate = 5}, 2)}}};
+  EXPECT_EQ(parse_state_file(format_state_file(adaptive), "formatted").resources,
+            adaptive.resources);
   Config micro;
   micro.defaults = {Limit::custom("us", 5, 3, std::chrono::microseconds(1001))};
-  e = error_of([&] { format_state_file(micro); });
+  ValidationError e = error_of([&] { format_state_file(micro); });
   EXPECT_EQ(e.field(), "defaults[0]");
   EXPECT_NE(e.reason().find("milliseconds"), std::string::npos) << e.what();
 }
@@ -413,7 +412,8 @@ TEST(Migrate, ExportRefusalsAndSkippedRows) {
   {
     Db d(db);
     d.store.put_config(d.space, {ConfigKind::entity, "user-1", "gpt-4o"},
-                       encode_limits(std::vector<Limit>{Limit::adaptive("aimd", {.max_rate = 5})}));
+                       encode_limits(std::vector<Limit>{
+                           Limit::custom("us", 5, 3, std::chrono::microseconds(1001))}));
   }
   const std::string before = read(yaml);
   e = error_of([&] { migrate_sqlite_to_yaml(db, yaml, {.force = true}); });

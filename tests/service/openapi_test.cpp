@@ -268,7 +268,7 @@ class ApiRoutes : public ::testing::Test {
   // With a reload hook, so that POST /v1/admin/reload is served.
   static ApiOptions options() {
     ApiOptions o;
-    o.reload = [] { return std::pair(true, std::string("reloaded")); };
+    o.reload = [](std::string_view) { return std::pair(true, std::string("reloaded")); };
     return o;
   }
 };

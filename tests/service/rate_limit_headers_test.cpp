@@ -67,6 +67,24 @@ TEST(RateLimitHeaders, OpenAiHeadersForTheRequestersLimits) {
   EXPECT_EQ(openai_duration(90 * kMicrosPerSecond), "1m30s");
 }
 
+// Verifies shadow limits are left out of every field: they are not enforced, and a client that
+// paces itself by the fields would enforce them.
+TEST(RateLimitHeaders, ShadowLimitsAreLeftOut) {
+  Decision d = sample();
+  LimitStatus shadow{"user-1",      "rph", LimitKind::rate, ConfigSource::resource, 1000, 0,
+                     3'600'000'000, 0,     kMicrosPerHour};
+  shadow.shadow = true;
+  d.stats.insert(d.stats.begin(), shadow);
+  LimitStatus requests = shadow;  // would take OpenAI's "requests" name first
+  requests.limit = "requests";
+  d.stats.insert(d.stats.begin(), requests);
+  HeaderList with, without;
+  add_rate_limit_headers(d, true, with);
+  add_rate_limit_headers(sample(), true, without);
+  EXPECT_EQ(with, without);
+  EXPECT_EQ(find(with, "x-ratelimit-limit-requests"), "500");
+}
+
 // Verifies a decision without stats (an invalid request) gets no fields.
 TEST(RateLimitHeaders, NothingWithoutStats) {
   HeaderList h;

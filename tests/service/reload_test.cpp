@@ -12,6 +12,7 @@
 
 #include "admit/core/clock.hpp"
 #include "admit/limiter.hpp"
+#include "admit/store/audit.hpp"
 #include "admit/store/memory_store.hpp"
 #include "support/temp_dir.hpp"
 
@@ -137,6 +138,22 @@ TEST(Reload, EachNamespaceFollowsItsPart) {
   EXPECT_EQ(r.message, "2 resources, 0 entities in 2 namespaces");
   EXPECT_EQ(names(a, "x", "m"), std::vector<std::string>{"rpm:3:resource"});
   EXPECT_EQ(names(b, "x", "m"), std::vector<std::string>{"rpm:4:resource"});
+  // One config_reloaded event in each namespace's audit log, by the file (a SIGHUP).
+  for (Limiter* l : {&a, &b}) {
+    const std::vector<AuditEvent> log = l->audit_log();
+    ASSERT_EQ(log.size(), 1u);
+    EXPECT_EQ(log[0].action, "config_reloaded");
+    EXPECT_EQ(log[0].principal, "config:" + file);
+    EXPECT_NE(log[0].before.find("\"capacity\":" + std::string(l == &a ? "1" : "2")),
+              std::string::npos)
+        << log[0].before;
+    EXPECT_NE(log[0].after.find("\"capacity\":" + std::string(l == &a ? "3" : "4")),
+              std::string::npos)
+        << log[0].after;
+  }
+  write(file, two(3, 5));
+  EXPECT_TRUE(reloader.reload("ops").applied);
+  EXPECT_EQ(b.audit_log({.newest_first = true}).at(0).principal, "ops");
 
   // Adding, removing or renaming a namespace needs a restart.
   for (const std::string& text :

@@ -65,6 +65,9 @@ if start_server --config "$TMP/capped.yaml" --listen 127.0.0.1:0; then
   req POST /v1/acquire "{\"entity\":\"$first\",\"resource\":\"m\",\"amounts\":{\"rpd\":1},\"lease\":false}"
   check "a live key keeps working at the cap" is 200
   check "startup log names the cap" grep -q "store=memory (max_keys 64)" "$LOG"
+  req GET /metrics
+  check "metrics count the refusals" has "admit_store_key_cap_refusals_total $n503"
+  check "metrics show the live keys" grep -qE '^admit_store_keys [1-9]' <<<"$BODY"
   stop_server
 fi
 

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "admit/core/error.hpp"
+#include "common/http/response_bytes.hpp"
 #include "common/log.hpp"
 
 namespace admit::http {
@@ -42,6 +43,8 @@ constexpr std::chrono::milliseconds kAcceptBackoff{50};
 // fit in header_limit + this, or the request gets 431 (Beast keeps either whole in the buffer
 // until it ends, with no limit of its own).
 constexpr std::size_t kReadSlack = 4096;
+// A connection keeps its response buffer for the next response up to this capacity.
+constexpr std::size_t kMaxKeptOutput = 64 * 1024;
 
 std::string_view sv(beast::string_view s) { return {s.data(), s.size()}; }
 
@@ -394,20 +397,16 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void send(Response r, bool keep_alive) {
     note_response(r);
-    res_.emplace();
-    res_->version(version_);
-    res_->result(r.status);
-    set_headers(*res_, r);
-    res_->body() = std::move(r.body);
-    res_->keep_alive(keep_alive && !stopping_);
-    res_->prepare_payload();
+    const bool keep = keep_alive && !stopping_;
+    // HEAD gets the header alone: its body would be read as the next response.
+    const bool head = parser_ && parser_->get().method() == bhttp::verb::head;
+    format_response(out_, r, ResponseFraming{version_, keep, head, options_.name, request_id_});
     stream_.expires_after(options_.write_timeout);
-    bhttp::async_write(stream_, *res_,
-                       [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                         const bool keep = self->res_->keep_alive();
-                         self->res_.reset();
-                         self->done(ec, keep);
-                       });
+    asio::async_write(stream_, asio::buffer(out_),
+                      [self = shared_from_this(), keep](beast::error_code ec, std::size_t) {
+                        if (self->out_.capacity() > kMaxKeptOutput) self->out_ = std::string();
+                        self->done(ec, keep);
+                      });
   }
 
   /// A response is written (or failed): read the next request, or close.
@@ -465,7 +464,7 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_{options_.header_limit + kReadSlack};  // its max size
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::optional<bhttp::response<bhttp::empty_body>> continue_;
-  std::optional<bhttp::response<bhttp::string_body>> res_;
+  std::string out_;  // the bytes of the response being written (kept for the next one)
   std::optional<bhttp::response<bhttp::empty_body>> head_;  // of a stream
   std::optional<bhttp::response_serializer<bhttp::empty_body>> serializer_;
   std::string chunk_;  // the stream chunk being written
