@@ -191,6 +191,24 @@ class Limiter {
    * response.
    */
   void set_discovered_limits(std::string entity, std::string resource, std::vector<Limit> limits);
+  /// What this Limiter has learned (set_discovered_limits) and where its adaptive limits'
+  /// AIMD laws stand, for monitoring (admitd's /metrics). A snapshot; thread-safe.
+  struct Adaptation {
+    struct Learned {
+      std::string entity;
+      std::string resource;
+      std::vector<Limit> limits;
+    };
+    struct Rate {
+      std::string entity;
+      std::string resource;
+      std::string limit;
+      double rate = 0;  ///< units per second now
+    };
+    std::vector<Learned> discovered;
+    std::vector<Rate> aimd;
+  };
+  Adaptation adaptation() const;
   /// What set_discovered_limits() holds for (entity, resource); empty if nothing.
   std::vector<Limit> discovered_limits(std::string_view entity, std::string_view resource) const;
 

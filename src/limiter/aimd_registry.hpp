@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "admit/core/aimd.hpp"
 #include "admit/core/limit.hpp"
@@ -20,10 +21,21 @@ class AimdRegistry {
   std::shared_ptr<AimdLaw> controller(const Limit& l, std::string_view entity,
                                       std::string_view resource, bool create);
 
+  // Every control law's key and current rate (units per second).
+  struct Rate {
+    std::string entity;
+    std::string resource;
+    std::string limit;
+    double rate = 0;
+  };
+  std::vector<Rate> rates() const;
+
  private:
   struct Adaptive {
     Limit limit;
     std::shared_ptr<AimdLaw> ctl;
+    std::string entity;
+    std::string resource;
   };
   mutable std::mutex mu_;
   absl::flat_hash_map<std::string, Adaptive> controllers_;

@@ -211,6 +211,19 @@ void Limiter::set_discovered_limits(std::string entity, std::string resource,
   });
 }
 
+Limiter::Adaptation Limiter::adaptation() const {
+  Adaptation out;
+  const std::shared_ptr<const Snapshot> snap = impl_->config.current_ptr();
+  for (const auto& [key, d] : snap->discovered) {
+    out.discovered.push_back(Adaptation::Learned{d.entity, d.resource, d.learned});
+  }
+  for (auto& r : impl_->aimd.rates()) {
+    out.aimd.push_back(
+        Adaptation::Rate{std::move(r.entity), std::move(r.resource), std::move(r.limit), r.rate});
+  }
+  return out;
+}
+
 std::vector<Limit> Limiter::discovered_limits(std::string_view entity,
                                               std::string_view resource) const {
   const Snapshot& s = impl_->config.current();

@@ -165,6 +165,40 @@ struct Metrics::Impl {
     return std::string(resources.count(resource) != 0 ? resource : kOtherResource);
   }
 
+  /// What the Limiter learned and where its AIMD laws stand, summed per resource and limit
+  /// (the entities, often a provider's accounts, are not labels).
+  void collect_adaptation(std::vector<prom::MetricFamily>& out) const {
+    const Limiter::Adaptation a = limiter.adaptation();
+    std::map<std::pair<std::string, std::string>, double> learned;
+    std::map<std::pair<std::string, std::string>, double> rates;
+    for (const auto& d : a.discovered) {
+      for (const Limit& l : d.limits) {
+        learned[{resource_label(d.resource), l.name()}] += static_cast<double>(l.capacity());
+      }
+    }
+    for (const auto& r : a.aimd) rates[{resource_label(r.resource), r.limit}] += r.rate;
+    const auto family_of = [](std::string name, std::string help,
+                              const std::map<std::pair<std::string, std::string>, double>& v) {
+      prom::MetricFamily f = family(std::move(name), std::move(help), prom::MetricType::Gauge);
+      for (const auto& [key, value] : v) {
+        prom::ClientMetric m;
+        m.label.push_back({"resource", key.first});
+        m.label.push_back({"limit", key.second});
+        m.gauge.value = value;
+        f.metric.push_back(std::move(m));
+      }
+      return f;
+    };
+    out.push_back(family_of("admit_discovered_limit",
+                            "Limits learned from providers' responses (POST /v1/observe): the "
+                            "capacity they reported, summed over entities",
+                            learned));
+    out.push_back(family_of("admit_aimd_rate",
+                            "Adaptive limits: the AIMD rate now (units per second), summed over "
+                            "entities",
+                            rates));
+  }
+
   /// The families read at scrape time, after the registry's.
   void collect_sources(std::vector<prom::MetricFamily>& out) const {
     constexpr auto counter = prom::MetricType::Counter;
@@ -177,6 +211,7 @@ struct Metrics::Impl {
       f.metric.push_back(std::move(m));
       out.push_back(std::move(f));
     }
+    collect_adaptation(out);
     const CacheStats c = limiter.cache_stats();
     out.push_back(single("admit_config_cache_hits_total",
                          "Limit resolutions answered from the configuration cache (limits: store)",

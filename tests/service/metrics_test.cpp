@@ -339,6 +339,24 @@ TEST_F(MetricsTest, ShadowLimitsCountWouldBeDenials) {
             std::nullopt);
 }
 
+// Discovered limits and AIMD rates are summed over entities per resource and limit.
+TEST_F(MetricsTest, DiscoveredLimitsAndAimdRates) {
+  limiter.set_discovered_limits("acct-1", "gpt-4o", {Limit::per_minute("tpm", 30000)});
+  limiter.set_discovered_limits("acct-2", "gpt-4o", {Limit::per_minute("tpm", 10000)});
+  limiter.set_discovered_limits("acct-3", "other-model", {Limit::per_minute("rpm", 7)});
+  limiter.set_limits("paced", {Limit::adaptive("aimd", {.max_rate = 50, .initial_rate = 4})});
+  for (const char* e : {"a", "b"}) {
+    const std::string body =
+        std::string(R"({"entity":")") + e + R"(","resource":"paced","amounts":{},"lease":false})";
+    EXPECT_EQ(call("POST", "/v1/acquire", body).status, 200u);
+  }
+  const std::vector<Sample> m = scrape();
+  EXPECT_EQ(value(m, "admit_discovered_limit", {{"limit", "tpm"}, {"resource", "gpt-4o"}}),
+            40000.0);
+  EXPECT_EQ(value(m, "admit_discovered_limit", {{"limit", "rpm"}, {"resource", "_other"}}), 7.0);
+  EXPECT_EQ(value(m, "admit_aimd_rate", {{"limit", "aimd"}, {"resource", "_other"}}), 8.0);
+}
+
 TEST_F(MetricsTest, NoMetricsNoRoute) {
   Api plain(limiter);
   EXPECT_EQ(plain.handle("GET", "/metrics", "").status, 404u);
