@@ -5,6 +5,7 @@
 // Exit codes: 0 after a clean shutdown, 1 if the address cannot be listened on, 2 on bad
 // flags or config.
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <deque>
@@ -19,11 +20,13 @@
 #include "admit/version.hpp"
 #include "common/http/server.hpp"
 #include "common/http/startup.hpp"
+#include "common/log.hpp"
 #include "service/api.hpp"
 #include "service/auth.hpp"
 #include "service/config.hpp"
 #include "service/http_handler.hpp"
 #include "service/metrics.hpp"
+#include "service/pruner.hpp"
 #include "service/reload.hpp"
 
 namespace {
@@ -57,7 +60,15 @@ int main(int argc, char** argv) {
                  "open connections at most; more get 503 (lowered to fit the fd limit)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))
       ->capture_default_str();
-  app.add_flag("-v,--verbose", verbose, "log one JSON line per request to stderr");
+  app.add_flag("-v,--verbose", verbose, "log one JSON line per request (an access log)");
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "debug, info, warn or error: lines below are dropped")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  admit::log::Options log_options;
+  app.add_option("--log-file", log_options.file,
+                 "write the JSON log lines to this file (rotated at 100 MiB, 5 kept) instead "
+                 "of stderr");
   app.add_option("--token-file", token_file,
                  "bearer tokens, one a line: TOKEN [decide|admin [NAMESPACE,...]]");
   app.add_flag("--openai-headers", api_options.openai_headers,
@@ -66,6 +77,12 @@ int main(int argc, char** argv) {
                "allow a non-loopback --listen without bearer tokens (no authentication)");
   app.set_version_flag("--version", "admitd " + std::string(admit::version_string));
   if (const auto rc = startup.parse(app, argc, argv)) return *rc;
+  log_options.level = admit::log::parse_level(log_level).value_or(admit::log::Level::info);
+  try {
+    admit::log::configure(log_options);
+  } catch (const std::runtime_error& e) {
+    return startup.fail(e.what(), http::kExitUsage);
+  }
 
   if (config_opt->count() == 0) {
     if (!std::filesystem::exists(kDefaultConfig)) {
@@ -125,6 +142,12 @@ int main(int argc, char** argv) {
     admit::service::Metrics metrics(*limiters.front(), resources_of(config));
     metrics.watch_store(store.guard());
     metrics.watch_memory_store(store.memory());
+    metrics.watch_leases(&store.store());
+    // Idle keys and orphaned lease records leave a memory or SQLite store on a timer.
+    const admit::service::Pruner pruner(store.store(), clock,
+                                        config.store.kind == admit::service::StoreKind::redis
+                                            ? std::chrono::milliseconds(0)
+                                            : config.store.prune_interval);
     // SIGHUP reads the file again; a bad file, or one that changes what needs a restart, is
     // refused and the config in force keeps serving (service/reload.hpp).
     admit::service::Reloader reloader(

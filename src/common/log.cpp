@@ -1,11 +1,15 @@
 #include "common/log.hpp"
 
-#include <unistd.h>
+#include <spdlog/logger.h>
+#include <spdlog/sinks/rotating_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
 
+#include <atomic>
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <memory>
 #include <string>
 
 namespace admit::log {
@@ -13,6 +17,33 @@ namespace admit::log {
 namespace {
 
 constexpr const char* kLevels[] = {"debug", "info", "warn", "error"};
+
+spdlog::level::level_enum to_spdlog(Level l) {
+  switch (l) {
+    case Level::debug:
+      return spdlog::level::debug;
+    case Level::info:
+      return spdlog::level::info;
+    case Level::warn:
+      return spdlog::level::warn;
+    case Level::error:
+      break;
+  }
+  return spdlog::level::err;
+}
+
+/// The message is the whole line: spdlog adds only the end of line.
+std::shared_ptr<spdlog::logger> make_logger(spdlog::sink_ptr sink, Level level) {
+  auto logger = std::make_shared<spdlog::logger>("admit", std::move(sink));
+  logger->set_pattern("%v");
+  logger->set_level(to_spdlog(level));
+  logger->flush_on(spdlog::level::trace);  // every line reaches the file or pipe at once
+  return logger;
+}
+
+std::shared_ptr<spdlog::logger> current =
+    make_logger(std::make_shared<spdlog::sinks::stderr_sink_mt>(), Level::info);
+std::atomic<spdlog::logger*> active{current.get()};
 
 /// RFC 3339 in UTC with microseconds: 2026-12-07T01:12:00.123456Z.
 std::string timestamp() {
@@ -31,7 +62,40 @@ std::string timestamp() {
 
 }  // namespace
 
+std::optional<Level> parse_level(std::string_view name) {
+  for (int i = 0; i < 4; ++i) {
+    if (name == kLevels[i]) return static_cast<Level>(i);
+  }
+  return std::nullopt;
+}
+
+void configure(const Options& options) {
+  spdlog::sink_ptr sink;
+  if (options.file.empty()) {
+    sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  } else {
+    try {
+      sink = std::make_shared<spdlog::sinks::rotating_file_sink_mt>(
+          options.file, options.max_file_bytes, options.max_files);
+    } catch (const spdlog::spdlog_ex& e) {
+      throw std::runtime_error("cannot log to " + options.file + ": " + e.what());
+    }
+  }
+  // The logger replaced stays alive (a thread may be writing through it): configure() runs
+  // once or twice per process.
+  static std::vector<std::shared_ptr<spdlog::logger>> retired;
+  retired.push_back(current);
+  current = make_logger(std::move(sink), options.level);
+  active.store(current.get(), std::memory_order_release);
+}
+
+bool enabled(Level level) noexcept {
+  return active.load(std::memory_order_acquire)->should_log(to_spdlog(level));
+}
+
 void json_line(Level level, const boost::json::object& fields) noexcept {
+  spdlog::logger* logger = active.load(std::memory_order_acquire);
+  if (!logger->should_log(to_spdlog(level))) return;
   try {
     boost::json::object line;
     line.reserve(fields.size() + 2);
@@ -40,13 +104,8 @@ void json_line(Level level, const boost::json::object& fields) noexcept {
     for (const auto& kv : fields) {
       if (kv.key() != "ts" && kv.key() != "level") line[kv.key()] = kv.value();
     }
-    std::string text = boost::json::serialize(line);
-    text += '\n';
-    for (std::size_t done = 0; done < text.size();) {  // one write() for a line of < PIPE_BUF
-      const ssize_t n = ::write(STDERR_FILENO, text.data() + done, text.size() - done);
-      if (n <= 0) break;
-      done += static_cast<std::size_t>(n);
-    }
+    const std::string text = boost::json::serialize(line);
+    logger->log(to_spdlog(level), spdlog::string_view_t(text.data(), text.size()));
   } catch (...) {  // out of memory: a log line is not worth dying for
   }
 }

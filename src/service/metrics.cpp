@@ -24,6 +24,7 @@
 #include "admit/limiter.hpp"
 #include "admit/store/guarded_store.hpp"
 #include "admit/store/memory_store.hpp"
+#include "admit/store/store.hpp"
 #include "admit/version.hpp"
 
 namespace admit::service {
@@ -105,6 +106,7 @@ struct Metrics::Impl {
   std::set<std::string, std::less<>> resources;  // guarded by resources_mu
   const GuardedStore* guard = nullptr;
   const MemoryStore* memory = nullptr;
+  const Store* leases = nullptr;
   std::function<std::size_t()> connections;
   std::size_t max_connections = 0;
 
@@ -250,6 +252,14 @@ struct Metrics::Impl {
                            "New keys the in-memory store refused at its max_keys cap (503)",
                            counter, static_cast<double>(memory->key_cap_refusals())));
     }
+    if (leases != nullptr) {
+      if (const std::optional<std::uint64_t> n = leases->expired_leases()) {
+        out.push_back(single("admit_leases_expired_total",
+                             "Leases whose TTL passed before a commit or rollback (orphaned), "
+                             "counted as their records are pruned",
+                             counter, static_cast<double>(*n)));
+      }
+    }
     if (connections) {
       out.push_back(single("admit_http_connections", "Open HTTP connections", gauge,
                            static_cast<double>(connections())));
@@ -274,6 +284,8 @@ void Metrics::set_resources(const std::vector<std::string>& resources) {
 void Metrics::watch_store(const GuardedStore* guard) { impl_->guard = guard; }
 
 void Metrics::watch_memory_store(const MemoryStore* store) { impl_->memory = store; }
+
+void Metrics::watch_leases(const Store* store) { impl_->leases = store; }
 
 void Metrics::watch_connections(std::function<std::size_t()> open, std::size_t max) {
   impl_->connections = std::move(open);

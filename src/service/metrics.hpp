@@ -21,6 +21,7 @@
 namespace admit {
 class GuardedStore;
 class MemoryStore;
+class Store;
 class Limiter;
 struct Decision;
 }  // namespace admit
@@ -51,6 +52,9 @@ class Metrics {
   /// The in-memory store (null: none): its live keys and key-cap refusals
   /// (admit_store_keys, admit_store_key_cap_refusals_total).
   void watch_memory_store(const MemoryStore* store);
+  /// The store whose expired (orphaned) lease records to report (null: none;
+  /// admit_leases_expired_total when Store::expired_leases() has a value).
+  void watch_leases(const Store* store);
   /// Open HTTP connections, and the cap in force (admit_http_connections).
   void watch_connections(std::function<std::size_t()> open, std::size_t max);
 

@@ -108,12 +108,16 @@ class StoreReader : detail::YamlReader {
         }
       } else if (e.key == "limits_ttl_ms") {
         c.config_ttl = integer(e.value, path, 0, 86'400'000) * 1000;
+      } else if (e.key == "prune_interval_ms") {
+        if (c.kind == StoreKind::redis) {
+          fail(e.key_node, path, e.key, "Redis expires its keys by itself (memory, sqlite only)");
+        }
+        c.prune_interval = std::chrono::milliseconds(integer(e.value, path, 0, 86'400'000));
       } else {
         fail(e.key_node, path, e.key,
              "unknown key (expected url, max_keys, durability, write_behind_ms, busy_timeout_ms, "
-             "prefix, "
-             "username, password, command_timeout_ms, connect_timeout_ms, unavailable, "
-             "fleet_size, limits or limits_ttl_ms)");
+             "prefix, username, password, command_timeout_ms, connect_timeout_ms, unavailable, "
+             "fleet_size, limits, limits_ttl_ms or prune_interval_ms)");
       }
     }
     return c;

@@ -6,6 +6,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -32,6 +33,9 @@ struct StoreConfig {
   GuardedStoreOptions guard;
   ConfigMode config = ConfigMode::local;      ///< `limits: local | store`
   Micros config_ttl = 60 * kMicrosPerSecond;  ///< `limits_ttl_ms`
+  /// memory, sqlite: how often admitd prunes idle keys and expired lease records
+  /// (`prune_interval_ms`; 0: only as the store grows). Redis expires its keys by itself.
+  std::chrono::milliseconds prune_interval{10'000};
 };
 
 /**

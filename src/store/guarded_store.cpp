@@ -311,6 +311,12 @@ std::size_t GuardedStore::prune(Micros now) {
 
 std::size_t GuardedStore::size() const { return impl_->primary.size(); }
 
+std::optional<std::uint64_t> GuardedStore::expired_leases() const {
+  const std::optional<std::uint64_t> primary = impl_->primary.expired_leases();
+  if (!primary) return std::nullopt;
+  return *primary + impl_->fallback.expired_leases().value_or(0);
+}
+
 void GuardedStore::put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) {
   impl_->primary.put_config(ns, key, value);
 }

@@ -106,6 +106,7 @@ struct MemoryStore::Impl {
 
   std::size_t shard_cap = 0;  // MemoryStoreOptions::max_keys per shard; 0 = none
   std::atomic<std::uint64_t> cap_refusals{0};
+  std::atomic<std::uint64_t> expired_leases{0};  // lease records prune() found expired
 
   // The audit log of each namespace (by id): its last id given and the events kept, by
   // ascending id (appended in id order, dropped from the front).
@@ -342,7 +343,10 @@ std::size_t MemoryStore::prune(Micros now) {
   std::size_t n = 0;
   {
     std::lock_guard g(impl_->lease_mu);
-    n += absl::erase_if(impl_->leases, [now](const auto& kv) { return kv.second.expiry <= now; });
+    const std::size_t expired =
+        absl::erase_if(impl_->leases, [now](const auto& kv) { return kv.second.expiry <= now; });
+    impl_->expired_leases.fetch_add(expired, std::memory_order_relaxed);
+    n += expired;
   }
   for (std::size_t i = 0; i < impl_->nshards; ++i) {
     Shard& sh = impl_->shards[i];
@@ -350,6 +354,10 @@ std::size_t MemoryStore::prune(Micros now) {
     n += sh.prune_locked(now);
   }
   return n;
+}
+
+std::optional<std::uint64_t> MemoryStore::expired_leases() const {
+  return impl_->expired_leases.load(std::memory_order_relaxed);
 }
 
 std::uint64_t MemoryStore::key_cap_refusals() const {

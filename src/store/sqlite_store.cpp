@@ -198,6 +198,7 @@ std::size_t SqliteStore::Impl::prune_locked(Micros now) {
     remaining = count_locked();
     txn.commit();
   }
+  expired_leases.fetch_add(static_cast<std::uint64_t>(leases), std::memory_order_relaxed);
   // write_behind: everything is flushed, so the file holds what the cache held; drop it
   // (rows are loaded again on use). This is what bounds the cache's memory.
   if (!per_op()) drop_cache();
@@ -302,6 +303,10 @@ std::size_t SqliteStore::size() const {
   std::lock_guard g(im.mu);
   if (!im.per_op()) im.flush_locked();
   return static_cast<std::size_t>(im.count_locked());
+}
+
+std::optional<std::uint64_t> SqliteStore::expired_leases() const {
+  return impl_->expired_leases.load(std::memory_order_relaxed);
 }
 
 StoreCapabilities SqliteStore::capabilities() const {

@@ -78,6 +78,7 @@ if start_server --config "$HERE/test_config.yaml" --listen 127.0.0.1:0; then
   expect admit_store_errors_total '' 0
   expect admit_decisions_in_flight '' 0
   expect admit_build_info "version=\"$version\"" 1
+  expect admit_leases_expired_total '' 0
   expect admit_http_connections '' 1  # this curl's
   if grep -q 'unlisted-model-123\|entity=\|svc' "$TMP/metrics"; then
     ko "no entity and no unlisted resource in any label" "$(grep 'unlisted-model-123\|entity=\|svc' "$TMP/metrics")"
@@ -91,7 +92,7 @@ fi
 token=metrics-test-token-0123456789
 printf '%s decide\n' "$token" >"$TMP/tokens"
 cat >"$TMP/sqlite.yaml" <<EOF
-store: sqlite:$TMP/admit.db
+store: {url: "sqlite:$TMP/admit.db", prune_interval_ms: 50}
 resources:
   small-model:
     - {name: rpm, per: minute, limit: 5}
@@ -106,6 +107,18 @@ if start_server --config "$TMP/sqlite.yaml" --token-file "$TMP/tokens" --listen 
   printf '%s\n' "$BODY" >"$TMP/metrics"
   expect admit_store_degraded '' 0
   expect admit_store_primary_failures_total '' 0
+  # A lease nobody ends: once its 1 ms TTL passes, the pruner removes its record and counts it.
+  STATUS=$(curl -sS -o "$TMP/body" -w '%{http_code}' --max-time 10 -H "Authorization: Bearer $token" \
+    -H 'Content-Type: application/json' \
+    -d '{"entity":"svc","resource":"small-model","amounts":{"rpm":1},"ttl_ms":1}' "$URL/v1/acquire")
+  BODY=$(cat "$TMP/body")
+  check "an acquired lease, left to expire" is 200
+  for _ in $(seq 200); do  # waits for the pruner (every 50 ms), at most ~20 s
+    curl -sS -o "$TMP/metrics" --max-time 10 -H "Authorization: Bearer $token" "$URL/metrics"
+    [ "$(value admit_leases_expired_total '')" = 1 ] && break
+    sleep 0.1
+  done
+  expect admit_leases_expired_total '' 1
   stop_server
 fi
 

@@ -617,6 +617,32 @@ TEST_P(StoreConformance, LeaseRecordsFollowTheirLeaseExactlyOnce) {
   EXPECT_EQ(avail(kStart, keys[0], rpm_), 10);
 }
 
+// Verifies a store that counts expired lease records (Store::expired_leases) counts exactly the
+// records prune() removes because their TTL passed, not those of released leases or leases
+// still live; a store that cannot count them says so (nullopt) every time.
+TEST_P(StoreConformance, ExpiredLeaseRecordsAreCountedWhenPruned) {
+  const std::optional<std::uint64_t> before = store().expired_leases();
+  auto acquire = [&](std::uint64_t id, Micros expiry) {
+    return leased_op(store(), ns_, OpKind::acquire, kStart, {OpItem{0, &rpm_, 1, 0}}, id, expiry,
+                     {"v", "", false})
+        .ok;
+  };
+  ASSERT_TRUE(acquire(7, kStart + 30 * kSec));   // left to expire: orphaned
+  ASSERT_TRUE(acquire(8, kStart + 30 * kSec));   // released in time
+  ASSERT_TRUE(acquire(9, kStart + 300 * kSec));  // still live at the prune
+  ASSERT_TRUE(leased_op(store(), ns_, OpKind::release, kStart, {OpItem{0, &rpm_, 1, 0}}, 8,
+                        kStart + 30 * kSec, {"v", "", true})
+                  .ok);
+  (void)store().prune(kStart + 31 * kSec);
+  EXPECT_FALSE(store().get_lease(ns_, "g", 7, kStart + 31 * kSec).has_value());
+  EXPECT_TRUE(store().get_lease(ns_, "g", 9, kStart + 31 * kSec).has_value());
+  const std::optional<std::uint64_t> after = store().expired_leases();
+  ASSERT_EQ(before.has_value(), after.has_value()) << GetParam().name;
+  if (after) {
+    EXPECT_EQ(*after - *before, 1u) << GetParam().name;
+  }
+}
+
 // Verifies extend moves a lease's holds and record to a new expiry (later or earlier), that a
 // record and its holds expire together, and that a guarded op on an expired lease throws.
 TEST_P(StoreConformance, ExtendMovesHoldsAndRecordExpiry) {

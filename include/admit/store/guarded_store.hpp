@@ -87,6 +87,7 @@ class GuardedStore final : public Store {
   std::size_t prune(Micros now) override;
   /// The primary's.
   std::size_t size() const override;
+  std::optional<std::uint64_t> expired_leases() const override;
   /// The primary's.
   StoreCapabilities capabilities() const override;
   /// "guarded(<primary's name>)".

@@ -48,6 +48,7 @@ class MemoryStore final : public Store {
   void reset_namespace(const Namespace& ns) override;
   std::size_t prune(Micros now) override;
   std::size_t size() const override;
+  std::optional<std::uint64_t> expired_leases() const override;
   /// Ops refused because a shard was full (MemoryStoreOptions::max_keys).
   std::uint64_t key_cap_refusals() const;
   StoreCapabilities capabilities() const override { return {.leases = true, .audit = true}; }

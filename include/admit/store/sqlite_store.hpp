@@ -122,6 +122,7 @@ class SqliteStore final : public Store {
   /// State rows plus keys with holders (lease records are not counted). write_behind:
   /// flushes first.
   std::size_t size() const override;
+  std::optional<std::uint64_t> expired_leases() const override;
   StoreCapabilities capabilities() const override;
   std::string name() const override { return "sqlite"; }
 

@@ -250,6 +250,10 @@ class Store {
   virtual std::size_t prune(Micros now) = 0;
   /// Keys currently held (rate/window states plus concurrency holders).
   virtual std::size_t size() const = 0;
+  /// Durable lease records this store object removed because their TTL passed before a
+  /// commit or rollback (orphaned leases), counted as prune() removes them; nullopt when the
+  /// store cannot see it (RedisStore: Redis expires its records by itself). Thread-safe.
+  virtual std::optional<std::uint64_t> expired_leases() const { return std::nullopt; }
   virtual StoreCapabilities capabilities() const = 0;
   virtual std::string name() const = 0;
 

@@ -6,6 +6,7 @@
 // functions below run on every operation (of a durable lease) and stay inline. Internal header.
 #pragma once
 
+#include <atomic>
 #include <bit>
 #include <condition_variable>
 #include <cstddef>
@@ -136,6 +137,7 @@ struct SqliteStore::Impl {
   std::uint64_t ops = 0;      // apply() calls that returned
   std::uint64_t durable = 0;  // ... of which on disk
   std::size_t inserted_since_prune = 0;
+  std::atomic<std::uint64_t> expired_leases{0};  // lease rows prune_locked() found expired
   std::size_t prune_at = sqlite_store::kMinPruneAt;
   std::optional<std::string> flush_error;  // write_behind: the last flush failed
 
