@@ -14,16 +14,13 @@
 #include "admit/store/redis_store.hpp"
 #include "admit/store/sqlite_store.hpp"
 #include "admit/store/store.hpp"
+#include "cli_common.hpp"
 
 namespace admit::cli {
 
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
-
-void say(const std::string& line) { std::fprintf(stderr, "admit audit: %s\n", line.c_str()); }
+void say(const std::string& line) { cli::say("audit", line); }
 
 // The store --store names: sqlite:PATH (an existing file: opening would create an empty store)
 // or a Redis URL (redis::parse_url). nullptr, having said why, for anything else.

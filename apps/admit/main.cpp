@@ -19,14 +19,15 @@
 #include "admit/core/error.hpp"
 #include "admit/version.hpp"
 #include "audit_command.hpp"
+#include "cli_common.hpp"
 #include "service/migrate.hpp"
 #include "tokens_command.hpp"
 
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
+using admit::cli::kExitFailure;
+using admit::cli::kExitOk;
+using admit::cli::kExitUsage;
 
 enum class FileKind { yaml, sqlite, unknown };
 
@@ -39,7 +40,7 @@ FileKind kind_of(const std::string& path) {
   return FileKind::unknown;
 }
 
-void say(const std::string& line) { std::fprintf(stderr, "admit migrate: %s\n", line.c_str()); }
+void say(const std::string& line) { admit::cli::say("migrate", line); }
 
 int usage(const std::string& message) {
   say("error: " + message + " (see admit migrate --help)");

@@ -12,15 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "cli_common.hpp"
+
 namespace admit::cli {
 
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
-
-void say(const std::string& line) { std::fprintf(stderr, "admit tokens: %s\n", line.c_str()); }
+void say(const std::string& line) { cli::say("tokens", line); }
 
 std::optional<std::string> read_input(const std::string& path) {
   if (path == "-") {
