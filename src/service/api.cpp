@@ -186,49 +186,83 @@ Response error(unsigned status, std::string message, std::string field, std::str
   return reply(status, o);
 }
 
-json::object decision_object(const Decision& d, json::storage_ptr sp) {
-  json::object o(sp);
-  o["allowed"] = d.allowed;
-  o["code"] = str(to_string(d.code));
-  o["reason"] = d.reason;
-  o["retry_after_us"] = d.retry_after;
-  o["retry_after_s"] = d.retry_after_header();
-  auto violation_array = [&sp](const std::vector<Violation>& list) {
-    json::array a(sp);
-    for (const Violation& v : list) {
-      a.push_back(json::object({{"entity", v.entity},
-                                {"limit", v.limit},
-                                {"kind", str(to_string(v.kind))},
-                                {"requested", v.requested},
-                                {"available", v.available},
-                                {"retry_after_us", v.retry_after}},
-                               0, sp));
-    }
-    return a;
-  };
-  o["violations"] = violation_array(d.violations);
-  // Shadow limits that would have refused (Limit::shadow): only when there are some.
-  if (!d.shadow_violations.empty()) o["shadow_violations"] = violation_array(d.shadow_violations);
-  json::array stats(sp);
-  stats.reserve(d.stats.size());
-  for (const LimitStatus& s : d.stats) {
-    json::object& st = stats
-                           .emplace_back(json::object({{"entity", s.entity},
-                                                       {"limit", s.limit},
-                                                       {"kind", str(to_string(s.kind))},
-                                                       {"source", str(to_string(s.source))},
-                                                       {"capacity", s.capacity},
-                                                       {"available", s.available},
-                                                       {"reset_after_us", s.reset_after}},
-                                                      0, sp))
-                           .as_object();
-    if (s.shadow) st["shadow"] = true;
+namespace {
+
+void append_violations(std::string& out, const std::vector<Violation>& list) {
+  out.push_back('[');
+  for (const Violation& v : list) {
+    if (out.back() != '[') out.push_back(',');
+    out.append(R"({"entity":)");
+    append_json_string(out, v.entity);
+    out.append(R"(,"limit":)");
+    append_json_string(out, v.limit);
+    out.append(R"(,"kind":)");
+    append_json_string(out, to_string(v.kind));
+    out.append(R"(,"requested":)");
+    append_json_int(out, v.requested);
+    out.append(R"(,"available":)");
+    append_json_int(out, v.available);
+    out.append(R"(,"retry_after_us":)");
+    append_json_int(out, v.retry_after);
+    out.push_back('}');
   }
-  o["stats"] = std::move(stats);
-  return o;
+  out.push_back(']');
 }
 
-std::string decision_json(const Decision& d) { return json::serialize(decision_object(d)); }
+}  // namespace
+
+void open_decision(std::string& out, const Decision& d) {
+  out.reserve(out.size() + 192 + 160 * (d.stats.size() + d.violations.size()) + d.reason.size());
+  out.append(d.allowed ? R"({"allowed":true,"code":)" : R"({"allowed":false,"code":)");
+  append_json_string(out, to_string(d.code));
+  out.append(R"(,"reason":)");
+  append_json_string(out, d.reason);
+  out.append(R"(,"retry_after_us":)");
+  append_json_int(out, d.retry_after);
+  out.append(R"(,"retry_after_s":)");
+  append_json_int(out, d.retry_after_header());
+  out.append(R"(,"violations":)");
+  append_violations(out, d.violations);
+  // Shadow limits that would have refused (Limit::shadow): only when there are some.
+  if (!d.shadow_violations.empty()) {
+    out.append(R"(,"shadow_violations":)");
+    append_violations(out, d.shadow_violations);
+  }
+  out.append(R"(,"stats":[)");
+  for (const LimitStatus& s : d.stats) {
+    if (out.back() != '[') out.push_back(',');
+    out.append(R"({"entity":)");
+    append_json_string(out, s.entity);
+    out.append(R"(,"limit":)");
+    append_json_string(out, s.limit);
+    out.append(R"(,"kind":)");
+    append_json_string(out, to_string(s.kind));
+    out.append(R"(,"source":)");
+    append_json_string(out, to_string(s.source));
+    out.append(R"(,"capacity":)");
+    append_json_int(out, s.capacity);
+    out.append(R"(,"available":)");
+    append_json_int(out, s.available);
+    out.append(R"(,"reset_after_us":)");
+    append_json_int(out, s.reset_after);
+    if (s.shadow) out.append(R"(,"shadow":true)");
+    out.push_back('}');
+  }
+  out.push_back(']');
+}
+
+std::string decision_body(const Decision& d, const json::object* lease) {
+  std::string out;
+  open_decision(out, d);
+  if (lease != nullptr) {
+    out.append(R"(,"lease":)");
+    out.append(json::serialize(*lease));
+  }
+  out.push_back('}');
+  return out;
+}
+
+std::string decision_json(const Decision& d) { return decision_body(d); }
 
 unsigned status_of(const Decision& d) {
   if (d.allowed) return 200;
@@ -247,8 +281,8 @@ unsigned status_of(const Decision& d) {
   }
 }
 
-Response decision_response(const Decision& d, json::object body, bool openai_headers) {
-  Response res = reply(status_of(d), body);
+Response decision_response(const Decision& d, std::string body, bool openai_headers) {
+  Response res{status_of(d), std::move(body), -1, {}, {}, {}, {}};
   if (res.status == 429 || res.status == 503) res.retry_after = d.retry_after_header();
   add_rate_limit_headers(d, openai_headers, res.headers);
   return res;

@@ -56,14 +56,17 @@ struct ApiRequest {
 
 Response reply(unsigned status, const json::object& body);
 Response error(unsigned status, std::string message, std::string field = {}, std::string code = {});
-/// The JSON object of a decision (decision_json's), to add fields to.
-json::object decision_object(const Decision& d, json::storage_ptr sp = {});
+/// Appends the JSON object of a decision (decision_json's) to `out`, written directly (no
+/// json::object), without its closing brace: a route may add members before closing it.
+void open_decision(std::string& out, const Decision& d);
+/// The decision's JSON object, with `lease` (when not null) as its last member "lease".
+std::string decision_body(const Decision& d, const json::object* lease = nullptr);
 /// The status of a denial: 429 (retry), 422 (never fits), 400 (bad request), 503 (store),
 /// 404 (lease_not_found); 200 if allowed.
 unsigned status_of(const Decision& d);
 /// The response for a decision: its status, Retry-After when retrying helps, the
 /// RateLimit fields.
-Response decision_response(const Decision& d, json::object body, bool openai_headers);
+Response decision_response(const Decision& d, std::string body, bool openai_headers);
 /// Names the call in the request's access log line.
 void log_call(Response& r, std::string_view entity, std::string_view resource, const Decision& d);
 

@@ -5,6 +5,7 @@
 // acquire.
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -90,7 +91,7 @@ Response Api::Impl::decide(const ApiRequest& r) {
   const Metrics::InFlight in_flight(metrics);
   const Decision d = lim(r).decide(c.entity, c.resource, c.amounts);
   if (metrics != nullptr) metrics->decision("/v1/decide", c.resource, d);
-  Response res = decision_response(d, decision_object(d, scratch.sp), options.openai_headers);
+  Response res = decision_response(d, decision_body(d), options.openai_headers);
   // A dry run: a denial is the answer, not a refusal (200); an unreachable store is not.
   if (res.status != 503) {
     res.status = 200;
@@ -105,7 +106,7 @@ Response Api::Impl::record(const ApiRequest& r) {
   const Call c = read_call(body_of(r, false, scratch.sp));
   const Decision d = lim(r).record_usage(c.entity, c.resource, c.amounts);
   if (metrics != nullptr) metrics->decision("/v1/record", c.resource, d);
-  Response res = decision_response(d, decision_object(d, scratch.sp), options.openai_headers);
+  Response res = decision_response(d, decision_body(d), options.openai_headers);
   log_call(res, c.entity, c.resource, d);
   return res;
 }
@@ -132,15 +133,15 @@ void Api::Impl::acquire(const ApiRequest& r, Reply& done) {
                                      in_flight, done = std::move(done)](Lease l) {
     const Decision d = l.decision();  // a copy: commit_async below moves the lease away
     if (metrics != nullptr) metrics->decision("/v1/acquire", resource, d);
-    JsonScratch response;
-    json::object body = decision_object(d, response.sp);
-    if (l.active()) {
-      if (lease) {
-        const std::string token = l.detach();
-        body["lease"] = lease_object(l, token, d.now, response.sp);
-      } else {
-        l.commit_async();  // never blocks (the store's I/O thread may be running this)
-      }
+    std::string body;
+    if (l.active() && lease) {
+      JsonScratch memory;
+      const std::string token = l.detach();
+      const json::object lo = lease_object(l, token, d.now, memory.sp);
+      body = decision_body(d, &lo);
+    } else {
+      if (l.active()) l.commit_async();  // never blocks (the store's I/O thread may run this)
+      body = decision_body(d);
     }
     Response res = decision_response(d, std::move(body), options.openai_headers);
     log_call(res, entity, resource, d);
@@ -171,9 +172,10 @@ void Api::Impl::lease_adjust(const ApiRequest& r, Reply& done) {
     // Throws (ValidationError: a limit the lease does not have) before anything is sent.
     held->lease.adjust_async(
         deltas, [this, held, token = r.params.at(0), once](Decision d) mutable {
-          json::object body = decision_object(d);
-          if (held->lease.active()) body["lease"] = lease_object(held->lease, token, d.now);
-          Response res = decision_response(d, std::move(body), options.openai_headers);
+          std::optional<json::object> lo;
+          if (held->lease.active()) lo = lease_object(held->lease, token, d.now);
+          Response res =
+              decision_response(d, decision_body(d, lo ? &*lo : nullptr), options.openai_headers);
           log_call(res, held->lease.entity(), held->lease.resource(), d);
           held.reset();  // lets go of the lease (detach) before the answer goes out
           (*once)(std::move(res));
@@ -193,9 +195,10 @@ void Api::Impl::lease_extend(const ApiRequest& r, Reply& done) {
   auto held = std::make_shared<Resumed>(lim(r).resume(r.params.at(0)));
   held->lease.extend_async(
       ttl, [this, held, token = r.params.at(0), done = std::move(done)](Decision d) mutable {
-        json::object body = decision_object(d);
-        if (held->lease.active()) body["lease"] = lease_object(held->lease, token, d.now);
-        Response res = decision_response(d, std::move(body), options.openai_headers);
+        std::optional<json::object> lo;
+        if (held->lease.active()) lo = lease_object(held->lease, token, d.now);
+        Response res =
+            decision_response(d, decision_body(d, lo ? &*lo : nullptr), options.openai_headers);
         log_call(res, held->lease.entity(), held->lease.resource(), d);
         held.reset();
         done(std::move(res));
@@ -208,11 +211,11 @@ void Api::Impl::lease_end(const ApiRequest& r, Reply& done, bool refund) {
   Lease lease = lim(r).resume(r.params.at(0));
   auto answer = [this, token = r.params.at(0), refund, entity = std::string(lease.entity()),
                  resource = std::string(lease.resource()), done = std::move(done)](Decision d) {
-    json::object body = decision_object(d);
-    if (d.allowed) {
-      body["lease"] = json::object{{"id", token}, {"ended", refund ? "rolled_back" : "committed"}};
-    }
-    Response res = decision_response(d, std::move(body), options.openai_headers);
+    std::optional<json::object> lo;
+    if (d.allowed)
+      lo = json::object{{"id", token}, {"ended", refund ? "rolled_back" : "committed"}};
+    Response res =
+        decision_response(d, decision_body(d, lo ? &*lo : nullptr), options.openai_headers);
     log_call(res, entity, resource, d);
     done(std::move(res));
   };

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
+#include <boost/json/value_stack.hpp>
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -243,9 +245,13 @@ std::string field_path(std::string_view path, std::string_view key) {
   return out;
 }
 
-JsonResult<json::object> parse_json_object(std::string_view body, const JsonLimits& limits,
-                                           json::storage_ptr sp) {
-  const json::parse_options opts = options(limits);
+namespace {
+
+/// The body's first error, found in two passes: DuplicateKeyFinder (syntax, UTF-8, depth,
+/// duplicate keys and non-finite numbers, in the order they come), then json::parse (trailing
+/// bytes) and the top level's type. The object itself when there is none.
+JsonResult<json::object> parse_checked(std::string_view body, const json::parse_options& opts,
+                                       json::storage_ptr sp) {
   {
     json::basic_parser<DuplicateKeyFinder> p(opts);
     boost::system::error_code ec;
@@ -262,6 +268,116 @@ JsonResult<json::object> parse_json_object(std::string_view body, const JsonLimi
                       std::string("the body must be a JSON object, not ") + kind_name(v));
   }
   return std::move(*o);
+}
+
+/// A basic_parser handler that builds the value (as json::parser does, on a value_stack) and
+/// counts the keys it reads: a duplicate key leaves fewer keys in the built value than were
+/// read (json::object keeps the last of them), which finds it without a set of keys per
+/// object. A non-finite number stops it. It only tells whether the body is fine: the error
+/// of a body that is not comes from parse_checked.
+class ValueBuilder {
+ public:
+  static constexpr std::size_t max_object_size = json::object::max_size();
+  static constexpr std::size_t max_array_size = json::array::max_size();
+  static constexpr std::size_t max_key_size = json::string::max_size();
+  static constexpr std::size_t max_string_size = json::string::max_size();
+
+  ValueBuilder(unsigned char* temp, std::size_t size) : st(json::storage_ptr(), temp, size) {}
+
+  json::value_stack st;
+  std::size_t keys = 0;
+
+  bool on_document_begin(boost::system::error_code&) { return true; }
+  bool on_document_end(boost::system::error_code&) { return true; }
+  bool on_object_begin(boost::system::error_code&) { return true; }
+  bool on_object_end(std::size_t n, boost::system::error_code&) {
+    st.push_object(n);
+    return true;
+  }
+  bool on_array_begin(boost::system::error_code&) { return true; }
+  bool on_array_end(std::size_t n, boost::system::error_code&) {
+    st.push_array(n);
+    return true;
+  }
+  bool on_key_part(json::string_view s, std::size_t, boost::system::error_code&) {
+    st.push_chars(s);
+    return true;
+  }
+  bool on_key(json::string_view s, std::size_t, boost::system::error_code&) {
+    st.push_key(s);
+    ++keys;
+    return true;
+  }
+  bool on_string_part(json::string_view s, std::size_t, boost::system::error_code&) {
+    st.push_chars(s);
+    return true;
+  }
+  bool on_string(json::string_view s, std::size_t, boost::system::error_code&) {
+    st.push_string(s);
+    return true;
+  }
+  bool on_number_part(json::string_view, boost::system::error_code&) { return true; }
+  bool on_int64(std::int64_t i, json::string_view, boost::system::error_code&) {
+    st.push_int64(i);
+    return true;
+  }
+  bool on_uint64(std::uint64_t u, json::string_view, boost::system::error_code&) {
+    st.push_uint64(u);
+    return true;
+  }
+  bool on_double(double d, json::string_view, boost::system::error_code& ec) {
+    if (!std::isfinite(d)) {
+      ec = json::error::syntax;
+      return false;
+    }
+    st.push_double(d);
+    return true;
+  }
+  bool on_bool(bool b, boost::system::error_code&) {
+    st.push_bool(b);
+    return true;
+  }
+  bool on_null(boost::system::error_code&) {
+    st.push_null();
+    return true;
+  }
+  bool on_comment_part(json::string_view, boost::system::error_code&) { return true; }
+  bool on_comment(json::string_view, boost::system::error_code&) { return true; }
+};
+
+/// The keys of every object in `v`, nested ones included.
+std::size_t count_keys(const json::value& v) {
+  std::size_t n = 0;
+  if (const json::object* o = v.if_object()) {
+    n += o->size();
+    for (const auto& kv : *o) n += count_keys(kv.value());
+  } else if (const json::array* a = v.if_array()) {
+    for (const json::value& e : *a) n += count_keys(e);
+  }
+  return n;
+}
+
+}  // namespace
+
+JsonResult<json::object> parse_json_object(std::string_view body, const JsonLimits& limits,
+                                           json::storage_ptr sp) {
+  const json::parse_options opts = options(limits);
+  // One pass for a valid body (the common case); a body that is not gets its error from
+  // parse_checked, which reads it again.
+  {
+    unsigned char temp[BOOST_JSON_STACK_BUFFER_SIZE];
+    json::basic_parser<ValueBuilder> p(opts, temp, sizeof temp);
+    p.handler().st.reset(sp);
+    boost::system::error_code ec;
+    const std::size_t n = p.write_some(false, body.data(), body.size(), ec);
+    if (!ec && n == body.size()) {
+      json::value v = p.handler().st.release();
+      if (json::object* o = v.if_object(); o != nullptr && count_keys(v) == p.handler().keys) {
+        return std::move(*o);
+      }
+    }
+  }
+  return parse_checked(body, opts, std::move(sp));
 }
 
 JsonResult<std::int64_t> to_int(const json::value& v, std::string_view field, std::int64_t min,
@@ -333,6 +449,54 @@ JsonResult<const json::object*> get_object(const json::object& obj, std::string_
   const json::object* o = v->if_object();
   if (o == nullptr) return wrong_type(*v, field_path(path, key), "an object");
   return o;
+}
+
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  std::size_t plain = 0;  // where the bytes not yet appended (none to escape) begin
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s.data() + plain, i - plain);
+    plain = i + 1;
+    out.push_back('\\');
+    switch (c) {
+      case '"':
+        out.push_back('"');
+        break;
+      case '\\':
+        out.push_back('\\');
+        break;
+      case '\b':
+        out.push_back('b');
+        break;
+      case '\f':
+        out.push_back('f');
+        break;
+      case '\n':
+        out.push_back('n');
+        break;
+      case '\r':
+        out.push_back('r');
+        break;
+      case '\t':
+        out.push_back('t');
+        break;
+      default:
+        out.append("u00");
+        out.push_back(kHex[c >> 4]);
+        out.push_back(kHex[c & 15]);
+    }
+  }
+  out.append(s.data() + plain, s.size() - plain);
+  out.push_back('"');
+}
+
+void append_json_int(std::string& out, std::int64_t n) {
+  char buf[24];
+  const auto end = std::to_chars(buf, buf + sizeof buf, n).ptr;
+  out.append(buf, end);
 }
 
 std::optional<JsonError> check_fields(const json::object& obj,

@@ -120,6 +120,13 @@ JsonResult<bool> get_bool(const boost::json::object& obj, std::string_view key,
 JsonResult<const boost::json::object*> get_object(const boost::json::object& obj,
                                                   std::string_view key, std::string_view path = {});
 
+/// Appends `s` to `out` as a JSON string, quoted and escaped exactly as boost::json::serialize
+/// writes it (`"` and `\` escaped, control characters as \b \f \n \r \t or \u00xx, every other
+/// byte as it is), so that a response written directly reads the same as one serialised.
+void append_json_string(std::string& out, std::string_view s);
+/// Appends `n` in decimal, as boost::json::serialize writes an integer.
+void append_json_int(std::string& out, std::int64_t n);
+
 /// unknown_field naming the first key of `obj` that is not in `allowed`, or std::nullopt.
 std::optional<JsonError> check_fields(const boost::json::object& obj,
                                       std::initializer_list<std::string_view> allowed,

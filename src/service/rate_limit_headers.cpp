@@ -1,5 +1,6 @@
 #include "service/rate_limit_headers.hpp"
 
+#include <charconv>
 #include <string_view>
 
 namespace admit::service {
@@ -10,17 +11,27 @@ std::int64_t ceil_seconds(Micros us) {
   return us <= 0 ? 0 : (us + kMicrosPerSecond - 1) / kMicrosPerSecond;
 }
 
-// The list item's name: the limit's, an ancestor's prefixed with "<entity>/". Names are
-// printable ASCII without spaces; '"' and '\' are escaped as sf-string requires.
-std::string item_name(const LimitStatus& s, std::string_view requester) {
-  std::string raw = s.entity == requester ? s.limit : s.entity + "/" + s.limit;
-  std::string out = "\"";
-  for (const char c : raw) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
+// Appends the list item's name: the limit's, an ancestor's prefixed with "<entity>/". Names
+// are printable ASCII without spaces; '"' and '\' are escaped as sf-string requires.
+void append_item_name(std::string& out, const LimitStatus& s, std::string_view requester) {
+  auto escaped = [&out](std::string_view raw) {
+    for (const char c : raw) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+  };
   out += '"';
-  return out;
+  if (s.entity != requester) {
+    escaped(s.entity);
+    out += '/';
+  }
+  escaped(s.limit);
+  out += '"';
+}
+
+void append_int(std::string& out, std::int64_t n) {
+  char buf[24];
+  out.append(buf, std::to_chars(buf, buf + sizeof buf, n).ptr);
 }
 
 // OpenAI's names for per-minute limits; per-day ones as Cerebras writes them.
@@ -51,14 +62,21 @@ void add_rate_limit_headers(const Decision& d, bool openai, HeaderList& out) {
   std::string state;
   for (const LimitStatus& s : d.stats) {
     if (s.kind == LimitKind::concurrency || s.capacity <= 0 || s.shadow) continue;
-    const std::string name = item_name(s, requester);
     const Micros window = s.period;  // rate: refill of the capacity; window: its length
     if (!policy.empty()) policy += ", ";
-    policy += name + ";q=" + std::to_string(s.capacity);
-    if (window > 0) policy += ";w=" + std::to_string(ceil_seconds(window));
+    append_item_name(policy, s, requester);
+    policy += ";q=";
+    append_int(policy, s.capacity);
+    if (window > 0) {
+      policy += ";w=";
+      append_int(policy, ceil_seconds(window));
+    }
     if (!state.empty()) state += ", ";
-    state += name + ";r=" + std::to_string(s.available) +
-             ";t=" + std::to_string(ceil_seconds(s.reset_after));
+    append_item_name(state, s, requester);
+    state += ";r=";
+    append_int(state, s.available);
+    state += ";t=";
+    append_int(state, ceil_seconds(s.reset_after));
     if (openai && s.entity == requester) {
       const std::string n(openai_name(s.limit));
       const std::string limit_header = "x-ratelimit-limit-" + n;

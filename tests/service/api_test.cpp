@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+#include <limits>
 #include <random>
 #include <string>
 
@@ -44,6 +45,70 @@ class ApiTest : public ::testing::Test {
 };
 
 constexpr std::string_view kOne = R"({"entity":"load","resource":"gpt-4o","amounts":{"rpm":1}})";
+
+// decision_json writes the JSON directly; it reads byte for byte as the json::object it
+// replaced, serialised by Boost.JSON (same members, order and escaping).
+TEST(DecisionJsonTest, SameBytesAsBoostJson) {
+  auto violations = [](const std::vector<Violation>& list) {
+    json::array a;
+    for (const Violation& v : list) {
+      a.push_back(json::object{{"entity", v.entity},
+                               {"limit", v.limit},
+                               {"kind", to_string(v.kind)},
+                               {"requested", v.requested},
+                               {"available", v.available},
+                               {"retry_after_us", v.retry_after}});
+    }
+    return a;
+  };
+  auto reference = [&](const Decision& d) {
+    json::object o;
+    o["allowed"] = d.allowed;
+    o["code"] = to_string(d.code);
+    o["reason"] = d.reason;
+    o["retry_after_us"] = d.retry_after;
+    o["retry_after_s"] = d.retry_after_header();
+    o["violations"] = violations(d.violations);
+    if (!d.shadow_violations.empty()) o["shadow_violations"] = violations(d.shadow_violations);
+    json::array stats;
+    for (const LimitStatus& s : d.stats) {
+      json::object st{{"entity", s.entity},
+                      {"limit", s.limit},
+                      {"kind", to_string(s.kind)},
+                      {"source", to_string(s.source)},
+                      {"capacity", s.capacity},
+                      {"available", s.available},
+                      {"reset_after_us", s.reset_after}};
+      if (s.shadow) st["shadow"] = true;
+      stats.push_back(std::move(st));
+    }
+    o["stats"] = std::move(stats);
+    return json::serialize(o);
+  };
+  Decision allowed;
+  allowed.allowed = true;
+  allowed.code = Code::ok;
+  EXPECT_EQ(decision_json(allowed), reference(allowed));
+  allowed.stats.push_back(LimitStatus{"user-1", "rpm", LimitKind::rate, ConfigSource::resource, 100,
+                                      99, 600000, 0, 60000000, false});
+  EXPECT_EQ(decision_json(allowed), reference(allowed));
+
+  Decision denied;
+  denied.allowed = false;
+  denied.code = Code::rate_exceeded;
+  denied.reason = "a \"quoted\" reason\nwith \\ and \x01 and caf\xc3\xa9";
+  denied.retry_after = 1500000;
+  denied.violations.push_back(Violation{"team\"x", "tpm", LimitKind::rate, 5000, 12, 1500000});
+  denied.violations.push_back(Violation{"user-1", "slots", LimitKind::concurrency, 1, 0, 0});
+  denied.shadow_violations.push_back(Violation{"user-1", "rpd", LimitKind::window, 1, 0, -7});
+  denied.stats.push_back(LimitStatus{"user-1", "rpm", LimitKind::rate, ConfigSource::entity, 10, 0,
+                                     6000000, 0, 60000000, false});
+  denied.stats.push_back(LimitStatus{"team\tx", "rpd", LimitKind::window, ConfigSource::system, -1,
+                                     std::numeric_limits<std::int64_t>::max(), 0, 0, 0, true});
+  EXPECT_EQ(decision_json(denied), reference(denied));
+  // Still one valid JSON object.
+  EXPECT_EQ(json::parse(decision_json(denied)).at("stats").as_array().size(), 2u);
+}
 
 TEST_F(ApiTest, Healthz) {
   EXPECT_EQ(call("GET", "/healthz", "", 200), (json::object{{"status", "ok"}}));

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/json/serialize.hpp>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -182,6 +183,45 @@ TEST(JsonBodyTest, ErrorsQuoteKeysPrintable) {
   EXPECT_EQ(e.field, "a\\x00b");
   const json::object o = object_of(R"({"x\u0001":1})");
   EXPECT_EQ(check_fields(o, {"x"})->field, "x\\x01");
+}
+
+// The one-pass parse finds a duplicate by the keys the built value lost; a duplicate whose
+// first value was an object (dropped with its own keys), duplicates in an array's objects and
+// a duplicate after a valid prefix all count.
+TEST(JsonBodyTest, FindsDuplicatesWhateverTheValuesAre) {
+  EXPECT_EQ(error_of(R"({"a":{"x":1,"y":2},"a":3})").field, "a");
+  EXPECT_EQ(error_of(R"({"a":[{"x":1}],"b":{"c":[{"d":1,"d":1}]}})").field, "b.c[0].d");
+  EXPECT_EQ(error_of(R"({"a":{"b":{}},"a":{"b":{}}})").field, "a");
+  EXPECT_EQ(error_of(R"({"a":1,"b":2,"c":3,"b":4})").field, "b");
+  // The first error in the body wins, as it always has: the duplicate before the bad number.
+  EXPECT_EQ(error_of(R"({"a":1,"a":2,"n":1e999})").code, JsonErrc::duplicate_key);
+  EXPECT_EQ(error_of(R"({"n":1e999,"a":1,"a":2})").code, JsonErrc::out_of_range);
+  EXPECT_EQ(error_of(R"({"a":1,"a":2} x)").code, JsonErrc::duplicate_key);
+  EXPECT_EQ(error_of(R"({"a":1} x)").code, JsonErrc::invalid_json);
+  EXPECT_EQ(error_of(R"([{"a":1}])").code, JsonErrc::not_an_object);
+  const json::object o =
+      object_of(R"({"a":[1,2.5,"s",true,null,{"b":{}}],"c":18446744073709551615})");
+  EXPECT_EQ(o.at("a").as_array().size(), 6u);
+  EXPECT_TRUE(o.at("c").is_uint64());
+}
+
+// Responses written directly (append_json_string) read as Boost.JSON serialises them.
+TEST(JsonBodyTest, AppendJsonStringMatchesBoostJson) {
+  std::string all;
+  for (int c = 0; c < 256; ++c) all.push_back(static_cast<char>(c));
+  for (const std::string& s : {std::string(), std::string("plain"), std::string("a\"b\\c/d"),
+                               std::string("\xc3\xa9t\xc3\xa9 \xe2\x82\xac"), all}) {
+    std::string out = "x";
+    append_json_string(out, s);
+    EXPECT_EQ(out.substr(1), json::serialize(json::string(s))) << s;
+  }
+  for (const std::int64_t n :
+       {std::int64_t{0}, std::int64_t{-1}, std::int64_t{1000000000000},
+        std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max()}) {
+    std::string out;
+    append_json_int(out, n);
+    EXPECT_EQ(out, json::serialize(json::value(n)));
+  }
 }
 
 }  // namespace

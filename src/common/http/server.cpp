@@ -48,6 +48,15 @@ constexpr std::size_t kMaxKeptOutput = 64 * 1024;
 
 std::string_view sv(beast::string_view s) { return {s.data(), s.size()}; }
 
+// A connection's executor, its concrete type (not any_io_executor): every operation of a
+// connection dispatches through it, and the type-erased wrapper would be copied, moved and
+// destroyed on each of them.
+using Strand = asio::strand<asio::io_context::executor_type>;
+using Socket = asio::basic_stream_socket<tcp, Strand>;
+using Stream = beast::basic_stream<tcp, Strand>;
+using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
+                                         asio::wait_traits<std::chrono::steady_clock>, Strand>;
+
 /// A Response as the bytes of an HTTP/1.1 message that closes the connection.
 std::string serialize_closing(const Response& r, const std::string& server_name) {
   bhttp::response<bhttp::string_body> m;
@@ -134,7 +143,7 @@ namespace detail {
 /// timers), repeat while keep-alive. Every handler runs on the connection's strand.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket&& socket, Handler& handler, const ServerOptions& options,
+  Session(Socket&& socket, Handler& handler, const ServerOptions& options,
           std::shared_ptr<Registry> registry)
       : stream_(std::move(socket)),
         timer_(stream_.get_executor()),
@@ -297,6 +306,21 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void read_body() {
+    // The body usually came with the header: parse what the buffer holds first, and read
+    // only if the request is not complete (an asynchronous read would go through the strand
+    // and the timer even with nothing to read).
+    if (!parser_->is_done() && buffer_.size() > 0) {
+      parser_->eager(true);
+      beast::error_code ec;
+      while (buffer_.size() > 0 && !parser_->is_done()) {
+        const std::size_t used = parser_->put(buffer_.data(), ec);
+        buffer_.consume(used);
+        if (ec == bhttp::error::need_more) break;
+        if (ec) return on_error(ec);
+        if (used == 0) break;
+      }
+    }
+    if (parser_->is_done()) return on_read({}, 0);
     bhttp::async_read(stream_, buffer_, *parser_,
                       beast::bind_front_handler(&Session::on_read, shared_from_this()));
   }
@@ -455,8 +479,8 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.close();
   }
 
-  beast::tcp_stream stream_;
-  asio::steady_timer timer_;  // Exchange::after
+  Stream stream_;
+  Timer timer_;  // Exchange::after
   Handler& handler_;
   const ServerOptions& options_;
   std::shared_ptr<Registry> registry_;
@@ -569,7 +593,7 @@ struct Server::Impl {
   }
 
   void accept() {
-    acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket s) {
+    acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, Socket s) {
       if (stopping || !acceptor.is_open()) return;
       if (ec) {
         if (ec == asio::error::no_descriptors || ec.value() == ENFILE) turn_away_pending();
