@@ -5,11 +5,13 @@
 // Exit codes: 0 after a clean shutdown, 1 if the address cannot be listened on, 2 on bad
 // flags or config.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -26,6 +28,7 @@
 #include "service/config.hpp"
 #include "service/http_handler.hpp"
 #include "service/metrics.hpp"
+#include "service/proxy/gateway.hpp"
 #include "service/pruner.hpp"
 #include "service/reload.hpp"
 
@@ -159,8 +162,24 @@ int main(int argc, char** argv) {
       return std::pair(r.applied, r.message);
     };
     admit::service::Api api(limiters, &metrics, api_options);
+    // The OpenAI-compatible routes (docs/proxy.md), on the limiter of the namespace they name.
+    std::unique_ptr<admit::service::Gateway> gateway;
+    if (config.gateway.enabled) {
+      admit::Limiter* on = limiters.front();
+      const auto names = config.namespaces();
+      for (std::size_t i = 0; i < names.size(); ++i) {
+        if (names[i]->ns == config.gateway.ns) on = limiters[i];
+      }
+      if (!config.gateway.ns.empty() && on->options().ns != config.gateway.ns) {
+        throw std::invalid_argument("gateway.namespace '" + config.gateway.ns +
+                                    "' is not a namespace of the config");
+      }
+      gateway = std::make_unique<admit::service::Gateway>(config.gateway, *on, &metrics);
+      options.body_limit = std::max(options.body_limit, config.gateway.max_body_bytes);
+    }
     admit::service::HttpHandler handler(api, auth, admit::service::RequestGuard(config.http),
                                         config.ns);
+    handler.set_gateway(gateway.get());
     http::Server server(handler, options);  // installs the signal handlers
     metrics.watch_connections([&server] { return server.connections(); }, server.max_connections());
     startup.listening(server);

@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -86,6 +89,26 @@ class YamlReader {
     } catch (const ValidationError& e) {
       fail(at, path, value, e.reason());
     }
+  }
+
+  /// A string value, ${NAME} substituted (expand_env).
+  std::string scalar(const YAML::Node& n, const std::string& path) const {
+    if (!n.IsScalar()) fail(n, path, show(n), "expected a string");
+    return expand_env(n, path);  // secrets such as ${REDIS_PASSWORD}
+  }
+
+  // A plain (unquoted) integer in [lo, hi].
+  std::int64_t integer(const YAML::Node& n, const std::string& path, std::int64_t lo,
+                       std::int64_t hi) const {
+    if (!n.IsScalar() || n.Tag() == "!") fail(n, path, show(n), "expected an unquoted integer");
+    const std::string& s = n.Scalar();
+    std::int64_t v = 0;
+    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size()) fail(n, path, s, "expected an integer");
+    if (v < lo || v > hi) {
+      fail(n, path, s, "must be within " + std::to_string(lo) + ".." + std::to_string(hi));
+    }
+    return v;
   }
 
   /// The scalar with each ${NAME} replaced by the environment variable NAME; $${ is "${".

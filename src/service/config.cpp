@@ -101,13 +101,15 @@ class Parser : detail::YamlReader {
         cfg.tokens = auth(e.value);
       } else if (e.key == "http") {
         cfg.http = http(e.value);
+      } else if (e.key == "gateway" && !with_state_) {
+        cfg.gateway = parse_gateway_config(e.value, source_);
       } else if (e.key == "state" && with_state_) {
         state_list = e.value;  // checked against the limits once they are all read
       } else {
         fail(e.key_node, e.key, e.key,
              std::string("unknown key (expected namespace, namespaces, store, defaults, "
                          "resources, profiles, entities, parent_rules, default_parent") +
-                 (with_state_ ? ", auth, http or state)" : ", auth or http)"));
+                 (with_state_ ? ", auth, http or state)" : ", auth, http or gateway)"));
       }
     }
     finish_namespace(cfg, "", std::move(default_parent));

@@ -13,6 +13,7 @@
 #include "admit/core/limit.hpp"
 #include "admit/store/sqlite_store.hpp"
 #include "service/auth.hpp"
+#include "service/proxy/gateway_config.hpp"
 #include "service/request_guard.hpp"
 #include "service/store_config.hpp"
 
@@ -73,6 +74,7 @@ struct Config : NamespaceConfig {
   UsageState state;  ///< a state file's usage records, in file order (a config file: none)
   std::vector<TokenConfig> tokens;  ///< auth.tokens, ${ENV} substituted (Auth)
   GuardOptions http;                ///< http.allowed_origins, http.allowed_hosts (RequestGuard)
+  GatewayConfig gateway;            ///< `gateway:` (the OpenAI-compatible routes)
 
   /// Every namespace: the first, then `more`.
   std::vector<const NamespaceConfig*> namespaces() const;

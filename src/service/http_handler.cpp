@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "service/api.hpp"
+#include "service/proxy/gateway.hpp"
 
 namespace admit::service {
 
@@ -74,9 +75,10 @@ void HttpHandler::handle(const http::Request& request, http::Exchange exchange) 
     return exchange.respond(std::move(*pre));
   }
   const std::string_view path = request.target.substr(0, request.target.find('?'));
+  const bool gateway = gateway_ != nullptr && Gateway::serves(request.method, path);
   const Principal* who = nullptr;
   if (const std::optional<Scope> scope = required_scope(request.method, path);
-      scope && auth_.enabled()) {
+      scope && auth_.enabled() && !(gateway && gateway_->authenticates())) {
     const std::string_view authorization = request.header("Authorization");
     who = auth_.authenticate(authorization);
     // The body's namespace is read only for a token limited to some namespaces.
@@ -101,6 +103,7 @@ void HttpHandler::handle(const http::Request& request, http::Exchange exchange) 
       return exchange.respond(std::move(res));
     }
   }
+  if (gateway) return gateway_->handle(request, std::move(exchange));
   // The CORS headers depend on the request's Origin, read now: the answer may come later, on
   // another thread, when the request's views are gone.
   http::Response cors;

@@ -27,6 +27,8 @@ http::Response to_http(Response r);
 std::string request_namespace(std::string_view target, std::string_view body,
                               std::string_view fallback);
 
+class Gateway;
+
 class HttpHandler final : public http::Handler {
  public:
   /// `api` must outlive the handler. `ns` is the namespace of a request that names none.
@@ -35,10 +37,16 @@ class HttpHandler final : public http::Handler {
                        std::string ns = "default")
       : api_(api), auth_(std::move(auth)), guard_(std::move(guard)), ns_(std::move(ns)) {}
 
+  /// Serves the gateway's routes (Gateway::serves) through `gateway` (null: none), which must
+  /// outlive the handler. A gateway with callers authenticates its requests itself; without,
+  /// they need a decide token as every decision route does (when tokens are configured).
+  void set_gateway(Gateway* gateway) { gateway_ = gateway; }
+
   void handle(const http::Request& request, http::Exchange exchange) override;
   http::Response reject(unsigned status, std::string_view message) override;
 
  private:
+  Gateway* gateway_ = nullptr;
   Api& api_;
   Auth auth_;
   RequestGuard guard_;

@@ -62,6 +62,7 @@ std::string restart_needed(const Config& current, const Config& next) {
       current.http.allowed_hosts != next.http.allowed_hosts) {
     return "the http section changed";
   }
+  if (current.gateway != next.gateway) return "the gateway section changed";
   return {};
 }
 

@@ -124,25 +124,6 @@ class StoreReader : detail::YamlReader {
   }
 
  private:
-  std::string scalar(const YAML::Node& n, const std::string& path) const {
-    if (!n.IsScalar()) fail(n, path, show(n), "expected a string");
-    return expand_env(n, path);  // ${REDIS_PASSWORD} and the like
-  }
-
-  // A plain (unquoted) integer in [lo, hi].
-  std::int64_t integer(const YAML::Node& n, const std::string& path, std::int64_t lo,
-                       std::int64_t hi) const {
-    if (!n.IsScalar() || n.Tag() == "!") fail(n, path, show(n), "expected an unquoted integer");
-    const std::string& s = n.Scalar();
-    std::int64_t v = 0;
-    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || p != s.data() + s.size()) fail(n, path, s, "expected an integer");
-    if (v < lo || v > hi) {
-      fail(n, path, s, "must be within " + std::to_string(lo) + ".." + std::to_string(hi));
-    }
-    return v;
-  }
-
   void only(const StoreConfig& c, StoreKind kind, const Entry& e, const std::string& path) const {
     if (c.kind != kind) {
       fail(e.key_node, path, e.key,

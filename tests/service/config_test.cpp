@@ -836,3 +836,75 @@ INSTANTIATE_TEST_SUITE_P(Namespaces, BadConfigTest, ::testing::Values(
 
 }  // namespace
 }  // namespace admit::service
+
+namespace admit::service {
+namespace {
+
+// The message of the ValidationError parse_config throws for `yaml` ("" if it parses).
+std::string refusal(const std::string& yaml) {
+  try {
+    (void)parse_config(yaml, "g.yaml");
+  } catch (const ValidationError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ConfigTest, GatewaySection) {
+  EXPECT_FALSE(parse_config("namespace: a\n", "t.yaml").gateway.enabled);
+  ::setenv("ADMIT_TEST_UPSTREAM_KEY", "sk-upstream", 1);
+  const Config c = parse_config(R"(gateway:
+  deadline_ms: 5000
+  default_max_tokens: 256
+  callers:
+    - {key: alice-key-0123456789, entity: alice}
+  upstreams:
+    - name: openai
+      base_url: https://api.openai.com/v1
+      api_key: ${ADMIT_TEST_UPSTREAM_KEY}
+      dialect: openai
+      models: [gpt-4o, gpt-4o-mini]
+      max_concurrent: 8
+    - {name: local, base_url: "http://127.0.0.1:9000"}
+)",
+                                "t.yaml");
+  const GatewayConfig& g = c.gateway;
+  EXPECT_TRUE(g.enabled);
+  EXPECT_EQ(g.deadline, std::chrono::milliseconds(5000));
+  EXPECT_EQ(g.default_max_tokens, 256);
+  ASSERT_EQ(g.callers.size(), 1u);
+  EXPECT_EQ(g.callers[0].entity, "alice");
+  ASSERT_EQ(g.upstreams.size(), 2u);
+  EXPECT_EQ(g.upstreams[0].api_key, "sk-upstream");
+  EXPECT_EQ(g.upstreams[0].models, (std::vector<std::string>{"gpt-4o", "gpt-4o-mini"}));
+  EXPECT_EQ(g.upstreams[0].max_concurrent, 8u);
+  EXPECT_TRUE(g.upstreams[1].models.empty());
+
+  const std::string up = "  upstreams: [{name: u, base_url: \"http://127.0.0.1:9000/v1\"}]\n";
+  EXPECT_NE(refusal("gateway: {}\n").find("gateway.upstreams"), std::string::npos);
+  EXPECT_NE(refusal("gateway:\n  upstreams: [{name: u, base_url: \"ftp://x\"}]\n")
+                .find("gateway.upstreams[0].base_url"),
+            std::string::npos);
+  EXPECT_NE(refusal("gateway:\n  upstreams: [{base_url: \"http://x\"}]\n").find(".name"),
+            std::string::npos);
+  EXPECT_NE(refusal("gateway:\n  upstreams: [{name: u, base_url: \"http://x\", dialect: nope}]\n")
+                .find("dialect"),
+            std::string::npos);
+  EXPECT_NE(refusal("gateway:\n  callers: [{key: short, entity: a}]\n" + up).find("16"),
+            std::string::npos);
+  EXPECT_NE(refusal("gateway:\n  callers: [{key: k-0123456789abcdef, entity: a},\n"
+                    "            {key: k-0123456789abcdef, entity: b}]\n" +
+                    up)
+                .find("the same key twice"),
+            std::string::npos);
+  EXPECT_NE(refusal("gateway:\n  deadline_ms: \"100\"\n" + up).find("unquoted"), std::string::npos);
+  EXPECT_NE(refusal("gateway:\n  bogus: 1\n" + up).find("unknown key"), std::string::npos);
+  EXPECT_NE(refusal("gateway:\n  upstreams:\n    - {name: u, base_url: \"http://x\"}\n"
+                    "    - {name: u, base_url: \"http://y\"}\n")
+                .find("two upstreams"),
+            std::string::npos);
+  EXPECT_NE(refusal("gateway:\n  bogus: 1\n" + up).find("g.yaml:2"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace admit::service

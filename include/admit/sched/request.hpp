@@ -14,6 +14,7 @@
 
 #include "admit/adapt/headers.hpp"
 #include "admit/core/time.hpp"
+#include "admit/sched/sse_usage.hpp"  // Usage
 
 namespace admit::sched {
 
@@ -39,16 +40,6 @@ struct RequestMetadata {
   std::int64_t estimated_tokens = 0;  ///< reserved before the call, reconciled after; >= 0
   int priority = 0;                   ///< higher goes first within its tenant
   Micros deadline = 0;  ///< absolute (the Limiter clock's µs); 0 = none. See RequestTimeout.
-};
-
-/// Token usage as the provider reported it.
-struct Usage {
-  std::int64_t prompt_tokens = 0;
-  std::int64_t completion_tokens = 0;
-  std::int64_t total_tokens = 0;  ///< 0: prompt + completion
-  std::int64_t total() const {
-    return total_tokens > 0 ? total_tokens : prompt_tokens + completion_tokens;
-  }
 };
 
 /// What one attempt of a request function reports.

@@ -16,11 +16,17 @@ namespace admit::sched {
 /// The largest token count accepted in a `usage` object (10^12): anything larger is hostile.
 inline constexpr std::int64_t kMaxUsageTokens = 1'000'000'000'000;
 
-/// A `usage` object: {"prompt_tokens":P,"completion_tokens":C,"total_tokens":T}.
+/// Token usage as a provider reports it, e.g. a `usage` object:
+/// {"prompt_tokens":P,"completion_tokens":C,"total_tokens":T}. The scheduler's outcomes
+/// (request.hpp) and the stream reader share it.
 struct Usage {
   std::int64_t prompt_tokens = 0;
   std::int64_t completion_tokens = 0;
-  std::int64_t total_tokens = 0;  ///< as sent, else prompt + completion
+  std::int64_t total_tokens = 0;  ///< as sent (parse_sse_data: else prompt + completion)
+  /// total_tokens, or prompt + completion when it is 0.
+  std::int64_t total() const {
+    return total_tokens > 0 ? total_tokens : prompt_tokens + completion_tokens;
+  }
 
   friend bool operator==(const Usage&, const Usage&) = default;
 };

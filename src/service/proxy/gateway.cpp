@@ -1,0 +1,701 @@
+#include "service/proxy/gateway.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json.hpp>
+#include <cctype>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "admit/async/timer.hpp"
+#include "admit/core/error.hpp"
+#include "admit/sched/scheduler.hpp"
+#include "admit/sched/sse_usage.hpp"
+#include "common/http/client.hpp"
+#include "service/metrics.hpp"
+#include "service/proxy/estimate.hpp"
+#include "service/rate_limit_headers.hpp"
+
+namespace admit::service {
+
+namespace json = boost::json;
+namespace asio = boost::asio;
+
+namespace {
+
+using Digest = std::array<unsigned char, 32>;
+
+Digest sha256(std::string_view s) {
+  Digest d{};
+  unsigned int n = 0;
+  if (EVP_Digest(s.data(), s.size(), d.data(), &n, EVP_sha256(), nullptr) != 1 || n != d.size()) {
+    throw std::runtime_error("SHA-256 failed");
+  }
+  return d;
+}
+
+/// Limits charged 1 per request; token limits are charged the estimate (as the scheduler's).
+bool request_limit(std::string_view n) {
+  return n == "rpm" || n == "rps" || n == "rph" || n == "rpd" || n == "requests";
+}
+bool token_limit(std::string_view n) {
+  return n == "tpm" || n == "tps" || n == "tph" || n == "tpd" || n == "tokens";
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+/// Response headers of the upstream that are not passed on: the framing (the server sets its
+/// own), and the upstream's rate-limit headers, which describe the shared upstream account;
+/// the caller gets its own limits' headers instead.
+bool dropped_header(std::string_view name) {
+  const std::string n = lower(name);
+  return n == "connection" || n == "keep-alive" || n == "transfer-encoding" ||
+         n == "content-length" || n == "te" || n == "trailer" || n == "upgrade" || n == "server" ||
+         n == "date" || n == "retry-after" || n == "retry-after-ms" || n.starts_with("proxy-") ||
+         n.starts_with("x-ratelimit-") || n.starts_with("anthropic-ratelimit-") ||
+         n == "set-cookie";
+}
+
+/// An OpenAI-shaped error: {"error":{"message","type","param","code"}}.
+http::Response error_response(unsigned status, std::string_view message, std::string_view type,
+                              std::string_view param, std::string_view code) {
+  json::object e;
+  e["message"] = message;
+  e["type"] = type;
+  e["param"] = param.empty() ? json::value(nullptr) : json::value(param);
+  e["code"] = code.empty() ? json::value(nullptr) : json::value(code);
+  http::Response r;
+  r.status = status;
+  r.headers.emplace_back("Content-Type", "application/json");
+  r.body = json::serialize(json::object{{"error", std::move(e)}});
+  return r;
+}
+
+/// The `usage` of a non-streamed answer: chat and completions (prompt_tokens,
+/// completion_tokens), embeddings (prompt_tokens), responses (input_tokens, output_tokens);
+/// total_tokens when present. nullopt when there is none or it is not sane.
+std::optional<sched::Usage> body_usage(std::string_view body) {
+  boost::system::error_code ec;
+  json::parse_options po;
+  po.max_depth = 64;
+  const json::value v = json::parse(body, ec, {}, po);
+  if (ec || !v.is_object()) return std::nullopt;
+  const json::value* u = v.get_object().if_contains("usage");
+  if (u == nullptr || !u->is_object()) return std::nullopt;
+  const json::object& o = u->get_object();
+  const auto field = [&o](std::string_view a, std::string_view b) -> std::int64_t {
+    for (std::string_view n : {a, b}) {
+      const json::value* x = o.if_contains(n);
+      if (x != nullptr && x->is_int64() && x->get_int64() >= 0 &&
+          x->get_int64() <= sched::kMaxUsageTokens) {
+        return x->get_int64();
+      }
+    }
+    return 0;
+  };
+  sched::Usage usage;
+  usage.prompt_tokens = field("prompt_tokens", "input_tokens");
+  usage.completion_tokens = field("completion_tokens", "output_tokens");
+  usage.total_tokens = field("total_tokens", "total_tokens");
+  if (usage.total() == 0) return std::nullopt;
+  return usage;
+}
+
+std::string_view path_of(std::string_view target) {
+  return target.substr(0, std::min(target.find('?'), target.size()));
+}
+
+std::optional<GatewayRoute> route_of(std::string_view path) {
+  if (path == "/v1/chat/completions") return GatewayRoute::chat_completions;
+  if (path == "/v1/completions") return GatewayRoute::completions;
+  if (path == "/v1/embeddings") return GatewayRoute::embeddings;
+  if (path == "/v1/responses") return GatewayRoute::responses;
+  return std::nullopt;
+}
+
+/// How long a stream may wait for its client to take a piece before the upstream call is
+/// cancelled (the client is gone: the server drops writes to a closed connection).
+constexpr std::chrono::seconds kStreamStall{45};
+
+}  // namespace
+
+struct Upstream {
+  GatewayUpstream config;
+  http::Origin origin;
+  std::unique_ptr<http::Client> client;
+  std::unique_ptr<sched::Scheduler> scheduler;
+};
+
+struct Gateway::Impl {
+  GatewayConfig config;
+  Limiter& limiter;
+  Metrics* metrics;
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+  std::vector<std::unique_ptr<Upstream>> upstreams;
+  std::vector<std::pair<Digest, std::string>> callers;  // key digest -> entity
+  std::thread thread;
+
+  Impl(const GatewayConfig& c, Limiter& l, Metrics* m) : config(c), limiter(l), metrics(m) {
+    for (const GatewayCaller& k : config.callers) callers.emplace_back(sha256(k.key), k.entity);
+    for (const GatewayUpstream& u : config.upstreams) {
+      auto up = std::make_unique<Upstream>();
+      up->config = u;
+      up->origin = http::parse_base_url(u.base_url);
+      http::ClientOptions co;
+      co.ca_file = u.ca_file;
+      co.max_idle_per_origin = u.max_concurrent;
+      up->client = std::make_unique<http::Client>(co);
+      sched::SchedulerOptions so;
+      so.mode = sched::Mode::intelligent;
+      so.entity = u.name;
+      so.max_concurrent_executions = u.max_concurrent;
+      so.max_queue_size = 100'000;
+      so.request_timeout =
+          std::chrono::duration_cast<std::chrono::microseconds>(config.deadline).count();
+      so.max_attempts = u.max_attempts;
+      up->scheduler = std::make_unique<sched::Scheduler>(
+          io.get_executor(), limiter, so, std::make_shared<sched::HeaderProvider>(u.dialect));
+      upstreams.push_back(std::move(up));
+    }
+    thread = std::thread([this] { io.run(); });
+  }
+
+  ~Impl() {
+    // Queued requests fail (SchedulerClosed), calls in flight are cancelled; then the loop
+    // finishes what that posted and stops.
+    for (auto& u : upstreams) u->scheduler.reset();
+    for (auto& u : upstreams) u->client.reset();
+    work.reset();
+    io.stop();
+    if (thread.joinable()) thread.join();
+  }
+
+  Upstream* route(std::string_view model) {
+    for (auto& u : upstreams) {
+      const auto& ms = u->config.models;
+      if (ms.empty() || std::find(ms.begin(), ms.end(), model) != ms.end()) return u.get();
+    }
+    return nullptr;
+  }
+
+  /// The caller's entity, or the error response that refuses the request.
+  std::variant<std::string, http::Response> caller(const http::Request& req) const {
+    const std::string_view auth = req.header("authorization");
+    if (!callers.empty() && auth.size() > 7 && lower(auth.substr(0, 7)) == "bearer ") {
+      const Digest d = sha256(auth.substr(7));
+      for (const auto& [digest, entity] : callers) {
+        if (CRYPTO_memcmp(digest.data(), d.data(), d.size()) == 0) return entity;
+      }
+    }
+    if (!callers.empty()) {
+      return error_response(401, "Incorrect API key provided.", "invalid_request_error", "",
+                            "invalid_api_key");
+    }
+    if (!config.entity_header.empty()) {
+      const std::string_view e = req.header(config.entity_header);
+      if (!e.empty()) {
+        try {
+          validate_name("entity", e);
+        } catch (const ValidationError& x) {
+          return error_response(400, config.entity_header + ": " + x.reason(),
+                                "invalid_request_error", config.entity_header, "invalid_entity");
+        }
+        return std::string(e);
+      }
+    }
+    return std::string("anonymous");
+  }
+
+  /// 1 for each request limit and `tokens` for each token limit of (entity, model) and its
+  /// ancestors. @throws StoreUnavailable (limits kept in an unreachable store).
+  Amounts caller_amounts(const std::string& entity, const std::string& model,
+                         std::int64_t tokens) const {
+    Amounts a;
+    std::vector<std::string> seen;
+    std::string e = entity;
+    for (int depth = 0; !e.empty() && depth < 32; ++depth) {
+      for (const auto& [limit, source] : limiter.resolve(e, model)) {
+        const std::string& n = limit.name();
+        if (std::find(seen.begin(), seen.end(), n) != seen.end()) continue;
+        seen.push_back(n);
+        if (request_limit(n)) a.add(n, 1);
+        if (token_limit(n)) a.add(n, tokens);
+      }
+      e = limiter.parent(e);
+    }
+    return a;
+  }
+
+  void models(http::Exchange ex) const {
+    json::array data;
+    for (const auto& u : upstreams) {
+      for (const std::string& m : u->config.models) {
+        data.push_back(json::object{
+            {"id", m}, {"object", "model"}, {"created", 0}, {"owned_by", u->config.name}});
+      }
+    }
+    http::Response r;
+    r.headers.emplace_back("Content-Type", "application/json");
+    r.body = json::serialize(json::object{{"object", "list"}, {"data", std::move(data)}});
+    ex.respond(std::move(r));
+  }
+};
+
+namespace {
+
+/// One request through the gateway: the caller's lease, then the upstream's scheduler and
+/// its attempts, then the reconciliation.
+class Flight : public std::enable_shared_from_this<Flight> {
+ public:
+  Flight(Gateway::Impl& gw, http::Exchange ex, Upstream& up, GatewayRoute route, std::string entity,
+         RequestEstimate est, std::string body)
+      : gw_(gw),
+        ex_(std::move(ex)),
+        up_(up),
+        route_(route),
+        entity_(std::move(entity)),
+        est_(std::move(est)),
+        body_(std::move(body)),
+        stall_(gw.io) {}
+
+  void start() {
+    deadline_ = gw_.limiter.clock().now() +
+                std::chrono::duration_cast<std::chrono::microseconds>(gw_.config.deadline).count();
+    Amounts amounts;
+    try {
+      amounts = gw_.caller_amounts(entity_, est_.model, est_.total());
+    } catch (const Error& e) {
+      answer(error_response(503, e.what(), "server_error", "", "store_unavailable"));
+      return;
+    }
+    for (const auto& a : amounts) {
+      if (token_limit(a.name)) token_names_.push_back(a.name);
+    }
+    auto self = shared_from_this();
+    AcquireOptions ao;
+    ao.with_stats = true;  // the caller's RateLimit and x-ratelimit-* headers
+    (void)gw_.limiter.acquire_async(
+        entity_, est_.model, amounts,
+        std::chrono::duration_cast<std::chrono::microseconds>(gw_.config.deadline),
+        AsioTimer::create(gw_.io.get_executor(), gw_.limiter.clock()),
+        [self](Lease lease) { self->admitted(std::move(lease)); }, ao);
+  }
+
+ private:
+  // ---- the caller's limits ----
+
+  void admitted(Lease lease) {
+    const Decision& d = lease.decision();
+    if (gw_.metrics != nullptr) gw_.metrics->decision(route_name(), est_.model, d);
+    add_rate_limit_headers(d, true, caller_headers_);
+    if (!lease.active()) {
+      refuse(d);
+      return;
+    }
+    caller_ = std::move(lease);
+    sched::RequestMetadata meta;
+    meta.tenant = entity_;
+    meta.model = est_.model;
+    meta.resource_type =
+        std::string(route_ == GatewayRoute::embeddings ? sched::resource_type::embedding
+                                                       : sched::resource_type::text);
+    meta.estimated_tokens = est_.total();
+    meta.deadline = deadline_;
+    auto self = shared_from_this();
+    up_.scheduler->async_submit(
+        std::move(meta),
+        [self](const sched::Attempt&, sched::Reply reply) { self->attempt(std::move(reply)); },
+        [self](std::exception_ptr e, sched::Result r) { self->completed(e, std::move(r)); });
+  }
+
+  /// The caller's own limits refused: 429 (or what the code means) with its headers.
+  void refuse(const Decision& d) {
+    http::Response r;
+    switch (d.code) {
+      case Code::store_unavailable:
+        r = error_response(503, d.reason, "server_error", "", "store_unavailable");
+        break;
+      case Code::exceeds_capacity:
+        r = error_response(429, "Request too large for your limits: " + d.reason, "tokens", "",
+                           "rate_limit_exceeded");
+        break;
+      case Code::invalid_argument:
+      case Code::unknown_limit:
+        r = error_response(400, d.reason, "invalid_request_error", "",
+                           std::string(to_string(d.code)));
+        break;
+      default:
+        r = error_response(
+            429, "Rate limit reached for " + entity_ + " on " + est_.model + ": " + d.reason,
+            "requests", "", "rate_limit_exceeded");
+        if (const std::int64_t s = d.retry_after_header(); s > 0) {
+          r.headers.emplace_back("Retry-After", std::to_string(s));
+          r.headers.emplace_back("retry-after-ms", std::to_string((d.retry_after + 999) / 1000));
+        }
+    }
+    answer(std::move(r));
+  }
+
+  // ---- one attempt upstream (the scheduler's request function) ----
+
+  void attempt(sched::Reply reply) {
+    status_ = 0;
+    up_headers_.clear();
+    buffered_.clear();
+    forwarding_ = false;
+    streaming_ = false;
+    sse_ = sched::SseUsageParser();
+    http::ClientRequest req;
+    req.method = "POST";
+    req.origin = up_.origin;
+    req.target = http::join_target(up_.origin, upstream_path(route_));
+    req.headers.emplace_back("Content-Type", "application/json");
+    req.headers.emplace_back("Accept", est_.stream ? "text/event-stream" : "application/json");
+    if (!up_.config.api_key.empty()) {
+      req.headers.emplace_back("Authorization", "Bearer " + up_.config.api_key);
+    }
+    req.body = body_;
+    {
+      std::lock_guard g(end_mu_);
+      running_ = true;
+    }
+    auto self = shared_from_this();
+    http::CallHandlers h;
+    h.on_head = [self](http::ClientResponseHead head) { self->upstream_head(std::move(head)); };
+    h.on_data = [self](std::string data, std::function<void()> resume) {
+      self->upstream_data(std::move(data), std::move(resume));
+    };
+    h.on_done = [self, reply](std::string error) { self->upstream_done(error, reply); };
+    std::lock_guard g(call_mu_);
+    call_ = up_.client->start(std::move(req), std::move(h));
+  }
+
+  void upstream_head(http::ClientResponseHead head) {
+    status_ = head.status;
+    up_headers_ = std::move(head.headers);
+    if (status_ == 429 || status_ >= 500) return;  // the scheduler may retry: not forwarded
+    forwarding_ = true;
+    std::string_view type;
+    for (const auto& [k, v] : up_headers_) {
+      if (lower(k) == "content-type") type = v;
+    }
+    if (status_ == 200 && type.starts_with("text/event-stream")) {
+      if (!claim()) {
+        cancel_call();
+        return;
+      }
+      streaming_ = true;
+      ex_.begin_stream(head_response(), [] {});
+    }
+  }
+
+  void upstream_data(std::string data, std::function<void()> resume) {
+    if (!streaming_) {
+      buffered_ += data;  // the client's body_limit bounds it
+      resume();
+      return;
+    }
+    sse_.feed(data);
+    // Back-pressure: the next piece is read once the client took this one. A client that
+    // is gone never does: the stall timer then cancels the call.
+    const std::uint64_t gen = ++pieces_;
+    auto self = shared_from_this();
+    asio::post(gw_.io, [self, gen] {
+      self->stall_.expires_after(kStreamStall);
+      self->stall_.async_wait([self, gen](const boost::system::error_code& ec) {
+        if (!ec && self->taken_.load() < gen) self->cancel_call();
+      });
+    });
+    ex_.write(std::move(data), [self, gen, resume = std::move(resume)] {
+      self->taken_.store(gen);
+      resume();
+    });
+  }
+
+  void upstream_done(const std::string& error, const sched::Reply& reply) {
+    asio::post(gw_.io, [self = shared_from_this()] { self->stall_.cancel(); });
+    sched::Outcome o;
+    o.status = static_cast<int>(status_);
+    for (const auto& [k, v] : up_headers_) o.headers.add(k, v);
+    bool orphan = false;  // the scheduler gave up on this request while the attempt ran
+    {
+      std::lock_guard g(end_mu_);
+      running_ = false;
+      orphan = timed_out_;
+    }
+    if (streaming_) {
+      ex_.end();
+      if (sse_.usage()) {
+        o.usage = *sse_.usage();
+      } else {  // broken off, or no usage chunk: the prompt and what was streamed
+        o.usage = sched::Usage{est_.prompt_tokens, sse_.content_chunks(), 0};
+      }
+      end_caller(true, o.usage->total());
+    } else if (!error.empty()) {
+      o.status = 0;
+      o.error =
+          std::make_exception_ptr(std::runtime_error("upstream " + up_.config.name + ": " + error));
+      if (orphan) fail(o.error);
+    } else if (forwarding_) {
+      const bool ok = status_ >= 200 && status_ < 300;
+      if (ok) o.usage = body_usage(buffered_);
+      if (claim()) {
+        http::Response r = head_response();
+        r.body = buffered_;
+        ex_.respond(std::move(r));
+      }
+      // A 4xx: the upstream did no work.
+      end_caller(ok, ok ? (o.usage ? o.usage->total() : est_.total()) : 0);
+    } else {
+      o.body = buffered_.substr(0, 64 * 1024);  // a 429's or 5xx's hints
+      if (orphan) fail(std::make_exception_ptr(sched::RetriesExhausted("", o.status, 1)));
+    }
+    reply(std::move(o));
+  }
+
+  // ---- the end ----
+
+  /// The scheduler's end of the request. A success was answered and reconciled as it arrived
+  /// (upstream_done). A deadline that passes while an attempt runs lets the attempt finish:
+  /// its end answers the client.
+  void completed(std::exception_ptr e, const sched::Result&) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const sched::RequestTimeout&) {
+      std::lock_guard g(end_mu_);
+      timed_out_ = true;
+      if (running_) return;
+    } catch (...) {
+    }
+    fail(e);
+  }
+
+  /// Answers a request that got no final answer from upstream and refunds the caller.
+  void fail(std::exception_ptr e) {
+    end_caller(false, 0);
+    try {
+      std::rethrow_exception(e);
+    } catch (const sched::RetriesExhausted& x) {
+      if (x.status() == 429) {
+        http::Response res = error_response(
+            429, "The upstream " + up_.config.name + " is rate limited; retry later.", "requests",
+            "", "rate_limit_exceeded");
+        for (const auto& [k, v] : up_headers_) {
+          const std::string n = lower(k);
+          if (n == "retry-after" || n == "retry-after-ms") res.headers.emplace_back(k, v);
+        }
+        if (res.headers.size() == 1) res.headers.emplace_back("Retry-After", "1");
+        answer(std::move(res));
+      } else {
+        http::Response res = head_response();
+        res.status = status_ == 0 ? 502 : status_;
+        res.body = buffered_;
+        answer(std::move(res));
+      }
+    } catch (const sched::RequestTimeout&) {
+      http::Response res =
+          error_response(429, "No capacity within the gateway's deadline for " + est_.model + ".",
+                         "requests", "", "rate_limit_exceeded");
+      res.headers.emplace_back("Retry-After", "1");
+      answer(std::move(res));
+    } catch (const sched::QueueOverflow& x) {
+      answer(error_response(429, x.what(), "requests", "", "rate_limit_exceeded"));
+    } catch (const sched::TooManyFailedRequests& x) {
+      answer(error_response(503, x.what(), "server_error", "", "upstream_unavailable"));
+    } catch (const sched::RequestRejected& x) {
+      const bool down = x.decision().code == Code::store_unavailable;
+      answer(error_response(down ? 503 : 429, x.what(), down ? "server_error" : "tokens", "",
+                            down ? "store_unavailable" : "rate_limit_exceeded"));
+    } catch (const std::exception& x) {
+      answer(error_response(502, x.what(), "server_error", "", "upstream_error"));
+    }
+  }
+
+  /// Commits the caller's lease with its token limits adjusted to `used`, or rolls it back.
+  void end_caller(bool commit, std::int64_t used) {
+    if (caller_ended_.exchange(true) || !caller_.active()) return;
+    if (!commit) {
+      caller_.rollback_async();
+      return;
+    }
+    const std::int64_t delta = used - est_.total();
+    if (delta == 0 || token_names_.empty()) {
+      caller_.commit_async();
+      return;
+    }
+    Amounts deltas;
+    for (const std::string& n : token_names_) deltas.add(n, delta);
+    auto lease = std::make_shared<Lease>(std::move(caller_));
+    lease->adjust_async(deltas, [lease](const Decision&) { lease->commit_async(); });
+  }
+
+  // ---- the client ----
+
+  /// The first of respond / begin_stream: later ones are not made.
+  bool claim() { return !answered_.exchange(true); }
+  void answer(http::Response r) {
+    if (!claim()) return;
+    for (auto& h : caller_headers_) r.headers.push_back(std::move(h));
+    caller_headers_.clear();
+    ex_.respond(std::move(r));
+  }
+
+  /// The upstream's status and headers (less the dropped ones) with the caller's own.
+  http::Response head_response() {
+    http::Response r;
+    r.status = status_;
+    for (const auto& [k, v] : up_headers_) {
+      if (!dropped_header(k)) r.headers.emplace_back(k, v);
+    }
+    for (auto& h : caller_headers_) r.headers.push_back(std::move(h));
+    caller_headers_.clear();
+    return r;
+  }
+
+  void cancel_call() {
+    std::shared_ptr<http::Call> c;
+    {
+      std::lock_guard g(call_mu_);
+      c = call_;
+    }
+    if (c) c->cancel();
+  }
+
+  std::string_view route_name() const {
+    switch (route_) {
+      case GatewayRoute::chat_completions:
+        return "/v1/chat/completions";
+      case GatewayRoute::completions:
+        return "/v1/completions";
+      case GatewayRoute::embeddings:
+        return "/v1/embeddings";
+      case GatewayRoute::responses:
+        break;
+    }
+    return "/v1/responses";
+  }
+
+  Gateway::Impl& gw_;
+  http::Exchange ex_;
+  Upstream& up_;
+  const GatewayRoute route_;
+  const std::string entity_;
+  const RequestEstimate est_;
+  const std::string body_;
+  Micros deadline_ = 0;
+  Lease caller_;
+  std::vector<std::string> token_names_;
+  HeaderList caller_headers_;
+  std::atomic<bool> answered_{false};
+  std::atomic<bool> caller_ended_{false};
+  std::mutex end_mu_;
+  bool running_ = false;    // an attempt is under way (end_mu_)
+  bool timed_out_ = false;  // the scheduler's deadline passed (end_mu_)
+
+  // The attempt in progress (its handlers run one at a time on the client's thread).
+  std::mutex call_mu_;
+  std::shared_ptr<http::Call> call_;
+  unsigned status_ = 0;
+  std::vector<std::pair<std::string, std::string>> up_headers_;
+  std::string buffered_;
+  bool forwarding_ = false;
+  bool streaming_ = false;
+  sched::SseUsageParser sse_;
+  asio::steady_timer stall_;  // on gw_.io only
+  std::atomic<std::uint64_t> pieces_{0};
+  std::atomic<std::uint64_t> taken_{0};
+};
+
+}  // namespace
+
+Gateway::Gateway(const GatewayConfig& config, Limiter& limiter, Metrics* metrics)
+    : impl_(std::make_shared<Impl>(config, limiter, metrics)) {}
+
+Gateway::~Gateway() = default;
+
+bool Gateway::authenticates() const { return !impl_->callers.empty(); }
+
+bool Gateway::serves(std::string_view method, std::string_view path) {
+  path = path_of(path);
+  if (method == "GET") return path == "/v1/models";
+  return method == "POST" && route_of(path).has_value();
+}
+
+void Gateway::handle(const http::Request& request, http::Exchange exchange) {
+  Impl& im = *impl_;
+  try {
+    const std::string_view path = path_of(request.target);
+    auto who = im.caller(request);
+    if (auto* refusal = std::get_if<http::Response>(&who)) {
+      exchange.respond(std::move(*refusal));
+      return;
+    }
+    if (request.method == "GET") {
+      im.models(exchange);
+      return;
+    }
+    const GatewayRoute route = *route_of(path);
+    boost::system::error_code ec;
+    json::parse_options po;
+    po.max_depth = 64;
+    json::value body = json::parse(request.body, ec, {}, po);
+    if (ec || !body.is_object()) {
+      exchange.respond(error_response(400,
+                                      "We could not parse the JSON body of your request: " +
+                                          (ec ? ec.message() : std::string("not an object")),
+                                      "invalid_request_error", "", "invalid_json"));
+      return;
+    }
+    json::object& o = body.get_object();
+    RequestEstimate est = estimate_request(route, o, im.config.default_max_tokens);
+    Upstream* up = im.route(est.model);
+    if (up == nullptr) {
+      exchange.respond(error_response(404, "The model `" + est.model + "` does not exist.",
+                                      "invalid_request_error", "model", "model_not_found"));
+      return;
+    }
+    // A stream reports its usage only when asked: ask for it (the client gets one more
+    // chunk, with empty choices, before [DONE]).
+    std::string forwarded;
+    if (est.stream && route != GatewayRoute::responses && route != GatewayRoute::embeddings) {
+      json::value& so = o["stream_options"];
+      if (!so.is_object()) so = json::object{};
+      so.get_object()["include_usage"] = true;
+      forwarded = json::serialize(body);
+    } else {
+      forwarded = std::string(request.body);
+    }
+    auto flight =
+        std::make_shared<Flight>(im, exchange, *up, route, std::move(std::get<std::string>(who)),
+                                 std::move(est), std::move(forwarded));
+    flight->start();
+  } catch (const GatewayRequestError& e) {
+    exchange.respond(
+        error_response(400, e.what(), "invalid_request_error", e.param(), "invalid_request"));
+  } catch (const std::exception& e) {
+    exchange.respond(error_response(500, e.what(), "server_error", "", "internal_error"));
+  }
+}
+
+}  // namespace admit::service

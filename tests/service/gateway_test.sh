@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# admitd's OpenAI-compatible gateway end to end (docs/proxy.md): admit-provider-sim as the
+# upstream (hidden limit: 4 requests per minute), admitd in front of it with callers' keys,
+# per-caller and per-team limits, and curl as the client. Checks the answers, the SSE stream,
+# that the callers' limits are charged the usage the upstream reported (month windows: no
+# refill during the test), the OpenAI-shaped errors, and that once the upstream's limit is
+# learned from its headers admitd stops sending it requests it would refuse.
+# Usage: bash tests/service/gateway_test.sh path/to/admitd path/to/admit-provider-sim
+BIN=${1:?usage: gateway_test.sh ADMITD_BINARY SIM_BINARY}
+SIM_BIN=${2:?usage: gateway_test.sh ADMITD_BINARY SIM_BINARY}
+NAME=admitd
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+# shellcheck source=../support/http_test.sh
+source "$ROOT/tests/support/http_test.sh"
+
+SIM_PID=""
+trap '[ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null; http_test_cleanup' EXIT
+"$SIM_BIN" --rpm 4 --seed 7 >"$TMP/sim.out" 2>"$TMP/sim.log" &
+SIM_PID=$!
+SIM=""
+for _ in $(seq 100); do
+  SIM=$(head -1 "$TMP/sim.out" 2>/dev/null | sed -n 's|^listening on \(http://.*\)$|\1|p')
+  [ -n "$SIM" ] && break
+  sleep 0.1
+done
+[ -n "$SIM" ] || { echo "FAIL - admit-provider-sim did not start: $(cat "$TMP/sim.log")"; exit 1; }
+
+# json FILTER: evaluates a Python expression over the last response's parsed body `b`.
+json() { python3 -c "import json,sys; b=json.load(sys.stdin); print($1)" <<<"$BODY" 2>/dev/null; }
+# used ENTITY LIMIT: how much of LIMIT (on gpt-4o-mini) ENTITY has spent, from /v1/stats.
+used() {
+  curl -sS --max-time 10 "$URL/v1/stats?entity=$1&resource=gpt-4o-mini" | python3 -c "
+import json, sys
+for l in json.load(sys.stdin)['stats'][0]['limits']:
+    if l['entity'] == '$1' and l['limit'] == '$2': print(l['capacity'] - l['available'])"
+}
+sim_stat() { curl -sS --max-time 10 "$SIM/sim/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+cat >"$TMP/gateway.yaml" <<EOF
+resources:
+  gpt-4o-mini:
+    - {name: tokens, window: month, limit: 1000000}
+entities:
+  team:
+    limits:
+      gpt-4o-mini: [{name: requests, window: month, limit: 1}]
+  bob:
+    parent: team
+gateway:
+  deadline_ms: 1500
+  callers:
+    - {key: alice-key-0123456789, entity: alice}
+    - {key: bob-key-000111222333, entity: bob}
+  upstreams:
+    - {name: sim, base_url: "$SIM/v1", api_key: sim-key-1, models: [gpt-4o-mini]}
+    - {name: nowhere, base_url: "http://127.0.0.1:1/v1", models: [other-model], max_attempts: 1}
+EOF
+alice=(-H 'Authorization: Bearer alice-key-0123456789')
+bob=(-H 'Authorization: Bearer bob-key-000111222333')
+chat='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello there"}],"max_tokens":40}'
+
+if start_server --config "$TMP/gateway.yaml" --listen 127.0.0.1:0; then
+  # ---- a completion, charged what the upstream reports ----
+  req POST /v1/chat/completions "$chat" "${alice[@]}"
+  check "chat completion: 200" is 200
+  check "chat completion: the upstream's answer" has '"object":"chat.completion"'
+  total=$(json "b['usage']['total_tokens']")
+  check "chat completion: usage reported" test -n "$total"
+  check "the caller's RateLimit headers" header_matches ratelimit-policy '"tokens"'
+  check "the upstream's rate-limit headers are not passed on" no_header x-ratelimit-limit-requests
+  got=$(used alice tokens)
+  check "alice charged the usage ($total), not the estimate" test "$got" = "$total"
+
+  # ---- a stream, passed through, charged its final usage chunk ----
+  req POST /v1/chat/completions '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}],"max_tokens":8,"stream":true}' "${alice[@]}"
+  check "stream: 200" is 200
+  check "stream: text/event-stream" header_matches content-type 'text/event-stream'
+  check "stream: ends with [DONE]" test "$(grep '^data: ' <<<"$BODY" | tail -1)" = "data: [DONE]"
+  stream_total=$(grep '"usage":{' <<<"$BODY" | sed 's/.*"total_tokens":\([0-9]*\).*/\1/')
+  check "stream: a usage chunk (include_usage was added)" test -n "$stream_total"
+  got=$(used alice tokens)
+  check "alice charged both usages ($total + $stream_total)" test "$got" = "$((total + stream_total))"
+
+  # ---- a team's limit: bob's second request is refused by its parent, upstream untouched ----
+  req POST /v1/chat/completions "$chat" "${bob[@]}"
+  check "bob's first request: 200" is 200
+  bob_first=$(json "b['usage']['total_tokens']")
+  accepted=$(sim_stat accepted)
+  req POST /v1/chat/completions "$chat" "${bob[@]}"
+  check "bob's second request: 429 (the team's limit)" is 429
+  check "429: an OpenAI error body" test "$(json "b['error']['code']")" = rate_limit_exceeded
+  check "429: it names the team" has 'team'
+  check "429: Retry-After" header_matches retry-after '^[0-9]+$'
+  check "429: the upstream was not called" test "$(sim_stat accepted)" = "$accepted"
+  check "bob's refused request is not charged" test "$(used bob tokens)" = "$(used alice tokens | sed 's/.*/x/;s/x//')$bob_first"
+
+  # ---- the upstream's hidden limit (4 rpm; 3 spent, the rest is the margin): learned, not hit ----
+  req POST /v1/chat/completions "$chat" "${alice[@]}"
+  check "past the upstream's limit: 429 within the deadline" is 429
+  check "past the upstream's limit: an OpenAI error body" test "$(json "b['error']['type']")" = requests
+  check "past the upstream's limit: Retry-After" header_matches retry-after '^[0-9]+$'
+  check "the upstream refused nothing: its limit was learned from its headers" test "$(sim_stat rejected)" = 0
+
+  # ---- bad requests ----
+  req POST /v1/chat/completions "$chat"
+  check "no key: 401" is 401
+  check "no key: invalid_api_key" test "$(json "b['error']['code']")" = invalid_api_key
+  req POST /v1/chat/completions "$chat" -H 'Authorization: Bearer wrong-key-0123456789'
+  check "a wrong key: 401" is 401
+  req POST /v1/chat/completions '{"model":' "${alice[@]}"
+  check "bad JSON: 400" is 400
+  req POST /v1/chat/completions '{"messages":[]}' "${alice[@]}"
+  check "no model: 400 naming it" test "$STATUS $(json "b['error']['param']")" = "400 model"
+  req POST /v1/chat/completions '{"model":"gpt-4o-mini","messages":"hi"}' "${alice[@]}"
+  check "messages not an array: 400" is 400
+  req POST /v1/chat/completions '{"model":"gpt-4o-mini","messages":[],"max_tokens":-5}' "${alice[@]}"
+  check "a negative max_tokens: 400" is 400
+  req POST /v1/chat/completions '{"model":"gpt-4o-mini","messages":[],"stream":"yes"}' "${alice[@]}"
+  check "stream not a boolean: 400" is 400
+  deep=$(python3 -c "print('{\"model\":\"gpt-4o-mini\",\"messages\":' + '[' * 5000 + ']' * 5000 + '}')")
+  req POST /v1/chat/completions "$deep" "${alice[@]}"
+  check "deep nesting: 400" is 400
+  req POST /v1/chat/completions '{"model":"no-such-model","messages":[]}' "${alice[@]}"
+  check "an unknown model: 404 model_not_found" test "$STATUS $(json "b['error']['code']")" = "404 model_not_found"
+  req POST /v1/chat/completions '{"model":"other-model","messages":[]}' "${alice[@]}"
+  check "an unreachable upstream: 502" is 502
+  req GET /v1/models
+  check "models without a key: 401" is 401
+  STATUS=$(curl -sS -o "$TMP/body" -w '%{http_code}' --max-time 10 "${alice[@]}" "$URL/v1/models")
+  BODY=$(cat "$TMP/body")
+  check "models: 200" is 200
+  check "models: the configured ones" test "$(json "sorted(m['id'] for m in b['data'])")" = "['gpt-4o-mini', 'other-model']"
+  req GET /healthz
+  check "still serving after all that" is 200
+  stop_server
+fi
+
+summary
