@@ -340,15 +340,28 @@ void only_fields(const json::object& o, std::initializer_list<std::string_view> 
 }
 
 std::optional<std::string> query_param(std::string_view query, std::string_view key) {
+  std::optional<std::string> value;
+  if (!find_query_param(query, key, value)) {
+    throw BadRequest{"malformed query string", "query", "invalid_request"};
+  }
+  return value;
+}
+
+bool find_query_param(std::string_view query, std::string_view key,
+                      std::optional<std::string>& out) {
   // A copy: Boost.URL 1.81's parse_query reads the last value up to the end of the buffer,
   // past the end of a view into a longer one (the request target here).
   const std::string own(query);
   auto params = boost::urls::parse_query(own);
-  if (!params) throw BadRequest{"malformed query string", "query", "invalid_request"};
+  if (!params) return false;
   for (const auto& p : *params) {
-    if (p.key.decode() == key) return p.has_value ? p.value.decode() : std::string();
+    if (p.key.decode() == key) {
+      out = p.has_value ? p.value.decode() : std::string();
+      return true;
+    }
   }
-  return std::nullopt;
+  out.reset();
+  return true;
 }
 
 // ---- Api ----

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -35,6 +36,11 @@ struct Response {
 
 /// Renders a Decision as the JSON object the API returns.
 std::string decision_json(const Decision& d);
+
+/// The value of `key` in a query string ("a=1&b=x%3Ay", percent-decoded): nullopt if absent,
+/// "" for a key without a value. @return false for a malformed query string (out untouched).
+bool find_query_param(std::string_view query, std::string_view key,
+                      std::optional<std::string>& out);
 
 /// One route: what GET /openapi.json and docs/api.md describe. `path` is a template
 /// ("/v1/leases/{lease_id}/commit"); `scope` is "none", "decide" or "admin" (auth.hpp).

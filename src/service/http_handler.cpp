@@ -3,8 +3,6 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
-#include <boost/url/decode_view.hpp>
-#include <boost/url/parse_query.hpp>
 #include <optional>
 #include <string>
 #include <utility>
@@ -55,14 +53,10 @@ std::string request_namespace(std::string_view target, std::string_view body,
     }
   }
   const std::size_t q = target.find('?');
-  if (q != std::string_view::npos) {
-    // A copy: Boost.URL 1.81's parse_query may read past the end of a view (see query_param).
-    const std::string query(target.substr(q + 1));
-    if (const auto params = boost::urls::parse_query(query)) {
-      for (const auto& p : *params) {
-        if (p.key.decode() == "namespace" && p.has_value) return p.value.decode();
-      }
-    }
+  std::optional<std::string> ns;
+  if (q != std::string_view::npos && find_query_param(target.substr(q + 1), "namespace", ns) &&
+      ns) {
+    return *ns;
   }
   return std::string(fallback);
 }
