@@ -28,6 +28,16 @@ Digest sha256(std::string_view s) {
   return d;
 }
 
+/// Index + 1 of `d` in `all`, 0 if absent; every entry compared, whatever matched before.
+std::size_t scan(const std::vector<Digest>& all, const Digest& d) noexcept {
+  std::size_t found = 0;
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    const std::size_t differs = CRYPTO_memcmp(all[i].data(), d.data(), d.size()) != 0 ? 1 : 0;
+    found |= (i + 1) & (differs - 1);  // differs - 1: all ones on a match, 0 otherwise
+  }
+  return found;
+}
+
 /// Bytes a token may hold: printable ASCII without space (what an Authorization header
 /// carries after "Bearer ").
 bool token_chars_ok(std::string_view t) {
@@ -46,8 +56,13 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-/// The token of "Bearer TOKEN", or "" when the value is not that.
-std::string_view bearer_token(std::string_view v) {
+bool starts_with_path(std::string_view path, std::string_view prefix) {
+  return path == prefix || (path.starts_with(prefix) && path[prefix.size()] == '/');
+}
+
+}  // namespace
+
+std::string_view bearer_token(std::string_view v) noexcept {
   constexpr std::string_view kScheme = "bearer";
   if (v.size() <= kScheme.size() || !iequals(v.substr(0, kScheme.size()), kScheme)) return {};
   v.remove_prefix(kScheme.size());
@@ -57,11 +72,18 @@ std::string_view bearer_token(std::string_view v) {
   return token_chars_ok(v) ? v : std::string_view{};
 }
 
-bool starts_with_path(std::string_view path, std::string_view prefix) {
-  return path == prefix || (path.starts_with(prefix) && path[prefix.size()] == '/');
+bool SecretDigests::add(std::string_view secret) {
+  const Digest d = sha256(secret);
+  if (scan(digests_, d) != 0) return false;
+  digests_.push_back(d);
+  return true;
 }
 
-}  // namespace
+std::optional<std::size_t> SecretDigests::find(std::string_view secret) const {
+  const std::size_t found = scan(digests_, sha256(secret));
+  if (found == 0) return std::nullopt;
+  return found - 1;
+}
 
 std::string_view to_string(Scope s) noexcept { return s == Scope::admin ? "admin" : "decide"; }
 
@@ -92,30 +114,19 @@ Auth::Auth(const std::vector<TokenConfig>& tokens) {
       throw std::invalid_argument("token at " + at +
                                   " holds a space, a control character or a non-ASCII byte");
     }
-    Entry e{sha256(t.token), Principal{t.name.empty() ? "token-" + std::to_string(i + 1) : t.name,
-                                       t.scope, t.namespaces}};
-    for (const Entry& other : entries_) {
-      if (CRYPTO_memcmp(other.digest.data(), e.digest.data(), e.digest.size()) == 0) {
-        throw std::invalid_argument("token at " + at + " is configured twice");
-      }
+    if (!digests_.add(t.token)) {
+      throw std::invalid_argument("token at " + at + " is configured twice");
     }
-    entries_.push_back(std::move(e));
+    entries_.push_back(Principal{t.name.empty() ? "token-" + std::to_string(i + 1) : t.name,
+                                 t.scope, t.namespaces});
   }
 }
 
 const Principal* Auth::authenticate(std::string_view authorization) const {
   const std::string_view token = bearer_token(authorization);
   if (token.empty()) return nullptr;
-  const Digest d = sha256(token);
-  // Every entry is compared, whatever matched before; at most one can match (no token is
-  // configured twice). `found` is its index + 1.
-  std::size_t found = 0;
-  for (std::size_t i = 0; i < entries_.size(); ++i) {
-    const std::size_t differs =
-        CRYPTO_memcmp(entries_[i].digest.data(), d.data(), d.size()) != 0 ? 1 : 0;
-    found |= (i + 1) & (differs - 1);  // differs - 1: all ones on a match, 0 otherwise
-  }
-  return found == 0 ? nullptr : &entries_[found - 1].who;
+  const std::optional<std::size_t> i = digests_.find(token);
+  return i ? &entries_[*i] : nullptr;
 }
 
 Auth::Verdict Auth::check(std::string_view authorization, Scope needed, std::string_view ns) const {

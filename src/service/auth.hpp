@@ -54,6 +54,24 @@ struct Principal {
 /// Tokens, minimal length: shorter ones are refused when loaded (guessable).
 inline constexpr std::size_t kMinTokenLength = 16;
 
+/// The token of an Authorization header value "Bearer TOKEN" (the scheme in any case; the
+/// token printable ASCII without spaces), or "" when the value is not that.
+std::string_view bearer_token(std::string_view authorization) noexcept;
+
+/// Secrets (bearer tokens, API keys) kept as SHA-256 digests and looked up in constant time:
+/// the time a lookup takes says nothing about how close a guess was, nor which one matched.
+class SecretDigests {
+ public:
+  /// Adds `secret` as the next index. @return false (nothing added) if it is there already.
+  bool add(std::string_view secret);
+  /// The index of `secret`, comparing its digest with every one kept, without an early exit.
+  std::optional<std::size_t> find(std::string_view secret) const;
+  std::size_t size() const noexcept { return digests_.size(); }
+
+ private:
+  std::vector<std::array<unsigned char, 32>> digests_;
+};
+
 /// The configured tokens, kept as SHA-256 digests and compared in constant time. Immutable
 /// once built: thread-safe.
 class Auth {
@@ -89,11 +107,8 @@ class Auth {
   Verdict check(const Principal* who, Scope needed, std::string_view ns) const;
 
  private:
-  struct Entry {
-    std::array<unsigned char, 32> digest;
-    Principal who;
-  };
-  std::vector<Entry> entries_;
+  SecretDigests digests_;
+  std::vector<Principal> entries_;  // by the index of their token in digests_
 };
 
 /**

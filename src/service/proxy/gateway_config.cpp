@@ -67,6 +67,11 @@ class GatewayReader : detail::YamlReader {
             fail(e.value, p + ".key", "(hidden)",
                  "at least " + std::to_string(kMinTokenLength) + " characters");
           }
+          for (const char ch : c.key) {
+            if (ch <= ' ' || ch > '~') {  // what an Authorization header carries after "Bearer "
+              fail(e.value, p + ".key", "(hidden)", "printable ASCII without spaces");
+            }
+          }
           has_key = true;
         } else if (e.key == "entity") {
           c.entity = scalar(e.value, p + ".entity");
