@@ -28,10 +28,10 @@ _nginx_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# _nginx_config DIR PORT PORT2: writes DIR/nginx.conf.
-_nginx_config() {
-  local d=$1 port=$2 port2=$3
-  cat >"$d/nginx.conf" <<CONF
+# _nginx_prelude DIR: the start of a config: one process, everything under DIR, TLS 1.2+.
+_nginx_prelude() {
+  local d=$1
+  cat <<CONF
 daemon off;
 master_process off;
 pid $d/nginx.pid;
@@ -46,6 +46,13 @@ http {
   scgi_temp_path $d/tmp/scgi;
   keepalive_timeout 60s;
   ssl_protocols TLSv1.2 TLSv1.3;
+CONF
+}
+
+# _nginx_config DIR PORT PORT2: writes DIR/nginx.conf.
+_nginx_config() {
+  local d=$1 port=$2 port2=$3
+  { _nginx_prelude "$d"; cat; } >"$d/nginx.conf" <<CONF
   root $d/www;
   server {
     listen 127.0.0.1:$port ssl;
@@ -128,21 +135,7 @@ nginx_start_tls() {
 # unused). The backend comes from $_NGINX_BACKEND.
 _nginx_proxy_config() {
   local d=$1 port=$2
-  cat >"$d/nginx.conf" <<CONF
-daemon off;
-master_process off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path $d/tmp/body;
-  proxy_temp_path $d/tmp/proxy;
-  fastcgi_temp_path $d/tmp/fastcgi;
-  uwsgi_temp_path $d/tmp/uwsgi;
-  scgi_temp_path $d/tmp/scgi;
-  keepalive_timeout 60s;
-  ssl_protocols TLSv1.2 TLSv1.3;
+  { _nginx_prelude "$d"; cat; } >"$d/nginx.conf" <<CONF
   upstream backend { server $_NGINX_BACKEND; keepalive 16; }
   server {
     listen 127.0.0.1:$port ssl;
