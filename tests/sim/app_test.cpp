@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <cstring>
 #include <set>
 #include <string>
 
@@ -151,6 +152,86 @@ TEST(App, RateLimitedReplyCarriesTheProvidersBodyAndHeaders) {
   EXPECT_EQ(b.at("error").at("type"), "requests");
   EXPECT_EQ(model.stats(),
             (SimStats{.accepted = 1, .rejected = 1, .accepted_tokens = 67, .rejected_tokens = 67}));
+}
+
+// Decodes RFC 4648 base64 (the test's own, to check the simulator's).
+std::string unbase64(std::string_view b) {
+  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (const char c : b) {
+    if (c == '=') break;
+    acc = (acc << 6) | static_cast<std::uint32_t>(alphabet.find(c));
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
+    }
+  }
+  return out;
+}
+
+TEST(App, EmbeddingsHaveOpenAIsShapeUsageAndLimits) {
+  ProviderModel model({.rpm = 0, .tpm = 100});
+  App app(model, {});
+  Reply r = call(app, "POST", "/v1/embeddings",
+                 R"({"model":"text-embedding-3-small","input":["abcdefgh","xyz"],"dimensions":4})");
+  ASSERT_EQ(r.status, 200U) << r.body;
+  EXPECT_EQ(r.header("x-ratelimit-limit-tokens"), "100");
+  json::object b = body_of(r);
+  EXPECT_EQ(b.at("object"), "list");
+  ASSERT_EQ(b.at("data").as_array().size(), 2U);
+  const json::array floats = b.at("data").as_array()[1].at("embedding").as_array();
+  EXPECT_EQ(floats.size(), 4U);
+  EXPECT_EQ(b.at("data").as_array()[1].at("index"), 1);
+  EXPECT_EQ(b.at("usage").at("prompt_tokens"), 3);  // ceil(8/4) + ceil(3/4): no overhead
+  EXPECT_EQ(b.at("usage").at("total_tokens"), 3);
+
+  // base64: the same kind of vector as little-endian float32 values.
+  r = call(app, "POST", "/v1/embeddings",
+           R"({"model":"m","input":[1,2,3,4,5],"dimensions":3,"encoding_format":"base64"})");
+  ASSERT_EQ(r.status, 200U) << r.body;
+  b = body_of(r);
+  EXPECT_EQ(b.at("usage").at("prompt_tokens"), 5);  // token ids: one each
+  const std::string bytes = unbase64(b.at("data").as_array()[0].at("embedding").as_string());
+  ASSERT_EQ(bytes.size(), 3 * sizeof(float));
+  for (std::size_t i = 0; i < 3; ++i) {
+    float f = 0;
+    std::memcpy(&f, bytes.data() + i * sizeof(float), sizeof f);
+    EXPECT_GE(f, -1.0F);
+    EXPECT_LT(f, 1.0F);
+  }
+
+  // One value: 4 bytes, padded.
+  r = call(app, "POST", "/v1/embeddings",
+           R"({"model":"m","input":"a","dimensions":1,"encoding_format":"base64"})");
+  const std::string one(body_of(r).at("data").as_array()[0].at("embedding").as_string());
+  EXPECT_EQ(one.size(), 8U);
+  EXPECT_TRUE(one.ends_with("=="));
+  EXPECT_EQ(unbase64(one).size(), sizeof(float));
+
+  // The tokens bucket: 100 - 3 - 5 - 1 = 91 left; an input of 92 tokens is refused, uncharged.
+  r = call(app, "POST", "/v1/embeddings",
+           R"({"model":"m","input":")" + std::string(368, 'a') + R"("})");
+  EXPECT_EQ(r.status, 429U);
+  EXPECT_EQ(body_of(r).at("error").at("code"), "rate_limit_exceeded");
+  EXPECT_EQ(model.stats().accepted_tokens, 9);
+
+  // Bad requests name their field.
+  EXPECT_EQ(error_param(call(app, "POST", "/v1/embeddings", R"({"input":"x"})")), "model");
+  EXPECT_EQ(error_param(call(app, "POST", "/v1/embeddings", R"({"model":"m"})")), "input");
+  EXPECT_EQ(error_param(call(app, "POST", "/v1/embeddings", R"({"model":"m","input":[]})")),
+            "input");
+  EXPECT_EQ(error_param(call(app, "POST", "/v1/embeddings", R"({"model":"m","input":[{}]})")),
+            "input[0]");
+  EXPECT_EQ(error_param(
+                call(app, "POST", "/v1/embeddings", R"({"model":"m","input":"x","dimensions":0})")),
+            "dimensions");
+  EXPECT_EQ(error_param(call(app, "POST", "/v1/embeddings",
+                             R"({"model":"m","input":"x","encoding_format":"hex"})")),
+            "encoding_format");
+  EXPECT_EQ(call(app, "GET", "/v1/embeddings").status, 405U);
 }
 
 TEST(App, StreamIsChunksThenUsageThenDone) {

@@ -1,11 +1,14 @@
 #include "app.hpp"
 
+#include <algorithm>
 #include <array>
 #include <boost/json.hpp>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <stdexcept>
+#include <vector>
 
 #include "common/log.hpp"
 
@@ -16,6 +19,8 @@ namespace {
 
 constexpr std::int64_t kDefaultMaxTokens = 256;
 constexpr std::int64_t kMaxMaxTokens = 1'000'000;  // larger max_tokens: 400
+constexpr std::int64_t kDefaultDimensions = 16;    // embeddings: small vectors unless asked
+constexpr std::int64_t kMaxDimensions = 4096;
 
 constexpr std::array<std::string_view, 19> kWords{
     "lorem",  "ipsum", "dolor",  "sit",     "amet",   "consectetur", "adipiscing",
@@ -169,6 +174,88 @@ std::string_view content_text(const json::value& content, const std::string& par
     }
   }
   return joined;
+}
+
+/// An embeddings request, validated.
+struct Embed {
+  std::string model;
+  std::int64_t prompt_tokens = 0;
+  std::size_t inputs = 0;
+  std::int64_t dimensions = kDefaultDimensions;
+  bool base64 = false;
+};
+
+/// The tokens of one embedding input: a text as message_tokens counts it without the
+/// message's overhead (at least 1), or an array of token ids, one each.
+std::int64_t input_tokens(const json::value& v, const std::string& param) {
+  if (const auto* s = v.if_string()) return std::max<std::int64_t>(1, (code_points(*s) + 3) / 4);
+  const auto* ids = v.if_array();
+  if (!ids || ids->empty()) bad_type(param, "a string or a non-empty array of token ids", v);
+  for (std::size_t i = 0; i < ids->size(); ++i) {
+    if (!(*ids)[i].is_int64()) bad_type(param + "[" + std::to_string(i) + "]", "an integer", v);
+  }
+  return static_cast<std::int64_t>(ids->size());
+}
+
+Embed parse_embeddings(std::string_view body) {
+  const json::value root = parse_json(body);
+  const json::object& o = root.get_object();
+  Embed e;
+  const json::value* model = o.if_contains("model");
+  if (!model || model->is_null()) {
+    throw BadRequest("you must provide a model parameter", "model", "missing_required_parameter");
+  }
+  const auto* model_s = model->if_string();
+  if (!model_s) bad_type("model", "a string", *model);
+  if (model_s->empty()) throw BadRequest("Invalid 'model': empty string.", "model", "empty_string");
+  e.model = std::string(model_s->data(), model_s->size());
+  const json::value* input = o.if_contains("input");
+  if (!input) {
+    throw BadRequest("Missing required parameter: 'input'.", "input", "missing_required_parameter");
+  }
+  // A string, an array of token ids: one input; an array of strings or of arrays: one each.
+  const auto* list = input->if_array();
+  if (list && !list->empty() && !(*list)[0].is_int64()) {
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      e.prompt_tokens += input_tokens((*list)[i], "input[" + std::to_string(i) + "]");
+    }
+    e.inputs = list->size();
+  } else {
+    e.prompt_tokens = input_tokens(*input, "input");
+    e.inputs = 1;
+  }
+  if (const json::value* v = o.if_contains("dimensions"); v && !v->is_null()) {
+    e.dimensions = integer(*v, "dimensions", 1, kMaxDimensions);
+  }
+  if (const json::value* v = o.if_contains("encoding_format"); v && !v->is_null()) {
+    const auto* f = v->if_string();
+    if (!f || (*f != "float" && *f != "base64")) {
+      throw BadRequest("Invalid 'encoding_format': expected 'float' or 'base64'.",
+                       "encoding_format", "invalid_value");
+    }
+    e.base64 = *f == "base64";
+  }
+  return e;
+}
+
+/// RFC 4648 base64 of `bytes` (what OpenAI's encoding_format "base64" sends: the
+/// little-endian float32 values).
+std::string base64(std::string_view bytes) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    const std::size_t n = std::min<std::size_t>(3, bytes.size() - i);
+    std::uint32_t v = 0;
+    for (std::size_t k = 0; k < 3; ++k) {
+      v = (v << 8) | (k < n ? static_cast<unsigned char>(bytes[i + k]) : 0U);
+    }
+    for (std::size_t k = 0; k < 4; ++k) {
+      out += k <= n ? kAlphabet[(v >> (18 - 6 * k)) & 63] : '=';
+    }
+  }
+  return out;
 }
 
 Chat parse_chat(std::string_view body) {
@@ -391,6 +478,9 @@ Reply App::route(const HttpRequest& req, Micros now) {
   if (path == "/v1/chat/completions") {
     return m == "POST" ? chat(req, now) : method_not_allowed(m, path, "POST");
   }
+  if (path == "/v1/embeddings") {
+    return m == "POST" ? embeddings(req, now) : method_not_allowed(m, path, "POST");
+  }
   if (path == "/healthz") {
     return m == "GET" ? json_reply(200, json::object{{"status", "ok"}})
                       : method_not_allowed(m, path, "GET");
@@ -531,6 +621,56 @@ Reply App::chat(const HttpRequest& req, Micros now) {
   Reply body = json_reply(200, completion);
   r.headers.emplace_back("content-type", "application/json");
   r.body = std::move(body.body);
+  return r;
+}
+
+Reply App::embeddings(const HttpRequest& req, Micros now) {
+  const Embed e = parse_embeddings(req.body);
+  const std::uint64_t id = ++requests_;
+  SimRequest sr;
+  sr.key = api_key(req);
+  sr.model = e.model;
+  sr.prompt_tokens = e.prompt_tokens;
+  sr.max_tokens = 0;  // nothing is generated
+  SimResponse verdict = model_.handle(sr, now);
+  Reply r;
+  r.status = static_cast<unsigned>(verdict.status);
+  r.headers = std::move(verdict.headers);
+  r.headers.emplace_back("x-request-id", "req_sim_" + std::to_string(id));
+  r.headers.emplace_back("content-type", "application/json");
+  if (verdict.status != 200) {
+    r.body = std::move(verdict.body);
+    r.body += '\n';
+    return r;
+  }
+  ++admitted_;
+  // Deterministic vectors: component j of input i from the seed, in [-1, 1).
+  json::array data;
+  for (std::size_t i = 0; i < e.inputs; ++i) {
+    std::vector<float> v(static_cast<std::size_t>(e.dimensions));
+    for (std::size_t j = 0; j < v.size(); ++j) {
+      const std::uint64_t h = splitmix64(options_.seed ^ (id << 32) ^ (i << 16) ^ j);
+      v[j] = static_cast<float>(static_cast<double>(h % 2000) / 1000.0 - 1.0);
+    }
+    json::value embedding;
+    if (e.base64) {
+      std::string bytes(v.size() * sizeof(float), '\0');
+      std::memcpy(bytes.data(), v.data(), bytes.size());  // little-endian, as x86-64 and arm64
+      embedding = base64(bytes);
+    } else {
+      json::array a;
+      for (const float f : v) a.push_back(static_cast<double>(f));
+      embedding = std::move(a);
+    }
+    data.push_back(
+        json::object{{"object", "embedding"}, {"index", i}, {"embedding", std::move(embedding)}});
+  }
+  const json::object reply{{"object", "list"},
+                           {"data", std::move(data)},
+                           {"model", e.model},
+                           {"usage", json::object{{"prompt_tokens", e.prompt_tokens},
+                                                  {"total_tokens", e.prompt_tokens}}}};
+  r.body = json_reply(200, reply).body;
   return r;
 }
 

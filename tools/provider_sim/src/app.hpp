@@ -97,6 +97,7 @@ class App {
  private:
   Reply route(const HttpRequest& req, Micros now);
   Reply chat(const HttpRequest& req, Micros now);
+  Reply embeddings(const HttpRequest& req, Micros now);
   Reply post_limits(std::string_view body, Micros now);
 
   ProviderModel& model_;
