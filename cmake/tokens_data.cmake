@@ -13,14 +13,8 @@ file(READ ${_admit_tiktoken_manifest} _admit_tiktoken_json)
 string(JSON ADMIT_JS_TIKTOKEN_VERSION GET "${_admit_tiktoken_json}" dependencies js-tiktoken)
 
 # Where scripts/setup puts it: $ADMIT_CACHE_DIR, else $XDG_CACHE_HOME/admit, else ~/.cache/admit.
-if(DEFINED ENV{ADMIT_CACHE_DIR} AND NOT "$ENV{ADMIT_CACHE_DIR}" STREQUAL "")
-  set(_admit_cache_dir "$ENV{ADMIT_CACHE_DIR}")
-elseif(DEFINED ENV{XDG_CACHE_HOME} AND NOT "$ENV{XDG_CACHE_HOME}" STREQUAL "")
-  set(_admit_cache_dir "$ENV{XDG_CACHE_HOME}/admit")
-else()
-  set(_admit_cache_dir "$ENV{HOME}/.cache/admit")
-endif()
-set(ADMIT_TIKTOKEN_DIR "${_admit_cache_dir}/js-tiktoken-${ADMIT_JS_TIKTOKEN_VERSION}" CACHE PATH
+include(${CMAKE_CURRENT_LIST_DIR}/npm_cache.cmake)
+set(ADMIT_TIKTOKEN_DIR "${ADMIT_NPM_CACHE_DIR}/js-tiktoken-${ADMIT_JS_TIKTOKEN_VERSION}" CACHE PATH
     "js-tiktoken ${ADMIT_JS_TIKTOKEN_VERSION} as scripts/setup installs it (npm ci of scripts/tiktoken)")
 
 set(_admit_js_tiktoken ${ADMIT_TIKTOKEN_DIR}/node_modules/js-tiktoken)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # admitd's gateway over TLS (docs/proxy.md): admit-provider-sim behind nginx terminating TLS
 # with a throwaway test CA (scripts/lib/nginx.sh), admitd forwarding to it with that CA as the
-# upstream's ca_file. Checks a completion and a stream through the verified connection, and
-# that an upstream whose certificate the configured CA did not sign is refused (502 naming the
-# verification), with admitd still serving.
+# upstream's ca_file. Checks a completion, a stream and embeddings through the verified
+# connection, and that an upstream whose certificate the configured CA did not sign is refused
+# (502 naming the verification), with admitd still serving.
 # Usage: bash tests/service/gateway_tls_test.sh path/to/admitd path/to/admit-provider-sim
 BIN=${1:?usage: gateway_tls_test.sh ADMITD_BINARY SIM_BINARY}
 SIM_BIN=${2:?usage: gateway_tls_test.sh ADMITD_BINARY SIM_BINARY}
@@ -59,6 +59,10 @@ if start_server --config "$TMP/gateway.yaml" --listen 127.0.0.1:0; then
   check "stream over verified TLS: 200" is 200
   check "stream over verified TLS: ends with [DONE]" test "$(grep '^data: ' <<<"$BODY" | tail -1)" = "data: [DONE]"
   check "stream over verified TLS: the usage chunk" has '"usage":{"prompt_tokens"'
+  req POST /v1/embeddings '{"model":"gpt-4o-mini","input":["alpha beta","gamma"],"dimensions":3}'
+  check "embeddings over verified TLS: 200" is 200
+  check "embeddings: two vectors of 3" test "$(json "[len(d['embedding']) for d in b['data']]")" = "[3, 3]"
+  check "embeddings: usage" test "$(json "b['usage']['total_tokens'] > 0")" = True
   req POST /v1/chat/completions '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"again"}],"max_tokens":4}'
   check "a second completion on the same upstream: 200" is 200
   req POST /v1/chat/completions '{"model":"other-model","messages":[{"role":"user","content":"Hello"}]}'
