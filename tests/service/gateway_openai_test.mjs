@@ -165,6 +165,7 @@ gateway:
     - {key: ${BOB}, entity: bob}
   upstreams:
     - {name: sim, base_url: "${sim}/v1", api_key: sim-key-1, models: [gpt-4o-mini, gpt-4o]}
+    - {name: sim-embed, base_url: "${sim}/v1", api_key: sim-key-2, models: [text-embedding-3-small]}
     - {name: nowhere, base_url: "http://127.0.0.1:1/v1", models: [other-model], max_attempts: 1}
 `);
   const admitd = await start("admitd", args.admitd,
@@ -256,13 +257,29 @@ gateway:
     assert.equal(err.code, "model_not_found");
   });
 
+  await t.test("embeddings: the client's default base64 vectors, decoded", async () => {
+    // Another upstream key: the simulator's buckets are per key, so this spends nothing of
+    // the chat upstream's hidden limit.
+    const r = await alice.embeddings.create({
+      model: "text-embedding-3-small", input: ["alpha beta", "gamma"], dimensions: 4,
+    });
+    upstreamCalls++;
+    assert.equal(r.data.length, 2);
+    for (const d of r.data) {
+      assert.equal(d.embedding.length, 4, "the client decodes the base64 it asked for");
+      for (const x of d.embedding) assert.ok(x >= -1 && x < 1, `a component out of range: ${x}`);
+    }
+    assert.ok(r.usage.prompt_tokens > 0);
+    assert.equal(r.usage.total_tokens, r.usage.prompt_tokens);
+  });
+
   await t.test("client.models.list(): the configured models", async () => {
     const ids = [];
     for await (const m of alice.models.list()) {
       assert.equal(m.object, "model");
       ids.push(m.id);
     }
-    assert.deepEqual(ids.sort(), ["gpt-4o", "gpt-4o-mini", "other-model"]);
+    assert.deepEqual(ids.sort(), ["gpt-4o", "gpt-4o-mini", "other-model", "text-embedding-3-small"]);
   });
 
   await t.test("the upstream's hidden limit is learned: admitd refuses, the upstream never does", async () => {
