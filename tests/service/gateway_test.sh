@@ -4,7 +4,9 @@
 # per-caller and per-team limits, and curl as the client. Checks the answers, the SSE stream,
 # that the callers' limits are charged the usage the upstream reported (month windows: no
 # refill during the test), the OpenAI-shaped errors, and that once the upstream's limit is
-# learned from its headers admitd stops sending it requests it would refuse.
+# learned from its headers admitd stops sending it requests it would refuse. Then, with a
+# second, slow simulator (5 tokens per second), a client that leaves mid-stream: the upstream
+# call is cancelled at once and the caller charged the prompt and the chunks streamed.
 # Usage: bash tests/service/gateway_test.sh path/to/admitd path/to/admit-provider-sim
 BIN=${1:?usage: gateway_test.sh ADMITD_BINARY SIM_BINARY}
 SIM_BIN=${2:?usage: gateway_test.sh ADMITD_BINARY SIM_BINARY}
@@ -15,16 +17,27 @@ ROOT=$(cd "$HERE/../.." && pwd)
 source "$ROOT/tests/support/http_test.sh"
 
 SIM_PID=""
-trap '[ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null; http_test_cleanup' EXIT
+SLOW_PID=""
+trap 'for p in $SIM_PID $SLOW_PID; do kill "$p" 2>/dev/null; done; http_test_cleanup' EXIT
+# sim_url FILE: the URL a simulator printed on its first stdout line FILE (waits up to 10 s).
+sim_url() {
+  local u=""
+  for _ in $(seq 100); do
+    u=$(head -1 "$1" 2>/dev/null | sed -n 's|^listening on \(http://.*\)$|\1|p')
+    [ -n "$u" ] && break
+    sleep 0.1
+  done
+  echo "$u"
+}
 "$SIM_BIN" --rpm 4 --seed 7 >"$TMP/sim.out" 2>"$TMP/sim.log" &
 SIM_PID=$!
-SIM=""
-for _ in $(seq 100); do
-  SIM=$(head -1 "$TMP/sim.out" 2>/dev/null | sed -n 's|^listening on \(http://.*\)$|\1|p')
-  [ -n "$SIM" ] && break
-  sleep 0.1
-done
+SIM=$(sim_url "$TMP/sim.out")
 [ -n "$SIM" ] || { echo "FAIL - admit-provider-sim did not start: $(cat "$TMP/sim.log")"; exit 1; }
+# The slow one: seed 1 makes its first completion 159 tokens long for max_tokens 200 (32 s).
+"$SIM_BIN" --tokens-per-second 5 --seed 1 >"$TMP/slow.out" 2>"$TMP/slow.log" &
+SLOW_PID=$!
+SLOW=$(sim_url "$TMP/slow.out")
+[ -n "$SLOW" ] || { echo "FAIL - the slow admit-provider-sim did not start: $(cat "$TMP/slow.log")"; exit 1; }
 
 # json FILTER: evaluates a Python expression over the last response's parsed body `b`.
 json() { python3 -c "import json,sys; b=json.load(sys.stdin); print($1)" <<<"$BODY" 2>/dev/null; }
@@ -133,6 +146,71 @@ if start_server --config "$TMP/gateway.yaml" --listen 127.0.0.1:0; then
   check "models: the configured ones" test "$(json "sorted(m['id'] for m in b['data'])")" = "['gpt-4o-mini', 'other-model']"
   req GET /healthz
   check "still serving after all that" is 200
+  stop_server
+fi
+
+# ---- a client that leaves mid-stream (the slow upstream; one call at a time) ----
+cat >"$TMP/slow.yaml" <<EOF
+resources:
+  gpt-4o-mini:
+    - {name: tokens, window: month, limit: 1000000}
+gateway:
+  callers:
+    - {key: carol-key-0123456789, entity: carol}
+  upstreams:
+    - {name: slow, base_url: "$SLOW/v1", models: [gpt-4o-mini], max_concurrent: 1}
+EOF
+carol=(-H 'Authorization: Bearer carol-key-0123456789')
+if start_server --config "$TMP/slow.yaml" --listen 127.0.0.1:0; then
+  # Reads the head and 3 content chunks of a 200-token stream, reads carol's usage while the
+  # stream is open (the reservation), then closes the socket. Prints "STATUS CHUNKS HELD".
+  left=$(python3 - "$PORT" <<'EOF'
+import json, socket, sys, urllib.request
+port = int(sys.argv[1])
+body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}],
+                   "max_tokens": 200, "stream": True}).encode()
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+          b"Authorization: Bearer carol-key-0123456789\r\nContent-Type: application/json\r\n"
+          b"Content-Length: %d\r\n\r\n" % len(body) + body)
+got = b""
+marker = b'"delta":{"content"'
+while got.count(marker) < 3 and not (b"\r\n\r\n" in got and b" 200 " not in got[:13]):
+    data = s.recv(4096)
+    if not data:
+        break
+    got += data
+url = "http://127.0.0.1:%d/v1/stats?entity=carol&resource=gpt-4o-mini" % port
+held = ""
+for l in json.load(urllib.request.urlopen(url, timeout=10))["stats"][0]["limits"]:
+    if l["entity"] == "carol" and l["limit"] == "tokens":
+        held = l["capacity"] - l["available"]
+s.close()
+print(got.split(b" ", 2)[1].decode() if got else "none", got.count(marker), held)
+EOF
+)
+  read -r left_status left_chunks left_held <<<"$left"
+  STATUS=$left_status BODY=$left
+  check "a slow stream: 200 and 3 content chunks read" test "$left_status $left_chunks" = "200 3"
+  check "while it streams, carol holds the reservation (prompt + 200): $left_held" test "${left_held:-0}" -ge 200
+  # Once the client is gone the call is cancelled and carol settled. A poll bounded by 20 s:
+  # short of the stream's own end (32 s) and of the stall backstop (45 s), which would settle
+  # it too without the server reporting the close.
+  settled=""
+  until_s=$((SECONDS + 20))
+  while [ "$SECONDS" -lt "$until_s" ]; do
+    got=$(used carol tokens)
+    if [ -n "$got" ] && [ "$got" -lt 100 ]; then settled=$got; break; fi
+    sleep 0.1
+  done
+  BODY="last usage: ${got:-none}"
+  check "the client left: carol charged the prompt and the chunks streamed ($settled), not 200" test -n "$settled"
+  check "what was streamed is charged (> 0)" test "${settled:-0}" -gt 0
+  # The upstream's only slot was given back: a completion goes through at once.
+  req POST /v1/chat/completions '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}],"max_tokens":2}' "${carol[@]}"
+  check "after the client left: the upstream serves the next request" is 200
+  req GET /healthz
+  check "after the client left: still serving" is 200
   stop_server
 fi
 

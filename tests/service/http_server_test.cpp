@@ -112,7 +112,9 @@ std::size_t count(const std::string& s, const std::string& what) {
 
 /// Routes: /now (at once), /thread (from another thread), /later (after 100 ms), /stream
 /// (three chunks, the second 50 ms late), /throw (handle() throws), /throw-later (a timer's
-/// continuation throws).
+/// continuation throws). With on_close counting in `closed`: /watch-never (never answered),
+/// /watch-now (answered at once), /watch-later (after 100 ms), /watch-stream (one chunk,
+/// then nothing).
 class TestHandler final : public http::Handler {
  public:
   ~TestHandler() override {
@@ -127,6 +129,15 @@ class TestHandler final : public http::Handler {
     r.headers = {{"content-type", "text/plain"}, {"x-echo", std::string(req.header("X-ECHO"))}};
     r.body = std::string(req.method) + " " + target + " " + std::string(req.body);
     if (path == "/now") return ex.respond(std::move(r));
+    if (path.starts_with("/watch-")) ex.on_close([this] { ++closed; });
+    if (path == "/watch-never") return;
+    if (path == "/watch-now") return ex.respond(std::move(r));
+    if (path == "/watch-later") {
+      return ex.after(100ms, [ex, r]() mutable { ex.respond(std::move(r)); });
+    }
+    if (path == "/watch-stream") {
+      return ex.begin_stream(std::move(r), [ex] { ex.write("one;", [] {}); });
+    }
     if (path == "/throw") throw std::runtime_error("handler failed");
     if (path == "/throw-later") {
       return ex.after(1ms, [] { throw std::runtime_error("continuation failed"); });
@@ -154,6 +165,7 @@ class TestHandler final : public http::Handler {
   }
 
   std::atomic<int> handled{0};
+  std::atomic<int> closed{0};  // on_close callbacks run
 
  private:
   std::mutex mu_;
@@ -245,6 +257,111 @@ TEST_F(HttpServer, StopLetsAResponseInFlightFinish) {
   EXPECT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r;
   EXPECT_NE(r.find("Connection: close\r\n"), std::string::npos) << r;
   EXPECT_NE(r.find("GET /later"), std::string::npos) << r;
+}
+
+// ---- Exchange::on_close
+
+/// Waits (at most 10 s) for `done` to hold.
+template <class F>
+bool eventually(F done) {
+  for (int i = 0; i < 2000; ++i) {
+    if (done()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return done();
+}
+
+TEST_F(HttpServer, OnCloseRunsWhenTheClientLeavesARequestWaitingForItsAnswer) {
+  // The handler works (it never answers here); the server notices the client's FIN.
+  const int fd = new_socket();
+  ASSERT_TRUE(connect_to(fd, port_));
+  ASSERT_TRUE(send_all(fd, "GET /watch-never HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(eventually([&] { return handler_.handled == 1; }));
+  EXPECT_EQ(handler_.closed, 0);
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] { return handler_.closed == 1; }));
+  EXPECT_TRUE(eventually([&] { return server_->connections() == 0; }));
+  // A stream waiting for its next chunk: the same.
+  const int s = new_socket();
+  ASSERT_TRUE(connect_to(s, port_));
+  ASSERT_TRUE(send_all(s, "GET /watch-stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string got;
+  char buf[4096];
+  while (got.find("one;") == std::string::npos) {
+    const ssize_t n = ::recv(s, buf, sizeof buf, 0);
+    ASSERT_GT(n, 0) << got;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(s);
+  EXPECT_TRUE(eventually([&] { return handler_.closed == 2; }));
+  EXPECT_EQ(handler_.closed, 2);  // once each
+  EXPECT_TRUE(starts_with(get(port_), "HTTP/1.1 200 OK\r\n"));
+}
+
+TEST_F(HttpServer, OnCloseDoesNotRunForAnsweredRequests) {
+  const std::string r = roundtrip(port_,
+                                  "GET /watch-now HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /watch-later HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /now HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(count(r, "HTTP/1.1 200 OK"), 3u) << r;
+  // Answered, then the client closes a keep-alive connection: not a lost request.
+  const int fd = new_socket();
+  ASSERT_TRUE(connect_to(fd, port_));
+  ASSERT_TRUE(send_all(fd, "GET /watch-later HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_TRUE(starts_with(read_response(fd), "HTTP/1.1 200 OK\r\n"));
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] { return server_->connections() == 0; }));
+  EXPECT_EQ(handler_.handled, 4);
+  EXPECT_EQ(handler_.closed, 0);
+}
+
+TEST_F(HttpServer, PipelinedRequestsSurviveTheCloseWatch) {
+  // Two requests in one write, the first answered later: the second waits in the buffer.
+  const std::string r = roundtrip(port_,
+                                  "GET /watch-later?1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /now?2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(count(r, "HTTP/1.1 200 OK"), 2u) << r;
+  const auto a = r.find("GET /watch-later?1"), b = r.find("GET /now?2");
+  EXPECT_TRUE(a < b && b != std::string::npos) << r;
+  // The second arrives while the first is with the handler: the watch reads it and keeps it
+  // for the next request (in two pieces, the body after the header).
+  const int fd = new_socket();
+  ASSERT_TRUE(connect_to(fd, port_));
+  ASSERT_TRUE(send_all(fd, "GET /watch-later?3 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(eventually([&] { return handler_.handled == 3; }));
+  ASSERT_TRUE(send_all(fd, "POST /now?4 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"));
+  ASSERT_TRUE(send_all(fd, "body"));
+  std::string got;  // both responses, however the bytes come
+  char buf[4096];
+  while (got.find("POST /now?4 body") == std::string::npos) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  EXPECT_EQ(count(got, "HTTP/1.1 200 OK\r\n"), 2u) << got;
+  const auto c = got.find("GET /watch-later?3 "), d = got.find("POST /now?4 body");
+  EXPECT_TRUE(c < d && d != std::string::npos) << got;
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] { return server_->connections() == 0; }));
+  EXPECT_EQ(handler_.closed, 0);
+}
+
+TEST(HttpServerStop, OnCloseRunsForRequestsLeftPastTheGracePeriod) {
+  TestHandler handler;
+  http::ServerOptions o;
+  o.handle_signals = false;
+  o.shutdown_grace = 0s;
+  http::Server server(handler, o);
+  std::thread runner([&] { server.run(); });
+  const int fd = new_socket();
+  ASSERT_TRUE(connect_to(fd, server.port()));
+  ASSERT_TRUE(send_all(fd, "GET /watch-never HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(eventually([&] { return handler.handled == 1; }));
+  server.stop();
+  runner.join();
+  EXPECT_EQ(handler.closed, 1);
+  EXPECT_EQ(read_all(fd), "");  // closed without an answer
+  ::close(fd);
 }
 
 // ---- hostile input: each is sent over a real socket, then the server must still answer.

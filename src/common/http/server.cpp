@@ -38,6 +38,8 @@ namespace {
 
 constexpr std::chrono::seconds kDrainTimeout{2};  // reading leftovers after an error reply
 constexpr std::chrono::milliseconds kShutdownPoll{20};
+// After the grace period: how long the connections closed then have to finish closing.
+constexpr std::chrono::milliseconds kAbortWait{100};
 constexpr std::chrono::milliseconds kAcceptBackoff{50};
 // Room in a connection's read buffer beyond header_limit: a chunk-size line or a trailer must
 // fit in header_limit + this, or the request gets 431 (Beast keeps either whole in the buffer
@@ -45,6 +47,8 @@ constexpr std::chrono::milliseconds kAcceptBackoff{50};
 constexpr std::size_t kReadSlack = 4096;
 // A connection keeps its response buffer for the next response up to this capacity.
 constexpr std::size_t kMaxKeptOutput = 64 * 1024;
+// The most the read-watch (Exchange::on_close) reads at a time, into the read buffer.
+constexpr std::size_t kWatchRead = 1024;
 
 std::string_view sv(beast::string_view s) { return {s.data(), s.size()}; }
 
@@ -152,6 +156,12 @@ class Session : public std::enable_shared_from_this<Session> {
         registry_(std::move(registry)) {}
 
   ~Session() {
+    // Destroyed unclosed with a request open (the io_context went away at a stop): the
+    // request is lost all the same.
+    if (open_) {
+      open_ = false;
+      fire_close();
+    }
     std::lock_guard g(registry_->mu);
     registry_->sessions.erase(id_);
   }
@@ -168,6 +178,11 @@ class Session : public std::enable_shared_from_this<Session> {
       self->stopping_ = true;
       if (!self->busy_) self->close();
     });
+  }
+
+  /// Closes the connection now, answered or not (the server's grace period is over).
+  void abort() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->close(); });
   }
 
   /// Runs `f` on this connection's strand (at once if already there).
@@ -213,6 +228,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void end() {
+    finish_request();
     stream_.expires_after(options_.write_timeout);
     asio::async_write(stream_, bhttp::make_chunk_last(),
                       [self = shared_from_this()](beast::error_code ec, std::size_t) {
@@ -231,6 +247,14 @@ class Session : public std::enable_shared_from_this<Session> {
       if (ec) return self->close();
       next();
     });
+  }
+
+  void on_close(Exchange::Continuation c) {
+    if (!c) return;
+    if (lost_) return run_close_callback(c);  // closed before the request was answered
+    if (!open_) return;                       // answered (or none): it cannot close before
+    on_close_.push_back(std::move(c));
+    if (!in_handle_) watch();  // else once handle() returns, if it has not answered
   }
 
  private:
@@ -338,12 +362,74 @@ class Session : public std::enable_shared_from_this<Session> {
     r.version = version_;
     r.fields_ = static_cast<const bhttp::fields*>(&req);
     answered_ = false;
+    open_ = true;
+    in_handle_ = true;
     try {
       handler_.handle(r, Exchange(shared_from_this()));
     } catch (const std::exception& e) {
       handler_failed(e.what());
     } catch (...) {
       handler_failed("unknown exception");
+    }
+    in_handle_ = false;
+    // Answered later, and someone wants to know if the client leaves meanwhile.
+    if (open_ && !on_close_.empty()) watch();
+  }
+
+  // ---- the read-watch (Exchange::on_close)
+  //
+  // While a request with on_close callbacks waits for its answer, a read is kept pending on
+  // the socket (not through the Beast stream: no timeout applies) into the read buffer, so
+  // that a FIN or RST from the client completes it. Bytes it reads belong to a next request
+  // (pipelining): they stay in the buffer, where read_header() parses them first. No other
+  // read runs meanwhile: done() waits for the watch to end before reading the next request.
+
+  void watch() {
+    if (watching_ || closed_ || !open_ || on_close_.empty()) return;
+    const std::size_t room = buffer_.max_size() - buffer_.size();
+    if (room == 0) return;  // full of a next request's bytes: a failed write tells instead
+    watching_ = true;
+    stream_.socket().async_read_some(
+        buffer_.prepare(std::min(room, kWatchRead)),
+        beast::bind_front_handler(&Session::on_watch, shared_from_this()));
+  }
+
+  void on_watch(beast::error_code ec, std::size_t n) {
+    watching_ = false;
+    if (n > 0) buffer_.commit(n);
+    if (closed_) return;
+    // End of stream or a reset, read once: Asio's edge-triggered reactor would not report
+    // it again to a next read (it would wait for the idle timeout), so none is made.
+    if (ec && ec != asio::error::operation_aborted) peer_closed_ = true;
+    if (resume_) {  // done() is waiting for the watch to end (it cancelled it)
+      resume_ = false;
+      return next_request(resume_keep_alive_);
+    }
+    if (!open_) return;      // answered: its write is under way and done() goes on
+    if (ec) return close();  // end of stream, reset: the client is gone
+    watch();                 // a next request's bytes: kept; watch on
+  }
+
+  /// The request is answered (respond(), end(), a refusal): its close callbacks go.
+  void finish_request() {
+    open_ = false;
+    if (!on_close_.empty()) on_close_.clear();
+  }
+
+  void fire_close() {
+    auto callbacks = std::move(on_close_);
+    on_close_.clear();
+    for (auto& c : callbacks) run_close_callback(c);
+  }
+
+  static void run_close_callback(const Exchange::Continuation& c) {
+    try {
+      c();
+    } catch (const std::exception& e) {
+      log::json_line(log::Level::error,
+                     {{"msg", "an on_close callback threw"}, {"error", printable(e.what())}});
+    } catch (...) {
+      log::json_line(log::Level::error, {{"msg", "an on_close callback threw"}});
     }
   }
 
@@ -420,6 +506,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void send(Response r, bool keep_alive) {
+    finish_request();
     note_response(r);
     const bool keep = keep_alive && !stopping_;
     // HEAD gets the header alone: its body would be read as the next response.
@@ -437,6 +524,18 @@ class Session : public std::enable_shared_from_this<Session> {
   void done(beast::error_code ec, bool keep_alive) {
     if (options_.access_log) log(ec);
     if (ec) return close();
+    if (watching_) {  // the read-watch must end first (on_watch resumes here)
+      resume_ = true;
+      resume_keep_alive_ = keep_alive;
+      beast::error_code ignored;
+      stream_.socket().cancel(ignored);  // no write is pending now: only the watch
+      return;
+    }
+    next_request(keep_alive);
+  }
+
+  void next_request(bool keep_alive) {
+    if (peer_closed_) return close();  // the read-watch met the client's end (on_watch)
     if (keep_alive) return read_header();
     drain();  // the client may still be sending (e.g. a body we refused): read before closing
   }
@@ -473,10 +572,16 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void close() {
+    closed_ = true;
     beast::error_code ignored;
     timer_.cancel();
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.close();
+    if (open_) {  // closed before the request was answered
+      open_ = false;
+      lost_ = true;
+      fire_close();
+    }
   }
 
   Stream stream_;
@@ -495,10 +600,19 @@ class Session : public std::enable_shared_from_this<Session> {
   std::array<char, 4096> scratch_{};
   unsigned version_ = 11;  // of the request being answered
   bool keep_alive_ = false;
-  bool busy_ = false;      // between a request's first byte and the end of its response
-  bool answered_ = false;  // the Handler began answering the request being handled
-  std::optional<bhttp::fields> header_copy_;  // chunked requests: the header (drop_trailer)
-  bool stopping_ = false;                     // the server is shutting down
+  bool busy_ = false;       // between a request's first byte and the end of its response
+  bool answered_ = false;   // the Handler began answering the request being handled
+  bool open_ = false;       // a request is with the Handler and not answered (respond / end)
+  bool in_handle_ = false;  // inside Handler::handle
+  bool closed_ = false;     // close() ran
+  bool lost_ = false;       // closed while a request was open (late on_close: run at once)
+  bool watching_ = false;   // the read-watch is pending
+  bool resume_ = false;     // done() waits for the read-watch to end
+  bool resume_keep_alive_ = false;
+  bool peer_closed_ = false;  // the read-watch read the end of the client's stream
+  std::vector<Exchange::Continuation> on_close_;  // of the open request
+  std::optional<bhttp::fields> header_copy_;      // chunked requests: the header (drop_trailer)
+  bool stopping_ = false;                         // the server is shutting down
   std::chrono::steady_clock::time_point started_{};
   unsigned status_ = 0;  // access log
   std::string method_;
@@ -535,6 +649,10 @@ void Exchange::end() const {
 void Exchange::after(std::chrono::microseconds delay, Continuation next) const {
   session_->on_strand(
       [s = session_, delay, n = std::move(next)]() mutable { s->after(delay, std::move(n)); });
+}
+
+void Exchange::on_close(Continuation c) const {
+  session_->on_strand([s = session_, c = std::move(c)]() mutable { s->on_close(std::move(c)); });
 }
 
 // ---- Server
@@ -577,6 +695,7 @@ struct Server::Impl {
   int reserve_fd = -1;  // given up to accept (and turn away) a client when descriptors run out
   std::size_t max_connections = 0;
   bool stopping = false;  // on the acceptor's strand
+  bool aborted = false;   // past the grace period, the connections left were closed
   std::chrono::steady_clock::time_point stop_deadline{};
 
   void listen() {
@@ -712,10 +831,23 @@ struct Server::Impl {
     }
   }
 
-  // Polls until every connection is closed; past the grace period, stops the io_context.
+  // Polls until every connection is closed; past the grace period, closes those left (their
+  // on_close callbacks run on their strands) and stops the io_context a little later.
   void wait_for_sessions() {
     if (registry->size() == 0) return;  // nothing left: run() returns on its own
-    if (std::chrono::steady_clock::now() >= stop_deadline) return ioc.stop();
+    if (std::chrono::steady_clock::now() >= stop_deadline) {
+      if (aborted) return ioc.stop();
+      aborted = true;
+      std::vector<std::shared_ptr<detail::Session>> live;
+      {
+        std::lock_guard g(registry->mu);
+        for (auto& [id, w] : registry->sessions) {
+          if (auto s = w.lock()) live.push_back(std::move(s));
+        }
+      }
+      for (auto& s : live) s->abort();
+      stop_deadline = std::chrono::steady_clock::now() + kAbortWait;
+    }
     timer.expires_after(kShutdownPoll);
     timer.async_wait([this](beast::error_code) { wait_for_sessions(); });
   }

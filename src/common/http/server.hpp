@@ -54,7 +54,8 @@ struct Response {
 /// Cheap to copy (it shares the connection). Every call runs on the connection's strand: at
 /// once when made there (from Handler::handle or a continuation), else queued to it, so it may
 /// be made from any thread. If the connection fails or closes meanwhile, continuations are
-/// dropped and later calls do nothing. A second respond() or begin_stream() is dropped.
+/// dropped and later calls do nothing (on_close() says when that happens). A second respond()
+/// or begin_stream() is dropped.
 class Exchange {
  public:
   using Continuation = std::function<void()>;
@@ -72,6 +73,26 @@ class Exchange {
 
   /// Runs `next` after `delay` on an Asio timer (no thread waits). 0 or less: at once.
   void after(std::chrono::microseconds delay, Continuation next) const;
+
+  /// Runs `c` once, on the connection's strand, if the connection closes before the request
+  /// is answered (respond(), or end() of a stream): the client closed or reset it, a read or
+  /// write failed or timed out, the server stopped (past ServerOptions::shutdown_grace), or
+  /// a continuation threw. Registered after such a close: `c` runs at once; after the answer:
+  /// dropped. Never runs once the request is answered (the callbacks are then destroyed),
+  /// nor for a request answered inside Handler::handle.
+  ///
+  /// While a request registered here waits for its answer (the Handler works, or a stream
+  /// waits for its next chunk), the server reads the connection to notice the client leaving:
+  /// end of stream or a reset closes the connection, and `c` runs. A client that half-closes
+  /// its side after sending (shutdown(SHUT_WR)) therefore counts as gone, as with most
+  /// proxies. Bytes of a next (pipelined) request read meanwhile are kept for it; once they
+  /// fill the read buffer (ServerOptions::header_limit + 4 KiB) the server stops reading and
+  /// notices a close only when a write fails. A request nobody registered for costs nothing
+  /// more (no read until it is answered); one registered costs a read operation.
+  ///
+  /// `c` must not throw (an exception is logged and dropped). It may hold this Exchange: it
+  /// is destroyed when it runs or when the request is answered.
+  void on_close(Continuation c) const;
 
  private:
   friend class detail::Session;

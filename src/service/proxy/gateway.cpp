@@ -1,8 +1,5 @@
 #include "service/proxy/gateway.hpp"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -27,6 +24,7 @@
 #include "admit/sched/scheduler.hpp"
 #include "admit/sched/sse_usage.hpp"
 #include "common/http/client.hpp"
+#include "service/auth.hpp"
 #include "service/metrics.hpp"
 #include "service/proxy/estimate.hpp"
 #include "service/rate_limit_headers.hpp"
@@ -37,17 +35,6 @@ namespace json = boost::json;
 namespace asio = boost::asio;
 
 namespace {
-
-using Digest = std::array<unsigned char, 32>;
-
-Digest sha256(std::string_view s) {
-  Digest d{};
-  unsigned int n = 0;
-  if (EVP_Digest(s.data(), s.size(), d.data(), &n, EVP_sha256(), nullptr) != 1 || n != d.size()) {
-    throw std::runtime_error("SHA-256 failed");
-  }
-  return d;
-}
 
 /// Limits charged 1 per request; token limits are charged the estimate (as the scheduler's).
 bool request_limit(std::string_view n) {
@@ -133,7 +120,8 @@ std::optional<GatewayRoute> route_of(std::string_view path) {
 }
 
 /// How long a stream may wait for its client to take a piece before the upstream call is
-/// cancelled (the client is gone: the server drops writes to a closed connection).
+/// cancelled: a backstop, for a client that stops reading without closing (one that closes
+/// is reported by Exchange::on_close, see Flight::client_gone).
 constexpr std::chrono::seconds kStreamStall{45};
 
 }  // namespace
@@ -152,11 +140,14 @@ struct Gateway::Impl {
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
   std::vector<std::unique_ptr<Upstream>> upstreams;
-  std::vector<std::pair<Digest, std::string>> callers;  // key digest -> entity
+  SecretDigests keys;                 // the callers' keys ...
+  std::vector<std::string> entities;  // ... and the entity of each, by index
   std::thread thread;
 
   Impl(const GatewayConfig& c, Limiter& l, Metrics* m) : config(c), limiter(l), metrics(m) {
-    for (const GatewayCaller& k : config.callers) callers.emplace_back(sha256(k.key), k.entity);
+    for (const GatewayCaller& k : config.callers) {
+      if (keys.add(k.key)) entities.push_back(k.entity);  // the config refuses a key twice
+    }
     for (const GatewayUpstream& u : config.upstreams) {
       auto up = std::make_unique<Upstream>();
       up->config = u;
@@ -200,14 +191,11 @@ struct Gateway::Impl {
 
   /// The caller's entity, or the error response that refuses the request.
   std::variant<std::string, http::Response> caller(const http::Request& req) const {
-    const std::string_view auth = req.header("authorization");
-    if (!callers.empty() && auth.size() > 7 && lower(auth.substr(0, 7)) == "bearer ") {
-      const Digest d = sha256(auth.substr(7));
-      for (const auto& [digest, entity] : callers) {
-        if (CRYPTO_memcmp(digest.data(), d.data(), d.size()) == 0) return entity;
+    if (keys.size() != 0) {
+      const std::string_view key = bearer_token(req.header("authorization"));
+      if (const std::optional<std::size_t> i = key.empty() ? std::nullopt : keys.find(key)) {
+        return entities[*i];
       }
-    }
-    if (!callers.empty()) {
       return error_response(401, "Incorrect API key provided.", "invalid_request_error", "",
                             "invalid_api_key");
     }
@@ -294,11 +282,37 @@ class Flight : public std::enable_shared_from_this<Flight> {
     auto self = shared_from_this();
     AcquireOptions ao;
     ao.with_stats = true;  // the caller's RateLimit and x-ratelimit-* headers
-    (void)gw_.limiter.acquire_async(
+    Limiter::AsyncWait wait = gw_.limiter.acquire_async(
         entity_, est_.model, amounts,
         std::chrono::duration_cast<std::chrono::microseconds>(gw_.config.deadline),
         AsioTimer::create(gw_.io.get_executor(), gw_.limiter.clock()),
         [self](Lease lease) { self->admitted(std::move(lease)); }, ao);
+    {
+      std::lock_guard g(call_mu_);
+      wait_ = wait;
+    }
+    if (gone_.load()) wait.cancel();  // client_gone() may have missed it
+  }
+
+  /// The client closed its connection before its answer (Exchange::on_close; any thread).
+  /// A wait for the caller's limits is cancelled, an upstream call in flight too (its end
+  /// settles the caller: rolled back, or, for a stream begun, charged the prompt and the
+  /// chunks streamed); a request still queued at the upstream's scheduler is let through
+  /// and ends at once when it runs (attempt). Nothing is answered any more.
+  void client_gone() {
+    if (gone_.exchange(true)) return;
+    Limiter::AsyncWait wait;
+    {
+      std::lock_guard g(call_mu_);
+      wait = wait_;
+    }
+    wait.cancel();
+    cancel_call();
+    // Admitted but no attempt made yet (queued at the scheduler): nothing went upstream, the
+    // reservation goes back now. On the gateway's loop, where admitted() and attempt() run.
+    asio::post(gw_.io, [self = shared_from_this()] {
+      if (!self->attempted_) self->end_caller(false, 0);
+    });
   }
 
  private:
@@ -310,6 +324,11 @@ class Flight : public std::enable_shared_from_this<Flight> {
     add_rate_limit_headers(d, true, caller_headers_);
     if (!lease.active()) {
       refuse(d);
+      return;
+    }
+    if (gone_.load()) {  // admitted as the client left: nothing to do
+      caller_ended_.store(true);
+      lease.rollback_async();
       return;
     }
     caller_ = std::move(lease);
@@ -359,6 +378,16 @@ class Flight : public std::enable_shared_from_this<Flight> {
   // ---- one attempt upstream (the scheduler's request function) ----
 
   void attempt(sched::Reply reply) {
+    if (gone_.load()) {
+      // The client left while this was queued (or waiting to retry): no call. Not a
+      // failure: the scheduler ends the request, its lease charged no tokens.
+      end_caller(false, 0);
+      sched::Outcome o;
+      o.usage = sched::Usage{};
+      reply(std::move(o));
+      return;
+    }
+    attempted_ = true;
     status_ = 0;
     up_headers_.clear();
     buffered_.clear();
@@ -386,8 +415,11 @@ class Flight : public std::enable_shared_from_this<Flight> {
       self->upstream_data(std::move(data), std::move(resume));
     };
     h.on_done = [self, reply](std::string error) { self->upstream_done(error, reply); };
-    std::lock_guard g(call_mu_);
-    call_ = up_.client->start(std::move(req), std::move(h));
+    {
+      std::lock_guard g(call_mu_);
+      call_ = up_.client->start(std::move(req), std::move(h));
+    }
+    if (gone_.load()) cancel_call();  // client_gone() may have missed it
   }
 
   void upstream_head(http::ClientResponseHead head) {
@@ -451,6 +483,11 @@ class Flight : public std::enable_shared_from_this<Flight> {
         o.usage = sched::Usage{est_.prompt_tokens, sse_.content_chunks(), 0};
       }
       end_caller(true, o.usage->total());
+    } else if (!error.empty() && gone_.load()) {
+      // Cancelled (or broken) after the client left: not retried, not the upstream's
+      // failure; the caller gets nothing and is refunded, the upstream's estimate stands.
+      o.status = 0;
+      end_caller(false, 0);
     } else if (!error.empty()) {
       o.status = 0;
       o.error =
@@ -609,6 +646,9 @@ class Flight : public std::enable_shared_from_this<Flight> {
   HeaderList caller_headers_;
   std::atomic<bool> answered_{false};
   std::atomic<bool> caller_ended_{false};
+  std::atomic<bool> gone_{false};  // the client closed its connection (client_gone)
+  bool attempted_ = false;         // an upstream call was started (on gw_.io only)
+  Limiter::AsyncWait wait_;        // for the caller's limits (call_mu_)
   std::mutex end_mu_;
   bool running_ = false;    // an attempt is under way (end_mu_)
   bool timed_out_ = false;  // the scheduler's deadline passed (end_mu_)
@@ -634,7 +674,7 @@ Gateway::Gateway(const GatewayConfig& config, Limiter& limiter, Metrics* metrics
 
 Gateway::~Gateway() = default;
 
-bool Gateway::authenticates() const { return !impl_->callers.empty(); }
+bool Gateway::authenticates() const { return impl_->keys.size() != 0; }
 
 bool Gateway::serves(std::string_view method, std::string_view path) {
   path = path_of(path);
@@ -690,6 +730,10 @@ void Gateway::handle(const http::Request& request, http::Exchange exchange) {
         std::make_shared<Flight>(im, exchange, *up, route, std::move(std::get<std::string>(who)),
                                  std::move(est), std::move(forwarded));
     flight->start();
+    // Dropped if start() answered already; else the client leaving cancels the flight.
+    exchange.on_close([weak = std::weak_ptr<Flight>(flight)] {
+      if (auto f = weak.lock()) f->client_gone();
+    });
   } catch (const GatewayRequestError& e) {
     exchange.respond(
         error_response(400, e.what(), "invalid_request_error", e.param(), "invalid_request"));
