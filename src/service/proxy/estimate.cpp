@@ -124,18 +124,30 @@ std::int64_t output_limit(const json::object& body, std::initializer_list<std::s
 
 }  // namespace
 
-std::string_view upstream_path(GatewayRoute route) {
+std::string_view gateway_path(GatewayRoute route) {
   switch (route) {
     case GatewayRoute::chat_completions:
-      return "/chat/completions";
+      return "/v1/chat/completions";
     case GatewayRoute::completions:
-      return "/completions";
+      return "/v1/completions";
     case GatewayRoute::embeddings:
-      return "/embeddings";
+      return "/v1/embeddings";
     case GatewayRoute::responses:
       break;
   }
-  return "/responses";
+  return "/v1/responses";
+}
+
+std::optional<GatewayRoute> gateway_route(std::string_view path) {
+  for (const GatewayRoute r : {GatewayRoute::chat_completions, GatewayRoute::completions,
+                               GatewayRoute::embeddings, GatewayRoute::responses}) {
+    if (path == gateway_path(r)) return r;
+  }
+  return std::nullopt;
+}
+
+std::string_view upstream_path(GatewayRoute route) {
+  return gateway_path(route).substr(std::string_view("/v1").size());
 }
 
 RequestEstimate estimate_request(GatewayRoute route, const json::object& body,

@@ -6,6 +6,7 @@
 
 #include <boost/json/object.hpp>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -15,7 +16,12 @@ namespace admit::service {
 /// The OpenAI routes the gateway forwards.
 enum class GatewayRoute { chat_completions, completions, embeddings, responses };
 
-/// "/chat/completions", "/completions", "/embeddings", "/responses".
+/// The route's path on admitd: "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+/// "/v1/responses".
+std::string_view gateway_path(GatewayRoute route);
+/// The route whose gateway_path() is `path`, if any.
+std::optional<GatewayRoute> gateway_route(std::string_view path);
+/// The path after an upstream's base URL: gateway_path() without "/v1".
 std::string_view upstream_path(GatewayRoute route);
 
 struct RequestEstimate {

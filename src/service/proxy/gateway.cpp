@@ -111,14 +111,6 @@ std::string_view path_of(std::string_view target) {
   return target.substr(0, std::min(target.find('?'), target.size()));
 }
 
-std::optional<GatewayRoute> route_of(std::string_view path) {
-  if (path == "/v1/chat/completions") return GatewayRoute::chat_completions;
-  if (path == "/v1/completions") return GatewayRoute::completions;
-  if (path == "/v1/embeddings") return GatewayRoute::embeddings;
-  if (path == "/v1/responses") return GatewayRoute::responses;
-  return std::nullopt;
-}
-
 /// How long a stream may wait for its client to take a piece before the upstream call is
 /// cancelled: a backstop, for a client that stops reading without closing (one that closes
 /// is reported by Exchange::on_close, see Flight::client_gone).
@@ -320,7 +312,7 @@ class Flight : public std::enable_shared_from_this<Flight> {
 
   void admitted(Lease lease) {
     const Decision& d = lease.decision();
-    if (gw_.metrics != nullptr) gw_.metrics->decision(route_name(), est_.model, d);
+    if (gw_.metrics != nullptr) gw_.metrics->decision(gateway_path(route_), est_.model, d);
     add_rate_limit_headers(d, true, caller_headers_);
     if (!lease.active()) {
       refuse(d);
@@ -619,20 +611,6 @@ class Flight : public std::enable_shared_from_this<Flight> {
     if (c) c->cancel();
   }
 
-  std::string_view route_name() const {
-    switch (route_) {
-      case GatewayRoute::chat_completions:
-        return "/v1/chat/completions";
-      case GatewayRoute::completions:
-        return "/v1/completions";
-      case GatewayRoute::embeddings:
-        return "/v1/embeddings";
-      case GatewayRoute::responses:
-        break;
-    }
-    return "/v1/responses";
-  }
-
   Gateway::Impl& gw_;
   http::Exchange ex_;
   Upstream& up_;
@@ -679,7 +657,7 @@ bool Gateway::authenticates() const { return impl_->keys.size() != 0; }
 bool Gateway::serves(std::string_view method, std::string_view path) {
   path = path_of(path);
   if (method == "GET") return path == "/v1/models";
-  return method == "POST" && route_of(path).has_value();
+  return method == "POST" && gateway_route(path).has_value();
 }
 
 void Gateway::handle(const http::Request& request, http::Exchange exchange) {
@@ -695,7 +673,7 @@ void Gateway::handle(const http::Request& request, http::Exchange exchange) {
       im.models(exchange);
       return;
     }
-    const GatewayRoute route = *route_of(path);
+    const GatewayRoute route = *gateway_route(path);
     boost::system::error_code ec;
     json::parse_options po;
     po.max_depth = 64;
