@@ -19,24 +19,14 @@ source "$ROOT/tests/support/http_test.sh"
 SIM_PID=""
 SLOW_PID=""
 trap 'for p in $SIM_PID $SLOW_PID; do kill "$p" 2>/dev/null; done; http_test_cleanup' EXIT
-# sim_url FILE: the URL a simulator printed on its first stdout line FILE (waits up to 10 s).
-sim_url() {
-  local u=""
-  for _ in $(seq 100); do
-    u=$(head -1 "$1" 2>/dev/null | sed -n 's|^listening on \(http://.*\)$|\1|p')
-    [ -n "$u" ] && break
-    sleep 0.1
-  done
-  echo "$u"
-}
 "$SIM_BIN" --rpm 4 --seed 7 >"$TMP/sim.out" 2>"$TMP/sim.log" &
 SIM_PID=$!
-SIM=$(sim_url "$TMP/sim.out")
+SIM=$(listening_url "$TMP/sim.out")
 [ -n "$SIM" ] || { echo "FAIL - admit-provider-sim did not start: $(cat "$TMP/sim.log")"; exit 1; }
 # The slow one: seed 1 makes its first completion 159 tokens long for max_tokens 200 (32 s).
 "$SIM_BIN" --tokens-per-second 5 --seed 1 >"$TMP/slow.out" 2>"$TMP/slow.log" &
 SLOW_PID=$!
-SLOW=$(sim_url "$TMP/slow.out")
+SLOW=$(listening_url "$TMP/slow.out")
 [ -n "$SLOW" ] || { echo "FAIL - the slow admit-provider-sim did not start: $(cat "$TMP/slow.log")"; exit 1; }
 
 # json FILTER: evaluates a Python expression over the last response's parsed body `b`.

@@ -25,12 +25,7 @@ SIM_PID=""
 trap '[ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null; nginx_stop; http_test_cleanup' EXIT
 "$SIM_BIN" --seed 11 >"$TMP/sim.out" 2>"$TMP/sim.log" &
 SIM_PID=$!
-SIM=""
-for _ in $(seq 100); do
-  SIM=$(head -1 "$TMP/sim.out" 2>/dev/null | sed -n 's|^listening on \(http://.*\)$|\1|p')
-  [ -n "$SIM" ] && break
-  sleep 0.1
-done
+SIM=$(listening_url "$TMP/sim.out")
 [ -n "$SIM" ] || { echo "FAIL - admit-provider-sim did not start: $(cat "$TMP/sim.log")"; exit 1; }
 nginx_start_tls_proxy "$TMP/nginx" "$SIM" || { echo "FAIL - nginx did not start"; exit 1; }
 echo "# upstream $ADMIT_TEST_TLS_PROXY_URL -> $SIM"

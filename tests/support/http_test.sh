@@ -52,6 +52,18 @@ start_server() {
   ok "$NAME starts with $* ($URL)"
 }
 
+# listening_url FILE: the URL a server started in the background printed as its first stdout
+# line (`listening on http://HOST:PORT`) into FILE; waits up to 10 s, "" if none came.
+listening_url() {
+  local u=""
+  for _ in $(seq 100); do
+    u=$(head -1 "$1" 2>/dev/null | sed -n 's|^listening on \(http://.*\)$|\1|p')
+    [ -n "$u" ] && break
+    sleep 0.1
+  done
+  echo "$u"
+}
+
 # stop_server [SIGNAL]: sends SIGNAL (default TERM), expects exit 0 within 5 s and the port
 # closed.
 stop_server() {
