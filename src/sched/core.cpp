@@ -120,6 +120,7 @@ void Core::submit(RequestMetadata&& meta, RequestFn&& fn, SubmitHandler&& done) 
   r->seq = next_seq_.fetch_add(1, kRelaxed);
   bump(n_.submitted);
   const bool bad_tokens = r->meta.estimated_tokens < 0;
+  const bool bad_attempts = r->meta.max_attempts < 0;
   const bool no_model = r->meta.model.empty();
   const bool no_fn = !r->fn;
   Micros deadline = r->meta.deadline;
@@ -129,11 +130,13 @@ void Core::submit(RequestMetadata&& meta, RequestFn&& fn, SubmitHandler&& done) 
   }
   r->deadline = deadline;
   r->cost = static_cast<double>(std::max<std::int64_t>(1, r->meta.estimated_tokens));
-  if (bad_tokens || no_model || no_fn) {
+  if (bad_tokens || bad_attempts || no_model || no_fn) {
     r->error =
         bad_tokens
             ? std::make_exception_ptr(ValidationError(
                   "estimated_tokens", std::to_string(r->meta.estimated_tokens), "must be >= 0"))
+        : bad_attempts ? std::make_exception_ptr(ValidationError(
+                             "max_attempts", std::to_string(r->meta.max_attempts), "must be >= 0"))
         : no_model
             ? std::make_exception_ptr(ValidationError("model", "", "a request needs a model"))
             : std::make_exception_ptr(ValidationError("request_fn", "", "must not be empty"));
@@ -584,7 +587,9 @@ void Core::on_reply(RequestNode& r) {
   }
   r.state = RequestNode::State::replied;  // no longer running: finish() frees it
   if (limited || server_error) {
-    if (r.attempts >= options_.max_attempts) {
+    const int cap = r.meta.max_attempts > 0 ? std::min(r.meta.max_attempts, options_.max_attempts)
+                                            : options_.max_attempts;
+    if (r.attempts >= cap) {
       if (transport) {
         const std::exception_ptr e = o.error;
         bump(n_.failed);
@@ -698,14 +703,17 @@ void Core::timeout(RequestNode& r) {
 void Core::block(BucketQueue& q, Micros until, bool on_slots) {
   q.blocked_until = until;
   q.blocked_on_slots = on_slots;
+  mirror_hold(q);
   if (q.ready_hook.is_linked()) ready_.erase(ready_.iterator_to(q));
   schedule(q.unblock_ev, until);
   rearm();
 }
 
 void Core::unblock(BucketQueue& q) {
+  const bool held = q.blocked_until != 0;
   q.blocked_until = 0;
   q.blocked_on_slots = false;
+  if (held) mirror_hold(q);
   unschedule(q.unblock_ev);
   make_ready(q);
 }
@@ -865,6 +873,22 @@ std::vector<BucketBreaker> Core::breakers() const {
     out.push_back(std::move(c));
   }
   return out;
+}
+
+void Core::mirror_hold(const BucketQueue& q) {
+  std::lock_guard g(held_mu_);
+  const auto it = held_.find(q.key);
+  if (it != held_.end()) {
+    it->second = q.blocked_until;
+  } else if (q.blocked_until != 0) {
+    held_.emplace(q.key, q.blocked_until);
+  }
+}
+
+Micros Core::held_until(std::string_view queue) const {
+  std::lock_guard g(held_mu_);
+  const auto it = held_.find(queue);
+  return it == held_.end() ? 0 : it->second;
 }
 
 BreakerState Core::breaker_state(std::string_view queue) const {

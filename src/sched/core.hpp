@@ -83,6 +83,7 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
   SchedulerStats stats() const;
   std::vector<BucketBreaker> breakers() const;
   BreakerState breaker_state(std::string_view queue) const;
+  Micros held_until(std::string_view queue) const;
   const SchedulerOptions& options() const { return options_; }
   const boost::asio::any_io_executor& executor() const { return executor_; }
 
@@ -128,6 +129,7 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
   void unschedule(Timed& t);
   void rearm();
   void mirror_breaker(const BucketQueue& q, Micros now);
+  void mirror_hold(const BucketQueue& q);
 
   /// Completes `r` with `error`, or (null) with r.result as it stands; frees it unless it is
   /// running (then on_reply does).
@@ -190,6 +192,8 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
         throttled{0}, breaker_trips{0};
   };
   Counters n_;
+  mutable std::mutex held_mu_;
+  std::map<std::string, Micros, std::less<>> held_;  // queue -> BucketQueue::blocked_until
   mutable std::mutex breaker_mu_;
   std::map<std::string, BucketBreaker, std::less<>> breakers_;  // queues whose breaker tripped
 };

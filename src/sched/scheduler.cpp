@@ -53,6 +53,7 @@ std::string Scheduler::bucket_for(std::string_view model, std::string_view resou
 
 SchedulerStats Scheduler::stats() const { return core_->stats(); }
 std::vector<BucketBreaker> Scheduler::breakers() const { return core_->breakers(); }
+Micros Scheduler::held_until(std::string_view queue) const { return core_->held_until(queue); }
 BreakerState Scheduler::breaker_state(std::string_view queue) const {
   return core_->breaker_state(queue);
 }

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -88,12 +89,16 @@ TEST_F(Sched, FutureAndBoundCallbackTokens) {
 
 TEST_F(Sched, BadMetadataFailsWithValidationError) {
   Scheduler s(io.get_executor(), limiter);
-  Done a, b;
+  Done a, b, c;
   submit(s, meta("neg", "t", "gpt", -5), fixed(200), a);
   submit(s, meta("nomodel", "t", ""), fixed(200), b);
+  RequestMetadata m = meta("attempts", "t", "gpt");
+  m.max_attempts = -1;
+  submit(s, m, fixed(200), c);
   settle();
   EXPECT_TRUE(a.failed_with<ValidationError>());
   EXPECT_TRUE(b.failed_with<ValidationError>());
+  EXPECT_TRUE(c.failed_with<ValidationError>());
   EXPECT_TRUE(calls.empty());
   EXPECT_THROW(Scheduler(io.get_executor(), limiter, {.max_concurrent_executions = 0}),
                ValidationError);
@@ -109,11 +114,15 @@ TEST_F(Sched, PacesByTheLimitersRetryAfterWithATimerNotPolling) {
   const Micros t0 = clock.now();
   for (int i = 0; i < 5; ++i)
     submit(s, meta(test::id("r", i), "t", "gpt"), fixed(200), done[static_cast<std::size_t>(i)]);
+  EXPECT_EQ(s.held_until("gpt"), 0) << "nothing asked yet";
   settle();
   EXPECT_EQ(calls.size(), 1U);
   EXPECT_EQ(clock.pending_calls(), 1U) << "one timer for the held bucket";
+  EXPECT_EQ(s.held_until("gpt"), t0 + kSec) << "the Limiter's retry_after, for a router";
+  EXPECT_EQ(s.held_until("other"), 0);
   run_for(10 * kSec);
   ASSERT_EQ(calls.size(), 5U);
+  EXPECT_EQ(s.held_until("gpt"), 0) << "the queue drained: not held";
   for (std::size_t i = 0; i < 5; ++i) {
     EXPECT_EQ(calls[i].at, t0 + static_cast<Micros>(i) * kSec) << i;
     EXPECT_TRUE(done[i].finished && !done[i].error);
@@ -304,6 +313,31 @@ TEST_F(Sched, TransportFailuresAreRetriedThenRethrown) {
   // Backoff between attempts: never at the same instant.
   EXPECT_GT(calls[1].at, calls[0].at);
   EXPECT_GT(calls[2].at, calls[1].at);
+}
+
+TEST_F(Sched, ARequestsOwnAttemptCapIsBelowTheSchedulers) {
+  Scheduler s(io.get_executor(), limiter, {.request_timeout = 0, .max_attempts = 3});
+  Done once, twice, capped;
+  RequestMetadata m = meta("once", "t", "gpt");
+  m.max_attempts = 1;
+  submit(s, m, fixed(503), once);
+  m = meta("twice", "t", "gpt");
+  m.max_attempts = 2;
+  submit(s, m, fixed(429), twice);
+  m = meta("capped", "t", "gpt");
+  m.max_attempts = 9;  // never more than the scheduler's 3
+  submit(s, m, fixed(503), capped);
+  run_for(120 * kSec);
+  ASSERT_TRUE(once.finished && twice.finished && capped.finished);
+  EXPECT_TRUE(once.failed_with<RetriesExhausted>());
+  EXPECT_TRUE(twice.failed_with<RetriesExhausted>());
+  EXPECT_TRUE(capped.failed_with<RetriesExhausted>());
+  const auto attempts = [this](std::string_view id) {
+    return std::count_if(calls.begin(), calls.end(), [id](const auto& c) { return c.id == id; });
+  };
+  EXPECT_EQ(attempts("once"), 1);
+  EXPECT_EQ(attempts("twice"), 2);
+  EXPECT_EQ(attempts("capped"), 3);
 }
 
 TEST_F(Sched, BreakerOpensFailsFastProbesHalfOpenAndCloses) {

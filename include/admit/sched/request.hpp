@@ -40,6 +40,10 @@ struct RequestMetadata {
   std::int64_t estimated_tokens = 0;  ///< reserved before the call, reconciled after; >= 0
   int priority = 0;                   ///< higher goes first within its tenant
   Micros deadline = 0;  ///< absolute (the Limiter clock's µs); 0 = none. See RequestTimeout.
+  /// At most this many attempts (>= 1), never more than SchedulerOptions::max_attempts;
+  /// 0 = the scheduler's. A caller with somewhere else to go (another deployment of the
+  /// model) asks for 1 and takes a 429 or 5xx elsewhere at once.
+  int max_attempts = 0;
 };
 
 /// What one attempt of a request function reports.

@@ -92,6 +92,10 @@ class Scheduler {
   std::vector<BucketBreaker> breakers() const;
   /// The breaker of one queue key (closed if the queue does not exist yet).
   BreakerState breaker_state(std::string_view queue) const;
+  /// Until when the Limiter holds a queue key: its last denial's retry_after (a concurrency
+  /// limit: until a lease ends). 0 when it is not held (or does not exist): its next request
+  /// may go now. What a router among several schedulers asks to find one with room.
+  Micros held_until(std::string_view queue) const;
 
   const SchedulerOptions& options() const;
   executor_type get_executor() const;

@@ -150,6 +150,14 @@ std::string_view upstream_path(GatewayRoute route) {
   return gateway_path(route).substr(std::string_view("/v1").size());
 }
 
+bool request_limit(std::string_view n) {
+  return n == "rpm" || n == "rps" || n == "rph" || n == "rpd" || n == "requests";
+}
+
+bool token_limit(std::string_view n) {
+  return n == "tpm" || n == "tps" || n == "tph" || n == "tpd" || n == "tokens";
+}
+
 RequestEstimate estimate_request(GatewayRoute route, const json::object& body,
                                  std::int64_t default_max_tokens) {
   RequestEstimate e;

@@ -24,6 +24,11 @@ std::optional<GatewayRoute> gateway_route(std::string_view path);
 /// The path after an upstream's base URL: gateway_path() without "/v1".
 std::string_view upstream_path(GatewayRoute route);
 
+/// Limit names a gateway request is charged 1 of: rpm, rps, rph, rpd, requests.
+bool request_limit(std::string_view name);
+/// Limit names a gateway request is charged its tokens of: tpm, tps, tph, tpd, tokens.
+bool token_limit(std::string_view name);
+
 struct RequestEstimate {
   std::string model;
   std::int64_t prompt_tokens = 0;  ///< counted from the messages, prompt, input

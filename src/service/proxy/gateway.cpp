@@ -26,6 +26,7 @@
 #include "common/http/client.hpp"
 #include "service/auth.hpp"
 #include "service/metrics.hpp"
+#include "service/proxy/deployments.hpp"
 #include "service/proxy/estimate.hpp"
 #include "service/rate_limit_headers.hpp"
 
@@ -35,14 +36,6 @@ namespace json = boost::json;
 namespace asio = boost::asio;
 
 namespace {
-
-/// Limits charged 1 per request; token limits are charged the estimate (as the scheduler's).
-bool request_limit(std::string_view n) {
-  return n == "rpm" || n == "rps" || n == "rph" || n == "rpd" || n == "requests";
-}
-bool token_limit(std::string_view n) {
-  return n == "tpm" || n == "tps" || n == "tph" || n == "tpd" || n == "tokens";
-}
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -123,6 +116,7 @@ struct Upstream {
   http::Origin origin;
   std::unique_ptr<http::Client> client;
   std::unique_ptr<sched::Scheduler> scheduler;
+  DeploymentLoad load;  // for choosing among the deployments of a model
 };
 
 struct Gateway::Impl {
@@ -173,12 +167,43 @@ struct Gateway::Impl {
     if (thread.joinable()) thread.join();
   }
 
-  Upstream* route(std::string_view model) {
+  /// The deployments of `model`, in the configuration's order: the upstreams that list it;
+  /// if none does, those that list no model (they serve any other).
+  std::vector<Upstream*> deployments(std::string_view model) {
+    std::vector<Upstream*> listing;
+    std::vector<Upstream*> any;
     for (auto& u : upstreams) {
       const auto& ms = u->config.models;
-      if (ms.empty() || std::find(ms.begin(), ms.end(), model) != ms.end()) return u.get();
+      if (ms.empty()) any.push_back(u.get());
+      if (std::find(ms.begin(), ms.end(), model) != ms.end()) listing.push_back(u.get());
     }
-    return nullptr;
+    return listing.empty() ? any : listing;
+  }
+
+  /// Where a request of `est` goes among `candidates` not yet `tried` (null: all were): the
+  /// deployment with the most room (pick_deployment).
+  Upstream* choose(const std::vector<Upstream*>& candidates, const std::vector<bool>& tried,
+                   const RequestEstimate& est, std::string_view resource_type) const {
+    std::vector<DeploymentView> views;
+    std::vector<Upstream*> open;
+    const Micros now = limiter.clock().now();
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      if (tried[i]) continue;
+      Upstream* u = candidates[i];
+      open.push_back(u);
+      if (candidates.size() == 1) break;  // nothing to compare
+      const std::string bucket = u->scheduler->bucket_for(est.model, resource_type);
+      DeploymentCapacity capacity;
+      try {
+        capacity = deployment_capacity(limiter.resolve(u->config.name, bucket));
+      } catch (const Error&) {  // its limits unreadable now: judged by its load alone
+      }
+      views.push_back({deployment_fill(u->load, capacity, u->config.max_concurrent, est.total()),
+                       u->load.held_until() > now || u->scheduler->held_until(bucket) > now,
+                       u->scheduler->breaker_state(bucket) == sched::BreakerState::open});
+    }
+    if (open.empty()) return nullptr;
+    return views.empty() ? open.front() : open[pick_deployment(views)];
   }
 
   /// The caller's entity, or the error response that refuses the request.
@@ -228,8 +253,11 @@ struct Gateway::Impl {
 
   void models(http::Exchange ex) const {
     json::array data;
+    std::vector<std::string_view> listed;  // a model of several deployments is listed once
     for (const auto& u : upstreams) {
       for (const std::string& m : u->config.models) {
+        if (std::find(listed.begin(), listed.end(), m) != listed.end()) continue;
+        listed.push_back(m);
         data.push_back(json::object{
             {"id", m}, {"object", "model"}, {"created", 0}, {"owned_by", u->config.name}});
       }
@@ -247,11 +275,12 @@ namespace {
 /// its attempts, then the reconciliation.
 class Flight : public std::enable_shared_from_this<Flight> {
  public:
-  Flight(Gateway::Impl& gw, http::Exchange ex, Upstream& up, GatewayRoute route, std::string entity,
-         RequestEstimate est, std::string body)
+  Flight(Gateway::Impl& gw, http::Exchange ex, std::vector<Upstream*> deployments,
+         GatewayRoute route, std::string entity, RequestEstimate est, std::string body)
       : gw_(gw),
         ex_(std::move(ex)),
-        up_(up),
+        deployments_(std::move(deployments)),
+        tried_(deployments_.size(), false),
         route_(route),
         entity_(std::move(entity)),
         est_(std::move(est)),
@@ -324,19 +353,60 @@ class Flight : public std::enable_shared_from_this<Flight> {
       return;
     }
     caller_ = std::move(lease);
+    (void)submit();
+  }
+
+  // ---- the deployments ----
+
+  std::string_view resource_type() const {
+    return route_ == GatewayRoute::embeddings ? sched::resource_type::embedding
+                                              : sched::resource_type::text;
+  }
+
+  /// Queues the request at the best deployment not tried yet. With others left to try it
+  /// makes one attempt there (a 429 or 5xx goes elsewhere at once), at the last one as many
+  /// as that upstream's max_attempts. @return false if every deployment was tried.
+  bool submit() {
+    Upstream* up = gw_.choose(deployments_, tried_, est_, resource_type());
+    if (up == nullptr) return false;
+    up_ = up;
+    const auto at = std::find(deployments_.begin(), deployments_.end(), up);
+    tried_[static_cast<std::size_t>(at - deployments_.begin())] = true;
+    const bool last = std::find(tried_.begin(), tried_.end(), false) == tried_.end();
     sched::RequestMetadata meta;
     meta.tenant = entity_;
     meta.model = est_.model;
-    meta.resource_type =
-        std::string(route_ == GatewayRoute::embeddings ? sched::resource_type::embedding
-                                                       : sched::resource_type::text);
+    meta.resource_type = std::string(resource_type());
     meta.estimated_tokens = est_.total();
     meta.deadline = deadline_;
+    meta.max_attempts = last ? 0 : 1;
+    up->load.add(est_.total());
     auto self = shared_from_this();
-    up_.scheduler->async_submit(
+    up->scheduler->async_submit(
         std::move(meta),
         [self](const sched::Attempt&, sched::Reply reply) { self->attempt(std::move(reply)); },
         [self](std::exception_ptr e, sched::Result r) { self->completed(e, std::move(r)); });
+    return true;
+  }
+
+  /// Whether a request that failed at one deployment with `e` may go to another: the
+  /// deployment refused it (429s, 5xx, a transport failure, an open breaker, a full queue),
+  /// the client still waits and the deadline has not passed.
+  bool may_fall_back(const std::exception_ptr& e) const {
+    if (gone_.load() || answered_.load() || gw_.limiter.clock().now() >= deadline_) return false;
+    try {
+      std::rethrow_exception(e);
+    } catch (const sched::RequestTimeout&) {
+      return false;
+    } catch (const sched::RequestRejected& x) {
+      // Its limits can never take the request: another's may. Not when the store is down:
+      // the deployments share it.
+      return x.decision().code != Code::store_unavailable;
+    } catch (const ValidationError&) {
+      return false;
+    } catch (...) {
+      return true;
+    }
   }
 
   /// The caller's own limits refused: 429 (or what the code means) with its headers.
@@ -388,12 +458,12 @@ class Flight : public std::enable_shared_from_this<Flight> {
     sse_ = sched::SseUsageParser();
     http::ClientRequest req;
     req.method = "POST";
-    req.origin = up_.origin;
-    req.target = http::join_target(up_.origin, upstream_path(route_));
+    req.origin = up_->origin;
+    req.target = http::join_target(up_->origin, upstream_path(route_));
     req.headers.emplace_back("Content-Type", "application/json");
     req.headers.emplace_back("Accept", est_.stream ? "text/event-stream" : "application/json");
-    if (!up_.config.api_key.empty()) {
-      req.headers.emplace_back("Authorization", "Bearer " + up_.config.api_key);
+    if (!up_->config.api_key.empty()) {
+      req.headers.emplace_back("Authorization", "Bearer " + up_->config.api_key);
     }
     req.body = body_;
     {
@@ -409,7 +479,7 @@ class Flight : public std::enable_shared_from_this<Flight> {
     h.on_done = [self, reply](std::string error) { self->upstream_done(error, reply); };
     {
       std::lock_guard g(call_mu_);
-      call_ = up_.client->start(std::move(req), std::move(h));
+      call_ = up_->client->start(std::move(req), std::move(h));
     }
     if (gone_.load()) cancel_call();  // client_gone() may have missed it
   }
@@ -482,8 +552,9 @@ class Flight : public std::enable_shared_from_this<Flight> {
       end_caller(false, 0);
     } else if (!error.empty()) {
       o.status = 0;
-      o.error =
-          std::make_exception_ptr(std::runtime_error("upstream " + up_.config.name + ": " + error));
+      hold(o);
+      o.error = std::make_exception_ptr(
+          std::runtime_error("upstream " + up_->config.name + ": " + error));
       if (orphan) fail(o.error);
     } else if (forwarding_) {
       const bool ok = status_ >= 200 && status_ < 300;
@@ -497,9 +568,18 @@ class Flight : public std::enable_shared_from_this<Flight> {
       end_caller(ok, ok ? (o.usage ? o.usage->total() : est_.total()) : 0);
     } else {
       o.body = buffered_.substr(0, 64 * 1024);  // a 429's or 5xx's hints
+      hold(o);
       if (orphan) fail(std::make_exception_ptr(sched::RetriesExhausted("", o.status, 1)));
     }
     reply(std::move(o));
+  }
+
+  /// A deployment that answered 429, 5xx or nothing is held until the retry-after it sent,
+  /// else for a second: the other deployments of the model go first meanwhile.
+  void hold(const sched::Outcome& o) {
+    const Micros now = gw_.limiter.clock().now();
+    const Observation obs = parse_response(up_->config.dialect, o.headers, o.status, o.body, now);
+    up_->load.hold_until(now + obs.retry_after.value_or(kMicrosPerSecond));
   }
 
   // ---- the end ----
@@ -508,7 +588,9 @@ class Flight : public std::enable_shared_from_this<Flight> {
   /// (upstream_done). A deadline that passes while an attempt runs lets the attempt finish:
   /// its end answers the client.
   void completed(std::exception_ptr e, const sched::Result&) {
+    up_->load.remove(est_.total());
     if (!e) return;
+    if (may_fall_back(e) && submit()) return;
     try {
       std::rethrow_exception(e);
     } catch (const sched::RequestTimeout&) {
@@ -528,7 +610,7 @@ class Flight : public std::enable_shared_from_this<Flight> {
     } catch (const sched::RetriesExhausted& x) {
       if (x.status() == 429) {
         http::Response res = error_response(
-            429, "The upstream " + up_.config.name + " is rate limited; retry later.", "requests",
+            429, "The upstream " + up_->config.name + " is rate limited; retry later.", "requests",
             "", "rate_limit_exceeded");
         for (const auto& [k, v] : up_headers_) {
           const std::string n = lower(k);
@@ -613,7 +695,9 @@ class Flight : public std::enable_shared_from_this<Flight> {
 
   Gateway::Impl& gw_;
   http::Exchange ex_;
-  Upstream& up_;
+  const std::vector<Upstream*> deployments_;  // of the model, in the configuration's order
+  std::vector<bool> tried_;                   // by index into deployments_
+  Upstream* up_ = nullptr;                    // where the request is now
   const GatewayRoute route_;
   const std::string entity_;
   const RequestEstimate est_;
@@ -687,8 +771,8 @@ void Gateway::handle(const http::Request& request, http::Exchange exchange) {
     }
     json::object& o = body.get_object();
     RequestEstimate est = estimate_request(route, o, im.config.default_max_tokens);
-    Upstream* up = im.route(est.model);
-    if (up == nullptr) {
+    std::vector<Upstream*> deployments = im.deployments(est.model);
+    if (deployments.empty()) {
       exchange.respond(error_response(404, "The model `" + est.model + "` does not exist.",
                                       "invalid_request_error", "model", "model_not_found"));
       return;
@@ -704,9 +788,9 @@ void Gateway::handle(const http::Request& request, http::Exchange exchange) {
     } else {
       forwarded = std::string(request.body);
     }
-    auto flight =
-        std::make_shared<Flight>(im, exchange, *up, route, std::move(std::get<std::string>(who)),
-                                 std::move(est), std::move(forwarded));
+    auto flight = std::make_shared<Flight>(im, exchange, std::move(deployments), route,
+                                           std::move(std::get<std::string>(who)), std::move(est),
+                                           std::move(forwarded));
     flight->start();
     // Dropped if start() answered already; else the client leaving cancels the flight.
     exchange.on_close([weak = std::weak_ptr<Flight>(flight)] {
