@@ -46,11 +46,15 @@ std::optional<std::int64_t> read_count(const json::object& o, std::string_view n
   return std::nullopt;
 }
 
-std::optional<Usage> read_usage(const json::object& o, std::string& why) {
+// Chat and completions name the parts prompt_tokens and completion_tokens; the Responses API
+// input_tokens and output_tokens.
+std::optional<Usage> read_usage(const json::object& o, std::string& why,
+                                std::string_view prompt_name = "prompt_tokens",
+                                std::string_view completion_name = "completion_tokens") {
   Usage u;
-  const auto prompt = read_count(o, "prompt_tokens", why);
+  const auto prompt = read_count(o, prompt_name, why);
   if (!prompt) return std::nullopt;
-  const auto completion = read_count(o, "completion_tokens", why);
+  const auto completion = read_count(o, completion_name, why);
   if (!completion) return std::nullopt;
   u.prompt_tokens = *prompt;
   u.completion_tokens = *completion;
@@ -66,6 +70,32 @@ std::optional<Usage> read_usage(const json::object& o, std::string& why) {
     u.total_tokens = u.prompt_tokens + u.completion_tokens;  // each <= 10^12: no overflow
   }
   return u;
+}
+
+// An event of a streamed Responses API answer ({"type": ...}): output text deltas count as
+// content chunks; response.completed (or .incomplete, .failed) carries the final usage in its
+// response object, as input_tokens and output_tokens.
+SseEvent responses_event(const json::object& o, std::string_view type) {
+  SseEvent e;
+  e.kind = SseEvent::Kind::chunk;
+  if (type == "response.output_text.delta") {
+    const json::value* d = o.if_contains("delta");
+    if (d != nullptr && d->is_string() && !d->get_string().empty()) e.content_chunks = 1;
+    return e;
+  }
+  if (type != "response.completed" && type != "response.incomplete" && type != "response.failed") {
+    return e;
+  }
+  const json::value* r = o.if_contains("response");
+  if (r == nullptr || !r->is_object()) return invalid("response is not an object");
+  const json::value* u = r->get_object().if_contains("usage");
+  if (u == nullptr || u->is_null()) return e;
+  const json::object* uo = u->if_object();
+  if (uo == nullptr) return invalid("usage is not an object");
+  std::string why;
+  e.usage = read_usage(*uo, why, "input_tokens", "output_tokens");
+  if (!e.usage) return invalid(std::move(why));
+  return e;
 }
 
 }  // namespace
@@ -90,6 +120,9 @@ SseEvent parse_sse_data(std::string_view data) {
   }
   SseEvent e;
   e.kind = SseEvent::Kind::chunk;
+  if (const json::value* t = o->if_contains("type"); t != nullptr && t->is_string()) {
+    return responses_event(*o, t->get_string());
+  }
   if (const json::value* c = o->if_contains("choices"); c != nullptr && !c->is_null()) {
     const json::array* choices = c->if_array();
     if (choices == nullptr) return invalid("choices is not an array");

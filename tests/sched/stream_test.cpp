@@ -578,6 +578,45 @@ TEST(SseUsage, CountsContentChunksAndReadsTheFinalUsage) {
   }
 }
 
+TEST(SseUsage, ReadsAStreamedResponsesAnswer) {
+  // The Responses API's events: typed, an `event:` line before each data line, no [DONE].
+  const auto ev = [](std::string_view type, std::string_view data) {
+    return "event: " + std::string(type) + "\ndata: " + std::string(data) + "\n\n";
+  };
+  const std::string body =
+      ev("response.created", R"({"type":"response.created","response":{"id":"r","usage":null}})") +
+      ev("response.output_text.delta",
+         R"({"type":"response.output_text.delta","item_id":"m","delta":"Hel"})") +
+      ev("response.output_text.delta",
+         R"({"type":"response.output_text.delta","item_id":"m","delta":""})") +
+      ev("response.output_text.delta",
+         R"({"type":"response.output_text.delta","item_id":"m","delta":"lo"})") +
+      ev("response.output_text.done", R"({"type":"response.output_text.done","text":"Hello"})") +
+      ev("response.completed",
+         R"({"type":"response.completed","response":{"id":"r","status":"completed",)"
+         R"("usage":{"input_tokens":11,"input_tokens_details":{"cached_tokens":0},)"
+         R"("output_tokens":2,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":13}}})");
+  SseUsageParser p;
+  EXPECT_EQ(p.feed(body), 2);
+  ASSERT_TRUE(p.usage().has_value());
+  EXPECT_EQ(*p.usage(), (Usage{11, 2, 13}));
+  EXPECT_EQ(p.rejected(), 0U);
+  EXPECT_FALSE(p.done());
+  // An incomplete answer reports its usage too; hostile usage is rejected as in chat.
+  EXPECT_EQ(parse_sse_data(R"({"type":"response.incomplete","response":{"usage":)"
+                           R"({"input_tokens":4,"output_tokens":1}}})")
+                .usage,
+            (Usage{4, 1, 5}));
+  EXPECT_EQ(parse_sse_data(R"({"type":"response.completed","response":{"usage":)"
+                           R"({"input_tokens":-4,"output_tokens":1}}})")
+                .kind,
+            SseEvent::Kind::invalid);
+  EXPECT_EQ(parse_sse_data(R"({"type":"response.completed","response":7})").kind,
+            SseEvent::Kind::invalid);
+  EXPECT_EQ(parse_sse_data(R"({"type":"response.completed","response":{"usage":null}})").usage,
+            std::nullopt);
+}
+
 TEST(SseUsage, FollowsTheEventStreamFormat) {
   SseUsageParser p;
   // Comments and other fields are ignored; data lines of one event are joined by '\n'

@@ -1,8 +1,9 @@
-// Token usage read from an OpenAI-style server-sent event stream (a streamed chat completion):
-// the running count (content chunks so far) and the final `usage` object that
-// `stream_options.include_usage` adds before `data: [DONE]`. Bytes go in as they arrive, split
-// anywhere; hostile input (truncated or malformed JSON, huge, negative or non-integer counts,
-// endless lines) is rejected event by event, never a crash or an exception.
+// Token usage read from an OpenAI-style server-sent event stream: a streamed chat completion
+// (the running count of content chunks so far, and the final `usage` object that
+// `stream_options.include_usage` adds before `data: [DONE]`) or a streamed Responses API answer
+// (output text deltas, and the usage of its `response.completed` event). Bytes go in as they
+// arrive, split anywhere; hostile input (truncated or malformed JSON, huge, negative or non-integer
+// counts, endless lines) is rejected event by event, never a crash or an exception.
 #pragma once
 
 #include <cstddef>
@@ -39,16 +40,20 @@ struct SseEvent {
     invalid,  ///< rejected: `error` says why; nothing of it counts
   };
   Kind kind = Kind::invalid;
-  /// Choices of this chunk whose delta.content is a non-empty string (one per token on
-  /// OpenAI and admit-provider-sim; a running count, not an exact one, elsewhere).
+  /// Choices of this chunk whose delta.content is a non-empty string, or 1 for a Responses
+  /// API `response.output_text.delta` with a non-empty delta (one per token on OpenAI and
+  /// admit-provider-sim; a running count, not an exact one, elsewhere).
   std::int64_t content_chunks = 0;
-  /// The chunk's `usage` object when it is one (null or absent: none).
+  /// The chunk's `usage` object when it is one (null or absent: none); for a Responses API
+  /// `response.completed`, `.incomplete` or `.failed` event its response's usage, whose
+  /// input_tokens and output_tokens are read as prompt and completion tokens.
   std::optional<Usage> usage;
   std::string error;
 };
 
 /**
- * Reads one event's data (the text after `data:`, lines joined by '\n'). A `usage` member is
+ * Reads one event's data (the text after `data:`, lines joined by '\n'). An object with a
+ * string `type` is a Responses API event (see SseEvent). A `usage` member is
  * accepted only as an object whose prompt_tokens and completion_tokens are integers in
  * [0, kMaxUsageTokens] and whose total_tokens, if present, is such an integer no smaller than
  * either (absent: their sum); otherwise the whole event is invalid. `choices` must be an array
