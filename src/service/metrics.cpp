@@ -37,6 +37,10 @@ namespace {
 const prom::Histogram::BucketBoundaries kLatencyBuckets = {
     0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
     0.005,    0.01,    0.025,  0.05,    0.1,    0.25,  1.0};
+/// Seconds; a provider answers in tens of milliseconds to tens of seconds, a request may queue
+/// up to the gateway's deadline.
+const prom::Histogram::BucketBoundaries kUpstreamBuckets = {
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0};
 
 prom::MetricFamily family(std::string name, std::string help, prom::MetricType type) {
   prom::MetricFamily f;
@@ -159,8 +163,32 @@ struct Metrics::Impl {
               "route")
           .Register(registry);
 
-  Children<prom::Counter> decisions_by, denials_by, shadow_denials_by, near_limit_by, requests_by;
-  Children<prom::Histogram> latency_by;
+  prom::Family<prom::Counter>& upstream_responses =
+      prom::BuildCounter()
+          .Name("admit_gateway_upstream_responses_total")
+          .Help("Attempts the gateway sent upstream, by upstream and status (0: no answer)")
+          .Register(registry);
+  prom::Family<prom::Histogram>& upstream_latency =
+      prom::BuildHistogram()
+          .Name("admit_gateway_upstream_seconds")
+          .Help("Time from sending an attempt upstream to its answer's head, by upstream")
+          .Register(registry);
+  prom::Family<prom::Histogram>& upstream_queue =
+      prom::BuildHistogram()
+          .Name("admit_gateway_queue_seconds")
+          .Help(
+              "Time a gateway request waited at an upstream's scheduler before its first attempt "
+              "there, by upstream")
+          .Register(registry);
+  prom::Family<prom::Counter>& upstream_fallbacks =
+      prom::BuildCounter()
+          .Name("admit_gateway_fallbacks_total")
+          .Help("Requests moved on to another deployment after this upstream refused them")
+          .Register(registry);
+
+  Children<prom::Counter> decisions_by, denials_by, shadow_denials_by, near_limit_by, requests_by,
+      upstream_responses_by, upstream_fallbacks_by;
+  Children<prom::Histogram> latency_by, upstream_latency_by, upstream_queue_by;
 
   std::string resource_label(std::string_view resource) const {
     std::shared_lock g(resources_mu);
@@ -338,6 +366,31 @@ void Metrics::request(std::string_view route, unsigned status, std::chrono::nano
       .Increment();
   im.latency_by.get(im.latency, {{"route", route}}, kLatencyBuckets)
       .Observe(std::chrono::duration<double>(elapsed).count());
+}
+
+void Metrics::upstream_attempt(std::string_view upstream, unsigned status,
+                               std::chrono::nanoseconds elapsed) {
+  Impl& im = *impl_;
+  char digits[12];
+  const auto end = std::to_chars(digits, digits + sizeof digits, status).ptr;
+  im.upstream_responses_by
+      .get(im.upstream_responses,
+           {{"upstream", upstream},
+            {"status", std::string_view(digits, static_cast<std::size_t>(end - digits))}})
+      .Increment();
+  im.upstream_latency_by.get(im.upstream_latency, {{"upstream", upstream}}, kUpstreamBuckets)
+      .Observe(std::chrono::duration<double>(elapsed).count());
+}
+
+void Metrics::upstream_queued(std::string_view upstream, std::chrono::nanoseconds waited) {
+  Impl& im = *impl_;
+  im.upstream_queue_by.get(im.upstream_queue, {{"upstream", upstream}}, kUpstreamBuckets)
+      .Observe(std::chrono::duration<double>(waited).count());
+}
+
+void Metrics::upstream_fallback(std::string_view upstream) {
+  Impl& im = *impl_;
+  im.upstream_fallbacks_by.get(im.upstream_fallbacks, {{"upstream", upstream}}).Increment();
 }
 
 Metrics::InFlight::InFlight(Metrics* m) : m_(m) {

@@ -69,6 +69,18 @@ class Metrics {
   /// the Api took.
   void request(std::string_view route, unsigned status, std::chrono::nanoseconds elapsed);
 
+  // ---- from the gateway (thread-safe); `upstream` is a configured upstream's name ----
+
+  /// One attempt sent upstream: the status of its answer (0: none came, a transport failure)
+  /// and the time from sending to the answer's head (or the failure).
+  void upstream_attempt(std::string_view upstream, unsigned status,
+                        std::chrono::nanoseconds elapsed);
+  /// How long a request waited at an upstream's scheduler (its limits, its max_concurrent,
+  /// fair queueing) before its first attempt there.
+  void upstream_queued(std::string_view upstream, std::chrono::nanoseconds waited);
+  /// A request that `upstream` refused (429, 5xx, a failure) moved on to another deployment.
+  void upstream_fallback(std::string_view upstream);
+
   /// Counts a decision in flight (admit_decisions_in_flight) for its lifetime; does nothing
   /// with a null Metrics.
   class InFlight {

@@ -31,7 +31,7 @@ TEST(DeploymentCapacity, PerMinuteRatesOfTheRequestAndTokenLimits) {
 TEST(DeploymentCapacity, NothingKnownIsZero) {
   const Resolved limits = {
       {Limit::per_minute("rpm", 0), ConfigSource::resource},  // unlimited
-      {Limit::adaptive("tpm", AimdOptions{}), ConfigSource::resource},
+      {Limit::adaptive("tpm", AimdOptions{.max_rate = 100}), ConfigSource::resource},
   };
   const DeploymentCapacity c = deployment_capacity(limits);
   EXPECT_EQ(c.requests_per_minute, 0);

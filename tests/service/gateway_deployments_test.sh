@@ -139,6 +139,17 @@ if start_server --config "$TMP/deployments.yaml" --listen 127.0.0.1:0; then
   check "broken: every deployment failed: 502 or 503 ($STATUS)" test "$STATUS" = 502 -o "$STATUS" = 503
   check "broken: an OpenAI error body" test -n "$(json "b['error']['message']")"
 
+  # ---- what the gateway reports ----
+  req GET /metrics
+  check "metrics: 200" is 200
+  metric() { grep -Fxc "$1" <<<"$BODY"; }  # metric 'SAMPLE VALUE': 1 if that line is there
+  check "metrics: tight's 429 moved a request on" test "$(metric 'admit_gateway_fallbacks_total{upstream="tight"} 1')" = 1
+  check "metrics: down's 503 counted" test "$(grep -c '^admit_gateway_upstream_responses_total{status="503",upstream="down"}' <<<"$BODY")" = 1
+  check "metrics: closed's failed connections counted as status 0" \
+    test "$(grep -c '^admit_gateway_upstream_responses_total{status="0",upstream="closed"}' <<<"$BODY")" = 1
+  check "metrics: time queued at slow-a" test "$(metric 'admit_gateway_queue_seconds_count{upstream="slow-a"} 3')" = 1
+  check "metrics: slow-a's answers timed" has 'admit_gateway_upstream_seconds_bucket{upstream="slow-a",le="2.5"} 3'
+
   # ---- a model of several deployments is listed once ----
   req GET /v1/models
   check "models: 200" is 200

@@ -9,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 #include <cctype>
+#include <chrono>
 #include <exception>
 #include <mutex>
 #include <optional>
@@ -381,6 +382,8 @@ class Flight : public std::enable_shared_from_this<Flight> {
     meta.deadline = deadline_;
     meta.max_attempts = last ? 0 : 1;
     up->load.add(est_.total());
+    submitted_at_ = std::chrono::steady_clock::now();
+    first_attempt_ = true;
     auto self = shared_from_this();
     up->scheduler->async_submit(
         std::move(meta),
@@ -450,6 +453,11 @@ class Flight : public std::enable_shared_from_this<Flight> {
       return;
     }
     attempted_ = true;
+    sent_at_ = std::chrono::steady_clock::now();
+    if (first_attempt_ && gw_.metrics != nullptr) {
+      gw_.metrics->upstream_queued(up_->config.name, sent_at_ - submitted_at_);
+    }
+    first_attempt_ = false;
     status_ = 0;
     up_headers_.clear();
     buffered_.clear();
@@ -486,6 +494,10 @@ class Flight : public std::enable_shared_from_this<Flight> {
 
   void upstream_head(http::ClientResponseHead head) {
     status_ = head.status;
+    if (gw_.metrics != nullptr) {
+      gw_.metrics->upstream_attempt(up_->config.name, status_,
+                                    std::chrono::steady_clock::now() - sent_at_);
+    }
     up_headers_ = std::move(head.headers);
     if (status_ == 429 || status_ >= 500) return;  // the scheduler may retry: not forwarded
     forwarding_ = true;
@@ -551,6 +563,10 @@ class Flight : public std::enable_shared_from_this<Flight> {
       o.status = 0;
       end_caller(false, 0);
     } else if (!error.empty()) {
+      if (status_ == 0 && gw_.metrics != nullptr) {  // no head came: counted here
+        gw_.metrics->upstream_attempt(up_->config.name, 0,
+                                      std::chrono::steady_clock::now() - sent_at_);
+      }
       o.status = 0;
       hold(o);
       o.error = std::make_exception_ptr(
@@ -590,7 +606,13 @@ class Flight : public std::enable_shared_from_this<Flight> {
   void completed(std::exception_ptr e, const sched::Result&) {
     up_->load.remove(est_.total());
     if (!e) return;
-    if (may_fall_back(e) && submit()) return;
+    if (may_fall_back(e)) {
+      const std::string& from = up_->config.name;
+      if (submit()) {
+        if (gw_.metrics != nullptr) gw_.metrics->upstream_fallback(from);
+        return;
+      }
+    }
     try {
       std::rethrow_exception(e);
     } catch (const sched::RequestTimeout&) {
@@ -698,6 +720,9 @@ class Flight : public std::enable_shared_from_this<Flight> {
   const std::vector<Upstream*> deployments_;  // of the model, in the configuration's order
   std::vector<bool> tried_;                   // by index into deployments_
   Upstream* up_ = nullptr;                    // where the request is now
+  std::chrono::steady_clock::time_point submitted_at_;  // to up_'s scheduler
+  bool first_attempt_ = true;                           // no attempt at up_ yet
+  std::chrono::steady_clock::time_point sent_at_;       // the attempt under way
   const GatewayRoute route_;
   const std::string entity_;
   const RequestEstimate est_;
