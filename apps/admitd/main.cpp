@@ -130,6 +130,9 @@ int main(int argc, char** argv) {
       limiter_options.ns = ns->ns;
       limiter_options.config = config.store.config;
       limiter_options.config_ttl = config.store.config_ttl;
+      limiter_options.adaptation = config.store.adaptation;
+      limiter_options.adaptation_refresh = config.store.adaptation_refresh;
+      limiter_options.adaptation_ttl = config.store.adaptation_ttl;
       limiters.push_back(&limiter_storage.emplace_back(store.store(), clock, limiter_options));
       admit::service::apply_config(*ns, *limiters.back());
     }

@@ -42,6 +42,26 @@ enum class ConfigMode : std::uint8_t {
   store,
 };
 
+/// Where what a Limiter learns lives: the limits learned from a provider
+/// (set_discovered_limits, Discovery) and the AIMD rates of its adaptive limits.
+enum class AdaptationMode : std::uint8_t {
+  /// `store` when the store is shared by processes and keeps learned state (capabilities():
+  /// distributed, as a RedisStore, or durable, as a per_op SqliteStore; and learned), else
+  /// `local` (a MemoryStore, a write_behind SqliteStore): what a fleet operator expects.
+  automatic,
+  /// In this Limiter's memory: each process learns alone.
+  local,
+  /**
+   * In the store (Store::put_learned), shared by every Limiter on the same store and
+   * namespace, across processes, so a fleet paces to the same learned numbers: a limit one
+   * process learns and a decrease of an adaptive limit's rate after a 429 one process sees
+   * are used by every other within adaptation_refresh. Learned limits: the newest
+   * observation wins. AIMD rates: a decrease is never undone by an increase made before it
+   * was seen. docs/design.md, "Shared adaptation", has the rules.
+   */
+  store,
+};
+
 struct LimiterOptions {
   std::string ns = "default";               ///< namespace: tenants never see each other's keys
   Micros lease_ttl = 5 * kMicrosPerMinute;  ///< default lease TTL
@@ -50,6 +70,18 @@ struct LimiterOptions {
   /// ConfigMode::store: how long a configuration entry read from the store is used (>= 0;
   /// 0 reads the store on every resolution).
   Micros config_ttl = 60 * kMicrosPerSecond;
+  AdaptationMode adaptation = AdaptationMode::automatic;  ///< where learned values live
+  /// AdaptationMode::store: how often this Limiter writes what changed in what it learned and
+  /// reads what the others wrote (> 0), through its Clock: a value another process wrote is
+  /// used here at most this long after (once this Limiter is called again: the library owns
+  /// no threads, so the refresh runs inside a call, one store read per interval, never per
+  /// decision).
+  Micros adaptation_refresh = kMicrosPerSecond;
+  /// AdaptationMode::store: how long a learned value lives in the store after it was last
+  /// written (>= 2 * adaptation_refresh). Each process writes its own again every
+  /// adaptation_ttl / 2 while it is used, so the values of a process that is gone leave the
+  /// fleet after this.
+  Micros adaptation_ttl = 10 * kMicrosPerMinute;
 };
 
 /// The configuration cache of a Limiter in ConfigMode::store (all zero in local mode).
@@ -189,10 +221,20 @@ class Limiter {
    * configured). Replaces what was learned before; an empty list forgets it.
    * Changing limits invalidates cached plans: call it when a learned value changes, not per
    * response.
+   *
+   * AdaptationMode::store: also written to the store at once (a call that changes nothing
+   * writes nothing), so every Limiter on the store and namespace uses it within its
+   * adaptation_refresh; of the sets processes learned for one (entity, resource) the newest
+   * wins everywhere (an empty list forgets it across the fleet until someone learns again or
+   * adaptation_ttl passes). If the store cannot be written, it applies here at once and is
+   * written at a later refresh: never throws StoreUnavailable.
    */
   void set_discovered_limits(std::string entity, std::string resource, std::vector<Limit> limits);
   /// What this Limiter has learned (set_discovered_limits) and where its adaptive limits'
   /// AIMD laws stand, for monitoring (admitd's /metrics). A snapshot; thread-safe.
+  /// AdaptationMode::store: the values shared by the fleet as this Limiter last read them
+  /// (read again first when adaptation_refresh has passed): what other processes learned
+  /// included, also the AIMD rates of adaptive limits this Limiter has not used yet.
   struct Adaptation {
     struct Learned {
       std::string entity;
@@ -207,10 +249,16 @@ class Limiter {
     };
     std::vector<Learned> discovered;
     std::vector<Rate> aimd;
+    bool shared = false;      ///< AdaptationMode::store in effect (shares_adaptation())
+    Micros refreshed_at = 0;  ///< shared: when the store was last read (0: not yet)
   };
   Adaptation adaptation() const;
-  /// What set_discovered_limits() holds for (entity, resource); empty if nothing.
+  /// The limits learned for (entity, resource) and in use here: what set_discovered_limits()
+  /// holds, or (AdaptationMode::store) a newer set another process learned; empty if none.
   std::vector<Limit> discovered_limits(std::string_view entity, std::string_view resource) const;
+  /// Whether what this Limiter learns is shared through the store (LimiterOptions::adaptation
+  /// resolved: store, or automatic on a shared store).
+  bool shares_adaptation() const;
 
   /// The limits that apply to (entity, resource) itself and where each came from.
   /// ConfigMode::store: through the cache; @throws StoreUnavailable with nothing cached.

@@ -133,4 +133,37 @@ AimdState AimdLaw::state() const {
   return AimdState{rate_, threshold_, slow_start_, fast_recovery_, recovery_target_, epoch_};
 }
 
+std::optional<AimdState> AimdLaw::adopt(double rate, bool decreased, std::uint64_t expected_epoch) {
+  std::lock_guard g(mu_);
+  if (epoch_ != expected_epoch || !std::isfinite(rate)) return std::nullopt;
+  const double r = std::clamp(rate, min_rate_, max_rate_);
+  if (decreased) {
+    // As record_failure(), with the rate the others reached instead of this law's own cut.
+    const double previous = rate_;
+    rate_ = r;
+    threshold_ = r;
+    slow_start_ = false;
+    if (r < previous) {
+      fast_recovery_ = true;
+      recovery_target_ = previous;
+    } else if (fast_recovery_ && r >= recovery_target_) {
+      fast_recovery_ = false;
+      recovery_target_ = 0;
+    }
+    ++epoch_;
+  } else if (r > rate_) {
+    rate_ = r;
+    if (slow_start_ && rate_ >= threshold_) {
+      slow_start_ = false;
+      fast_recovery_ = false;
+      recovery_target_ = 0;
+    }
+    if (fast_recovery_ && rate_ >= recovery_target_) {
+      fast_recovery_ = false;
+      recovery_target_ = 0;
+    }
+  }
+  return AimdState{rate_, threshold_, slow_start_, fast_recovery_, recovery_target_, epoch_};
+}
+
 }  // namespace admit

@@ -117,8 +117,9 @@ bool Lease::mark(bool success) {
     if (!it.aimd || held_[i].consumed == 0) continue;
     if (success) {
       it.aimd->record_success();
-    } else {
-      it.aimd->record_failure(static_cast<std::uint64_t>(held_[i].window_end));
+    } else if (it.aimd->record_failure(static_cast<std::uint64_t>(held_[i].window_end)) &&
+               limiter_ != nullptr) {
+      limiter_->impl_->shared.expedite();  // shared: tell the fleet at the next call
     }
   }
   return true;

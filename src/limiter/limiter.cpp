@@ -1,10 +1,11 @@
 // Limiter: the public methods. Each job they share has its own file: the configuration
 // snapshot (config_snapshot), the store's configuration cache (store_config_cache), resolution
 // (resolution.hpp), plans and the plan cache (plan), decisions and stats (decisions), the wait
-// queues (wait_queue), the AIMD laws (aimd_registry), lease ids (lease_ids); Limiter::Impl
-// (limiter_impl.hpp) holds them. Also here: the acquire path's steps (Impl::attempt and the
-// asynchronous acquire, in one translation unit with try_acquire so the hot path inlines). A
-// lease's store operations are in lease_ops.cpp, the asynchronous wait in async_wait.cpp.
+// queues (wait_queue), the AIMD laws (aimd_registry), what is learned and shared through the
+// store (shared_adaptation), lease ids (lease_ids); Limiter::Impl (limiter_impl.hpp) holds
+// them. Also here: the acquire path's steps (Impl::attempt and the asynchronous acquire, in one
+// translation unit with try_acquire so the hot path inlines). A lease's store operations are in
+// lease_ops.cpp, the asynchronous wait in async_wait.cpp.
 #include "admit/limiter.hpp"
 
 #include <algorithm>
@@ -59,7 +60,25 @@ Limiter::Limiter(Store& store, const Clock& clock, LimiterOptions options)
   if (o.config_ttl < 0) {
     throw ValidationError("config_ttl", std::to_string(o.config_ttl), "must be >= 0");
   }
+  if (o.adaptation_refresh <= 0 || o.adaptation_refresh > kMicrosPerDay) {
+    throw ValidationError("adaptation_refresh", std::to_string(o.adaptation_refresh),
+                          "must be > 0 and at most a day");
+  }
+  if (o.adaptation_ttl < 2 * o.adaptation_refresh || o.adaptation_ttl > 365 * kMicrosPerDay) {
+    throw ValidationError("adaptation_ttl", std::to_string(o.adaptation_ttl),
+                          "must be at least 2 * adaptation_refresh and at most a year");
+  }
   impl_->ns = impl_->store.open_namespace(o.ns);
+  const StoreCapabilities caps = impl_->store.capabilities();
+  if (o.adaptation == AdaptationMode::store && !caps.learned) {
+    throw ValidationError("adaptation", "store",
+                          "store '" + impl_->store.name() + "' keeps no learned state");
+  }
+  if (o.adaptation == AdaptationMode::store ||
+      (o.adaptation == AdaptationMode::automatic && caps.learned &&
+       (caps.distributed || caps.durable))) {
+    impl_->shared.enable();
+  }
 }
 
 Limiter::~Limiter() = default;
@@ -199,6 +218,10 @@ void Limiter::set_discovered_limits(std::string entity, std::string resource,
   validate_name("entity", entity);
   validate_name("resource", resource);
   check_unique_names(limits);
+  if (impl_->shared.enabled()) {
+    return impl_->shared.set_learned(std::move(entity), std::move(resource), std::move(limits),
+                                     impl_->clock.now());
+  }
   impl_->config.update([&](Snapshot& s) {
     if (limits.empty()) {
       s.discovered.erase(pair_key(entity, resource));
@@ -212,7 +235,10 @@ void Limiter::set_discovered_limits(std::string entity, std::string resource,
 }
 
 Limiter::Adaptation Limiter::adaptation() const {
+  impl_->shared.refresh_if_due(impl_->clock.now());
   Adaptation out;
+  out.shared = impl_->shared.enabled();
+  if (out.shared) out.refreshed_at = impl_->shared.refreshed_at();
   const std::shared_ptr<const Snapshot> snap = impl_->config.current_ptr();
   for (const auto& [key, d] : snap->discovered) {
     out.discovered.push_back(Adaptation::Learned{d.entity, d.resource, d.learned});
@@ -226,14 +252,19 @@ Limiter::Adaptation Limiter::adaptation() const {
 
 std::vector<Limit> Limiter::discovered_limits(std::string_view entity,
                                               std::string_view resource) const {
+  impl_->shared.refresh_if_due(impl_->clock.now());
   const Snapshot& s = impl_->config.current();
   auto d = s.discovered.find(pair_key(entity, resource));
   return d == s.discovered.end() ? std::vector<Limit>{} : d->second.learned;
 }
 
+bool Limiter::shares_adaptation() const { return impl_->shared.enabled(); }
+
 std::vector<std::pair<Limit, ConfigSource>> Limiter::resolve(std::string_view entity,
                                                              std::string_view resource) const {
-  const auto snap = impl_->view(entity, resource, impl_->clock.now(), nullptr);
+  const Micros now = impl_->clock.now();
+  impl_->shared.refresh_if_due(now);
+  const auto snap = impl_->view(entity, resource, now, nullptr);
   const Resolved r = resolve_in(*snap, entity, resource);
   std::vector<std::pair<Limit, ConfigSource>> out;
   if (r.limits != nullptr) {

@@ -1,7 +1,8 @@
 // Limiter::Impl: the state behind a Limiter (its store, clock and options; the configuration
-// snapshots, the store's configuration cache, the AIMD laws, the wait queues) and the steps of
-// an operation that the public methods (limiter.cpp) share: plan_for (plan.cpp), the acquire
-// before and after the store, lease_op (a lease's adjust and end).
+// snapshots, the store's configuration cache, the AIMD laws, what is learned and shared through
+// the store, the wait queues) and the steps of an operation that the public methods
+// (limiter.cpp) share: plan_for (plan.cpp), the acquire before and after the store, lease_op
+// (a lease's adjust and end).
 #pragma once
 
 #include <exception>
@@ -17,6 +18,7 @@
 #include "lease_key.hpp"
 #include "lease_record.hpp"
 #include "plan.hpp"
+#include "shared_adaptation.hpp"
 #include "store_config_cache.hpp"
 #include "wait_queue.hpp"
 
@@ -34,6 +36,7 @@ struct Limiter::Impl {
   detail::ConfigSnapshots config;
   detail::StoreConfigCache store_config{store, ns, opt, config};  // ConfigMode::store only
   detail::AimdRegistry aimd;
+  detail::SharedAdaptation shared{store, ns, opt, config, aimd};  // AdaptationMode::store only
   detail::WaitQueues waits;
 
   // The configuration that resolves (entity, resource) and its chain of parents, as a

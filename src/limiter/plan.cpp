@@ -144,6 +144,7 @@ Plan& Limiter::Impl::plan_for(std::string_view entity, std::string_view resource
   };
   static thread_local Cache t_cache;
   Cache& c = t_cache;
+  shared.refresh_if_due(now);  // AdaptationMode::store: one atomic load unless due
   const std::uint64_t version = config.version();
   if (c.uid != config.uid() || c.version != version || c.entity != entity ||
       c.resource != resource || c.plan.error != Code::ok || !(now < c.fresh_until)) {

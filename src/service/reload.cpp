@@ -23,7 +23,8 @@ bool same_store(const StoreConfig& a, const StoreConfig& b) {
          a.redis.client.username == b.redis.client.username &&
          a.redis.client.tls == b.redis.client.tls && a.guard.policy == b.guard.policy &&
          a.guard.fleet_size == b.guard.fleet_size && a.config == b.config &&
-         a.config_ttl == b.config_ttl;
+         a.config_ttl == b.config_ttl && a.adaptation == b.adaptation &&
+         a.adaptation_refresh == b.adaptation_refresh && a.adaptation_ttl == b.adaptation_ttl;
 }
 
 bool same_tokens(const std::vector<TokenConfig>& a, const std::vector<TokenConfig>& b) {

@@ -39,6 +39,7 @@ class StoreReader : detail::YamlReader {
     }
     if (!has_url)
       fail(node, "store.url", show(node), "missing key (memory, sqlite:PATH, redis://...)");
+    const Entry* adaptation_entry = nullptr;  // the last of adaptation_{refresh,ttl}_ms
     for (const Entry& e : es) {
       const std::string path = "store." + e.key;
       if (e.key == "url") continue;
@@ -108,6 +109,26 @@ class StoreReader : detail::YamlReader {
         }
       } else if (e.key == "limits_ttl_ms") {
         c.config_ttl = integer(e.value, path, 0, 86'400'000) * 1000;
+      } else if (e.key == "adaptation") {
+        const std::string v = scalar(e.value, path);
+        if (v == "auto") {
+          c.adaptation = AdaptationMode::automatic;
+        } else if (v == "local") {
+          c.adaptation = AdaptationMode::local;
+        } else if (v == "store") {
+          if (c.kind == StoreKind::memory) {
+            fail(e.value, path, v, "the memory store is not shared (sqlite, redis only)");
+          }
+          c.adaptation = AdaptationMode::store;
+        } else {
+          fail(e.value, path, v, "expected auto, local or store");
+        }
+      } else if (e.key == "adaptation_refresh_ms") {
+        c.adaptation_refresh = integer(e.value, path, 1, 86'400'000) * 1000;
+        adaptation_entry = &e;
+      } else if (e.key == "adaptation_ttl_ms") {
+        c.adaptation_ttl = integer(e.value, path, 1, 31'536'000'000) * 1000;
+        adaptation_entry = &e;
       } else if (e.key == "prune_interval_ms") {
         if (c.kind == StoreKind::redis) {
           fail(e.key_node, path, e.key, "Redis expires its keys by itself (memory, sqlite only)");
@@ -117,8 +138,14 @@ class StoreReader : detail::YamlReader {
         fail(e.key_node, path, e.key,
              "unknown key (expected url, max_keys, durability, write_behind_ms, busy_timeout_ms, "
              "prefix, username, password, command_timeout_ms, connect_timeout_ms, unavailable, "
-             "fleet_size, limits, limits_ttl_ms or prune_interval_ms)");
+             "fleet_size, limits, limits_ttl_ms, adaptation, adaptation_refresh_ms, "
+             "adaptation_ttl_ms or prune_interval_ms)");
       }
+    }
+    if (c.adaptation_ttl < 2 * c.adaptation_refresh) {
+      // adaptation_entry: the last of the two keys (one of them was given: the defaults fit)
+      fail(adaptation_entry->value, "store." + adaptation_entry->key, show(adaptation_entry->value),
+           "adaptation_ttl_ms must be at least 2 * adaptation_refresh_ms");
     }
     return c;
   }

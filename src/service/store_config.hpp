@@ -1,7 +1,7 @@
 // admitd's `store:` section: which Store the Limiter runs on (memory, a SQLite file, a Redis
 // server or cluster), what happens while it cannot be reached (GuardedStore's policies) and
-// where the limits live (ConfigMode). Parsed with the rest of the config file; open_store()
-// builds the store it describes.
+// where the limits live (ConfigMode) and what is learned (AdaptationMode). Parsed with the rest of
+// the config file; open_store() builds the store it describes.
 #pragma once
 
 #include <yaml-cpp/yaml.h>
@@ -33,6 +33,11 @@ struct StoreConfig {
   GuardedStoreOptions guard;
   ConfigMode config = ConfigMode::local;      ///< `limits: local | store`
   Micros config_ttl = 60 * kMicrosPerSecond;  ///< `limits_ttl_ms`
+  /// Where learned limits and AIMD rates live: `adaptation: auto | local | store`
+  /// (LimiterOptions::adaptation; auto shares them on sqlite per_op and redis).
+  AdaptationMode adaptation = AdaptationMode::automatic;
+  Micros adaptation_refresh = kMicrosPerSecond;   ///< `adaptation_refresh_ms`
+  Micros adaptation_ttl = 10 * kMicrosPerMinute;  ///< `adaptation_ttl_ms`
   /// memory, sqlite: how often admitd prunes idle keys and expired lease records
   /// (`prune_interval_ms`; 0: only as the store grows). Redis expires its keys by itself.
   std::chrono::milliseconds prune_interval{10'000};

@@ -345,6 +345,17 @@ std::vector<AuditEvent> GuardedStore::read_audit(const Namespace& ns, const Audi
   return impl_->primary.read_audit(ns, query);
 }
 
+// Learned state is the primary's under every policy, as configuration is: a Limiter that
+// cannot reach it keeps what it has and tries again at its next refresh.
+LearnedValue GuardedStore::put_learned(const Namespace& ns, const LearnedKey& key,
+                                       const LearnedValue& value, Micros now) {
+  return impl_->primary.put_learned(ns, key, value, now);
+}
+
+std::vector<LearnedEntry> GuardedStore::list_learned(const Namespace& ns, Micros now) {
+  return impl_->primary.list_learned(ns, now);
+}
+
 StoreCapabilities GuardedStore::capabilities() const { return impl_->primary.capabilities(); }
 
 std::string GuardedStore::name() const { return "guarded(" + impl_->primary.name() + ")"; }

@@ -11,7 +11,9 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -116,6 +118,12 @@ struct MemoryStore::Impl {
   };
   std::mutex audit_mu;
   std::map<std::uint32_t, AuditLog> audit;
+
+  // Learned state, sorted as list_learned() reports it; expired entries are dropped by the
+  // calls that meet them.
+  using LearnedId = std::tuple<std::uint32_t, LearnedKind, std::string, std::string, std::string>;
+  std::mutex learned_mu;
+  std::map<LearnedId, LearnedValue, std::less<>> learned;
   std::size_t audit_retention = kDefaultAuditRetention;
 
   explicit Impl(const MemoryStoreOptions& o)
@@ -445,6 +453,43 @@ std::vector<AuditEvent> MemoryStore::read_audit(const Namespace& ns, const Audit
     for (auto it = first; it != last; ++it) {
       if (!take(*it)) break;
     }
+  }
+  return out;
+}
+
+// ---- learned state ----
+
+LearnedValue MemoryStore::put_learned(const Namespace& ns, const LearnedKey& key,
+                                      const LearnedValue& value, Micros now) {
+  validate_learned_key(key);
+  validate_learned_value(value, now);
+  Impl::LearnedId id{ns.id, key.kind, std::string(key.entity), std::string(key.resource),
+                     std::string(key.limit)};
+  std::lock_guard g(impl_->learned_mu);
+  auto it = impl_->learned.find(id);
+  std::optional<LearnedValue> stored;
+  if (it != impl_->learned.end()) stored = it->second;
+  LearnedValue merged = merge_learned(stored, value, now);
+  if (it == impl_->learned.end()) {
+    impl_->learned.emplace(std::move(id), merged);
+  } else {
+    it->second = merged;
+  }
+  return merged;
+}
+
+std::vector<LearnedEntry> MemoryStore::list_learned(const Namespace& ns, Micros now) {
+  std::vector<LearnedEntry> out;
+  std::lock_guard g(impl_->learned_mu);
+  auto it = impl_->learned.lower_bound(Impl::LearnedId{ns.id, LearnedKind::limits, "", "", ""});
+  while (it != impl_->learned.end() && std::get<0>(it->first) == ns.id) {
+    if (it->second.expires_at <= now) {
+      it = impl_->learned.erase(it);
+      continue;
+    }
+    const auto& [id, kind, entity, resource, limit] = it->first;
+    out.push_back(LearnedEntry{kind, entity, resource, limit, it->second});
+    ++it;
   }
   return out;
 }

@@ -96,6 +96,7 @@ SqliteStore::Impl::Impl(SqliteStoreOptions o) : opt(std::move(o)), db(opt.path) 
   ns_del_leases = db.prepare("DELETE FROM leases WHERE ns = ?1");
   prune_leases = db.prepare("DELETE FROM leases WHERE expiry <= ?1");
   prepare_audit();
+  prepare_learned();
 
   if (!per_op()) start_flusher();
 }
@@ -194,6 +195,11 @@ std::size_t SqliteStore::Impl::prune_locked(Micros now) {
       q.bind(1, now);
       q.step();
       leases = sqlite3_changes64(db.get());
+    }
+    {
+      Query q(db, learned_prune);  // not usage state: not counted
+      q.bind(1, now);
+      q.step();
     }
     remaining = count_locked();
     txn.commit();
@@ -314,6 +320,7 @@ StoreCapabilities SqliteStore::capabilities() const {
   c.durable = impl_->per_op();
   c.leases = true;
   c.audit = true;
+  c.learned = true;
   return c;
 }
 

@@ -230,5 +230,66 @@ TEST(AimdLaw, ConcurrentOutcomes) {
   EXPECT_LE(c.current_rate(), 100.0);
 }
 
+// Verifies adopt(): a decrease seen elsewhere sets the rate, ends slow start, starts fast
+// recovery and bumps the epoch (so failures of requests sent before it decrease nothing more);
+// otherwise the rate only rises; rates are clamped; a decrease here since the caller read the
+// epoch, or a rate that is not finite, makes it refuse.
+TEST(AimdLaw, AdoptTakesOverAnotherHoldersRate) {
+  AimdLaw c({.max_rate = 100, .initial_rate = 8, .slow_start_threshold = 32, .min_rate = 1});
+  ASSERT_TRUE(c.in_slow_start());
+
+  // A rise below the threshold stays in slow start; one to it leaves slow start.
+  auto st = c.adopt(16, false, 0);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->rate, 16);
+  EXPECT_TRUE(st->in_slow_start);
+  EXPECT_EQ(st->epoch, 0u);
+  st = c.adopt(12, false, 0);  // never falls without a decrease
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->rate, 16);
+  st = c.adopt(40, false, 0);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->rate, 40);
+  EXPECT_FALSE(st->in_slow_start);
+
+  // A decrease elsewhere: the rate, fast recovery towards the rate before, one more epoch.
+  st = c.adopt(20, true, 0);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->rate, 20);
+  EXPECT_EQ(st->slow_start_threshold, 20);
+  EXPECT_TRUE(st->in_fast_recovery);
+  EXPECT_EQ(st->recovery_target, 40);
+  EXPECT_EQ(st->epoch, 1u);
+  EXPECT_FALSE(c.record_failure(0)) << "a request sent before that decrease";
+  EXPECT_EQ(c.current_rate(), 20);
+
+  // The caller's epoch is stale (a decrease here since): nothing changes.
+  EXPECT_TRUE(c.record_failure(1));  // 10, epoch 2
+  EXPECT_FALSE(c.adopt(50, false, 1));
+  EXPECT_FALSE(c.adopt(50, true, 1));
+  EXPECT_EQ(c.current_rate(), 10);
+  EXPECT_FALSE(c.adopt(kNan, false, 2));
+  EXPECT_FALSE(c.adopt(kInf, true, 2));
+
+  // Clamped to [min_rate, max_rate]; a rise to the recovery target ends fast recovery.
+  st = c.adopt(0.01, true, 2);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->rate, 1);
+  EXPECT_EQ(st->epoch, 3u);
+  st = c.adopt(1e9, false, 3);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->rate, 100);
+  EXPECT_FALSE(st->in_fast_recovery);
+  // A "decrease" to a higher rate (a fresh law taking over a fleet past its decreases): the
+  // rate, no fast recovery, slow start over.
+  AimdLaw fresh({.max_rate = 100, .initial_rate = 1});
+  st = fresh.adopt(30, true, 0);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->rate, 30);
+  EXPECT_FALSE(st->in_slow_start);
+  EXPECT_FALSE(st->in_fast_recovery);
+  EXPECT_EQ(st->epoch, 1u);
+}
+
 }  // namespace
 }  // namespace admit

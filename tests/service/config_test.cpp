@@ -400,6 +400,25 @@ TEST(ConfigTest, StoreSection) {
   EXPECT_EQ(r.guard.fleet_size, 3);
   EXPECT_EQ(r.config, ConfigMode::store);
   EXPECT_EQ(r.config_ttl, 5 * kMicrosPerSecond);
+  // What is learned: shared on a shared store by default, every 1 s, for 10 minutes.
+  EXPECT_EQ(r.adaptation, AdaptationMode::automatic);
+  EXPECT_EQ(r.adaptation_refresh, kMicrosPerSecond);
+  EXPECT_EQ(r.adaptation_ttl, 10 * kMicrosPerMinute);
+  const Config adapt = parse_config(R"(store:
+  url: redis://10.0.0.7:6380
+  adaptation: store
+  adaptation_refresh_ms: 250
+  adaptation_ttl_ms: 60000
+)",
+                                    "t.yaml");
+  EXPECT_EQ(adapt.store.adaptation, AdaptationMode::store);
+  EXPECT_EQ(adapt.store.adaptation_refresh, 250 * 1000);
+  EXPECT_EQ(adapt.store.adaptation_ttl, kMicrosPerMinute);
+  EXPECT_EQ(parse_config("store: {url: memory, adaptation: local}\n", "t.yaml").store.adaptation,
+            AdaptationMode::local);
+  EXPECT_EQ(parse_config("store: {url: \"sqlite:/tmp/a.db\", adaptation: auto}\n", "t.yaml")
+                .store.adaptation,
+            AdaptationMode::automatic);
 
   const Config cluster = parse_config("store: redis+cluster://a:7000, b:7001\n", "t.yaml");
   EXPECT_TRUE(cluster.store.redis.client.cluster);
@@ -446,6 +465,11 @@ INSTANTIATE_TEST_SUITE_P(Store, BadConfigTest, ::testing::Values(
   Bad{"store: {url: redis://h, fleet_size: \"3\"}\n", "store.fleet_size", "3", "unquoted integer"},
   Bad{"store: {url: redis://h, fleet_size: 0}\n", "store.fleet_size", "0", "within 1..100000"},
   Bad{"store: {url: memory, limits: remote}\n", "store.limits", "remote", "expected local or store"},
+  Bad{"store: {url: redis://h, adaptation: fleet}\n", "store.adaptation", "fleet", "expected auto, local or store"},
+  Bad{"store: {url: memory, adaptation: store}\n", "store.adaptation", "store", "memory store is not shared"},
+  Bad{"store: {url: redis://h, adaptation_refresh_ms: 0}\n", "store.adaptation_refresh_ms", "0", "within 1..86400000"},
+  Bad{"store: {url: redis://h, adaptation_refresh_ms: 400000}\n", "store.adaptation_refresh_ms", "400000", "at least 2 * adaptation_refresh_ms"},
+  Bad{"store: {url: redis://h, adaptation_refresh_ms: 1000, adaptation_ttl_ms: 1999}\n", "store.adaptation_ttl_ms", "1999", "at least 2 * adaptation_refresh_ms"},
   Bad{"store: {url: memory, colour: red}\n", "store.colour", "colour", "unknown key"}));
 // clang-format on
 

@@ -1239,6 +1239,163 @@ TEST_P(StoreConformance, LimitsInTheStoreAreSharedWithinTheTtl) {
   EXPECT_EQ(decode_limits(listed[0].value), (std::vector<Limit>{Limit::per_minute("rpm", 60)}));
 }
 
+// ------------------------------------------------------------------------ learned state
+
+// Verifies learned entries: put and list (sorted by kind, entity, resource, limit; crafted
+// names and values kept apart and exact); a write of greater precedence (version, then rank)
+// replaces, one of lower precedence changes nothing and gets the stored value back, an equal
+// one keeps the stored value with the later expiry; expired entries are gone from lists and
+// replaced by any write; namespaces stay apart; another store object over the same data sees
+// them; they are neither usage state nor configuration; bad keys and values are refused.
+TEST_P(StoreConformance, LearnedEntriesMergeByPrecedenceAndExpire) {
+  ASSERT_TRUE(store().capabilities().learned);
+  const Namespace other = store().open_namespace("other");
+  const std::size_t before = store().size();
+  const Micros now = kStart;
+  const Micros exp = kStart + 60 * kSec;
+  const LearnedKey one{LearnedKind::limits, "a:b", "c", {}};
+  const LearnedKey two{LearnedKind::limits, "a", "b:c", {}};
+  const LearnedKey odd{LearnedKind::limits, "e{x}%3A y", "m", {}};
+  const LearnedKey rate{LearnedKind::rate, "", "m", "aimd"};
+  const auto put = [&](const LearnedKey& k, const LearnedValue& v, Micros at = kStart) {
+    return store().put_learned(ns_, k, v, at);
+  };
+  const LearnedValue v1{10, 5, exp, "[one]"};
+  EXPECT_EQ(put(one, v1), v1);
+  EXPECT_EQ(put(two, {3, 0, exp + kSec, ""}), (LearnedValue{3, 0, exp + kSec, ""}));
+  const LearnedValue odd_v{1, 2, exp, "  spaces 1 2 3 \n\n%{x}"};
+  EXPECT_EQ(put(odd, odd_v), odd_v);
+  EXPECT_EQ(put(rate, {2, 40'000'000, exp, "40"}), (LearnedValue{2, 40'000'000, exp, "40"}));
+  EXPECT_EQ(store().put_learned(other, one, {1, 1, exp, "[other]"}, now).value, "[other]");
+
+  // Lower precedence: nothing changes, the stored value is the answer.
+  EXPECT_EQ(put(one, {9, 99, exp + kSec, "[older]"}), v1);
+  EXPECT_EQ(put(one, {10, 4, exp + kSec, "[older]"}), v1);
+  // Equal: the stored value, with the later of the two expiries.
+  EXPECT_EQ(put(one, {10, 5, exp + 2 * kSec, "[same]"}),
+            (LearnedValue{10, 5, exp + 2 * kSec, "[one]"}));
+  EXPECT_EQ(put(one, {10, 5, exp, "[same]"}), (LearnedValue{10, 5, exp + 2 * kSec, "[one]"}));
+  // Greater: by rank within a version, by version whatever the rank (a decrease of a rate).
+  const LearnedValue v2{10, 6, exp, "[two]"};
+  EXPECT_EQ(put(one, v2), v2);
+  const LearnedValue cut{3, 20'000'000, exp, "20"};
+  EXPECT_EQ(put(rate, cut), cut);
+  EXPECT_EQ(put(rate, {2, 90'000'000, exp + kSec, "90"}), cut);
+
+  const std::vector<LearnedEntry> want = {
+      {LearnedKind::limits, "a", "b:c", "", {3, 0, exp + kSec, ""}},
+      {LearnedKind::limits, "a:b", "c", "", v2},
+      {LearnedKind::limits, "e{x}%3A y", "m", "", odd_v},
+      {LearnedKind::rate, "", "m", "aimd", cut},
+  };
+  EXPECT_EQ(store().list_learned(ns_, now), want);
+  const std::vector<LearnedEntry> in_other = store().list_learned(other, now);
+  ASSERT_EQ(in_other.size(), 1u);
+  EXPECT_EQ(in_other[0].value.value, "[other]");
+  if (GetParam().shared) {
+    std::string why;
+    std::unique_ptr<Store> second = GetParam().make(dir_.path(), why);
+    ASSERT_NE(second, nullptr) << why;
+    EXPECT_EQ(second->list_learned(second->open_namespace("conformance"), now), want);
+  }
+
+  // Neither usage state nor configuration.
+  EXPECT_EQ(store().size(), before);
+  EXPECT_TRUE(store().list_config(ns_).empty());
+  store().reset_namespace(ns_);
+  EXPECT_EQ(store().prune(now), 0u);
+  EXPECT_EQ(store().list_learned(ns_, now), want);
+
+  // Expiry: at exp the entries expiring then are gone; any write replaces an expired entry.
+  EXPECT_EQ(store().list_learned(ns_, exp - 1), want);
+  const std::vector<LearnedEntry> later = store().list_learned(ns_, exp);
+  ASSERT_EQ(later.size(), 1u);
+  EXPECT_EQ(later[0].entity, "a");
+  const LearnedValue low{0, 0, exp + 10 * kSec, "[low]"};
+  EXPECT_EQ(put(one, low, exp), low);
+  EXPECT_EQ(put(rate, low, exp + kSec), low);
+  EXPECT_EQ(store().list_learned(ns_, exp + kSec).size(), 2u);  // one and rate; two expired
+  EXPECT_EQ(store().prune(exp + kMicrosPerDay), 0u);            // expired entries are not counted
+  EXPECT_TRUE(store().list_learned(ns_, exp + kMicrosPerDay).empty());
+
+  // Keys and values out of bounds.
+  const LearnedValue ok{1, 1, exp, "x"};
+  EXPECT_THROW(put({LearnedKind::limits, "a", "", {}}, ok), ValidationError);
+  EXPECT_THROW(put({LearnedKind::limits, std::string(257, 'e'), "m", {}}, ok), ValidationError);
+  EXPECT_THROW(put({LearnedKind::limits, "a", "m", "rpm"}, ok), ValidationError);
+  EXPECT_THROW(put({LearnedKind::rate, "a", "m", {}}, ok), ValidationError);
+  EXPECT_THROW(put({LearnedKind::rate, "a", "m", "has space"}, ok), ValidationError);
+  EXPECT_THROW(put({static_cast<LearnedKind>(7), "a", "m", {}}, ok), ValidationError);
+  EXPECT_THROW(put(one, {-1, 0, exp, "x"}), ValidationError);
+  EXPECT_THROW(put(one, {0, kLearnedMaxNumber + 1, exp, "x"}), ValidationError);
+  EXPECT_THROW(put(one, {0, 0, now, "x"}), ValidationError);  // expired already
+  EXPECT_THROW(put(one, {0, 0, exp, std::string(kLearnedMaxValueBytes + 1, 'x')}), ValidationError);
+}
+
+// Verifies shared adaptation (AdaptationMode::store) between two Limiters, on two store objects
+// over the same data where the store allows it (two processes): limits one learns are used by
+// the other once adaptation_refresh has passed since its last read; an adaptive limit's rate
+// decreased by one is taken over by the other, and the other's increase made before it saw
+// the decrease does not undo it; increases travel too.
+TEST_P(StoreConformance, AdaptationIsSharedThroughTheStore) {
+  LimiterOptions o;
+  o.adaptation = AdaptationMode::store;
+  o.adaptation_refresh = kSec;
+  auto a = make_limiter(o);
+  std::unique_ptr<Store> second;
+  if (GetParam().shared) {
+    std::string why;
+    second = GetParam().make(dir_.path(), why);
+    ASSERT_NE(second, nullptr) << why;
+  }
+  Limiter b(second ? *second : store(), clock_, o);
+  ASSERT_TRUE(a->shares_adaptation());
+  ASSERT_TRUE(b.shares_adaptation());
+  const Limit aimd = Limit::adaptive(
+      "aimd", {.max_rate = 100, .initial_rate = 40, .slow_start_threshold = 20}, 100);
+  for (Limiter* l : {a.get(), &b}) {
+    l->set_limits("m", {Limit::per_minute("rpm", 100), aimd});
+  }
+  const auto rate_of = [](const Limiter& l) {
+    for (const auto& r : l.adaptation().aimd) {
+      if (r.entity == "acct" && r.limit == "aimd") return r.rate;
+    }
+    return -1.0;
+  };
+
+  // Learned limits.
+  EXPECT_EQ(b.resolve("acct", "m").at(0).second, ConfigSource::resource);  // b has read
+  a->set_discovered_limits("acct", "m", {Limit::per_minute("rpm", 10)});
+  EXPECT_EQ(a->resolve("acct", "m").at(0),
+            std::pair(Limit::per_minute("rpm", 10), ConfigSource::discovered));
+  clock_.advance(kSec - 1);
+  EXPECT_EQ(b.resolve("acct", "m").at(0).second, ConfigSource::resource);
+  clock_.advance(1);
+  EXPECT_EQ(b.resolve("acct", "m").at(0),
+            std::pair(Limit::per_minute("rpm", 10), ConfigSource::discovered));
+  ASSERT_EQ(b.adaptation().discovered.size(), 1u);
+
+  // AIMD: a law each at 40/s, written at their next refresh.
+  Lease la = a->try_acquire("acct", "m", {{"rpm", 1}});
+  Lease lb = b.try_acquire("acct", "m", {{"rpm", 1}});
+  ASSERT_TRUE(la);
+  ASSERT_TRUE(lb);
+  clock_.advance(kSec);
+  EXPECT_EQ(rate_of(*a), 40);
+  EXPECT_EQ(rate_of(b), 40);
+  ASSERT_TRUE(lb.mark_success());  // b: 41, not written yet
+  ASSERT_TRUE(la.mark_failure());  // a: 20, written at a's next call
+  EXPECT_EQ(rate_of(*a), 20);
+  EXPECT_EQ(rate_of(b), 41);
+  clock_.advance(kSec);
+  EXPECT_EQ(rate_of(b), 20) << "the decrease wins over b's older increase";
+  Lease lb2 = b.try_acquire("acct", "m", {{"rpm", 1}});
+  ASSERT_TRUE(lb2.mark_success());  // b: 21
+  clock_.advance(kSec);
+  EXPECT_EQ(rate_of(b), 21);
+  EXPECT_EQ(rate_of(*a), 21);
+}
+
 // ------------------------------------------------------------------------ the audit log
 
 // Event n of the cases below: entity, resource, principal, action and states vary with n.

@@ -189,37 +189,37 @@ std::int64_t consumed_in(const std::string& path) {
 
 // ------------------------------------------------------------------------ the file
 
-// Verifies a new file gets schema version 4, and a file from a newer version is refused with
+// Verifies a new file gets schema version 5, and a file from a newer version is refused with
 // IncompatibleSchema naming the file and both versions, and left untouched.
 TEST(SqliteStoreFile, SchemaVersionIsCheckedNewerIsRefused) {
-  static_assert(SqliteStore::kSchemaVersion == 4);
+  static_assert(SqliteStore::kSchemaVersion == 5);
   TempDir dir;
   const std::string path = dir.file("state.db");
   { SqliteStore store(opts(path)); }
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"4"});
-    raw.exec("PRAGMA user_version = 5");
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"5"});
+    raw.exec("PRAGMA user_version = 6");
   }
   try {
     SqliteStore store(opts(path));
-    ADD_FAILURE() << "opened a version 5 file";
+    ADD_FAILURE() << "opened a version 6 file";
   } catch (const IncompatibleSchema& e) {
     EXPECT_EQ(e.path(), path);
-    EXPECT_EQ(e.version(), 5);
+    EXPECT_EQ(e.version(), 6);
     EXPECT_EQ(e.supported(), SqliteStore::kSchemaVersion);
     const std::string what = e.what();
     EXPECT_NE(what.find(path), std::string::npos) << what;
+    EXPECT_NE(what.find("version 6"), std::string::npos) << what;
     EXPECT_NE(what.find("version 5"), std::string::npos) << what;
-    EXPECT_NE(what.find("version 4"), std::string::npos) << what;
   }
   EXPECT_THROW(SqliteStore(opts(path, Durability::write_behind)), IncompatibleSchema);
   RawDb raw(path);
-  EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"5"});
+  EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"6"});
 }
 
 // Verifies a version 1 file (written here with version 1's DDL, as admit 0.1 did) is migrated
-// to version 4 when opened, in both modes, keeping its namespaces, state rows and holds; the
+// to version 5 when opened, in both modes, keeping its namespaces, state rows and holds; the
 // new config table then works.
 TEST(SqliteStoreFile, Version1FileIsMigratedKeepingItsState) {
   TempDir dir;
@@ -264,7 +264,7 @@ COMMIT;)sql");
                 (std::vector<ConfigEntry>{{ConfigKind::parent, "u", "", "team"}}));
     }
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"4"});
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"5"});
     EXPECT_EQ(raw.rows("SELECT ns, kind, entity, resource, value FROM config"),
               std::vector<std::string>{"1|parent|u||team"});
     EXPECT_EQ(raw.rows("SELECT entity, a FROM state"),
@@ -272,7 +272,7 @@ COMMIT;)sql");
   }
 }
 
-// Verifies a version 2 file (written here with version 2's DDL) is migrated to version 4 when
+// Verifies a version 2 file (written here with version 2's DDL) is migrated to version 5 when
 // opened, in both modes, keeping its state and configuration, and gains the leases table:
 // a durable lease acquired there keeps its record in it.
 TEST(SqliteStoreFile, Version2FileIsMigratedGainingLeases) {
@@ -326,7 +326,7 @@ COMMIT;)sql");
       ASSERT_TRUE(store.get_lease(ns, "v", id, kStart).has_value());
     }
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"4"});
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"5"});
     EXPECT_EQ(raw.rows("SELECT ns, grp, id, expiry FROM leases"),
               std::vector<std::string>{
                   cat("1|v|", std::bit_cast<std::int64_t>(id), "|", kStart + 60 * kSec)});
@@ -357,7 +357,7 @@ TEST(SqliteStoreFile, EmptyFileIsMigratedAndReopenKeepsState) {
     }
     EXPECT_EQ(consumed_in(path), 6);
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"4"});
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"5"});
   }
 }
 
@@ -1327,15 +1327,16 @@ AuditEvent audit_event(int n, std::string entity = "") {
   e.principal = "config:/etc/admit/admit.yaml";
   e.action = "limits_set";
   e.entity = std::move(entity);
-  e.resource = "m";
+  e.resource = std::string("m");  // not = "m": GCC 12's -Wrestrict false positive here
   e.before = n == 1 ? "" : cat("[", n - 1, "]");
   e.after = cat("[", n, "]");
   return e;
 }
 
-// Verifies a version 3 file (written here with version 3's DDL) is migrated to version 4 when
+// Verifies a version 3 file (written here with version 3's DDL) is migrated to version 5 when
 // opened, in both modes, keeping its state, configuration and lease records, and gains the
-// audit log: events appended there are rows of the `audit` table, their ids in `audit_seq`.
+// audit log (events appended there are rows of the `audit` table, their ids in `audit_seq`) and
+// the learned state (entries put there are rows of the `learned` table).
 TEST(SqliteStoreFile, Version3FileIsMigratedGainingTheAuditLog) {
   TempDir dir;
   for (const Durability d : {Durability::per_op, Durability::write_behind}) {
@@ -1388,9 +1389,18 @@ COMMIT;)sql");
       EXPECT_EQ(limiter.audit(audit_event(1, "u")), 1u);
       EXPECT_EQ(limiter.audit(audit_event(2)), 2u);
       EXPECT_EQ(ids_of_events(limiter.audit_log()), (std::vector<std::uint64_t>{1, 2}));
+      EXPECT_EQ(store
+                    .put_learned(ns, {LearnedKind::rate, "u", "m", "aimd"},
+                                 {2, 20'000'000, kStart + 60 * kSec, "20"}, kStart)
+                    .value,
+                "20");
     }
     RawDb raw(path);
-    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"4"});
+    EXPECT_EQ(
+        raw.rows("SELECT ns, kind, entity, resource, limit_name, version, rank, expires_at, "
+                 "value FROM learned"),
+        std::vector<std::string>{cat("1|rate|u|m|aimd|2|20000000|", kStart + 60 * kSec, "|20")});
+    EXPECT_EQ(raw.rows("PRAGMA user_version"), std::vector<std::string>{"5"});
     EXPECT_EQ(raw.rows("SELECT ns, id, time_us, principal, action, entity, resource, "
                        "state_before, state_after FROM audit ORDER BY id"),
               (std::vector<std::string>{

@@ -1,7 +1,8 @@
 // FaultStore: the one test Store that injects faults. It wraps a MemoryStore (`inner`) and
 //  - while `down` is set, throws StoreUnavailable(options.down_reason) from every op that
 //    reaches the store (apply, answered async ops, reset_namespace, the config and audit
-//    ops), the way an unreachable store does; `served` counts the ops that reached `inner`;
+//    ops, learned state), the way an unreachable store does; `served` counts the ops that
+//    reached `inner`;
 //  - with options.defer_async, answers apply_async() later, on whichever thread the test
 //    chooses, the way a networked store answers on its I/O thread: it copies the op when it
 //    is called (as RedisStore encodes it) and queues it; run_one() / run_all() apply queued
@@ -185,6 +186,21 @@ class FaultStore final : public Store {
   std::vector<AuditEvent> read_audit(const Namespace& ns, const AuditQuery& query) override {
     check_up();
     return inner.read_audit(ns, query);
+  }
+  /// Learned state (reported only with capabilities().learned): `learned_writes` and
+  /// `learned_reads` count the calls that reached the store.
+  std::atomic<std::uint64_t> learned_writes{0};
+  std::atomic<std::uint64_t> learned_reads{0};
+  LearnedValue put_learned(const Namespace& ns, const LearnedKey& key, const LearnedValue& value,
+                           Micros now) override {
+    check_up();
+    ++learned_writes;
+    return inner.put_learned(ns, key, value, now);
+  }
+  std::vector<LearnedEntry> list_learned(const Namespace& ns, Micros now) override {
+    check_up();
+    ++learned_reads;
+    return inner.list_learned(ns, now);
   }
 
  private:

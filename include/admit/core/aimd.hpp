@@ -117,6 +117,20 @@ class AimdLaw {
   /// to report its failure with). Thread-safe.
   AimdState state() const;
 
+  /**
+   * Takes over the rate that other holders of the same limit reached (processes sharing one
+   * adaptive limit through a store; see LimiterOptions::adaptation). `decreased`: they
+   * decreased since this law last took their rate over (a congestion event seen elsewhere):
+   * the rate becomes `rate`, slow start ends for good, fast recovery starts if that is a
+   * decrease here, and the epoch is bumped, so failures of requests sent before count for
+   * that event and decrease nothing more. Otherwise the rate only rises to `rate` (never
+   * falls), leaving slow start or fast recovery if that reaches their end. Clamped to
+   * [min_rate, max_rate]. Applies only if no decrease happened here since the caller read
+   * `expected_epoch` (epoch() == expected_epoch) and `rate` is finite.
+   * @return the state afterwards if it applied, else nullopt. Thread-safe.
+   */
+  std::optional<AimdState> adopt(double rate, bool decreased, std::uint64_t expected_epoch);
+
  private:
   bool record_failure_locked(std::uint64_t issued_epoch);
 

@@ -108,6 +108,12 @@ class GuardedStore final : public Store {
   /// goes to the fallback. Audit calls do not change degraded().
   std::uint64_t append_audit(const Namespace& ns, AuditEvent event) override;
   std::vector<AuditEvent> read_audit(const Namespace& ns, const AuditQuery& query) override;
+  /// The primary's learned state, under every policy: a StoreUnavailable reaches the caller
+  /// (a Limiter sharing what it learns then keeps its own values and tries again at its next
+  /// refresh). Learned-state calls do not change degraded().
+  LearnedValue put_learned(const Namespace& ns, const LearnedKey& key, const LearnedValue& value,
+                           Micros now) override;
+  std::vector<LearnedEntry> list_learned(const Namespace& ns, Micros now) override;
 
   /// True after the primary's apply() threw StoreUnavailable (or its apply_async() reported
   /// it), until an apply() or apply_async() that started after that failure succeeds.

@@ -51,7 +51,9 @@ class MemoryStore final : public Store {
   std::optional<std::uint64_t> expired_leases() const override;
   /// Ops refused because a shard was full (MemoryStoreOptions::max_keys).
   std::uint64_t key_cap_refusals() const;
-  StoreCapabilities capabilities() const override { return {.leases = true, .audit = true}; }
+  StoreCapabilities capabilities() const override {
+    return {.leases = true, .audit = true, .learned = true};
+  }
   std::string name() const override { return "memory"; }
 
   void put_config(const Namespace& ns, const ConfigKey& key, std::string_view value) override;
@@ -65,6 +67,13 @@ class MemoryStore final : public Store {
   /// MemoryStoreOptions::audit_retention events.
   std::uint64_t append_audit(const Namespace& ns, AuditEvent event) override;
   std::vector<AuditEvent> read_audit(const Namespace& ns, const AuditQuery& query) override;
+
+  /// Learned state: per namespace, in memory (as long as the store lives). Shared by the
+  /// Limiters on this store object only, which by default keep what they learn to themselves
+  /// (AdaptationMode::automatic: this store is not shared by processes).
+  LearnedValue put_learned(const Namespace& ns, const LearnedKey& key, const LearnedValue& value,
+                           Micros now) override;
+  std::vector<LearnedEntry> list_learned(const Namespace& ns, Micros now) override;
 
   /// Bytes held by the tables (slots and control bytes, excluding malloc overhead).
   std::size_t memory_bytes() const;

@@ -145,6 +145,15 @@ class RedisStore final : public Store {
   std::uint64_t append_audit(const Namespace& ns, AuditEvent event) override;
   std::vector<AuditEvent> read_audit(const Namespace& ns, const AuditQuery& query) override;
 
+  /// Learned state: one hash per namespace, learned_key_of(), a field per entry; one script
+  /// run per put (read, merge, write together, so concurrent writers of the fleet merge in
+  /// turn) and per list (which also deletes the expired fields). Expiry is by the callers'
+  /// `now`, not the server's clock. Kept by reset_namespace, prune and size.
+  /// @throws std::logic_error on the client's I/O thread (in a callback).
+  LearnedValue put_learned(const Namespace& ns, const LearnedKey& key, const LearnedValue& value,
+                           Micros now) override;
+  std::vector<LearnedEntry> list_learned(const Namespace& ns, Micros now) override;
+
   RedisStoreStats stats() const;
   const RedisStoreOptions& options() const;
   /// The underlying client (its stats, or commands of your own on the same connections).
@@ -159,6 +168,10 @@ class RedisStore final : public Store {
   /// The Redis stream of a namespace's audit log: "<prefix>:{<ns>}#audit" (an event of id n is
   /// the entry "n-0"; fields t, p, a, e, r, b, f), its id counter "<prefix>:{<ns>}#audit:seq".
   std::string audit_key_of(std::string_view ns) const;
+  /// The Redis hash of a namespace's learned state: "<prefix>:{<ns>}#learned"; a field per
+  /// entry, "<kind>:<entity>:<resource>:<limit>" (kind l(imits) or r(ate), the names
+  /// percent-encoded), its value "<version> <rank> <expires_at> <value>".
+  std::string learned_key_of(std::string_view ns) const;
   /// The Redis hash of a durable lease's record: "<prefix>:{<ns>:<group>}#lease:<id>" (id in
   /// decimal; fields "d", the record, and "x", its expiry in µs). No usage key has a '#'
   /// after its tag, so none can be named so.

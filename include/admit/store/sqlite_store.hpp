@@ -98,7 +98,7 @@ struct SqliteStoreOptions {
 class SqliteStore final : public Store {
  public:
   /// Schema version this build writes (PRAGMA user_version); older files are migrated.
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
 
   /**
    * Opens or creates the file and migrates its schema.
@@ -145,6 +145,14 @@ class SqliteStore final : public Store {
   /// the file. Reads come from the file. Not part of export_state / import_state.
   std::uint64_t append_audit(const Namespace& ns, AuditEvent event) override;
   std::vector<AuditEvent> read_audit(const Namespace& ns, const AuditQuery& query) override;
+
+  /// Learned state (the `learned` table): a put is its own transaction (read, merge, write), in
+  /// both durability modes; reads come from the file, so processes sharing it (per_op) share
+  /// what their Limiters learn. prune() deletes expired rows (not counted). Not part of
+  /// export_state / import_state.
+  LearnedValue put_learned(const Namespace& ns, const LearnedKey& key, const LearnedValue& value,
+                           Micros now) override;
+  std::vector<LearnedEntry> list_learned(const Namespace& ns, Micros now) override;
 
   /// Every namespace the file knows (open_namespace registers one), sorted by name.
   std::vector<std::string> namespaces() const;

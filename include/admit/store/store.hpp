@@ -15,6 +15,7 @@
 #include "admit/core/limit.hpp"
 #include "admit/core/time.hpp"
 #include "admit/store/audit.hpp"
+#include "admit/store/learned.hpp"
 
 namespace admit {
 
@@ -170,6 +171,7 @@ struct StoreCapabilities {
   bool server_time = false;  ///< decisions use the store's clock, not the caller's
   bool leases = false;       ///< keeps durable lease records (Op::lease_record, get_lease)
   bool audit = false;        ///< keeps an audit log (append_audit, read_audit)
+  bool learned = false;      ///< keeps learned state (put_learned, list_learned)
 };
 
 /**
@@ -318,6 +320,32 @@ class Store {
    *         without an audit log) returns nothing.
    */
   virtual std::vector<AuditEvent> read_audit(const Namespace& ns, const AuditQuery& query);
+
+  // ---- learned state (admit/store/learned.hpp) ----
+  // What Limiters learned (discovered limits, adaptive limits' AIMD rates), kept per
+  // namespace and shared by every process on the store. Neither usage state nor
+  // configuration: reset_namespace() and size() leave it alone, list_config() does not show
+  // it; an entry lives until its expiry (prune() may delete expired ones, uncounted).
+
+  /**
+   * Merges `value` into `ns`'s entry `key` atomically, as merge_learned() says: it replaces
+   * what is stored when nothing live is (absent, or expired at `now`) or when its precedence
+   * is greater; equal precedences keep the stored value with the later expiry; otherwise
+   * nothing changes. Of concurrent writers (any process) the greatest precedence wins,
+   * whatever the order they arrive in.
+   * @return the entry's value as stored afterwards (the winner).
+   * @throws ValidationError (validate_learned_key, validate_learned_value); StoreUnavailable
+   *         if the store cannot be reached, and from a store that keeps no learned state
+   *         (capabilities().learned false: this default).
+   */
+  virtual LearnedValue put_learned(const Namespace& ns, const LearnedKey& key,
+                                   const LearnedValue& value, Micros now);
+  /**
+   * Every entry of `ns` that has not expired at `now`, sorted by (kind, entity, resource,
+   * limit). Expired entries may be deleted on the way.
+   * @throws StoreUnavailable. The default (a store without learned state) returns nothing.
+   */
+  virtual std::vector<LearnedEntry> list_learned(const Namespace& ns, Micros now);
 };
 
 }  // namespace admit

@@ -43,6 +43,10 @@ std::string audit_key(std::string_view prefix, std::string_view ns) {
   return config_key(prefix, ns) + "#audit";
 }
 
+std::string learned_key(std::string_view prefix, std::string_view ns) {
+  return config_key(prefix, ns) + "#learned";
+}
+
 std::string namespace_pattern(std::string_view prefix, std::string_view ns) {
   std::string pattern(prefix);
   pattern += ":{";

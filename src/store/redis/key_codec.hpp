@@ -72,6 +72,9 @@ std::string config_key(std::string_view prefix, std::string_view ns);
 /// configuration hash; its id counter is the string "<prefix>:{<ns>}#audit:seq". No other
 /// pattern (usage, lease, namespace) matches either: no ':' follows their '}'.
 std::string audit_key(std::string_view prefix, std::string_view ns);
+/// A namespace's learned state, a hash: "<prefix>:{<ns>}#learned", in the slot of its
+/// configuration hash; no other pattern matches it (no ':' follows its '}').
+std::string learned_key(std::string_view prefix, std::string_view ns);
 /// SCAN pattern of every usage-state key of a namespace: "<prefix>:{<ns>:*".
 std::string namespace_pattern(std::string_view prefix, std::string_view ns);
 /// SCAN pattern of every usage-state key ("<prefix>:{<ns>:<group>}:..."), not the

@@ -298,7 +298,8 @@ StoreCapabilities RedisStore::capabilities() const {
                            .distributed = true,
                            .server_time = impl_->o.server_time,
                            .leases = true,
-                           .audit = true};
+                           .audit = true,
+                           .learned = true};
 }
 
 std::optional<LeaseRecord> RedisStore::get_lease(const Namespace& ns, std::string_view group,

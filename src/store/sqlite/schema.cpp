@@ -26,6 +26,10 @@ namespace {
 //          namespace and the event's id; time_us is µs since the epoch, state_before and
 //          state_after JSON text ('' for none). audit_seq: the last id given per namespace,
 //          so ids are never given twice, whatever rows the retention deleted.
+//   learned (version 5): one row per learned entry (Store::put_learned); kind is
+//          to_string(LearnedKind), limit_name '' for learned limits; version and rank the
+//          precedence, expires_at µs since the epoch (a row with expires_at <= now is gone),
+//          value the entry's text.
 // Strings are stored as they are (no escaping needed: every part is its own column).
 constexpr const char* kMigrations[] = {
     R"sql(
@@ -91,6 +95,20 @@ CREATE TABLE audit_seq (
   ns INTEGER PRIMARY KEY,
   last INTEGER NOT NULL
 );
+)sql",
+    R"sql(
+CREATE TABLE learned (
+  ns INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  entity TEXT NOT NULL,
+  resource TEXT NOT NULL,
+  limit_name TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  rank INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (ns, kind, entity, resource, limit_name)
+) WITHOUT ROWID;
 )sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion);

@@ -1,9 +1,10 @@
 // SqliteStore::Impl: the state every part of SqliteStore shares, and which file does what with
 // it. The class, the op paths (apply per_op and write_behind), get_lease, namespaces and
 // pruning are in sqlite_store.cpp, the flusher of write_behind in write_behind.cpp,
-// configuration in config.cpp, the audit log in audit.cpp, usage export / import in
-// usage_io.cpp; the connection is db.hpp, the schema schema.hpp. The row and lease-record
-// functions below run on every operation (of a durable lease) and stay inline. Internal header.
+// configuration in config.cpp, the audit log in audit.cpp, learned state in learned.cpp, usage
+// export / import in usage_io.cpp; the connection is db.hpp, the schema schema.hpp. The row and
+// lease-record functions below run on every operation (of a durable lease) and stay inline.
+// Internal header.
 #pragma once
 
 #include <atomic>
@@ -126,6 +127,7 @@ struct SqliteStore::Impl {
   StmtPtr cfg_put, cfg_del, cfg_del_all, cfg_get, cfg_list, ns_list, ns_rows, ns_holds;
   StmtPtr lease_get, lease_put, lease_replace, lease_del, ns_del_leases, prune_leases;
   StmtPtr audit_next, audit_put, audit_trim, audit_asc, audit_desc;  // sqlite/audit.cpp
+  StmtPtr learned_get, learned_put, learned_list, learned_prune;     // sqlite/learned.cpp
 
   std::unordered_map<std::string, Entry> cache;  // node-based: Entry* stay valid on insert
   std::vector<Entry*> dirty;
@@ -415,6 +417,11 @@ struct SqliteStore::Impl {
 
   // Prepares the audit_* statements (the constructor calls it).
   void prepare_audit();
+
+  // ---- learned.cpp: learned state ----
+
+  // Prepares the learned_* statements (the constructor calls it).
+  void prepare_learned();
 
   // ---- write_behind.cpp: the flusher ----
 
