@@ -382,6 +382,26 @@ TEST(App, SimLimitsChangeWhatHeadersReport) {
   EXPECT_EQ(model.stats(), SimStats{});
 }
 
+TEST(App, SimBucketsReportAKeysLevels) {
+  ProviderModel model({.rpm = 5, .tpm = 1000});
+  App app(model, {});
+  const json::object full{{"key", "default"}, {"requests", 5}, {"tokens", 1000}};
+  EXPECT_EQ(body_of(call(app, "GET", "/sim/buckets")), full);
+  ASSERT_EQ(chat(app, kHello, "Bearer sk-a/b").status, 200U);  // 17 prompt + 50 max_tokens
+  EXPECT_EQ(body_of(call(app, "GET", "/sim/buckets?key=sk-a%2Fb")),
+            (json::object{{"key", "sk-a/b"}, {"requests", 4}, {"tokens", 933}}));
+  EXPECT_EQ(body_of(call(app, "GET", "/sim/buckets?x=1&key=sk-a%2fb&key=other")).at("tokens"), 933);
+  EXPECT_EQ(body_of(call(app, "GET", "/sim/buckets")), full);  // the default key is untouched
+  EXPECT_EQ(body_of(call(app, "GET", "/sim/buckets?key=a+b%zz")).at("key"), "a b%zz");
+  ASSERT_EQ(call(app, "POST", "/sim/limits", R"({"rpm":0})").status, 200U);
+  EXPECT_EQ(body_of(call(app, "GET", "/sim/buckets?key=sk-a%2Fb")),
+            (json::object{{"key", "sk-a/b"}, {"requests", nullptr}, {"tokens", 933}}));
+  const Reply post = call(app, "POST", "/sim/buckets");
+  EXPECT_EQ(post.status, 405U);
+  EXPECT_EQ(post.header("allow"), "GET");
+  EXPECT_EQ(model.stats().accepted, 1);
+}
+
 TEST(App, AdminTokenGuardsOnlySimEndpoints) {
   ProviderModel model({.rpm = 5, .tpm = 0});
   App app(model, opts(0, 0, 1, "s3cret"));
@@ -393,6 +413,8 @@ TEST(App, AdminTokenGuardsOnlySimEndpoints) {
   EXPECT_EQ(call(app, "POST", "/sim/limits", R"({"rpm":1})").status, 401U);
   EXPECT_EQ(model.limits().rpm, 5);
   EXPECT_EQ(call(app, "GET", "/sim/stats", "", "Bearer s3cret").status, 200U);
+  EXPECT_EQ(call(app, "GET", "/sim/buckets").status, 401U);
+  EXPECT_EQ(call(app, "GET", "/sim/buckets", "", "Bearer s3cret").status, 200U);
   EXPECT_EQ(call(app, "GET", "/healthz").status, 200U);
   EXPECT_EQ(chat(app, kHello).status, 200U);
 }

@@ -52,6 +52,12 @@ if start --rpm 3 --tpm 10000 --seed 7; then
   check "429 body message" has 'Rate limit reached for sim-model in organization org-sim on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in'
   chat 100 '' -H 'Authorization: Bearer sk-two'
   check "another API key has its own buckets" is 200
+  req GET '/sim/buckets?key=sk-one'
+  check "GET /sim/buckets: sk-one's requests spent" has '{"key":"sk-one","requests":0,"tokens":'
+  tokens=$(sed -n 's/.*"tokens":\([0-9]*\).*/\1/p' <<<"$BODY")
+  [ -n "$tokens" ] && [ "$tokens" -ge 9673 ] && [ "$tokens" -lt 10000 ] &&
+    ok "GET /sim/buckets: sk-one's tokens 9673 (3 x 109 charged) + refill: $tokens" ||
+    ko "GET /sim/buckets: sk-one's tokens" "$BODY"
 
   chat 20000
   check "larger than tpm: 429" is 429

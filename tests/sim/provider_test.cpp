@@ -241,6 +241,29 @@ TEST(ProviderModel, StatsCountAndReset) {
   EXPECT_EQ(m.handle(req(0), kT0).status, 429);
 }
 
+TEST(ProviderModel, LevelsReportWhatTheBucketsHoldWithoutChangingThem) {
+  // Verifies levels(): full for an unseen key, what remaining-* reports after a charge,
+  // refilled to `now` on a copy (an earlier `now` after that still sees the charge), nullopt
+  // for an unlimited bucket, and the clamp of set_limits.
+  ProviderModel m({.rpm = 60, .tpm = 6000});
+  EXPECT_EQ(m.levels("k", kT0), (SimLevels{.requests = 60, .tokens = 6000}));
+  const SimResponse r = m.handle(req(1200, "k"), kT0);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(m.levels("k", kT0), (SimLevels{.requests = num(r, "x-ratelimit-remaining-requests"),
+                                           .tokens = num(r, "x-ratelimit-remaining-tokens")}));
+  EXPECT_EQ(m.levels("k", kT0), (SimLevels{.requests = 59, .tokens = 4800}));
+  EXPECT_EQ(m.levels("k", kT0 + kS / 2), (SimLevels{.requests = 59, .tokens = 4850}));
+  EXPECT_EQ(m.levels("k", kT0 + 10 * kS), (SimLevels{.requests = 60, .tokens = 5800}));
+  EXPECT_EQ(m.levels("k", kT0 + 10 * kS - 1), (SimLevels{.requests = 60, .tokens = 5799}));
+  EXPECT_EQ(m.levels("k", kT0), (SimLevels{.requests = 59, .tokens = 4800}));  // unchanged
+  EXPECT_EQ(m.levels("other", kT0), (SimLevels{.requests = 60, .tokens = 6000}));
+  m.set_limits({.rpm = 0, .tpm = 3000}, kT0);
+  EXPECT_EQ(m.levels("k", kT0), (SimLevels{.requests = std::nullopt, .tokens = 3000}));
+  (void)m.handle(req(1000, "k"), kT0);
+  EXPECT_EQ(m.levels("k", kT0), (SimLevels{.requests = std::nullopt, .tokens = 2000}));
+  EXPECT_EQ(m.stats().accepted, 2);  // levels() counted nothing
+}
+
 // ---- validation -----------------------------------------------------------------------------
 
 TEST(ProviderModel, RejectsNegativeAndHugeValuesWithClearMessages) {

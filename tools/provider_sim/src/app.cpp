@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
@@ -358,6 +359,45 @@ Reply method_not_allowed(std::string_view method, std::string_view path, std::st
 
 json::object limits_json(const SimLimits& l) { return {{"rpm", l.rpm}, {"tpm", l.tpm}}; }
 
+int hex_digit(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/// The value of the query parameter `name` in `target` ("/p?a=1&key=x%2Fy"), percent- and
+/// '+'-decoded; std::nullopt if it is absent.
+std::optional<std::string> query_param(std::string_view target, std::string_view name) {
+  const std::size_t q = target.find('?');
+  if (q == std::string_view::npos) return std::nullopt;
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    const std::size_t amp = std::min(rest.find('&'), rest.size());
+    const std::string_view pair = rest.substr(0, amp);
+    rest.remove_prefix(std::min(amp + 1, rest.size()));
+    const std::size_t eq = std::min(pair.find('='), pair.size());
+    if (pair.substr(0, eq) != name) continue;
+    const std::string_view raw = pair.substr(std::min(eq + 1, pair.size()));
+    std::string out;
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] == '%' && i + 2 < raw.size() && hex_digit(raw[i + 1]) >= 0 &&
+          hex_digit(raw[i + 2]) >= 0) {
+        out += static_cast<char>(hex_digit(raw[i + 1]) * 16 + hex_digit(raw[i + 2]));
+        i += 2;
+      } else {
+        out += raw[i] == '+' ? ' ' : raw[i];
+      }
+    }
+    return out;
+  }
+  return std::nullopt;
+}
+
+json::value level_json(const std::optional<std::int64_t>& v) {
+  return v ? json::value(*v) : json::value(nullptr);
+}
+
 /// One "data: {chat.completion.chunk}" event. `delta` null: the usage chunk (no choices).
 std::string chunk(const Stream::Spec& spec, const json::value& delta,
                   std::string_view finish = {}) {
@@ -510,6 +550,14 @@ Reply App::route(const HttpRequest& req, Micros now) {
                                           {"rejected", s.rejected},
                                           {"accepted_tokens", s.accepted_tokens},
                                           {"rejected_tokens", s.rejected_tokens}});
+    }
+    if (path == "/sim/buckets") {
+      if (m != "GET") return method_not_allowed(m, path, "GET");
+      const std::string key = query_param(req.target, "key").value_or("default");
+      const SimLevels l = model_.levels(key, now);
+      return json_reply(200, json::object{{"key", key},
+                                          {"requests", level_json(l.requests)},
+                                          {"tokens", level_json(l.tokens)}});
     }
     if (path == "/sim/stats/reset") {
       if (m != "POST") return method_not_allowed(m, path, "POST");

@@ -335,6 +335,22 @@ SimStats ProviderModel::stats() const {
   return state_->stats;
 }
 
+SimLevels ProviderModel::levels(std::string_view key, Micros now) const {
+  std::lock_guard lock(mu_);
+  const State& s = *state_;
+  Account a;
+  a.req = capacity(s.limits.rpm);
+  a.tok = capacity(s.limits.tpm);
+  if (const auto it = s.accounts.find(key); it != s.accounts.end()) {
+    a = it->second;
+    s.refill(a, now);  // a copy: the account itself is left as it is
+  }
+  SimLevels out;
+  if (s.limits.rpm > 0) out.requests = whole(a.req);
+  if (s.limits.tpm > 0) out.tokens = whole(a.tok);
+  return out;
+}
+
 void ProviderModel::reset_stats() {
   std::lock_guard lock(mu_);
   state_->stats = SimStats{};

@@ -82,6 +82,15 @@ struct SimStats {
   bool operator==(const SimStats&) const = default;
 };
 
+/// What one key's buckets hold at an instant, in whole requests and tokens (rounded down, as
+/// its x-ratelimit-remaining-* headers would say); std::nullopt for an unlimited bucket.
+struct SimLevels {
+  std::optional<std::int64_t> requests;
+  std::optional<std::int64_t> tokens;
+
+  bool operator==(const SimLevels&) const = default;
+};
+
 /**
  * An LLM provider's rate limiter, per API key: two continuous token buckets.
  *
@@ -128,6 +137,9 @@ class ProviderModel {
   Dialect dialect() const noexcept { return dialect_; }
   /// Counts since construction or the last reset_stats().
   SimStats stats() const;
+  /// What `key`'s buckets hold at `now`, refilled up to it; nothing is charged or changed. A
+  /// key not seen yet (or forgotten once full again) is full.
+  SimLevels levels(std::string_view key, Micros now) const;
   /// Zeroes the counts (the buckets are unchanged).
   void reset_stats();
 
