@@ -42,25 +42,25 @@ namespace {
 
 // ---- the route table ----
 
-using Handler = void (*)(Api::Impl&, const ApiRequest&, Api::Reply&);
+using Handler = void (*)(Api::Impl&, const ApiRequest&, Answer&);
 
 template <Response (Api::Impl::*F)()>
-void plain(Api::Impl& im, const ApiRequest&, Api::Reply& done) {
+void plain(Api::Impl& im, const ApiRequest&, Answer& done) {
   done((im.*F)());
 }
 template <Response (Api::Impl::*F)(const ApiRequest&)>
-void sync(Api::Impl& im, const ApiRequest& r, Api::Reply& done) {
+void sync(Api::Impl& im, const ApiRequest& r, Answer& done) {
   done((im.*F)(r));
 }
-template <void (Api::Impl::*F)(const ApiRequest&, Api::Reply&)>
-void async(Api::Impl& im, const ApiRequest& r, Api::Reply& done) {
+template <void (Api::Impl::*F)(const ApiRequest&, Answer&)>
+void async(Api::Impl& im, const ApiRequest& r, Answer& done) {
   (im.*F)(r, done);
 }
-void openapi(Api::Impl&, const ApiRequest&, Api::Reply& done) {
+void openapi(Api::Impl&, const ApiRequest&, Answer& done) {
   done(Response{200, std::string(kOpenApiJson), -1, {}, {}, {}, {}});
 }
-void commit(Api::Impl& im, const ApiRequest& r, Api::Reply& done) { im.lease_end(r, done, false); }
-void rollback(Api::Impl& im, const ApiRequest& r, Api::Reply& done) { im.lease_end(r, done, true); }
+void commit(Api::Impl& im, const ApiRequest& r, Answer& done) { im.lease_end(r, done, false); }
+void rollback(Api::Impl& im, const ApiRequest& r, Answer& done) { im.lease_end(r, done, true); }
 
 struct Route {
   RouteInfo info;
@@ -138,6 +138,8 @@ const Route kRoutes[] = {
 // segment (percent-decoded into `params`).
 bool matches(std::string_view tmpl, std::string_view path, std::vector<std::string>& params) {
   params.clear();
+  // A template without {parameters} (most): one comparison.
+  if (tmpl.find('{') == std::string_view::npos) return tmpl == path;
   while (!tmpl.empty() || !path.empty()) {
     if (tmpl.empty() || path.empty() || tmpl[0] != '/' || path[0] != '/') return false;
     tmpl.remove_prefix(1);
@@ -288,7 +290,9 @@ Response decision_response(const Decision& d, std::string body, bool openai_head
   return res;
 }
 
-void log_call(Response& r, std::string_view entity, std::string_view resource, const Decision& d) {
+void log_call(Response& r, bool wanted, std::string_view entity, std::string_view resource,
+              const Decision& d) {
+  if (!wanted) return;
   r.log.reserve(r.log.size() + 3);
   r.log.emplace_back("entity", std::string(entity));
   r.log.emplace_back("resource", std::string(resource));
@@ -385,7 +389,7 @@ Api::Api(std::vector<Limiter*> limiters, Metrics* metrics, ApiOptions options)
 Api::~Api() = default;
 
 void Api::handle(std::string_view method, std::string_view target, std::string_view body,
-                 Reply done, std::string_view principal) noexcept {
+                 Reply done, std::string_view principal, bool log_fields) noexcept {
   const auto start = std::chrono::steady_clock::now();
   const std::size_t q = target.find('?');
   ApiRequest r{method,
@@ -394,6 +398,7 @@ void Api::handle(std::string_view method, std::string_view target, std::string_v
                body,
                {},
                principal};
+  r.log_fields = log_fields;
   impl_->route(r, std::move(done), start);
 }
 
@@ -422,15 +427,7 @@ void Api::Impl::route(const ApiRequest& req, Reply reply,
     if (!allow.empty()) allow += ", ";
     allow += route.info.method;
   }
-  Reply done = [m = metrics, label, start, reply = std::move(reply)](Response res) mutable {
-    if (m != nullptr) {
-      try {
-        m->request(label, res.status, std::chrono::steady_clock::now() - start);
-      } catch (...) {  // out of memory: the answer matters more than its count
-      }
-    }
-    reply(std::move(res));
-  };
+  Answer done{std::move(reply), metrics, label, start, r.log_fields};
   // `done` is moved out by an asynchronous route; every failure before that answers here.
   try {
     if (found != nullptr) return found->handler(*this, r, done);
@@ -459,6 +456,16 @@ void Api::Impl::route(const ApiRequest& req, Reply reply,
   } catch (...) {
     if (done) done(error(500, "internal error", {}, "internal"));
   }
+}
+
+void Answer::operator()(Response r) const {
+  if (metrics != nullptr) {
+    try {
+      metrics->request(label, r.status, std::chrono::steady_clock::now() - start);
+    } catch (...) {  // out of memory: the answer matters more than its count
+    }
+  }
+  reply(std::move(r));
 }
 
 Limiter* Api::Impl::find_namespace(std::string_view ns) const {

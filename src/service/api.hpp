@@ -87,8 +87,9 @@ class Api {
   /// later on another thread (a waiting acquire, a store's I/O thread). `target` is the
   /// request target (a query string is read by the routes that take one).
   /// `principal` names the caller in the audit log (a token's name; empty: "anonymous").
+  /// Without `log_fields` the response's Response::log stays empty (no access log to fill).
   void handle(std::string_view method, std::string_view target, std::string_view body, Reply done,
-              std::string_view principal = {}) noexcept;
+              std::string_view principal = {}, bool log_fields = true) noexcept;
   /// The same, waiting for the response (tests, tools).
   Response handle(std::string_view method, std::string_view target, std::string_view body) noexcept;
 

@@ -52,6 +52,26 @@ struct ApiRequest {
   std::string_view principal;       ///< who asks: a token's name; empty without tokens
   /// The namespace's Limiter (Api::Impl::lim), once known.
   mutable Limiter* limiter = nullptr;
+  /// Whether the response's access-log fields are wanted (Response::log; Api::handle).
+  bool log_fields = true;
+};
+
+class Metrics;
+
+/// How a route answers its request: counts the response in the metrics (the route's label,
+/// the time since the request came), then passes it to the caller's Reply. A plain value that
+/// an asynchronous route moves into its callback (not a second std::function around the
+/// Reply). A route that moves it out must answer through it exactly once.
+struct Answer {
+  Api::Reply reply;
+  Metrics* metrics = nullptr;
+  std::string_view label;  ///< the route's path template (static), or "other"
+  std::chrono::steady_clock::time_point start;
+  bool log_fields = true;  ///< ApiRequest::log_fields
+
+  void operator()(Response r) const;
+  /// False once moved out (or for no Reply).
+  explicit operator bool() const noexcept { return static_cast<bool>(reply); }
 };
 
 Response reply(unsigned status, const json::object& body);
@@ -67,8 +87,10 @@ unsigned status_of(const Decision& d);
 /// The response for a decision: its status, Retry-After when retrying helps, the
 /// RateLimit fields.
 Response decision_response(const Decision& d, std::string body, bool openai_headers);
-/// Names the call in the request's access log line.
-void log_call(Response& r, std::string_view entity, std::string_view resource, const Decision& d);
+/// Names the call in the request's access log line (Response::log), if `wanted`
+/// (ApiRequest::log_fields, Answer::log_fields): without an access log nothing is built.
+void log_call(Response& r, bool wanted, std::string_view entity, std::string_view resource,
+              const Decision& d);
 
 /// The body as one strict JSON object (json_body.hpp); an empty body is {} when `empty_ok`.
 json::object parse_body(std::string_view body, bool empty_ok = false, json::storage_ptr sp = {});
@@ -137,11 +159,11 @@ struct Api::Impl {
   // api_leases.cpp
   // Asynchronous routes move `done` out only once nothing can throw any more: a failure
   // before that is answered by route().
-  void acquire(const ApiRequest& r, Reply& done);
-  void lease_get(const ApiRequest& r, Reply& done);
-  void lease_adjust(const ApiRequest& r, Reply& done);
-  void lease_extend(const ApiRequest& r, Reply& done);
-  void lease_end(const ApiRequest& r, Reply& done, bool refund);
+  void acquire(const ApiRequest& r, Answer& done);
+  void lease_get(const ApiRequest& r, Answer& done);
+  void lease_adjust(const ApiRequest& r, Answer& done);
+  void lease_extend(const ApiRequest& r, Answer& done);
+  void lease_end(const ApiRequest& r, Answer& done, bool refund);
   Response decide(const ApiRequest& r);
   Response record(const ApiRequest& r);
   // api_admin.cpp

@@ -97,7 +97,7 @@ Response Api::Impl::decide(const ApiRequest& r) {
     res.status = 200;
     res.retry_after = -1;
   }
-  log_call(res, c.entity, c.resource, d);
+  log_call(res, r.log_fields, c.entity, c.resource, d);
   return res;
 }
 
@@ -107,11 +107,11 @@ Response Api::Impl::record(const ApiRequest& r) {
   const Decision d = lim(r).record_usage(c.entity, c.resource, c.amounts);
   if (metrics != nullptr) metrics->decision("/v1/record", c.resource, d);
   Response res = decision_response(d, decision_body(d), options.openai_headers);
-  log_call(res, c.entity, c.resource, d);
+  log_call(res, r.log_fields, c.entity, c.resource, d);
   return res;
 }
 
-void Api::Impl::acquire(const ApiRequest& r, Reply& done) {
+void Api::Impl::acquire(const ApiRequest& r, Answer& done) {
   JsonScratch scratch;
   const json::object o = body_of(r, false, scratch.sp);
   const Call c = read_call(o, {"timeout_ms", "ttl_ms", "lease"});
@@ -131,20 +131,22 @@ void Api::Impl::acquire(const ApiRequest& r, Reply& done) {
   auto in_flight = std::make_shared<Metrics::InFlight>(metrics);
   Limiter::AcquireCallback answer = [this, lease, entity = c.entity, resource = c.resource,
                                      in_flight, done = std::move(done)](Lease l) {
-    const Decision d = l.decision();  // a copy: commit_async below moves the lease away
+    const Decision& d = l.decision();  // read before the lease ends (commit_async below)
     if (metrics != nullptr) metrics->decision("/v1/acquire", resource, d);
     std::string body;
-    if (l.active() && lease) {
+    const bool keep = l.active() && lease;
+    if (keep) {
       JsonScratch memory;
-      const std::string token = l.detach();
+      const std::string token = l.detach();  // the lease lives on in the store; d is unchanged
       const json::object lo = lease_object(l, token, d.now, memory.sp);
       body = decision_body(d, &lo);
     } else {
-      if (l.active()) l.commit_async();  // never blocks (the store's I/O thread may run this)
       body = decision_body(d);
     }
     Response res = decision_response(d, std::move(body), options.openai_headers);
-    log_call(res, entity, resource, d);
+    log_call(res, done.log_fields, entity, resource, d);
+    if (!keep && l.active())
+      l.commit_async();  // never blocks (the store's I/O thread may run this)
     done(std::move(res));
   };
   if (timeout == 0) {
@@ -155,19 +157,19 @@ void Api::Impl::acquire(const ApiRequest& r, Reply& done) {
                              std::move(answer), ao);
 }
 
-void Api::Impl::lease_get(const ApiRequest& r, Reply& done) {
+void Api::Impl::lease_get(const ApiRequest& r, Answer& done) {
   const Resumed held(lim(r).resume(r.params.at(0)));
   done(reply(200, lease_object(held.lease, r.params.at(0), lim(r).clock().now())));
 }
 
-void Api::Impl::lease_adjust(const ApiRequest& r, Reply& done) {
+void Api::Impl::lease_adjust(const ApiRequest& r, Answer& done) {
   const json::object o = body_of(r);
   only_fields(o, {"amounts"});
   const json::value* v = o.if_contains("amounts");
   if (v == nullptr) throw BadRequest{"missing field", "amounts", "missing_field"};
   const Amounts deltas = amounts_field(*v, "amounts", -kMaxExact);
   auto held = std::make_shared<Resumed>(lim(r).resume(r.params.at(0)));
-  auto once = std::make_shared<Reply>(std::move(done));
+  auto once = std::make_shared<Answer>(std::move(done));
   try {
     // Throws (ValidationError: a limit the lease does not have) before anything is sent.
     held->lease.adjust_async(
@@ -176,7 +178,7 @@ void Api::Impl::lease_adjust(const ApiRequest& r, Reply& done) {
           if (held->lease.active()) lo = lease_object(held->lease, token, d.now);
           Response res =
               decision_response(d, decision_body(d, lo ? &*lo : nullptr), options.openai_headers);
-          log_call(res, held->lease.entity(), held->lease.resource(), d);
+          log_call(res, once->log_fields, held->lease.entity(), held->lease.resource(), d);
           held.reset();  // lets go of the lease (detach) before the answer goes out
           (*once)(std::move(res));
         });
@@ -186,7 +188,7 @@ void Api::Impl::lease_adjust(const ApiRequest& r, Reply& done) {
   }
 }
 
-void Api::Impl::lease_extend(const ApiRequest& r, Reply& done) {
+void Api::Impl::lease_extend(const ApiRequest& r, Answer& done) {
   const json::object o = body_of(r);
   only_fields(o, {"ttl_ms"});
   const json::value* v = o.if_contains("ttl_ms");
@@ -199,13 +201,13 @@ void Api::Impl::lease_extend(const ApiRequest& r, Reply& done) {
         if (held->lease.active()) lo = lease_object(held->lease, token, d.now);
         Response res =
             decision_response(d, decision_body(d, lo ? &*lo : nullptr), options.openai_headers);
-        log_call(res, held->lease.entity(), held->lease.resource(), d);
+        log_call(res, done.log_fields, held->lease.entity(), held->lease.resource(), d);
         held.reset();
         done(std::move(res));
       });
 }
 
-void Api::Impl::lease_end(const ApiRequest& r, Reply& done, bool refund) {
+void Api::Impl::lease_end(const ApiRequest& r, Answer& done, bool refund) {
   const json::object o = body_of(r, /*empty_ok=*/true);
   only_fields(o, {});
   Lease lease = lim(r).resume(r.params.at(0));
@@ -216,7 +218,7 @@ void Api::Impl::lease_end(const ApiRequest& r, Reply& done, bool refund) {
       lo = json::object{{"id", token}, {"ended", refund ? "rolled_back" : "committed"}};
     Response res =
         decision_response(d, decision_body(d, lo ? &*lo : nullptr), options.openai_headers);
-    log_call(res, entity, resource, d);
+    log_call(res, done.log_fields, entity, resource, d);
     done(std::move(res));
   };
   // The lease ends at once (this object is inactive); the store is told in the background.

@@ -31,15 +31,23 @@ http::Response refuse(unsigned status, std::string_view code, const std::string&
 http::Response to_http(Response r) {
   http::Response out;
   out.status = r.status;
-  out.headers.reserve(r.headers.size() + 3);
-  out.headers.emplace_back(
-      "Content-Type", r.content_type.empty() ? std::string("application/json") : r.content_type);
-  if (r.retry_after >= 0) out.headers.emplace_back("Retry-After", std::to_string(r.retry_after));
-  if (!r.allow.empty()) out.headers.emplace_back("Allow", std::move(r.allow));
-  for (auto& h : r.headers) out.headers.push_back(std::move(h));
+  const bool json = r.content_type.empty();
+  if (json) {
+    out.content_type = "application/json";  // a literal: no string per response
+  } else {
+    out.headers.emplace_back("Content-Type", std::move(r.content_type));
+  }
+  if (r.retry_after < 0 && r.allow.empty() && out.headers.empty()) {
+    out.headers = std::move(r.headers);  // the usual case: the Api's headers as they are
+  } else {
+    out.headers.reserve(out.headers.size() + r.headers.size() + 2);
+    if (r.retry_after >= 0) out.headers.emplace_back("Retry-After", std::to_string(r.retry_after));
+    if (!r.allow.empty()) out.headers.emplace_back("Allow", std::move(r.allow));
+    for (auto& h : r.headers) out.headers.push_back(std::move(h));
+  }
   out.log_fields = std::move(r.log);
   out.body = std::move(r.body);
-  if (r.content_type.empty()) out.body += '\n';  // JSON; other types are sent as they are
+  if (json) out.body += '\n';  // JSON; other types are sent as they are
   return out;
 }
 
@@ -109,7 +117,7 @@ void HttpHandler::handle(const http::Request& request, http::Exchange exchange) 
         res.headers.insert(res.headers.end(), cors.begin(), cors.end());
         exchange.respond(std::move(res));
       },
-      who != nullptr ? std::string_view(who->name) : std::string_view());
+      who != nullptr ? std::string_view(who->name) : std::string_view(), request.access_log);
 }
 
 http::Response HttpHandler::reject(unsigned status, std::string_view message) {

@@ -2,8 +2,9 @@
 // whole, late (another thread, a timer) and streamed responses, rejects, keep-alive and a
 // graceful stop with a response in flight; hostile input (oversized trailers, smuggling
 // framings, missing or doubled Host, handlers that throw, too many connections, no file
-// descriptors left), each followed by a check that the server still answers. A raw POSIX
-// socket is the client.
+// descriptors left), each followed by a check that the server still answers; the timeouts
+// (an idle connection, a header or body sent too slowly, a client that stops reading) and
+// what they must not cut (a Handler slower than them). A raw POSIX socket is the client.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -112,7 +113,8 @@ std::size_t count(const std::string& s, const std::string& what) {
 
 /// Routes: /now (at once), /thread (from another thread), /later (after 100 ms), /stream
 /// (three chunks, the second 50 ms late), /throw (handle() throws), /throw-later (a timer's
-/// continuation throws). With on_close counting in `closed`: /watch-never (never answered),
+/// continuation throws), /slow (after 1.5 s), /slow-stream (two chunks 1.5 s apart), /big (a
+/// 32 MiB body). With on_close counting in `closed`: /watch-never (never answered),
 /// /watch-now (answered at once), /watch-later (after 100 ms), /watch-stream (one chunk,
 /// then nothing).
 class TestHandler final : public http::Handler {
@@ -149,6 +151,18 @@ class TestHandler final : public http::Handler {
     }
     if (path == "/later") {
       return ex.after(100ms, [ex, r]() mutable { ex.respond(std::move(r)); });
+    }
+    if (path == "/slow") {
+      return ex.after(1500ms, [ex, r]() mutable { ex.respond(std::move(r)); });
+    }
+    if (path == "/slow-stream") {
+      return ex.begin_stream(std::move(r), [ex] {
+        ex.write("one;", [ex] { ex.after(1500ms, [ex] { ex.write("two", [ex] { ex.end(); }); }); });
+      });
+    }
+    if (path == "/big") {
+      r.body.assign(32 << 20, 'b');
+      return ex.respond(std::move(r));
     }
     ex.begin_stream(std::move(r), [ex] {
       ex.write("one;", [ex] {
@@ -257,6 +271,60 @@ TEST_F(HttpServer, StopLetsAResponseInFlightFinish) {
   EXPECT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r;
   EXPECT_NE(r.find("Connection: close\r\n"), std::string::npos) << r;
   EXPECT_NE(r.find("GET /later"), std::string::npos) << r;
+}
+
+// The server parses a whole request in a plain subset of HTTP/1.1 itself and leaves the rest
+// to Beast's parser, which also takes every request whose first bytes come without the whole
+// header. Each request here is sent whole, then again with its first byte alone (so Beast reads
+// it): the answers must be the same, byte for byte.
+TEST_F(HttpServer, RequestsReadWholeOrByteByByteGetTheSameAnswers) {
+  const std::vector<std::string> requests = {
+      "GET /now?a=1 HTTP/1.1\r\nHost: x\r\nX-Echo:   padded value \t \r\nConnection: close\r\n\r\n",
+      "POST /now HTTP/1.1\r\nhost: x\r\nx-echo: one\r\nX-ECHO: two\r\nContent-Length: 3\r\n"
+      "Connection: close\r\n\r\nabc",
+      "GET /now HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\nGET /now?2 HTTP/1.0\r\nHost: "
+      "x\r\n\r\n",
+      "GET /now HTTP/1.0\r\n\r\n",
+      "HEAD /now HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      "GET /now HTTP/1.1\r\nHost: x\r\nConnection: CLOSE\r\n\r\n",
+      "POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 007\r\n\r\nabcdefg"
+      "GET /now?next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      "GET /now HTTP/1.1\r\nHost: x\r\nX-Request-Id: trace-1\r\nConnection: close\r\n\r\n",
+      "get /now HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      "GET /now HTTP/1.1\r\nHost: x\r\nX-Echo: caf\xc3\xa9\r\nConnection: close\r\n\r\n",
+      "GET /now HTTP/1.1\r\nHost: x\r\nConnection: close, keep-alive\r\n\r\n",
+      "GET /now HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"
+      "GET /now?2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",  // the first counts
+      "POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + std::string(2000, 'b'),
+      "POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n"
+      "Connection: close\r\n\r\nabc",
+      "POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+      "POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc",
+      "GET /now HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+      "GET /now HTTP/1.1\r\nX-Echo: no host\r\n\r\n",
+      "POST /now HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET /now HTTP/1.1\r\nHost: x\r\nX-Echo: a\r\n b\r\nConnection: close\r\n\r\n",
+      "GET /now HTTP/1.1\r\nHost: x\r\nX-Echo : a\r\nConnection: close\r\n\r\n",
+      "GET /now HTTP/1.1\r\nHost: x\r\nX-Echo: a\rb\r\nConnection: close\r\n\r\n",
+      "GET  /now HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      "GET /now HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n",
+      "GET /now HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+      "3\r\nabc\r\n0\r\n\r\n",
+      "\r\nGET /now HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+  };
+  for (const std::string& request : requests) {
+    const std::string whole = roundtrip(port_, request);
+    const int fd = new_socket();
+    ASSERT_TRUE(connect_to(fd, port_));
+    ASSERT_TRUE(send_all(fd, request.substr(0, 1)));
+    std::this_thread::sleep_for(20ms);  // read alone: Beast's parser takes the request
+    send_all(fd, request.substr(1));
+    const std::string split = read_all(fd);
+    ::close(fd);
+    EXPECT_FALSE(whole.empty()) << request;
+    EXPECT_EQ(whole, split) << request;
+  }
+  EXPECT_TRUE(starts_with(get(port_), "HTTP/1.1 200 OK\r\n"));
 }
 
 // ---- Exchange::on_close
@@ -577,6 +645,101 @@ TEST(HttpServerLimits, OutOfFileDescriptorsClientsGet503NotAHang) {
     r = get(server.port());
   }
   EXPECT_TRUE(starts_with(r, "HTTP/1.1 200 OK\r\n")) << r;
+}
+
+// ---- timeouts: the idle timeout bounds reading a whole request (from the end of the previous
+// response), the write timeout each write; neither runs while the Handler has the request.
+
+http::ServerOptions short_timeouts() {
+  http::ServerOptions o;
+  o.idle_timeout = 1s;
+  o.write_timeout = 1s;
+  return o;
+}
+
+/// Seconds from `t0` to now.
+double since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+TEST(HttpServerTimeouts, AnIdleKeepAliveConnectionIsClosed) {
+  TestHandler handler;
+  OwnServer server(handler, short_timeouts());
+  const int fd = new_socket();
+  ASSERT_TRUE(connect_to(fd, server.port()));
+  for (int i = 0; i < 3; ++i) {  // answered requests restart the idle time
+    ASSERT_TRUE(send_all(fd, "GET /now HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_TRUE(starts_with(read_response(fd), "HTTP/1.1 200 OK\r\n"));
+    std::this_thread::sleep_for(600ms);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(read_all(fd), "");  // closed, without a response
+  EXPECT_LT(since(t0), 3.0);
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] { return (*server).connections() == 0; }));
+  // A connection that never sends a byte: the same.
+  const int quiet = new_socket();
+  ASSERT_TRUE(connect_to(quiet, server.port()));
+  const auto t1 = std::chrono::steady_clock::now();
+  EXPECT_EQ(read_all(quiet), "");
+  EXPECT_GT(since(t1), 0.5);
+  EXPECT_LT(since(t1), 3.0);
+  ::close(quiet);
+  EXPECT_TRUE(starts_with(get(server.port()), "HTTP/1.1 200 OK\r\n"));
+}
+
+TEST(HttpServerTimeouts, AHeaderOrBodySentTooSlowlyIsCutOff) {
+  // A byte every 100 ms keeps the connection busy but never ends the request: the idle
+  // timeout bounds the whole request, not the time between two reads.
+  TestHandler handler;
+  OwnServer server(handler, short_timeouts());
+  for (const std::string start :
+       {"GET /now HTTP/1.1\r\nHost: x\r\n",
+        "POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"}) {
+    const int fd = new_socket();
+    ASSERT_TRUE(connect_to(fd, server.port()));
+    const auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(send_all(fd, start));
+    bool cut = false;
+    for (int i = 0; i < 60 && !cut; ++i) {  // 6 s at most
+      std::this_thread::sleep_for(100ms);
+      cut = !send_all(fd, "x");
+      char c;
+      if (!cut && ::recv(fd, &c, 1, MSG_DONTWAIT) == 0) cut = true;  // the server's FIN
+    }
+    EXPECT_TRUE(cut) << start;
+    EXPECT_LT(since(t0), 3.0) << start;
+    ::close(fd);
+  }
+  EXPECT_TRUE(eventually([&] { return (*server).connections() == 0; }));
+  EXPECT_TRUE(starts_with(get(server.port()), "HTTP/1.1 200 OK\r\n"));
+}
+
+TEST(HttpServerTimeouts, AHandlerSlowerThanTheTimeoutsStillAnswers) {
+  TestHandler handler;
+  OwnServer server(handler, short_timeouts());
+  const std::string r = roundtrip(server.port(),
+                                  "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /slow-stream HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /now HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(count(r, "HTTP/1.1 200 OK\r\n"), 3u) << r;
+  EXPECT_NE(r.find("\r\n4\r\none;\r\n3\r\ntwo\r\n0\r\n\r\n"), std::string::npos) << r;
+}
+
+TEST(HttpServerTimeouts, AClientThatStopsReadingIsCutOffAtTheWriteTimeout) {
+  TestHandler handler;
+  OwnServer server(handler, short_timeouts());
+  const int fd = new_socket();
+  const int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  ASSERT_TRUE(connect_to(fd, server.port()));
+  ASSERT_TRUE(send_all(fd, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"));  // 32 MiB, never read
+  ASSERT_TRUE(eventually([&] { return handler.handled == 1; }));
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(eventually([&] { return (*server).connections() == 0; }));
+  EXPECT_LT(since(t0), 3.0);
+  ::close(fd);
+  EXPECT_TRUE(starts_with(get(server.port()), "HTTP/1.1 200 OK\r\n"));
 }
 
 TEST(HttpServerLimits, OptionsAreChecked) {

@@ -57,7 +57,6 @@ std::string_view sv(beast::string_view s) { return {s.data(), s.size()}; }
 // destroyed on each of them.
 using Strand = asio::strand<asio::io_context::executor_type>;
 using Socket = asio::basic_stream_socket<tcp, Strand>;
-using Stream = beast::basic_stream<tcp, Strand>;
 using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
                                          asio::wait_traits<std::chrono::steady_clock>, Strand>;
 
@@ -67,6 +66,7 @@ std::string serialize_closing(const Response& r, const std::string& server_name)
   m.version(11);
   m.result(r.status);
   if (!server_name.empty()) m.set(bhttp::field::server, server_name);
+  if (!r.content_type.empty()) m.set(bhttp::field::content_type, r.content_type);
   for (const auto& [name, value] : r.headers) m.set(name, value);
   m.body() = r.body;
   m.keep_alive(false);
@@ -114,11 +114,207 @@ asio::ip::address parse_host(const std::string& host) {
 
 }  // namespace
 
+namespace {
+
+constexpr char ascii_lower(char c) noexcept {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+/// Equal but for the case of ASCII letters (field names, tokens).
+bool iequal(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+  }
+  return true;
+}
+
+/// The value of the first field named `name` (any case), or "". A linear scan in the order
+/// received, comparing lengths first: a request has a handful of fields, and this is cheaper
+/// than Beast's case-insensitive tree (find()), which returns the same (the first of equal names).
+std::string_view find_field(const bhttp::fields& fields, std::string_view name) noexcept {
+  for (const auto& f : fields) {
+    if (iequal(sv(f.name_string()), name)) return sv(f.value());
+  }
+  return {};
+}
+
+std::string_view find_beast_field(const void* fields, std::string_view name) noexcept {
+  return find_field(*static_cast<const bhttp::fields*>(fields), name);
+}
+
+// ---- requests the server parses itself
+//
+// Beast's request parser costs more than the rest of the transport together: a parser, a
+// message and an allocation per header field and for the body, per request, and a tree for
+// the fields. Most requests (a client library's) are a whole request in the read buffer, in a
+// plain subset of HTTP/1.1 that Beast would read the same way; parse_simple() reads those
+// into one reused buffer and a flat list of fields, and declines anything else, which then
+// goes to Beast's parser from its first byte (nothing is consumed before): other versions,
+// obs-fold, bytes outside printable ASCII, a header not yet whole, a body not yet whole or
+// over the body limit, Transfer-Encoding, Expect, Upgrade, Proxy-Connection, a Connection
+// other than one `close` or `keep-alive`, more than one Content-Length or Connection, other
+// than one Host, a POST, PUT or PATCH without Content-Length, more than kSimpleFields fields.
+// So every check and refusal of the server and of Beast stays Beast's, and what passes here
+// is what Beast would pass, with the same method, target, version, fields, body and
+// keep-alive.
+
+constexpr std::size_t kSimpleFields = 32;
+
+struct SimpleRequest {
+  std::string bytes;  // the request's header and body; every view below points into it
+  std::string_view method;
+  std::string_view target;
+  std::string_view body;
+  unsigned version = 11;
+  bool keep_alive = true;
+  bool head = false;  // method HEAD
+  std::size_t count = 0;
+  std::array<std::pair<std::string_view, std::string_view>, kSimpleFields> fields;
+};
+
+std::string_view find_simple_field(const void* fields, std::string_view name) noexcept {
+  const auto& r = *static_cast<const SimpleRequest*>(fields);
+  for (std::size_t i = 0; i < r.count; ++i) {
+    if (iequal(r.fields[i].first, name)) return r.fields[i].second;
+  }
+  return {};
+}
+
+// Byte classes: kTchar (RFC 9110 tchar: field names, as Beast reads them), kVisible (printable
+// ASCII without SP: request targets), kValue (kVisible, SP and HTAB: field values).
+enum : unsigned char { kTchar = 1, kVisible = 2, kValue = 4 };
+constexpr std::array<unsigned char, 256> kClass = [] {
+  std::array<unsigned char, 256> t{};
+  for (std::size_t c = 0x21; c < 0x7f; ++c) t[c] = kVisible | kValue;
+  t[' '] = t['\t'] = kValue;
+  for (std::size_t c = '0'; c <= '9'; ++c) t[c] |= kTchar;
+  for (std::size_t c = 'a'; c <= 'z'; ++c) t[c] |= kTchar;
+  for (std::size_t c = 'A'; c <= 'Z'; ++c) t[c] |= kTchar;
+  for (const char c : std::string_view("!#$%&'*+-.^_`|~"))
+    t[static_cast<unsigned char>(c)] |= kTchar;
+  return t;
+}();
+
+bool is(unsigned char cls, char c) noexcept {
+  return (kClass[static_cast<unsigned char>(c)] & cls) != 0;
+}
+
+/// Parses the request at the start of `in` into `out` (see above); the bytes it took (header
+/// and body), or 0 to leave the request to Beast.
+std::size_t parse_simple(std::string_view in, std::size_t header_limit, std::size_t body_limit,
+                         SimpleRequest& out) {
+  const std::size_t blank = in.substr(0, header_limit).find("\r\n\r\n");
+  if (blank == std::string_view::npos) return 0;  // not whole yet, or over the limit
+  const char* const begin = in.data();
+  const char* const end = begin + blank + 2;  // the blank line that ends the header
+  const char* p = begin;
+  // request-line = method SP request-target SP HTTP-version CRLF
+  while (*p >= 'A' && *p <= 'Z') ++p;
+  const std::size_t method_size = static_cast<std::size_t>(p - begin);
+  if (method_size == 0 || method_size > 16 || *p != ' ') return 0;
+  const char* const target = ++p;
+  while (is(kVisible, *p)) ++p;
+  if (p == target || *p != ' ') return 0;
+  const auto target_size = static_cast<std::size_t>(p - target);
+  ++p;
+  if (end - p < 10 || std::string_view(p, 7) != "HTTP/1." || (p[7] != '0' && p[7] != '1') ||
+      p[8] != '\r' || p[9] != '\n') {
+    return 0;
+  }
+  const unsigned version = p[7] == '1' ? 11 : 10;
+  p += 10;
+  // field-line = field-name ":" OWS field-value OWS CRLF
+  struct Span {
+    std::size_t name_at, name_size, value_at, value_size;
+  };
+  std::array<Span, kSimpleFields> spans;
+  std::size_t count = 0;
+  std::size_t hosts = 0;
+  std::optional<std::uint64_t> length;
+  std::string_view connection;
+  bool has_connection = false;
+  while (p != end) {
+    const char* const name = p;
+    while (is(kTchar, *p)) ++p;
+    if (p == name || *p != ':' || count == kSimpleFields) return 0;
+    const std::string_view n(name, static_cast<std::size_t>(p - name));
+    ++p;
+    while (*p == ' ' || *p == '\t') ++p;
+    const char* const value = p;
+    while (is(kValue, *p)) ++p;
+    if (p[0] != '\r' || p[1] != '\n') return 0;
+    const char* value_end = p;
+    while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t')) --value_end;
+    p += 2;
+    if (p > end || *p == ' ' || *p == '\t') return 0;  // obs-fold (a line that continues)
+    const std::string_view v(value, static_cast<std::size_t>(value_end - value));
+    switch (n.size()) {  // the names that matter here, by length first
+      case 4:
+        if (iequal(n, "host")) ++hosts;
+        break;
+      case 14:
+        if (iequal(n, "content-length")) {
+          if (length || v.empty() || v.size() > 15) return 0;
+          std::uint64_t l = 0;
+          for (const char c : v) {
+            if (c < '0' || c > '9') return 0;
+            l = l * 10 + static_cast<std::uint64_t>(c - '0');
+          }
+          length = l;
+        }
+        break;
+      case 10:
+        if (iequal(n, "connection")) {
+          if (has_connection || !(iequal(v, "close") || iequal(v, "keep-alive"))) return 0;
+          has_connection = true;
+          connection = v;
+        }
+        break;
+      case 6:
+      case 7:
+      case 16:
+      case 17:
+        if (iequal(n, "expect") || iequal(n, "upgrade") || iequal(n, "proxy-connection") ||
+            iequal(n, "transfer-encoding")) {
+          return 0;
+        }
+        break;
+      default:
+        break;
+    }
+    spans[count++] = {static_cast<std::size_t>(name - begin), n.size(),
+                      static_cast<std::size_t>(value - begin), v.size()};
+  }
+  const std::string_view method(begin, method_size);
+  if (hosts != 1) return 0;
+  if (!length && (method == "POST" || method == "PUT" || method == "PATCH")) return 0;
+  const std::uint64_t body_size = length.value_or(0);
+  const std::size_t header_size = blank + 4;
+  if (body_size > body_limit || body_size > in.size() - header_size) return 0;
+  // Taken: the views point into a copy (the read buffer moves as it is read into).
+  const std::size_t total = header_size + static_cast<std::size_t>(body_size);
+  out.bytes.assign(begin, total);
+  const char* const b = out.bytes.data();
+  out.method = std::string_view(b, method_size);
+  out.target = std::string_view(b + (target - begin), target_size);
+  out.body = std::string_view(b + header_size, static_cast<std::size_t>(body_size));
+  out.version = version;
+  out.head = method == "HEAD";
+  // As Beast's message::keep_alive(): HTTP/1.1 unless "close", HTTP/1.0 only with "keep-alive".
+  out.keep_alive = version == 11 ? !iequal(connection, "close") : iequal(connection, "keep-alive");
+  out.count = count;
+  for (std::size_t i = 0; i < count; ++i) {
+    out.fields[i] = {std::string_view(b + spans[i].name_at, spans[i].name_size),
+                     std::string_view(b + spans[i].value_at, spans[i].value_size)};
+  }
+  return total;
+}
+
+}  // namespace
+
 std::string_view Request::header(std::string_view name) const noexcept {
-  if (fields_ == nullptr) return {};
-  const auto& fields = *static_cast<const bhttp::fields*>(fields_);
-  const auto it = fields.find(beast::string_view(name.data(), name.size()));
-  return it == fields.end() ? std::string_view{} : sv(it->value());
+  return fields_ == nullptr ? std::string_view{} : find_(fields_, name);
 }
 
 void check_host(const std::string& host) { parse_host(host); }
@@ -145,12 +341,22 @@ namespace detail {
 
 /// One connection: read a request, let the Handler answer it (whole, or chunked, maybe after
 /// timers), repeat while keep-alive. Every handler runs on the connection's strand.
+///
+/// The socket is a plain one and the timeouts are one deadline per connection (expire_in):
+/// reading a request (header and body) must end within idle_timeout of its start, each
+/// asynchronous write within write_timeout, the drain within kDrainTimeout; while the Handler
+/// has a request (and between the chunks of a stream) nothing is timed. One timer waits for
+/// the deadline and is armed again only when the deadline moves earlier than what it waits
+/// for, or when it fires before a deadline that moved on: setting a deadline is a clock read,
+/// not a timer operation (Beast's basic_stream armed and cancelled a timer around every read
+/// and write, and each cancellation ran a handler).
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(Socket&& socket, Handler& handler, const ServerOptions& options,
           std::shared_ptr<Registry> registry)
-      : stream_(std::move(socket)),
-        timer_(stream_.get_executor()),
+      : socket_(std::move(socket)),
+        deadline_timer_(socket_.get_executor()),
+        timer_(socket_.get_executor()),
         handler_(handler),
         options_(options),
         registry_(std::move(registry)) {}
@@ -168,13 +374,17 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void start(std::uint64_t id) {
     id_ = id;
-    asio::dispatch(stream_.get_executor(),
+    beast::error_code ignored;
+    // For the direct send of a response (write_response); asynchronous operations do not
+    // depend on it.
+    socket_.non_blocking(true, ignored);
+    asio::dispatch(socket_.get_executor(),
                    beast::bind_front_handler(&Session::read_header, shared_from_this()));
   }
 
   /// Closes the connection now if idle, else after the response in flight.
   void shutdown() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+    asio::dispatch(socket_.get_executor(), [self = shared_from_this()] {
       self->stopping_ = true;
       if (!self->busy_) self->close();
     });
@@ -182,13 +392,13 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// Closes the connection now, answered or not (the server's grace period is over).
   void abort() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->close(); });
+    asio::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->close(); });
   }
 
   /// Runs `f` on this connection's strand (at once if already there).
   template <class F>
   void on_strand(F&& f) {
-    asio::dispatch(stream_.get_executor(), std::forward<F>(f));
+    asio::dispatch(socket_.get_executor(), std::forward<F>(f));
   }
 
   // ---- Exchange operations, on the strand
@@ -207,30 +417,32 @@ class Session : public std::enable_shared_from_this<Session> {
     head_->chunked(true);
     head_->keep_alive(keep_alive_ && !stopping_);
     serializer_.emplace(*head_);
-    stream_.expires_after(options_.write_timeout);
+    expire_in(options_.write_timeout);
     bhttp::async_write_header(
-        stream_, *serializer_,
+        socket_, *serializer_,
         [self = shared_from_this(), next = std::move(next)](beast::error_code ec, std::size_t) {
-          if (ec) return self->close();
+          if (ec || self->closed_) return self->close();
+          self->no_deadline();  // the next chunk comes when the Handler has it
           next();
         });
   }
 
   void write(std::string data, Exchange::Continuation next) {
     chunk_ = std::move(data);
-    stream_.expires_after(options_.write_timeout);
+    expire_in(options_.write_timeout);
     asio::async_write(
-        stream_, bhttp::make_chunk(asio::buffer(chunk_)),
+        socket_, bhttp::make_chunk(asio::buffer(chunk_)),
         [self = shared_from_this(), next = std::move(next)](beast::error_code ec, std::size_t) {
-          if (ec) return self->close();
+          if (ec || self->closed_) return self->close();
+          self->no_deadline();
           next();
         });
   }
 
   void end() {
     finish_request();
-    stream_.expires_after(options_.write_timeout);
-    asio::async_write(stream_, bhttp::make_chunk_last(),
+    expire_in(options_.write_timeout);
+    asio::async_write(socket_, bhttp::make_chunk_last(),
                       [self = shared_from_this()](beast::error_code ec, std::size_t) {
                         const bool keep = self->head_->keep_alive();
                         self->serializer_.reset();
@@ -258,61 +470,184 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
  private:
+  using Clock = std::chrono::steady_clock;
+
+  // ---- timeouts (see the class comment)
+
+  /// The current phase must end within `d` from now.
+  void expire_in(Clock::duration d) {
+    deadline_ = Clock::now() + d;
+    if (deadline_ < armed_for_) arm();
+  }
+
+  /// Nothing is timed until the next expire_in (the Handler has the request).
+  void no_deadline() { deadline_ = Clock::time_point::max(); }
+
+  /// Makes the timer wait for deadline_ (a wait pending for a later time is cancelled: its
+  /// handler sees that armed_for_ changed and does nothing).
+  void arm() {
+    if (closed_) return;
+    armed_for_ = deadline_;
+    deadline_timer_.expires_at(deadline_);
+    // A weak reference: a pending wait does not keep a finished connection alive.
+    deadline_timer_.async_wait([weak = weak_from_this(), at = deadline_](beast::error_code) {
+      if (auto self = weak.lock()) self->on_deadline(at);
+    });
+  }
+
+  void on_deadline(Clock::time_point at) {
+    if (at != armed_for_ || closed_) return;  // a wait replaced by a later arm(), or closed
+    armed_for_ = Clock::time_point::max();
+    if (deadline_ == Clock::time_point::max()) return;  // nothing timed now
+    if (Clock::now() < deadline_) return arm();         // the deadline moved on
+    timed_out_ = true;
+    close();  // the pending read or write fails (operation_aborted)
+  }
+
+  // ---- reading a request: parse_simple(), else Beast's parser fed by this loop (that of
+  // http::async_read, without its composed operations)
+
   void read_header() {
     busy_ = false;
     if (stopping_) return close();
-    parser_.emplace();
-    parser_->body_limit(options_.body_limit);
-    parser_->header_limit(static_cast<std::uint32_t>(options_.header_limit));
-    stream_.expires_after(options_.idle_timeout);
-    bhttp::async_read_header(stream_, buffer_, *parser_,
-                             beast::bind_front_handler(&Session::on_header, shared_from_this()));
+    parser_.reset();  // parse() starts Beast's parser for a request parse_simple() declines
+    simple_used_ = false;
+    header_done_ = false;
+    expire_in(options_.idle_timeout);
+    // From a handler of its own, queued behind the completions already waiting: bytes of a
+    // next (pipelined) request are parsed there (so that a run of them is a loop, not a
+    // recursion), and an empty buffer is read there. Reading at once, just after the
+    // response was sent, would nearly always find nothing yet under load: Asio tries a read
+    // before it waits for the socket, and that read would be one wasted system call per
+    // request (the client has not even received the response).
+    asio::post(socket_.get_executor(),
+               beast::bind_front_handler(&Session::parse, shared_from_this()));
   }
 
-  // curl sends "Expect: 100-continue" before large bodies and waits a second for it.
-  void on_header(beast::error_code ec, std::size_t) {
+  /// Feeds the parser what the buffer holds; reads more when it needs more. The first bytes
+  /// of a request go to parse_simple(); if it declines, to Beast's parser.
+  void parse() {
+    if (closed_) return;
+    if (!parser_) {
+      if (buffer_.size() == 0) return read_more();
+      const auto data = buffer_.data();
+      const std::string_view in(static_cast<const char*>(data.data()), data.size());
+      if (const std::size_t n =
+              parse_simple(in, options_.header_limit, options_.body_limit, simple_)) {
+        buffer_.consume(n);
+        simple_used_ = true;
+        busy_ = true;
+        if (options_.access_log) started_ = Clock::now();
+        return on_read();
+      }
+      parser_.emplace();
+      parser_->body_limit(options_.body_limit);
+      parser_->header_limit(static_cast<std::uint32_t>(options_.header_limit));
+    }
+    for (;;) {
+      if (buffer_.size() == 0) return read_more();
+      beast::error_code ec;
+      const std::size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec && ec != bhttp::error::need_more) return on_error(ec);
+      if (!header_done_ && parser_->is_header_done()) {
+        header_done_ = true;
+        if (!on_header()) return;  // refused, or a 100 Continue is being written
+      }
+      if (parser_->is_done()) return on_read();
+      if (ec || used == 0) return read_more();  // need_more
+    }
+  }
+
+  void read_more() {
+    const std::size_t size = beast::read_size(buffer_, 65536);
+    if (size == 0) return on_error(bhttp::error::buffer_overflow);  // a full buffer
+    socket_.async_read_some(buffer_.prepare(size),
+                            beast::bind_front_handler(&Session::on_bytes, shared_from_this()));
+  }
+
+  void on_bytes(beast::error_code ec, std::size_t n) {
+    if (closed_) return;  // timed out, or the server closed it
+    buffer_.commit(n);
+    if (ec == asio::error::eof) {
+      // As Beast's reader: the end of the stream ends a message only where a message may end
+      // there (never inside a request); before any byte of one it is end_of_stream. (Without
+      // a parser, no byte of the request came: parse() starts one for the first bytes.)
+      if (!parser_ || !parser_->got_some()) return on_error(bhttp::error::end_of_stream);
+      beast::error_code e;
+      parser_->put_eof(e);
+      if (e) return on_error(e);
+      if (!parser_->is_done()) return on_error(bhttp::error::partial_message);
+      return parse();
+    }
     if (ec) return on_error(ec);
+    parse();
+  }
+
+  /// The header is read: checks it (false: refused) and answers `Expect: 100-continue`
+  /// (false: parse() resumes once the 100 is written). curl sends "Expect: 100-continue"
+  /// before large bodies and waits a second for it.
+  bool on_header() {
     busy_ = true;
-    started_ = std::chrono::steady_clock::now();
+    if (options_.access_log) started_ = Clock::now();
     const auto& req = parser_->get();
     version_ = req.version() == 10 ? 10 : 11;
-    if (const auto [status, why] = check_framing(req); status != 0) return refuse(status, why);
+    std::string_view expect;
+    if (const auto [status, why] = check_framing(req, expect); status != 0) {
+      refuse(status, why);
+      return false;
+    }
     if (parser_->chunked()) {  // see drop_trailer
       header_copy_.emplace(static_cast<const bhttp::fields&>(req));
     }
-    if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
-      continue_.emplace(bhttp::status::continue_, req.version());
-      bhttp::async_write(stream_, *continue_,
-                         [self = shared_from_this()](beast::error_code e, std::size_t) {
-                           self->continue_.reset();
-                           if (e) return self->close();
-                           self->read_body();
-                         });
-      return;
+    parser_->eager(true);  // the body: as much as each read brings
+    if (beast::iequals(beast::string_view(expect.data(), expect.size()), "100-continue")) {
+      static constexpr std::string_view k10 = "HTTP/1.0 100 Continue\r\n\r\n";
+      static constexpr std::string_view k11 = "HTTP/1.1 100 Continue\r\n\r\n";
+      const std::string_view line = req.version() == 10 ? k10 : k11;
+      asio::async_write(socket_, asio::buffer(line.data(), line.size()),
+                        [self = shared_from_this()](beast::error_code e, std::size_t) {
+                          if (e || self->closed_) return self->close();
+                          self->parse();
+                        });
+      return false;
     }
-    read_body();
+    return true;
   }
 
   /// What RFC 9112 requires of a request's Host and framing before its body is read (a
   /// request whose body length is unclear must not be answered and kept alive: its body would
-  /// be read as the next request). {0, ""} when it is fine.
-  std::pair<unsigned, std::string_view> check_framing(
-      const bhttp::request<bhttp::string_body>& req) const {
-    const auto hosts = req.count(bhttp::field::host);
+  /// be read as the next request). {0, ""} when it is fine. One pass over the fields, which
+  /// also finds `expect` (the value of an Expect field).
+  std::pair<unsigned, std::string_view> check_framing(const bhttp::request<bhttp::string_body>& req,
+                                                      std::string_view& expect) const {
+    unsigned hosts = 0;
+    bool has_te = false;
+    bool only_chunked = true;  // every coding of every Transfer-Encoding field is chunked
+    for (const auto& f : req) {
+      switch (f.name()) {
+        case bhttp::field::host:
+          ++hosts;
+          break;
+        case bhttp::field::transfer_encoding:
+          has_te = true;
+          for (const auto coding : bhttp::token_list(f.value())) {
+            only_chunked = only_chunked && beast::iequals(coding, "chunked");
+          }
+          break;
+        case bhttp::field::expect:
+          if (expect.empty()) expect = sv(f.value());
+          break;
+        default:
+          break;
+      }
+    }
     if (hosts > 1) return {400, "more than one Host header"};
     if (hosts == 0 && req.version() >= 11) return {400, "missing Host header"};
-    const bool has_te = req.count(bhttp::field::transfer_encoding) > 0;
     if (has_te) {
       if (req.version() < 11) return {400, "Transfer-Encoding in an HTTP/1.0 request"};
       if (!parser_->chunked()) return {400, "Transfer-Encoding must end in chunked"};
-      for (const auto& f : req) {
-        if (f.name() != bhttp::field::transfer_encoding) continue;
-        for (const auto coding : bhttp::token_list(f.value())) {
-          if (!beast::iequals(coding, "chunked")) {
-            return {501, "transfer coding not implemented (only chunked)"};
-          }
-        }
-      }
+      if (!only_chunked) return {501, "transfer coding not implemented (only chunked)"};
       return {0, {}};
     }
     if (!parser_->content_length()) {
@@ -329,38 +664,31 @@ class Session : public std::enable_shared_from_this<Session> {
     send(safe_reject(handler_, status, message), false);
   }
 
-  void read_body() {
-    // The body usually came with the header: parse what the buffer holds first, and read
-    // only if the request is not complete (an asynchronous read would go through the strand
-    // and the timer even with nothing to read).
-    if (!parser_->is_done() && buffer_.size() > 0) {
-      parser_->eager(true);
-      beast::error_code ec;
-      while (buffer_.size() > 0 && !parser_->is_done()) {
-        const std::size_t used = parser_->put(buffer_.data(), ec);
-        buffer_.consume(used);
-        if (ec == bhttp::error::need_more) break;
-        if (ec) return on_error(ec);
-        if (used == 0) break;
-      }
-    }
-    if (parser_->is_done()) return on_read({}, 0);
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      beast::bind_front_handler(&Session::on_read, shared_from_this()));
-  }
-
-  void on_read(beast::error_code ec, std::size_t) {
-    if (ec) return on_error(ec);
-    auto& req = parser_->get();
-    drop_trailer(req);
-    version_ = req.version() == 10 ? 10 : 11;
-    keep_alive_ = req.keep_alive();
+  /// The request is complete: the Handler has it (untimed) until it answers.
+  void on_read() {
+    no_deadline();
     Request r;
-    r.method = sv(req.method_string());
-    r.target = sv(req.target());
-    r.body = req.body();
+    if (simple_used_) {
+      version_ = simple_.version;
+      keep_alive_ = simple_.keep_alive;
+      r.method = simple_.method;
+      r.target = simple_.target;
+      r.body = simple_.body;
+      r.fields_ = &simple_;
+      r.find_ = &find_simple_field;
+    } else {
+      auto& req = parser_->get();
+      drop_trailer(req);
+      version_ = req.version() == 10 ? 10 : 11;
+      keep_alive_ = req.keep_alive();
+      r.method = sv(req.method_string());
+      r.target = sv(req.target());
+      r.body = req.body();
+      r.fields_ = static_cast<const bhttp::fields*>(&req);
+      r.find_ = &find_beast_field;
+    }
     r.version = version_;
-    r.fields_ = static_cast<const bhttp::fields*>(&req);
+    r.access_log = options_.access_log;
     answered_ = false;
     open_ = true;
     in_handle_ = true;
@@ -372,6 +700,10 @@ class Session : public std::enable_shared_from_this<Session> {
       handler_failed("unknown exception");
     }
     in_handle_ = false;
+    if (next_after_handle_) {  // answered and written inside handle() (done())
+      next_after_handle_ = false;
+      return next_request(next_keep_alive_);
+    }
     // Answered later, and someone wants to know if the client leaves meanwhile.
     if (open_ && !on_close_.empty()) watch();
   }
@@ -379,19 +711,18 @@ class Session : public std::enable_shared_from_this<Session> {
   // ---- the read-watch (Exchange::on_close)
   //
   // While a request with on_close callbacks waits for its answer, a read is kept pending on
-  // the socket (not through the Beast stream: no timeout applies) into the read buffer, so
-  // that a FIN or RST from the client completes it. Bytes it reads belong to a next request
-  // (pipelining): they stay in the buffer, where read_header() parses them first. No other
-  // read runs meanwhile: done() waits for the watch to end before reading the next request.
+  // the socket (untimed) into the read buffer, so that a FIN or RST from the client completes
+  // it. Bytes it reads belong to a next request (pipelining): they stay in the buffer, where
+  // read_header() parses them first. No other read runs meanwhile: done() waits for the watch
+  // to end before reading the next request.
 
   void watch() {
     if (watching_ || closed_ || !open_ || on_close_.empty()) return;
     const std::size_t room = buffer_.max_size() - buffer_.size();
     if (room == 0) return;  // full of a next request's bytes: a failed write tells instead
     watching_ = true;
-    stream_.socket().async_read_some(
-        buffer_.prepare(std::min(room, kWatchRead)),
-        beast::bind_front_handler(&Session::on_watch, shared_from_this()));
+    socket_.async_read_some(buffer_.prepare(std::min(room, kWatchRead)),
+                            beast::bind_front_handler(&Session::on_watch, shared_from_this()));
   }
 
   void on_watch(beast::error_code ec, std::size_t n) {
@@ -456,8 +787,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// A read failed: close quietly, or answer a malformed / oversized request and close.
   void on_error(beast::error_code ec) {
-    if (!busy_) started_ = std::chrono::steady_clock::now();
-    version_ = parser_->get().version() == 10 ? 10 : 11;
+    if (!busy_ && options_.access_log) started_ = Clock::now();
+    if (parser_) version_ = parser_->get().version() == 10 ? 10 : 11;
     if (ec == bhttp::error::body_limit) return refuse(413, "request body too large");
     if (ec == bhttp::error::header_limit) return refuse(431, "request header too large");
     if (ec == bhttp::error::buffer_overflow) {  // a chunk-size line or trailer over the limit
@@ -467,41 +798,54 @@ class Session : public std::enable_shared_from_this<Session> {
         ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message) {
       return refuse(400, "malformed HTTP request");
     }
-    close();  // end of stream, timeout, reset, shutdown
+    close();  // end of stream, reset, shutdown
   }
 
   template <class Message>
   void set_headers(Message& m, const Response& r) {
     if (!options_.name.empty()) m.set(bhttp::field::server, options_.name);
     if (!request_id_.empty()) m.set("X-Request-Id", request_id_);
+    if (!r.content_type.empty()) m.set(bhttp::field::content_type, r.content_type);
     for (const auto& [name, value] : r.headers) m.set(name, value);
+  }
+
+  /// A field of the request being answered (as Request::header), or "".
+  std::string_view request_header(std::string_view name) const {
+    if (simple_used_) return find_simple_field(&simple_, name);
+    return parser_ ? find_field(parser_->get(), name) : std::string_view{};
   }
 
   /// The request's id: its X-Request-Id when that is 1-128 printable bytes without spaces
   /// (echoed back), else, with the access log on, a new random one (16 hex digits).
-  std::string request_id() const {
-    const std::string_view given = sv(parser_->get()["X-Request-Id"]);
+  void take_request_id() {
+    const std::string_view given = request_header("X-Request-Id");
     if (!given.empty() && given.size() <= 128 &&
         std::all_of(given.begin(), given.end(), [](char c) { return c > 0x20 && c < 0x7f; })) {
-      return std::string(given);
+      request_id_.assign(given);
+      return;
     }
-    if (!options_.access_log) return {};
+    request_id_.clear();
+    if (!options_.access_log) return;
     thread_local std::mt19937_64 rng{std::random_device{}()};
     char buf[17];
     std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
-    return buf;
+    request_id_.assign(buf, 16);
   }
 
   /// For the access log: what is being answered.
   void note_response(Response& r) {
     busy_ = true;
     answered_ = true;
-    request_id_ = request_id();
+    take_request_id();
     if (!options_.access_log) return;
-    const auto& req = parser_->get();
     status_ = r.status;
-    method_ = std::string(sv(req.method_string()));
-    target_ = std::string(sv(req.target()));
+    if (simple_used_) {
+      method_.assign(simple_.method);
+      target_.assign(simple_.target);
+    } else if (parser_) {
+      method_.assign(sv(parser_->get().method_string()));
+      target_.assign(sv(parser_->get().target()));
+    }
     log_fields_ = std::move(r.log_fields);
   }
 
@@ -510,40 +854,62 @@ class Session : public std::enable_shared_from_this<Session> {
     note_response(r);
     const bool keep = keep_alive && !stopping_;
     // HEAD gets the header alone: its body would be read as the next response.
-    const bool head = parser_ && parser_->get().method() == bhttp::verb::head;
+    const bool head =
+        simple_used_ ? simple_.head : parser_ && parser_->get().method() == bhttp::verb::head;
     format_response(out_, r, ResponseFraming{version_, keep, head, options_.name, request_id_});
-    stream_.expires_after(options_.write_timeout);
-    asio::async_write(stream_, asio::buffer(out_),
-                      [self = shared_from_this(), keep](beast::error_code ec, std::size_t) {
-                        if (self->out_.capacity() > kMaxKeptOutput) self->out_ = std::string();
-                        self->done(ec, keep);
+    write_response(keep);
+  }
+
+  /// Writes out_: first with one non-blocking send, which takes a whole response when the
+  /// socket's buffer has room (the usual case: then no asynchronous operation, no completion
+  /// to queue and run), then what is left asynchronously under the write timeout.
+  void write_response(bool keep) {
+    beast::error_code ec;
+    const std::size_t n = socket_.write_some(asio::buffer(out_), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
+    if (ec || n == out_.size()) return written(ec, keep);
+    expire_in(options_.write_timeout);
+    asio::async_write(socket_, asio::buffer(out_.data() + n, out_.size() - n),
+                      [self = shared_from_this(), keep](beast::error_code e, std::size_t) {
+                        self->written(e, keep);
                       });
+  }
+
+  void written(beast::error_code ec, bool keep) {
+    if (out_.capacity() > kMaxKeptOutput) out_ = std::string();
+    done(ec, keep);
   }
 
   /// A response is written (or failed): read the next request, or close.
   void done(beast::error_code ec, bool keep_alive) {
+    if (timed_out_) ec = beast::error::timeout;
     if (options_.access_log) log(ec);
-    if (ec) return close();
+    if (ec || closed_) return close();
+    if (in_handle_) {  // written from inside handle(): on_read() goes on once it returns
+      next_after_handle_ = true;
+      next_keep_alive_ = keep_alive;
+      return;
+    }
     if (watching_) {  // the read-watch must end first (on_watch resumes here)
       resume_ = true;
       resume_keep_alive_ = keep_alive;
       beast::error_code ignored;
-      stream_.socket().cancel(ignored);  // no write is pending now: only the watch
+      socket_.cancel(ignored);  // no write is pending now: only the watch
       return;
     }
     next_request(keep_alive);
   }
 
   void next_request(bool keep_alive) {
+    if (closed_) return;
     if (peer_closed_) return close();  // the read-watch met the client's end (on_watch)
     if (keep_alive) return read_header();
     drain();  // the client may still be sending (e.g. a body we refused): read before closing
   }
 
   void log(beast::error_code ec) {
-    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                        std::chrono::steady_clock::now() - started_)
-                        .count();
+    const auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started_).count();
     boost::json::object o{{"msg", "request"},
                           {"method", printable(method_)},
                           {"path", printable(target_.substr(0, target_.find('?')))},
@@ -559,24 +925,28 @@ class Session : public std::enable_shared_from_this<Session> {
   // not lost to a TCP reset caused by unread request bytes.
   void drain() {
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.expires_after(kDrainTimeout);  // for the whole drain
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    expire_in(kDrainTimeout);  // for the whole drain
     drain_more();
   }
   void drain_more() {
-    stream_.async_read_some(asio::buffer(scratch_),
+    socket_.async_read_some(asio::buffer(scratch_),
                             [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                              if (ec) return self->close();
+                              if (ec || self->closed_) return self->close();
                               self->drain_more();
                             });
   }
 
   void close() {
-    closed_ = true;
-    beast::error_code ignored;
-    timer_.cancel();
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
+    if (!closed_) {
+      closed_ = true;
+      timer_.cancel();
+      deadline_timer_.cancel();
+      armed_for_ = Clock::time_point::max();
+      beast::error_code ignored;
+      socket_.shutdown(tcp::socket::shutdown_both, ignored);
+      socket_.close(ignored);
+    }
     if (open_) {  // closed before the request was answered
       open_ = false;
       lost_ = true;
@@ -584,27 +954,35 @@ class Session : public std::enable_shared_from_this<Session> {
     }
   }
 
-  Stream stream_;
-  Timer timer_;  // Exchange::after
+  Socket socket_;
+  Timer deadline_timer_;                                    // the timeouts (expire_in)
+  Timer timer_;                                             // Exchange::after
+  Clock::time_point deadline_ = Clock::time_point::max();   // of the current phase
+  Clock::time_point armed_for_ = Clock::time_point::max();  // deadline_timer_'s wait; max: none
   Handler& handler_;
   const ServerOptions& options_;
   std::shared_ptr<Registry> registry_;
   std::uint64_t id_ = 0;
-  beast::flat_buffer buffer_{options_.header_limit + kReadSlack};  // its max size
-  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
-  std::optional<bhttp::response<bhttp::empty_body>> continue_;
-  std::string out_;  // the bytes of the response being written (kept for the next one)
+  beast::flat_buffer buffer_{options_.header_limit + kReadSlack};    // its max size
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;  // none: not started
+  SimpleRequest simple_;      // the request parse_simple() read (the buffers are reused)
+  bool simple_used_ = false;  // the request being handled is simple_, not parser_'s
+  std::string out_;           // the bytes of the response being written (kept for the next one)
   std::optional<bhttp::response<bhttp::empty_body>> head_;  // of a stream
   std::optional<bhttp::response_serializer<bhttp::empty_body>> serializer_;
   std::string chunk_;  // the stream chunk being written
   std::array<char, 4096> scratch_{};
   unsigned version_ = 11;  // of the request being answered
   bool keep_alive_ = false;
-  bool busy_ = false;       // between a request's first byte and the end of its response
-  bool answered_ = false;   // the Handler began answering the request being handled
-  bool open_ = false;       // a request is with the Handler and not answered (respond / end)
-  bool in_handle_ = false;  // inside Handler::handle
+  bool header_done_ = false;  // parse(): the request's header was checked (on_header)
+  bool busy_ = false;         // between a request's first byte and the end of its response
+  bool answered_ = false;     // the Handler began answering the request being handled
+  bool open_ = false;         // a request is with the Handler and not answered (respond / end)
+  bool in_handle_ = false;    // inside Handler::handle
+  bool next_after_handle_ = false;  // done() inside handle(): on_read() reads the next request
+  bool next_keep_alive_ = false;
   bool closed_ = false;     // close() ran
+  bool timed_out_ = false;  // closed by the deadline
   bool lost_ = false;       // closed while a request was open (late on_close: run at once)
   bool watching_ = false;   // the read-watch is pending
   bool resume_ = false;     // done() waits for the read-watch to end
@@ -613,8 +991,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<Exchange::Continuation> on_close_;  // of the open request
   std::optional<bhttp::fields> header_copy_;      // chunked requests: the header (drop_trailer)
   bool stopping_ = false;                         // the server is shutting down
-  std::chrono::steady_clock::time_point started_{};
-  unsigned status_ = 0;  // access log
+  Clock::time_point started_{};                   // access log
+  unsigned status_ = 0;                           // access log
   std::string method_;
   std::string target_;
   std::string request_id_;  // X-Request-Id of the request being answered

@@ -29,25 +29,36 @@ class Request {
   std::string_view target;  ///< as sent: the path and any query string
   std::string_view body;
   unsigned version = 11;  ///< 11 for HTTP/1.1, 10 for HTTP/1.0
+  /// The server writes an access-log line for this request (ServerOptions::access_log):
+  /// Response::log_fields are read only then, so a Handler may skip building them without.
+  bool access_log = false;
 
-  /// The value of the header `name` (any case), or "" if absent.
+  /// The value of the header `name` (any case), or "" if absent. With several fields of that
+  /// name: the first.
   std::string_view header(std::string_view name) const noexcept;
 
  private:
   friend class detail::Session;
-  const void* fields_ = nullptr;  // the parsed header (boost::beast::http::fields)
+  // The parsed header, and how to find a field in it: Beast's fields, or the list of a
+  // request the server parsed itself (server.cpp, SimpleRequest).
+  const void* fields_ = nullptr;
+  std::string_view (*find_)(const void* fields, std::string_view name) noexcept = nullptr;
 };
 
 /// A response: a status, headers and a body (or, for Exchange::begin_stream, only the first two).
 struct Response {
   unsigned status = 200;
-  /// Sent in this order, after `Server: <ServerOptions::name>`; Content-Length, chunking and
-  /// Connection are the server's.
+  /// Sent in this order, after `Server: <ServerOptions::name>` (and content_type);
+  /// Content-Length, chunking and Connection are the server's.
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   /// Not sent: more fields of the request's access log line (ServerOptions::access_log), e.g.
   /// the entity and the decision's code.
   std::vector<std::pair<std::string, std::string>> log_fields;
+  /// When not empty, sent as `Content-Type` before `headers` (which then should not have
+  /// one): a type that costs no string of its own per response. It must outlive the response
+  /// (a string literal).
+  std::string_view content_type;
 };
 
 /// How a Handler answers one request, once: respond(), or begin_stream(), write()... end().
