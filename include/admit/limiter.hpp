@@ -259,6 +259,14 @@ class Limiter {
   /// Whether what this Limiter learns is shared through the store (LimiterOptions::adaptation
   /// resolved: store, or automatic on a shared store).
   bool shares_adaptation() const;
+  /// A number that changes whenever the limits this Limiter resolves may have changed: every
+  /// configuration call above, a learned set (set_discovered_limits, and in
+  /// AdaptationMode::store one another process learned: like resolve(), this call first
+  /// reads the store when adaptation_refresh has passed), invalidate_config(). For callers
+  /// that cache what resolve() returned (a Scheduler's limit names): resolve again when it
+  /// changed. Cheap: an atomic load (and a clock read) when no refresh is due.
+  /// ConfigMode::store: entries read again after config_ttl do not change it.
+  std::uint64_t config_version() const;
 
   /// The limits that apply to (entity, resource) itself and where each came from.
   /// ConfigMode::store: through the cache; @throws StoreUnavailable with nothing cached.

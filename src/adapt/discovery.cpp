@@ -118,6 +118,19 @@ ObserveResult Discovery::observe(std::string_view entity, std::string_view resou
     }
   }
   if (!clamps.empty()) res.clamped = limiter_.clamp(entity, resource, clamps);
+  if (!obs.rate_limited) {
+    // How far below the provider's level (less the margin) each learned bucket stayed. A
+    // learned capacity is limit - margin, so that level never exceeds it.
+    for (const StateClamp& c : clamps) {
+      if (c.available < 0) continue;
+      for (const LimitStatus& st : res.clamped) {
+        if (st.limit != c.limit || st.source != ConfigSource::discovered) continue;
+        const std::int64_t level = std::min(c.available, st.capacity);
+        res.headroom.push_back(Headroom{c.limit, std::max<std::int64_t>(0, level - st.available)});
+        break;
+      }
+    }
+  }
   return res;
 }
 

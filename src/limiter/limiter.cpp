@@ -260,6 +260,11 @@ std::vector<Limit> Limiter::discovered_limits(std::string_view entity,
 
 bool Limiter::shares_adaptation() const { return impl_->shared.enabled(); }
 
+std::uint64_t Limiter::config_version() const {
+  impl_->shared.refresh_if_due(impl_->clock.now());
+  return impl_->config.version();
+}
+
 std::vector<std::pair<Limit, ConfigSource>> Limiter::resolve(std::string_view entity,
                                                              std::string_view resource) const {
   const Micros now = impl_->clock.now();

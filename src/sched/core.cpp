@@ -446,8 +446,12 @@ void Core::on_acquired(BucketQueue& q) {
 }
 
 const Amounts& Core::amounts_for(BucketQueue& q, const RequestNode& r) {
-  if (!q.names_known) {
+  // config_version() also reads what other processes learned when that is due, so a learned
+  // limit first seen in the shared store is charged from this acquire on.
+  const std::uint64_t version = limiter_.config_version();
+  if (!q.names_known || version != q.names_version) {
     refresh_names(q);
+    q.names_version = version;
     q.amounts_valid = false;
   }
   const std::int64_t tokens = r.meta.estimated_tokens;
@@ -495,6 +499,8 @@ void Core::start(RequestNode& r, Lease&& lease) {
   r.state = RequestNode::State::running;
   r.lease = std::move(lease);
   r.token_names = q.token_names;
+  ++q.running;
+  q.running_tokens += r.meta.estimated_tokens;
   ++r.attempts;
   if (r.first_dispatch < 0) r.first_dispatch = now;
   bump(n_.dispatched);
@@ -525,21 +531,16 @@ void Core::feed(BucketQueue& q, RequestNode& r, const Observation& obs, bool ser
   const Outcome& o = r.result.outcome;
   try {
     if (server_error) (void)r.lease.mark_failure();  // observe() would mark a success
+    ObserveResult seen;
     if (o.status > 0 && discovery_) {
-      if (discovery_->observe(r.lease, obs).limits_changed) q.names_known = false;
+      seen = discovery_->observe(r.lease, obs);
+      if (seen.limits_changed) q.names_known = false;
     }
     if (o.status == 429) {
       r.lease.rollback();  // a 429 is not charged by the provider
       return;
     }
-    if (o.usage && r.token_names && !r.token_names->empty()) {
-      const std::int64_t delta = o.usage->total() - r.meta.estimated_tokens;
-      if (delta != 0) {
-        Amounts d;
-        for (const auto& n : *r.token_names) d.add(n, delta);
-        (void)r.lease.adjust(d);
-      }
-    }
+    if (reconcile(q, r, seen)) unblock(q);  // refunded to follow the provider: try again
     r.lease.commit();
   } catch (const Error&) {
     // A limit renamed since the acquire (ValidationError) or an ended lease: the usage
@@ -548,11 +549,62 @@ void Core::feed(BucketQueue& q, RequestNode& r, const Observation& obs, bool ser
   }
 }
 
+bool Core::reconcile(BucketQueue& q, RequestNode& r, const ObserveResult& seen) {
+  const Outcome& o = r.result.outcome;
+  const std::int64_t estimate = r.meta.estimated_tokens;
+  const bool tokens = r.token_names && !r.token_names->empty();
+  auto follows = [&](std::string_view name) {
+    return std::find_if(seen.headroom.begin(), seen.headroom.end(),
+                        [&](const Headroom& h) { return h.limit == name; });
+  };
+  Amounts d;
+  // The usage reported. A learned limit whose remaining this answer reported mirrors the
+  // provider, which charged the estimate (prompt + max_tokens) when the request arrived and
+  // gives nothing back for a shorter answer (OpenAI, the simulator): it keeps the estimate
+  // (more usage is charged). The others (configured limits) take the usage as reported.
+  std::int64_t delta = 0;
+  if (o.usage && tokens) {
+    delta = o.usage->total() - estimate;
+    for (const auto& n : *r.token_names) {
+      const std::int64_t dn =
+          follows(n) != seen.headroom.end() ? std::max<std::int64_t>(delta, 0) : delta;
+      if (dn != 0) d.add(n, dn);
+    }
+  }
+  // The provider's level above what the local bucket shows (another client spent less than
+  // assumed, the limit rose, a margin of old): refund up to this lease's charge, less what
+  // this queue has in flight (charged here, and perhaps not yet by the provider when it
+  // wrote remaining), so the bucket follows the provider up as well as down.
+  bool raised = false;
+  for (const Headroom& h : seen.headroom) {
+    std::int64_t held = 0;
+    std::int64_t pending = 0;
+    if (tokens &&
+        std::find(r.token_names->begin(), r.token_names->end(), h.limit) != r.token_names->end()) {
+      held = estimate + std::max<std::int64_t>(delta, 0);
+      pending = q.running_tokens;
+    } else if (std::find(q.request_names.begin(), q.request_names.end(), h.limit) !=
+               q.request_names.end()) {
+      held = 1;
+      pending = q.running;
+    }
+    const std::int64_t give = std::min(held, h.room - pending);
+    if (give > 0) {
+      d.add(h.limit, -give);
+      raised = true;
+    }
+  }
+  if (!d.empty()) (void)r.lease.adjust(d);
+  return raised;
+}
+
 void Core::on_reply(RequestNode& r) {
   BucketQueue& q = *r.queue;
   const Micros now = clock_.now();
   --in_flight_;
   drop(n_.in_flight);
+  --q.running;
+  q.running_tokens -= r.meta.estimated_tokens;
   Outcome& o = r.result.outcome;
   const bool transport = o.error != nullptr;
   const bool limited = !transport && o.status == 429;

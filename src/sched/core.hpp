@@ -50,8 +50,11 @@ struct BucketQueue {
   Lease acq_lease;
   std::shared_ptr<void> keepalive;  // the Core, while an acquire is answered on another thread
 
-  // Which of the request/token limit names resolve for (entity, bucket).
+  // Which of the request/token limit names resolve for (entity, bucket), as of the
+  // Limiter's config_version() `names_version` (a learned limit another process put into
+  // the store changes it: the names are read again before the next acquire).
   bool names_known = false;
+  std::uint64_t names_version = 0;
   bool names_retried = false;  // an unknown_limit denial already refreshed them once
   std::vector<std::string> request_names;
   std::shared_ptr<const std::vector<std::string>> token_names;
@@ -60,6 +63,11 @@ struct BucketQueue {
   Amounts amounts;
   std::int64_t amounts_tokens = 0;  // the estimate `amounts` holds per token limit
   bool amounts_valid = false;       // false: rebuild from the names
+
+  // What this queue's running attempts hold: requests and estimated tokens (what the
+  // provider charged them, or will).
+  std::int64_t running = 0;
+  std::int64_t running_tokens = 0;
 
   explicit BucketQueue(const BreakerOptions& b) : breaker(b) {}
 };
@@ -114,6 +122,9 @@ class Core final : public std::enable_shared_from_this<Core>, public Reply::Targ
   void start(RequestNode& r, Lease&& lease);
   void on_reply(RequestNode& r);
   void feed(BucketQueue& q, RequestNode& r, const Observation& obs, bool server_error);
+  /// Adjusts r's lease to the usage and the provider's level `seen`; true if it refunded
+  /// to follow the provider up.
+  bool reconcile(BucketQueue& q, RequestNode& r, const ObserveResult& seen);
   void on_timer();
   void timeout(RequestNode& r);
   void retry_due(RequestNode& r);

@@ -303,6 +303,46 @@ TEST_F(DiscoveryTest, RemainingPullsTheBucketDown) {
   EXPECT_EQ(available(limiter, "acct", "gpt", "tpm"), 0);
 }
 
+const Headroom* find_room(const ObserveResult& r, std::string_view name) {
+  for (const auto& h : r.headroom) {
+    if (h.limit == name) return &h;
+  }
+  return nullptr;
+}
+
+// Verifies headroom: for each learned limit whose remaining is reported, how far the local
+// bucket stays below remaining - margin after the clamp (0 when the clamp set it); nothing
+// for a 429, nor for configured limits the remaining only lowers.
+TEST_F(DiscoveryTest, HeadroomSaysHowFarTheBucketIsBelowTheProvider) {
+  ObserveResult r = discovery.observe("acct", "gpt", openai_obs(500, 500, 30000, 30000));
+  ASSERT_EQ(r.headroom.size(), 2u);
+  EXPECT_EQ(find_room(r, "rpm")->room, 0);
+  EXPECT_EQ(find_room(r, "tpm")->room, 0);
+  // Spent here, not (yet) at the provider: 27000 - 10000 locally, 29000 - 3000 reported.
+  ASSERT_TRUE(take(limiter, "acct", "gpt", {{"rpm", 1}, {"tpm", 10000}}).allowed);
+  r = discovery.observe("acct", "gpt", openai_obs(500, 500, 30000, 29000));
+  EXPECT_EQ(find_room(r, "tpm")->room, 26000 - 17000);
+  EXPECT_EQ(find_room(r, "rpm")->room, 1);
+  EXPECT_EQ(available(limiter, "acct", "gpt", "tpm"), 17000) << "the clamp never raises";
+  // Lower than the local bucket: the clamp sets it, no room.
+  r = discovery.observe("acct", "gpt", openai_obs(500, 500, 30000, 13000));
+  EXPECT_EQ(find_room(r, "tpm")->room, 0);
+  EXPECT_EQ(available(limiter, "acct", "gpt", "tpm"), 10000);
+  // A 429: held, no headroom.
+  Observation limited = openai_obs(500, 500, 30000, 29000);
+  limited.rate_limited = true;
+  EXPECT_TRUE(discovery.observe("acct", "gpt", limited).headroom.empty());
+
+  // Configured limits (nothing learned) follow the provider down only.
+  Discovery plain(limiter, Provider::openai, DiscoveryOptions{.learn_limits = false});
+  limiter.set_entity_limits("other", "gpt",
+                            {Limit::per_minute("rpm", 500), Limit::per_minute("tpm", 30000)});
+  ASSERT_TRUE(take(limiter, "other", "gpt", {{"rpm", 1}, {"tpm", 10000}}).allowed);
+  r = plain.observe("other", "gpt", openai_obs(500, 500, 30000, 29000));
+  EXPECT_TRUE(r.headroom.empty());
+  EXPECT_EQ(find_status(r.clamped, "tpm")->available, 20000);
+}
+
 // Verifies a 429 holds every limit of the key until retry-after, decreases the lease's
 // adaptive limit, and that a limit change reported by the provider is followed.
 TEST_F(DiscoveryTest, RateLimitedHoldsAndDecreases) {

@@ -27,6 +27,15 @@ using test::kSec;
 
 class Sched : public test::SchedFixture {};
 
+/// What stats says is available of `limit` of `entity` on `resource`; -1 if absent.
+std::int64_t available(Limiter& limiter, std::string_view entity, std::string_view resource,
+                       std::string_view limit) {
+  for (const auto& st : limiter.stats(entity, resource).limits) {
+    if (st.entity == entity && st.limit == limit) return st.available;
+  }
+  return -1;
+}
+
 TEST_F(Sched, CoroutineAwaitsTheResultAndUsageIsReconciled) {
   limiter.set_limits("gpt", {Limit::per_minute("rpm", 100), Limit::per_minute("tpm", 10'000)});
   Scheduler s(io.get_executor(), limiter);
@@ -528,6 +537,124 @@ TEST_F(Sched, DestroyingTheSchedulerFailsWhatIsQueued) {
   settle();
   EXPECT_TRUE(a.finished && !a.error);
   EXPECT_TRUE(b.failed_with<SchedulerClosed>());
+}
+
+TEST_F(Sched, ALimitAnotherProcessLearnedIsChargedByTheNextRequest) {
+  // Two Limiters sharing what they learn through one store stand for two processes. This
+  // one's scheduler has cached the names of the limits it charges (rpm); the other learns
+  // tpm. Without a response of its own, the scheduler's next request is charged on it.
+  LimiterOptions o;
+  o.adaptation = AdaptationMode::store;
+  Limiter here(store, clock, o);
+  Limiter other(store, clock, o);
+  here.set_limits("gpt", {Limit::per_minute("rpm", 100)});
+  other.set_limits("gpt", {Limit::per_minute("rpm", 100)});
+  Scheduler s(io.get_executor(), here);
+  Done a, b;
+  submit(s, meta("a", "t", "gpt", 300), fixed(200), a);
+  settle();
+  ASSERT_TRUE(a.finished && !a.error);
+  other.set_discovered_limits("default", "gpt", {Limit::per_minute("tpm", 1000)});
+  run_for(o.adaptation_refresh);  // `here` reads the store again from now on
+  submit(s, meta("b", "t", "gpt", 300), fixed(200), b);
+  settle();
+  ASSERT_TRUE(b.finished && !b.error);
+  EXPECT_EQ(available(here, "default", "gpt", "tpm"), 700);
+  EXPECT_EQ(s.stats().completed, 2U);
+}
+
+// The upstream's learned limits mirror the provider (here the simulator, which charges
+// prompt + max_tokens when a request arrives and gives nothing back); configured ones count
+// the usage reported. Replies are sent by the test: time stands still, nothing refills.
+class SchedFollow : public test::SchedFixture {
+ protected:
+  sim::ProviderModel provider{{.rpm = 0, .tpm = 10'000}};  // learned: 9000, margin 1000
+  std::vector<Reply> replies;
+  std::vector<Outcome> outcomes;
+
+  // Half the estimate is prompt, half max_tokens; the answer uses half of max_tokens.
+  RequestFn upstream() {
+    return [this](const Attempt& a, Reply reply) {
+      const std::int64_t half = a.metadata->estimated_tokens / 2;
+      const sim::SimResponse r = provider.handle({"default", "gpt", half, half}, clock.now());
+      Outcome o;
+      o.status = r.status;
+      for (const auto& [k, v] : r.headers) o.headers.add(k, v);
+      if (r.status == 200) o.usage = Usage{half, half / 2, 0};
+      replies.push_back(std::move(reply));
+      outcomes.push_back(std::move(o));
+    };
+  }
+  void reply(std::size_t i) {
+    replies[i](outcomes[i]);
+    settle();
+  }
+  std::int64_t tpm() { return available(limiter, "default", "gpt", "tpm"); }
+  std::int64_t tph() { return available(limiter, "default", "gpt", "tph"); }
+  std::int64_t provider_level() {
+    const auto v = outcomes.back().headers.find("x-ratelimit-remaining-tokens");
+    return v ? std::stoll(std::string(*v)) : -1;
+  }
+};
+
+TEST_F(SchedFollow, LearnedLimitsKeepWhatTheProviderChargedConfiguredOnesTheUsage) {
+  limiter.set_limits("gpt", {Limit::per_hour("tph", 1'000'000)});
+  Scheduler s(io.get_executor(), limiter);
+  std::vector<Done> d(2);
+  submit(s, meta("r0", "t", "gpt", 1000), upstream(), d[0]);
+  settle();
+  reply(0);
+  // Learned from the answer: 9000 at most, and no more than the provider's 9000 - 1000.
+  EXPECT_EQ(tpm(), 8000);
+  EXPECT_EQ(tph(), 1'000'000 - 750);
+  submit(s, meta("r1", "t", "gpt", 1000), upstream(), d[1]);
+  settle();
+  reply(1);
+  EXPECT_EQ(provider_level(), 8000);
+  EXPECT_EQ(tpm(), 8000 - 1000) << "the 250 max_tokens left unused are not given back";
+  EXPECT_EQ(tph(), 1'000'000 - 1500) << "a configured limit counts the usage";
+  for (const auto& x : d) EXPECT_TRUE(x.finished && !x.error);
+}
+
+TEST_F(SchedFollow, LearnedLimitsFollowTheProviderUpByTheChargeLessWhatIsInFlight) {
+  limiter.set_limits("gpt", {Limit::per_hour("tph", 1'000'000)});
+  Scheduler s(io.get_executor(), limiter);
+  std::vector<Done> d(7);
+  submit(s, meta("r0", "t", "gpt", 1000), upstream(), d[0]);
+  settle();
+  reply(0);
+  ASSERT_EQ(tpm(), 8000);  // the provider: 9000 left
+  // Spent here but not at the provider (say, estimates of calls that never went out).
+  (void)limiter.record_usage("default", "gpt", {{"tpm", 500}});
+  ASSERT_EQ(tpm(), 7500);
+  // Two in flight: 5500 here; the provider charged both (7000 left), the first answer says
+  // 8000 (written before the second arrived).
+  submit(s, meta("r1", "t", "gpt", 1000), upstream(), d[1]);
+  submit(s, meta("r2", "t", "gpt", 1000), upstream(), d[2]);
+  settle();
+  ASSERT_EQ(replies.size(), 3U);
+  ASSERT_EQ(tpm(), 5500);
+  reply(1);
+  // 8000 - 1000 margin = 7000, 1500 above; less the 1000 still in flight: 500 given back
+  // (all 1500 would be 1000 more than the provider has: it charged the second already).
+  EXPECT_EQ(tpm(), 6000);
+  reply(2);
+  EXPECT_EQ(provider_level(), 7000);
+  EXPECT_EQ(tpm(), 6000) << "level with the provider: 7000 - 1000";
+
+  // 3000 more spent here only: each answer gives back at most its own charge.
+  (void)limiter.record_usage("default", "gpt", {{"tpm", 3000}});
+  ASSERT_EQ(tpm(), 3000);
+  std::int64_t expected[] = {3000, 3000, 3000, 2000};  // until level with the provider
+  for (std::size_t i = 3; i < 7; ++i) {
+    submit(s, meta(test::id("r", i), "t", "gpt", 1000), upstream(), d[i]);
+    settle();
+    reply(i);
+    EXPECT_EQ(tpm(), expected[i - 3]) << i;
+  }
+  EXPECT_EQ(tpm(), provider_level() - 1000);
+  EXPECT_EQ(tph(), 1'000'000 - 7 * 750) << "the configured limit counts the usage throughout";
+  for (const auto& x : d) EXPECT_TRUE(x.finished && !x.error);
 }
 
 TEST(SchedThreads, SubmitFromManyThreadsOnAThreadPool) {

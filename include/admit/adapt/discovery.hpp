@@ -53,6 +53,12 @@ struct DiscoveredLimit {
   Micros observed_at = 0;                 ///< when the last response was applied
 };
 
+/// A learned limit whose remaining a response reported (ObserveResult::headroom).
+struct Headroom {
+  std::string limit;      ///< the learned limit's name (ConfigSource::discovered)
+  std::int64_t room = 0;  ///< (remaining - margin) - the local bucket's available after the clamp
+};
+
 /// What one observe() call did.
 struct ObserveResult {
   bool limits_changed = false;        ///< a learned limit was set or changed
@@ -60,6 +66,12 @@ struct ObserveResult {
   Micros hold_until = 0;              ///< 429: nothing admitted on the observed limits before this
   std::vector<LimitStatus> clamped;   ///< the limits remaining/retry-after lowered, afterwards
   std::vector<std::string> warnings;  ///< the parser's warnings about malformed values
+  /// Not a 429: every learned limit (one that mirrors the provider's) whose remaining the
+  /// response reported, with how far its local bucket stays below that level (remaining -
+  /// margin) after the clamp (>= 0). The clamp only lowers a bucket; a caller that holds
+  /// the lease of the response may raise it by refunding up to that much (the Scheduler
+  /// does, less what it has in flight: docs/proxy.md, "The upstream follows the provider").
+  std::vector<Headroom> headroom;
 };
 
 /**
@@ -80,9 +92,9 @@ class Discovery {
   /**
    * Applies `obs` to (entity, resource), in this order: reported limits become learned limits
    * (only when a value changes); each slot's remaining lowers its limit's bucket (never
-   * raises it); a 429 holds every rate, window and adaptive limit of the key until
-   * now + retry-after (default_retry_after without one). Observations without data and
-   * without a 429 change nothing.
+   * raises it: ObserveResult::headroom says by how much it is below); a 429 holds every rate,
+   * window and adaptive limit of the key until now + retry-after (default_retry_after without one).
+   * Observations without data and without a 429 change nothing.
    */
   ObserveResult observe(std::string_view entity, std::string_view resource, const Observation& obs);
   /// observe(lease.entity(), lease.resource(), obs), then marks the lease's adaptive limits:
