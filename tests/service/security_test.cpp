@@ -163,14 +163,32 @@ TEST(BindRuleTest, LoopbackAddresses) {
 
 TEST(RequestGuardTest, Hosts) {
   const RequestGuard guard(GuardOptions{{}, {"admit.internal", "api.example:8443"}});
-  for (const char* h :
-       {"127.0.0.1:8787", "127.0.0.1", "localhost:8787", "LOCALHOST", "[::1]:80", "[::1]",
-        "10.1.2.3:8787", "admit.internal", "Admit.Internal:9999", "api.example:8443", ""}) {
+  for (const char* h : {"127.0.0.1:8787", "127.0.0.1", "localhost:8787", "LOCALHOST", "[::1]:80",
+                        "[::1]", "10.1.2.3:8787", "0.0.0.0:1", "255.255.255.255:65535", "1.2.3.4",
+                        "admit.internal", "Admit.Internal:9999", "api.example:8443", ""}) {
     EXPECT_TRUE(guard.host_allowed(h)) << h;
   }
-  for (const char* h : {"evil.example", "evil.example:8787", "127.0.0.1.nip.io:8787", "api.example",
-                        "api.example:8444", "localhost.evil:1", "[::1", "[x]:1", "::1",
-                        "127.0.0.1:80:80", "127.0.0.1:port", "localhost:"}) {
+  for (const char* h : {"evil.example",
+                        "evil.example:8787",
+                        "127.0.0.1.nip.io:8787",
+                        "api.example",
+                        "api.example:8444",
+                        "localhost.evil:1",
+                        "[::1",
+                        "[x]:1",
+                        "::1",
+                        "127.0.0.1:80:80",
+                        "127.0.0.1:port",
+                        "localhost:",
+                        "127.0.0.1:",
+                        "127.0.0.1:123456",
+                        "256.0.0.1:80",
+                        "1.2.3:80",
+                        "1.2.3.4.5:80",
+                        "1..2.3:80",
+                        "1.2.3.4x:80",
+                        ".1.2.3:80",
+                        "1.2.3.:80"}) {
     EXPECT_FALSE(guard.host_allowed(h)) << h;
   }
   EXPECT_TRUE(RequestGuard(GuardOptions{{}, {"*"}}).host_allowed("anything.example:1"));
