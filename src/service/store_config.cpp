@@ -129,6 +129,10 @@ class StoreReader : detail::YamlReader {
       } else if (e.key == "adaptation_ttl_ms") {
         c.adaptation_ttl = integer(e.value, path, 1, 31'536'000'000) * 1000;
         adaptation_entry = &e;
+      } else if (e.key == "audit_retention") {
+        // The newest N audit events of each namespace are kept (every store keeps its own).
+        const auto n = static_cast<std::size_t>(integer(e.value, path, 1, 1'000'000'000));
+        c.memory.audit_retention = c.sqlite.audit_retention = c.redis.audit_retention = n;
       } else if (e.key == "prune_interval_ms") {
         if (c.kind == StoreKind::redis) {
           fail(e.key_node, path, e.key, "Redis expires its keys by itself (memory, sqlite only)");
@@ -139,7 +143,7 @@ class StoreReader : detail::YamlReader {
              "unknown key (expected url, max_keys, durability, write_behind_ms, busy_timeout_ms, "
              "prefix, username, password, command_timeout_ms, connect_timeout_ms, unavailable, "
              "fleet_size, limits, limits_ttl_ms, adaptation, adaptation_refresh_ms, "
-             "adaptation_ttl_ms or prune_interval_ms)");
+             "adaptation_ttl_ms, audit_retention or prune_interval_ms)");
       }
     }
     if (c.adaptation_ttl < 2 * c.adaptation_refresh) {

@@ -340,6 +340,22 @@ EOF
   stop_server TERM
 fi
 
+# ---------------------------------------------------------------- audit retention
+# store.audit_retention: 2 keeps the newest two events of the namespace.
+printf 'store: {url: memory, audit_retention: 2}\nresources: {gpt-4o: [{name: rpm, per: minute, limit: 5}]}\n' >"$TMP/retention.yaml"
+if start "$TMP/retention.yaml"; then
+  for u in ret-1 ret-2 ret-3; do
+    req PUT "/v1/limits/parents/$u" '{"parent":"team-r"}'
+    check "PUT parent of $u 200" is 200
+  done
+  req GET '/v1/audit?order=newest&limit=100'
+  check "GET /v1/audit 200 (retention)" is 200
+  check "two events kept" test "$(grep -o '"action":' <<<"$BODY" | wc -l)" -eq 2
+  check "the newest is kept" has '"entity":"ret-3"'
+  check "the oldest is gone" test "$(grep -c '"entity":"ret-1"' <<<"$BODY")" -eq 0
+  stop_server TERM
+fi
+
 # ---------------------------------------------------------------- out of file descriptors
 # With 64 descriptors, admitd serves what they allow and turns the rest away with a 503
 # instead of leaving them hanging; once they leave, it serves again.

@@ -13,6 +13,7 @@
 #include "admit/core/clock.hpp"
 #include "admit/core/error.hpp"
 #include "admit/limiter.hpp"
+#include "admit/store/audit.hpp"
 #include "admit/store/memory_store.hpp"
 
 namespace admit::service {
@@ -414,6 +415,16 @@ TEST(ConfigTest, StoreSection) {
   EXPECT_EQ(adapt.store.adaptation, AdaptationMode::store);
   EXPECT_EQ(adapt.store.adaptation_refresh, 250 * 1000);
   EXPECT_EQ(adapt.store.adaptation_ttl, kMicrosPerMinute);
+  EXPECT_EQ(adapt.store.redis.audit_retention, kDefaultAuditRetention);
+  // audit_retention: every store kind, the newest N events of a namespace.
+  for (const char* url : {"memory", "\"sqlite:/tmp/a.db\"", "redis://h"}) {
+    const StoreConfig sc =
+        parse_config(std::string("store: {url: ") + url + ", audit_retention: 500}\n", "t.yaml")
+            .store;
+    EXPECT_EQ(sc.memory.audit_retention, 500u) << url;
+    EXPECT_EQ(sc.sqlite.audit_retention, 500u) << url;
+    EXPECT_EQ(sc.redis.audit_retention, 500u) << url;
+  }
   EXPECT_EQ(parse_config("store: {url: memory, adaptation: local}\n", "t.yaml").store.adaptation,
             AdaptationMode::local);
   EXPECT_EQ(parse_config("store: {url: \"sqlite:/tmp/a.db\", adaptation: auto}\n", "t.yaml")
@@ -469,6 +480,8 @@ INSTANTIATE_TEST_SUITE_P(Store, BadConfigTest, ::testing::Values(
   Bad{"store: {url: memory, adaptation: store}\n", "store.adaptation", "store", "memory store is not shared"},
   Bad{"store: {url: redis://h, adaptation_refresh_ms: 0}\n", "store.adaptation_refresh_ms", "0", "within 1..86400000"},
   Bad{"store: {url: redis://h, adaptation_refresh_ms: 400000}\n", "store.adaptation_refresh_ms", "400000", "at least 2 * adaptation_refresh_ms"},
+  Bad{"store: {url: memory, audit_retention: 0}\n", "store.audit_retention", "0", ""},
+  Bad{"store: {url: memory, audit_retention: \"5\"}\n", "store.audit_retention", "5", "expected an unquoted integer"},
   Bad{"store: {url: redis://h, adaptation_refresh_ms: 1000, adaptation_ttl_ms: 1999}\n", "store.adaptation_ttl_ms", "1999", "at least 2 * adaptation_refresh_ms"},
   Bad{"store: {url: memory, colour: red}\n", "store.colour", "colour", "unknown key"}));
 // clang-format on
