@@ -17,23 +17,15 @@ namespace {
 constexpr std::string_view kConfigKinds = "srdep";  // indexed by ConfigKind
 
 std::string config_field(const ConfigKey& k) {
-  std::string f(1, kConfigKinds[static_cast<std::size_t>(k.kind)]);
-  f += ':';
-  redis_store::encode_part(f, k.entity);
-  f += ':';
-  redis_store::encode_part(f, k.resource);
-  return f;
+  return redis_store::kind_field(kConfigKinds[static_cast<std::size_t>(k.kind)],
+                                 {k.entity, k.resource});
 }
 
 std::optional<ConfigEntry> parse_config_field(std::string_view f) {
-  const auto kind = kConfigKinds.find(f.empty() ? '?' : f[0]);
-  if (kind == std::string_view::npos || f.size() < 3 || f[1] != ':') return std::nullopt;
-  const auto colon = f.find(':', 2);
-  if (colon == std::string_view::npos) return std::nullopt;
-  auto entity = redis_store::decode_part(f.substr(2, colon - 2));
-  auto resource = redis_store::decode_part(f.substr(colon + 1));
-  if (!entity || !resource) return std::nullopt;
-  return ConfigEntry{static_cast<ConfigKind>(kind), std::move(*entity), std::move(*resource), {}};
+  std::string parts[2];
+  const auto kind = redis_store::parse_kind_field(f, kConfigKinds, parts);
+  if (!kind) return std::nullopt;
+  return ConfigEntry{static_cast<ConfigKind>(*kind), std::move(parts[0]), std::move(parts[1]), {}};
 }
 
 [[noreturn]] void config_failed(const char* what, const redis::Reply& r) {

@@ -31,6 +31,32 @@ std::optional<std::string> decode_part(std::string_view s) {
   return out;
 }
 
+std::string kind_field(char kind, std::initializer_list<std::string_view> parts) {
+  std::string f(1, kind);
+  for (const std::string_view part : parts) {
+    f += ':';
+    encode_part(f, part);
+  }
+  return f;
+}
+
+std::optional<std::size_t> parse_kind_field(std::string_view field, std::string_view kinds,
+                                            std::span<std::string> parts) {
+  const std::size_t kind = kinds.find(field.empty() ? '\0' : field[0]);
+  if (kind == std::string_view::npos || field.size() < 2 || field[1] != ':') return std::nullopt;
+  std::string_view rest = field.substr(2);
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const bool last = i + 1 == parts.size();
+    const std::size_t colon = last ? rest.size() : rest.find(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    auto part = decode_part(rest.substr(0, colon));
+    if (!part) return std::nullopt;
+    parts[i] = std::move(*part);
+    rest = last ? std::string_view{} : rest.substr(colon + 1);
+  }
+  return kind;
+}
+
 std::string config_key(std::string_view prefix, std::string_view ns) {
   std::string k(prefix);
   k += ":{";

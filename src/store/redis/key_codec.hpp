@@ -6,7 +6,9 @@
 #include <boost/url/encode.hpp>
 #include <boost/url/grammar/lut_chars.hpp>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -30,6 +32,15 @@ inline void encode_part(std::string& out, std::string_view part) {
 
 /// The inverse of encode_part; nullopt for text encode_part cannot have written.
 std::optional<std::string> decode_part(std::string_view s);
+
+/// A hash field "<kind>:<part>:<part>..." (one kind letter, each part encoded): the fields of
+/// the configuration and learned-state hashes.
+std::string kind_field(char kind, std::initializer_list<std::string_view> parts);
+/// The inverse of kind_field: the kind's index in `kinds`, `parts.size()` parts decoded into
+/// `parts`; nullopt for a field kind_field cannot have written with those kinds and that many
+/// parts.
+std::optional<std::size_t> parse_kind_field(std::string_view field, std::string_view kinds,
+                                            std::span<std::string> parts);
 
 /// A limit state's key: "<prefix>:{<ns>:<group>}:<resource>:<entity>" (parts encoded).
 inline std::string usage_key(std::string_view prefix, std::string_view ns, std::string_view group,

@@ -28,31 +28,16 @@ const redis::Script& learned_script() {
 }
 
 std::string learned_field(const LearnedKey& k) {
-  std::string f(1, kLearnedKinds[static_cast<std::size_t>(k.kind)]);
-  f += ':';
-  redis_store::encode_part(f, k.entity);
-  f += ':';
-  redis_store::encode_part(f, k.resource);
-  f += ':';
-  redis_store::encode_part(f, k.limit);
-  return f;
+  return redis_store::kind_field(kLearnedKinds[static_cast<std::size_t>(k.kind)],
+                                 {k.entity, k.resource, k.limit});
 }
 
 std::optional<LearnedEntry> parse_learned_field(std::string_view f) {
-  const auto kind = kLearnedKinds.find(f.empty() ? '?' : f[0]);
-  if (kind == std::string_view::npos || f.size() < 2 || f[1] != ':') return std::nullopt;
-  std::string_view rest = f.substr(2);
   std::string parts[3];
-  for (int i = 0; i < 3; ++i) {
-    const auto colon = i < 2 ? rest.find(':') : rest.size();
-    if (colon == std::string_view::npos) return std::nullopt;
-    auto part = redis_store::decode_part(rest.substr(0, colon));
-    if (!part) return std::nullopt;
-    parts[i] = std::move(*part);
-    rest = i < 2 ? rest.substr(colon + 1) : std::string_view{};
-  }
+  const auto kind = redis_store::parse_kind_field(f, kLearnedKinds, parts);
+  if (!kind) return std::nullopt;
   LearnedEntry e;
-  e.kind = static_cast<LearnedKind>(kind);
+  e.kind = static_cast<LearnedKind>(*kind);
   e.entity = std::move(parts[0]);
   e.resource = std::move(parts[1]);
   e.limit = std::move(parts[2]);
