@@ -42,6 +42,20 @@ const prom::Histogram::BucketBoundaries kLatencyBuckets = {
 const prom::Histogram::BucketBoundaries kUpstreamBuckets = {
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0};
 
+/// An HTTP status as a label value, without a string of its own.
+class StatusLabel {
+ public:
+  explicit StatusLabel(unsigned status) noexcept
+      : end_(std::to_chars(digits_, digits_ + sizeof digits_, status).ptr) {}
+  std::string_view view() const noexcept {
+    return {digits_, static_cast<std::size_t>(end_ - digits_)};
+  }
+
+ private:
+  char digits_[12];
+  char* end_;
+};
+
 prom::MetricFamily family(std::string name, std::string help, prom::MetricType type) {
   prom::MetricFamily f;
   f.name = std::move(name);
@@ -357,13 +371,8 @@ void Metrics::decision(std::string_view route, std::string_view resource, const 
 
 void Metrics::request(std::string_view route, unsigned status, std::chrono::nanoseconds elapsed) {
   Impl& im = *impl_;
-  char digits[12];
-  const auto end = std::to_chars(digits, digits + sizeof digits, status).ptr;
-  im.requests_by
-      .get(im.requests,
-           {{"route", route},
-            {"status", std::string_view(digits, static_cast<std::size_t>(end - digits))}})
-      .Increment();
+  const StatusLabel code(status);
+  im.requests_by.get(im.requests, {{"route", route}, {"status", code.view()}}).Increment();
   im.latency_by.get(im.latency, {{"route", route}}, kLatencyBuckets)
       .Observe(std::chrono::duration<double>(elapsed).count());
 }
@@ -371,12 +380,9 @@ void Metrics::request(std::string_view route, unsigned status, std::chrono::nano
 void Metrics::upstream_attempt(std::string_view upstream, unsigned status,
                                std::chrono::nanoseconds elapsed) {
   Impl& im = *impl_;
-  char digits[12];
-  const auto end = std::to_chars(digits, digits + sizeof digits, status).ptr;
+  const StatusLabel code(status);
   im.upstream_responses_by
-      .get(im.upstream_responses,
-           {{"upstream", upstream},
-            {"status", std::string_view(digits, static_cast<std::size_t>(end - digits))}})
+      .get(im.upstream_responses, {{"upstream", upstream}, {"status", code.view()}})
       .Increment();
   im.upstream_latency_by.get(im.upstream_latency, {{"upstream", upstream}}, kUpstreamBuckets)
       .Observe(std::chrono::duration<double>(elapsed).count());
