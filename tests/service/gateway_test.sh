@@ -5,7 +5,8 @@
 # that the callers' limits are charged the usage the upstream reported (month windows: no
 # refill during the test), the OpenAI-shaped errors, and that once the upstream's limit is
 # learned from its headers admitd stops sending it requests it would refuse. Then, with a
-# second, slow simulator (5 tokens per second), a client that leaves mid-stream: the upstream
+# second simulator (no limits), legacy completions and the Responses API, whole and streamed,
+# charged the usage they report. Then, with a third, slow simulator (5 tokens per second), a client that leaves mid-stream: the upstream
 # call is cancelled at once and the caller charged the prompt and the chunks streamed.
 # Usage: bash tests/service/gateway_test.sh path/to/admitd path/to/admit-provider-sim
 BIN=${1:?usage: gateway_test.sh ADMITD_BINARY SIM_BINARY}
@@ -17,12 +18,18 @@ ROOT=$(cd "$HERE/../.." && pwd)
 source "$ROOT/tests/support/http_test.sh"
 
 SIM_PID=""
+TEXT_PID=""
 SLOW_PID=""
-trap 'for p in $SIM_PID $SLOW_PID; do kill "$p" 2>/dev/null; done; http_test_cleanup' EXIT
+trap 'for p in $SIM_PID $TEXT_PID $SLOW_PID; do kill "$p" 2>/dev/null; done; http_test_cleanup' EXIT
 "$SIM_BIN" --rpm 4 --seed 7 >"$TMP/sim.out" 2>"$TMP/sim.log" &
 SIM_PID=$!
 SIM=$(listening_url "$TMP/sim.out")
 [ -n "$SIM" ] || { echo "FAIL - admit-provider-sim did not start: $(cat "$TMP/sim.log")"; exit 1; }
+# For /v1/completions and /v1/responses: no limits.
+"$SIM_BIN" --seed 3 >"$TMP/text.out" 2>"$TMP/text.log" &
+TEXT_PID=$!
+TEXT=$(listening_url "$TMP/text.out")
+[ -n "$TEXT" ] || { echo "FAIL - the second admit-provider-sim did not start: $(cat "$TMP/text.log")"; exit 1; }
 # The slow one: seed 1 makes its first completion 159 tokens long for max_tokens 200 (32 s).
 "$SIM_BIN" --tokens-per-second 5 --seed 1 >"$TMP/slow.out" 2>"$TMP/slow.log" &
 SLOW_PID=$!
@@ -136,6 +143,71 @@ if start_server --config "$TMP/gateway.yaml" --listen 127.0.0.1:0; then
   check "models: the configured ones" test "$(json "sorted(m['id'] for m in b['data'])")" = "['gpt-4o-mini', 'other-model']"
   req GET /healthz
   check "still serving after all that" is 200
+  stop_server
+fi
+
+# ---- legacy completions and the Responses API, whole and streamed, charged their usage ----
+cat >"$TMP/text.yaml" <<EOF
+resources:
+  gpt-4o-mini:
+    - {name: tokens, window: month, limit: 1000000}
+gateway:
+  callers:
+    - {key: dave-key-0123456789, entity: dave}
+  upstreams:
+    - {name: text, base_url: "$TEXT/v1", models: [gpt-4o-mini]}
+EOF
+dave=(-H 'Authorization: Bearer dave-key-0123456789')
+# last_data_usage FIELD: FIELD of the usage in the last "data: " event that carries one (a
+# chunk's usage, or a Responses API event's response.usage).
+last_data_usage() {
+  grep '^data: {' <<<"$BODY" | python3 -c "
+import json, sys
+n = ''
+for line in sys.stdin:
+    e = json.loads(line[6:])
+    u = e.get('usage') or (e.get('response') or {}).get('usage')
+    if u: n = u['$1']
+print(n)"
+}
+if start_server --config "$TMP/text.yaml" --listen 127.0.0.1:0; then
+  req POST /v1/completions '{"model":"gpt-4o-mini","prompt":"Say hello","max_tokens":20}' "${dave[@]}"
+  check "completion: 200" is 200
+  check "completion: a text_completion" has '"object":"text_completion"'
+  spent=$(json "b['usage']['total_tokens']")
+  check "completion: usage reported" test -n "$spent"
+  check "dave charged the completion's usage ($spent)" test "$(used dave tokens)" = "$spent"
+
+  req POST /v1/completions '{"model":"gpt-4o-mini","prompt":"Say hello","max_tokens":20,"stream":true}' "${dave[@]}"
+  check "completion stream: 200" is 200
+  check "completion stream: text/event-stream" header_matches content-type 'text/event-stream'
+  check "completion stream: ends with [DONE]" test "$(grep '^data: ' <<<"$BODY" | tail -1)" = "data: [DONE]"
+  total=$(last_data_usage total_tokens)
+  check "completion stream: a usage chunk (include_usage was added)" test -n "$total"
+  spent=$((spent + ${total:-0}))
+  check "dave charged the stream's usage too ($spent)" test "$(used dave tokens)" = "$spent"
+
+  req POST /v1/responses '{"model":"gpt-4o-mini","input":"Say hello","max_output_tokens":20}' "${dave[@]}"
+  check "response: 200" is 200
+  check "response: a response" has '"object":"response"'
+  total=$(json "b['usage']['input_tokens'] + b['usage']['output_tokens']")
+  check "response: usage reported" test -n "$total"
+  spent=$((spent + ${total:-0}))
+  check "dave charged the response's usage ($spent)" test "$(used dave tokens)" = "$spent"
+
+  req POST /v1/responses '{"model":"gpt-4o-mini","input":[{"role":"user","content":"Say hello"}],"max_output_tokens":20,"stream":true}' "${dave[@]}"
+  check "response stream: 200" is 200
+  check "response stream: text/event-stream" header_matches content-type 'text/event-stream'
+  check "response stream: starts with response.created" test "$(grep '^event: ' <<<"$BODY" | head -1)" = "event: response.created"
+  last_event=$(grep '^event: ' <<<"$BODY" | tail -1)
+  check "response stream: ends with response.completed (or .incomplete)" \
+    test "$last_event" = "event: response.completed" -o "$last_event" = "event: response.incomplete"
+  total=$(last_data_usage total_tokens)
+  check "response stream: usage in its last event" test -n "$total"
+  spent=$((spent + ${total:-0}))
+  check "dave charged the stream's usage too ($spent)" test "$(used dave tokens)" = "$spent"
+  BODY=$(curl -sS --max-time 10 "$TEXT/sim/stats")
+  check "the upstream answered all four" test "$(json "b['accepted']")" = 4
   stop_server
 fi
 

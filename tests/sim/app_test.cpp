@@ -1,5 +1,6 @@
-// admit-provider-sim's HTTP API without the network: routes, the chat completion schema
-// (JSON and server-sent events), validation errors, /sim/* and the admin token.
+// admit-provider-sim's HTTP API without the network: routes, the chat completion, legacy
+// completion and Responses API schemas (JSON and server-sent events), validation errors,
+// /sim/* and the admin token.
 #include "src/app.hpp"
 
 #include <gtest/gtest.h>
@@ -9,6 +10,8 @@
 #include <cstring>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace admit::sim {
 namespace {
@@ -294,6 +297,261 @@ TEST(App, StreamIsChunksThenUsageThenDone) {
   const Reply whole =
       chat(app, R"({"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8})");
   EXPECT_EQ(whole.delay, 100'000 + 20'000 * completion_tokens(1, 2, 8));
+}
+
+// The events of a stream, each "data: " payload (and for typed events the "event: " name).
+struct Event {
+  std::string type;  // "event:" line; empty when absent
+  std::string data;
+};
+
+std::vector<Event> events_of(const Stream& s) {
+  std::vector<Event> out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    std::string e = s.event(i);
+    EXPECT_TRUE(e.ends_with("\n\n")) << e;
+    Event ev;
+    if (e.starts_with("event: ")) {
+      const std::size_t nl = e.find('\n');
+      ev.type = e.substr(7, nl - 7);
+      e = e.substr(nl + 1);
+    }
+    EXPECT_TRUE(e.starts_with("data: ")) << e;
+    ev.data = e.substr(6, e.size() - 8);
+    out.push_back(std::move(ev));
+  }
+  return out;
+}
+
+TEST(App, CompletionsHaveOpenAIsShapeUsageAndLimits) {
+  // Verifies POST /v1/completions: text_completion whole and streamed, the prompt counted as
+  // embeddings count their input, max_tokens 16 by default, and the chat path's charge.
+  ProviderModel model({.rpm = 3, .tpm = 1000});
+  App app(model, opts(0, 50));
+  Reply r = call(app, "POST", "/v1/completions",
+                 R"({"model":"gpt-3.5-turbo-instruct","prompt":"Say hello, simulator"})");
+  ASSERT_EQ(r.status, 200U) << r.body;
+  EXPECT_EQ(r.header("content-type"), "application/json");
+  EXPECT_EQ(r.header("x-request-id"), "req_sim_1");
+  EXPECT_EQ(r.header("x-ratelimit-remaining-requests"), "2");
+  EXPECT_EQ(r.header("x-ratelimit-remaining-tokens"), std::to_string(1000 - 5 - 16));
+  const std::int64_t n = completion_tokens(1, 0, 16);
+  EXPECT_EQ(r.delay, 20'000 * n);
+  json::object b = body_of(r);
+  EXPECT_EQ(b.at("object"), "text_completion");
+  EXPECT_EQ(b.at("id"), "cmpl-sim-1");
+  EXPECT_EQ(b.at("model"), "gpt-3.5-turbo-instruct");
+  EXPECT_EQ(b.at("created"), kT0 / kMicrosPerSecond);
+  const json::object& choice = b.at("choices").at(0).as_object();
+  EXPECT_EQ(choice.at("index"), 0);
+  EXPECT_TRUE(choice.at("logprobs").is_null());
+  EXPECT_EQ(choice.at("finish_reason"), n == 16 ? "length" : "stop");
+  const std::string text(choice.at("text").as_string());
+  EXPECT_EQ(static_cast<std::int64_t>(std::count(text.begin(), text.end(), ' ')) + 1, n);
+  EXPECT_EQ(
+      b.at("usage"),
+      (json::object{{"prompt_tokens", 5}, {"completion_tokens", n}, {"total_tokens", 5 + n}}));
+
+  // Streamed, with usage: one chunk per word, the finish chunk, the usage chunk, [DONE].
+  r = call(app, "POST", "/v1/completions",
+           R"({"model":"m","prompt":["abcd",[1,2,3]],"max_tokens":6,"stream":true,)"
+           R"("stream_options":{"include_usage":true}})");
+  ASSERT_EQ(r.status, 200U) << r.body;
+  ASSERT_TRUE(r.stream);
+  EXPECT_EQ(r.header("content-type"), "text/event-stream; charset=utf-8");
+  EXPECT_EQ(r.header("x-ratelimit-remaining-tokens"), std::to_string(1000 - 21 - 4 - 6));
+  const std::int64_t n2 = completion_tokens(1, 1, 6);
+  const std::vector<Event> events = events_of(*r.stream);
+  ASSERT_EQ(events.size(), static_cast<std::size_t>(n2) + 3);
+  std::string streamed;
+  for (std::size_t i = 0; i + 1 < events.size(); ++i) {
+    EXPECT_TRUE(events[i].type.empty());
+    EXPECT_EQ(r.stream->delay(i), i < static_cast<std::size_t>(n2) ? 20'000 : 0);
+    const json::object c = json::parse(events[i].data).as_object();
+    EXPECT_EQ(c.at("object"), "text_completion");
+    EXPECT_EQ(c.at("id"), "cmpl-sim-2");
+    if (i + 2 == events.size()) {
+      EXPECT_TRUE(c.at("choices").as_array().empty());
+      EXPECT_EQ(c.at("usage"),
+                (json::object{
+                    {"prompt_tokens", 4}, {"completion_tokens", n2}, {"total_tokens", 4 + n2}}));
+      continue;
+    }
+    EXPECT_TRUE(c.at("usage").is_null());
+    const json::object& ch = c.at("choices").at(0).as_object();
+    streamed += std::string(ch.at("text").as_string());
+    if (i == static_cast<std::size_t>(n2)) {
+      EXPECT_EQ(ch.at("text"), "");
+      EXPECT_EQ(ch.at("finish_reason"), n2 == 6 ? "length" : "stop");
+    } else {
+      EXPECT_TRUE(ch.at("finish_reason").is_null());
+    }
+  }
+  EXPECT_EQ(events.back().data, "[DONE]");
+  EXPECT_EQ(static_cast<std::int64_t>(std::count(streamed.begin(), streamed.end(), ' ')) + 1, n2);
+  // Without include_usage: no usage chunk.
+  r = call(app, "POST", "/v1/completions", R"({"model":"m","prompt":"x","stream":true})");
+  ASSERT_EQ(r.status, 200U) << r.body;
+  EXPECT_EQ(r.stream->size(), static_cast<std::size_t>(completion_tokens(1, 2, 16)) + 2);
+  EXPECT_EQ(r.stream->event(0).find("usage"), std::string::npos);
+
+  // The hidden limit (3 rpm) is spent: a 429 with the provider's body, nothing charged.
+  r = call(app, "POST", "/v1/completions", R"({"model":"m","prompt":"x"})");
+  EXPECT_EQ(r.status, 429U);
+  EXPECT_FALSE(r.stream);
+  EXPECT_EQ(r.header("retry-after"), "20");
+  EXPECT_EQ(body_of(r).at("error").at("code"), "rate_limit_exceeded");
+  EXPECT_EQ(
+      model.stats(),
+      (SimStats{
+          .accepted = 3, .rejected = 1, .accepted_tokens = 21 + 10 + 17, .rejected_tokens = 17}));
+
+  // Bad requests name their field; other methods: 405.
+  EXPECT_EQ(error_param(call(app, "POST", "/v1/completions", R"({"prompt":"x"})")), "model");
+  EXPECT_EQ(error_param(call(app, "POST", "/v1/completions", R"({"model":"m"})")), "prompt");
+  EXPECT_EQ(error_param(call(app, "POST", "/v1/completions", R"({"model":"m","prompt":[]})")),
+            "prompt");
+  EXPECT_EQ(error_param(call(app, "POST", "/v1/completions", R"({"model":"m","prompt":[{}]})")),
+            "prompt[0]");
+  EXPECT_EQ(error_param(call(app, "POST", "/v1/completions",
+                             R"({"model":"m","prompt":"x","max_tokens":0})")),
+            "max_tokens");
+  EXPECT_EQ(error_param(call(app, "POST", "/v1/completions",
+                             R"({"model":"m","prompt":"x","stream_options":{}})")),
+            "stream_options");
+  EXPECT_EQ(call(app, "GET", "/v1/completions").status, 405U);
+  EXPECT_EQ(model.stats().accepted + model.stats().rejected, 4);
+}
+
+TEST(App, ResponsesHaveOpenAIsShapeUsageAndLimits) {
+  // Verifies POST /v1/responses: the response object whole and streamed as typed events, its
+  // usage (input_tokens, output_tokens), and the chat path's charge.
+  ProviderModel model({.rpm = 0, .tpm = 300});
+  App app(model, opts(0, 50));
+  // Charged as the same chat completion would be: 7 prompt tokens + 40.
+  Reply r = call(app, "POST", "/v1/responses",
+                 R"({"model":"gpt-4o","input":"Say hello.","max_output_tokens":40})", "Bearer r");
+  ASSERT_EQ(r.status, 200U) << r.body;
+  const Reply as_chat = chat(
+      app,
+      R"({"model":"gpt-4o","messages":[{"role":"user","content":"Say hello."}],"max_tokens":40})",
+      "Bearer c");
+  EXPECT_EQ(r.header("x-ratelimit-remaining-tokens"), "253");
+  EXPECT_EQ(as_chat.header("x-ratelimit-remaining-tokens"), "253");
+  EXPECT_EQ(r.header("content-type"), "application/json");
+  const std::int64_t n = completion_tokens(1, 0, 40);
+  EXPECT_EQ(r.delay, 20'000 * n);
+  json::object b = body_of(r);
+  EXPECT_EQ(b.at("object"), "response");
+  EXPECT_EQ(b.at("id"), "resp_sim_1");
+  EXPECT_EQ(b.at("created_at"), kT0 / kMicrosPerSecond);
+  EXPECT_EQ(b.at("model"), "gpt-4o");
+  EXPECT_EQ(b.at("max_output_tokens"), 40);
+  EXPECT_EQ(b.at("status"), n == 40 ? "incomplete" : "completed");
+  const json::object& item = b.at("output").at(0).as_object();
+  EXPECT_EQ(item.at("type"), "message");
+  EXPECT_EQ(item.at("id"), "msg_sim_1");
+  EXPECT_EQ(item.at("role"), "assistant");
+  const json::object& part = item.at("content").at(0).as_object();
+  EXPECT_EQ(part.at("type"), "output_text");
+  EXPECT_TRUE(part.at("annotations").as_array().empty());
+  const std::string text(part.at("text").as_string());
+  EXPECT_EQ(static_cast<std::int64_t>(std::count(text.begin(), text.end(), ' ')) + 1, n);
+  const json::object& usage = b.at("usage").as_object();
+  EXPECT_EQ(usage.at("input_tokens"), 7);
+  EXPECT_EQ(usage.at("output_tokens"), n);
+  EXPECT_EQ(usage.at("total_tokens"), 7 + n);
+
+  // Streamed: message items, parts and instructions count as chat messages; max_output_tokens
+  // 1 always cuts it short: response.incomplete.
+  r = call(app, "POST", "/v1/responses",
+           R"({"model":"m","instructions":"Be brief.","stream":true,"max_output_tokens":1,)"
+           R"("input":[{"role":"user","content":[{"type":"input_text","text":"abcd"}]},)"
+           R"({"type":"function_call_output","call_id":"c","output":"abcdefgh"}]})",
+           "Bearer r");
+  ASSERT_EQ(r.status, 200U) << r.body;
+  ASSERT_TRUE(r.stream);
+  EXPECT_EQ(r.header("content-type"), "text/event-stream; charset=utf-8");
+  const std::int64_t prompt = message_tokens("Be brief.") + 5 + 6;
+  EXPECT_EQ(r.header("x-ratelimit-remaining-tokens"), std::to_string(253 - prompt - 1));
+  std::vector<Event> events = events_of(*r.stream);
+  const std::vector<std::string> types{"response.created",           "response.in_progress",
+                                       "response.output_item.added", "response.content_part.added",
+                                       "response.output_text.delta", "response.output_text.done",
+                                       "response.content_part.done", "response.output_item.done",
+                                       "response.incomplete"};
+  ASSERT_EQ(events.size(), types.size());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].type, types[i]);
+    const json::object e = json::parse(events[i].data).as_object();
+    EXPECT_EQ(e.at("type"), json::value(types[i]));
+    EXPECT_EQ(e.at("sequence_number"), i);
+  }
+  json::object last = json::parse(events.back().data).as_object();
+  EXPECT_EQ(last.at("response").at("status"), "incomplete");
+  EXPECT_EQ(last.at("response").at("incomplete_details").at("reason"), "max_output_tokens");
+  EXPECT_EQ(last.at("response").at("usage").at("input_tokens"), prompt);
+  EXPECT_EQ(last.at("response").at("usage").at("output_tokens"), 1);
+
+  // A longer one: paced deltas that add up to the text, then response.completed with usage.
+  r = call(app, "POST", "/v1/responses", R"({"model":"m","input":"hi","stream":true})", "Bearer s");
+  ASSERT_EQ(r.status, 200U) << r.body;
+  const std::int64_t n3 = completion_tokens(1, 3, 256);
+  ASSERT_LT(n3, 256);
+  events = events_of(*r.stream);
+  ASSERT_EQ(events.size(), static_cast<std::size_t>(n3) + 8);
+  EXPECT_TRUE(json::parse(events[0].data).at("response").at("usage").is_null());
+  EXPECT_TRUE(json::parse(events[0].data).at("response").at("max_output_tokens").is_null());
+  std::string deltas;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const bool delta = i >= 4 && i < 4 + static_cast<std::size_t>(n3);
+    EXPECT_EQ(r.stream->delay(i), delta ? 20'000 : 0);
+    if (delta) {
+      EXPECT_EQ(events[i].type, "response.output_text.delta");
+      deltas += std::string(json::parse(events[i].data).at("delta").as_string());
+    }
+  }
+  const json::value done = json::parse(events[4 + static_cast<std::size_t>(n3)].data);
+  EXPECT_EQ(done.at("text"), json::value(deltas));
+  EXPECT_EQ(events.back().type, "response.completed");
+  last = json::parse(events.back().data).as_object();
+  EXPECT_EQ(last.at("response").at("status"), "completed");
+  EXPECT_EQ(last.at("response").at("output").at(0).at("content").at(0).at("text"),
+            json::value(deltas));
+  EXPECT_EQ(last.at("response").at("usage"),
+            (json::object{{"input_tokens", 5},
+                          {"input_tokens_details", json::object{{"cached_tokens", 0}}},
+                          {"output_tokens", n3},
+                          {"output_tokens_details", json::object{{"reasoning_tokens", 0}}},
+                          {"total_tokens", 5 + n3}}));
+
+  // The hidden limit: key r has 253 - 19 = 234 tokens left; 7 + 230 do not fit.
+  r = call(app, "POST", "/v1/responses",
+           R"({"model":"gpt-4o","input":"Say hello.","max_output_tokens":230,"stream":true})",
+           "Bearer r");
+  EXPECT_EQ(r.status, 429U);
+  EXPECT_FALSE(r.stream);
+  EXPECT_EQ(r.header("x-ratelimit-remaining-tokens"), "234");
+  EXPECT_FALSE(r.header("retry-after").empty());
+  EXPECT_EQ(body_of(r).at("error").at("type"), "tokens");
+  EXPECT_EQ(model.stats().rejected_tokens, 237);
+
+  // Bad requests name their field; other methods: 405.
+  for (const auto& [body, param] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"input":"x"})", "model"},
+           {R"({"model":"m"})", "input"},
+           {R"({"model":"m","input":5})", "input"},
+           {R"({"model":"m","input":[]})", "input"},
+           {R"({"model":"m","input":["x"]})", "input[0]"},
+           {R"({"model":"m","input":[{"role":"user","content":7}]})", "input[0].content"},
+           {R"({"model":"m","input":"x","instructions":1})", "instructions"},
+           {R"({"model":"m","input":"x","max_output_tokens":0})", "max_output_tokens"},
+           {R"({"model":"m","input":"x","stream":"yes"})", "stream"}}) {
+    const Reply bad = call(app, "POST", "/v1/responses", body);
+    EXPECT_EQ(bad.status, 400U) << body;
+    EXPECT_EQ(error_param(bad), param) << body;
+  }
+  EXPECT_EQ(call(app, "GET", "/v1/responses").status, 405U);
 }
 
 TEST(App, BadRequestsAre400WithOpenAIErrorBodies) {

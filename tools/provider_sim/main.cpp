@@ -1,6 +1,6 @@
-// admit-provider-sim: an OpenAI-compatible chat completions server with hidden per-key rate
-// limits (see docs/provider-sim.md). Prints "listening on http://HOST:PORT" as the first line
-// on stdout; logs one JSON line per event on stderr.
+// admit-provider-sim: an OpenAI-compatible server (chat completions, completions, responses,
+// embeddings) with hidden per-key rate limits (see docs/provider-sim.md). Prints "listening on
+// http://HOST:PORT" as the first line on stdout; logs one JSON line per event on stderr.
 // Exit codes: 0 after SIGINT / SIGTERM, 1 if the address cannot be listened on, 2 on bad flags.
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <optional>
 #include <stdexcept>
 #include <vector>
@@ -19,8 +20,9 @@ namespace json = boost::json;
 namespace {
 
 constexpr std::int64_t kDefaultMaxTokens = 256;
-constexpr std::int64_t kMaxMaxTokens = 1'000'000;  // larger max_tokens: 400
-constexpr std::int64_t kDefaultDimensions = 16;    // embeddings: small vectors unless asked
+constexpr std::int64_t kDefaultCompletionsMaxTokens = 16;  // legacy completions: OpenAI's default
+constexpr std::int64_t kMaxMaxTokens = 1'000'000;          // larger max_tokens: 400
+constexpr std::int64_t kDefaultDimensions = 16;            // embeddings: small vectors unless asked
 constexpr std::int64_t kMaxDimensions = 4096;
 
 constexpr std::array<std::string_view, 19> kWords{
@@ -148,14 +150,57 @@ std::int64_t code_points(std::string_view s) noexcept {
   return n;
 }
 
-/// A chat completion request, validated.
-struct Chat {
+/// A chat completion, completion or response request, validated: what its charge and its
+/// completion need.
+struct Generation {
   std::string model;
   std::int64_t prompt_tokens = 0;
   std::int64_t max_tokens = kDefaultMaxTokens;
+  bool max_given = false;  ///< a max tokens field was set (responses echo it, else null)
   bool stream = false;
   bool include_usage = false;
 };
+
+/// The required, non-empty "model" string.
+std::string model_name(const json::object& o) {
+  const json::value* model = o.if_contains("model");
+  if (!model || model->is_null()) {
+    throw BadRequest("you must provide a model parameter", "model", "missing_required_parameter");
+  }
+  const auto* model_s = model->if_string();
+  if (!model_s) bad_type("model", "a string", *model);
+  if (model_s->empty()) throw BadRequest("Invalid 'model': empty string.", "model", "empty_string");
+  return std::string(model_s->data(), model_s->size());
+}
+
+/// The completion limit: the last of `names` that is set wins (list the newer name last).
+void parse_max_tokens(const json::object& o, std::initializer_list<const char*> names,
+                      Generation& g) {
+  for (const char* name : names) {
+    const json::value* v = o.if_contains(name);
+    if (v && !v->is_null()) {
+      g.max_tokens = integer(*v, name, 1, kMaxMaxTokens);
+      g.max_given = true;
+    }
+  }
+}
+
+/// "stream", and with `options` (chat and completions) "stream_options.include_usage".
+void parse_stream(const json::object& o, bool options, Generation& g) {
+  if (const json::value* v = o.if_contains("stream")) g.stream = boolean(*v, "stream");
+  if (!options) return;
+  if (const json::value* v = o.if_contains("stream_options"); v && !v->is_null()) {
+    const auto* so = v->if_object();
+    if (!so) bad_type("stream_options", "an object", *v);
+    if (!g.stream) {
+      throw BadRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                       "stream_options", "invalid_value");
+    }
+    if (const json::value* u = so->if_contains("include_usage")) {
+      g.include_usage = boolean(*u, "stream_options.include_usage");
+    }
+  }
+}
 
 /// The text of one message's content: a string, null, or an array of parts whose "text"
 /// parts count (images and other parts are free).
@@ -198,33 +243,34 @@ std::int64_t input_tokens(const json::value& v, const std::string& param) {
   return static_cast<std::int64_t>(ids->size());
 }
 
+/// The required field `param` of an embeddings or legacy completions request: a string, an
+/// array of token ids (one input), or an array of strings or of such arrays (one input
+/// each). Returns the tokens of all inputs (input_tokens) and sets `inputs` to their number.
+std::int64_t inputs_tokens(const json::object& o, const std::string& param, std::size_t& inputs) {
+  const json::value* input = o.if_contains(param);
+  if (!input) {
+    throw BadRequest("Missing required parameter: '" + param + "'.", param,
+                     "missing_required_parameter");
+  }
+  const auto* list = input->if_array();
+  if (list && !list->empty() && !(*list)[0].is_int64()) {
+    std::int64_t tokens = 0;
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      tokens += input_tokens((*list)[i], param + "[" + std::to_string(i) + "]");
+    }
+    inputs = list->size();
+    return tokens;
+  }
+  inputs = 1;
+  return input_tokens(*input, param);
+}
+
 Embed parse_embeddings(std::string_view body) {
   const json::value root = parse_json(body);
   const json::object& o = root.get_object();
   Embed e;
-  const json::value* model = o.if_contains("model");
-  if (!model || model->is_null()) {
-    throw BadRequest("you must provide a model parameter", "model", "missing_required_parameter");
-  }
-  const auto* model_s = model->if_string();
-  if (!model_s) bad_type("model", "a string", *model);
-  if (model_s->empty()) throw BadRequest("Invalid 'model': empty string.", "model", "empty_string");
-  e.model = std::string(model_s->data(), model_s->size());
-  const json::value* input = o.if_contains("input");
-  if (!input) {
-    throw BadRequest("Missing required parameter: 'input'.", "input", "missing_required_parameter");
-  }
-  // A string, an array of token ids: one input; an array of strings or of arrays: one each.
-  const auto* list = input->if_array();
-  if (list && !list->empty() && !(*list)[0].is_int64()) {
-    for (std::size_t i = 0; i < list->size(); ++i) {
-      e.prompt_tokens += input_tokens((*list)[i], "input[" + std::to_string(i) + "]");
-    }
-    e.inputs = list->size();
-  } else {
-    e.prompt_tokens = input_tokens(*input, "input");
-    e.inputs = 1;
-  }
+  e.model = model_name(o);
+  e.prompt_tokens = inputs_tokens(o, "input", e.inputs);
   if (const json::value* v = o.if_contains("dimensions"); v && !v->is_null()) {
     e.dimensions = integer(*v, "dimensions", 1, kMaxDimensions);
   }
@@ -259,21 +305,11 @@ std::string base64(std::string_view bytes) {
   return out;
 }
 
-Chat parse_chat(std::string_view body) {
+Generation parse_chat(std::string_view body) {
   const json::value root = parse_json(body);
   const json::object& o = root.get_object();
-  Chat c;
-
-  const json::value* model = o.if_contains("model");
-  if (!model || model->is_null()) {
-    throw BadRequest("you must provide a model parameter", "model", "missing_required_parameter");
-  }
-  const auto* model_s = model->if_string();
-  if (!model_s) bad_type("model", "a string", *model);
-  if (model_s->empty()) {
-    throw BadRequest("Invalid 'model': empty string.", "model", "empty_string");
-  }
-  c.model = std::string(model_s->data(), model_s->size());
+  Generation c;
+  c.model = model_name(o);
 
   const json::value* messages = o.if_contains("messages");
   if (!messages) {
@@ -306,22 +342,70 @@ Chat parse_chat(std::string_view body) {
   }
 
   // max_completion_tokens is the newer name; it wins when both are given.
-  for (const char* name : {"max_tokens", "max_completion_tokens"}) {
-    const json::value* v = o.if_contains(name);
-    if (v && !v->is_null()) c.max_tokens = integer(*v, name, 1, kMaxMaxTokens);
+  parse_max_tokens(o, {"max_tokens", "max_completion_tokens"}, c);
+  parse_stream(o, true, c);
+  return c;
+}
+
+/// A legacy completion: `prompt` counted as embeddings count their input (several prompts are
+/// answered as one, their tokens summed), max_tokens 16 unless given.
+Generation parse_completions(std::string_view body) {
+  const json::value root = parse_json(body);
+  const json::object& o = root.get_object();
+  Generation c;
+  c.model = model_name(o);
+  std::size_t prompts = 0;
+  c.prompt_tokens = inputs_tokens(o, "prompt", prompts);
+  c.max_tokens = kDefaultCompletionsMaxTokens;
+  parse_max_tokens(o, {"max_tokens"}, c);
+  parse_stream(o, true, c);
+  return c;
+}
+
+/// A Responses API request: `input` a string (one user message) or an array of items, each
+/// a message whose content counts as a chat message's (an item without content counts its
+/// "output" string, e.g. a function_call_output), plus `instructions` as one more message.
+Generation parse_responses(std::string_view body) {
+  const json::value root = parse_json(body);
+  const json::object& o = root.get_object();
+  Generation c;
+  c.model = model_name(o);
+  const json::value* input = o.if_contains("input");
+  if (!input || input->is_null()) {
+    throw BadRequest("Missing required parameter: 'input'.", "input", "missing_required_parameter");
   }
-  if (const json::value* v = o.if_contains("stream")) c.stream = boolean(*v, "stream");
-  if (const json::value* v = o.if_contains("stream_options"); v && !v->is_null()) {
-    const auto* so = v->if_object();
-    if (!so) bad_type("stream_options", "an object", *v);
-    if (!c.stream) {
-      throw BadRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                       "stream_options", "invalid_value");
+  if (const auto* s = input->if_string()) {
+    c.prompt_tokens = message_tokens(*s);
+  } else if (const auto* items = input->if_array()) {
+    if (items->empty()) {
+      throw BadRequest(
+          "Invalid 'input': empty array. Expected an array with minimum length 1, but got an "
+          "empty array instead.",
+          "input", "empty_array");
     }
-    if (const json::value* u = so->if_contains("include_usage")) {
-      c.include_usage = boolean(*u, "stream_options.include_usage");
+    for (std::size_t i = 0; i < items->size(); ++i) {
+      const std::string at = "input[" + std::to_string(i) + "]";
+      const auto* item = (*items)[i].if_object();
+      if (!item) bad_type(at, "an object", (*items)[i]);
+      std::string joined;
+      std::string_view text;
+      if (const json::value* content = item->if_contains("content")) {
+        text = content_text(*content, at + ".content", joined);
+      } else if (const json::value* out = item->if_contains("output"); out && out->is_string()) {
+        text = out->get_string();
+      }
+      c.prompt_tokens += message_tokens(text);
     }
+  } else {
+    bad_type("input", "a string or an array of input items", *input);
   }
+  if (const json::value* v = o.if_contains("instructions"); v && !v->is_null()) {
+    const auto* s = v->if_string();
+    if (!s) bad_type("instructions", "a string", *v);
+    c.prompt_tokens += message_tokens(*s);
+  }
+  parse_max_tokens(o, {"max_output_tokens"}, c);
+  parse_stream(o, false, c);
   return c;
 }
 
@@ -398,30 +482,181 @@ json::value level_json(const std::optional<std::int64_t>& v) {
   return v ? json::value(*v) : json::value(nullptr);
 }
 
-/// One "data: {chat.completion.chunk}" event. `delta` null: the usage chunk (no choices).
-std::string chunk(const Stream::Spec& spec, const json::value& delta,
-                  std::string_view finish = {}) {
+/// The `words` lorem words from `first`, space-separated.
+std::string completion_text(std::uint64_t first, std::int64_t words) {
+  std::string text;
+  for (std::int64_t i = 0; i < words; ++i) {
+    if (i > 0) text += ' ';
+    text += word(first + static_cast<std::uint64_t>(i));
+  }
+  return text;
+}
+
+/// Word `k` (0-based) of a stream, with the space before it.
+std::string stream_word(const Stream::Spec& spec, std::size_t k) {
+  std::string text = k == 0 ? "" : " ";
+  text += word(spec.first_word + k);
+  return text;
+}
+
+/// Chat and completions' usage: prompt_tokens, completion_tokens, total_tokens.
+json::object usage_json(const Stream::Spec& spec) {
+  return {{"prompt_tokens", spec.prompt_tokens},
+          {"completion_tokens", spec.words},
+          {"total_tokens", spec.prompt_tokens + spec.words}};
+}
+
+/// One "data: {chat.completion.chunk | text_completion}" event with the choice `choice`;
+/// null: the usage chunk (no choices).
+std::string chunk(const Stream::Spec& spec, json::value choice) {
   json::object o{{"id", spec.id},
-                 {"object", "chat.completion.chunk"},
+                 {"object", spec.api == Api::chat ? "chat.completion.chunk" : "text_completion"},
                  {"created", spec.created},
                  {"model", spec.model},
                  {"system_fingerprint", "fp_sim"}};
   json::array choices;
-  if (!delta.is_null()) {
-    choices.push_back(json::object{
-        {"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", null_or(finish)}});
-  }
+  const bool usage = choice.is_null();
+  if (!usage) choices.push_back(std::move(choice));
   o["choices"] = std::move(choices);
   if (spec.include_usage) {
-    if (delta.is_null()) {
-      o["usage"] = json::object{{"prompt_tokens", spec.prompt_tokens},
-                                {"completion_tokens", spec.words},
-                                {"total_tokens", spec.prompt_tokens + spec.words}};
-    } else {
-      o["usage"] = nullptr;  // as OpenAI sends it on every chunk before the usage chunk
-    }
+    // null on every chunk before the usage chunk, as OpenAI sends it
+    o["usage"] = usage ? json::value(usage_json(spec)) : json::value(nullptr);
   }
   return "data: " + json::serialize(o) + "\n\n";
+}
+
+std::string_view finish_reason(const Stream::Spec& spec) {
+  return spec.truncated ? "length" : "stop";
+}
+
+/// A chat chunk's choice.
+json::object chat_choice(json::object delta, std::string_view finish = {}) {
+  return {{"index", 0},
+          {"delta", std::move(delta)},
+          {"logprobs", nullptr},
+          {"finish_reason", null_or(finish)}};
+}
+
+/// A text_completion's choice (whole or streamed).
+json::object text_choice(std::string_view text, std::string_view finish = {}) {
+  return {{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", null_or(finish)}};
+}
+
+// ---- the Responses API ----
+
+/// "msg_sim_N" for the response "resp_sim_N".
+std::string item_id(const Stream::Spec& spec) {
+  return "msg" + spec.id.substr(std::min<std::size_t>(4, spec.id.size()));
+}
+
+json::object output_text(std::string text) {
+  return {{"type", "output_text"}, {"text", std::move(text)}, {"annotations", json::array{}}};
+}
+
+/// The assistant's message: in progress (no content yet) or done (its whole text).
+json::object message_item(const Stream::Spec& spec, bool done) {
+  json::array content;
+  if (done) content.push_back(output_text(completion_text(spec.first_word, spec.words)));
+  return {{"id", item_id(spec)},
+          {"type", "message"},
+          {"status", !done            ? "in_progress"
+                     : spec.truncated ? "incomplete"
+                                      : "completed"},
+          {"content", std::move(content)},
+          {"role", "assistant"}};
+}
+
+/// The response object: in progress (no output, usage null) or done (completed, or
+/// incomplete when max_output_tokens cut it).
+json::object response_json(const Stream::Spec& spec, bool done) {
+  json::array output;
+  if (done) output.push_back(message_item(spec, true));
+  json::value usage = nullptr;
+  if (done) {
+    usage = json::object{{"input_tokens", spec.prompt_tokens},
+                         {"input_tokens_details", json::object{{"cached_tokens", 0}}},
+                         {"output_tokens", spec.words},
+                         {"output_tokens_details", json::object{{"reasoning_tokens", 0}}},
+                         {"total_tokens", spec.prompt_tokens + spec.words}};
+  }
+  const bool incomplete = done && spec.truncated;
+  return {
+      {"id", spec.id},
+      {"object", "response"},
+      {"created_at", spec.created},
+      {"status", !done        ? "in_progress"
+                 : incomplete ? "incomplete"
+                              : "completed"},
+      {"error", nullptr},
+      {"incomplete_details", incomplete ? json::value(json::object{{"reason", "max_output_tokens"}})
+                                        : json::value(nullptr)},
+      {"instructions", nullptr},
+      {"max_output_tokens",
+       spec.max_output_tokens > 0 ? json::value(spec.max_output_tokens) : json::value(nullptr)},
+      {"model", spec.model},
+      {"output", std::move(output)},
+      {"parallel_tool_calls", true},
+      {"previous_response_id", nullptr},
+      {"tool_choice", "auto"},
+      {"tools", json::array{}},
+      {"usage", std::move(usage)},
+      {"metadata", json::object{}}};
+}
+
+/// "event: TYPE\ndata: {"type":TYPE,"sequence_number":seq,...fields}\n\n".
+std::string typed_event(std::string_view type, std::size_t seq, const json::object& fields) {
+  json::object o{{"type", type}, {"sequence_number", seq}};
+  for (const auto& kv : fields) o.emplace(kv.key(), kv.value());
+  return "event: " + std::string(type) + "\ndata: " + json::serialize(o) + "\n\n";
+}
+
+/// Event `i` of a streamed response (see Stream::size()).
+std::string response_event(const Stream::Spec& spec, std::size_t i) {
+  const auto words = static_cast<std::size_t>(spec.words);
+  const json::object at{{"item_id", item_id(spec)}, {"output_index", 0}, {"content_index", 0}};
+  const auto with = [&at](const json::object& more) {
+    json::object o = at;
+    for (const auto& kv : more) o.emplace(kv.key(), kv.value());
+    return o;
+  };
+  switch (i) {
+    case 0:
+      return typed_event("response.created", i, {{"response", response_json(spec, false)}});
+    case 1:
+      return typed_event("response.in_progress", i, {{"response", response_json(spec, false)}});
+    case 2:
+      return typed_event("response.output_item.added", i,
+                         {{"output_index", 0}, {"item", message_item(spec, false)}});
+    case 3:
+      return typed_event("response.content_part.added", i, with({{"part", output_text("")}}));
+    default:
+      break;
+  }
+  if (i < 4 + words) {
+    return typed_event("response.output_text.delta", i,
+                       with({{"delta", stream_word(spec, i - 4)}, {"logprobs", json::array{}}}));
+  }
+  const std::size_t k = i - 4 - words;
+  if (k == 0) {
+    return typed_event("response.output_text.done", i,
+                       with({{"text", completion_text(spec.first_word, spec.words)},
+                             {"logprobs", json::array{}}}));
+  }
+  if (k == 1) {
+    return typed_event("response.content_part.done", i,
+                       with({{"part", output_text(completion_text(spec.first_word, spec.words))}}));
+  }
+  if (k == 2) {
+    return typed_event("response.output_item.done", i,
+                       {{"output_index", 0}, {"item", message_item(spec, true)}});
+  }
+  return typed_event(spec.truncated ? "response.incomplete" : "response.completed", i,
+                     {{"response", response_json(spec, true)}});
+}
+
+/// Events before the first content event: chat's role chunk, the Responses API's four.
+std::size_t head_events(Api api) noexcept {
+  return api == Api::chat ? 1 : api == Api::responses ? 4 : 0;
 }
 
 }  // namespace
@@ -449,26 +684,42 @@ std::string_view Reply::header(std::string_view name) const noexcept {
 }
 
 std::size_t Stream::size() const noexcept {
-  // role + words + finish + [usage] + [DONE]
-  return static_cast<std::size_t>(spec_.words) + 3 + (spec_.include_usage ? 1 : 0);
+  const auto words = static_cast<std::size_t>(spec_.words);
+  const std::size_t usage = spec_.include_usage ? 1 : 0;
+  switch (spec_.api) {
+    case Api::chat:
+      return words + 3 + usage;  // role + words + finish + [usage] + [DONE]
+    case Api::completions:
+      return words + 2 + usage;  // words + finish + [usage] + [DONE]
+    case Api::responses:
+      return words + 8;  // 4 before the deltas, 4 after
+  }
+  return 0;
 }
 
 Micros Stream::delay(std::size_t i) const noexcept {
-  return i >= 1 && i <= static_cast<std::size_t>(spec_.words) ? spec_.interval : 0;
+  const std::size_t head = head_events(spec_.api);
+  return i >= head && i < head + static_cast<std::size_t>(spec_.words) ? spec_.interval : 0;
 }
 
 std::string Stream::event(std::size_t i) const {
+  if (spec_.api == Api::responses) return response_event(spec_, i);
   const auto words = static_cast<std::size_t>(spec_.words);
-  if (i == 0) {
-    return chunk(spec_, json::object{{"role", "assistant"}, {"content", ""}, {"refusal", nullptr}});
+  const std::size_t head = head_events(spec_.api);
+  const bool chat = spec_.api == Api::chat;
+  if (i < head) {
+    return chunk(spec_,
+                 chat_choice({{"role", "assistant"}, {"content", ""}, {"refusal", nullptr}}));
   }
-  if (i <= words) {
-    std::string text = i == 1 ? "" : " ";
-    text += word(spec_.first_word + i - 1);
-    return chunk(spec_, json::object{{"content", text}});
+  if (i < head + words) {
+    const std::string text = stream_word(spec_, i - head);
+    return chunk(spec_, chat ? chat_choice({{"content", text}}) : text_choice(text));
   }
-  if (i == words + 1) return chunk(spec_, json::object{}, spec_.truncated ? "length" : "stop");
-  if (spec_.include_usage && i == words + 2) return chunk(spec_, nullptr);
+  if (i == head + words) {
+    return chunk(spec_, chat ? chat_choice({}, finish_reason(spec_))
+                             : text_choice("", finish_reason(spec_)));
+  }
+  if (spec_.include_usage && i == head + words + 1) return chunk(spec_, nullptr);
   return "data: [DONE]\n\n";
 }
 
@@ -516,7 +767,13 @@ Reply App::route(const HttpRequest& req, Micros now) {
   const std::string_view path = req.target.substr(0, req.target.find('?'));
   const std::string_view m = req.method;
   if (path == "/v1/chat/completions") {
-    return m == "POST" ? chat(req, now) : method_not_allowed(m, path, "POST");
+    return m == "POST" ? generate(req, Api::chat, now) : method_not_allowed(m, path, "POST");
+  }
+  if (path == "/v1/completions") {
+    return m == "POST" ? generate(req, Api::completions, now) : method_not_allowed(m, path, "POST");
+  }
+  if (path == "/v1/responses") {
+    return m == "POST" ? generate(req, Api::responses, now) : method_not_allowed(m, path, "POST");
   }
   if (path == "/v1/embeddings") {
     return m == "POST" ? embeddings(req, now) : method_not_allowed(m, path, "POST");
@@ -600,97 +857,110 @@ Reply App::post_limits(std::string_view body, Micros now) {
   return json_reply(200, limits_json(next));
 }
 
-Reply App::chat(const HttpRequest& req, Micros now) {
-  const Chat c = parse_chat(req.body);
-  const std::uint64_t id = ++requests_;
-
+App::Charged App::charge(const HttpRequest& req, const std::string& model,
+                         std::int64_t prompt_tokens, std::int64_t max_tokens, Micros now) {
+  Charged c;
+  c.id = ++requests_;
   SimRequest sr;
   sr.key = api_key(req);
-  sr.model = c.model;
-  sr.prompt_tokens = c.prompt_tokens;
-  sr.max_tokens = c.max_tokens;
+  sr.model = model;
+  sr.prompt_tokens = prompt_tokens;
+  sr.max_tokens = max_tokens;
   SimResponse verdict = model_.handle(sr, now);
-
-  Reply r;
+  Reply& r = c.reply;
   r.status = static_cast<unsigned>(verdict.status);
   r.headers = std::move(verdict.headers);
-  r.headers.emplace_back("x-request-id", "req_sim_" + std::to_string(id));
-  if (verdict.status != 200) {
+  r.headers.emplace_back("x-request-id", "req_sim_" + std::to_string(c.id));
+  c.admitted = verdict.status == 200;
+  if (!c.admitted) {
     r.headers.emplace_back("content-type", "application/json");
     r.body = std::move(verdict.body);
     r.body += '\n';
-    return r;
   }
+  return c;
+}
+
+Reply App::generate(const HttpRequest& req, Api api, Micros now) {
+  const Generation g = api == Api::chat          ? parse_chat(req.body)
+                       : api == Api::completions ? parse_completions(req.body)
+                                                 : parse_responses(req.body);
+  Charged charged = charge(req, g.model, g.prompt_tokens, g.max_tokens, now);
+  Reply r = std::move(charged.reply);
+  if (!charged.admitted) return r;
 
   const std::uint64_t n = admitted_++;
-  const std::int64_t words = completion_tokens(options_.seed, n, c.max_tokens);
+  const std::int64_t words = completion_tokens(options_.seed, n, g.max_tokens);
   const Micros interval = options_.tokens_per_second > 0
                               ? static_cast<Micros>(std::llround(1e6 / options_.tokens_per_second))
                               : 0;
+  const std::string number = std::to_string(charged.id);
   Stream::Spec spec;
-  spec.id = "chatcmpl-sim-" + std::to_string(id);
+  spec.api = api;
+  spec.id = api == Api::chat          ? "chatcmpl-sim-" + number
+            : api == Api::completions ? "cmpl-sim-" + number
+                                      : "resp_sim_" + number;
   spec.created = now / kMicrosPerSecond;
-  spec.model = c.model;
-  spec.prompt_tokens = c.prompt_tokens;
+  spec.model = g.model;
+  spec.prompt_tokens = g.prompt_tokens;
   spec.words = words;
   spec.first_word = splitmix64(options_.seed ^ n);
-  spec.truncated = words == c.max_tokens;
-  spec.include_usage = c.include_usage;
+  spec.truncated = words == g.max_tokens;
+  spec.include_usage = g.include_usage;
   spec.interval = interval;
+  spec.max_output_tokens = g.max_given ? g.max_tokens : 0;
 
   r.delay = options_.latency;
-  if (c.stream) {
+  if (g.stream) {
     r.headers.emplace_back("content-type", "text/event-stream; charset=utf-8");
     r.headers.emplace_back("cache-control", "no-cache");
     r.stream = std::make_shared<const Stream>(std::move(spec));
     return r;
   }
-  std::string content;
-  for (std::int64_t i = 0; i < words; ++i) {
-    if (i > 0) content += ' ';
-    content += word(spec.first_word + static_cast<std::uint64_t>(i));
-  }
   r.delay += interval * words;  // the whole completion is generated before the reply
-  const json::object completion{
-      {"id", spec.id},
-      {"object", "chat.completion"},
-      {"created", spec.created},
-      {"model", c.model},
-      {"choices", json::array{json::object{{"index", 0},
-                                           {"message", json::object{{"role", "assistant"},
-                                                                    {"content", content},
-                                                                    {"refusal", nullptr}}},
-                                           {"logprobs", nullptr},
-                                           {"finish_reason", spec.truncated ? "length" : "stop"}}}},
-      {"usage", json::object{{"prompt_tokens", c.prompt_tokens},
-                             {"completion_tokens", words},
-                             {"total_tokens", c.prompt_tokens + words}}},
-      {"system_fingerprint", "fp_sim"}};
-  Reply body = json_reply(200, completion);
+  json::object whole;
+  switch (api) {
+    case Api::chat:
+      whole = {{"id", spec.id},
+               {"object", "chat.completion"},
+               {"created", spec.created},
+               {"model", spec.model},
+               {"choices",
+                json::array{json::object{
+                    {"index", 0},
+                    {"message", json::object{{"role", "assistant"},
+                                             {"content", completion_text(spec.first_word, words)},
+                                             {"refusal", nullptr}}},
+                    {"logprobs", nullptr},
+                    {"finish_reason", finish_reason(spec)}}}},
+               {"usage", usage_json(spec)},
+               {"system_fingerprint", "fp_sim"}};
+      break;
+    case Api::completions:
+      whole = {{"id", spec.id},
+               {"object", "text_completion"},
+               {"created", spec.created},
+               {"model", spec.model},
+               {"choices", json::array{text_choice(completion_text(spec.first_word, words),
+                                                   finish_reason(spec))}},
+               {"usage", usage_json(spec)},
+               {"system_fingerprint", "fp_sim"}};
+      break;
+    case Api::responses:
+      whole = response_json(spec, true);
+      break;
+  }
   r.headers.emplace_back("content-type", "application/json");
-  r.body = std::move(body.body);
+  r.body = json_reply(200, whole).body;
   return r;
 }
 
 Reply App::embeddings(const HttpRequest& req, Micros now) {
   const Embed e = parse_embeddings(req.body);
-  const std::uint64_t id = ++requests_;
-  SimRequest sr;
-  sr.key = api_key(req);
-  sr.model = e.model;
-  sr.prompt_tokens = e.prompt_tokens;
-  sr.max_tokens = 0;  // nothing is generated
-  SimResponse verdict = model_.handle(sr, now);
-  Reply r;
-  r.status = static_cast<unsigned>(verdict.status);
-  r.headers = std::move(verdict.headers);
-  r.headers.emplace_back("x-request-id", "req_sim_" + std::to_string(id));
+  Charged charged = charge(req, e.model, e.prompt_tokens, 0, now);  // nothing is generated
+  Reply r = std::move(charged.reply);
+  if (!charged.admitted) return r;
   r.headers.emplace_back("content-type", "application/json");
-  if (verdict.status != 200) {
-    r.body = std::move(verdict.body);
-    r.body += '\n';
-    return r;
-  }
+  const std::uint64_t id = charged.id;
   ++admitted_;
   // Deterministic vectors: component j of input i from the seed, in [-1, 1).
   json::array data;
