@@ -5,9 +5,15 @@
 
 #include <atomic>
 #include <charconv>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
@@ -15,7 +21,47 @@
 #include "admit/limiter.hpp"
 #include "admit/store/memory_store.hpp"
 
+// ---- Allocation counting: every operator new of this process, per thread. ----
+// The cases report `allocs_per_iter` (operator new calls per iteration, timed loop only):
+// the allowed path of a decision should allocate nothing (std::string, vectors, nodes).
 namespace {
+thread_local std::uint64_t t_allocs = 0;
+void* counted_alloc(std::size_t n) {
+  ++t_allocs;
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+}  // namespace
+
+void* operator new(std::size_t n) { return counted_alloc(n); }
+void* operator new[](std::size_t n) { return counted_alloc(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  ++t_allocs;
+  return std::malloc(n == 0 ? 1 : n);
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  ++t_allocs;
+  return std::malloc(n == 0 ? 1 : n);
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+// Counts this thread's allocations from construction to report().
+class AllocCounter {
+ public:
+  AllocCounter() : start_(t_allocs) {}
+  void report(benchmark::State& state) const {
+    state.counters["allocs_per_iter"] = benchmark::Counter(static_cast<double>(t_allocs - start_),
+                                                           benchmark::Counter::kAvgIterations);
+  }
+
+ private:
+  std::uint64_t start_;
+};
 
 using admit::Amounts;
 using admit::ConfigMode;
@@ -95,20 +141,56 @@ void configure(Limiter& l) {
   l.set_limits("gpt-4o-day", {Limit::per_day("rpd", 1000)});
 }
 
-void BM_TryAcquire_OneKey(benchmark::State& state) {
+// try_acquire + commit of one rate limit on one key, reading `clock`.
+void one_key(benchmark::State& state, const admit::Clock& clock) {
   MemoryStore store;
-  Limiter limiter(store, bench_clock());
+  Limiter limiter(store, clock);
   configure(limiter);
   const Amounts amounts{{"rpm", 1}};
   std::int64_t admitted = 0;
+  (void)limiter.consume("user-42", "gpt-4o", amounts);  // the plan is cached before counting
+  const AllocCounter allocs;
   for (auto _ : state) {
     admit::Lease lease = limiter.try_acquire("user-42", "gpt-4o", amounts);
     admitted += lease.allowed();
     lease.commit();
   }
+  allocs.report(state);
   if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
 }
+
+void BM_TryAcquire_OneKey(benchmark::State& state) { one_key(state, bench_clock()); }
 BENCHMARK(BM_TryAcquire_OneKey);
+
+// The same with admit::CoarseClock (CLOCK_MONOTONIC_COARSE: a cached reading, stale by at most
+// resolution(), reported as the counter staleness_bound_us).
+void BM_TryAcquire_OneKey_CoarseClock(benchmark::State& state) {
+  static const admit::CoarseClock clock;
+  one_key(state, clock);
+  state.counters["staleness_bound_us"] = static_cast<double>(clock.resolution());
+}
+BENCHMARK(BM_TryAcquire_OneKey_CoarseClock);
+
+// The asynchronous acquire (Limiter::try_acquire_async) + commit on one key. A MemoryStore
+// answers inside the call, so the callback runs before try_acquire_async returns.
+void BM_AsyncAcquire_OneKey(benchmark::State& state) {
+  MemoryStore store;
+  Limiter limiter(store, bench_clock());
+  configure(limiter);
+  const Amounts amounts{{"rpm", 1}};
+  std::int64_t admitted = 0;
+  auto done = [&admitted](admit::Lease lease) {
+    admitted += lease.allowed();
+    lease.commit();
+  };
+  limiter.try_acquire_async("user-42", "gpt-4o", amounts, done);  // warm: plan, spare context
+  admitted = 0;
+  const AllocCounter allocs;
+  for (auto _ : state) limiter.try_acquire_async("user-42", "gpt-4o", amounts, done);
+  allocs.report(state);
+  if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
+}
+BENCHMARK(BM_AsyncAcquire_OneKey);
 
 void BM_TryAcquire_FourLimits(benchmark::State& state) {
   MemoryStore store;
@@ -116,11 +198,14 @@ void BM_TryAcquire_FourLimits(benchmark::State& state) {
   configure(limiter);
   const Amounts amounts{{"rpm", 1}, {"tpm", 1200}, {"rph", 1}, {"rpd", 1}};
   std::int64_t admitted = 0;
+  (void)limiter.consume("user-42", "gpt-4o-4", amounts);  // the plan is cached before counting
+  const AllocCounter allocs;
   for (auto _ : state) {
     admit::Lease lease = limiter.try_acquire("user-42", "gpt-4o-4", amounts);
     admitted += lease.allowed();
     lease.commit();
   }
+  allocs.report(state);
   if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
 }
 BENCHMARK(BM_TryAcquire_FourLimits);
@@ -141,12 +226,14 @@ void BM_TryAcquire_RotatingEntities(benchmark::State& state) {
   const Amounts amounts{{"rpm", 1}};
   std::int64_t admitted = 0;
   std::size_t i = 0;
+  const AllocCounter allocs;
   for (auto _ : state) {
     admit::Lease lease = limiter.try_acquire(entities[i], "gpt-4o", amounts);
     i = i + 1 == entities.size() ? 0 : i + 1;
     admitted += lease.allowed();
     lease.commit();
   }
+  allocs.report(state);
   if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
   state.SetLabel(state.range(0) == 0 ? "config local" : "config in the store");
 }
@@ -180,11 +267,13 @@ void BM_TryAcquire_RandomKey(benchmark::State& state) {
   const std::size_t rss1 = rss_bytes();
   std::mt19937_64 rng(42);
   std::int64_t admitted = 0;
+  const AllocCounter allocs;
   for (auto _ : state) {
     admit::Lease lease = limiter.try_acquire(user_key(buf, rng() % keys), "gpt-4o-day", amounts);
     admitted += lease.allowed();
     lease.commit();
   }
+  allocs.report(state);
   if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
   state.counters["bytes_per_key"] = static_cast<double>(rss1 - rss0) / static_cast<double>(keys);
   state.counters["table_bytes_per_key"] =

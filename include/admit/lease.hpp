@@ -27,6 +27,56 @@ class Limiter;
 namespace detail {
 struct LeaseKey;     // the key chain and limits a lease refers to (the Limiter's own)
 struct LeaseAccess;  // the Limiter's access to a lease's private state
+
+/// A counted reference to a LeaseKey (src/limiter/lease_key.hpp). A reference taken or let
+/// go on the thread whose plan cache holds the key touches no shared counter: that cache
+/// buys references in batches and takes back the ones let go (see lease.cpp). Move-only;
+/// share() is the copy.
+class KeyRef {
+ public:
+  KeyRef() = default;
+  KeyRef(KeyRef&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  KeyRef& operator=(KeyRef&& o) noexcept {
+    if (this != &o) {
+      reset();
+      p_ = std::exchange(o.p_, nullptr);
+    }
+    return *this;
+  }
+  KeyRef(const KeyRef&) = delete;
+  KeyRef& operator=(const KeyRef&) = delete;
+  ~KeyRef() { reset(); }
+
+  /// Takes the one reference a new key (made with new, count 1) carries.
+  static KeyRef adopt(const LeaseKey* fresh) noexcept {
+    KeyRef r;
+    r.p_ = fresh;
+    return r;
+  }
+  /// Another reference to the same key (none if this holds none).
+  KeyRef share() const noexcept {
+    KeyRef r;
+    if (p_ != nullptr) retain(p_);
+    r.p_ = p_;
+    return r;
+  }
+  void reset() noexcept {
+    if (p_ != nullptr) release(std::exchange(p_, nullptr));
+  }
+  const LeaseKey* get() const noexcept { return p_; }
+  const LeaseKey& operator*() const noexcept { return *p_; }
+  const LeaseKey* operator->() const noexcept { return p_; }
+  explicit operator bool() const noexcept { return p_ != nullptr; }
+
+  /// This thread's plan cache holds `key` now (nullptr: none): references to it are counted
+  /// on this thread from here on. Gives back what was bought for the key it held before.
+  static void bias(const LeaseKey* key) noexcept;
+
+ private:
+  static void retain(const LeaseKey* p) noexcept;
+  static void release(const LeaseKey* p) noexcept;
+  const LeaseKey* p_ = nullptr;
+};
 }  // namespace detail
 
 /**
@@ -179,7 +229,7 @@ class [[nodiscard]] Lease {
     std::int64_t consumed = 0;  // net amount this lease holds on the limit
     Micros window_end = 0;      // windows: the window it counted in; adaptive: the epoch
   };
-  /// One Held per limit of the lease, inline up to two (no allocation for the usual case).
+  /// One Held per limit of the lease, inline up to four (no allocation for the usual case).
   class HeldList {
    public:
     HeldList() = default;
@@ -208,8 +258,8 @@ class [[nodiscard]] Lease {
     }
 
    private:
-    std::array<Held, 2> inline_{};
-    std::unique_ptr<Held[]> more_;  // more than two limits
+    std::array<Held, 4> inline_{};
+    std::unique_ptr<Held[]> more_;  // more than four limits
     std::size_t size_ = 0;
   };
 
@@ -230,7 +280,7 @@ class [[nodiscard]] Lease {
   bool marked_ = false;                        // mark_success/mark_failure done
   int uncaught_ = std::uncaught_exceptions();  // exceptions in flight when its life started
   Micros expires_at_ = 0;
-  std::shared_ptr<const detail::LeaseKey> key_;
+  detail::KeyRef key_;
   HeldList held_;                        // one per key_->items
   std::unique_ptr<std::string> record_;  // durable: the record the store holds, exactly
 };

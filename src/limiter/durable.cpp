@@ -81,7 +81,7 @@ Lease Limiter::resume(std::string_view token) {
   dec.now = now;
   dec.allowed = true;
   dec.code = Code::ok;
-  LeaseAccess::hold(lease, t->id, d->slots, rec->expiry, std::move(d->key));
+  LeaseAccess::hold(lease, t->id, d->slots, rec->expiry, detail::KeyRef::adopt(d->key.release()));
   for (std::size_t i = 0; i < d->held.size(); ++i) {
     LeaseAccess::held(lease, i) = {d->held[i].consumed, d->held[i].window_end};
   }

@@ -9,6 +9,56 @@
 
 namespace admit {
 
+namespace detail {
+
+namespace {
+// The key this thread's plan cache holds and the references to it bought and not handed out
+// yet: each is one count in key->refs. Trivially destructible, so it is still there for
+// leases that end during this thread's exit.
+struct KeyBias {
+  const LeaseKey* key = nullptr;
+  std::int64_t credits = 0;
+};
+constinit thread_local KeyBias t_bias;
+constexpr std::int64_t kCreditBatch = 1024;
+
+void drop(const LeaseKey* p, std::int64_t n) noexcept {
+  if (p->refs.fetch_sub(n, std::memory_order_acq_rel) == n) delete p;
+}
+}  // namespace
+
+void KeyRef::retain(const LeaseKey* p) noexcept {
+  KeyBias& b = t_bias;
+  if (b.key != p) {
+    p->refs.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (b.credits == 0) {
+    p->refs.fetch_add(kCreditBatch, std::memory_order_relaxed);
+    b.credits = kCreditBatch;
+  }
+  --b.credits;
+}
+
+void KeyRef::release(const LeaseKey* p) noexcept {
+  KeyBias& b = t_bias;
+  if (b.key == p) {
+    ++b.credits;  // the reference stays counted, as one of the cache's
+    return;
+  }
+  drop(p, 1);
+}
+
+void KeyRef::bias(const LeaseKey* key) noexcept {
+  KeyBias& b = t_bias;
+  if (b.key == key) return;
+  const LeaseKey* old = std::exchange(b.key, key);
+  const std::int64_t n = std::exchange(b.credits, 0);
+  if (old != nullptr && n > 0) drop(old, n);
+}
+
+}  // namespace detail
+
 Lease::~Lease() { end_scope(); }
 
 Lease::Lease(Lease&& o) noexcept

@@ -29,6 +29,8 @@ struct LeaseKey {
   std::vector<std::string> entities;  // requester, then ancestors
   std::vector<Item> items;
   bool shadow = false;  ///< some item's limit is shadow (Limit::shadow)
+  /// References (KeyRef): made with new and a count of 1 (KeyRef::adopt), deleted at 0.
+  mutable std::atomic<std::int64_t> refs{1};
   /// Durable leases: this key as their records write it (lease_record.cpp), made on first use.
   mutable std::atomic<std::shared_ptr<const std::string>> record_json;
 };
@@ -38,7 +40,7 @@ struct LeaseKey {
 struct LeaseAccess {
   using Held = Lease::Held;
   static Decision& decision(Lease& l) { return l.decision_; }
-  static const std::shared_ptr<const LeaseKey>& key(const Lease& l) { return l.key_; }
+  static const KeyRef& key(const Lease& l) { return l.key_; }
   static Held& held(Lease& l, std::size_t i) { return l.held_[i]; }
   static std::uint64_t id(const Lease& l) { return l.id_; }
   static Micros expires_at(const Lease& l) { return l.expires_at_; }
@@ -52,12 +54,11 @@ struct LeaseAccess {
 
   /// Makes `l` hold what an allowed acquire consumed: `held_count` entries (value-initialised,
   /// set through held()), then active once `limiter` is set by activate().
-  static void hold(Lease& l, std::uint64_t id, bool slots, Micros expires_at,
-                   const std::shared_ptr<const LeaseKey>& key) {
+  static void hold(Lease& l, std::uint64_t id, bool slots, Micros expires_at, const KeyRef& key) {
     l.id_ = id;
     l.holds_slots_ = slots;
     l.expires_at_ = expires_at;
-    l.key_ = key;
+    l.key_ = key.share();
     l.held_.reset(key->items.size());
   }
   static void activate(Lease& l, Limiter* limiter) { l.limiter_ = limiter; }

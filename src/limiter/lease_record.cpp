@@ -125,7 +125,7 @@ std::optional<DecodedRecord> decode_lease_record(std::string_view data) {
     return std::nullopt;
   }
   DecodedRecord r;
-  r.key = std::make_shared<LeaseKey>();
+  r.key = std::make_unique<LeaseKey>();
   r.key->resource = std::string(resource->get_string());
   for (const json::value& e : entities->get_array()) {
     if (!e.is_string()) return std::nullopt;

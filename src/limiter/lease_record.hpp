@@ -28,7 +28,7 @@ std::string encode_lease_record(const LeaseKey& key, std::span<const RecordHeld>
 
 /// A record read back: the key (its items' `aimd` unset) and holdings.
 struct DecodedRecord {
-  std::shared_ptr<LeaseKey> key;
+  std::unique_ptr<LeaseKey> key;
   std::vector<RecordHeld> held;
   bool slots = false;
 };

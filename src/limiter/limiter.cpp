@@ -329,6 +329,10 @@ struct Scratch {
   std::vector<ItemResult> results;
   std::vector<RateParams> rates;      // adaptive items' parameters (reserved: pointers stay valid)
   std::vector<std::uint64_t> epochs;  // per entry: adaptive controllers' epoch at the op
+  // The acquire's op, set field by field: built by a designated initializer, GCC cleared
+  // its 152 bytes with `rep stos` first, ~3 ns of a one-key acquire. The fields attempt()
+  // does not set keep their defaults.
+  Op op;
 };
 thread_local Scratch t_scratch;
 
@@ -378,7 +382,7 @@ struct Limiter::Impl::AsyncAcquire {
   Impl* impl = nullptr;
   AcquireCallback done;
   Lease lease;  // its decision's `now` is set
-  std::shared_ptr<const LeaseKey> key;
+  detail::KeyRef key;
   SmallVec<OpItem> ops;
   SmallVec<std::size_t> entries;
   SmallVec<ItemResult> results;
@@ -432,11 +436,13 @@ void Limiter::Impl::recycle_async(std::unique_ptr<AsyncAcquire> c) noexcept {
   return &plan;
 }
 
-[[gnu::always_inline]] void Limiter::Impl::finish_acquire(
-    Lease& lease, const std::shared_ptr<const LeaseKey>& key, std::span<const OpItem> ops,
-    std::span<const std::size_t> entries, std::span<const ItemResult> results,
-    std::span<const std::uint64_t> epochs, bool ok, bool with_stats, bool slots, std::uint64_t id,
-    Micros expires_at) {
+[[gnu::always_inline]] void Limiter::Impl::finish_acquire(Lease& lease, const detail::KeyRef& key,
+                                                          std::span<const OpItem> ops,
+                                                          std::span<const std::size_t> entries,
+                                                          std::span<const ItemResult> results,
+                                                          std::span<const std::uint64_t> epochs,
+                                                          bool ok, bool with_stats, bool slots,
+                                                          std::uint64_t id, Micros expires_at) {
   if (ok) {
     // The lease holds everything before it becomes active (activate()): if fill_decision()
     // throws, its destructor (during unwinding: a rollback) refunds all it consumed. Only
@@ -473,7 +479,7 @@ Lease Limiter::Impl::attempt(std::string_view entity, std::string_view resource,
   const Micros expires_at = now + (options.lease_ttl > 0 ? options.lease_ttl : opt.lease_ttl);
   sc.results.resize(sc.ops.size());
   bool ok = true;
-  DurableRecord record;
+  std::optional<DurableRecord> record;  // durable only: no strings built otherwise
   if (options.durable) {
     if (!store.capabilities().leases) {
       no_lease_records(LeaseAccess::decision(lease), store);
@@ -485,19 +491,18 @@ Lease Limiter::Impl::attempt(std::string_view entity, std::string_view resource,
                             slots, now);
   }
   if (!sc.ops.empty() || options.durable) {
-    const Op op{.kind = OpKind::acquire,
-                .ns = &ns,
-                .group = plan->keys.back().entity,
-                .now = now,
-                .keys = plan->keys,
-                .items = sc.ops,
-                .handles = plan->handles,
-                .lease_id = id,
-                .lease_expiry = expires_at,
-                .report = options.with_stats,
-                .lease_record = record.data,
-                .lease_record_next = {},
-                .lease_guard = false};
+    Op& op = sc.op;
+    op.kind = OpKind::acquire;
+    op.ns = &ns;
+    op.group = plan->keys.back().entity;
+    op.now = now;
+    op.keys = plan->keys;
+    op.items = sc.ops;
+    op.handles = plan->handles;
+    op.lease_id = id;
+    op.lease_expiry = expires_at;
+    op.report = options.with_stats;
+    op.lease_record = record ? std::string_view(record->data) : std::string_view();
     try {
       ok = store.apply(op, sc.results);
     } catch (const StoreUnavailable& e) {  // the store's policy was to fail closed
@@ -509,7 +514,7 @@ Lease Limiter::Impl::attempt(std::string_view entity, std::string_view resource,
       lease, plan->lease_key, sc.ops, sc.entries, sc.results,
       plan->adaptive ? std::span<const std::uint64_t>(sc.epochs) : std::span<const std::uint64_t>(),
       ok, options.with_stats, slots, id, expires_at);
-  if (options.durable && lease.active() && make_durable(lease, std::move(record))) {
+  if (options.durable && lease.active() && make_durable(lease, std::move(*record))) {
     (void)lease_op(lease, LeaseOpArgs{.deltas = &kNoDeltas});  // rewrites the record (durable.cpp)
   }
   return lease;
@@ -571,7 +576,7 @@ void Limiter::Impl::acquire_async(std::string_view entity, std::string_view reso
     return;
   }
   c->impl = this;
-  c->key = plan->lease_key;
+  c->key = plan->lease_key.share();
   const LeaseKey* key = c->key.get();
   c->slots = acquire_items(*plan, c->ops, c->entries, c->rates, c->epochs,
                            [key](std::size_t i) { return &key->items[i].limit; });

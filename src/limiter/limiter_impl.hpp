@@ -60,8 +60,8 @@ struct Limiter::Impl {
   // The part after the store: `lease`'s decision from the store's answer (`results[j]` for
   // `ops[j]`, which took from entry `entries[j]` of `key`) and, if allowed, its holdings.
   // `epochs`: per entry, adaptive plans only (else empty).
-  inline void finish_acquire(Lease& lease, const std::shared_ptr<const detail::LeaseKey>& key,
-                             std::span<const OpItem> ops, std::span<const std::size_t> entries,
+  inline void finish_acquire(Lease& lease, const detail::KeyRef& key, std::span<const OpItem> ops,
+                             std::span<const std::size_t> entries,
                              std::span<const ItemResult> results,
                              std::span<const std::uint64_t> epochs, bool ok, bool with_stats,
                              bool slots, std::uint64_t id, Micros expires_at);

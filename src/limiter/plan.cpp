@@ -1,5 +1,7 @@
 #include "plan.hpp"
 
+#include <cstring>
+
 #include "limiter_impl.hpp"
 
 namespace admit {
@@ -9,6 +11,35 @@ namespace detail {
 namespace {
 
 constexpr std::size_t kMaxIdBytes = 256;
+
+std::uint64_t load8(const char* p) {
+  std::uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+std::uint32_t load4(const char* p) {
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// a == b without a call to memcmp for up to 16 bytes (names, ids): two overlapping loads of
+// fixed size, each within the strings. The plan cache compares three names per call.
+bool same_bytes(std::string_view a, std::string_view b) {
+  const std::size_t n = a.size();
+  if (n != b.size()) return false;
+  const char* x = a.data();
+  const char* y = b.data();
+  if (n >= 8) {
+    if (n > 16) return std::memcmp(x, y, n) == 0;
+    return ((load8(x) ^ load8(y)) | (load8(x + n - 8) ^ load8(y + n - 8))) == 0;
+  }
+  if (n >= 4) return ((load4(x) ^ load4(y)) | (load4(x + n - 4) ^ load4(y + n - 4))) == 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (x[i] != y[i]) return false;
+  }
+  return true;
+}
 
 // Empties a plan (no keys, no entries, no error).
 void clear_plan(Plan& plan) {
@@ -20,6 +51,7 @@ void clear_plan(Plan& plan) {
   plan.lease_key.reset();
   plan.error = Code::ok;
   plan.error_reason.clear();
+  plan.match_valid = false;
 }
 
 }  // namespace
@@ -43,7 +75,7 @@ void resolve_chain(const Snapshot& snap, std::string_view entity, std::string_vi
         if (l.unlimited()) {
           plan.unlimited.push_back(&l);
         } else {
-          plan.entries.push_back({key, &l, 0, r.source_of(i), nullptr});
+          plan.entries.push_back({key, &l, 0, r.source_of(i), nullptr, l.max_amount()});
         }
       }
     }
@@ -64,30 +96,42 @@ std::string_view chain_root(const Snapshot& snap, std::string_view entity, int m
 
 namespace {
 
-// Sets each entry's amount from `amounts` (concurrency and adaptive limits default to 1) and
-// checks them: negative, unknown name, or beyond the exact range is an error in plan.error.
-void apply_amounts(const Amounts& amounts, std::string_view entity, std::string_view resource,
-                   Plan& plan) {
-  SmallVec<char> matched(amounts.size(), 0);  // amounts[i] named some limit
-  for (auto& en : plan.entries) {
-    const Limit& l = *en.limit;
-    en.amount = l.kind() == LimitKind::concurrency || l.kind() == LimitKind::adaptive ? 1 : 0;
-    std::size_t i = 0;
-    for (const auto& a : amounts) {
-      if (a.name == l.name()) {
-        en.amount = a.value;
-        matched[i] = 1;
+// Matches `amounts` to the plan's entries by name (an amount may name limits of several keys
+// of the chain) and keeps the match in the plan for the next call with the same names.
+void match_amounts(const Amounts& amounts, Plan& plan) {
+  plan.match_names.clear();
+  plan.match_named.assign(amounts.size(), 0);
+  plan.match_amount.assign(plan.entries.size(), -1);
+  std::size_t i = 0;
+  for (const auto& a : amounts) {
+    plan.match_names.emplace_back(a.name);
+    for (std::size_t e = 0; e < plan.entries.size(); ++e) {
+      if (a.name == plan.entries[e].limit->name()) {
+        plan.match_amount[e] = static_cast<std::int32_t>(i);
+        plan.match_named[i] = 1;
       }
-      ++i;
     }
-  }
-  for (const Limit* l : plan.unlimited) {
-    std::size_t i = 0;
-    for (const auto& a : amounts) {
-      if (a.name == l->name()) matched[i] = 1;
-      ++i;
+    for (const Limit* l : plan.unlimited) {
+      if (a.name == l->name()) plan.match_named[i] = 1;
     }
+    ++i;
   }
+  plan.match_valid = true;
+}
+
+// Whether `amounts` names what the plan's kept match was made for, in the same order.
+bool same_names(const Amounts& amounts, const Plan& plan) {
+  if (!plan.match_valid || plan.match_names.size() != amounts.size()) return false;
+  const std::string* n = plan.match_names.data();
+  for (const auto& a : amounts) {
+    if (!same_bytes(a.name, *n++)) return false;
+  }
+  return true;
+}
+
+// The error of amounts that apply_amounts refused, in plan.error (out of the hot path).
+[[gnu::cold, gnu::noinline]] void amounts_error(const Amounts& amounts, std::string_view entity,
+                                                std::string_view resource, Plan& plan) {
   std::size_t i = 0;
   for (const auto& a : amounts) {
     if (a.value < 0) {
@@ -95,7 +139,7 @@ void apply_amounts(const Amounts& amounts, std::string_view entity, std::string_
       plan.error_reason = "amount of '" + a.name + "' is negative";
       return;
     }
-    if (matched[i] == 0 && a.value != 0) {
+    if (plan.match_named[i] == 0 && a.value != 0) {
       plan.error = Code::unknown_limit;
       plan.error_reason = "no limit named '" + a.name + "' applies to " + std::string(entity) +
                           " on " + std::string(resource);
@@ -104,14 +148,41 @@ void apply_amounts(const Amounts& amounts, std::string_view entity, std::string_
     ++i;
   }
   for (const auto& en : plan.entries) {
-    if (en.amount > en.limit->max_amount()) {
+    if (en.amount > en.max_amount) {
       plan.error = Code::invalid_argument;
       plan.error_reason = "amount " + std::to_string(en.amount) + " of '" + en.limit->name() +
-                          "' is beyond the exact range (" + std::to_string(en.limit->max_amount()) +
-                          ")";
+                          "' is beyond the exact range (" + std::to_string(en.max_amount) + ")";
       return;
     }
   }
+}
+
+// Sets each entry's amount from `amounts` (concurrency and adaptive limits default to 1) and
+// checks them: negative, unknown name, or beyond the exact range is an error in plan.error
+// (amounts_error: the first negative or unknown amount in the amounts' order, else the first
+// entry beyond its range).
+void apply_amounts(const Amounts& amounts, std::string_view entity, std::string_view resource,
+                   Plan& plan) {
+  if (!same_names(amounts, plan)) match_amounts(amounts, plan);
+  bool bad = false;
+  std::size_t i = 0;
+  for (const auto& a : amounts) {
+    bad = bad || a.value < 0 || (plan.match_named[i] == 0 && a.value != 0);
+    ++i;
+  }
+  const auto first = amounts.begin();
+  for (std::size_t e = 0; e < plan.entries.size(); ++e) {
+    auto& en = plan.entries[e];
+    const std::int32_t k = plan.match_amount[e];
+    if (k >= 0) {
+      en.amount = (first + k)->value;
+    } else {
+      const LimitKind kind = en.limit->kind();
+      en.amount = kind == LimitKind::concurrency || kind == LimitKind::adaptive ? 1 : 0;
+    }
+    bad = bad || en.amount > en.max_amount;
+  }
+  if (bad) amounts_error(amounts, entity, resource, plan);
 }
 
 }  // namespace
@@ -141,13 +212,18 @@ Plan& Limiter::Impl::plan_for(std::string_view entity, std::string_view resource
     std::shared_ptr<const Snapshot> snap;
     Micros fresh_until = 0;  // ConfigMode::store: when the configuration must be read again
     Plan plan;
+
+    // References to the plan's key that the thread bought in advance go back first.
+    ~Cache() { detail::KeyRef::bias(nullptr); }
   };
   static thread_local Cache t_cache;
   Cache& c = t_cache;
   shared.refresh_if_due(now);  // AdaptationMode::store: one atomic load unless due
   const std::uint64_t version = config.version();
-  if (c.uid != config.uid() || c.version != version || c.entity != entity ||
-      c.resource != resource || c.plan.error != Code::ok || !(now < c.fresh_until)) {
+  if (c.uid != config.uid() || c.version != version || !detail::same_bytes(c.entity, entity) ||
+      !detail::same_bytes(c.resource, resource) || c.plan.error != Code::ok ||
+      !(now < c.fresh_until)) {
+    detail::KeyRef::bias(nullptr);  // the plan's key is let go below (clear_plan)
     c.uid = config.uid();
     c.version = version;
     c.entity.assign(entity);
@@ -164,7 +240,7 @@ Plan& Limiter::Impl::plan_for(std::string_view entity, std::string_view resource
     }
     resolve_chain(*c.snap, c.entity, c.resource, opt.max_parent_depth, c.plan);
     for (const auto& k : c.plan.keys) c.plan.handles.push_back(store.prepare(ns, k));
-    auto key = std::make_shared<LeaseKey>();
+    auto key = std::make_unique<LeaseKey>();
     key->resource = c.resource;
     for (const auto& k : c.plan.keys) key->entities.emplace_back(k.entity);
     for (auto& en : c.plan.entries) {
@@ -177,7 +253,8 @@ Plan& Limiter::Impl::plan_for(std::string_view entity, std::string_view resource
       key->items.push_back({*en.limit, en.source, en.key, std::move(ctl)});
       key->shadow = key->shadow || en.limit->shadow();
     }
-    c.plan.lease_key = std::move(key);
+    c.plan.lease_key = detail::KeyRef::adopt(key.release());
+    detail::KeyRef::bias(c.plan.lease_key.get());
   }
   if (c.plan.error == Code::ok) apply_amounts(amounts, entity, resource, c.plan);
   return c.plan;

@@ -31,16 +31,24 @@ struct Plan {
     const Limit* limit = nullptr;
     std::int64_t amount = 0;
     ConfigSource source = ConfigSource::system;
-    AimdLaw* aimd = nullptr;  // adaptive limits (plan cache: owned by lease_key)
+    AimdLaw* aimd = nullptr;      // adaptive limits (plan cache: owned by lease_key)
+    std::int64_t max_amount = 0;  // limit->max_amount(), read once per resolution
   };
   SmallVec<KeyParts> keys;
   SmallVec<KeyHandle> handles;  // the store's prepared keys (plan cache only)
   SmallVec<Entry> entries;
-  SmallVec<const Limit*> unlimited;           // named limits that are 0 = unlimited (never stored)
-  bool adaptive = false;                      // some entry has an AIMD law (plan cache only)
-  std::shared_ptr<const LeaseKey> lease_key;  // plan cache only: shared by its leases
+  SmallVec<const Limit*> unlimited;  // named limits that are 0 = unlimited (never stored)
+  bool adaptive = false;             // some entry has an AIMD law (plan cache only)
+  KeyRef lease_key;  // plan cache only: shared by its leases (the thread's KeyRef::bias)
   Code error = Code::ok;
   std::string error_reason;
+  // The last call's amounts matched to the entries (apply_amounts), kept while the next
+  // call's amounts carry the same names in the same order: then amounts go to entries by
+  // index, with no name compared beyond one equality per amount.
+  SmallVec<std::string> match_names;    // the amounts' names, in order
+  SmallVec<std::int32_t> match_amount;  // per entry: the amount naming it, -1 if none
+  SmallVec<char> match_named;           // per amount: it names some limit of the chain
+  bool match_valid = false;
 };
 
 // Resolves the chain of keys and every limit that applies (amounts 0).

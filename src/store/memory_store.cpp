@@ -60,6 +60,12 @@ constexpr int kNsShift = 48;
 constexpr std::uint64_t kNsMask = std::uint64_t{0xffff} << kNsShift;
 constexpr std::size_t kMinPruneAt = 4096;
 
+// The fingerprint of one limit's state under a key's fingerprint `base`.
+inline Fp derive_fp(const Fp& base, const Limit& l) {
+  const std::uint64_t m = l.name_hash();
+  return Fp{base.lo ^ (m * 0x9E3779B97F4A7C15ULL), base.hi ^ ((m >> 17) & ~kNsMask)};
+}
+
 struct alignas(64) Shard {
   std::mutex mu;
   absl::flat_hash_map<Fp, Slot, FpHash> states;
@@ -164,10 +170,7 @@ struct MemoryStore::Impl {
     return Fp{h.low64, (h.high64 & ~kNsMask) | (std::uint64_t{ns.id} << kNsShift)};
   }
 
-  static Fp derive(const Fp& base, const Limit& l) {
-    const std::uint64_t m = l.name_hash();
-    return Fp{base.lo ^ (m * 0x9E3779B97F4A7C15ULL), base.hi ^ ((m >> 17) & ~kNsMask)};
-  }
+  static Fp derive(const Fp& base, const Limit& l) { return derive_fp(base, l); }
 
   std::size_t shard_of(const Fp& base) const { return (base.hi ^ (base.lo >> 32)) & mask; }
 };
@@ -195,8 +198,68 @@ Namespace MemoryStore::open_namespace(std::string_view name) {
   return Namespace{std::string(name), static_cast<std::uint32_t>(v.size())};
 }
 
+namespace {
+
+constexpr std::size_t kOneKeyItems = 8;
+
+// apply() for the usual op: one prepared key (every item in one shard), no key cap, no
+// durable record. One lock, no sorting, nothing on the heap, the kernel's state lookups
+// inlined: the same steps as the general path below, specialised.
+bool apply_one_key(Shard* shards, const Op& op, std::span<ItemResult> results) {
+  const KeyHandle& h = op.handles[0];
+  Shard& sh = shards[h.w[2] - 1];
+  std::lock_guard g(sh.mu);
+  if (detail::consumes(op.kind)) {
+    if (sh.states.size() >= sh.prune_at) sh.prune_locked(op.now);
+    // Pass 1 keeps pointers to slots: no rehash may happen between two of its inserts.
+    if (op.items.size() > 1) sh.states.reserve(sh.states.size() + op.items.size());
+  }
+  struct Access {
+    Shard& sh;
+    const Op& op;
+    Fp base;
+    Slot* slots[kOneKeyItems];
+
+    Fp fp(std::size_t i) const { return derive_fp(base, *op.items[i].limit); }
+    void forget(std::size_t i) {
+      const Fp f = fp(i);
+      sh.states.erase(f);
+      sh.holds.erase(f);
+    }
+    [[gnu::always_inline]] Slot* state(std::size_t i, bool create) {
+      Slot* s;
+      if (create) {
+        s = &sh.states.try_emplace(fp(i)).first->second;
+      } else {
+        auto found = sh.states.find(fp(i));
+        s = found == sh.states.end() ? nullptr : &found->second;
+      }
+      slots[i] = s;
+      return s;
+    }
+    Slot& state_again(std::size_t i) { return *slots[i]; }
+    void state_changed(std::size_t) {}
+    Holds* holds(std::size_t i, bool create) {
+      if (create) return &sh.holds[fp(i)];
+      auto found = sh.holds.find(fp(i));
+      return found == sh.holds.end() ? nullptr : &found->second;
+    }
+    void holds_changed(std::size_t i, Holds* hl) {
+      if (hl != nullptr && hl->empty()) sh.holds.erase(fp(i));
+    }
+  } acc{sh, op, Fp{h.w[0], h.w[1]}, {}};
+  return detail::run(op, results, acc);
+}
+
+}  // namespace
+
 bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
   Impl& im = *impl_;
+  if (op.keys.size() == 1 && op.handles.size() == 1 && !op.handles[0].empty() &&
+      op.items.size() <= kOneKeyItems && im.shard_cap == 0 && op.lease_record.empty() &&
+      !detail::guards_record(op)) {
+    return apply_one_key(im.shards.get(), op, results);
+  }
   const Micros now = op.now;
   const std::size_t nkeys = op.keys.size();
   Buf<Fp> bases(nkeys);
