@@ -136,6 +136,16 @@ class [[nodiscard]] Lease {
   std::string_view entity() const;
   std::string_view resource() const;
 
+  /// One limit an active lease holds capacity on.
+  struct Holding {
+    std::string_view entity;  ///< whose limit: the requester or an ancestor
+    std::string_view limit;   ///< the limit's name
+    std::int64_t amount = 0;  ///< the net amount held: what the acquire took, after adjust()
+  };
+  /// What an active lease holds, one entry per limit of its key chain, requester first (empty
+  /// for an inactive lease). The views live as long as the lease.
+  std::vector<Holding> holdings() const;
+
   /**
    * Tells the adaptive limits of this lease (Limit::adaptive) how the request went: success
    * lets their rates grow, failure (e.g. a 429) decreases them, once per congestion event

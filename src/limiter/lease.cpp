@@ -152,6 +152,17 @@ std::string_view Lease::entity() const {
                                          : std::string_view{};
 }
 
+std::vector<Lease::Holding> Lease::holdings() const {
+  std::vector<Holding> out;
+  if (!active() || !key_) return out;
+  out.reserve(key_->items.size());
+  for (std::size_t i = 0; i < key_->items.size(); ++i) {
+    const auto& item = key_->items[i];
+    out.push_back({key_->entities[item.key], item.limit.name(), held_[i].consumed});
+  }
+  return out;
+}
+
 std::string_view Lease::resource() const {
   return key_ ? std::string_view(key_->resource) : std::string_view{};
 }

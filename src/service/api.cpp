@@ -85,7 +85,7 @@ const Route kRoutes[] = {
      sync<&I::observe>},
     {{"POST", "/v1/tokens", "decide", "Count the tokens of a text or of chat messages, offline"},
      sync<&I::tokens>},
-    {{"GET", "/v1/leases/{lease_id}", "decide", "A lease's entity, resource and expiry"},
+    {{"GET", "/v1/leases/{lease_id}", "decide", "A lease's entity, resource, expiry and holdings"},
      async<&I::lease_get>},
     {{"POST", "/v1/leases/{lease_id}/adjust", "decide",
       "Reconcile a lease with the real usage (positive: more, negative: refund)"},

@@ -159,7 +159,14 @@ void Api::Impl::acquire(const ApiRequest& r, Answer& done) {
 
 void Api::Impl::lease_get(const ApiRequest& r, Answer& done) {
   const Resumed held(lim(r).resume(r.params.at(0)));
-  done(reply(200, lease_object(held.lease, r.params.at(0), lim(r).clock().now())));
+  json::object o = lease_object(held.lease, r.params.at(0), lim(r).clock().now());
+  json::array& holdings = o["holdings"].emplace_array();
+  for (const Lease::Holding& h : held.lease.holdings()) {
+    holdings.push_back(json::object{{"entity", json::string_view(h.entity.data(), h.entity.size())},
+                                    {"limit", json::string_view(h.limit.data(), h.limit.size())},
+                                    {"amount", h.amount}});
+  }
+  done(reply(200, o));
 }
 
 void Api::Impl::lease_adjust(const ApiRequest& r, Answer& done) {

@@ -182,6 +182,33 @@ TEST_F(LimiterTest, ParentIsConsumedAndExhaustedParentDeniesChild) {
   EXPECT_EQ(limiter.stats("alice", "gpt").limits.size(), 1u);
 }
 
+// Verifies a lease lists what it holds on each limit of its chain, requester first, net of
+// adjust(), and nothing once it ended.
+TEST_F(LimiterTest, LeaseHoldingsNameEachLimitOfTheChain) {
+  limiter.set_limits("gpt", {Limit::per_minute("rpm", 100), Limit::per_minute("tpm", 10000)});
+  limiter.set_entity_limits("org", "gpt", {Limit::per_minute("tpm", 50000)});
+  limiter.set_parent("alice", "org");
+  Lease lease = limiter.try_acquire("alice", "gpt", {{"rpm", 1}, {"tpm", 1200}});
+  ASSERT_TRUE(lease.active());
+  auto holdings = lease.holdings();
+  ASSERT_EQ(holdings.size(), 3u);
+  EXPECT_EQ(holdings[0].entity, "alice");
+  EXPECT_EQ(holdings[0].limit, "rpm");
+  EXPECT_EQ(holdings[0].amount, 1);
+  EXPECT_EQ(holdings[1].entity, "alice");
+  EXPECT_EQ(holdings[1].limit, "tpm");
+  EXPECT_EQ(holdings[1].amount, 1200);
+  EXPECT_EQ(holdings[2].entity, "org");
+  EXPECT_EQ(holdings[2].limit, "tpm");
+  EXPECT_EQ(holdings[2].amount, 1200);
+  ASSERT_TRUE(lease.adjust({{"tpm", -450}}).allowed);
+  holdings = lease.holdings();
+  EXPECT_EQ(holdings[1].amount, 750);
+  EXPECT_EQ(holdings[2].amount, 750);
+  lease.commit();
+  EXPECT_TRUE(lease.holdings().empty());
+}
+
 // Verifies the whole ancestor chain is consumed and a grandparent can deny.
 TEST_F(LimiterTest, GrandparentIsConsumedToo) {
   limiter.set_default_limits({Limit::per_hour("rph", 10)});

@@ -178,6 +178,8 @@ if start "$ROOT/config/sample.yaml"; then
   req GET "/v1/leases/$LEASE"
   check "get lease 200" is 200
   check "get lease names its entity" has '"entity":"lease-user"'
+  check "get lease: the requester's holdings first" test "$(jq_get holdings.0.entity)" = lease-user
+  check "get lease holds the tpm it took" has '"entity":"lease-user","limit":"tpm","amount":1200}'
   # Exact amounts on a calendar window (nothing refills while the test runs).
   req PUT /v1/limits/resources/daily-model '{"limits":[{"name":"tpd","kind":"window","capacity":30000,"unit":"day","reset_at":"00:00","time_zone":"UTC"}]}'
   check "PUT a window limit 200" is 200
@@ -193,6 +195,9 @@ if start "$ROOT/config/sample.yaml"; then
   req POST "/v1/leases/$LEASE/adjust" '{"amounts":{"tpd":-5000}}'
   check "a refund is capped at what the lease holds (800)" test "$(tpd_of)" = 30000
   req POST "/v1/leases/$LEASE/adjust" '{"amounts":{"tpd":1000}}'
+  req GET "/v1/leases/$LEASE"
+  check "get lease: tpd held net of the adjusts (1000)" test "$(jq_get holdings.0.amount)" = 1000
+  check "get lease: the holding is tpd" test "$(jq_get holdings.0.limit)" = tpd
   req POST "/v1/leases/$LEASE/adjust" '{"amounts":{"rpm":1}}'
   check "adjust of a limit the lease lacks 400" is 400
   req POST "/v1/leases/$LEASE/extend" '{"ttl_ms":600000}'
