@@ -202,6 +202,22 @@ namespace {
 
 constexpr std::size_t kOneKeyItems = 8;
 
+// How both apply() paths' Access types locate a key's state in its (locked) shard.
+[[gnu::always_inline]] inline Slot* find_state(Shard& sh, Fp f, bool create) {
+  if (create) return &sh.states.try_emplace(f).first->second;
+  auto found = sh.states.find(f);
+  return found == sh.states.end() ? nullptr : &found->second;
+}
+[[gnu::always_inline]] inline Holds* find_holds(Shard& sh, Fp f, bool create) {
+  if (create) return &sh.holds[f];
+  auto found = sh.holds.find(f);
+  return found == sh.holds.end() ? nullptr : &found->second;
+}
+inline void forget_key(Shard& sh, Fp f) {
+  sh.states.erase(f);
+  sh.holds.erase(f);
+}
+
 // apply() for the usual op: one prepared key (every item in one shard), no key cap, no
 // durable record. One lock, no sorting, nothing on the heap, the kernel's state lookups
 // inlined: the same steps as the general path below, specialised.
@@ -221,29 +237,13 @@ bool apply_one_key(Shard* shards, const Op& op, std::span<ItemResult> results) {
     Slot* slots[kOneKeyItems];
 
     Fp fp(std::size_t i) const { return derive_fp(base, *op.items[i].limit); }
-    void forget(std::size_t i) {
-      const Fp f = fp(i);
-      sh.states.erase(f);
-      sh.holds.erase(f);
-    }
+    void forget(std::size_t i) { forget_key(sh, fp(i)); }
     [[gnu::always_inline]] Slot* state(std::size_t i, bool create) {
-      Slot* s;
-      if (create) {
-        s = &sh.states.try_emplace(fp(i)).first->second;
-      } else {
-        auto found = sh.states.find(fp(i));
-        s = found == sh.states.end() ? nullptr : &found->second;
-      }
-      slots[i] = s;
-      return s;
+      return slots[i] = find_state(sh, fp(i), create);
     }
     Slot& state_again(std::size_t i) { return *slots[i]; }
     void state_changed(std::size_t) {}
-    Holds* holds(std::size_t i, bool create) {
-      if (create) return &sh.holds[fp(i)];
-      auto found = sh.holds.find(fp(i));
-      return found == sh.holds.end() ? nullptr : &found->second;
-    }
+    Holds* holds(std::size_t i, bool create) { return find_holds(sh, fp(i), create); }
     void holds_changed(std::size_t i, Holds* hl) {
       if (hl != nullptr && hl->empty()) sh.holds.erase(fp(i));
     }
@@ -332,32 +332,13 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
       const OpItem& it = op.items[i];
       return Impl::derive(bases[it.key], *it.limit);
     }
-    void forget(std::size_t i) {
-      Shard& sh = shard(i);
-      const Fp f = fp(i);
-      sh.states.erase(f);
-      sh.holds.erase(f);
-    }
+    void forget(std::size_t i) { forget_key(shard(i), fp(i)); }
     Slot* state(std::size_t i, bool create) {
-      Shard& sh = shard(i);
-      Slot* s;
-      if (create) {
-        s = &sh.states.try_emplace(fp(i)).first->second;
-      } else {
-        auto found = sh.states.find(fp(i));
-        s = found == sh.states.end() ? nullptr : &found->second;
-      }
-      slots[i] = s;
-      return s;
+      return slots[i] = find_state(shard(i), fp(i), create);
     }
     Slot& state_again(std::size_t i) { return *slots[i]; }
     void state_changed(std::size_t) {}
-    Holds* holds(std::size_t i, bool create) {
-      Shard& sh = shard(i);
-      if (create) return &sh.holds[fp(i)];
-      auto found = sh.holds.find(fp(i));
-      return found == sh.holds.end() ? nullptr : &found->second;
-    }
+    Holds* holds(std::size_t i, bool create) { return find_holds(shard(i), fp(i), create); }
     void holds_changed(std::size_t i, Holds* h) {
       if (h != nullptr && h->empty()) shard(i).holds.erase(fp(i));
     }
