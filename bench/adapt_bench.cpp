@@ -29,6 +29,7 @@
 #include "admit/limiter.hpp"
 #include "admit/sim/provider.hpp"
 #include "admit/store/memory_store.hpp"
+#include "bounded_pareto.hpp"
 
 namespace {
 
@@ -77,17 +78,7 @@ struct Result {
 };
 
 // Request cost (prompt + max_tokens): bounded Pareto, alpha 1.5 on [100, 8000] (mean ~267).
-constexpr double kAlpha = 1.5, kLo = 100, kHi = 8000;
-double mean_cost() {
-  return kAlpha / (kAlpha - 1) * std::pow(kLo, kAlpha) / (1 - std::pow(kLo / kHi, kAlpha)) *
-         (std::pow(kLo, 1 - kAlpha) - std::pow(kHi, 1 - kAlpha));
-}
-std::int64_t draw_cost(std::mt19937_64& rng) {
-  const double u = std::uniform_real_distribution<double>(0, 1)(rng);
-  const double ha = std::pow(kHi, kAlpha), la = std::pow(kLo, kAlpha);
-  const double x = std::pow(-(u * ha - u * la - ha) / (ha * la), -1.0 / kAlpha);
-  return static_cast<std::int64_t>(std::llround(x));
-}
+constexpr admit::bench::BoundedPareto kCost{1.5, 100, 8000};
 
 // Time to the full response: lognormal around 1.5 s, within [0.2 s, 10 s]; 429s come fast.
 Micros draw_latency(std::mt19937_64& rng, bool rejected) {
@@ -151,7 +142,7 @@ Result run(Strategy strategy, const Config& cfg) {
   std::priority_queue<Event, std::vector<Event>, std::greater<>> events;
   std::uint64_t seq = 0;
   for (int w = 0; w < cfg.workers; ++w) {
-    workers[static_cast<std::size_t>(w)].cost = draw_cost(rng);
+    workers[static_cast<std::size_t>(w)].cost = kCost.draw(rng);
     events.push({kStart + w * 1000, seq++, w, false});  // staggered start, 1 ms apart
   }
 
@@ -159,7 +150,7 @@ Result run(Strategy strategy, const Config& cfg) {
   // Mean gap between the other client's requests for `background` of the hidden TPM.
   const double bg_gap_us =
       cfg.background > 0
-          ? mean_cost() / (cfg.background * static_cast<double>(cfg.hidden.tpm)) * 60e6
+          ? kCost.mean() / (cfg.background * static_cast<double>(cfg.hidden.tpm)) * 60e6
           : 0;
   auto bg_next = [&](Micros t) {
     return t + static_cast<Micros>(std::exponential_distribution<double>(1.0 / bg_gap_us)(bg_rng)) +
@@ -186,7 +177,7 @@ Result run(Strategy strategy, const Config& cfg) {
     if (ev.worker == kBackground) {
       admit::sim::SimRequest req;
       req.key = "acct";
-      const std::int64_t cost = draw_cost(bg_rng);
+      const std::int64_t cost = kCost.draw(bg_rng);
       req.prompt_tokens = cost / 2;
       req.max_tokens = cost - cost / 2;
       const auto resp = provider.handle(req, ev.at);
@@ -243,7 +234,7 @@ Result run(Strategy strategy, const Config& cfg) {
     }
     if (w.lease.active()) w.lease.commit();  // the provider charged the estimate: keep it
     w.lease = admit::Lease();
-    if (!limited) w.cost = draw_cost(rng);  // a 429 retries the same request
+    if (!limited) w.cost = kCost.draw(rng);  // a 429 retries the same request
     events.push({next, seq++, ev.worker, false});
   }
 
@@ -319,7 +310,7 @@ int main(int argc, char** argv) {
       "tokens (mean %.0f), latency lognormal(1.5 s, 0.5)\n",
       static_cast<unsigned long long>(cfg.seed), static_cast<long long>(cfg.duration / kSec),
       cfg.workers, static_cast<long long>(cfg.hidden.rpm), static_cast<long long>(cfg.hidden.tpm),
-      static_cast<long long>(cfg.duration / 2 / kSec), mean_cost());
+      static_cast<long long>(cfg.duration / 2 / kSec), kCost.mean());
   const Strategy all[] = {Strategy::none, Strategy::fixed, Strategy::aimd,
                           Strategy::discovery_aimd};
   Result alone[4], shared[4];

@@ -48,6 +48,7 @@
 #include <utility>
 #include <vector>
 
+#include "bounded_pareto.hpp"
 #include "common/http/client.hpp"
 
 namespace {
@@ -85,20 +86,8 @@ struct Config {
   std::vector<std::pair<std::string, std::string>> meta;  // --meta KEY=VALUE, echoed in JSON
 };
 
-constexpr double kAlpha = 1.5, kLo = 100, kHi = 4000;
-
-double mean_cost() {
-  return kAlpha / (kAlpha - 1) * std::pow(kLo, kAlpha) / (1 - std::pow(kLo / kHi, kAlpha)) *
-         (std::pow(kLo, 1 - kAlpha) - std::pow(kHi, 1 - kAlpha));
-}
-
-std::int64_t draw_cost(std::mt19937_64& rng) {
-  const double u = std::uniform_real_distribution<double>(0, 1)(rng);
-  const double ha = std::pow(kHi, kAlpha), la = std::pow(kLo, kAlpha);
-  const double x = std::pow(-(u * ha - u * la - ha) / (ha * la), -1.0 / kAlpha);
-  return std::clamp<std::int64_t>(std::llround(x), static_cast<std::int64_t>(kLo),
-                                  static_cast<std::int64_t>(kHi));
-}
+// Request cost: bounded Pareto, alpha 1.5 on [100, 4000] (mean ~254).
+constexpr admit::bench::BoundedPareto kCost{1.5, 100, 4000};
 
 /// A chat completion the simulator charges exactly `cost`: max_tokens about `max_share` of it
 /// (at least 1), and a prompt of k words ("the the ...": k + 4 tokens for the simulator, k for
@@ -526,7 +515,7 @@ LoadResult run_load(Caller& caller, const Config& cfg, const std::string& sim,
             const auto p = json_int(a.body, "prompt_tokens");
             if (!p || *p != cur.prompt) ++r.usage_mismatch;
             if (const auto b = bin_of(a)) r.served[*b] += cur.cost;
-            cur = make_request(model, draw_cost(rng), cfg.max_tokens_share);
+            cur = make_request(model, kCost.draw(rng), cfg.max_tokens_share);
           } else if (a.status == 429) {
             ++r.client_429;
             wait = a.retry_after_ms >= 0 ? a.retry_after_ms / 1000 : 1.0;
@@ -537,7 +526,7 @@ LoadResult run_load(Caller& caller, const Config& cfg, const std::string& sim,
                            r.first_error.c_str());
             }
             wait = 1.0;
-            cur = make_request(model, draw_cost(rng), cfg.max_tokens_share);
+            cur = make_request(model, kCost.draw(rng), cfg.max_tokens_share);
           }
           if (wait > 0) {
             loop.after(wait, [&send, w] { send(w); });
@@ -551,8 +540,8 @@ LoadResult run_load(Caller& caller, const Config& cfg, const std::string& sim,
   std::function<void()> bg_arrival = [&] {
     if (loop.stopping()) return;
     const double tpm_now = static_cast<double>(halved ? cfg.tpm / 2 : cfg.tpm);
-    const double rate = background * tpm_now / 60.0 / mean_cost();  // requests per s
-    const ChatRequest req = make_request(model, draw_cost(bg_rng), cfg.max_tokens_share);
+    const double rate = background * tpm_now / 60.0 / kCost.mean();  // requests per s
+    const ChatRequest req = make_request(model, kCost.draw(bg_rng), cfg.max_tokens_share);
     ++r.bg_sent;
     loop.call(sim, "POST", "/v1/chat/completions", cfg.sim_key, req.body,
               [&, cost = req.cost](Answer a) {
@@ -610,7 +599,7 @@ LoadResult run_load(Caller& caller, const Config& cfg, const std::string& sim,
   loop.run([&] {
     for (int w = 0; w < cfg.clients; ++w) {
       pending[static_cast<std::size_t>(w)] =
-          make_request(model, draw_cost(rng), cfg.max_tokens_share);
+          make_request(model, kCost.draw(rng), cfg.max_tokens_share);
       send(w);
     }
     if (background > 0) bg_arrival();
@@ -743,8 +732,8 @@ void print_config(const Config& cfg) {
       "unlimited simulator, %d clients alternating direct / through admitd\n",
       static_cast<unsigned long long>(cfg.seed), cfg.clients, static_cast<long long>(cfg.rpm),
       static_cast<long long>(cfg.tpm), cfg.duration / 2, cfg.duration, cfg.warmup,
-      cfg.sim_latency_ms, mean_cost(), cfg.max_tokens_share * 100, cfg.background * 100, cfg.window,
-      cfg.band * 100, cfg.latency_duration, cfg.latency_warmup, cfg.clients);
+      cfg.sim_latency_ms, kCost.mean(), cfg.max_tokens_share * 100, cfg.background * 100,
+      cfg.window, cfg.band * 100, cfg.latency_duration, cfg.latency_warmup, cfg.clients);
 }
 
 std::string settle_text(const Settle& s) {
