@@ -3,6 +3,7 @@
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <charconv>
 #include <cstdint>
@@ -54,15 +55,18 @@ namespace {
 class AllocCounter {
  public:
   AllocCounter() : start_(t_allocs) {}
-  void report(benchmark::State& state) const {
-    state.counters["allocs_per_iter"] = benchmark::Counter(static_cast<double>(t_allocs - start_),
-                                                           benchmark::Counter::kAvgIterations);
+  // `per`: decisions per iteration; the counter is then per decision.
+  void report(benchmark::State& state, std::size_t per = 1) const {
+    state.counters["allocs_per_iter"] =
+        benchmark::Counter(static_cast<double>(t_allocs - start_) / static_cast<double>(per),
+                           benchmark::Counter::kAvgIterations);
   }
 
  private:
   std::uint64_t start_;
 };
 
+using admit::AcquireRequest;
 using admit::Amounts;
 using admit::ConfigMode;
 using admit::kMicrosPerDay;
@@ -70,6 +74,7 @@ using admit::Limit;
 using admit::Limiter;
 using admit::LimiterOptions;
 using admit::MemoryStore;
+using admit::MemoryStoreOptions;
 using admit::Micros;
 using admit::SystemClock;
 
@@ -253,34 +258,93 @@ std::string_view user_key(char* buf, std::uint64_t n) {
   return {buf, static_cast<std::size_t>(r.ptr - buf)};
 }
 
-void BM_TryAcquire_RandomKey(benchmark::State& state) {
-  const auto keys = static_cast<std::uint64_t>(state.range(0));
-  const std::size_t rss0 = rss_bytes();
-  auto store = std::make_unique<MemoryStore>();
-  Limiter limiter(*store, bench_clock());
-  configure(limiter);
+// `keys` keys of one daily limit, each used once, in a store made with `options`; reports
+// memory per key. The same setup for the single and the batched random-key cases.
+struct RandomKeys {
+  std::unique_ptr<MemoryStore> store;
+  std::unique_ptr<Limiter> limiter;
+  std::uint64_t keys = 0;
+  double rss_per_key = 0;
+
+  RandomKeys(std::uint64_t n, const MemoryStoreOptions& options) : keys(n) {
+    const std::size_t rss0 = rss_bytes();
+    store = std::make_unique<MemoryStore>(options);
+    limiter = std::make_unique<Limiter>(*store, bench_clock());
+    configure(*limiter);
+    const Amounts amounts{{"rpd", 1}};
+    char buf[32];
+    for (std::uint64_t i = 0; i < keys; ++i) {
+      limiter->try_acquire(user_key(buf, i), "gpt-4o-day", amounts).commit();
+    }
+    rss_per_key = static_cast<double>(rss_bytes() - rss0) / static_cast<double>(keys);
+  }
+  void report(benchmark::State& state) const {
+    state.counters["bytes_per_key"] = rss_per_key;
+    state.counters["table_bytes_per_key"] =
+        static_cast<double>(store->memory_bytes()) / static_cast<double>(keys);
+    state.counters["active_keys"] = static_cast<double>(store->size());
+  }
+};
+
+void random_key(benchmark::State& state, const MemoryStoreOptions& options) {
+  const RandomKeys rk(static_cast<std::uint64_t>(state.range(0)), options);
   const Amounts amounts{{"rpd", 1}};
   char buf[32];
-  for (std::uint64_t i = 0; i < keys; ++i) {
-    limiter.try_acquire(user_key(buf, i), "gpt-4o-day", amounts).commit();
-  }
-  const std::size_t rss1 = rss_bytes();
   std::mt19937_64 rng(42);
   std::int64_t admitted = 0;
   const AllocCounter allocs;
   for (auto _ : state) {
-    admit::Lease lease = limiter.try_acquire(user_key(buf, rng() % keys), "gpt-4o-day", amounts);
+    admit::Lease lease =
+        rk.limiter->try_acquire(user_key(buf, rng() % rk.keys), "gpt-4o-day", amounts);
     admitted += lease.allowed();
     lease.commit();
   }
   allocs.report(state);
   if (admitted != static_cast<std::int64_t>(state.iterations())) state.SkipWithError("denied");
-  state.counters["bytes_per_key"] = static_cast<double>(rss1 - rss0) / static_cast<double>(keys);
-  state.counters["table_bytes_per_key"] =
-      static_cast<double>(store->memory_bytes()) / static_cast<double>(keys);
-  state.counters["active_keys"] = static_cast<double>(store->size());
+  rk.report(state);
 }
+
+void BM_TryAcquire_RandomKey(benchmark::State& state) { random_key(state, {}); }
 BENCHMARK(BM_TryAcquire_RandomKey)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kNanosecond);
+
+// The same without huge pages for the store's tables (MemoryStoreOptions::huge_pages).
+void BM_TryAcquire_RandomKey_NoHugePages(benchmark::State& state) {
+  random_key(state, MemoryStoreOptions{.huge_pages = false});
+}
+BENCHMARK(BM_TryAcquire_RandomKey_NoHugePages)->Arg(10'000'000)->Unit(benchmark::kNanosecond);
+
+// try_acquire_many of 64 random keys per call, then a commit of each; time per decision.
+void BM_TryAcquireMany_RandomKey(benchmark::State& state) {
+  const RandomKeys rk(static_cast<std::uint64_t>(state.range(0)), {});
+  constexpr std::size_t kBatch = 64;
+  constexpr std::int64_t kDecisions = kBatch;
+  const Amounts amounts{{"rpd", 1}};
+  std::vector<std::array<char, 32>> bufs(kBatch);
+  std::vector<AcquireRequest> batch;
+  std::mt19937_64 rng(42);
+  std::int64_t admitted = 0;
+  const AllocCounter allocs;
+  for (auto _ : state) {
+    batch.clear();
+    for (auto& b : bufs)
+      batch.push_back({user_key(b.data(), rng() % rk.keys), "gpt-4o-day", amounts});
+    std::vector<admit::Lease> leases = rk.limiter->try_acquire_many(batch);
+    for (admit::Lease& lease : leases) {
+      admitted += lease.allowed();
+      lease.commit();
+    }
+  }
+  allocs.report(state, kBatch);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kDecisions));
+  if (admitted != static_cast<std::int64_t>(state.iterations() * kDecisions)) {
+    state.SkipWithError("denied");
+  }
+  rk.report(state);
+  state.counters["ns_per_decision"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * kDecisions),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_TryAcquireMany_RandomKey)->Arg(10'000'000)->Unit(benchmark::kNanosecond);
 
 // Shared between the threads of one run.
 struct Shared {

@@ -149,6 +149,14 @@ struct ResourceStats {
 /**
  * Thread-safe. The Store and Clock must outlive the Limiter; Leases must not outlive it.
  */
+/// One request of Limiter::try_acquire_many(): try_acquire()'s arguments. The strings and
+/// amounts must outlive the call.
+struct AcquireRequest {
+  std::string_view entity;
+  std::string_view resource;
+  const Amounts& amounts;
+};
+
 class Limiter {
   struct Impl;         // src/limiter/limiter_impl.hpp
   struct AsyncWaiter;  // src/limiter/async_wait.cpp
@@ -295,6 +303,19 @@ class Limiter {
    */
   Lease try_acquire(std::string_view entity, std::string_view resource, const Amounts& amounts,
                     const AcquireOptions& options = {});
+
+  /**
+   * try_acquire() of many requests at once, for servers that decide requests arriving
+   * together: `out[i]` is what try_acquire(requests[i]...) would return, the requests taken in
+   * order, all at one clock reading. The store sees them as batches of up to 64 ops
+   * (Store::apply_batch): MemoryStore fetches every key's state into the cache before it
+   * decides the first, so the memory waits of random keys overlap; RedisStore sends
+   * consecutive ones in one script run. As with try_acquire_async(), a store's failure is a
+   * decision (code store_unavailable, its reason), never an exception. Durable leases
+   * (options.durable) are acquired one by one.
+   */
+  std::vector<Lease> try_acquire_many(std::span<const AcquireRequest> requests,
+                                      const AcquireOptions& options = {});
 
   /**
    * The plain case in one call: try_acquire() then commit(), no lease to manage. What rate

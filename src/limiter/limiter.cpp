@@ -9,6 +9,7 @@
 #include "admit/limiter.hpp"
 
 #include <algorithm>
+#include <array>
 #include <exception>
 #include <functional>
 #include <limits>
@@ -417,9 +418,9 @@ void Limiter::Impl::recycle_async(std::unique_ptr<AsyncAcquire> c) noexcept {
 [[gnu::always_inline]] Plan* Limiter::Impl::prepare_acquire(Lease& lease, std::string_view entity,
                                                             std::string_view resource,
                                                             const Amounts& amounts,
-                                                            bool respect_queue) {
+                                                            bool respect_queue, Micros now) {
   Decision& d = LeaseAccess::decision(lease);
-  d.now = clock.now();
+  d.now = now;
   Plan& plan = plan_for(entity, resource, amounts, d.now);
   if (plan.error != Code::ok) {
     d.code = plan.error;
@@ -467,7 +468,7 @@ Lease Limiter::Impl::attempt(std::string_view entity, std::string_view resource,
                              const Amounts& amounts, const AcquireOptions& options,
                              bool respect_queue) {
   Lease lease;
-  const Plan* plan = prepare_acquire(lease, entity, resource, amounts, respect_queue);
+  const Plan* plan = prepare_acquire(lease, entity, resource, amounts, respect_queue, clock.now());
   if (plan == nullptr) return lease;
   Scratch& sc = t_scratch;
   const bool slots = acquire_items(*plan, sc.ops, sc.entries, sc.rates, sc.epochs,
@@ -520,20 +521,23 @@ Lease Limiter::Impl::attempt(std::string_view entity, std::string_view resource,
   return lease;
 }
 
+void Limiter::Impl::failed(Decision& d, const std::exception_ptr& error) noexcept {
+  try {
+    std::rethrow_exception(error);
+  } catch (const StoreUnavailable& e) {
+    unavailable(d, e);
+  } catch (const std::exception& e) {
+    unavailable(d, e.what());
+  } catch (...) {
+    unavailable(d, "the store failed with an unknown exception");
+  }
+}
+
 void Limiter::Impl::complete_async(AsyncAcquire* ctx, bool ok, std::exception_ptr error) noexcept {
   std::unique_ptr<AsyncAcquire> c(ctx);
   Lease& lease = c->lease;
   if (error) {
-    // No exception may escape on the store's thread: every failure is a decision.
-    try {
-      std::rethrow_exception(error);
-    } catch (const StoreUnavailable& e) {
-      unavailable(LeaseAccess::decision(lease), e);
-    } catch (const std::exception& e) {
-      unavailable(LeaseAccess::decision(lease), e.what());
-    } catch (...) {
-      unavailable(LeaseAccess::decision(lease), "the store failed with an unknown exception");
-    }
+    failed(LeaseAccess::decision(lease), error);  // no exception escapes on the store's thread
   } else {
     c->impl->finish_acquire(
         lease, c->key, c->ops, c->entries, c->results,
@@ -568,7 +572,7 @@ void Limiter::Impl::acquire_async(std::string_view entity, std::string_view reso
   std::unique_ptr<AsyncAcquire> c =
       spare_async ? std::move(spare_async) : std::make_unique<AsyncAcquire>();
   Lease& lease = c->lease;  // a new Lease (see recycle_async)
-  const Plan* plan = prepare_acquire(lease, entity, resource, amounts, respect_queue);
+  const Plan* plan = prepare_acquire(lease, entity, resource, amounts, respect_queue, clock.now());
   if (plan == nullptr) {
     Lease out = std::move(lease);
     recycle_async(std::move(c));
@@ -637,6 +641,126 @@ void Limiter::try_acquire_async(std::string_view entity, std::string_view resour
 Lease Limiter::try_acquire(std::string_view entity, std::string_view resource,
                            const Amounts& amounts, const AcquireOptions& options) {
   return impl_->attempt(entity, resource, amounts, options, /*respect_queue=*/true);
+}
+
+// One request of a batch between the store's batch and its lease: what the op points at.
+// Nothing in it points into the plan cache (the next request's plan replaces it).
+struct Limiter::Impl::BatchItem {
+  detail::KeyRef key;
+  SmallVec<KeyParts> keys;  // into key's strings
+  SmallVec<KeyHandle> handles;
+  SmallVec<OpItem> ops;
+  SmallVec<std::size_t> entries;
+  SmallVec<ItemResult> results;
+  SmallVec<RateParams> rates;
+  SmallVec<std::uint64_t> epochs;
+  std::uint64_t id = 0;
+  std::size_t op = 0;  // index of its op in the batch
+  bool adaptive = false;
+  bool slots = false;
+};
+
+namespace {
+constexpr std::size_t kBatchOps = 64;  // requests per Store::apply_batch
+}  // namespace
+
+void Limiter::Impl::acquire_many(std::span<const AcquireRequest> requests,
+                                 const AcquireOptions& options, std::span<Lease> out) {
+  // This thread's items, made once (a nested call, from a store's apply_batch, gets its own).
+  thread_local std::vector<BatchItem> t_items(kBatchOps);
+  thread_local bool t_busy = false;
+  std::vector<BatchItem> own;
+  if (t_busy) own.resize(kBatchOps);
+  std::vector<BatchItem>& items = t_busy ? own : t_items;
+  struct Release {  // lets go of the lease keys (also when an exception leaves)
+    std::vector<BatchItem>& items;
+    bool took;
+    ~Release() {
+      for (BatchItem& it : items) it.key.reset();
+      if (took) t_busy = false;
+    }
+  } release{items, !t_busy};
+  t_busy = true;
+
+  const Micros now = clock.now();  // one instant for the batch
+  const Micros expires_at = now + (options.lease_ttl > 0 ? options.lease_ttl : opt.lease_ttl);
+  std::array<Op, kBatchOps> ops;
+  std::array<std::span<ItemResult>, kBatchOps> results;
+  std::array<bool, kBatchOps> ok;
+  std::array<std::exception_ptr, kBatchOps> errors;
+  std::array<BatchItem*, kBatchOps> sent;
+  for (std::size_t first = 0; first < requests.size(); first += kBatchOps) {
+    const std::size_t n = std::min(kBatchOps, requests.size() - first);
+    std::size_t nops = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const AcquireRequest& rq = requests[first + i];
+      Lease& lease = out[first + i];
+      const Plan* plan = prepare_acquire(lease, rq.entity, rq.resource, rq.amounts,
+                                         /*respect_queue=*/true, now);
+      if (plan == nullptr) continue;
+      BatchItem& it = items[i];
+      it.key = plan->lease_key.share();
+      const LeaseKey* key = it.key.get();
+      it.keys.clear();
+      for (const std::string& e : key->entities) it.keys.push_back(KeyParts{e, key->resource});
+      it.handles.assign(plan->handles.begin(), plan->handles.end());
+      it.slots = acquire_items(*plan, it.ops, it.entries, it.rates, it.epochs,
+                               [key](std::size_t j) { return &key->items[j].limit; });
+      it.adaptive = plan->adaptive;
+      it.id = it.slots ? next_lease_id() : 0;
+      it.results.resize(it.ops.size());
+      if (it.ops.empty()) {  // nothing to count (every amount 0)
+        finish_acquire(lease, it.key, {}, {}, {}, {}, true, options.with_stats, false, 0,
+                       expires_at);
+        continue;
+      }
+      it.op = nops;
+      sent[nops] = &it;
+      results[nops] = it.results;
+      Op& op = ops[nops++];
+      op.kind = OpKind::acquire;
+      op.ns = &ns;
+      op.group = it.keys.back().entity;
+      op.now = now;
+      op.keys = it.keys;
+      op.items = it.ops;
+      op.handles = it.handles;
+      op.lease_id = it.id;
+      op.lease_expiry = expires_at;
+      op.report = options.with_stats;
+    }
+    if (nops == 0) continue;
+    store.apply_batch(std::span(ops.data(), nops), std::span(results.data(), nops),
+                      std::span(ok.data(), nops), std::span(errors.data(), nops));
+    for (std::size_t j = 0; j < nops; ++j) {
+      BatchItem& it = *sent[j];
+      Lease& lease = out[first + static_cast<std::size_t>(&it - items.data())];
+      if (errors[j]) {
+        failed(LeaseAccess::decision(lease), errors[j]);
+        errors[j] = nullptr;
+        continue;
+      }
+      finish_acquire(lease, it.key, it.ops, it.entries, it.results,
+                     it.adaptive ? std::span<const std::uint64_t>(it.epochs)
+                                 : std::span<const std::uint64_t>(),
+                     ok[j], options.with_stats, it.slots, it.id, expires_at);
+    }
+    for (std::size_t i = 0; i < n; ++i) items[i].key.reset();
+  }
+}
+
+std::vector<Lease> Limiter::try_acquire_many(std::span<const AcquireRequest> requests,
+                                             const AcquireOptions& options) {
+  std::vector<Lease> out(requests.size());
+  if (options.durable) {  // each writes its record: one by one
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      out[i] = impl_->attempt(requests[i].entity, requests[i].resource, requests[i].amounts,
+                              options, /*respect_queue=*/true);
+    }
+    return out;
+  }
+  impl_->acquire_many(requests, options, out);
+  return out;
 }
 
 Decision Limiter::consume(std::string_view entity, std::string_view resource,

@@ -52,11 +52,11 @@ struct Limiter::Impl {
 
   Lease attempt(std::string_view entity, std::string_view resource, const Amounts& amounts,
                 const AcquireOptions& options, bool respect_queue);
-  // The part of an acquire before the store: the plan, or nullptr with `lease`'s decision set
-  // (an invalid request, someone waiting ahead).
+  // The part of an acquire before the store, decided at `now`: the plan, or nullptr with
+  // `lease`'s decision set (an invalid request, someone waiting ahead).
   inline detail::Plan* prepare_acquire(Lease& lease, std::string_view entity,
                                        std::string_view resource, const Amounts& amounts,
-                                       bool respect_queue);
+                                       bool respect_queue, Micros now);
   // The part after the store: `lease`'s decision from the store's answer (`results[j]` for
   // `ops[j]`, which took from entry `entries[j]` of `key`) and, if allowed, its holdings.
   // `epochs`: per entry, adaptive plans only (else empty).
@@ -65,6 +65,14 @@ struct Limiter::Impl {
                              std::span<const ItemResult> results,
                              std::span<const std::uint64_t> epochs, bool ok, bool with_stats,
                              bool slots, std::uint64_t id, Micros expires_at);
+
+  // try_acquire_many(): the requests in batches of up to 64, each batch one
+  // Store::apply_batch; out[i] receives requests[i]'s lease.
+  struct BatchItem;
+  void acquire_many(std::span<const AcquireRequest> requests, const AcquireOptions& options,
+                    std::span<Lease> out);
+  // A decision from a failure the store reported: code store_unavailable, the reason its what().
+  static void failed(Decision& d, const std::exception_ptr& error) noexcept;
 
   // try_acquire_async(): what the store's answer needs, and its completion.
   struct AsyncAcquire;

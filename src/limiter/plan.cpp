@@ -240,6 +240,8 @@ Plan& Limiter::Impl::plan_for(std::string_view entity, std::string_view resource
     }
     resolve_chain(*c.snap, c.entity, c.resource, opt.max_parent_depth, c.plan);
     for (const auto& k : c.plan.keys) c.plan.handles.push_back(store.prepare(ns, k));
+    // A new key's state is likely out of the cache: fetch it while the rest is built.
+    for (const auto& en : c.plan.entries) store.prefetch(c.plan.handles[en.key], *en.limit);
     auto key = std::make_unique<LeaseKey>();
     key->resource = c.resource;
     for (const auto& k : c.plan.keys) key->entities.emplace_back(k.entity);

@@ -19,17 +19,14 @@
 
 #include "admit/core/error.hpp"
 #include "kernel.hpp"
+#include "slot_table.hpp"
 
 namespace admit {
 
 namespace {
 
 // A key's identity: 16-bit namespace id in the top bits of `hi`, 112 keyed-hash bits.
-struct Fp {
-  std::uint64_t lo;  // no initialisers: arrays of Fp stay uninitialised on the hot path
-  std::uint64_t hi;
-  bool operator==(const Fp& o) const { return lo == o.lo && hi == o.hi; }
-};
+using detail::Fp;
 struct FpHash {
   std::size_t operator()(const Fp& f) const { return f.lo; }  // already uniformly random
 };
@@ -68,13 +65,13 @@ inline Fp derive_fp(const Fp& base, const Limit& l) {
 
 struct alignas(64) Shard {
   std::mutex mu;
-  absl::flat_hash_map<Fp, Slot, FpHash> states;
+  detail::SlotTable states;
   absl::flat_hash_map<Fp, Holds, FpHash> holds;
   std::size_t prune_at = kMinPruneAt;
 
   std::size_t prune_locked(Micros now) {
     std::size_t n =
-        absl::erase_if(states, [now](const auto& kv) { return detail::idle(kv.second, now); });
+        states.erase_if([now](const Fp&, const Slot& s) { return detail::idle(s, now); });
     n += absl::erase_if(holds, [now](auto& kv) {
       std::erase_if(kv.second, [now](const Hold& h) { return detail::expired(h, now); });
       return kv.second.empty();
@@ -138,6 +135,7 @@ struct MemoryStore::Impl {
         audit_retention(o.audit_retention) {
     validate_audit_retention(audit_retention);
     shards = std::make_unique<Shard[]>(nshards);
+    for (std::size_t i = 0; i < nshards; ++i) shards[i].states.set_huge_pages(o.huge_pages);
     mask = nshards - 1;
     std::mt19937_64 rng;
     if (o.seed != 0) {
@@ -204,9 +202,7 @@ constexpr std::size_t kOneKeyItems = 8;
 
 // How both apply() paths' Access types locate a key's state in its (locked) shard.
 [[gnu::always_inline]] inline Slot* find_state(Shard& sh, Fp f, bool create) {
-  if (create) return &sh.states.try_emplace(f).first->second;
-  auto found = sh.states.find(f);
-  return found == sh.states.end() ? nullptr : &found->second;
+  return create ? &sh.states.try_emplace(f) : sh.states.find(f);
 }
 [[gnu::always_inline]] inline Holds* find_holds(Shard& sh, Fp f, bool create) {
   if (create) return &sh.holds[f];
@@ -368,6 +364,23 @@ bool MemoryStore::apply(const Op& op, std::span<ItemResult> results) {
   return ok;
 }
 
+void MemoryStore::apply_batch(std::span<const Op> ops,
+                              std::span<const std::span<ItemResult>> results, std::span<bool> ok,
+                              std::span<std::exception_ptr> errors) {
+  check_batch(ops, results, ok, errors);
+  for (const Op& op : ops) {
+    if (op.handles.size() != op.keys.size()) continue;
+    for (const OpItem& it : op.items) prefetch(op.handles[it.key], *it.limit);
+  }
+  Store::apply_batch(ops, results, ok, errors);
+}
+
+// A hint read without the shard's lock (SlotTable::prefetch).
+void MemoryStore::prefetch(const KeyHandle& key, const Limit& limit) const noexcept {
+  if (key.empty() || limit.kind() == LimitKind::concurrency) return;
+  impl_->shards[key.w[2] - 1].states.prefetch(derive_fp(Fp{key.w[0], key.w[1]}, limit));
+}
+
 std::optional<LeaseRecord> MemoryStore::get_lease(const Namespace& ns, std::string_view group,
                                                   std::uint64_t lease_id, Micros now) {
   std::lock_guard g(impl_->lease_mu);
@@ -386,7 +399,7 @@ void MemoryStore::reset_namespace(const Namespace& ns) {
   for (std::size_t i = 0; i < impl_->nshards; ++i) {
     Shard& sh = impl_->shards[i];
     std::lock_guard g(sh.mu);
-    absl::erase_if(sh.states, [tag](const auto& kv) { return (kv.first.hi & kNsMask) == tag; });
+    sh.states.erase_if([tag](const Fp& f, const Slot&) { return (f.hi & kNsMask) == tag; });
     absl::erase_if(sh.holds, [tag](const auto& kv) { return (kv.first.hi & kNsMask) == tag; });
   }
 }
@@ -543,7 +556,7 @@ std::size_t MemoryStore::memory_bytes() const {
   for (std::size_t i = 0; i < impl_->nshards; ++i) {
     Shard& sh = impl_->shards[i];
     std::lock_guard g(sh.mu);
-    n += sh.states.capacity() * (sizeof(std::pair<const Fp, Slot>) + 1);
+    n += sh.states.bytes();
     n += sh.holds.capacity() * (sizeof(std::pair<const Fp, std::vector<Hold>>) + 1);
     for (const auto& kv : sh.holds) n += kv.second.capacity() * sizeof(Hold);
   }

@@ -1,5 +1,6 @@
 #include "admit/store/store.hpp"
 
+#include <stdexcept>
 #include <utility>
 
 #include "admit/core/error.hpp"
@@ -47,6 +48,32 @@ void Store::apply_async(const Op& op, std::span<ItemResult> results, ApplyCallba
     error = std::current_exception();
   }
   done(ok, std::move(error));
+}
+
+void check_batch(std::span<const Op> ops, std::span<const std::span<ItemResult>> results,
+                 std::span<const bool> ok, std::span<const std::exception_ptr> errors) {
+  if (results.size() != ops.size() || ok.size() != ops.size() || errors.size() != ops.size()) {
+    throw std::invalid_argument("apply_batch: one results span, ok and error per op");
+  }
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    if (results[i].size() < ops[i].items.size()) {
+      throw std::invalid_argument("apply_batch: a results span shorter than its op's items");
+    }
+  }
+}
+
+void Store::apply_batch(std::span<const Op> ops, std::span<const std::span<ItemResult>> results,
+                        std::span<bool> ok, std::span<std::exception_ptr> errors) {
+  check_batch(ops, results, ok, errors);
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    ok[i] = false;
+    errors[i] = nullptr;
+    try {
+      ok[i] = apply(ops[i], results[i]);
+    } catch (...) {
+      errors[i] = std::current_exception();
+    }
+  }
 }
 
 std::uint64_t Store::append_audit(const Namespace& ns, AuditEvent event) {

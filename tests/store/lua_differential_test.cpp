@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <functional>
 #include <iterator>
 #include <map>
@@ -175,7 +176,11 @@ int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
     if (max_batch == 1) {
       got_ok[0] = redis.apply(ops[0], got[0]);
     } else {
-      redis.apply_batch(ops, results, std::span<bool>(got_ok.get(), ops.size()));
+      std::vector<std::exception_ptr> errors(ops.size());
+      redis.apply_batch(ops, results, std::span<bool>(got_ok.get(), ops.size()), errors);
+      for (const auto& e : errors) {
+        if (e) std::rethrow_exception(e);
+      }
     }
     for (std::size_t b = 0; b < batch.size(); ++b) {
       const Step& st = *batch[b];
@@ -333,7 +338,7 @@ int agree(RedisStore& redis, const std::vector<Limit>& limits, int steps,
       } else {
         records.erase(lease);
       }
-      // Alone, after the ops before it (apply_batch would stop at its LeaseNotFound).
+      // Alone, after the ops before it (as the single-op sequence applies it).
       if (!run_batch() || !run_durable(*st)) return compared;
       continue;
     }

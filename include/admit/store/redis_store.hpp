@@ -103,21 +103,16 @@ class RedisStore final : public Store {
   std::optional<LeaseRecord> get_lease(const Namespace& ns, std::string_view group,
                                        std::uint64_t lease_id, Micros now) override;
   /**
-   * Applies `ops` in order, each atomically on its own, as apply() one after the other would
-   * (deny cache included), with fewer round trips: consecutive fast-path ops (acquire or
-   * decide of rate and adaptive limits only) of one lane go to Redis in one script run (up
-   * to 64 per run, a run per change of lane); any other op runs alone, after the ones before
-   * it are answered. Independent of the group commit of concurrent apply() calls.
-   * @param results results[i] receives ops[i]'s item results (as apply's `results`).
-   * @param ok ok[i] receives what apply(ops[i]) would return.
-   * @throws std::invalid_argument unless results and ok have one entry per op;
-   *         StoreUnavailable when a run fails: the ops of earlier runs are applied, those of
-   *         the failed run may or may not be (a lost connection), later ones are not sent;
-   *         LeaseNotFound for a guarded op whose record did not match (the ops before it are
-   *         applied, it and the later ones are not).
+   * Store::apply_batch: consecutive fast-path ops (acquire or decide of rate and adaptive
+   * limits only) of one lane go to Redis in one script run (up to 64 per run, a run per
+   * change of lane); any other op runs alone, after the ones before it are answered.
+   * Independent of the group commit of concurrent apply() calls. A failed run fails each of
+   * its ops with StoreUnavailable (applied or not: a lost connection), and every later op
+   * with it, unsent; a guarded op whose record did not match gets LeaseNotFound, and the
+   * ops after it go on.
    */
   void apply_batch(std::span<const Op> ops, std::span<const std::span<ItemResult>> results,
-                   std::span<bool> ok);
+                   std::span<bool> ok, std::span<std::exception_ptr> errors) override;
   Namespace open_namespace(std::string_view name) override;
   /// Deletes every key of the namespace, lease records included (SCAN on every master, then
   /// UNLINK).

@@ -164,6 +164,11 @@ void validate_config_key(const ConfigKey& key);
 void validate_config_read(std::span<const ConfigKey> keys,
                           std::span<const std::optional<std::string>> values);
 
+/// Checks an apply_batch() call: one results span, ok and error slot per op.
+/// @throws std::invalid_argument.
+void check_batch(std::span<const Op> ops, std::span<const std::span<ItemResult>> results,
+                 std::span<const bool> ok, std::span<const std::exception_ptr> errors);
+
 /// What a store can do (reported, not configured).
 struct StoreCapabilities {
   bool durable = false;
@@ -236,12 +241,35 @@ class Store {
    */
   virtual void apply_async(const Op& op, std::span<ItemResult> results, ApplyCallback done);
 
+  /**
+   * Applies `ops` in order, each atomically on its own, with the outcome apply() one after
+   * the other would give, in fewer steps where the store can: MemoryStore brings every op's
+   * state into the cache before it applies the first (one overlapped memory wait for the
+   * batch instead of one per op); RedisStore sends consecutive fast-path ops of one lane in
+   * one script run. The default calls apply() for each op.
+   * @param results results[i] receives ops[i]'s item results (as apply's `results`).
+   * @param ok ok[i] receives what apply(ops[i]) returns (false when it failed).
+   * @param errors errors[i] receives the exception apply(ops[i]) would throw, or null. After
+   *        a StoreUnavailable a store may fail the later ops with it without trying them.
+   * @throws std::invalid_argument unless results, ok and errors have one entry per op.
+   */
+  virtual void apply_batch(std::span<const Op> ops, std::span<const std::span<ItemResult>> results,
+                           std::span<bool> ok, std::span<std::exception_ptr> errors);
+
   /// Precomputes what the store derives from a key; pass it in Op::handles to skip that work.
   /// The default returns an empty handle (nothing to precompute). Thread-safe.
   virtual KeyHandle prepare(const Namespace& ns, const KeyParts& key) const {
     (void)ns;
     (void)key;
     return {};
+  }
+
+  /// A hint that an op on `limit` of the prepared key `key` (prepare()) follows soon: a store
+  /// may start bringing that state into the cache meanwhile (MemoryStore does). The default
+  /// does nothing. Thread-safe; never fails.
+  virtual void prefetch(const KeyHandle& key, const Limit& limit) const noexcept {
+    (void)key;
+    (void)limit;
   }
 
   /// Registers (or finds) a namespace. @throws ValidationError on a bad name.

@@ -246,49 +246,77 @@ void RedisStore::apply_async(const Op& op, std::span<ItemResult> results, ApplyC
 }
 
 void RedisStore::apply_batch(std::span<const Op> ops,
-                             std::span<const std::span<ItemResult>> results, std::span<bool> ok) {
-  if (results.size() != ops.size() || ok.size() != ops.size()) {
-    throw std::invalid_argument("RedisStore::apply_batch: one results span and ok per op");
-  }
+                             std::span<const std::span<ItemResult>> results, std::span<bool> ok,
+                             std::span<std::exception_ptr> errors) {
+  check_batch(ops, results, ok, errors);
   Impl& im = *impl_;
   im.not_on_io_thread();
+  std::fill(ok.begin(), ok.end(), false);
+  std::fill(errors.begin(), errors.end(), nullptr);
   std::vector<std::unique_ptr<Pending>> pending(ops.size());
   std::vector<std::size_t> chunk;  // indexes of the ops of the next script run
   std::uint16_t chunk_lane = 0;
+  std::exception_ptr lost;  // a StoreUnavailable: the ops after it are failed with it, unsent
+  auto failed = [&](std::size_t i, std::exception_ptr e) {
+    errors[i] = e;
+    try {
+      std::rethrow_exception(e);
+    } catch (const StoreUnavailable&) {
+      lost = e;
+    } catch (...) {
+    }
+  };
   auto flush = [&] {
     if (chunk.empty()) return;
     std::vector<Pending*> batch;
     for (const std::size_t i : chunk) batch.push_back(pending[i].get());
     im.send(std::move(batch), std::nullopt);
     for (const std::size_t i : chunk) pending[i]->wait();
-    const std::vector<std::size_t> done = std::exchange(chunk, {});
-    for (const std::size_t i : done) {
-      if (pending[i]->error) std::rethrow_exception(pending[i]->error);
-      ok[i] = pending[i]->ok;
+    for (const std::size_t i : std::exchange(chunk, {})) {
+      if (pending[i]->error) {
+        failed(i, pending[i]->error);
+      } else {
+        ok[i] = pending[i]->ok;
+      }
     }
   };
   for (std::size_t i = 0; i < ops.size(); ++i) {
+    if (lost) {
+      errors[i] = lost;
+      continue;
+    }
     const Op& op = ops[i];
-    ok[i] = true;
-    if (!Impl::sends(op)) continue;
-    std::vector<std::string> keys = im.keys_of(op);
-    if (im.settled_locally(op, keys, results[i])) {
-      ok[i] = false;
-      continue;
+    try {
+      if (!Impl::sends(op)) {
+        ok[i] = true;
+        continue;
+      }
+      std::vector<std::string> keys = im.keys_of(op);
+      if (im.settled_locally(op, keys, results[i])) continue;
+      if (!redis_store::fast_path(op, keys)) {
+        flush();
+        if (lost) {
+          errors[i] = lost;
+          continue;
+        }
+        ok[i] = im.apply_general(op, keys, results[i]);
+        continue;
+      }
+      const std::uint16_t lane = im.lane_of(keys);
+      if (!chunk.empty() && (lane != chunk_lane || chunk.size() == redis_store::kMaxBatchOps)) {
+        flush();
+        if (lost) {
+          errors[i] = lost;
+          continue;
+        }
+      }
+      pending[i] = std::make_unique<Pending>();
+      Impl::fill(*pending[i], op, std::move(keys), results[i]);
+      chunk.push_back(i);
+      chunk_lane = lane;
+    } catch (...) {
+      failed(i, std::current_exception());
     }
-    if (!redis_store::fast_path(op, keys)) {
-      flush();
-      ok[i] = im.apply_general(op, keys, results[i]);
-      continue;
-    }
-    const std::uint16_t lane = im.lane_of(keys);
-    if (!chunk.empty() && (lane != chunk_lane || chunk.size() == redis_store::kMaxBatchOps)) {
-      flush();
-    }
-    pending[i] = std::make_unique<Pending>();
-    Impl::fill(*pending[i], op, std::move(keys), results[i]);
-    chunk.push_back(i);
-    chunk_lane = lane;
   }
   flush();
 }
