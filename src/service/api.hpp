@@ -32,6 +32,8 @@ struct Response {
   std::vector<std::pair<std::string, std::string>> headers;  ///< more (RateLimit, ...)
   /// Not sent: fields for the access log line (entity, resource, code).
   std::vector<std::pair<std::string, std::string>> log;
+  /// More header fields after `headers`, in their wire form (http::Response::fields).
+  std::string fields = {};
 };
 
 /// Renders a Decision as the JSON object the API returns.

@@ -92,6 +92,23 @@ Response decision_response(const Decision& d, std::string body, bool openai_head
 void log_call(Response& r, bool wanted, std::string_view entity, std::string_view resource,
               const Decision& d);
 
+/// The body of decide, record (`acquire` false) and acquire (true) in the form clients send:
+/// one JSON object of "entity", "resource", "amounts" and, for acquire, "timeout_ms",
+/// "ttl_ms", "lease", each at most once, strings of printable ASCII without escapes, integers
+/// as plain digits; read without building a JSON value.
+struct CallBody {
+  std::string_view entity;                 ///< a valid name (validate_name), pointing into the body
+  std::string_view resource;               ///< likewise
+  Amounts amounts;                         ///< valid names, each once, amounts in [0, kMaxExact]
+  std::optional<std::int64_t> timeout_ms;  ///< acquire only; not range-checked
+  std::optional<std::int64_t> ttl_ms;      ///< acquire only; not range-checked
+  std::optional<bool> lease;               ///< acquire only
+};
+/// True (and `out` set) for a body in that form whose fields parse_body and the routes would
+/// accept with these very values; false for any other body (the caller then reads it through
+/// parse_body, which accepts it or refuses it with the exact error), never an error itself.
+bool read_call_body(std::string_view body, bool acquire, CallBody& out);
+
 /// The body as one strict JSON object (json_body.hpp); an empty body is {} when `empty_ok`.
 json::object parse_body(std::string_view body, bool empty_ok = false, json::storage_ptr sp = {});
 /// A valid name (entity, resource, limit, ...), else BadRequest naming `field`.

@@ -3,7 +3,9 @@
 // extend, commit, rollback. Leases are durable (AcquireOptions::durable): their id is a token
 // any admitd on the same store resumes, so the commit may reach another process than the
 // acquire.
+#include <array>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,6 +56,160 @@ Call read_call(const json::object& o, std::initializer_list<std::string_view> ex
   return c;
 }
 
+// read_call_body's reader: a cursor over the body that fails (false) on anything outside the
+// form it reads, leaving the body to the strict parser.
+class CallReader {
+ public:
+  explicit CallReader(std::string_view body) : p_(body.data()), end_(body.data() + body.size()) {}
+
+  void ws() {
+    const char* p = p_;
+    while (p != end_ && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) ++p;
+    p_ = p;
+  }
+  /// `c` after optional whitespace.
+  bool next(char c) {
+    ws();
+    if (p_ == end_ || *p_ != c) return false;
+    ++p_;
+    return true;
+  }
+  /// A string of printable ASCII without `"` or `\` (no escapes): its bytes are its value.
+  bool plain_string(std::string_view& out) {
+    if (!next('"')) return false;
+    const char* const s = p_;
+    const char* p = s;
+    while (p != end_ && kPlain[static_cast<unsigned char>(*p)]) ++p;
+    if (p == end_ || *p != '"') return false;
+    out = std::string_view(s, static_cast<std::size_t>(p - s));
+    p_ = p + 1;
+    return true;
+  }
+  /// A name validate_name accepts: 1 to 128 bytes of printable ASCII without spaces.
+  bool name(std::string_view& out) {
+    if (!plain_string(out) || out.empty() || out.size() > 128) return false;
+    for (const char c : out) {
+      if (c == ' ') return false;
+    }
+    return true;
+  }
+  /// A non-negative integer literal of at most 15 digits (below kMaxExact), no fraction or
+  /// exponent.
+  bool integer(std::int64_t& out) {
+    ws();
+    const char* const s = p_;
+    const char* p = s;
+    while (p != end_ && *p >= '0' && *p <= '9') ++p;
+    const auto n = static_cast<std::size_t>(p - s);
+    if (n == 0 || n > 15 || (n > 1 && *s == '0')) return false;  // JSON: no leading zero
+    if (p != end_ && (*p == '.' || *p == 'e' || *p == 'E')) return false;
+    std::int64_t v = 0;
+    for (const char* c = s; c != p; ++c) v = v * 10 + (*c - '0');
+    p_ = p;
+    out = v;
+    return true;
+  }
+  bool boolean(bool& out) {
+    ws();
+    const auto left = static_cast<std::size_t>(end_ - p_);
+    if (left >= 4 && std::memcmp(p_, "true", 4) == 0) {
+      p_ += 4;
+      out = true;
+      return true;
+    }
+    if (left >= 5 && std::memcmp(p_, "false", 5) == 0) {
+      p_ += 5;
+      out = false;
+      return true;
+    }
+    return false;
+  }
+  /// After a member: ',' (true, `more` set) or '}' (true, `more` cleared).
+  bool member_end(bool& more) {
+    ws();
+    if (p_ == end_ || (*p_ != ',' && *p_ != '}')) return false;
+    more = *p_++ == ',';
+    return true;
+  }
+  bool at_end() {
+    ws();
+    return p_ == end_;
+  }
+
+ private:
+  // The bytes of a plain string: 0x20-0x7e but `"` and `\`.
+  static constexpr std::array<bool, 256> kPlain = [] {
+    std::array<bool, 256> t{};
+    for (std::size_t c = 0x20; c < 0x7f; ++c) t[c] = c != '"' && c != '\\';
+    return t;
+  }();
+
+  const char* p_;
+  const char* end_;
+};
+
+/// `key` is the literal `k` (a comparison of known length, inlined).
+template <std::size_t N>
+bool is_key(std::string_view key, const char (&k)[N]) {
+  return key.size() == N - 1 && std::memcmp(key.data(), k, N - 1) == 0;
+}
+
+}  // namespace
+
+bool read_call_body(std::string_view body, bool acquire, CallBody& out) {
+  CallReader in(body);
+  if (!in.next('{')) return false;
+  bool has_entity = false;
+  bool has_resource = false;
+  bool has_amounts = false;
+  for (bool more = true; more;) {
+    std::string_view key;
+    if (!in.plain_string(key) || !in.next(':')) return false;
+    if (is_key(key, "entity")) {
+      if (has_entity || !in.name(out.entity)) return false;
+      has_entity = true;
+    } else if (is_key(key, "resource")) {
+      if (has_resource || !in.name(out.resource)) return false;
+      has_resource = true;
+    } else if (is_key(key, "amounts")) {
+      if (has_amounts || !in.next('{')) return false;
+      has_amounts = true;
+      std::size_t count = 0;
+      in.ws();
+      if (!in.next('}')) {
+        for (bool more_amounts = true; more_amounts;) {
+          std::string_view n;
+          std::int64_t v = 0;
+          // The strict parser refuses a key twice; amounts_field takes at most 64.
+          if (!in.name(n) || !in.next(':') || !in.integer(v) || out.amounts.contains(n) ||
+              ++count > 64 || !in.member_end(more_amounts)) {
+            return false;
+          }
+          out.amounts.add(n, v);
+        }
+      }
+    } else if (acquire && is_key(key, "timeout_ms")) {
+      std::int64_t v = 0;
+      if (out.timeout_ms || !in.integer(v)) return false;
+      out.timeout_ms = v;
+    } else if (acquire && is_key(key, "ttl_ms")) {
+      std::int64_t v = 0;
+      if (out.ttl_ms || !in.integer(v)) return false;
+      out.ttl_ms = v;
+    } else if (acquire && is_key(key, "lease")) {
+      bool v = false;
+      if (out.lease || !in.boolean(v)) return false;
+      out.lease = v;
+    } else {
+      return false;  // another field ("namespace", an unknown one): the strict path
+    }
+    if (!in.member_end(more)) return false;
+  }
+  return has_entity && has_resource && has_amounts && in.at_end();
+}
+
+namespace {
+
 std::optional<std::int64_t> optional_int(const json::object& o, std::string_view key,
                                          std::int64_t min, std::int64_t max) {
   const json::value* v = o.if_contains(key);
@@ -85,9 +241,22 @@ json::object lease_object(const Lease& l, std::string_view token, Micros now,
 
 }  // namespace
 
-Response Api::Impl::decide(const ApiRequest& r) {
+namespace {
+
+// The call a decide or record body names: read_call_body's, else the strict path's.
+Call read_call_of(const Api::Impl& im, const ApiRequest& r) {
+  CallBody b;
+  if (read_call_body(r.body, false, b)) {
+    return Call{std::string(b.entity), std::string(b.resource), std::move(b.amounts)};
+  }
   JsonScratch scratch;
-  const Call c = read_call(body_of(r, false, scratch.sp));
+  return read_call(im.body_of(r, false, scratch.sp));
+}
+
+}  // namespace
+
+Response Api::Impl::decide(const ApiRequest& r) {
+  const Call c = read_call_of(*this, r);
   const Metrics::InFlight in_flight(metrics);
   const Decision d = lim(r).decide(c.entity, c.resource, c.amounts);
   if (metrics != nullptr) metrics->decision("/v1/decide", c.resource, d);
@@ -102,8 +271,7 @@ Response Api::Impl::decide(const ApiRequest& r) {
 }
 
 Response Api::Impl::record(const ApiRequest& r) {
-  JsonScratch scratch;
-  const Call c = read_call(body_of(r, false, scratch.sp));
+  const Call c = read_call_of(*this, r);
   const Decision d = lim(r).record_usage(c.entity, c.resource, c.amounts);
   if (metrics != nullptr) metrics->decision("/v1/record", c.resource, d);
   Response res = decision_response(d, decision_body(d), options.openai_headers);
@@ -112,16 +280,28 @@ Response Api::Impl::record(const ApiRequest& r) {
 }
 
 void Api::Impl::acquire(const ApiRequest& r, Answer& done) {
-  JsonScratch scratch;
-  const json::object o = body_of(r, false, scratch.sp);
-  const Call c = read_call(o, {"timeout_ms", "ttl_ms", "lease"});
-  const Micros timeout =
-      optional_int(o, "timeout_ms", 0, options.max_wait / 1000).value_or(0) * 1000;
-  const std::optional<std::int64_t> ttl_ms = optional_int(o, "ttl_ms", 1, 7 * 24 * 3600 * 1000LL);
+  constexpr std::int64_t kMaxTtlMs = 7 * 24 * 3600 * 1000LL;
+  Call c;
+  Micros timeout = 0;
+  std::optional<std::int64_t> ttl_ms;
   bool lease = true;
-  if (const json::value* v = o.if_contains("lease")) {
-    if (!v->is_bool()) throw BadRequest{"must be true or false", "lease", "invalid_type"};
-    lease = v->get_bool();
+  CallBody b;
+  if (read_call_body(r.body, true, b) && b.timeout_ms.value_or(0) <= options.max_wait / 1000 &&
+      b.ttl_ms.value_or(1) >= 1 && b.ttl_ms.value_or(1) <= kMaxTtlMs) {
+    c = Call{std::string(b.entity), std::string(b.resource), std::move(b.amounts)};
+    timeout = b.timeout_ms.value_or(0) * 1000;
+    ttl_ms = b.ttl_ms;
+    lease = b.lease.value_or(true);
+  } else {  // the strict path: accepts what the above does not read, or says what is wrong
+    JsonScratch scratch;
+    const json::object o = body_of(r, false, scratch.sp);
+    c = read_call(o, {"timeout_ms", "ttl_ms", "lease"});
+    timeout = optional_int(o, "timeout_ms", 0, options.max_wait / 1000).value_or(0) * 1000;
+    ttl_ms = optional_int(o, "ttl_ms", 1, kMaxTtlMs);
+    if (const json::value* v = o.if_contains("lease")) {
+      if (!v->is_bool()) throw BadRequest{"must be true or false", "lease", "invalid_type"};
+      lease = v->get_bool();
+    }
   }
   AcquireOptions ao;
   ao.with_stats = true;

@@ -45,6 +45,7 @@ http::Response to_http(Response r) {
     if (!r.allow.empty()) out.headers.emplace_back("Allow", std::move(r.allow));
     for (auto& h : r.headers) out.headers.push_back(std::move(h));
   }
+  out.fields = std::move(r.fields);
   out.log_fields = std::move(r.log);
   out.body = std::move(r.body);
   if (json) out.body += '\n';  // JSON; other types are sent as they are
@@ -108,13 +109,16 @@ void HttpHandler::handle(const http::Request& request, http::Exchange exchange) 
   if (gateway) return gateway_->handle(request, std::move(exchange));
   // The CORS headers depend on the request's Origin, read now: the answer may come later, on
   // another thread, when the request's views are gone.
+  // They go last, after the Api's fields.
   http::Response cors;
   guard_.add_cors_headers(request, cors);
+  std::string cors_fields;
+  for (const auto& [name, value] : cors.headers) http::append_field(cors_fields, name, value);
   api_.handle(
       request.method, request.target, request.body,
-      [exchange, cors = std::move(cors.headers)](Response r) {
+      [exchange, cors = std::move(cors_fields)](Response r) {
         http::Response res = to_http(std::move(r));
-        res.headers.insert(res.headers.end(), cors.begin(), cors.end());
+        res.fields.append(cors);
         exchange.respond(std::move(res));
       },
       who != nullptr ? std::string_view(who->name) : std::string_view(), request.access_log);

@@ -4,7 +4,6 @@
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/value_stack.hpp>
-#include <charconv>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -451,52 +450,91 @@ JsonResult<const json::object*> get_object(const json::object& obj, std::string_
   return o;
 }
 
-void append_json_string(std::string& out, std::string_view s) {
+char* write_json_string(char* p, std::string_view s) noexcept {
   static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
-  std::size_t plain = 0;  // where the bytes not yet appended (none to escape) begin
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(s.data() + plain, i - plain);
-    plain = i + 1;
-    out.push_back('\\');
+  *p++ = '"';
+  // Byte by byte: the strings of a response are short (names, codes), shorter than a call
+  // to memcpy is worth.
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      *p++ = ch;
+      continue;
+    }
+    *p++ = '\\';
     switch (c) {
       case '"':
-        out.push_back('"');
+        *p++ = '"';
         break;
       case '\\':
-        out.push_back('\\');
+        *p++ = '\\';
         break;
       case '\b':
-        out.push_back('b');
+        *p++ = 'b';
         break;
       case '\f':
-        out.push_back('f');
+        *p++ = 'f';
         break;
       case '\n':
-        out.push_back('n');
+        *p++ = 'n';
         break;
       case '\r':
-        out.push_back('r');
+        *p++ = 'r';
         break;
       case '\t':
-        out.push_back('t');
+        *p++ = 't';
         break;
       default:
-        out.append("u00");
-        out.push_back(kHex[c >> 4]);
-        out.push_back(kHex[c & 15]);
+        *p++ = 'u';
+        *p++ = '0';
+        *p++ = '0';
+        *p++ = kHex[c >> 4];
+        *p++ = kHex[c & 15];
     }
   }
-  out.append(s.data() + plain, s.size() - plain);
-  out.push_back('"');
+  *p++ = '"';
+  return p;
+}
+
+void append_json_string(std::string& out, std::string_view s) {
+  const std::size_t at = out.size();
+  out.resize(at + json_string_bound(s));
+  out.resize(static_cast<std::size_t>(write_json_string(out.data() + at, s) - out.data()));
+}
+
+char* write_json_int(char* p, std::int64_t n) noexcept {
+  // Digits from the last, into a buffer, then copied: std::to_chars's general code costs
+  // several times this for the 10-15 digit counters of a decision.
+  std::uint64_t u = static_cast<std::uint64_t>(n);
+  if (n < 0) {
+    *p++ = '-';
+    u = ~u + 1;  // |n|, INT64_MIN included
+  }
+  static constexpr char kPairs[] =
+      "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+      "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+      "8081828384858687888990919293949596979899";
+  char digits[kMaxJsonInt];
+  char* d = digits + sizeof digits;
+  while (u >= 100) {  // two digits at a time
+    const std::size_t pair = 2 * static_cast<std::size_t>(u % 100);
+    u /= 100;
+    *--d = kPairs[pair + 1];
+    *--d = kPairs[pair];
+  }
+  if (u >= 10) {
+    *--d = kPairs[2 * u + 1];
+    *--d = kPairs[2 * u];
+  } else {
+    *--d = static_cast<char>('0' + u);
+  }
+  while (d != digits + sizeof digits) *p++ = *d++;
+  return p;
 }
 
 void append_json_int(std::string& out, std::int64_t n) {
-  char buf[24];
-  const auto end = std::to_chars(buf, buf + sizeof buf, n).ptr;
-  out.append(buf, end);
+  char buf[kMaxJsonInt];
+  out.append(buf, write_json_int(buf, n));
 }
 
 std::optional<JsonError> check_fields(const json::object& obj,

@@ -124,8 +124,18 @@ JsonResult<const boost::json::object*> get_object(const boost::json::object& obj
 /// writes it (`"` and `\` escaped, control characters as \b \f \n \r \t or \u00xx, every other
 /// byte as it is), so that a response written directly reads the same as one serialised.
 void append_json_string(std::string& out, std::string_view s);
+/// The same, written at `p`, which must have room for json_string_bound(s) bytes; returns the
+/// end of what was written.
+char* write_json_string(char* p, std::string_view s) noexcept;
+/// The most bytes write_json_string writes for `s` (every byte escaped as \u00xx).
+constexpr std::size_t json_string_bound(std::string_view s) noexcept { return 2 + 6 * s.size(); }
 /// Appends `n` in decimal, as boost::json::serialize writes an integer.
 void append_json_int(std::string& out, std::int64_t n);
+/// The same, written at `p`, which must have room for kMaxJsonInt bytes; returns the end of
+/// what was written.
+char* write_json_int(char* p, std::int64_t n) noexcept;
+/// The most bytes write_json_int writes: "-9223372036854775808".
+inline constexpr std::size_t kMaxJsonInt = 20;
 
 /// unknown_field naming the first key of `obj` that is not in `allowed`, or std::nullopt.
 std::optional<JsonError> check_fields(const boost::json::object& obj,

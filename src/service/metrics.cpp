@@ -9,6 +9,8 @@
 #include <prometheus/text_serializer.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <charconv>
 #include <initializer_list>
 #include <map>
@@ -77,9 +79,18 @@ prom::MetricFamily single(std::string name, std::string help, prom::MetricType t
   return f;
 }
 
+/// A process-wide id for each Children object (its thread-local cache entries name it).
+std::uint64_t next_children_id() {
+  static std::atomic<std::uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
 /// The children of a labelled family by their label values: prometheus-cpp's Family::Add
 /// builds and hashes a std::map of the labels on every call, which costs more than the rest of
-/// a decision's accounting; this finds a child by its values joined, under a shared lock.
+/// a decision's accounting; this finds a child by its values joined, under a shared lock, and
+/// first in a small per-thread cache of the children it found last (a request usually counts
+/// in the same few children as the one before: no hash, no lock). Children are never removed
+/// from their family, so a child found once stays valid as long as the family.
 template <class T>
 class Children {
  public:
@@ -92,19 +103,39 @@ class Children {
     thread_local std::string key;
     key.clear();
     for (const auto& l : labels) key.append(l.second).push_back('\x1f');
+    // Entries name their Children by id, not address: a cache outlives the Metrics it served.
+    thread_local std::array<Recent, kRecent> recent{};
+    thread_local std::size_t next_slot = 0;
+    for (const Recent& r : recent) {
+      if (r.owner == id_ && r.key == key) return *r.child;
+    }
+    T* child = nullptr;
     {
       std::shared_lock g(mu_);
-      if (const auto it = map_.find(std::string_view(key)); it != map_.end()) return *it->second;
+      if (const auto it = map_.find(std::string_view(key)); it != map_.end()) child = it->second;
     }
-    std::map<std::string, std::string> m;
-    for (const auto& [name, value] : labels) m.emplace(name, value);
-    T& child = family.Add(m, args...);  // the same child for the same labels, thread-safe
-    std::lock_guard g(mu_);
-    map_.emplace(key, &child);
-    return child;
+    if (child == nullptr) {
+      std::map<std::string, std::string> m;
+      for (const auto& [name, value] : labels) m.emplace(name, value);
+      child = &family.Add(m, args...);  // the same child for the same labels, thread-safe
+      std::lock_guard g(mu_);
+      map_.emplace(key, child);
+    }
+    Recent& slot = recent[next_slot++ % kRecent];
+    slot.owner = id_;
+    slot.key.assign(key);
+    slot.child = child;
+    return *child;
   }
 
  private:
+  static constexpr std::size_t kRecent = 8;
+  struct Recent {
+    std::uint64_t owner = 0;  // a Children id (0: empty)
+    std::string key;
+    T* child = nullptr;
+  };
+  const std::uint64_t id_ = next_children_id();
   struct Hash {
     using is_transparent = void;
     std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }

@@ -29,6 +29,11 @@ using HeaderList = std::vector<std::pair<std::string, std::string>>;
  */
 void add_rate_limit_headers(const Decision& d, bool openai, HeaderList& out);
 
+/// The same fields, in the same order, appended to `fields` in their wire form (`Name:
+/// value\r\n` each: http::Response::fields), written directly (no string per field). A field
+/// whose value holds CR, LF or NUL is left out, as the server leaves out such a header.
+void append_rate_limit_fields(const Decision& d, bool openai, std::string& fields);
+
 /// A duration as OpenAI's reset headers write it: "0s", "850ms", "6s", "1m30s", "2h0m0s".
 std::string openai_duration(Micros us);
 

@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "common/http/server.hpp"
+
 namespace admit::service {
 namespace {
 
@@ -90,6 +92,58 @@ TEST(RateLimitHeaders, NothingWithoutStats) {
   HeaderList h;
   add_rate_limit_headers(Decision{}, true, h);
   EXPECT_TRUE(h.empty());
+}
+
+// The fields as append_rate_limit_fields writes them, read back as a list.
+HeaderList read_fields(const Decision& d, bool openai) {
+  std::string fields = "Before: kept\r\n";  // appended to, not replaced
+  append_rate_limit_fields(d, openai, fields);
+  HeaderList out;
+  http::for_each_field(fields, [&out](std::string_view name, std::string_view value) {
+    out.emplace_back(std::string(name), std::string(value));
+  });
+  EXPECT_TRUE(fields.empty() || fields.substr(fields.size() - 2) == "\r\n");
+  EXPECT_FALSE(out.empty());
+  if (!out.empty()) {
+    EXPECT_EQ(out.front(), (std::pair<std::string, std::string>("Before", "kept")));
+    out.erase(out.begin());
+  }
+  return out;
+}
+
+// The list add_rate_limit_headers gives, less what the server would not send (CR, LF, NUL).
+HeaderList sent(const Decision& d, bool openai) {
+  HeaderList h;
+  add_rate_limit_headers(d, openai, h);
+  std::erase_if(
+      h, [](const auto& f) { return !http::safe_field(f.first) || !http::safe_field(f.second); });
+  return h;
+}
+
+// Verifies the fields written directly (what admitd sends) are add_rate_limit_headers' list,
+// in its order, for every decision above, with and without OpenAI's fields.
+TEST(RateLimitHeaders, FieldsWrittenDirectlyAreTheList) {
+  Decision shadowed = sample();
+  LimitStatus shadow = shadowed.stats.front();
+  shadow.limit = "requests";
+  shadow.shadow = true;
+  shadowed.stats.insert(shadowed.stats.begin(), shadow);
+  Decision twice = sample();  // rpm and "requests": the first wins OpenAI's name
+  twice.stats.push_back(twice.stats.front());
+  twice.stats.back().limit = "requests";
+  Decision unsafe = sample();  // a name the server would not send in a field
+  unsafe.stats.back().entity = "team\r\nX-Injected: 1";
+  Decision concurrency_only;
+  concurrency_only.stats = {sample().stats[3]};
+  for (const Decision& d : {sample(), shadowed, twice, unsafe}) {
+    for (const bool openai : {false, true}) EXPECT_EQ(read_fields(d, openai), sent(d, openai));
+  }
+  EXPECT_EQ(read_fields(unsafe, false).size(), 0u);  // both lists name the unsafe entity
+  for (const Decision& d : {Decision{}, concurrency_only}) {
+    std::string fields;
+    append_rate_limit_fields(d, true, fields);
+    EXPECT_EQ(fields, "");
+  }
 }
 
 }  // namespace

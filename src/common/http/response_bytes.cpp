@@ -17,9 +17,11 @@ bool safe_bytes(const char* p, std::size_t n) {
   return true;
 }
 
+}  // namespace
+
 // No CR, LF or NUL. Eight bytes at a time: all three are below 0x0E, so a word without a byte
 // below 0x0E (the usual case: TAB is the only other one) needs no closer look.
-bool safe(std::string_view s) {
+bool safe_field(std::string_view s) noexcept {
   constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
   constexpr std::uint64_t kHighs = 0x8080808080808080ULL;
   const char* p = s.data();
@@ -32,6 +34,21 @@ bool safe(std::string_view s) {
   return safe_bytes(p, n);
 }
 
+void append_field(std::string& fields, std::string_view name, std::string_view value) {
+  if (name.empty() || !safe_field(name) || !safe_field(value)) return;
+  const std::size_t at = fields.size();
+  fields.resize(at + name.size() + value.size() + 4);
+  char* p = fields.data() + at;
+  p = std::copy(name.begin(), name.end(), p);
+  *p++ = ':';
+  *p++ = ' ';
+  p = std::copy(value.begin(), value.end(), p);
+  *p++ = '\r';
+  *p = '\n';
+}
+
+namespace {
+
 void append_number(std::string& out, std::size_t n) {
   char buf[24];
   const auto end = std::to_chars(buf, buf + sizeof buf, n).ptr;
@@ -39,16 +56,7 @@ void append_number(std::string& out, std::size_t n) {
 }
 
 void field(std::string& out, std::string_view name, std::string_view value) {
-  if (name.empty() || !safe(name) || !safe(value)) return;
-  const std::size_t at = out.size();
-  out.resize(at + name.size() + value.size() + 4);
-  char* p = out.data() + at;
-  p = std::copy(name.begin(), name.end(), p);
-  *p++ = ':';
-  *p++ = ' ';
-  p = std::copy(value.begin(), value.end(), p);
-  *p++ = '\r';
-  *p = '\n';
+  append_field(out, name, value);
 }
 
 }  // namespace
@@ -66,6 +74,7 @@ void format_response(std::string& out, const Response& r, const ResponseFraming&
   if (!framing.request_id.empty()) field(out, "X-Request-Id", framing.request_id);
   if (!r.content_type.empty()) field(out, "Content-Type", r.content_type);
   for (const auto& [name, value] : r.headers) field(out, name, value);
+  out.append(r.fields);
   if (framing.version == 10 && framing.keep_alive) out.append("Connection: keep-alive\r\n");
   if (framing.version != 10 && !framing.keep_alive) out.append("Connection: close\r\n");
   if (!bodiless) {

@@ -21,11 +21,12 @@ struct ResponseFraming {
 
 /**
  * Replaces `out` with the response: "HTTP/1.1 <status> <reason>", `Server`, `X-Request-Id`,
- * `Content-Type` (r.content_type, if set), r.headers in order, `Connection` (close on HTTP/1.1,
- * keep-alive on HTTP/1.0, as framing.keep_alive asks), `Content-Length` (none for 1xx, 204 and 304,
- * which have no body), then the body. A header whose name or value holds CR, LF or NUL, or whose
- * name is empty, is left out (it could end the header early: response splitting); `out` keeps its
- * capacity, so a connection that reuses it allocates nothing once it is large enough.
+ * `Content-Type` (r.content_type, if set), r.headers in order, r.fields as they are,
+ * `Connection` (close on HTTP/1.1, keep-alive on HTTP/1.0, as framing.keep_alive asks),
+ * `Content-Length` (none for 1xx, 204 and 304, which have no body), then the body. A header whose
+ * name or value holds CR, LF or NUL, or whose name is empty, is left out (it could end the header
+ * early: response splitting); `out` keeps its capacity, so a connection that reuses it allocates
+ * nothing once it is large enough.
  */
 void format_response(std::string& out, const Response& r, const ResponseFraming& framing);
 

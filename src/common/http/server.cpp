@@ -68,6 +68,10 @@ std::string serialize_closing(const Response& r, const std::string& server_name)
   if (!server_name.empty()) m.set(bhttp::field::server, server_name);
   if (!r.content_type.empty()) m.set(bhttp::field::content_type, r.content_type);
   for (const auto& [name, value] : r.headers) m.set(name, value);
+  for_each_field(r.fields, [&m](std::string_view name, std::string_view value) {
+    m.set(beast::string_view(name.data(), name.size()),
+          beast::string_view(value.data(), value.size()));
+  });
   m.body() = r.body;
   m.keep_alive(false);
   m.prepare_payload();
@@ -176,7 +180,10 @@ struct SimpleRequest {
 std::string_view find_simple_field(const void* fields, std::string_view name) noexcept {
   const auto& r = *static_cast<const SimpleRequest*>(fields);
   for (std::size_t i = 0; i < r.count; ++i) {
-    if (iequal(r.fields[i].first, name)) return r.fields[i].second;
+    // The length first, here: most fields differ in length from the name sought.
+    if (r.fields[i].first.size() == name.size() && iequal(r.fields[i].first, name)) {
+      return r.fields[i].second;
+    }
   }
   return {};
 }
@@ -355,6 +362,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(Socket&& socket, Handler& handler, const ServerOptions& options,
           std::shared_ptr<Registry> registry)
       : socket_(std::move(socket)),
+        strand_(socket_.get_executor()),
         deadline_timer_(socket_.get_executor()),
         timer_(socket_.get_executor()),
         handler_(handler),
@@ -394,6 +402,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void abort() {
     asio::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->close(); });
   }
+
+  /// Whether the caller runs on this connection's strand.
+  bool in_strand() const noexcept { return strand_.running_in_this_thread(); }
 
   /// Runs `f` on this connection's strand (at once if already there).
   template <class F>
@@ -807,6 +818,10 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!request_id_.empty()) m.set("X-Request-Id", request_id_);
     if (!r.content_type.empty()) m.set(bhttp::field::content_type, r.content_type);
     for (const auto& [name, value] : r.headers) m.set(name, value);
+    for_each_field(r.fields, [&m](std::string_view name, std::string_view value) {
+      m.set(beast::string_view(name.data(), name.size()),
+            beast::string_view(value.data(), value.size()));
+    });
   }
 
   /// A field of the request being answered (as Request::header), or "".
@@ -955,6 +970,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   Socket socket_;
+  const Strand strand_;                                     // socket_'s executor (in_strand)
   Timer deadline_timer_;                                    // the timeouts (expire_in)
   Timer timer_;                                             // Exchange::after
   Clock::time_point deadline_ = Clock::time_point::max();   // of the current phase
@@ -1004,6 +1020,9 @@ class Session : public std::enable_shared_from_this<Session> {
 // ---- Exchange: each call goes to the connection's strand.
 
 void Exchange::respond(Response response) const {
+  // Already on the strand (from Handler::handle, or a continuation): at once, without moving
+  // the response into a handler and out again.
+  if (session_->in_strand()) return session_->respond(std::move(response));
   session_->on_strand(
       [s = session_, r = std::move(response)]() mutable { s->respond(std::move(r)); });
 }

@@ -59,7 +59,32 @@ struct Response {
   /// one): a type that costs no string of its own per response. It must outlive the response
   /// (a string literal).
   std::string_view content_type;
+  /// More header fields, sent after `headers`, already in their wire form: `Name: value\r\n`
+  /// each, written by append_field() (or a writer that checks as it does). One string for
+  /// several fields: no string per name and value.
+  std::string fields;
 };
+
+/// Whether `s` may be a header field's name or value as written: no CR, LF or NUL (which
+/// could end the header early: response splitting). A field that fails is not sent.
+bool safe_field(std::string_view s) noexcept;
+
+/// Appends `name: value\r\n` to `fields` (Response::fields), or nothing when the name is
+/// empty or either is not safe_field().
+void append_field(std::string& fields, std::string_view name, std::string_view value);
+
+/// Calls `f(name, value)` for each field of a Response::fields string, in order.
+template <class F>
+void for_each_field(std::string_view fields, F&& f) {
+  while (!fields.empty()) {
+    const std::size_t eol = fields.find("\r\n");
+    const std::string_view line = fields.substr(0, eol);
+    const std::size_t colon = line.find(": ");
+    if (colon != std::string_view::npos) f(line.substr(0, colon), line.substr(colon + 2));
+    if (eol == std::string_view::npos) break;
+    fields.remove_prefix(eol + 2);
+  }
+}
 
 /// How a Handler answers one request, once: respond(), or begin_stream(), write()... end().
 /// Cheap to copy (it shares the connection). Every call runs on the connection's strand: at
