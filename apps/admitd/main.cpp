@@ -166,24 +166,30 @@ int main(int argc, char** argv) {
     };
     admit::service::Api api(limiters, &metrics, api_options);
     // The OpenAI-compatible routes (docs/proxy.md), on the limiter of the namespace they name.
-    std::unique_ptr<admit::service::Gateway> gateway;
+    admit::Limiter* gateway_limiter = nullptr;
     if (config.gateway.enabled) {
-      admit::Limiter* on = limiters.front();
+      gateway_limiter = limiters.front();
       const auto names = config.namespaces();
       for (std::size_t i = 0; i < names.size(); ++i) {
-        if (names[i]->ns == config.gateway.ns) on = limiters[i];
+        if (names[i]->ns == config.gateway.ns) gateway_limiter = limiters[i];
       }
-      if (!config.gateway.ns.empty() && on->options().ns != config.gateway.ns) {
+      if (!config.gateway.ns.empty() && gateway_limiter->options().ns != config.gateway.ns) {
         throw std::invalid_argument("gateway.namespace '" + config.gateway.ns +
                                     "' is not a namespace of the config");
       }
-      gateway = std::make_unique<admit::service::Gateway>(config.gateway, *on, &metrics);
       options.body_limit = std::max(options.body_limit, config.gateway.max_body_bytes);
     }
     admit::service::HttpHandler handler(api, auth, admit::service::RequestGuard(config.http),
                                         config.ns);
-    handler.set_gateway(gateway.get());
     http::Server server(handler, options);  // installs the signal handlers
+    // On the server's io_context: a request is forwarded and answered on the thread that
+    // took it. Declared after the server: destroyed first, once run() has returned.
+    std::unique_ptr<admit::service::Gateway> gateway;
+    if (gateway_limiter != nullptr) {
+      gateway = std::make_unique<admit::service::Gateway>(config.gateway, *gateway_limiter,
+                                                          &metrics, server.io_context());
+      handler.set_gateway(gateway.get());
+    }
     metrics.watch_connections([&server] { return server.connections(); }, server.max_connections());
     startup.listening(server);
     if (!auth.enabled() && !admit::service::is_loopback(options.host)) {

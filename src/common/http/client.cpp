@@ -1,7 +1,9 @@
 // The HTTP/1.1 client of client.hpp. A ClientConn is one connection: its strand runs every
 // step of the call it carries (resolve, connect, TLS, write, read) and that call's handlers.
 // A Call::State is one call; it moves to a fresh ClientConn at most once (the retry). The
-// Client::Impl owns the io_context, the TLS context, the pool and the set of live calls.
+// Client::Impl owns the TLS context, the pool and the set of live calls, and the io_context
+// unless it was given one; connections and calls share it (they may outlive the Client on a
+// given io_context).
 #include "common/http/client.hpp"
 
 #include <openssl/ssl.h>
@@ -146,8 +148,8 @@ std::string join_target(const Origin& origin, std::string_view path_and_query) {
 
 // ---------------------------------------------------------------------------- declarations
 
-struct Client::Impl {
-  explicit Impl(ClientOptions options);
+struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
+  Impl(ClientOptions options, asio::io_context* external);
 
   // The pool (any thread). checkout: a pooled connection to `key` that looks alive, or null.
   std::shared_ptr<detail::ClientConn> checkout(const std::string& key);
@@ -160,7 +162,8 @@ struct Client::Impl {
   void forget(Call::State* state);
 
   const ClientOptions o;
-  asio::io_context io;
+  std::optional<asio::io_context> own_io;  // without an io_context given
+  asio::io_context& io;
   asio::ssl::context tls{asio::ssl::context::tls_client};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::vector<std::thread> threads;
@@ -178,7 +181,7 @@ struct Client::Impl {
 };
 
 struct Call::State : std::enable_shared_from_this<Call::State> {
-  Client::Impl* client = nullptr;  // alive while the call is not done
+  std::shared_ptr<Client::Impl> client;
   CallHandlers handlers;
   bhttp::request<bhttp::string_body> message;
   bool head = false;  // a HEAD request: the response has no body
@@ -206,6 +209,7 @@ class ClientConn : public std::enable_shared_from_this<ClientConn> {
  public:
   ClientConn(Client::Impl& client, Origin origin, std::string key)
       : client_(client),
+        keep_(client.shared_from_this()),
         origin_(std::move(origin)),
         key_(std::move(key)),
         strand_(asio::make_strand(client.io)),
@@ -239,8 +243,7 @@ class ClientConn : public std::enable_shared_from_this<ClientConn> {
   // The rest runs on the strand.
 
   void start(std::shared_ptr<Call::State> st) {
-    idle_timer_.cancel();
-    active_ = std::move(st);
+    active_ = std::move(st);  // a pending idle timer stays: it finds the connection busy
     if (established_) {
       ++client_.reused;
       send();
@@ -274,10 +277,28 @@ class ClientConn : public std::enable_shared_from_this<ClientConn> {
     }
   }
 
-  void arm_idle_timer(std::uint64_t epoch) {
-    idle_timer_.expires_after(client_.o.idle_timeout);
-    idle_timer_.async_wait([self = shared_from_this(), epoch](const error_code& ec) {
-      if (!ec) self->client_.idle_expired(self, epoch);
+  /// Pooled as `epoch` (on the strand). The idle timer is armed once, not at every checkin:
+  /// when it fires it closes the connection if it has been idle idle_timeout since its last
+  /// checkin, else waits for the rest of that time (or, the connection busy, for the next
+  /// checkin to arm it again). Taking a pooled connection and putting it back costs no timer
+  /// operation.
+  void pooled_at(std::uint64_t epoch) {
+    idle_since_ = std::chrono::steady_clock::now();
+    idle_epoch_ = epoch;
+    if (!idle_armed_) arm_idle_timer(idle_since_ + client_.o.idle_timeout);
+  }
+
+  void arm_idle_timer(std::chrono::steady_clock::time_point at) {
+    idle_armed_ = true;
+    idle_timer_.expires_at(at);
+    idle_timer_.async_wait([self = shared_from_this()](const error_code& ec) {
+      self->idle_armed_ = false;
+      if (ec || self->closed_ || self->active_) return;
+      const auto due = self->idle_since_ + self->client_.o.idle_timeout;
+      if (std::chrono::steady_clock::now() < due) return self->arm_idle_timer(due);
+      // Taken from the pool meanwhile (and not yet started): idle_expired sees the epoch
+      // moved on and leaves it, and its next checkin arms the timer again.
+      self->client_.idle_expired(self, self->idle_epoch_);
     });
   }
 
@@ -556,22 +577,30 @@ class ClientConn : public std::enable_shared_from_this<ClientConn> {
   void finish(bool reusable, std::string error) {
     auto st = std::move(active_);
     active_.reset();
-    parser_.reset();
     if (reusable) {
+      // The response was read to its end: no read is under way.
+      parser_.reset();
       reused_ = true;
       reusable = client_.checkin(shared_from_this());
     }
+    // Else the parser stays (until the connection goes): a read under way (a cancel) may have
+    // got its bytes already, and Beast's read operation puts them into the parser before its
+    // handler sees the call is over.
     if (!reusable) close();
     st->complete(std::move(error));
   }
 
   Client::Impl& client_;
+  const std::shared_ptr<Client::Impl> keep_;  // client_, alive while the connection is
   const Origin origin_;
   const std::string key_;
   asio::strand<asio::io_context::executor_type> strand_;
   tcp::resolver resolver_;
   asio::steady_timer connect_timer_;
   asio::steady_timer idle_timer_;
+  bool idle_armed_ = false;                                  // idle_timer_ is pending
+  std::chrono::steady_clock::time_point idle_since_;         // the last checkin
+  std::uint64_t idle_epoch_ = 0;                             // pool_epoch at the last checkin
   std::optional<beast::tcp_stream> tcp_;                     // http
   std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;  // https
   beast::flat_buffer buf_;                                   // bounded: header_limit plus one read
@@ -630,8 +659,11 @@ void Call::State::complete(std::string error) {
 
 // ---------------------------------------------------------------------------- the client
 
-Client::Impl::Impl(ClientOptions options) : o(std::move(options)) {
-  if (o.threads < 1) throw std::invalid_argument("http client: threads must be >= 1");
+Client::Impl::Impl(ClientOptions options, asio::io_context* external)
+    : o(std::move(options)), io(external != nullptr ? *external : own_io.emplace()) {
+  if (external == nullptr && o.threads < 1) {
+    throw std::invalid_argument("http client: threads must be >= 1");
+  }
   if (o.connect_timeout.count() <= 0 || o.idle_timeout.count() <= 0 ||
       o.read_timeout.count() <= 0) {
     throw std::invalid_argument("http client: timeouts must be > 0");
@@ -678,10 +710,13 @@ std::shared_ptr<ClientConn> Client::Impl::checkout(const std::string& key) {
 }
 
 bool Client::Impl::checkin(const std::shared_ptr<ClientConn>& conn) {
-  if (closing || o.max_idle_per_origin == 0) return false;
+  if (o.max_idle_per_origin == 0) return false;
   std::uint64_t epoch = 0;
   {
     std::lock_guard g(pool_mu);
+    // Under the lock: ~Client empties the pool after setting it, and a connection pooled
+    // after that would keep the Impl (which owns the pool) alive.
+    if (closing) return false;
     auto& v = pool[conn->key()];
     if (v.size() >= o.max_idle_per_origin) return false;
     conn->pooled = true;
@@ -689,7 +724,7 @@ bool Client::Impl::checkin(const std::shared_ptr<ClientConn>& conn) {
     v.push_back(conn);
     ++idle_now;
   }
-  conn->arm_idle_timer(epoch);
+  conn->pooled_at(epoch);
   return true;
 }
 
@@ -727,12 +762,15 @@ void Client::Impl::forget(Call::State* state) {
   calls.erase(state);
 }
 
-Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+Client::Client(ClientOptions options) : impl_(std::make_shared<Impl>(std::move(options), nullptr)) {
   impl_->work.emplace(impl_->io.get_executor());
   for (int i = 0; i < impl_->o.threads; ++i) {
     impl_->threads.emplace_back([impl = impl_.get()] { impl->io.run(); });
   }
 }
+
+Client::Client(ClientOptions options, asio::io_context& io)
+    : impl_(std::make_shared<Impl>(std::move(options), &io)) {}
 
 Client::~Client() {
   Impl& im = *impl_;
@@ -761,7 +799,10 @@ Client::~Client() {
   }
   for (auto& c : idle) asio::post(c->strand(), [c] { c->close(); });
   idle.clear();
-  // The threads return once every call has ended and every connection is closed.
+  // The threads return once every call has ended and every connection is closed. On a given
+  // io_context that happens when it runs what was posted (the connections and calls keep
+  // the Impl alive until then).
+  if (!im.own_io) return;
   im.work.reset();
   for (auto& t : im.threads) t.join();
 }
@@ -769,7 +810,7 @@ Client::~Client() {
 std::shared_ptr<Call> Client::start(ClientRequest request, CallHandlers handlers) {
   Impl& im = *impl_;
   auto st = std::make_shared<Call::State>();
-  st->client = &im;
+  st->client = impl_;
   st->handlers = std::move(handlers);
   auto call = std::make_shared<Call>(st);
   {

@@ -15,10 +15,16 @@
 #include <utility>
 #include <vector>
 
+namespace boost::asio {
+class io_context;
+}
+
 namespace admit::http {
 
 struct ClientOptions {
-  int threads = 1;          ///< the client's own io threads (it owns an io_context), >= 1
+  /// The client's own io threads (it owns an io_context), >= 1. Not used by a client made on
+  /// the caller's io_context (Client(ClientOptions, io_context&)).
+  int threads = 1;
   std::string ca_file;      ///< PEM CA bundle; empty: the system store (set_default_verify_paths)
   bool verify_peer = true;  ///< false only for an explicit opt-out: no chain, no host name check
   /// Pooled keep-alive connections kept per scheme + host + port; 0: no pooling.
@@ -68,9 +74,10 @@ struct ClientResponseHead {
   std::vector<std::pair<std::string, std::string>> headers;  ///< as received, in order
 };
 
-/// How the client reports one call. Every handler runs on one of the client's io threads, one
-/// at a time for a call. A handler that throws ends the call (its connection is closed) with
-/// on_done("handler threw: ..."); an exception from on_done is dropped.
+/// How the client reports one call. Every handler runs on one of the client's io threads (or
+/// of the threads running the io_context it was given), one at a time for a call. A handler that
+/// throws ends the call (its connection is closed) with on_done("handler threw: ..."); an exception
+/// from on_done is dropped.
 struct CallHandlers {
   /// Once, before any data (interim 1xx responses are skipped).
   std::function<void(ClientResponseHead)> on_head;
@@ -109,8 +116,16 @@ class Client {
   /// Starts options.threads io threads. @throws std::invalid_argument for a bad option or a
   /// ca_file that cannot be read.
   explicit Client(ClientOptions options);
-  /// Cancels every call in flight (each gets on_done("cancelled")), closes the pooled
-  /// connections and joins the io threads. Must not run concurrently with start().
+  /// A client with no thread of its own: its connections and handlers run on `io`, which the
+  /// caller runs (options.threads is not used). Run by one thread, `io` then carries the
+  /// calls with no hand-off between threads: a caller that starts calls and takes their
+  /// answers on that thread never waits for another (what admitd's gateway does). `io` must
+  /// outlive the Client; the connections' last pieces may run on it after the Client is gone.
+  Client(ClientOptions options, boost::asio::io_context& io);
+  /// Cancels every call in flight (each gets on_done("cancelled")) and closes the pooled
+  /// connections; a client with its own threads waits for that and joins them, one on the
+  /// caller's io_context only posts it there (its on_done handlers run when `io` runs them).
+  /// Must not run concurrently with start().
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -125,7 +140,7 @@ class Client {
   struct Impl;  // client.cpp
 
  private:
-  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<Impl> impl_;  // shared with its connections and calls
 };
 
 }  // namespace admit::http

@@ -1231,7 +1231,9 @@ struct Server::Impl {
   // Polls until every connection is closed; past the grace period, closes those left (their
   // on_close callbacks run on their strands) and stops the io_context a little later.
   void wait_for_sessions() {
-    if (registry->size() == 0) return;  // nothing left: run() returns on its own
+    // Nothing left: run() returns (stopped rather than run out of work, which other work on
+    // the io_context, io_context(), would put off).
+    if (registry->size() == 0) return ioc.stop();
     if (std::chrono::steady_clock::now() >= stop_deadline) {
       if (aborted) return ioc.stop();
       aborted = true;
@@ -1297,6 +1299,8 @@ void Server::run() {
   im.run_io();
   for (auto& t : threads) t.join();
 }
+
+boost::asio::io_context& Server::io_context() { return impl_->ioc; }
 
 void Server::stop() {
   Impl* im = impl_.get();

@@ -16,6 +16,10 @@
 #include <utility>
 #include <vector>
 
+namespace boost::asio {
+class io_context;
+}
+
 namespace admit::http {
 
 namespace detail {
@@ -218,6 +222,11 @@ class Server {
   void run();
   /// Thread-safe; may be called before or during run() (not after the Server is destroyed).
   void stop();
+
+  /// The io_context run() runs, for other work that should run on the server's threads (a
+  /// Handler's own I/O: admitd's gateway makes its upstream calls there). Its objects must be
+  /// destroyed before the Server, after run() returned.
+  boost::asio::io_context& io_context();
 
  private:
   struct Impl;

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/json.hpp>
 #include <cctype>
 #include <chrono>
@@ -15,7 +15,6 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -38,22 +37,32 @@ namespace asio = boost::asio;
 
 namespace {
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
+char lower_ascii(char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); }
+
+/// `name` equals `lower` (lowercase) in any case.
+bool is_named(std::string_view name, std::string_view lower) {
+  if (name.size() != lower.size()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    if (lower_ascii(name[i]) != lower[i]) return false;
+  }
+  return true;
+}
+
+/// `name` starts with `lower` (lowercase) in any case.
+bool has_prefix(std::string_view name, std::string_view lower) {
+  return name.size() >= lower.size() && is_named(name.substr(0, lower.size()), lower);
 }
 
 /// Response headers of the upstream that are not passed on: the framing (the server sets its
 /// own), and the upstream's rate-limit headers, which describe the shared upstream account;
 /// the caller gets its own limits' headers instead.
-bool dropped_header(std::string_view name) {
-  const std::string n = lower(name);
-  return n == "connection" || n == "keep-alive" || n == "transfer-encoding" ||
-         n == "content-length" || n == "te" || n == "trailer" || n == "upgrade" || n == "server" ||
-         n == "date" || n == "retry-after" || n == "retry-after-ms" || n.starts_with("proxy-") ||
-         n.starts_with("x-ratelimit-") || n.starts_with("anthropic-ratelimit-") ||
-         n == "set-cookie";
+bool dropped_header(std::string_view n) {
+  return is_named(n, "connection") || is_named(n, "keep-alive") ||
+         is_named(n, "transfer-encoding") || is_named(n, "content-length") || is_named(n, "te") ||
+         is_named(n, "trailer") || is_named(n, "upgrade") || is_named(n, "server") ||
+         is_named(n, "date") || is_named(n, "retry-after") || is_named(n, "retry-after-ms") ||
+         has_prefix(n, "proxy-") || has_prefix(n, "x-ratelimit-") ||
+         has_prefix(n, "anthropic-ratelimit-") || is_named(n, "set-cookie");
 }
 
 /// An OpenAI-shaped error: {"error":{"message","type","param","code"}}.
@@ -124,14 +133,16 @@ struct Gateway::Impl {
   GatewayConfig config;
   Limiter& limiter;
   Metrics* metrics;
-  asio::io_context io;
-  asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+  asio::io_context& io;  // the HTTP clients' connections
+  // The gateway's loop: the schedulers, the callers' waits, and what a request does between
+  // its upstream calls (admitted, attempt, completed) run one at a time on it.
+  asio::strand<asio::io_context::executor_type> loop;
   std::vector<std::unique_ptr<Upstream>> upstreams;
   SecretDigests keys;                 // the callers' keys ...
   std::vector<std::string> entities;  // ... and the entity of each, by index
-  std::thread thread;
 
-  Impl(const GatewayConfig& c, Limiter& l, Metrics* m) : config(c), limiter(l), metrics(m) {
+  Impl(const GatewayConfig& c, Limiter& l, Metrics* m, asio::io_context& on)
+      : config(c), limiter(l), metrics(m), io(on), loop(asio::make_strand(io)) {
     for (const GatewayCaller& k : config.callers) {
       if (keys.add(k.key)) entities.push_back(k.entity);  // the config refuses a key twice
     }
@@ -142,7 +153,10 @@ struct Gateway::Impl {
       http::ClientOptions co;
       co.ca_file = u.ca_file;
       co.max_idle_per_origin = u.max_concurrent;
-      up->client = std::make_unique<http::Client>(co);
+      // On the gateway's io_context, with the schedulers (admitd: the server's, on one
+      // thread by default): a request's dispatch, its upstream call and its answer hand
+      // nothing to another thread.
+      up->client = std::make_unique<http::Client>(co, io);
       sched::SchedulerOptions so;
       so.mode = sched::Mode::intelligent;
       so.entity = u.name;
@@ -152,20 +166,16 @@ struct Gateway::Impl {
           std::chrono::duration_cast<std::chrono::microseconds>(config.deadline).count();
       so.max_attempts = u.max_attempts;
       up->scheduler = std::make_unique<sched::Scheduler>(
-          io.get_executor(), limiter, so, std::make_shared<sched::HeaderProvider>(u.dialect));
+          loop, limiter, so, std::make_shared<sched::HeaderProvider>(u.dialect));
       upstreams.push_back(std::move(up));
     }
-    thread = std::thread([this] { io.run(); });
   }
 
   ~Impl() {
-    // Queued requests fail (SchedulerClosed), calls in flight are cancelled; then the loop
-    // finishes what that posted and stops.
+    // Queued requests fail (SchedulerClosed), calls in flight are cancelled: posted to io,
+    // which no longer runs (the server stopped); what is left there is dropped with it.
     for (auto& u : upstreams) u->scheduler.reset();
     for (auto& u : upstreams) u->client.reset();
-    work.reset();
-    io.stop();
-    if (thread.joinable()) thread.join();
   }
 
   /// The deployments of `model`, in the configuration's order: the upstreams that list it;
@@ -307,7 +317,7 @@ class Flight : public std::enable_shared_from_this<Flight> {
     Limiter::AsyncWait wait = gw_.limiter.acquire_async(
         entity_, est_.model, amounts,
         std::chrono::duration_cast<std::chrono::microseconds>(gw_.config.deadline),
-        AsioTimer::create(gw_.io.get_executor(), gw_.limiter.clock()),
+        AsioTimer::create(gw_.loop, gw_.limiter.clock()),
         [self](Lease lease) { self->admitted(std::move(lease)); }, ao);
     {
       std::lock_guard g(call_mu_);
@@ -332,7 +342,7 @@ class Flight : public std::enable_shared_from_this<Flight> {
     cancel_call();
     // Admitted but no attempt made yet (queued at the scheduler): nothing went upstream, the
     // reservation goes back now. On the gateway's loop, where admitted() and attempt() run.
-    asio::post(gw_.io, [self = shared_from_this()] {
+    asio::post(gw_.loop, [self = shared_from_this()] {
       if (!self->attempted_) self->end_caller(false, 0);
     });
   }
@@ -503,7 +513,7 @@ class Flight : public std::enable_shared_from_this<Flight> {
     forwarding_ = true;
     std::string_view type;
     for (const auto& [k, v] : up_headers_) {
-      if (lower(k) == "content-type") type = v;
+      if (is_named(k, "content-type")) type = v;
     }
     if (status_ == 200 && type.starts_with("text/event-stream")) {
       if (!claim()) {
@@ -517,20 +527,24 @@ class Flight : public std::enable_shared_from_this<Flight> {
 
   void upstream_data(std::string data, std::function<void()> resume) {
     if (!streaming_) {
-      buffered_ += data;  // the client's body_limit bounds it
+      // The client's body_limit bounds it. Most answers come in one piece: kept as it came.
+      if (buffered_.empty()) {
+        buffered_ = std::move(data);
+      } else {
+        buffered_ += data;
+      }
       resume();
       return;
     }
     sse_.feed(data);
     // Back-pressure: the next piece is read once the client took this one. A client that
-    // is gone never does: the stall timer then cancels the call.
+    // is gone never does: the stall timer then cancels the call. (Only the call's handlers,
+    // one at a time, touch stall_.)
     const std::uint64_t gen = ++pieces_;
     auto self = shared_from_this();
-    asio::post(gw_.io, [self, gen] {
-      self->stall_.expires_after(kStreamStall);
-      self->stall_.async_wait([self, gen](const boost::system::error_code& ec) {
-        if (!ec && self->taken_.load() < gen) self->cancel_call();
-      });
+    stall_.expires_after(kStreamStall);
+    stall_.async_wait([self, gen](const boost::system::error_code& ec) {
+      if (!ec && self->taken_.load() < gen) self->cancel_call();
     });
     ex_.write(std::move(data), [self, gen, resume = std::move(resume)] {
       self->taken_.store(gen);
@@ -539,7 +553,7 @@ class Flight : public std::enable_shared_from_this<Flight> {
   }
 
   void upstream_done(const std::string& error, const sched::Reply& reply) {
-    asio::post(gw_.io, [self = shared_from_this()] { self->stall_.cancel(); });
+    stall_.cancel();
     sched::Outcome o;
     o.status = static_cast<int>(status_);
     for (const auto& [k, v] : up_headers_) o.headers.add(k, v);
@@ -577,7 +591,7 @@ class Flight : public std::enable_shared_from_this<Flight> {
       if (ok) o.usage = body_usage(buffered_);
       if (claim()) {
         http::Response r = head_response();
-        r.body = buffered_;
+        r.body = std::move(buffered_);  // not read after a forwarded answer
         ex_.respond(std::move(r));
       }
       // A 4xx: the upstream did no work.
@@ -635,8 +649,9 @@ class Flight : public std::enable_shared_from_this<Flight> {
             429, "The upstream " + up_->config.name + " is rate limited; retry later.", "requests",
             "", "rate_limit_exceeded");
         for (const auto& [k, v] : up_headers_) {
-          const std::string n = lower(k);
-          if (n == "retry-after" || n == "retry-after-ms") res.headers.emplace_back(k, v);
+          if (is_named(k, "retry-after") || is_named(k, "retry-after-ms")) {
+            res.headers.emplace_back(k, v);
+          }
         }
         if (res.headers.size() == 1) res.headers.emplace_back("Retry-After", "1");
         answer(std::move(res));
@@ -734,13 +749,13 @@ class Flight : public std::enable_shared_from_this<Flight> {
   std::atomic<bool> answered_{false};
   std::atomic<bool> caller_ended_{false};
   std::atomic<bool> gone_{false};  // the client closed its connection (client_gone)
-  bool attempted_ = false;         // an upstream call was started (on gw_.io only)
+  bool attempted_ = false;         // an upstream call was started (on gw_.loop only)
   Limiter::AsyncWait wait_;        // for the caller's limits (call_mu_)
   std::mutex end_mu_;
   bool running_ = false;    // an attempt is under way (end_mu_)
   bool timed_out_ = false;  // the scheduler's deadline passed (end_mu_)
 
-  // The attempt in progress (its handlers run one at a time on the client's thread).
+  // The attempt in progress (its handlers run one at a time, on its connection's strand).
   std::mutex call_mu_;
   std::shared_ptr<http::Call> call_;
   unsigned status_ = 0;
@@ -749,15 +764,16 @@ class Flight : public std::enable_shared_from_this<Flight> {
   bool forwarding_ = false;
   bool streaming_ = false;
   sched::SseUsageParser sse_;
-  asio::steady_timer stall_;  // on gw_.io only
+  asio::steady_timer stall_;  // by the call's handlers only
   std::atomic<std::uint64_t> pieces_{0};
   std::atomic<std::uint64_t> taken_{0};
 };
 
 }  // namespace
 
-Gateway::Gateway(const GatewayConfig& config, Limiter& limiter, Metrics* metrics)
-    : impl_(std::make_shared<Impl>(config, limiter, metrics)) {}
+Gateway::Gateway(const GatewayConfig& config, Limiter& limiter, Metrics* metrics,
+                 asio::io_context& io)
+    : impl_(std::make_shared<Impl>(config, limiter, metrics, io)) {}
 
 Gateway::~Gateway() = default;
 

@@ -9,6 +9,10 @@
 #include <memory>
 #include <string_view>
 
+namespace boost::asio {
+class io_context;
+}
+
 #include "admit/limiter.hpp"
 #include "common/http/server.hpp"
 #include "service/proxy/gateway_config.hpp"
@@ -19,11 +23,17 @@ class Metrics;
 
 class Gateway {
  public:
-  /// Starts its io thread, an HTTP client and a Scheduler per upstream. `limiter` (the
-  /// namespace config.ns names) and `metrics` (may be null) must outlive the Gateway.
+  /// An HTTP client and a Scheduler per upstream, on `io`, with no thread of its own: the
+  /// schedulers, the clients' connections and every step of a request run on the threads
+  /// that run `io`. admitd gives it its HTTP server's (http::Server::io_context()): on one io
+  /// thread a request is then taken, paced, forwarded and answered with no hand-off between
+  /// threads. `limiter` (the namespace config.ns names), `metrics` (may be null) and `io`
+  /// must outlive the Gateway; `io` must not be running while the Gateway is destroyed.
   /// @throws std::invalid_argument for an upstream that cannot be set up (a CA file).
-  Gateway(const GatewayConfig& config, Limiter& limiter, Metrics* metrics);
-  /// Fails what is queued, cancels upstream calls in flight, joins its threads.
+  Gateway(const GatewayConfig& config, Limiter& limiter, Metrics* metrics,
+          boost::asio::io_context& io);
+  /// Fails what is queued and cancels upstream calls in flight: posted to `io`, and dropped
+  /// with it if it does not run again.
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
