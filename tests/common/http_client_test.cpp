@@ -469,6 +469,104 @@ TEST_F(HttpClient, RefusesRequestsThatWouldBreakTheWire) {
   EXPECT_EQ(client.stats().opened, 0u);
 }
 
+// ---------------------------------------------------------------------------- on a given
+// io_context
+
+/// Runs `io` on this thread until `done()` holds; false (and a test failure) after kWait.
+bool run_until(asio::io_context& io, const std::function<bool()>& done) {
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ADD_FAILURE() << "the condition did not hold within the guard time";
+      return false;
+    }
+    if (io.stopped()) io.restart();
+    io.run_one_for(10ms);
+  }
+  return true;
+}
+
+/// Runs `io` on this thread until it has no work left; false (and a test failure) if it still
+/// had some after kWait.
+bool run_out(asio::io_context& io) {
+  io.restart();
+  io.run_for(kWait);
+  EXPECT_TRUE(io.stopped()) << "the io_context still had work after the guard time";
+  return io.stopped();
+}
+
+// Calls on a client made on the caller's io_context run on the thread running it, and a second
+// call reuses the pooled connection; once the client is gone the io_context runs out of work.
+TEST_F(HttpClient, GivenIoContextRunsCallsOnTheCallersThread) {
+  asio::io_context io;
+  const auto me = std::this_thread::get_id();
+  std::vector<std::thread::id> ran_on;  // written by the handlers, on this thread
+  const auto recorded = [&ran_on](const std::shared_ptr<Recorder>& rec) {
+    http::CallHandlers h = rec->handlers();
+    h.on_head = [&ran_on, inner = h.on_head](http::ClientResponseHead head) {
+      ran_on.push_back(std::this_thread::get_id());
+      inner(std::move(head));
+    };
+    h.on_done = [&ran_on, inner = h.on_done](std::string error) {
+      ran_on.push_back(std::this_thread::get_id());
+      inner(std::move(error));
+    };
+    return h;
+  };
+  const std::string expected =
+      "GET /echo host=127.0.0.1:" + std::to_string(server_->port()) + " length= ";
+  {
+    http::Client client(http::ClientOptions{}, io);
+    for (int i = 0; i < 2; ++i) {
+      auto rec = std::make_shared<Recorder>();
+      client.start(get(origin_, "/echo"), recorded(rec));
+      ASSERT_TRUE(run_until(io, [&] { return rec->dones() > 0; }));
+      EXPECT_EQ(rec->error(), "");
+      EXPECT_EQ(rec->status(), 200u);
+      EXPECT_EQ(rec->header("content-type"), "text/plain");
+      EXPECT_EQ(rec->body(), expected);
+      EXPECT_EQ(rec->heads(), 1);
+      EXPECT_EQ(rec->dones(), 1);
+    }
+    const auto s = client.stats();
+    EXPECT_EQ(s.opened, 1u);
+    EXPECT_EQ(s.reused, 1u);
+    EXPECT_EQ(s.idle_now, 1u);
+  }
+  ASSERT_EQ(ran_on.size(), 4u);
+  for (const auto& id : ran_on) EXPECT_EQ(id, me);
+  // The pooled connection (and its idle timer) go once the io_context runs what ~Client posted.
+  EXPECT_TRUE(run_out(io));
+}
+
+// Destroying a client made on the caller's io_context with calls in flight (one mid-body, one
+// not yet begun) ends each call once with "cancelled" when the io_context runs, which then runs
+// out of work; a late resume does nothing.
+TEST_F(HttpClient, GivenIoContextDestroyingTheClientEndsItsCallsOnce) {
+  asio::io_context io;
+  auto mid_body = std::make_shared<Recorder>();
+  auto not_begun = std::make_shared<Recorder>();
+  {
+    http::Client client(http::ClientOptions{}, io);
+    client.start(get(origin_, "/hold"), mid_body->handlers(/*auto_resume=*/false));
+    ASSERT_TRUE(run_until(io, [&] { return mid_body->piece_count() >= 1; }));
+    EXPECT_EQ(mid_body->pieces()[0], "first;");
+    (void)handler_.held.pop();
+    client.start(get(origin_, "/echo"), not_begun->handlers());  // io does not run it yet
+  }
+  EXPECT_EQ(mid_body->dones(), 0);  // on_done runs on the io_context, which has not run since
+  EXPECT_EQ(not_begun->dones(), 0);
+  EXPECT_TRUE(run_out(io));
+  EXPECT_EQ(mid_body->dones(), 1);
+  EXPECT_EQ(mid_body->error(), "cancelled");
+  EXPECT_EQ(not_begun->dones(), 1);
+  EXPECT_EQ(not_begun->error(), "cancelled");
+  mid_body->resume_last();  // the client is gone: nothing happens
+  EXPECT_TRUE(run_out(io));
+  EXPECT_EQ(mid_body->dones(), 1);
+  EXPECT_EQ(mid_body->piece_count(), 1u);
+}
+
 TEST(HttpClientConnect, ReportsAPortNobodyListensOn) {
   http::Client client(http::ClientOptions{});
   // A port that was just free: bound, then closed.
@@ -857,6 +955,63 @@ TEST(HttpClientRetry, IdleConnectionsAreClosedAfterTheIdleTimeout) {
   http::Client client(o);
   EXPECT_EQ(run(client, get(up.origin(), "/"))->error(), "");
   ASSERT_EQ(closed_future.wait_for(kWait), std::future_status::ready);
+}
+
+// A call cancelled while more of its body is arriving (a read under way, bytes waiting on the
+// socket) ends once with "cancelled" and its connection is not reused: the regression test for
+// ClientConn::finish destroying the parser a cancelled read could still write into.
+TEST(HttpClientGivenIoContext, CancelMidResponseEndsOnceAndDropsTheConnection) {
+  std::promise<void> go_on;  // the test lets connection 0 send more of its body
+  auto go_on_future = go_on.get_future().share();
+  std::promise<void> sent_more;  // connection 0 sent it
+  auto sent_more_future = sent_more.get_future();
+  RawUpstream up([&](tcp::socket s, int index) -> asio::awaitable<void> {
+    co_await read_request(s);
+    if (index == 0) {
+      co_await send(s, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc");
+      // Blocks the upstream's thread: nothing else is under way on it until the test says so.
+      if (go_on_future.wait_for(kWait) != std::future_status::ready) co_return;
+      co_await send(s, std::string(20, 'x'));  // more, but not the whole body
+      sent_more.set_value();
+      co_await drain(s);
+      co_return;
+    }
+    co_await send(s, kOk);
+    co_await drain(s);
+  });
+  asio::io_context io;
+  {
+    http::Client client(http::ClientOptions{}, io);
+    auto rec = std::make_shared<Recorder>();
+    auto call = client.start(get(up.origin(), "/"), rec->handlers());  // resumes each piece
+    ASSERT_TRUE(run_until(io, [&] { return rec->piece_count() >= 1; }));
+    EXPECT_EQ(rec->pieces()[0], "abc");
+    io.poll();  // the resume: the next read is under way
+    go_on.set_value();
+    ASSERT_EQ(sent_more_future.wait_for(kWait), std::future_status::ready);
+    // The cancel, queued behind the reactor: the reactor takes the waiting bytes off the
+    // socket, then the cancel ends the call on the strand before the read's completion runs.
+    asio::post(io, [call] { call->cancel(); });
+    io.run_one();
+    ASSERT_TRUE(run_until(io, [&] { return rec->dones() > 0; }));
+    EXPECT_EQ(rec->error(), "cancelled");
+    const std::string body = rec->body();
+    EXPECT_EQ(body.substr(0, 3), "abc");
+    EXPECT_EQ(body.substr(3), std::string(body.size() - 3, 'x'));
+    EXPECT_EQ(client.stats().idle_now, 0u);
+
+    // The next call opens a fresh connection.
+    auto next = std::make_shared<Recorder>();
+    client.start(get(up.origin(), "/"), next->handlers());
+    ASSERT_TRUE(run_until(io, [&] { return next->dones() > 0; }));
+    EXPECT_EQ(next->error(), "");
+    EXPECT_EQ(next->body(), "ok");
+    EXPECT_EQ(client.stats().opened, 2u);
+    EXPECT_EQ(client.stats().reused, 0u);
+    EXPECT_EQ(client.stats().retried, 0u);
+    EXPECT_EQ(rec->dones(), 1);
+  }
+  EXPECT_TRUE(run_out(io));
 }
 
 }  // namespace
