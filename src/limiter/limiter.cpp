@@ -3,8 +3,9 @@
 // (resolution.hpp), plans and the plan cache (plan), decisions and stats (decisions), the wait
 // queues (wait_queue), the AIMD laws (aimd_registry), what is learned and shared through the
 // store (shared_adaptation), lease ids (lease_ids); Limiter::Impl (limiter_impl.hpp) holds
-// them. Also here: the acquire path's steps (Impl::attempt and the asynchronous acquire, in one
-// translation unit with try_acquire so the hot path inlines). A lease's store operations are in
+// them. Also here: the acquire path's steps (Impl::attempt, the asynchronous acquire and the
+// batch of try_acquire_many, in one translation unit with try_acquire so the hot path
+// inlines). A lease's store operations are in
 // lease_ops.cpp, the asynchronous wait in async_wait.cpp.
 #include "admit/limiter.hpp"
 
@@ -379,20 +380,27 @@ void no_lease_records(Decision& d, const Store& store) {
 // nothing in it points into the per-thread plan cache (the next call on the thread may
 // overwrite it) or into a configuration snapshot (a set_* may free it). The op's items point
 // at the lease key's copies of the limits and at `rates`.
-struct Limiter::Impl::AsyncAcquire {
-  Impl* impl = nullptr;
-  AcquireCallback done;
-  Lease lease;  // its decision's `now` is set
-  detail::KeyRef key;
+namespace detail {
+// What an acquire's op points at, owned, outside the plan cache: the asynchronous acquire's
+// context and a batch's items (try_acquire_many) are built on it.
+struct AcquireParts {
+  KeyRef key;
   SmallVec<OpItem> ops;
   SmallVec<std::size_t> entries;
   SmallVec<ItemResult> results;
   SmallVec<RateParams> rates;
   SmallVec<std::uint64_t> epochs;
   std::uint64_t id = 0;
-  Micros expires_at = 0;
   bool adaptive = false;
   bool slots = false;
+};
+}  // namespace detail
+
+struct Limiter::Impl::AsyncAcquire : detail::AcquireParts {
+  Impl* impl = nullptr;
+  AcquireCallback done;
+  Lease lease;  // its decision's `now` is set
+  Micros expires_at = 0;
   bool with_stats = false;
   bool durable = false;
   DurableRecord record;  // durable: what the acquire writes
@@ -645,19 +653,9 @@ Lease Limiter::try_acquire(std::string_view entity, std::string_view resource,
 
 // One request of a batch between the store's batch and its lease: what the op points at.
 // Nothing in it points into the plan cache (the next request's plan replaces it).
-struct Limiter::Impl::BatchItem {
-  detail::KeyRef key;
+struct Limiter::Impl::BatchItem : detail::AcquireParts {
   SmallVec<KeyParts> keys;  // into key's strings
   SmallVec<KeyHandle> handles;
-  SmallVec<OpItem> ops;
-  SmallVec<std::size_t> entries;
-  SmallVec<ItemResult> results;
-  SmallVec<RateParams> rates;
-  SmallVec<std::uint64_t> epochs;
-  std::uint64_t id = 0;
-  std::size_t op = 0;  // index of its op in the batch
-  bool adaptive = false;
-  bool slots = false;
 };
 
 namespace {
@@ -714,7 +712,6 @@ void Limiter::Impl::acquire_many(std::span<const AcquireRequest> requests,
                        expires_at);
         continue;
       }
-      it.op = nops;
       sent[nops] = &it;
       results[nops] = it.results;
       Op& op = ops[nops++];
